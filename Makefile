@@ -1,0 +1,43 @@
+# Pruning Explorer — one-command entry points.
+#   make run    create .venv, install, open the window on digits-cnn
+#   make test   create/update .venv with test extras, run the whole suite headless
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+TSTAMP := $(VENV)/.installed-test
+
+.PHONY: run test venv test-venv bench retrain screenshot clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(TSTAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e '.[test]'
+	bash scripts/ensure_qt_libs.sh
+	touch $@ $(STAMP)
+
+venv: $(STAMP)
+test-venv: $(TSTAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/pruning-explorer gui
+
+test: $(TSTAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(TSTAMP)
+	$(PY) benchmarks/run_all.py
+
+retrain: $(STAMP)
+	$(VENV)/bin/pruning-explorer train-builtin --out resources/models
+
+screenshot: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/pruning-explorer gui --screenshot docs/screenshot.png
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,261 @@
+"""Dataset specs -> datasets with fixed train/val/test splits.
+
+Spec strings (a contract, see DESIGN.md): ``digits`` (scikit-learn's bundled
+8x8 handwritten digits, no download), ``mnist:ROOT``, ``fashion-mnist:ROOT``,
+``cifar10:ROOT``, ``cifar100:ROOT`` (torchvision's on-disk formats, never
+downloaded), ``imagefolder:DIR`` and ``synthetic`` (random inputs of the
+model's input shape, no labels: latency and size only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+from .errors import DatasetError
+
+SPLITS = ("train", "val", "test")
+SPLIT_SEED = 0
+
+# Normalisation of the digits dataset, stated once: pixel values 0..16 are
+# scaled to 0..1, then standardised with the mean/std of the whole dataset.
+DIGITS_SCALE = 16.0
+DIGITS_MEAN = 0.3050
+DIGITS_STD = 0.3760
+# Split sizes for digits: 1,797 images -> 1,257 train / 180 val / 360 test.
+DIGITS_VAL = 180
+DIGITS_TEST = 360
+
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+SYNTHETIC_SAMPLES = 256
+
+
+@dataclass
+class DatasetBundle:
+    """A dataset resolved from a spec: three splits, input shape, class count."""
+
+    spec: str
+    name: str
+    splits: dict[str, Dataset | None]
+    input_shape: tuple[int, ...]
+    num_classes: int | None
+    has_labels: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    def split(self, split: str) -> Dataset:
+        if split not in SPLITS:
+            raise DatasetError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
+        ds = self.splits.get(split)
+        if ds is None or len(ds) == 0:
+            raise DatasetError(f"The dataset {self.spec} has no '{split}' split (or it is empty).")
+        return ds
+
+    def size(self, split: str) -> int:
+        ds = self.splits.get(split)
+        return 0 if ds is None else len(ds)
+
+    def batches(self, split: str, batch_size: int = 256, shuffle: bool = False,
+                seed: int = 0, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Yield ``(inputs, labels)``; labels are ``None`` for unlabelled data.
+
+        In-memory tensor datasets are sliced directly (no per-item collate),
+        which keeps evaluation of small datasets fast.
+        """
+        ds = self.split(split)
+        n = len(ds) if limit is None else min(limit, len(ds))
+        if shuffle:
+            order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+        else:
+            order = torch.arange(n)
+        tensors = _tensors_of(ds)
+        if tensors is not None:
+            x_all, y_all = tensors
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                yield x_all[idx], (None if y_all is None else y_all[idx])
+            return
+        loader = DataLoader(Subset(ds, order.tolist()), batch_size=batch_size, shuffle=False, num_workers=0)
+        for batch in loader:
+            if isinstance(batch, (list, tuple)):
+                x, y = batch[0], (batch[1] if len(batch) > 1 and self.has_labels else None)
+            else:
+                x, y = batch, None
+            yield x, y
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A fixed input of the dataset's shape (the first samples of the test split when there is one)."""
+        for split in ("test", "val", "train"):
+            if self.size(split):
+                x, _ = next(self.batches(split, batch_size=batch))
+                if x.shape[0] < batch:
+                    reps = -(-batch // x.shape[0])
+                    x = x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
+                return x
+        return torch.zeros(batch, *self.input_shape)
+
+
+def _tensors_of(ds: Dataset):
+    """(inputs, labels) if ``ds`` is an in-memory TensorDataset (or a Subset of one)."""
+    if isinstance(ds, TensorDataset):
+        return ds.tensors[0], (ds.tensors[1] if len(ds.tensors) > 1 else None)
+    if isinstance(ds, Subset) and isinstance(ds.dataset, TensorDataset):
+        idx = torch.as_tensor(ds.indices)
+        t = ds.dataset.tensors
+        return t[0][idx], (t[1][idx] if len(t) > 1 else None)
+    return None
+
+
+def dataset_names() -> list[str]:
+    return ["digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
+            "imagefolder:DIR", "synthetic"]
+
+
+def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None) -> DatasetBundle:
+    """Resolve a dataset spec. ``input_shape`` is needed for ``synthetic`` and used to size images."""
+    spec = (spec or "digits").strip()
+    kind, _, arg = spec.partition(":")
+    kind = kind.lower()
+    if kind == "digits":
+        return _digits(spec)
+    if kind == "synthetic":
+        return _synthetic(spec, input_shape)
+    if kind in ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"):
+        if not arg:
+            what = "DIR" if kind == "imagefolder" else "ROOT"
+            raise DatasetError(f"The dataset spec '{spec}' needs a folder: write it as {kind}:{what}.")
+        root = Path(arg).expanduser()
+        if not root.exists():
+            raise DatasetError(f"The folder '{root}' for dataset {kind} does not exist.",
+                               "Check the path; datasets are read from disk and never downloaded.")
+        if kind == "imagefolder":
+            return _imagefolder(spec, root, input_shape)
+        return _torchvision_dataset(spec, kind, root)
+    raise DatasetError(f"Unknown dataset spec '{spec}'.",
+                       f"Use one of: {', '.join(dataset_names())}.")
+
+
+def _seeded_split(n: int, sizes: tuple[int, int], seed: int = SPLIT_SEED):
+    """Indices (train, val, test) of a fixed, seeded permutation; sizes = (val, test)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val, n_test = sizes
+    test = perm[:n_test]
+    val = perm[n_test:n_test + n_val]
+    train = perm[n_test + n_val:]
+    return train.tolist(), val.tolist(), test.tolist()
+
+
+def _digits(spec: str) -> DatasetBundle:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / DIGITS_SCALE
+    x = (x - DIGITS_MEAN) / DIGITS_STD
+    y = torch.tensor(d.target, dtype=torch.long)
+    full = TensorDataset(x, y)
+    train, val, test = _seeded_split(len(full), (DIGITS_VAL, DIGITS_TEST))
+    splits = {"train": TensorDataset(x[train], y[train]),
+              "val": TensorDataset(x[val], y[val]),
+              "test": TensorDataset(x[test], y[test])}
+    return DatasetBundle(spec="digits", name="digits", splits=splits, input_shape=(1, 8, 8), num_classes=10)
+
+
+def _synthetic(spec: str, input_shape) -> DatasetBundle:
+    if not input_shape:
+        raise DatasetError("The synthetic dataset needs an input shape.",
+                           "Give --input-shape C,H,W (the model does not declare one).")
+    g = torch.Generator().manual_seed(SPLIT_SEED)
+    x = torch.randn(SYNTHETIC_SAMPLES, *input_shape, generator=g)
+    ds = TensorDataset(x)
+    half = SYNTHETIC_SAMPLES // 2
+    splits = {"train": TensorDataset(x[:half]), "val": TensorDataset(x[half:3 * half // 2]),
+              "test": TensorDataset(x[3 * half // 2:])}
+    del ds
+    return DatasetBundle(spec="synthetic", name="synthetic", splits=splits, input_shape=tuple(input_shape),
+                         num_classes=None, has_labels=False,
+                         notes=["random inputs without labels: latency and size only, no accuracy"])
+
+
+_TV = {
+    "mnist": ("MNIST", (1, 28, 28), 10, MNIST_MEAN, MNIST_STD),
+    "fashion-mnist": ("FashionMNIST", (1, 28, 28), 10, FASHION_MEAN, FASHION_STD),
+    "cifar10": ("CIFAR10", (3, 32, 32), 10, CIFAR10_MEAN, CIFAR10_STD),
+    "cifar100": ("CIFAR100", (3, 32, 32), 100, CIFAR100_MEAN, CIFAR100_STD),
+}
+TV_VAL = 5000  # images held out of the official training set as the val split
+
+
+def _torchvision_dataset(spec: str, kind: str, root: Path) -> DatasetBundle:
+    import torchvision
+    from torchvision import transforms as T
+
+    cls_name, shape, classes, mean, std = _TV[kind]
+    cls = getattr(torchvision.datasets, cls_name)
+    tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    try:
+        train_full = cls(str(root), train=True, download=False, transform=tf)
+        test = cls(str(root), train=False, download=False, transform=tf)
+    except RuntimeError as e:
+        raise DatasetError(
+            f"No {cls_name} data found under '{root}' ({e}).",
+            f"Put torchvision's {cls_name} files there (e.g. copy them from a machine with internet, "
+            f"where torchvision.datasets.{cls_name}(root, download=True) fetches them); the app never downloads.") from None
+    n = len(train_full)
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    val_idx, train_idx = perm[:TV_VAL].tolist(), perm[TV_VAL:].tolist()
+    splits = {"train": Subset(train_full, train_idx), "val": Subset(train_full, val_idx), "test": test}
+    return DatasetBundle(spec=spec, name=kind, splits=splits, input_shape=shape, num_classes=classes)
+
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
+    from torchvision import datasets, transforms as T
+
+    if not root.is_dir():
+        raise DatasetError(f"'{root}' is not a folder.", "imagefolder:DIR needs a folder with one sub-folder per class.")
+    size = tuple(input_shape[1:]) if input_shape and len(input_shape) == 3 else (224, 224)
+    channels = input_shape[0] if input_shape and len(input_shape) == 3 else 3
+    steps = [T.Resize(size)]
+    if channels == 1:
+        steps.append(T.Grayscale(1))
+    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN[:channels] if channels == 3 else (0.5,),
+                                        IMAGENET_STD[:channels] if channels == 3 else (0.5,))]
+    tf = T.Compose(steps)
+
+    def open_folder(d: Path):
+        try:
+            return datasets.ImageFolder(str(d), transform=tf)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise DatasetError(f"No images found in '{d}' ({e}).",
+                               "imagefolder:DIR needs one sub-folder per class, each with image files "
+                               f"({', '.join(IMG_EXTENSIONS[:5])}, ...).") from None
+
+    sub = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    if "train" in sub and ("val" in sub or "test" in sub):
+        splits = {s: open_folder(d) for s, d in sub.items()}
+        if "test" not in splits:
+            splits["test"] = splits["val"]
+        if "val" not in splits:
+            splits["val"] = splits["test"]
+        classes = len(splits["train"].classes)
+    else:
+        full = open_folder(root)
+        n = len(full)
+        n_test = max(1, n // 10) if n >= 3 else 0
+        n_val = max(1, n // 10) if n >= 3 else 0
+        tr, va, te = _seeded_split(n, (n_val, n_test))
+        splits = {"train": Subset(full, tr), "val": Subset(full, va) if va else None,
+                  "test": Subset(full, te) if te else Subset(full, tr)}
+        classes = len(full.classes)
+    return DatasetBundle(spec=spec, name="imagefolder", splits=splits, input_shape=(channels, *size),
+                         num_classes=classes)

@@ -1,0 +1,333 @@
+"""The mask engine: cached rankings -> masks for any sparsity in O(1).
+
+For each (layer, criterion, granularity) the engine scores the layer's
+groups ("units"), sorts them once and keeps each unit's rank. At sparsity s
+with N units exactly ``k = round(s * N)`` units are pruned -- those of rank
+< k -- so every question the slider asks is a lookup:
+
+- which units go: ``rank >= k`` keeps (materialised only on apply/export);
+- the threshold: the k-th sorted score;
+- how many nonzeros remain: a cumulative count along the sorted order;
+- the picture: ranks of a screen-sized sample of the weight, compared with k;
+- the histogram: ranks of a fixed sample of weights, binned once.
+
+Ties are broken by position (a stable sort of the scores' bit patterns), so
+``element`` + ``l1`` prunes exactly the textbook's smallest-|w|-first set.
+Non-finite weights get the highest score: they are reported, never pruned
+silently. Channel rankings are shared by the layers of a channel group.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import PlanError
+from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
+from .groups import ChannelGroup
+from .importance import ScoreContext, get_criterion
+from .layers import LayerInfo
+from .metrics import LayerCounts
+
+MAX_DISPLAY = 2048          # heatmap sample: at most this many rows and columns
+HIST_SAMPLE = 200_000       # weights sampled for the histogram
+HIST_BINS = 101
+CACHE_BUDGET_BYTES = 6 * 2**30
+
+
+def pruned_units(sparsity: float, units: int) -> int:
+    """How many of ``units`` groups a sparsity prunes: round(s * N) (Python's round, like the lab)."""
+    if not (0.0 <= sparsity <= 1.0) or math.isnan(sparsity):
+        raise PlanError(f"Sparsity {sparsity} is outside [0, 1].")
+    return int(round(sparsity * units))
+
+
+def _sort_keys(scores: torch.Tensor) -> torch.Tensor:
+    """int32 keys whose order is the scores' order (scores >= 0; NaN last)."""
+    s = scores.detach().float().abs().contiguous()
+    keys = s.view(torch.int32).clone()
+    keys[torch.isnan(s)] = torch.iinfo(torch.int32).max
+    return keys
+
+
+@dataclass
+class Ranking:
+    """Units in pruning order: ``rank[u]`` is the position of unit u (0 = pruned first)."""
+
+    sorted_keys: torch.Tensor        # int32 bit patterns of the scores, in pruning order
+    rank: torch.Tensor               # int32 (units,)
+    comparable_sorted: np.ndarray | None  # float64 scores on a cross-layer scale (global scope), ascending
+    nonfinite: int = 0
+
+    @property
+    def units(self) -> int:
+        return int(self.rank.numel())
+
+    def threshold(self, k: int) -> float | None:
+        """Score of the last pruned unit (None when nothing is pruned)."""
+        if k <= 0:
+            return None
+        v = self.sorted_keys[min(k, self.units) - 1:min(k, self.units)].view(torch.float32)
+        return float(v[0])
+
+    def keep(self, k: int) -> torch.Tensor:
+        return self.rank >= k
+
+    @property
+    def nbytes(self) -> int:
+        return self.sorted_keys.numel() * 4 + self.rank.numel() * 4
+
+
+def rank_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stable sort of non-negative scores: (sorted int32 keys, int32 rank of each unit)."""
+    keys = _sort_keys(scores.flatten())
+    sorted_keys, order = torch.sort(keys, stable=True)
+    rank = torch.empty(order.numel(), dtype=torch.int32)
+    rank[order] = torch.arange(order.numel(), dtype=torch.int32)
+    return sorted_keys, rank
+
+
+def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """n:m ranking of element scores (groups, m): first the m-n smallest of every group, by score,
+    then the rest by score. Any prefix keeps at most n of every m; exactly n at sparsity (m-n)/m."""
+    G = grouped.shape[0]
+    keys = _sort_keys(grouped).reshape(G, m)
+    within = torch.sort(keys, dim=1, stable=True).indices          # position order inside each group
+    pos = torch.empty_like(within)
+    pos.scatter_(1, within, torch.arange(m).expand(G, m).contiguous())
+    tier = (pos >= (m - n)).flatten()                               # 0: candidate, 1: survivor of the pattern
+    flat = keys.flatten()
+    _, by_score = torch.sort(flat, stable=True)
+    _, by_tier = torch.sort(tier[by_score].to(torch.int32), stable=True)
+    order = by_score[by_tier]
+    rank = torch.empty(order.numel(), dtype=torch.int32)
+    rank[order] = torch.arange(order.numel(), dtype=torch.int32)
+    return flat[order], rank
+
+
+@dataclass
+class LayerMask:
+    """One layer under one (criterion, granularity): every slider question as a lookup."""
+
+    layer: LayerInfo
+    criterion: str
+    granularity: Granularity
+    ranking: Ranking
+    unit_layout: GroupLayout            # how the layer's elements map to this layer's own units
+    unit_of_own: torch.Tensor | None    # shared channel ranking: own row -> shared unit (None: identity)
+    cum_nonzero: torch.Tensor           # int64 (units+1,): nonzero weights among the first k pruned units
+    nonzero_total: int
+    display_units: np.ndarray           # (r, c) shared-unit id of each heatmap pixel
+    display_rows: np.ndarray
+    display_cols: np.ndarray
+    display_values: np.ndarray          # (r, c) float32 weight values of the sample
+    hist_units: np.ndarray              # shared-unit id of each histogram sample
+    hist_values: np.ndarray             # float32 values of the histogram sample
+    group: ChannelGroup | None = None
+
+    # ------------------------------------------------------------ lookups
+    @property
+    def units(self) -> int:
+        return self.ranking.units
+
+    @property
+    def unit_size(self) -> int:
+        return self.layer.params // self.units if self.units else 0
+
+    def units_for(self, sparsity: float) -> int:
+        return pruned_units(sparsity, self.units)
+
+    def counts(self, sparsity: float) -> LayerCounts:
+        k = self.units_for(sparsity)
+        nz = self.nonzero_total - int(self.cum_nonzero[k])
+        return LayerCounts(params=self.layer.params, nonzero=nz, rows=self.layer.matrix_shape[0],
+                           macs=self.layer.macs, nonzero_macs=nz * self.layer.uses)
+
+    def threshold(self, sparsity: float) -> float | None:
+        return self.ranking.threshold(self.units_for(sparsity))
+
+    def display_keep(self, sparsity: float) -> np.ndarray:
+        """bool (r, c): which heatmap pixels survive at this sparsity."""
+        k = self.units_for(sparsity)
+        return self._rank_np[self.display_units] >= k
+
+    def hist_pruned_mask(self, sparsity: float) -> np.ndarray:
+        k = self.units_for(sparsity)
+        return self._rank_np[self.hist_units] < k
+
+    @property
+    def _rank_np(self) -> np.ndarray:
+        return self.ranking.rank.numpy()
+
+    def element_mask(self, sparsity: float) -> torch.Tensor:
+        """bool tensor of the weight's shape: True = kept. Full size: only for apply/export."""
+        keep_shared = self.ranking.keep(self.units_for(sparsity))
+        keep_own = keep_shared if self.unit_of_own is None else keep_shared[self.unit_of_own]
+        return self.unit_layout.expand(keep_own)
+
+    def kept_rows(self, sparsity: float) -> torch.Tensor:
+        """Channel granularity: bool (out_channels,) of kept output rows of this layer."""
+        if not isinstance(self.granularity, Channel):
+            raise ValueError("kept_rows is for channel granularity")
+        keep_shared = self.ranking.keep(self.units_for(sparsity))
+        return keep_shared if self.unit_of_own is None else keep_shared[self.unit_of_own]
+
+    @property
+    def nbytes(self) -> int:
+        return self.cum_nonzero.numel() * 8 + self.display_units.nbytes * 2 + self.hist_units.nbytes * 2
+
+
+class MaskEngine:
+    """Builds and caches :class:`LayerMask` objects for the current weights."""
+
+    def __init__(self, layers: dict[str, LayerInfo], weight: Callable[[str], torch.Tensor],
+                 channel_group: Callable[[str], ChannelGroup] | None = None,
+                 gradient: Callable[[str], torch.Tensor | None] | None = None, seed: int = 0,
+                 budget_bytes: int = CACHE_BUDGET_BYTES):
+        self.layers = layers
+        self.weight = weight
+        self.channel_group = channel_group
+        self.gradient = gradient
+        self.seed = seed
+        self.budget = budget_bytes
+        self._views: OrderedDict[tuple, LayerMask] = OrderedDict()
+        self._rankings: OrderedDict[tuple, Ranking] = OrderedDict()
+
+    # ------------------------------------------------------------ cache
+    def invalidate(self, layers: list[str] | None = None, criterion: str | None = None) -> None:
+        """Forget cached rankings (after the weights change, or gradients for taylor)."""
+        def stale(key):
+            names = key[0] if isinstance(key[0], tuple) else (key[0],)
+            return (layers is None or any(n in layers for n in names)) and (criterion is None or key[1] == criterion)
+        for d in (self._views, self._rankings):
+            for key in [k for k in d if stale(k)]:
+                del d[key]
+
+    def is_cached(self, layer: str, criterion: str, granularity: str) -> bool:
+        return (layer, criterion, get_granularity(granularity).name) in self._views
+
+    def _trim(self) -> None:
+        total = sum(v.nbytes for v in self._views.values()) + sum(r.nbytes for r in self._rankings.values())
+        while total > self.budget and len(self._views) > 1:
+            key, v = self._views.popitem(last=False)
+            total -= v.nbytes
+            rk = (v.group.members if v.group is not None and isinstance(v.granularity, Channel) else key[0],
+                  key[1], key[2])
+            r = self._rankings.pop(rk, None)
+            if r is not None:
+                total -= r.nbytes
+
+    # ------------------------------------------------------------ building
+    def _element_scores(self, name: str, criterion: str) -> torch.Tensor:
+        crit = get_criterion(criterion)
+        ctx = ScoreContext(layer=name, seed=self.seed, gradient=self.gradient)
+        return crit.element_scores(self.weight(name), ctx)
+
+    def _ranking(self, name: str, criterion: str, gran: Granularity) -> tuple[Ranking, ChannelGroup | None]:
+        layer = self.layers[name]
+        crit = get_criterion(criterion)
+        group = None
+        if isinstance(gran, Channel) and self.channel_group is not None:
+            group = self.channel_group(name)
+            if group.blocked:
+                raise PlanError(f"'channel' granularity does not fit layer {name}: {group.blocked}.",
+                                "Its output channels must all stay; use element, n:m, vector or kernel for it.")
+        key = (group.members if group is not None else name, criterion, gran.name)
+        if key in self._rankings:
+            self._rankings.move_to_end(key)
+            return self._rankings[key], group
+        if group is not None and len(group.members) > 1:
+            total, size = None, 0
+            for member in group.members:
+                ml = self.layers[member]
+                lay = gran.layout(ml)
+                s = crit.group_scores(lay.group_view(self._element_scores(member, criterion)))
+                idx = torch.as_tensor(group.member_index[member])
+                shared = s[idx]                        # shared channel c -> this member's row score
+                total = shared if total is None else total + shared
+                size += lay.group_size
+            unit_scores = total
+            comparable = crit.comparable(unit_scores, size)
+        else:
+            lay = gran.layout(layer)
+            elem = self._element_scores(name, criterion)
+            if isinstance(gran, NM):
+                sorted_keys, rank = rank_nm(crit.group_scores(lay.group_view(elem).reshape(-1, 1)).reshape(-1, gran.m),
+                                            gran.n, gran.m)
+                w = self.weight(name)
+                ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()))
+                self._rankings[key] = ranking
+                return ranking, None
+            unit_scores = crit.group_scores(lay.group_view(elem))
+            comparable = crit.comparable(unit_scores, lay.group_size)
+        sorted_keys, rank = rank_scores(unit_scores)
+        comp_sorted = np.sort(comparable.detach().double().numpy())
+        w = self.weight(name)
+        ranking = Ranking(sorted_keys, rank, comp_sorted, int((~torch.isfinite(w)).sum()))
+        self._rankings[key] = ranking
+        return ranking, group
+
+    def view(self, name: str, criterion: str = "l1", granularity: str | Granularity = "element") -> LayerMask:
+        """The cached :class:`LayerMask`, building it on first use (may take seconds on huge layers)."""
+        if name not in self.layers:
+            raise PlanError(f"Unknown layer '{name}'.", "Run `pruning-explorer info` to list the prunable layers.")
+        gran = granularity if isinstance(granularity, Granularity) else get_granularity(granularity)
+        layer = self.layers[name]
+        gran.check(layer)
+        key = (name, criterion, gran.name)
+        if key in self._views:
+            self._views.move_to_end(key)
+            return self._views[key]
+        ranking, group = self._ranking(name, criterion, gran)
+        w = self.weight(name).detach()
+        if isinstance(gran, NM):
+            base = gran.layout(layer)
+            unit_layout = GroupLayout(base.weight_shape, base.perm, layer.params, 1)
+        else:
+            unit_layout = gran.layout(layer)
+        unit_of_own = None
+        if group is not None and len(group.members) > 1:
+            own_index = torch.as_tensor(group.member_index[name], dtype=torch.long)
+            unit_of_own = torch.empty(layer.out_channels, dtype=torch.long)
+            unit_of_own[own_index] = torch.arange(own_index.numel())
+        # nonzeros per own unit, arranged in pruning order of the (shared) units
+        nz_units = (unit_layout.group_view(w) != 0).sum(dim=1)
+        if unit_of_own is not None:
+            shared_nz = torch.empty_like(nz_units)
+            shared_nz[unit_of_own] = nz_units
+            nz_units = shared_nz
+        order = torch.empty_like(ranking.rank, dtype=torch.long)
+        order[ranking.rank.long()] = torch.arange(ranking.units)
+        cum = torch.zeros(ranking.units + 1, dtype=torch.int64)
+        torch.cumsum(nz_units[order], 0, out=cum[1:])
+        # heatmap sample: the weight as out x (in*k), at most MAX_DISPLAY rows/cols
+        R, C = layer.matrix_shape
+        rows = np.unique(np.linspace(0, R - 1, min(R, MAX_DISPLAY)).round().astype(np.int64))
+        cols = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
+        flat = (rows[:, None] * C + cols[None, :]).reshape(-1)
+        own_units = unit_layout.groups_of(flat)
+        wflat = w.reshape(-1)
+        display_values = wflat[torch.as_tensor(flat)].float().numpy().reshape(len(rows), len(cols))
+        # histogram sample
+        n = layer.params
+        if n > HIST_SAMPLE:
+            hs = np.sort(np.random.default_rng(0).choice(n, HIST_SAMPLE, replace=False))
+        else:
+            hs = np.arange(n)
+        hist_values = wflat[torch.as_tensor(hs)].float().numpy()
+        hist_units = unit_layout.groups_of(hs)
+        if unit_of_own is not None:
+            uo = unit_of_own.numpy()
+            own_units, hist_units = uo[own_units], uo[hist_units]
+        mask = LayerMask(layer=layer, criterion=criterion, granularity=gran, ranking=ranking,
+                         unit_layout=unit_layout, unit_of_own=unit_of_own, cum_nonzero=cum,
+                         nonzero_total=int(cum[-1]), display_units=own_units.reshape(len(rows), len(cols)),
+                         display_rows=rows, display_cols=cols, display_values=display_values,
+                         hist_units=hist_units, hist_values=hist_values, group=group)
+        self._views[key] = mask
+        self._trim()
+        return mask

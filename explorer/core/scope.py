@@ -1,0 +1,87 @@
+"""Global scope: one threshold on comparable scores across many layers.
+
+Every layer's units are ranked by a score on a shared scale (the
+criterion's ``comparable``: a group's mean |w| for l1, its RMS for l2), a
+single threshold is found so that the chosen share of all their weights is
+pruned, and each layer is capped so none is emptied. Linked layers (a
+channel group) count as one entity. The result is per-layer sparsities, so
+a global plan is an ordinary plan afterwards.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import PlanError
+from .granularity import NM, Channel, get_granularity
+from .recipe import LayerPlan
+
+
+def _smallest_t(f, lo: float, hi: float, K: int) -> float:
+    """Smallest float64 t in [lo, hi] with f(t) >= K (f non-decreasing), by bisection on the bit pattern."""
+    a = np.array([lo], dtype=np.float64).view(np.int64)[0]
+    b = np.array([hi], dtype=np.float64).view(np.int64)[0]
+    while a < b:
+        mid = (a + b) // 2
+        t = np.array([mid], dtype=np.int64).view(np.float64)[0]
+        if f(t) >= K:
+            b = mid
+        else:
+            a = mid + 1
+    return float(np.array([a], dtype=np.int64).view(np.float64)[0])
+
+
+def global_sparsities(session, names: list[str], target: float, granularity: str, criterion: str,
+                      max_layer_sparsity: float = 0.95) -> dict[str, float]:
+    gran = get_granularity(granularity)
+    if isinstance(gran, NM):
+        raise PlanError(f"Global scope does not apply to the {gran.name} pattern: it fixes the sparsity of every run "
+                        "of weights.", "Use local scope for n:m, or element/vector/kernel/channel for global scope.")
+    if not 0.0 <= target <= 1.0 or math.isnan(target):
+        raise PlanError(f"Sparsity {target} is outside [0, 1].")
+    if not 0.0 <= max_layer_sparsity <= 1.0:
+        raise PlanError(f"The per-layer cap {max_layer_sparsity} is outside [0, 1].")
+    entities = []  # (member names, comparable sorted, elements per unit, units, cap units)
+    seen = set()
+    for n in names:
+        view = session.layer_mask(n, LayerPlan(0.0, gran.name, criterion))
+        members = view.group.members if (isinstance(gran, Channel) and view.group is not None) else (n,)
+        if members in seen:
+            continue
+        seen.add(members)
+        units = view.units
+        size = sum(session.layer(m).params for m in members) // units
+        comp = view.ranking.comparable_sorted
+        entities.append((members, comp, size, units, int(math.floor(max_layer_sparsity * units + 1e-9))))
+    if not entities:
+        return {}
+    total = sum(size * units for _, _, size, units, _ in entities)
+    K = int(round(target * total))
+
+    def pruned(t: float, side: str) -> int:
+        return sum(size * min(cap, int(np.searchsorted(c, t, side=side))) for _, c, size, _, cap in entities)
+
+    counts = [0] * len(entities)
+    if K > 0:
+        finite = [c[np.isfinite(c)] for _, c, _, _, _ in entities]
+        lo = min((float(c[0]) for c in finite if c.size), default=0.0)
+        hi = max((float(c[-1]) for c in finite if c.size), default=0.0)
+        if pruned(hi, "right") < K:          # the caps bind: everything up to its cap
+            t = hi
+        else:
+            t = _smallest_t(lambda x: pruned(x, "right"), max(lo, 0.0), hi, K)
+        less = [min(cap, int(np.searchsorted(c, t, side="left"))) for _, c, _, _, cap in entities]
+        leq = [min(cap, int(np.searchsorted(c, t, side="right"))) for _, c, _, _, cap in entities]
+        deficit = K - sum(e[2] * l for e, l in zip(entities, less))
+        for i, e in enumerate(entities):
+            take = 0
+            if deficit > 0:
+                take = min(leq[i] - less[i], -(-deficit // e[2]))
+                deficit -= take * e[2]
+            counts[i] = less[i] + take
+    out = {}
+    for (members, _, _, units, _), k in zip(entities, counts):
+        for m in members:
+            out[m] = k / units if units else 0.0
+    return out

@@ -1,0 +1,585 @@
+"""The session: the one object that holds model + dataset + plan + masks + history.
+
+State changes go through the session; the GUI subscribes to its psygnal
+events and redraws. The original weights are never lost: the model's
+prunable weights are always ``base * mask``, with ``base`` a kept copy
+(the loaded weights, or the last fine-tuned ones) and ``original`` the
+weights as loaded, so reset and undo are exact.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from psygnal import Signal
+from torch import nn
+
+from . import data as data_mod
+from . import zoo
+from .errors import ExplorerError, PlanError, ShapeMismatchError
+from .granularity import NM, Channel, get_granularity
+from .groups import ChannelGroups, channel_groups
+from .layers import LayerInfo, ModelProfile, profile_model
+from .masks import MaskEngine, LayerMask
+from .metrics import LayerCounts, Totals, param_bytes, totals
+from .recipe import LayerPlan, Plan
+
+UNDO_LIMIT = 200
+
+
+@dataclass
+class LoadResult:
+    """Everything :meth:`Session.resolve` built; applied atomically by :meth:`Session.apply_load`."""
+
+    model: zoo.LoadedModel
+    dataset: data_mod.DatasetBundle
+    profile: ModelProfile
+    groups: ChannelGroups
+    input_shape: tuple[int, ...]
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(x) for x in str(text).replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        raise ExplorerError(f"Input shape '{text}' is not a list of integers; write it as C,H,W (e.g. 3,224,224).") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ExplorerError(f"Input shape '{text}' must be positive integers, e.g. 3,224,224.")
+    return shape
+
+
+def resolve(model: str | None = None, dataset: str | None = None, weights: str | None = None,
+            arch: str | None = None, trust: bool = False, input_shape: tuple[int, ...] | None = None) -> LoadResult:
+    """Load a model and a dataset and check that they fit. Pure and possibly slow (run it in a worker)."""
+    lm = zoo.load_model(model, weights=weights, arch=arch, trust=trust)
+    ds_spec = dataset or lm.default_dataset
+    shape = tuple(input_shape) if input_shape else None
+    notes = list(lm.notes)
+    if ds_spec.split(":")[0] == "synthetic":
+        shape = shape or lm.input_shape
+        if shape is None:
+            raise ShapeMismatchError(f"The input shape of {lm.name} is unknown.",
+                                     "Give it with --input-shape C,H,W (e.g. 3,224,224), or choose a dataset.")
+        ds = data_mod.load_dataset(ds_spec, input_shape=shape)
+    else:
+        ds = data_mod.load_dataset(ds_spec, input_shape=shape or lm.input_shape)
+        if shape and tuple(shape) != tuple(ds.input_shape):
+            notes.append(f"dataset gives {ds.input_shape}, --input-shape said {shape}: using the dataset's")
+        shape = ds.input_shape
+    if lm.input_shape and tuple(lm.input_shape) != tuple(shape):
+        notes.append(f"{lm.name} is usually fed {lm.input_shape}; running it at {tuple(shape)}")
+    try:
+        example = ds.example_input(1)
+    except ExplorerError:
+        example = torch.zeros(1, *shape)
+    try:
+        profile = profile_model(lm.module, shape, example=example)
+    except ShapeMismatchError as e:
+        raise ShapeMismatchError(
+            f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
+            "Choose a dataset of the model's input shape"
+            + (f" {lm.input_shape}" if lm.input_shape else "") + ", or another model.") from None
+    if not profile.layers:
+        raise ExplorerError(f"{lm.name} has no prunable layers (Conv1d/Conv2d/Conv3d/Linear with a weight).",
+                            "Nothing to prune here; open a network with convolutional or linear layers.")
+    out_dim = profile.output_shape[0] if profile.output_shape else None
+    if ds.has_labels and ds.num_classes and out_dim is not None and len(profile.output_shape) == 1:
+        if out_dim < ds.num_classes:
+            raise ShapeMismatchError(
+                f"{lm.name} outputs {out_dim} classes but {ds.spec} has {ds.num_classes}.",
+                "Choose a model trained for this dataset.")
+        if out_dim != ds.num_classes:
+            notes.append(f"model outputs {out_dim} classes, dataset has {ds.num_classes}: accuracy uses the first "
+                         f"{ds.num_classes}")
+    groups = channel_groups(lm.module, profile, example)
+    if groups.note:
+        notes.append(groups.note)
+    nonfinite = [n for n, p in lm.module.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if nonfinite:
+        notes.append(f"non-finite weights (NaN/inf) in {len(nonfinite)} tensor(s): {', '.join(nonfinite[:3])}"
+                     " -- they are never pruned silently")
+    if profile.skipped:
+        notes.append(f"{len(profile.skipped)} layer(s) not used by the forward pass are not listed: "
+                     + ", ".join(profile.skipped[:3]))
+    return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
+
+
+class Session:
+    """Model + dataset + plan + masks + history, with events for the GUI."""
+
+    loaded = Signal()                 # a new model/dataset is in place
+    plan_changed = Signal(object)     # names of layers whose plan changed (list), or None for all
+    weights_changed = Signal()        # the module's weights changed (apply, fine-tune, reset)
+    selection_changed = Signal(str)
+    history_changed = Signal()        # undo/redo availability, snapshots
+    metrics_changed = Signal()        # evaluation/latency results updated
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+        self.result: LoadResult | None = None
+        self.plan = Plan()
+        self.applied_plan = Plan()
+        self.selected: str | None = None
+        self._undo: list[Plan] = []
+        self._redo: list[Plan] = []
+        self._coalesce: object = None
+        self._original: dict[str, torch.Tensor] = {}
+        self._base: dict[str, torch.Tensor] = {}
+        self._dense_nonzero: dict[str, int] = {}
+        self._grads: dict[str, torch.Tensor] | None = None
+        self.engine: MaskEngine | None = None
+        self.lock = threading.RLock()
+        self.results: dict[str, object] = {}   # evaluation/latency results by key (filled by jobs)
+        self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
+        self.base_label = "loaded weights"
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def open(cls, model: str | None = None, dataset: str | None = None, **kw) -> "Session":
+        s = cls()
+        s.apply_load(resolve(model, dataset, **{k: v for k, v in kw.items()
+                                                 if k in ("weights", "arch", "trust", "input_shape")}))
+        return s
+
+    def load(self, model: str | None = None, dataset: str | None = None, **kw) -> None:
+        """Replace model/dataset; on error nothing already loaded changes."""
+        self.apply_load(resolve(model, dataset, **kw))
+
+    def apply_load(self, result: LoadResult) -> None:
+        with self.lock:
+            self.result = result
+            module = result.model.module
+            self._original = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            self._base = {k: v.clone() for k, v in self._original.items()}
+            self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name)))
+                                   for l in result.profile.layers}
+            self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
+            self._undo.clear()
+            self._redo.clear()
+            self._coalesce = None
+            self._grads = None
+            self.results = {}
+            self.base_label = "loaded weights"
+            self.engine = MaskEngine({l.name: l for l in result.profile.layers}, weight=self.base_weight,
+                                     channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
+            self.selected = self.default_layer()
+        self.loaded.emit()
+        self.history_changed.emit()
+
+    def set_dataset(self, spec: str) -> None:
+        """Switch dataset for the loaded model (keeps plan and weights); errors leave everything as is."""
+        r = self.require()
+        new = resolve_dataset_for(r, spec)
+        with self.lock:
+            r.dataset, r.input_shape = new.dataset, new.input_shape
+            r.profile, r.groups, r.notes = new.profile, new.groups, new.notes
+            self._grads = None
+            self.results = {}
+            if self.engine:
+                self.engine.layers = {l.name: l for l in r.profile.layers}
+                self.engine.invalidate()
+        self.loaded.emit()
+
+    # ------------------------------------------------------------------ basic state
+    def require(self) -> LoadResult:
+        if self.result is None:
+            raise ExplorerError("No model is loaded.")
+        return self.result
+
+    @property
+    def loaded_ok(self) -> bool:
+        return self.result is not None
+
+    @property
+    def module(self) -> nn.Module:
+        return self.require().model.module
+
+    @property
+    def profile(self) -> ModelProfile:
+        return self.require().profile
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return self.profile.layers
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.profile.names
+
+    @property
+    def dataset(self) -> data_mod.DatasetBundle:
+        return self.require().dataset
+
+    @property
+    def model_spec(self) -> str:
+        return self.require().model.spec
+
+    @property
+    def model_name(self) -> str:
+        return self.require().model.name
+
+    def layer(self, name: str) -> LayerInfo:
+        try:
+            return self.profile.layer(name)
+        except KeyError:
+            raise PlanError(f"Unknown layer '{name}'.", "Run `pruning-explorer info` to list the prunable layers.") from None
+
+    def default_layer(self) -> str | None:
+        ls = self.require().profile.layers
+        return max(ls, key=lambda l: l.params).name if ls else None
+
+    def select(self, name: str) -> None:
+        self.layer(name)
+        if name != self.selected:
+            self.selected = name
+            self.selection_changed.emit(name)
+
+    def _weight_param(self, name: str) -> torch.Tensor:
+        return self._base[f"{name}.weight"]
+
+    def base_weight(self, name: str) -> torch.Tensor:
+        """The kept (unmasked) weight of a prunable layer that masks apply to."""
+        return self._base[f"{name}.weight"]
+
+    def original_state(self) -> dict[str, torch.Tensor]:
+        return self._original
+
+    def base_state(self) -> dict[str, torch.Tensor]:
+        return self._base
+
+    def channel_group(self, name: str):
+        return self.require().groups.of(name)
+
+    def linked_layers(self, name: str) -> tuple[str, ...]:
+        """Layers that share one channel choice with ``name`` (itself included)."""
+        g = self.require().groups.by_layer.get(name)
+        return g.members if g is not None and g.linked else (name,)
+
+    # ------------------------------------------------------------------ gradients (taylor)
+    def _gradient(self, name: str) -> torch.Tensor | None:
+        if self._grads is None:
+            self._grads = compute_gradients(self)
+        return self._grads.get(name) if self._grads else None
+
+    # ------------------------------------------------------------------ plan editing
+    def _push_undo(self, coalesce: object = None) -> None:
+        if coalesce is not None and coalesce == self._coalesce:
+            return
+        self._undo.append(self.plan.copy())
+        del self._undo[:-UNDO_LIMIT]
+        self._redo.clear()
+        self._coalesce = coalesce
+
+    def end_edit(self) -> None:
+        """Close a coalesced edit (e.g. on slider release): the next edit is a new undo step."""
+        self._coalesce = None
+
+    def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
+        """Validate one layer's plan: values, and that the granularity fits the layer."""
+        lp = lp.validated(name)
+        layer = self.layer(name)
+        gran = get_granularity(lp.granularity)
+        gran.check(layer)
+        if isinstance(gran, Channel):
+            g = self.channel_group(name)
+            if g.blocked:
+                raise PlanError(f"'channel' granularity does not fit layer {name}: {g.blocked}.",
+                                "Its output channels must all stay; use element, n:m, vector or kernel for it.")
+        if lp.criterion == "taylor" and not self.dataset.has_labels:
+            raise PlanError("The taylor criterion needs gradients, which need a dataset with labels.",
+                            f"{self.dataset.spec} has no labels; use l1, l2 or random.")
+        return lp
+
+    def set_layer(self, name: str, sparsity: float | None = None, granularity: str | None = None,
+                  criterion: str | None = None, coalesce: object = None) -> list[str]:
+        """Change one layer's plan (and its linked layers under channel granularity). Returns changed names."""
+        cur = self.plan.get(name)
+        new = LayerPlan(cur.sparsity if sparsity is None else sparsity,
+                        cur.granularity if granularity is None else granularity,
+                        cur.criterion if criterion is None else criterion)
+        if granularity is not None and sparsity is None:
+            g = get_granularity(granularity)
+            if isinstance(g, NM) and new.sparsity == 0.0:
+                new = LayerPlan(g.pattern_sparsity, new.granularity, new.criterion)
+        new = self.check_layer_plan(name, new)
+        names = [name]
+        old_gran = get_granularity(cur.granularity)
+        if isinstance(get_granularity(new.granularity), Channel) or isinstance(old_gran, Channel):
+            names = list(self.linked_layers(name))
+        plan = self.plan
+        for n in names:
+            lp = new
+            if n != name and not isinstance(get_granularity(new.granularity), Channel):
+                # leaving channel: linked layers fall back to the same granularity if it fits, else element
+                g = get_granularity(new.granularity)
+                lp = new if g.fits(self.layer(n)) else LayerPlan(new.sparsity, "element", new.criterion)
+            plan = plan.with_layer(n, lp)
+        if plan.layers == self.plan.layers:
+            return []
+        self._push_undo(coalesce)
+        plan.scope, plan.target_sparsity = "local", None   # a hand edit makes the plan per-layer
+        self.plan = plan
+        self.plan_changed.emit(names)
+        self.history_changed.emit()
+        return names
+
+    def set_uniform(self, names: list[str], sparsity: float, granularity: str = "element",
+                    criterion: str = "l1") -> dict[str, str]:
+        """Same plan for many layers. Layers the granularity does not fit are left dense; returns why."""
+        skipped: dict[str, str] = {}
+        plan = self.plan.copy()
+        plan.scope, plan.target_sparsity = "local", sparsity
+        for n in names:
+            lp = LayerPlan(sparsity, granularity, criterion)
+            try:
+                plan.layers[n] = self.check_layer_plan(n, lp)
+            except PlanError as e:
+                skipped[n] = e.message
+                plan.layers.pop(n, None)
+        self.set_plan(plan)
+        return skipped
+
+    def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
+                   max_layer_sparsity: float = 0.95) -> dict[str, str]:
+        """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
+        from .scope import global_sparsities
+
+        skipped: dict[str, str] = {}
+        ok = []
+        for n in names:
+            try:
+                self.check_layer_plan(n, LayerPlan(0.0, granularity, criterion))
+                ok.append(n)
+            except PlanError as e:
+                skipped[n] = e.message
+        per_layer = global_sparsities(self, ok, sparsity, granularity, criterion, max_layer_sparsity)
+        plan = self.plan.copy()
+        for n in names:
+            plan.layers.pop(n, None)
+        for n, s in per_layer.items():
+            plan.layers[n] = LayerPlan(s, get_granularity(granularity).name, criterion)
+        plan.scope, plan.target_sparsity = "global", sparsity
+        self.set_plan(plan)
+        return skipped
+
+    def set_plan(self, plan: Plan, record: bool = True) -> None:
+        plan = plan.validated(self.layer_names)
+        for n, lp in plan.layers.items():
+            self.check_layer_plan(n, lp)
+        if record:
+            self._push_undo()
+        self.plan = plan
+        self.plan_changed.emit(None)
+        self.history_changed.emit()
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def undo(self) -> bool:
+        if not self._undo:
+            return False
+        self._redo.append(self.plan.copy())
+        self.plan = self._undo.pop()
+        self._coalesce = None
+        self.plan_changed.emit(None)
+        self.history_changed.emit()
+        return True
+
+    def redo(self) -> bool:
+        if not self._redo:
+            return False
+        self._undo.append(self.plan.copy())
+        self.plan = self._redo.pop()
+        self._coalesce = None
+        self.plan_changed.emit(None)
+        self.history_changed.emit()
+        return True
+
+    def reset(self) -> None:
+        """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
+        self._push_undo()
+        self.plan = Plan()
+        self.set_base(self._original, label="loaded weights")
+        self.apply()
+        self.plan_changed.emit(None)
+        self.history_changed.emit()
+
+    @property
+    def pending(self) -> bool:
+        """The plan differs from what the model's weights reflect (Apply needed)."""
+        return self.plan != self.applied_plan
+
+    @property
+    def modified(self) -> bool:
+        """Something differs from the last export (or from the loaded model if never exported)."""
+        return self.plan != (self.saved_plan or Plan()) or self.base_label != "loaded weights"
+
+    # ------------------------------------------------------------------ masks & counts
+    def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
+        lp = lp or self.plan.get(name)
+        with self.lock:
+            return self.engine.view(name, lp.criterion, lp.granularity)
+
+    def needs_build(self, name: str, lp: LayerPlan | None = None) -> bool:
+        lp = lp or self.plan.get(name)
+        return not self.engine.is_cached(name, lp.criterion, lp.granularity)
+
+    def layer_counts(self, name: str, lp: LayerPlan | None = None) -> LayerCounts:
+        lp = lp or self.plan.get(name)
+        layer = self.layer(name)
+        if lp.is_dense:
+            nz = self._dense_nonzero[name]
+            return LayerCounts(layer.params, nz, layer.matrix_shape[0], layer.macs, nz * layer.uses)
+        return self.layer_mask(name, lp).counts(lp.sparsity)
+
+    def totals(self, plan: Plan | None = None) -> Totals:
+        plan = plan or self.plan
+        counts = [self.layer_counts(l.name, plan.get(l.name)) for l in self.layers]
+        prof = self.profile
+        other_nz = sum(int(torch.count_nonzero(v)) for k, v in self._base.items()
+                       if k in self._param_names and not self._is_prunable_weight(k))
+        return totals(counts, prof.total_params, self._param_bytes, prof.total_macs * 1, other_nonzero=other_nz)
+
+    @property
+    def _param_names(self) -> set[str]:
+        return {n for n, _ in self.module.named_parameters()}
+
+    def _is_prunable_weight(self, key: str) -> bool:
+        return key.endswith(".weight") and key[:-len(".weight")] in set(self.layer_names)
+
+    @property
+    def _param_bytes(self) -> int:
+        return param_bytes(self.module)
+
+    def materialize(self, plan: Plan | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Full masks of a plan: ({layer: bool weight mask}, {aux param: bool mask}) for pruned layers only."""
+        plan = plan or self.plan
+        masks: dict[str, torch.Tensor] = {}
+        aux: dict[str, torch.Tensor] = {}
+        for name, lp in plan.active().items():
+            view = self.layer_mask(name, lp)
+            masks[name] = view.element_mask(lp.sparsity)
+            if isinstance(view.granularity, Channel) and view.group is not None:
+                # zero the BatchNorm / bias entries of pruned channels so the channel output is exactly 0
+                keep_shared = view.ranking.keep(view.units_for(lp.sparsity))
+                for pname, idx in view.group.aux:
+                    base = self._base.get(pname)
+                    if base is None:
+                        continue
+                    m = aux.get(pname, torch.ones(base.shape[0], dtype=torch.bool))
+                    m[torch.as_tensor(idx)] &= keep_shared
+                    aux[pname] = m
+        return masks, aux
+
+    def masked_state(self, plan: Plan | None = None) -> dict[str, torch.Tensor]:
+        """base * mask for every parameter/buffer: what the pruned model's state_dict is."""
+        masks, aux = self.materialize(plan)
+        state = {k: v.clone() for k, v in self._base.items()}
+        for name, m in masks.items():
+            key = f"{name}.weight"
+            state[key] = state[key] * m.to(state[key].dtype)
+        for pname, m in aux.items():
+            shape = (-1,) + (1,) * (state[pname].dim() - 1)
+            state[pname] = state[pname] * m.reshape(shape).to(state[pname].dtype)
+        return state
+
+    def apply(self, plan: Plan | None = None) -> None:
+        """Write base * mask into the model's weights; the model now reflects ``plan``."""
+        plan = (plan or self.plan).copy()
+        state = self.masked_state(plan)
+        with torch.no_grad(), self.lock:
+            own = self.module.state_dict()
+            for k, v in state.items():
+                if k in own:
+                    own[k].copy_(v)
+            self.applied_plan = plan
+        self.weights_changed.emit()
+
+    def ensure_applied(self) -> None:
+        if self.pending:
+            self.apply()
+
+    def current_masks(self) -> dict[str, torch.Tensor]:
+        """Masks of the applied plan (for fine-tuning: pruned weights stay exactly 0)."""
+        masks, _ = self.materialize(self.applied_plan)
+        return masks
+
+    def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
+        """New kept weights (after fine-tuning, or the originals on reset); rankings are rebuilt lazily."""
+        with self.lock:
+            self._base = {k: v.detach().clone() for k, v in state.items()}
+            self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name))) for l in self.layers}
+            self._grads = None
+            self.base_label = label
+            if self.engine:
+                self.engine.invalidate()
+        self.weights_changed.emit()
+
+    def nonfinite_layers(self) -> dict[str, int]:
+        out = {}
+        for l in self.layers:
+            w = self.base_weight(l.name)
+            n = int((~torch.isfinite(w)).sum())
+            if n:
+                out[l.name] = n
+        return out
+
+
+def resolve_dataset_for(r: LoadResult, spec: str) -> LoadResult:
+    """Re-resolve only the dataset for an already-loaded model (keeps the module object)."""
+    lm = r.model
+    ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder")
+                               else lm.input_shape)
+    shape = ds.input_shape
+    try:
+        example = ds.example_input(1)
+    except ExplorerError:
+        example = torch.zeros(1, *shape)
+    try:
+        profile = profile_model(lm.module, shape, example=example)
+    except ShapeMismatchError as e:
+        raise ShapeMismatchError(f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
+                                 "Choose a dataset of the model's input shape.") from None
+    if [l.name for l in profile.layers] != [l.name for l in r.profile.layers]:
+        raise ShapeMismatchError(f"{lm.name} uses different layers on {ds.spec}; reload the model instead.")
+    notes = [n for n in r.notes if not n.startswith("model outputs")]
+    return LoadResult(model=lm, dataset=ds, profile=profile, groups=channel_groups(lm.module, profile, example),
+                      input_shape=tuple(shape), notes=notes)
+
+
+def compute_gradients(session: Session, batches: int = 4, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """dL/dW of every prunable weight, accumulated over a few training batches (for the taylor criterion)."""
+    ds = session.dataset
+    if not ds.has_labels:
+        return {}
+    module = session.module
+    names = session.layer_names
+    mods = dict(module.named_modules())
+    was = module.training
+    module.eval()
+    params = [mods[n].weight for n in names]
+    grads = [torch.zeros_like(p) for p in params]
+    loss_fn = nn.CrossEntropyLoss()
+    try:
+        for i, (x, y) in enumerate(ds.batches("train", batch_size=batch_size, shuffle=True, seed=session.seed)):
+            if i >= batches:
+                break
+            out = module(x)
+            loss = loss_fn(out, y)
+            gs = torch.autograd.grad(loss, params, allow_unused=True)
+            for acc, g in zip(grads, gs):
+                if g is not None:
+                    acc += g.detach()
+    finally:
+        module.train(was)
+    return dict(zip(names, grads))

@@ -1,0 +1,332 @@
+"""Model specs -> ``nn.Module``.
+
+Spec strings (a contract, see DESIGN.md):
+
+- ``digits-cnn`` (default), ``digits-mlp``: built-in models with trained
+  weights from ``resources/models``; ``lab-vgg``: the pruning lab's CIFAR VGG
+  (random weights unless ``weights`` is given);
+- ``torchvision:<arch>``: any torchvision classification architecture with
+  random weights (``weights=FILE`` loads a local state_dict);
+  ``torchvision:<arch>:<WEIGHTS>`` (e.g. ``IMAGENET1K_V1``) downloads
+  torchvision's weights, which needs the internet;
+- a file path: a state_dict (``arch`` names the architecture), a TorchScript
+  archive, or a whole pickled module -- the last only with ``trust=True``,
+  because unpickling arbitrary objects runs code from the file.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .. import RESOURCES
+from . import nets
+from .errors import ModelLoadError, OfflineError, UntrustedFileError
+
+DEFAULT_MODEL = "digits-cnn"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    name: str
+    factory: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    default_dataset: str
+    weights_file: str | None
+    description: str
+
+
+BUILTINS: dict[str, BuiltinModel] = {
+    b.name: b for b in [
+        BuiltinModel("digits-cnn", nets.DigitsCNN, (1, 8, 8), 10, "digits", "digits-cnn.pt",
+                     "small VGG-style conv net trained on the built-in digits"),
+        BuiltinModel("digits-mlp", nets.DigitsMLP, (1, 8, 8), 10, "digits", "digits-mlp.pt",
+                     "64-300-100-10 MLP (LeNet-300-100 shape) trained on the built-in digits"),
+        BuiltinModel("lab-vgg", nets.LabVGG, (3, 32, 32), 10, "synthetic", None,
+                     "the MIT 6.5940 pruning lab's CIFAR-10 VGG (random weights; --weights loads the lab checkpoint)"),
+    ]
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model resolved from a spec, with what is known about its input."""
+
+    spec: str
+    module: nn.Module
+    input_shape: tuple[int, ...] | None
+    num_classes: int | None
+    default_dataset: str
+    source: str  # "builtin" | "torchvision" | "state_dict" | "torchscript" | "pickle"
+    arch: str | None = None
+    weights: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return Path(self.spec).name if self.source in ("state_dict", "torchscript", "pickle") else self.spec
+
+
+def torchvision_archs() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def builtin_names() -> list[str]:
+    return list(BUILTINS)
+
+
+def torchvision_input_shape(arch: str) -> tuple[int, int, int]:
+    return (3, 299, 299) if arch == "inception_v3" else (3, 224, 224)
+
+
+def load_model(spec: str | None = None, weights: str | Path | None = None, arch: str | None = None,
+               trust: bool = False) -> LoadedModel:
+    """Resolve a model spec (see module docstring). Raises :class:`ModelLoadError` with a clear message."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in BUILTINS:
+        return _builtin(spec, weights, trust)
+    if spec.startswith("torchvision:"):
+        return _torchvision(spec, weights, trust)
+    path = Path(spec).expanduser()
+    if path.exists() or any(sep in spec for sep in ("/", "\\")) or path.suffix:
+        return _from_file(spec, path, arch, trust)
+    raise ModelLoadError(f"Unknown model '{spec}'.",
+                         f"Use a built-in ({', '.join(BUILTINS)}), torchvision:<arch> (e.g. torchvision:resnet18), "
+                         "or the path of a checkpoint file.")
+
+
+def _builtin(name: str, weights, trust: bool) -> LoadedModel:
+    b = BUILTINS[name]
+    module = b.factory()
+    notes = []
+    if weights is not None:
+        _load_state_into(module, read_state_dict(Path(weights), trust), name, Path(weights).name)
+        source_weights = str(weights)
+    elif b.weights_file:
+        f = RESOURCES / "models" / b.weights_file
+        if not f.exists():
+            raise ModelLoadError(f"The built-in weights {f} are missing.",
+                                 "Re-create them with `make retrain` (pruning-explorer train-builtin).")
+        _load_state_into(module, read_state_dict(f, trust=False), name, f.name)
+        source_weights = str(f)
+    else:
+        source_weights = None
+        notes.append("random weights")
+    module.eval()
+    return LoadedModel(spec=name, module=module, input_shape=b.input_shape, num_classes=b.num_classes,
+                       default_dataset=b.default_dataset, source="builtin", arch=name, weights=source_weights,
+                       notes=notes)
+
+
+def _torchvision(spec: str, weights, trust: bool) -> LoadedModel:
+    import torchvision
+
+    parts = spec.split(":")
+    arch = parts[1] if len(parts) > 1 else ""
+    enum_name = parts[2] if len(parts) > 2 else None
+    archs = torchvision_archs()
+    if arch not in archs:
+        close = [a for a in archs if arch and (arch in a or a in arch)][:5]
+        raise ModelLoadError(f"torchvision has no classification architecture '{arch}'.",
+                             ("Did you mean " + ", ".join(close) + "? " if close else "")
+                             + "Run `pruning-explorer info --list-models` for the list.")
+    notes = []
+    if enum_name:
+        if weights is not None:
+            raise ModelLoadError("Give either torchvision weights by name or --weights FILE, not both.")
+        try:
+            enum = torchvision.models.get_model_weights(arch)[enum_name]
+        except KeyError:
+            names = [w.name for w in torchvision.models.get_model_weights(arch)]
+            raise ModelLoadError(f"torchvision has no weights '{enum_name}' for {arch}.",
+                                 f"Available: {', '.join(names)}.") from None
+        try:
+            module = torchvision.models.get_model(arch, weights=enum)
+        except Exception as e:  # URLError, socket errors, HTTP errors, hash mismatch...
+            raise OfflineError(
+                f"Could not download torchvision's {arch} weights {enum_name} ({type(e).__name__}: {e}).",
+                "This machine seems to be offline. Download the file on a machine with internet "
+                f"({enum.url}) and open it here with --weights FILE.") from None
+        notes.append(f"torchvision weights {enum_name}")
+        source_weights = enum_name
+    else:
+        module = torchvision.models.get_model(arch, weights=None)
+        if weights is not None:
+            _load_state_into(module, read_state_dict(Path(weights), trust), spec, Path(weights).name)
+            source_weights = str(weights)
+        else:
+            source_weights = None
+            notes.append("random weights")
+    module.eval()
+    return LoadedModel(spec=spec, module=module, input_shape=torchvision_input_shape(arch), num_classes=None,
+                       default_dataset="synthetic", source="torchvision", arch=f"torchvision:{arch}",
+                       weights=source_weights, notes=notes)
+
+
+# ---------------------------------------------------------------- files
+
+def _is_torchscript(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.split("/", 1)[-1].startswith("code/") for n in names) and \
+        any(n.endswith("constants.pkl") for n in names)
+
+
+def _read_torch_file(path: Path, trust: bool):
+    """torch.load with weights_only unless trusted; clear errors for corrupt and untrusted files."""
+    if not path.exists():
+        raise ModelLoadError(f"The file '{path}' does not exist.")
+    if path.is_dir():
+        raise ModelLoadError(f"'{path}' is a folder, not a checkpoint file.")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"The file '{path}' is empty.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        if "Weights only load failed" in text or "weights_only" in text:
+            if "invalid load key" in text or "could not find MARK" in text or "truncated" in text.lower():
+                raise _corrupt(path, text) from None
+            raise UntrustedFileError(
+                f"'{path.name}' stores Python objects (for example a whole pickled nn.Module), not just tensors. "
+                "Loading it would run code from the file, so it was refused.",
+                "If you trust where the file came from, open it again with --trust (in the window: tick "
+                "'Trust this file'); otherwise ask for a state_dict (torch.save(model.state_dict(), f)).") from None
+        raise _corrupt(path, text) from None
+    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, KeyError, IndexError) as e:
+        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+
+
+def _corrupt(path: Path, detail: str) -> ModelLoadError:
+    detail = detail.strip().splitlines()[0][:200] if detail.strip() else ""
+    return ModelLoadError(
+        f"'{path.name}' is not a readable PyTorch checkpoint: it is corrupt, truncated, or another kind of file"
+        + (f" ({detail})." if detail else "."),
+        "Open a file written by torch.save (a state_dict), a TorchScript archive (torch.jit.save), or a sparse "
+        "archive exported by this app.")
+
+
+def _state_dict_of(obj, path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensor dict inside a loaded object (plain state_dict or {'state_dict': ...}/{'model': ...})."""
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model", "net"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return dict(inner)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(obj):
+            return tensors
+        if tensors and len(tensors) >= len(obj) - 2:  # tolerate a little metadata next to the tensors
+            return tensors
+    return None
+
+
+def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
+    """Read a state_dict from a torch.save file or a sparse archive (.npz)."""
+    if path.suffix == ".npz":
+        from .sparse_archive import load_sparse_archive  # local: issue-3 module
+        return load_sparse_archive(path)
+    obj = _read_torch_file(path, trust)
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    sd = _state_dict_of(obj, path)
+    if sd is None:
+        raise ModelLoadError(f"'{path.name}' holds a {type(obj).__name__}, not a state_dict of tensors.",
+                             "Save weights with torch.save(model.state_dict(), file).")
+    return sd
+
+
+def _load_state_into(module: nn.Module, sd: dict[str, torch.Tensor], arch: str, fname: str) -> None:
+    """load_state_dict(strict) with a readable list of mismatching keys and shapes."""
+    own = module.state_dict()
+    # tolerate 'module.' prefixes from DataParallel checkpoints
+    if sd and all(k.startswith("module.") for k in sd) and not any(k.startswith("module.") for k in own):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+    # BatchNorm's num_batches_tracked is optional in old checkpoints
+    missing_real = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing_real or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatch(es): " + "; ".join(shapes[:4]) + (" ..." if len(shapes) > 4 else ""))
+        if missing_real:
+            parts.append(f"{len(missing_real)} key(s) missing from the file: " + ", ".join(missing_real[:5])
+                         + (" ..." if len(missing_real) > 5 else ""))
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(unexpected[:5])
+                         + (" ..." if len(unexpected) > 5 else ""))
+        raise ModelLoadError(f"'{fname}' does not fit the architecture {arch}: " + "; ".join(parts) + ".",
+                             "Choose the architecture the checkpoint was saved from (--arch).")
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    module.load_state_dict(sd, strict=False)
+    if bad:
+        # loaded, but the session reports it; pruning must not silently hide NaN/inf
+        module._explorer_nonfinite = bad  # type: ignore[attr-defined]
+
+
+def guess_arch(sd: dict[str, torch.Tensor]) -> str | None:
+    """A built-in architecture whose parameter names and shapes match ``sd`` exactly, if any."""
+    for name, b in BUILTINS.items():
+        own = b.factory().state_dict()
+        keys = {k for k in own if not k.endswith("num_batches_tracked")}
+        sd_keys = {k for k in sd if not k.endswith("num_batches_tracked")}
+        if keys == sd_keys and all(tuple(own[k].shape) == tuple(sd[k].shape) for k in keys):
+            return name
+    return None
+
+
+def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedModel:
+    if not path.exists():
+        raise ModelLoadError(f"The model file '{path}' does not exist.",
+                             "Check the path, or use a built-in model (digits-cnn, digits-mlp) or torchvision:<arch>.")
+    if path.suffix != ".npz" and _is_torchscript(path):
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except Exception as e:
+            raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+        module.eval()
+        return LoadedModel(spec=str(path), module=module, input_shape=None, num_classes=None,
+                           default_dataset="synthetic", source="torchscript", notes=["TorchScript archive"])
+    if path.suffix == ".npz":
+        sd = read_state_dict(path)
+        obj = sd
+    else:
+        obj = _read_torch_file(path, trust)
+    if isinstance(obj, nn.Module):
+        obj.eval()
+        return LoadedModel(spec=str(path), module=obj, input_shape=None, num_classes=None,
+                           default_dataset="synthetic", source="pickle", notes=["whole pickled module (trusted)"])
+    sd = _state_dict_of(obj, path)
+    if sd is None:
+        raise ModelLoadError(f"'{path.name}' holds a {type(obj).__name__}, not a model or a state_dict.",
+                             "Open a state_dict (torch.save(model.state_dict(), f)) with --arch, or a TorchScript archive.")
+    arch = arch or guess_arch(sd)
+    if not arch:
+        raise ModelLoadError(
+            f"'{path.name}' is a state_dict (weights only), so the architecture must be named.",
+            "Pass --arch with a model spec such as digits-cnn, lab-vgg or torchvision:resnet18 "
+            "(in the window, pick it in the dialog).")
+    base = load_model(arch) if arch in BUILTINS or arch.startswith("torchvision:") else None
+    if base is None:
+        raise ModelLoadError(f"Unknown architecture '{arch}' for {path.name}.",
+                             f"Use a built-in ({', '.join(BUILTINS)}) or torchvision:<arch>.")
+    module = BUILTINS[arch].factory() if arch in BUILTINS else base.module
+    _load_state_into(module, sd, arch, path.name)
+    module.eval()
+    return LoadedModel(spec=str(path), module=module, input_shape=base.input_shape, num_classes=base.num_classes,
+                       default_dataset=base.default_dataset, source="state_dict", arch=arch, weights=str(path),
+                       notes=[f"state_dict for {arch}"])
