@@ -19,8 +19,9 @@ silently. Channel rankings are shared by the layers of a channel group.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -109,6 +110,22 @@ def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.
     return flat[order], rank
 
 
+def display_column_order(layer: LayerInfo, gran: Granularity) -> np.ndarray:
+    """Original column (of out x in*kh*kw) shown at each display column.
+
+    Normally the natural order; for an n:m pattern on a conv the columns are
+    shown kernel-position-major, so each run of m inputs sits side by side and
+    the pattern is visible.
+    """
+    R, C = layer.matrix_shape
+    shape = layer.weight_shape
+    k = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    if isinstance(gran, NM) and k > 1:
+        cin = shape[1]
+        return (np.arange(cin)[None, :] * k + np.arange(k)[:, None]).reshape(-1)
+    return np.arange(C)
+
+
 @dataclass
 class LayerMask:
     """One layer under one (criterion, granularity): every slider question as a lookup."""
@@ -123,11 +140,13 @@ class LayerMask:
     nonzero_total: int
     display_units: np.ndarray           # (r, c) shared-unit id of each heatmap pixel
     display_rows: np.ndarray
-    display_cols: np.ndarray
+    display_cols: np.ndarray            # original column (in*kh*kw index) of each sampled display column
+    display_pos: np.ndarray             # position of each sampled column on the display axis
     display_values: np.ndarray          # (r, c) float32 weight values of the sample
     hist_units: np.ndarray              # shared-unit id of each histogram sample
     hist_values: np.ndarray             # float32 values of the histogram sample
     group: ChannelGroup | None = None
+    _bins: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ lookups
     @property
@@ -158,6 +177,40 @@ class LayerMask:
     def hist_pruned_mask(self, sparsity: float) -> np.ndarray:
         k = self.units_for(sparsity)
         return self._rank_np[self.hist_units] < k
+
+    def histogram(self, sparsity: float, absolute: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(edges, kept, pruned): weight-value histogram split by the mask, scaled to the whole layer.
+
+        Bins are fixed once per layer (symmetric around 0, or 0..max for |w|), so a
+        slider step is one bincount over the sample.
+        """
+        if absolute not in self._bins:
+            v = np.abs(self.hist_values) if absolute else self.hist_values
+            finite = v[np.isfinite(v)]
+            top = float(np.abs(finite).max()) if finite.size else 1.0
+            top = top if top > 0 else 1.0
+            edges = np.linspace(0.0 if absolute else -top, top, HIST_BINS + 1)
+            idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, HIST_BINS - 1)
+            idx[~np.isfinite(v)] = HIST_BINS - 1
+            self._bins[absolute] = (edges, idx)
+        edges, idx = self._bins[absolute]
+        scale = self.layer.params / max(1, len(self.hist_values))
+        pruned_mask = self.hist_pruned_mask(sparsity)
+        total = np.bincount(idx, minlength=HIST_BINS).astype(np.float64)
+        pruned = np.bincount(idx[pruned_mask], minlength=HIST_BINS).astype(np.float64)
+        return edges, (total - pruned) * scale, pruned * scale
+
+    @property
+    def display_axis_label(self) -> str:
+        k = int(np.prod(self.layer.weight_shape[2:])) if len(self.layer.weight_shape) > 2 else 1
+        if isinstance(self.granularity, NM) and k > 1:
+            return f"kernel pos × input ({self.granularity.m}-input runs side by side)"
+        return "input × kernel position" if k > 1 else "input"
+
+    @property
+    def magnitude_threshold(self) -> bool:
+        """True when the threshold is on |w| itself (element granularity, l1/l2), so ±t can be drawn."""
+        return self.granularity.name == "element" and self.criterion in ("l1", "l2")
 
     @property
     def _rank_np(self) -> np.ndarray:
@@ -196,6 +249,7 @@ class MaskEngine:
         self.budget = budget_bytes
         self._views: OrderedDict[tuple, LayerMask] = OrderedDict()
         self._rankings: OrderedDict[tuple, Ranking] = OrderedDict()
+        self._build_lock = threading.RLock()   # builds may run in a worker; cached lookups need no lock
 
     # ------------------------------------------------------------ cache
     def invalidate(self, layers: list[str] | None = None, criterion: str | None = None) -> None:
@@ -203,12 +257,14 @@ class MaskEngine:
         def stale(key):
             names = key[0] if isinstance(key[0], tuple) else (key[0],)
             return (layers is None or any(n in layers for n in names)) and (criterion is None or key[1] == criterion)
-        for d in (self._views, self._rankings):
-            for key in [k for k in d if stale(k)]:
-                del d[key]
+        with self._build_lock:
+            for d in (self._views, self._rankings):
+                for key in [k for k in list(d) if stale(k)]:
+                    d.pop(key, None)
 
-    def is_cached(self, layer: str, criterion: str, granularity: str) -> bool:
-        return (layer, criterion, get_granularity(granularity).name) in self._views
+    def is_cached(self, layer: str, criterion: str, granularity: str | Granularity) -> bool:
+        g = granularity.name if isinstance(granularity, Granularity) else get_granularity(granularity).name
+        return (layer, criterion, g) in self._views
 
     def _trim(self) -> None:
         total = sum(v.nbytes for v in self._views.values()) + sum(r.nbytes for r in self._rankings.values())
@@ -279,9 +335,16 @@ class MaskEngine:
         layer = self.layers[name]
         gran.check(layer)
         key = (name, criterion, gran.name)
-        if key in self._views:
-            self._views.move_to_end(key)
-            return self._views[key]
+        cached = self._views.get(key)
+        if cached is not None:
+            return cached
+        with self._build_lock:
+            cached = self._views.get(key)
+            if cached is not None:
+                return cached
+            return self._build(name, criterion, gran, layer, key)
+
+    def _build(self, name, criterion, gran, layer, key) -> LayerMask:
         ranking, group = self._ranking(name, criterion, gran)
         w = self.weight(name).detach()
         if isinstance(gran, NM):
@@ -307,7 +370,9 @@ class MaskEngine:
         # heatmap sample: the weight as out x (in*k), at most MAX_DISPLAY rows/cols
         R, C = layer.matrix_shape
         rows = np.unique(np.linspace(0, R - 1, min(R, MAX_DISPLAY)).round().astype(np.int64))
-        cols = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
+        col_order = display_column_order(layer, gran)
+        pos = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
+        cols = col_order[pos]
         flat = (rows[:, None] * C + cols[None, :]).reshape(-1)
         own_units = unit_layout.groups_of(flat)
         wflat = w.reshape(-1)
@@ -326,7 +391,7 @@ class MaskEngine:
         mask = LayerMask(layer=layer, criterion=criterion, granularity=gran, ranking=ranking,
                          unit_layout=unit_layout, unit_of_own=unit_of_own, cum_nonzero=cum,
                          nonzero_total=int(cum[-1]), display_units=own_units.reshape(len(rows), len(cols)),
-                         display_rows=rows, display_cols=cols, display_values=display_values,
+                         display_rows=rows, display_cols=cols, display_pos=pos, display_values=display_values,
                          hist_units=hist_units, hist_values=hist_values, group=group)
         self._views[key] = mask
         self._trim()

@@ -137,6 +137,8 @@ class Session:
         self.results: dict[str, object] = {}   # evaluation/latency results by key (filled by jobs)
         self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
         self.base_label = "loaded weights"
+        self._other_nz: int | None = None
+        self._param_bytes = 0
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -158,6 +160,8 @@ class Session:
             self._base = {k: v.clone() for k, v in self._original.items()}
             self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name)))
                                    for l in result.profile.layers}
+            self._other_nz = None
+            self._param_bytes = param_bytes(module)
             self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
             self._undo.clear()
             self._redo.clear()
@@ -173,8 +177,10 @@ class Session:
 
     def set_dataset(self, spec: str) -> None:
         """Switch dataset for the loaded model (keeps plan and weights); errors leave everything as is."""
+        self.apply_dataset(resolve_dataset_for(self.require(), spec))
+
+    def apply_dataset(self, new: LoadResult) -> None:
         r = self.require()
-        new = resolve_dataset_for(r, spec)
         with self.lock:
             r.dataset, r.input_shape = new.dataset, new.input_shape
             r.profile, r.groups, r.notes = new.profile, new.groups, new.notes
@@ -427,12 +433,35 @@ class Session:
     # ------------------------------------------------------------------ masks & counts
     def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
         lp = lp or self.plan.get(name)
-        with self.lock:
-            return self.engine.view(name, lp.criterion, lp.granularity)
+        return self.engine.view(name, lp.criterion, lp.granularity)
 
     def needs_build(self, name: str, lp: LayerPlan | None = None) -> bool:
         lp = lp or self.plan.get(name)
         return not self.engine.is_cached(name, lp.criterion, lp.granularity)
+
+    def uncached(self, plan: Plan | None = None, extra: list[str] | None = None) -> list[str]:
+        """Layers whose ranking for the plan is not built yet (the GUI builds big ones in a worker)."""
+        plan = plan or self.plan
+        names = [n for n, lp in plan.active().items() if self.needs_build(n, lp)]
+        for n in extra or []:
+            if n not in names and self.needs_build(n, plan.get(n)):
+                names.append(n)
+        return names
+
+    def build_views(self, names: list[str], plan: Plan | None = None, progress=None, cancel=None) -> None:
+        """Build rankings for ``names`` (a job: slow on huge layers)."""
+        from .jobs import ProgressMeter
+
+        plan = plan or self.plan
+        layers = {l.name: l for l in self.layers}
+        total = sum(layers[n].params for n in names) or 1
+        meter = ProgressMeter(progress, total, "indexing weights")
+        for n in names:
+            if cancel is not None:
+                cancel.check()
+            meter.note(f"indexing {n} ({layers[n].params:,} weights)")
+            self.layer_mask(n, plan.get(n))
+            meter.step(layers[n].params)
 
     def layer_counts(self, name: str, lp: LayerPlan | None = None) -> LayerCounts:
         lp = lp or self.plan.get(name)
@@ -446,20 +475,29 @@ class Session:
         plan = plan or self.plan
         counts = [self.layer_counts(l.name, plan.get(l.name)) for l in self.layers]
         prof = self.profile
-        other_nz = sum(int(torch.count_nonzero(v)) for k, v in self._base.items()
-                       if k in self._param_names and not self._is_prunable_weight(k))
-        return totals(counts, prof.total_params, self._param_bytes, prof.total_macs * 1, other_nonzero=other_nz)
+        return totals(counts, prof.total_params, self._param_bytes, prof.total_macs,
+                      other_nonzero=self._other_nonzero(plan))
 
-    @property
-    def _param_names(self) -> set[str]:
-        return {n for n, _ in self.module.named_parameters()}
-
-    def _is_prunable_weight(self, key: str) -> bool:
-        return key.endswith(".weight") and key[:-len(".weight")] in set(self.layer_names)
-
-    @property
-    def _param_bytes(self) -> int:
-        return param_bytes(self.module)
+    def _other_nonzero(self, plan: Plan) -> int:
+        """Nonzero non-prunable parameters (biases, BatchNorm), with channel-pruned entries zeroed."""
+        if self._other_nz is None:
+            prunable = {f"{n}.weight" for n in self.layer_names}
+            params = {n for n, _ in self.module.named_parameters()}
+            self._other_nz = sum(int(torch.count_nonzero(v)) for k, v in self._base.items()
+                                 if k in params and k not in prunable)
+        removed = 0
+        for name, lp in plan.active().items():
+            if lp.granularity != "channel":
+                continue
+            view = self.layer_mask(name, lp)
+            if view.group is None or name != view.group.members[0]:
+                continue
+            keep = view.ranking.keep(view.units_for(lp.sparsity))
+            for pname, idx in view.group.aux:
+                base = self._base.get(pname)
+                if base is not None:
+                    removed += int(torch.count_nonzero(base[torch.as_tensor(idx)][~keep]))
+        return self._other_nz - removed
 
     def materialize(self, plan: Plan | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Full masks of a plan: ({layer: bool weight mask}, {aux param: bool mask}) for pruned layers only."""
@@ -496,7 +534,10 @@ class Session:
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan``."""
         plan = (plan or self.plan).copy()
-        state = self.masked_state(plan)
+        self.apply_state(plan, self.masked_state(plan))
+
+    def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
+        """Write a masked state computed elsewhere (a worker) into the model."""
         with torch.no_grad(), self.lock:
             own = self.module.state_dict()
             for k, v in state.items():
@@ -519,6 +560,7 @@ class Session:
         with self.lock:
             self._base = {k: v.detach().clone() for k, v in state.items()}
             self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name))) for l in self.layers}
+            self._other_nz = None
             self._grads = None
             self.base_label = label
             if self.engine:

@@ -1,0 +1,148 @@
+"""The ``pruning-explorer`` command. Every window action is also a subcommand here.
+
+    pruning-explorer [gui] [--model M] [--dataset D] [--screenshot FILE.png]
+    pruning-explorer info --model M [--json]
+    pruning-explorer prune --model M (--recipe R.json | --sparsity S ...) --out DIR
+    pruning-explorer sensitivity --model M --out S.json
+    pruning-explorer train-builtin [--out DIR]
+
+Errors a user can fix print one paragraph and exit with status 2 (no
+traceback unless --debug).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .core.errors import Cancelled, ExplorerError
+
+EXIT_USER_ERROR = 2
+
+
+def _common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
+    p.add_argument("--model", "-m", default=None, required=model_required,
+                   help="model spec: digits-cnn (default), digits-mlp, lab-vgg, torchvision:<arch>[:WEIGHTS], or a file")
+    p.add_argument("--dataset", "-d", default=None,
+                   help="dataset spec: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, cifar100:ROOT, "
+                        "imagefolder:DIR, synthetic (default: digits for the digits models, else synthetic)")
+    p.add_argument("--weights", default=None, help="state_dict file to load into a built-in/torchvision architecture")
+    p.add_argument("--arch", default=None, help="architecture of a state_dict file (a model spec, e.g. torchvision:resnet18)")
+    p.add_argument("--trust", action="store_true",
+                   help="allow loading whole pickled modules (runs code from the file: only for files you trust)")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W", help="model input shape when it cannot be inferred")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _add_plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recipe", default=None, help="recipe.json with per-layer sparsity/granularity/criterion")
+    p.add_argument("--sparsity", type=float, default=None, help="target sparsity 0..1 (fraction of weights removed)")
+    p.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
+    p.add_argument("--criterion", "-c", default="l1", help="l1, l2, random, taylor")
+    p.add_argument("--scope", choices=("local", "global"), default="local",
+                   help="local: every layer at --sparsity; global: one threshold across the layers")
+    p.add_argument("--max-layer-sparsity", type=float, default=0.95, help="per-layer cap for global scope")
+    p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="only these layers (default: all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pruning-explorer",
+                                     description="Explore neural-network pruning: per-layer sparsity, granularity and "
+                                                 "criterion, live masks, accuracy, measured latency, export.")
+    parser.add_argument("--version", action="version", version=f"pruning-explorer {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    g = sub.add_parser("gui", help="open the window (default)")
+    _common(g)
+    g.add_argument("--screenshot", default=None, metavar="FILE.png",
+                   help="render the loaded window offscreen, save it and exit")
+    g.add_argument("--layer", default=None, help="select this layer first")
+    g.add_argument("--sparsity", type=float, default=None, help="preview this sparsity on the selected layer")
+    g.add_argument("--granularity", default=None, help="granularity for --sparsity")
+    g.add_argument("--recipe", default=None, help="open this recipe after loading")
+    g.add_argument("--size", default="1440x900", help="window size WxH (screenshots)")
+    g.add_argument("--tab", default=None, help="show this tab first (screenshots)")
+    g.add_argument("--detail", action="store_true", help="zoom the heatmap to its top-left corner (screenshots)")
+
+    i = sub.add_parser("info", help="list the prunable layers (name, type, shape, params, MACs, sparsity)")
+    _common(i)
+    i.add_argument("--json", action="store_true", help="print JSON")
+    i.add_argument("--list-models", action="store_true", help="list built-in and torchvision models and exit")
+
+    p = sub.add_parser("prune", help="prune, optionally fine-tune and compact, and export")
+    _common(p)
+    _add_plan_args(p)
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune N epochs with masks enforced")
+    p.add_argument("--iterative-steps", type=int, default=1, help="reach the target in K prune->fine-tune steps")
+    p.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default=None,
+                   help="pruning schedule while fine-tuning (default: iterative when --iterative-steps > 1)")
+    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--compact", action="store_true", help="also write model_compact.pt (channels physically removed)")
+    p.add_argument("--from-sensitivity", default=None, metavar="S.json", help="build the plan from a sensitivity scan")
+    p.add_argument("--max-drop", type=float, default=None, help="with --from-sensitivity: allowed accuracy drop (points)")
+    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement")
+    p.add_argument("--latency-batch", type=int, default=1, help="batch size for latency measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+
+    s = sub.add_parser("sensitivity", help="per-layer sensitivity scan (accuracy vs sparsity)")
+    _common(s)
+    s.add_argument("--sparsities", default="0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated sparsities in (0,1)")
+    s.add_argument("--granularity", "-g", default="element")
+    s.add_argument("--criterion", "-c", default="l1")
+    s.add_argument("--layers", nargs="+", default=None, metavar="NAME")
+    s.add_argument("--split", default="test", choices=("val", "test"))
+    s.add_argument("--early-stop", type=float, default=None, metavar="ACC",
+                   help="skip a layer's higher sparsities once accuracy falls below ACC percent (off by default)")
+    s.add_argument("--latency", action="store_true", help="also measure latency per sparsity (structured only)")
+    s.add_argument("--naive", action="store_true", help="use the plain full-model loop (for comparison)")
+    s.add_argument("--csv", default=None, help="also write a CSV table")
+    s.add_argument("--out", "-o", required=True)
+
+    t = sub.add_parser("train-builtin", help="retrain the built-in digits models reproducibly")
+    t.add_argument("--out", default=None, help="folder (default: resources/models)")
+    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--debug", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    commands = {"gui", "info", "prune", "sensitivity", "train-builtin"}
+    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["gui", *argv]
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False)
+    try:
+        from .commands import run_command
+        return run_command(args)
+    except ExplorerError as e:
+        if debug:
+            raise
+        title = getattr(e, "title", "Problem")
+        print(f"error: {title}: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Cancelled:
+        print("cancelled", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: say so plainly, traceback on request
+        if debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e}\n(run again with --debug for the traceback, "
+              "and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Start the window: ``pruning-explorer gui`` (and ``--screenshot`` for docs and tests)."""
+from __future__ import annotations
+
+import os
+import sys
+
+from .. import RESOURCES
+
+
+def make_app():
+    from PySide6.QtWidgets import QApplication
+
+    import pyqtgraph as pg
+
+    pg.setConfigOptions(background="w", foreground=(40, 44, 52), antialias=False, imageAxisOrder="row-major")
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("Pruning Explorer")
+    app.setOrganizationName("PruningExplorer")
+    qss = RESOURCES / "style.qss"
+    if qss.exists():
+        app.setStyleSheet(qss.read_text())
+    return app
+
+
+def wait_idle(app, window, timeout_s: float = 600.0) -> None:
+    """Process events until the window's job queue is empty."""
+    import time
+
+    t0 = time.monotonic()
+    while (window.runner.busy or window.runner.queue) and time.monotonic() - t0 < timeout_s:
+        app.processEvents()
+        time.sleep(0.01)
+    for _ in range(5):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def run_gui(args) -> int:
+    screenshot = getattr(args, "screenshot", None)
+    if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from ..core.session import Session, parse_input_shape, resolve
+    from .main_window import MainWindow
+
+    app = make_app()
+    # load before showing: a bad --model on the command line is a clear CLI error, not an empty window
+    session = Session()
+    session.apply_load(resolve(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
+                               input_shape=parse_input_shape(args.input_shape)))
+    win = MainWindow(session)
+    try:
+        w, h = (int(v) for v in (args.size or "1440x900").lower().split("x"))
+        win.resize(w, h)
+    except ValueError:
+        pass
+    if getattr(args, "recipe", None):
+        win.open_recipe(args.recipe)
+    if getattr(args, "layer", None):
+        session.select(args.layer)
+    if getattr(args, "sparsity", None) is not None:
+        name = session.selected
+        session.set_layer(name, sparsity=args.sparsity, granularity=getattr(args, "granularity", None))
+    if getattr(args, "tab", None):
+        for i in range(win.tabs.count()):
+            if win.tabs.tabText(i).lower().startswith(args.tab.lower()):
+                win.tabs.setCurrentIndex(i)
+    win.show()
+    if getattr(args, "detail", False):
+        win.weight_view.detail_btn.setChecked(True)
+    if screenshot:
+        wait_idle(app, win)
+        win._redraw()
+        wait_idle(app, win)
+        app.processEvents()
+        pix = win.grab()
+        if not pix.save(str(screenshot)):
+            print(f"error: could not write {screenshot}", file=sys.stderr)
+            return 2
+        print(f"saved {screenshot}", file=sys.stderr)
+        win._force_close = True
+        win.close()
+        return 0
+    return app.exec()

@@ -1,0 +1,89 @@
+"""The dashboard: params, nonzeros, MACs, sizes, compression ratio, accuracy, latency."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from ..core.metrics import Totals, format_bytes, format_count
+
+
+class Card(QFrame):
+    def __init__(self, title: str, tooltip: str, parent=None):
+        super().__init__(parent)
+        self.setObjectName("card")
+        self.setFrameShape(QFrame.StyledPanel)
+        self.title = QLabel(title)
+        self.title.setObjectName("cardTitle")
+        self.value = QLabel("—")
+        self.value.setObjectName("cardValue")
+        self.sub = QLabel(" ")
+        self.sub.setObjectName("cardSub")
+        self.sub.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(10, 6, 10, 6)
+        lay.setSpacing(1)
+        lay.addWidget(self.title)
+        lay.addWidget(self.value)
+        lay.addWidget(self.sub)
+        self.setToolTip(tooltip)
+
+    def set(self, value: str, sub: str = " ", tone: str | None = None) -> None:
+        self.value.setText(value)
+        self.sub.setText(sub)
+        self.value.setProperty("tone", tone or "")
+        self.value.style().unpolish(self.value)
+        self.value.style().polish(self.value)
+
+
+class Dashboard(QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.cards = {
+            "params": Card("Nonzero params", "Parameters left nonzero (all tensors) of the total"),
+            "sparsity": Card("Sparsity", "Share of the prunable weights (conv/linear) that are zero"),
+            "macs": Card("MACs", "Multiply-accumulates per sample that involve a nonzero weight, vs dense. "
+                                 "Element/n:m zeros only save MACs on sparse hardware; channel pruning saves "
+                                 "them for real once compacted."),
+            "size": Card("Size dense → sparse", "fp32 storage: dense, and with every prunable weight in the smaller "
+                                               "of CSR (values + column indices + row pointers) and bitmask "
+                                               "(values + 1 bit per weight)"),
+            "ratio": Card("Compression", "Dense size / sparse size"),
+            "accuracy": Card("Accuracy", "Top-1 accuracy on the test split: dense, and the current (applied) model"),
+            "latency": Card("Latency", "Measured median latency: dense vs current masked model vs compacted"),
+        }
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(4, 2, 4, 2)
+        lay.setSpacing(6)
+        for c in self.cards.values():
+            lay.addWidget(c, 1)
+
+    def show_totals(self, t: Totals | None, pending: bool = False) -> None:
+        c = self.cards
+        if t is None:
+            for k in ("params", "sparsity", "macs", "size", "ratio"):
+                c[k].set("…", "indexing weights")
+            return
+        c["params"].set(format_count(t.nonzero_params), f"of {format_count(t.params)}")
+        c["sparsity"].set(f"{t.sparsity:.1%}", f"{format_count(t.prunable_params - t.prunable_nonzero)} weights zero"
+                          + (" (plan not applied)" if pending else ""))
+        c["macs"].set(format_count(t.nonzero_macs), f"of {format_count(t.macs)} dense  ({t.mac_ratio:.2f}× fewer)")
+        c["size"].set(format_bytes(t.sparse_bytes), f"dense {format_bytes(t.dense_bytes)}")
+        tone = "good" if t.compression_ratio >= 2 else None
+        sub = "dense / sparse storage" if t.sparsity > 0.05 else "sparse formats cost overhead when few weights are zero"
+        c["ratio"].set(f"{t.compression_ratio:.2f}×", sub, tone)
+
+    def show_accuracy(self, dense: float | None, current: float | None, stale: bool) -> None:
+        card = self.cards["accuracy"]
+        if dense is None and current is None:
+            card.set("—", "Run ▸ Evaluate (F5)")
+            return
+        if current is None:
+            card.set(f"{dense:.2f}%", "dense; current not evaluated")
+            return
+        delta = current - dense if dense is not None else None
+        tone = None if delta is None else ("bad" if delta < -1.0 else ("good" if delta >= -0.1 else None))
+        sub = f"dense {dense:.2f}%  Δ {delta:+.2f}" if delta is not None else "dense not evaluated"
+        card.set(f"{current:.2f}%", sub + ("  (stale)" if stale else ""), tone)
+
+    def show_latency(self, text: str, sub: str) -> None:
+        self.cards["latency"].set(text, sub)

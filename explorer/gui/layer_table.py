@@ -1,0 +1,255 @@
+"""The layer table: every prunable layer with its sparsity slider, granularity and criterion."""
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtCore import Qt, QSignalBlocker, Signal
+from PySide6.QtGui import QColor, QStandardItemModel
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView, QSlider,
+                               QTableWidget, QTableWidgetItem, QWidget)
+
+from ..core.errors import PlanError
+from ..core.granularity import get_granularity
+from ..core.importance import CRITERIA
+from ..core.metrics import format_count
+
+GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
+SLIDER_STEPS = 1000
+
+COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity", "Granularity", "Criterion", "Nonzero")
+COL_TIPS = {
+    "Layer": "Module name; 🔗 marks layers whose output channels are coupled (a residual add or a depthwise conv): "
+             "under channel granularity they share one channel choice.",
+    "Params": "Weights of this layer (the prunable parameters)",
+    "MACs": "Multiply-accumulates per input sample at the model's input size",
+    "Sparsity": "Fraction of this layer's weights to remove (drag, or type a percentage)",
+    "Granularity": "Which weights go together: element, n:m pattern, kernel row (vector), kernel, or whole channel",
+    "Criterion": "How importance is scored: L1 / L2 magnitude, random, or first-order Taylor",
+    "Nonzero": "Weights left nonzero under the current plan",
+}
+
+
+class SparsityEditor(QWidget):
+    """Slider + percent spin box, kept in sync."""
+
+    edited = Signal(float, bool)   # sparsity, final (released / typed)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Horizontal)
+        self.slider.setRange(0, SLIDER_STEPS)
+        self.slider.setMinimumWidth(90)
+        self.slider.setToolTip(COL_TIPS["Sparsity"])
+        self.spin = QDoubleSpinBox()
+        self.spin.setRange(0.0, 100.0)
+        self.spin.setDecimals(1)
+        self.spin.setSuffix(" %")
+        self.spin.setSingleStep(5.0)
+        self.spin.setKeyboardTracking(False)
+        self.spin.setFixedWidth(74)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(2, 0, 2, 0)
+        lay.setSpacing(4)
+        lay.addWidget(self.slider, 1)
+        lay.addWidget(self.spin)
+        self.slider.valueChanged.connect(self._slid)
+        self.slider.sliderReleased.connect(lambda: self.edited.emit(self.value(), True))
+        self.spin.valueChanged.connect(self._typed)
+
+    def value(self) -> float:
+        return self.slider.value() / SLIDER_STEPS
+
+    def set_value(self, s: float) -> None:
+        with QSignalBlocker(self.slider), QSignalBlocker(self.spin):
+            self.slider.setValue(round(s * SLIDER_STEPS))
+            self.spin.setValue(s * 100.0)
+
+    def _slid(self, v: int) -> None:
+        s = v / SLIDER_STEPS
+        with QSignalBlocker(self.spin):
+            self.spin.setValue(s * 100.0)
+        self.edited.emit(s, not self.slider.isSliderDown())
+
+    def _typed(self, pct: float) -> None:
+        s = round(pct * 10) / 1000.0
+        with QSignalBlocker(self.slider):
+            self.slider.setValue(round(s * SLIDER_STEPS))
+        self.edited.emit(s, True)
+
+
+def make_combo(items, tips: dict[str, str] | None = None, width: int = 96) -> QComboBox:
+    c = QComboBox()
+    for it in items:
+        c.addItem(it)
+        if tips and it in tips:
+            c.setItemData(c.count() - 1, tips[it], Qt.ToolTipRole)
+    c.setMinimumWidth(width)
+    return c
+
+
+def granularity_tips() -> dict[str, str]:
+    return {g: get_granularity(g).tooltip for g in GRANULARITY_CHOICES}
+
+
+def criterion_tips() -> dict[str, str]:
+    return {n: c.tooltip for n, c in CRITERIA.items()}
+
+
+class LayerTable(QTableWidget):
+    """Rows = prunable layers. Edits go straight to the session; redraws follow its events."""
+
+    def __init__(self, session, report_error: Callable[[Exception], None], parent=None):
+        super().__init__(0, len(COLUMNS), parent)
+        self.session = session
+        self.report_error = report_error
+        self._rows: dict[str, int] = {}
+        self._editors: dict[str, tuple[SparsityEditor, QComboBox, QComboBox]] = {}
+        self.setHorizontalHeaderLabels(COLUMNS)
+        for i, c in enumerate(COLUMNS):
+            if c in COL_TIPS:
+                self.horizontalHeaderItem(i).setToolTip(COL_TIPS[c])
+        self.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.setSelectionMode(QAbstractItemView.ExtendedSelection)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(30)
+        self.setAlternatingRowColors(True)
+        h = self.horizontalHeader()
+        h.setSectionResizeMode(QHeaderView.Interactive)
+        h.setStretchLastSection(False)
+        for i, w in enumerate((150, 62, 96, 56, 58, 160, 80, 66, 60)):
+            self.setColumnWidth(i, w)
+        h.setSectionResizeMode(5, QHeaderView.Stretch)
+        self.itemSelectionChanged.connect(self._selection_changed)
+
+    # ------------------------------------------------------------------ build
+    def rebuild(self) -> None:
+        s = self.session
+        with QSignalBlocker(self):
+            self.clearContents()
+            self.setRowCount(len(s.layers))
+            self._rows.clear()
+            self._editors.clear()
+            gtips, ctips = granularity_tips(), criterion_tips()
+            for r, l in enumerate(s.layers):
+                self._rows[l.name] = r
+                linked = len(s.linked_layers(l.name)) > 1
+                name = QTableWidgetItem(("🔗 " if linked else "") + l.name)
+                tip = f"{l.name}: {l.kind}, weight {tuple(l.weight_shape)}, output {tuple(l.output_shape)}"
+                if linked:
+                    tip += "\nchannel-coupled with: " + ", ".join(n for n in s.linked_layers(l.name) if n != l.name)
+                if l.is_output:
+                    tip += "\nthe network's output layer: its output channels (classes) are never removed"
+                name.setToolTip(tip)
+                self.setItem(r, 0, name)
+                self.setItem(r, 1, QTableWidgetItem(l.kind))
+                self.setItem(r, 2, QTableWidgetItem("×".join(map(str, l.weight_shape))))
+                for col, val in ((3, l.params), (4, l.macs)):
+                    it = QTableWidgetItem(format_count(val))
+                    it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                    it.setToolTip(f"{val:,}")
+                    self.setItem(r, col, it)
+                nz = QTableWidgetItem("")
+                nz.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.setItem(r, 8, nz)
+                ed = SparsityEditor()
+                ed.edited.connect(lambda v, final, n=l.name: self._sparsity_edited(n, v, final))
+                gc = make_combo(GRANULARITY_CHOICES, gtips)
+                model: QStandardItemModel = gc.model()
+                for i, g in enumerate(GRANULARITY_CHOICES):
+                    item = model.item(i)
+                    try:
+                        s.check_layer_plan(l.name, s.plan.get(l.name).__class__(0.0, g, "l1"))
+                    except PlanError as e:
+                        item.setEnabled(False)
+                        item.setToolTip(e.message)
+                gc.setToolTip(COL_TIPS["Granularity"])
+                gc.currentTextChanged.connect(lambda g, n=l.name: self._granularity_edited(n, g))
+                cc = make_combo(list(CRITERIA), ctips, 72)
+                cc.setToolTip(COL_TIPS["Criterion"])
+                cc.currentTextChanged.connect(lambda c, n=l.name: self._criterion_edited(n, c))
+                self.setCellWidget(r, 5, ed)
+                self.setCellWidget(r, 6, gc)
+                self.setCellWidget(r, 7, cc)
+                self._editors[l.name] = (ed, gc, cc)
+            fm = self.fontMetrics()
+            longest = max((fm.horizontalAdvance(("🔗 " if len(s.linked_layers(l.name)) > 1 else "") + l.name)
+                           for l in s.layers), default=100)
+            self.setColumnWidth(0, min(max(longest + 18, 90), 280))
+            self.refresh()
+            if s.selected in self._rows:
+                self.selectRow(self._rows[s.selected])
+
+    # ------------------------------------------------------------------ refresh
+    def refresh(self, names: list[str] | None = None) -> None:
+        s = self.session
+        for name in names or list(self._rows):
+            r = self._rows.get(name)
+            if r is None:
+                continue
+            lp = s.plan.get(name)
+            ed, gc, cc = self._editors[name]
+            ed.set_value(lp.sparsity)
+            with QSignalBlocker(gc):
+                if gc.findText(lp.granularity) < 0:
+                    gc.addItem(lp.granularity)
+                gc.setCurrentText(lp.granularity)
+            with QSignalBlocker(cc):
+                cc.setCurrentText(lp.criterion)
+            item = self.item(r, 8)
+            if lp.is_dense or not s.needs_build(name, lp):
+                c = s.layer_counts(name, lp)
+                item.setText(format_count(c.nonzero))
+                item.setToolTip(f"{c.nonzero:,} of {c.params:,} weights nonzero ({c.sparsity:.2%} sparse)")
+                item.setForeground(QColor(30, 30, 30))
+            else:
+                item.setText("…")
+                item.setToolTip("indexing this layer's weights")
+            pending = s.plan.get(name) != s.applied_plan.get(name)
+            self.item(r, 0).setForeground(QColor(170, 90, 0) if pending else QColor(20, 20, 20))
+
+    def select_layer(self, name: str) -> None:
+        r = self._rows.get(name)
+        if r is not None and self.currentRow() != r:
+            with QSignalBlocker(self):
+                self.selectRow(r)
+            self.scrollToItem(self.item(r, 0))
+
+    def selected_layers(self) -> list[str]:
+        rows = sorted({i.row() for i in self.selectedIndexes()})
+        names = list(self._rows)
+        return [names[r] for r in rows if r < len(names)]
+
+    # ------------------------------------------------------------------ edits -> session
+    def _selection_changed(self) -> None:
+        rows = self.selectionModel().selectedRows()
+        if rows:
+            names = list(self._rows)
+            r = self.currentRow() if self.currentRow() >= 0 else rows[0].row()
+            if 0 <= r < len(names):
+                self.session.select(names[r])
+
+    def _sparsity_edited(self, name: str, s: float, final: bool) -> None:
+        try:
+            self.session.set_layer(name, sparsity=s, coalesce=("sparsity", name))
+        except Exception as e:
+            self.report_error(e)
+            self.refresh([name])
+        if final:
+            self.session.end_edit()
+        if self.session.selected != name:
+            self.session.select(name)
+
+    def _granularity_edited(self, name: str, g: str) -> None:
+        try:
+            self.session.set_layer(name, granularity=g)
+        except Exception as e:
+            self.report_error(e)
+            self.refresh([name])
+
+    def _criterion_edited(self, name: str, c: str) -> None:
+        try:
+            self.session.set_layer(name, criterion=c)
+        except Exception as e:
+            self.report_error(e)
+            self.refresh([name])

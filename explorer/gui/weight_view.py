@@ -1,0 +1,250 @@
+"""The selected layer's weights: a heatmap with the mask, and a histogram with the threshold.
+
+Everything drawn comes from the layer's cached :class:`LayerMask`: the
+heatmap is its screen-sized sample (rows x columns of the weight viewed as
+out-channels x (in*kh*kw)) and the histogram its fixed sample, so a slider
+step costs a comparison over at most 2048x2048 pixels and one bincount.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+
+from ..core.masks import LayerMask
+from ..core.metrics import format_count
+
+PRUNED_RGB = (38, 38, 46)
+
+
+def diverging_lut() -> np.ndarray:
+    """256 RGBA entries: entry 0 = pruned (near black), 1..255 blue -> white -> red."""
+    anchors = np.array([[5, 48, 97], [67, 147, 195], [247, 247, 247], [214, 96, 77], [103, 0, 31]], float)
+    pos = np.linspace(0, 1, len(anchors))
+    x = np.linspace(0, 1, 255)
+    rgb = np.stack([np.interp(x, pos, anchors[:, c]) for c in range(3)], axis=1)
+    lut = np.zeros((256, 4), np.uint8)
+    lut[0, :3] = PRUNED_RGB
+    lut[1:, :3] = rgb.round().astype(np.uint8)
+    lut[:, 3] = 255
+    return lut
+
+
+LUT = diverging_lut()
+
+
+def heatmap_image(view: LayerMask, sparsity: float, level: float) -> np.ndarray:
+    """float32 image: kept weights clipped to [-level, level], pruned ones far below (-> LUT[0])."""
+    keep = view.display_keep(sparsity)
+    img = np.clip(view.display_values, -level, level).astype(np.float32, copy=False)
+    img = np.where(keep, img, np.float32(-3 * level))
+    img[~np.isfinite(img)] = level  # NaN/inf weights show at full red: visible, never hidden
+    return np.ascontiguousarray(img, dtype=np.float32)
+
+
+class WeightView(QWidget):
+    """Heatmap (top) and histogram (bottom) of one layer, redrawn on demand."""
+
+    hovered = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        pg.setConfigOptions(antialias=False, imageAxisOrder="row-major")
+        self.view: LayerMask | None = None
+        self.sparsity = 0.0
+        self._level = 1.0
+
+        self.title = QLabel("No layer selected")
+        self.title.setObjectName("viewTitle")
+        self.title.setWordWrap(True)
+        self.title.setMinimumWidth(120)
+        self.hover_label = QLabel(" ")
+        self.hover_label.setObjectName("hoverLabel")
+        self.hover_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.hover_label.setMinimumWidth(50)
+
+        self.heat = pg.PlotWidget()
+        self.heat.setMenuEnabled(False)
+        self.heat.invertY(True)
+        self.heat.setAspectLocked(False)
+        self.heat.setLabel("left", "output channel")
+        self.heat.setLabel("bottom", "input × kernel position")
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.image.setAutoDownsample(True)
+        self.image.setLookupTable(LUT)
+        self.heat.addItem(self.image)
+        self.heat.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.heat.setToolTip("Weights of the selected layer as out-channels × (in·kh·kw). Blue negative, red "
+                            "positive; dark cells are pruned. Large layers are shown as a screen-sized sample.")
+
+        self.hist = pg.PlotWidget()
+        self.hist.setMenuEnabled(False)
+        self.hist.setLabel("bottom", "weight value")
+        self.hist.setLabel("left", "count")
+        self.kept_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=(66, 133, 244, 170),
+                                          pen=pg.mkPen((40, 90, 180), width=1), name="kept")
+        self.pruned_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=(80, 80, 90, 200),
+                                            pen=pg.mkPen((60, 60, 70), width=1), name="pruned")
+        self.hist.addItem(self.pruned_curve)
+        self.hist.addItem(self.kept_curve)
+        pen = pg.mkPen((220, 50, 47), width=2, style=Qt.DashLine)
+        self.tline_pos = pg.InfiniteLine(angle=90, pen=pen, movable=False,
+                                         label="+t", labelOpts={"position": 0.92, "color": (220, 50, 47)})
+        self.tline_neg = pg.InfiniteLine(angle=90, pen=pen, movable=False,
+                                         label="−t", labelOpts={"position": 0.92, "color": (220, 50, 47)})
+        self.hist.addItem(self.tline_pos)
+        self.hist.addItem(self.tline_neg)
+        self.hist_info = QLabel(" ")
+        self.hist_info.setObjectName("hoverLabel")
+        self.hist.setToolTip("Histogram of the layer's weights (like the lab's weight-distribution plot): blue kept, "
+                             "grey pruned; dashed lines at ±t when the threshold is on |w|.")
+
+        self.abs_box = QCheckBox("|w|")
+        self.abs_box.setToolTip("Histogram of |w| (magnitudes) instead of signed values")
+        self.log_box = QCheckBox("log counts")
+        self.log_box.setToolTip("Logarithmic count axis: shows the sparse tails")
+        self.abs_box.toggled.connect(lambda _: self.redraw_hist())
+        self.log_box.toggled.connect(self._set_log)
+        self.detail_btn = QPushButton("Detail")
+        self.detail_btn.setCheckable(True)
+        self.detail_btn.setToolTip("Zoom the heatmap to the top-left 32×64 weights, where single weights, kernel rows "
+                                   "and n:m runs are visible (mouse wheel and drag also zoom and pan)")
+        self.detail_btn.toggled.connect(self._detail)
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.detail_btn)
+        top.addWidget(self.abs_box)
+        top.addWidget(self.log_box)
+        split = QSplitter(Qt.Vertical)
+        split.addWidget(self.heat)
+        hbox = QWidget()
+        hl = QVBoxLayout(hbox)
+        hl.setContentsMargins(0, 0, 0, 0)
+        hl.setSpacing(0)
+        hl.addWidget(self.hist_info)
+        hl.addWidget(self.hist, 1)
+        split.addWidget(hbox)
+        split.setSizes([620, 300])
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        lay.addWidget(self.hover_label)
+
+    # ------------------------------------------------------------------ drawing
+    def show_message(self, text: str) -> None:
+        self.view = None
+        self.title.setText(text)
+        self.image.clear()
+        self.kept_curve.setData([], [])
+        self.pruned_curve.setData([], [])
+        self.tline_pos.hide()
+        self.tline_neg.hide()
+        self.hist_info.setText("")
+
+    def set_view(self, view: LayerMask, sparsity: float) -> None:
+        new_layer = self.view is None or self.view.layer.name != view.layer.name
+        self.view = view
+        self.sparsity = sparsity
+        finite = view.display_values[np.isfinite(view.display_values)]
+        self._level = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
+        self._level = self._level if self._level > 0 else 1.0
+        self.redraw(auto_range=new_layer)
+
+    def set_sparsity(self, sparsity: float) -> None:
+        self.sparsity = sparsity
+        self.redraw()
+
+    def redraw(self, auto_range: bool = False) -> None:
+        v = self.view
+        if v is None:
+            return
+        L = v.layer
+        pruned = v.units_for(self.sparsity)
+        sampled = "" if v.display_values.size == L.params else \
+            f"  (showing {len(v.display_rows)}×{len(v.display_cols)} sample)"
+        self.title.setText(f"<b>{L.name}</b>  {L.kind} {'×'.join(map(str, L.weight_shape))}  —  "
+                           f"{v.granularity.name}/{v.criterion}: {pruned:,} of {v.units:,} "
+                           f"{'weights' if v.unit_size == 1 else 'groups'} pruned ({self.sparsity:.1%}){sampled}")
+        lvl = self._level
+        img = heatmap_image(v, self.sparsity, lvl)
+        self.image.setImage(img, levels=(-lvl - 2 * lvl / 254, lvl), autoLevels=False)
+        self.image.setRect(0, 0, L.matrix_shape[1], L.matrix_shape[0])
+        self.heat.setLabel("bottom", v.display_axis_label)
+        if auto_range:
+            self._detail(self.detail_btn.isChecked())
+        self.redraw_hist()
+
+    def redraw_hist(self) -> None:
+        v = self.view
+        if v is None:
+            return
+        absolute = self.abs_box.isChecked()
+        edges, kept, pruned = v.histogram(self.sparsity, absolute)
+        log = self.log_box.isChecked()
+        if log:
+            kept, pruned = np.log10(kept + 1), np.log10(kept + pruned + 1)
+        else:
+            pruned = kept + pruned  # stacked: the grey area on top of the blue one is what goes
+        self.pruned_curve.setData(edges, pruned)
+        self.kept_curve.setData(edges, kept)
+        self.hist.setLabel("bottom", "|weight|" if absolute else "weight value")
+        self.hist.setLabel("left", "log10(count+1)" if log else "count")
+        t = v.threshold(self.sparsity) if v.magnitude_threshold else None
+        if t is not None and np.isfinite(t):
+            self.tline_pos.setValue(t)
+            self.tline_pos.show()
+            self.tline_neg.setValue(-t)
+            self.tline_neg.setVisible(not absolute)
+            info = f"t = {t:.4g}"
+        else:
+            self.tline_pos.hide()
+            self.tline_neg.hide()
+            thr = v.threshold(self.sparsity)
+            info = f"threshold on group {v.criterion} score: {thr:.4g}" if thr is not None else ""
+        c = v.counts(self.sparsity)
+        self.hist_info.setText(f"zero: {1 - c.nonzero / max(1, c.params):.1%} of {format_count(c.params)} weights"
+                               f"   {info}")
+        self.hist.enableAutoRange()
+
+    def _detail(self, on: bool) -> None:
+        v = self.view
+        if v is None:
+            return
+        R, C = v.layer.matrix_shape
+        if on:
+            self.heat.setRange(xRange=(0, min(C, 64)), yRange=(0, min(R, 32)), padding=0)
+        else:
+            self.heat.setRange(xRange=(0, C), yRange=(0, R), padding=0)
+
+    def _set_log(self, _):
+        self.redraw_hist()
+
+    # ------------------------------------------------------------------ hover
+    def _mouse_moved(self, pos) -> None:
+        v = self.view
+        if v is None or not self.heat.sceneBoundingRect().contains(pos):
+            return
+        p = self.heat.getViewBox().mapSceneToView(pos)
+        R, C = v.layer.matrix_shape
+        row, col = int(np.floor(p.y())), int(np.floor(p.x()))
+        if not (0 <= row < R and 0 <= col < C):
+            self.hover_label.setText(" ")
+            return
+        ri = int(np.clip(np.searchsorted(v.display_rows, row, side="right") - 1, 0, len(v.display_rows) - 1))
+        ci = int(np.clip(np.searchsorted(v.display_pos, col, side="right") - 1, 0, len(v.display_pos) - 1))
+        r, c = int(v.display_rows[ri]), int(v.display_cols[ci])
+        value = float(v.display_values[ri, ci])
+        kept = bool(v.display_keep(self.sparsity)[ri, ci])
+        shape = v.layer.weight_shape
+        if len(shape) > 2:
+            k = int(np.prod(shape[2:]))
+            idx = np.unravel_index(c, shape[1:])
+            where = f"out {r}, in {idx[0]}, kernel {tuple(int(i) for i in idx[1:])}" if k > 1 else f"out {r}, in {idx[0]}"
+        else:
+            where = f"out {r}, in {c}"
+        text = f"{v.layer.name}[{where}] = {value:.5g}  ({'kept' if kept else 'pruned'})"
+        self.hover_label.setText(text)
+        self.hovered.emit(text)

@@ -1,0 +1,46 @@
+"""Test setup: headless Qt, isolated settings, small shared fixtures."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path_factory, monkeypatch):
+    """QSettings and any config go to a temp HOME: tests never touch the user's recent files."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("HOME", str(home))
+    yield
+
+
+@pytest.fixture(scope="session")
+def cnn_session_factory():
+    from explorer.core.session import Session
+
+    def make(model="digits-cnn", dataset=None, **kw):
+        return Session.open(model, dataset, **kw)
+    return make
+
+
+@pytest.fixture
+def cnn_session(cnn_session_factory):
+    return cnn_session_factory("digits-cnn")
+
+
+@pytest.fixture
+def mlp_session(cnn_session_factory):
+    return cnn_session_factory("digits-mlp")
