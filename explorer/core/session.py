@@ -499,22 +499,31 @@ class Session:
                     removed += int(torch.count_nonzero(base[torch.as_tensor(idx)][~keep]))
         return self._other_nz - removed
 
-    def materialize(self, plan: Plan | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def masks_for_state(self, plan: Plan, state: dict[str, torch.Tensor]):
+        """Masks of ``plan`` ranked on other weights (e.g. mid-fine-tuning); a throwaway engine, thread-safe."""
+        engine = MaskEngine({l.name: l for l in self.layers}, weight=lambda n: state[f"{n}.weight"],
+                            channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
+        return self.materialize(plan, engine=engine, base=state)
+
+    def materialize(self, plan: Plan | None = None, engine: MaskEngine | None = None,
+                    base: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Full masks of a plan: ({layer: bool weight mask}, {aux param: bool mask}) for pruned layers only."""
         plan = plan or self.plan
+        engine = engine or self.engine
+        base = base if base is not None else self._base
         masks: dict[str, torch.Tensor] = {}
         aux: dict[str, torch.Tensor] = {}
         for name, lp in plan.active().items():
-            view = self.layer_mask(name, lp)
+            view = engine.view(name, lp.criterion, lp.granularity)
             masks[name] = view.element_mask(lp.sparsity)
             if isinstance(view.granularity, Channel) and view.group is not None:
                 # zero the BatchNorm / bias entries of pruned channels so the channel output is exactly 0
                 keep_shared = view.ranking.keep(view.units_for(lp.sparsity))
                 for pname, idx in view.group.aux:
-                    base = self._base.get(pname)
-                    if base is None:
+                    t = base.get(pname)
+                    if t is None:
                         continue
-                    m = aux.get(pname, torch.ones(base.shape[0], dtype=torch.bool))
+                    m = aux.get(pname, torch.ones(t.shape[0], dtype=torch.bool))
                     m[torch.as_tensor(idx)] &= keep_shared
                     aux[pname] = m
         return masks, aux
@@ -525,10 +534,10 @@ class Session:
         state = {k: v.clone() for k, v in self._base.items()}
         for name, m in masks.items():
             key = f"{name}.weight"
-            state[key] = state[key] * m.to(state[key].dtype)
+            state[key] = torch.where(m, state[key], torch.zeros((), dtype=state[key].dtype))  # +0.0, never -0.0
         for pname, m in aux.items():
             shape = (-1,) + (1,) * (state[pname].dim() - 1)
-            state[pname] = state[pname] * m.reshape(shape).to(state[pname].dtype)
+            state[pname] = torch.where(m.reshape(shape), state[pname], torch.zeros((), dtype=state[pname].dtype))
         return state
 
     def apply(self, plan: Plan | None = None) -> None:

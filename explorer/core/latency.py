@@ -1,0 +1,95 @@
+"""Measured latency: warm-up, many timed runs, median and spread, fixed threads, same input."""
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .jobs import CancelToken, ProgressFn, ProgressMeter
+
+DEFAULT_RUNS = 30
+DEFAULT_WARMUP = 5
+
+
+@dataclass(frozen=True)
+class Latency:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    batch: int
+    threads: int
+
+    @property
+    def spread_ms(self) -> float:
+        return self.p90_ms - self.p10_ms
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        return f"{self.median_ms:.3g} ms (p10–p90 {self.p10_ms:.3g}–{self.p90_ms:.3g})"
+
+
+@contextmanager
+def torch_threads(n: int | None):
+    old = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    if len(xs) == 1:
+        return xs[0]
+    pos = q * (len(xs) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def measure_latency(module: nn.Module, example: torch.Tensor, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
+                    threads: int | None = None, progress: ProgressFn | None = None,
+                    cancel: CancelToken | None = None, label: str = "latency") -> Latency:
+    """Median wall time of ``module(example)`` in inference mode."""
+    runs = max(1, int(runs))
+    was = module.training
+    module.eval()
+    meter = ProgressMeter(progress, warmup + runs, f"measuring {label}")
+    times: list[float] = []
+    try:
+        with torch_threads(threads), torch.inference_mode():
+            for _ in range(warmup):
+                if cancel is not None:
+                    cancel.check()
+                module(example)
+                meter.step()
+            for _ in range(runs):
+                if cancel is not None:
+                    cancel.check()
+                t0 = time.perf_counter()
+                module(example)
+                times.append((time.perf_counter() - t0) * 1000.0)
+                meter.step()
+            used = torch.get_num_threads()
+    finally:
+        module.train(was)
+    return Latency(median_ms=statistics.median(times), p10_ms=_quantile(times, 0.1), p90_ms=_quantile(times, 0.9),
+                   runs=runs, batch=int(example.shape[0]), threads=used)
+
+
+def latency_input(dataset, input_shape, batch: int) -> torch.Tensor:
+    """The one input every compared model gets: real samples when there are any, else seeded noise."""
+    try:
+        return dataset.example_input(batch)
+    except Exception:
+        g = torch.Generator().manual_seed(0)
+        return torch.randn(batch, *input_shape, generator=g)

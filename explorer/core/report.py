@@ -1,0 +1,65 @@
+"""report.json: dense vs pruned (vs compacted) numbers, with the keys DESIGN.md fixes.
+
+Counts come from the actual tensors of the exported state (not from the
+plan), so a report stays true after fine-tuning.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .metrics import LayerCounts, Totals, totals
+
+
+def counts_from_state(session, state: dict[str, torch.Tensor]) -> tuple[list[LayerCounts], Totals]:
+    prof = session.profile
+    counts = []
+    for l in prof.layers:
+        nz = int(torch.count_nonzero(state[f"{l.name}.weight"]))
+        counts.append(LayerCounts(l.params, nz, l.matrix_shape[0], l.macs, nz * l.uses))
+    params = {n for n, _ in session.module.named_parameters()}
+    prunable = {f"{n}.weight" for n in prof.names}
+    other_nz = sum(int(torch.count_nonzero(v)) for k, v in state.items() if k in params and k not in prunable)
+    model_bytes = sum(state[k].numel() * state[k].element_size() for k in params if k in state)
+    return counts, totals(counts, prof.total_params, model_bytes, prof.total_macs, other_nonzero=other_nz)
+
+
+def model_block(accuracy, params, nonzero_params, macs, size_bytes, latency_ms) -> dict:
+    return {"accuracy": accuracy, "params": int(params), "nonzero_params": int(nonzero_params), "macs": int(macs),
+            "size_bytes": int(size_bytes), "latency_ms": latency_ms}
+
+
+def build_report(session, plan, dense_state: dict, pruned_state: dict, dense_acc=None, pruned_acc=None,
+                 dense_latency=None, pruned_latency=None, compact: dict | None = None, extra: dict | None = None) -> dict:
+    _, dense_t = counts_from_state(session, dense_state)
+    pruned_counts, pruned_t = counts_from_state(session, pruned_state)
+    layers = []
+    for l, c in zip(session.profile.layers, pruned_counts):
+        lp = plan.get(l.name)
+        layers.append({"name": l.name, "granularity": lp.granularity, "criterion": lp.criterion,
+                       "sparsity": round(c.sparsity, 6), "planned_sparsity": lp.sparsity,
+                       "params": c.params, "nonzero": c.nonzero, "macs": c.nonzero_macs, "dense_macs": c.macs})
+    report = {
+        "model": session.model_spec,
+        "dataset": session.dataset.spec,
+        "dense": model_block(dense_acc, dense_t.params, dense_t.nonzero_params, dense_t.macs, dense_t.dense_bytes,
+                             dense_latency),
+        "pruned": model_block(pruned_acc, pruned_t.params, pruned_t.nonzero_params, pruned_t.nonzero_macs,
+                              pruned_t.sparse_bytes, pruned_latency),
+        "compact": compact,
+        "sparsity": pruned_t.sparsity,
+        "compression_ratio": dense_t.dense_bytes / pruned_t.sparse_bytes if pruned_t.sparse_bytes else None,
+        "layers": layers,
+    }
+    if extra:
+        report.update(extra)
+    return report
+
+
+def compact_block(module: nn.Module, input_shape, accuracy=None, latency_ms=None) -> dict:
+    from .layers import profile_model
+    from .metrics import nonzero_count, param_bytes, param_count
+
+    prof = profile_model(module, input_shape)
+    return model_block(accuracy, param_count(module), nonzero_count(module), prof.total_macs, param_bytes(module),
+                       latency_ms)
