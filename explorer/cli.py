@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pruning schedule while fine-tuning (default: iterative when --iterative-steps > 1)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     p.add_argument("--compact", action="store_true", help="also write model_compact.pt (channels physically removed)")
     p.add_argument("--from-sensitivity", default=None, metavar="S.json", help="build the plan from a sensitivity scan")
     p.add_argument("--max-drop", type=float, default=None, help="with --from-sensitivity: allowed accuracy drop (points)")

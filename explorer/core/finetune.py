@@ -39,7 +39,7 @@ class FinetuneConfig:
     optimizer: str = "sgd"        # "sgd" (momentum 0.9) | "adam"
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    batch_size: int = 64
+    batch_size: int = 32
     cosine: bool = True
     seed: int = 0
     schedule: str = "oneshot"     # "oneshot" | "iterative" | "agp"
@@ -240,7 +240,7 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
                 enforcer.apply()
                 if sched is not None:
                     sched.step()
-                loss_sum += float(loss) * x.shape[0]
+                loss_sum += loss.item() * x.shape[0]
                 n_seen += x.shape[0]
                 done_batches += 1
                 if b % 5 == 0:
