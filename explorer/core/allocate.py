@@ -1,0 +1,184 @@
+"""Automatic per-layer sparsity from a sensitivity scan.
+
+Two ways to ask:
+
+- an allowed accuracy drop per layer: every layer gets the highest measured
+  sparsity whose accuracy stays within the drop (the lab's approach, with its
+  reference line), capped;
+- a target (overall sparsity, sparse size in bytes, or MACs): greedy,
+  parameter-weighted -- repeatedly raise the layer that buys the most
+  (weights, bytes or MACs; or latency, by the balance) per point of predicted
+  accuracy lost, until the target is met.
+
+Only measured points are used (never extrapolated). The predicted accuracy
+adds the per-layer drops (a first-order estimate the window then checks by
+measuring). Linked layers (a channel group) move together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import PlanError
+from .metrics import LayerCounts
+from .recipe import LayerPlan, Plan
+from .sensitivity import ScanResult, read_scan
+
+TARGET_KINDS = ("sparsity", "size", "macs")
+
+
+@dataclass
+class Allocation:
+    plan: Plan
+    sparsities: dict[str, float]
+    predicted_accuracy: float
+    predicted_drop: float
+    sparsity: float                 # overall, of the prunable weights
+    notes: list[str] = field(default_factory=list)
+
+    def info(self) -> dict:
+        return {"sparsity": self.sparsity, "predicted_accuracy": self.predicted_accuracy,
+                "predicted_drop": self.predicted_drop, "layers": self.sparsities, "notes": self.notes}
+
+
+@dataclass
+class _Entity:
+    names: list[str]
+    params: int
+    macs: int
+    rows: int
+    accs: list[float | None]
+    lats: list[float | None] | None
+    level: int = -1                 # index into sparsities (-1 = dense)
+
+
+def _entities(session, scan: ScanResult) -> list[_Entity]:
+    known = set(session.layer_names)
+    missing = [l["name"] for l in scan.layers if l["name"] not in known]
+    if missing:
+        raise PlanError(f"The scan names layers this model does not have: {', '.join(missing[:5])}.",
+                        f"It was made for {scan.model}; open that model or scan this one.")
+    seen: dict[tuple, _Entity] = {}
+    out = []
+    for l in scan.layers:
+        group = tuple(l.get("group") or [l["name"]])
+        if group in seen:
+            continue
+        names = [n for n in group if n in known]
+        ent = _Entity(names=names, params=sum(session.layer(n).params for n in names),
+                      macs=sum(session.layer(n).macs for n in names), rows=sum(session.layer(n).matrix_shape[0] for n in names),
+                      accs=list(l["accuracy"]), lats=l.get("latency_ms"))
+        seen[group] = ent
+        out.append(ent)
+    return out
+
+
+def _drop(dense: float, acc: float | None) -> float:
+    return max(0.0, dense - acc) if acc is not None else float("inf")
+
+
+def _finish(session, scan: ScanResult, ents: list[_Entity], notes: list[str]) -> Allocation:
+    sps = {}
+    drop = 0.0
+    for e in ents:
+        s = scan.sparsities[e.level] if e.level >= 0 else 0.0
+        for n in e.names:
+            sps[n] = s
+        if e.level >= 0:
+            drop += _drop(scan.dense_accuracy, e.accs[e.level])
+    layers = {n: LayerPlan(s, scan.granularity, scan.criterion) for n, s in sps.items() if s > 0}
+    plan = Plan(layers, "local", None)
+    total = session.profile.prunable_params
+    zeros = sum(session.layer(n).params * s for n, s in sps.items())
+    return Allocation(plan=plan, sparsities=sps, predicted_accuracy=scan.dense_accuracy - drop, predicted_drop=drop,
+                      sparsity=zeros / total if total else 0.0, notes=notes)
+
+
+def allocate_by_drop(session, scan: ScanResult, max_drop: float, cap: float = 0.95) -> Allocation:
+    if max_drop is None or max_drop < 0:
+        raise PlanError(f"The allowed drop must be a non-negative number of points (got {max_drop}).")
+    ents = _entities(session, scan)
+    for e in ents:
+        best = -1
+        for i, s in enumerate(scan.sparsities):
+            if s > cap + 1e-12:
+                break
+            a = e.accs[i]
+            if a is None:
+                break                 # not measured: never extrapolate beyond it
+            if _drop(scan.dense_accuracy, a) <= max_drop:
+                best = i
+        e.level = best
+    return _finish(session, scan, ents, [f"each layer: highest measured sparsity within {max_drop:g} points"])
+
+
+def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sparsity", cap: float = 0.95,
+                       balance: float = 0.0) -> Allocation:
+    """Greedy: raise the layer with the best gain per point of predicted drop until ``target`` is met.
+
+    ``kind``: 'sparsity' (overall share of zero prunable weights, 0..1), 'size' (sparse bytes of the
+    whole model), 'macs' (MACs with a nonzero weight). ``balance`` in [0, 1] weights measured latency
+    gains against weight gains (needs a scan with latency).
+    """
+    if kind not in TARGET_KINDS:
+        raise PlanError(f"Unknown target kind '{kind}'; use {', '.join(TARGET_KINDS)}.")
+    if not 0.0 <= balance <= 1.0:
+        raise PlanError("The balance must be between 0 (accuracy/size) and 1 (latency).")
+    ents = _entities(session, scan)
+    if balance > 0 and not all(e.lats for e in ents):
+        raise PlanError("The balance slider needs latency sensitivity: rescan with latency measured.")
+    prof = session.profile
+    total_params = prof.prunable_params
+    if kind == "sparsity" and not 0.0 <= target <= 1.0:
+        raise PlanError(f"Target sparsity {target} is outside [0, 1].")
+    sps = scan.sparsities
+    dense = scan.dense_accuracy
+
+    def level_s(e, lvl):
+        return sps[lvl] if lvl >= 0 else 0.0
+
+    def objective() -> float:
+        if kind == "sparsity":
+            return sum(e.params * level_s(e, e.level) for e in ents) / total_params
+        if kind == "macs":
+            return prof.total_macs - sum(e.macs * level_s(e, e.level) for e in ents)
+        by = {n: e for e in ents for n in e.names}
+        size = session.totals(Plan()).dense_bytes
+        for l in prof.layers:
+            e = by.get(l.name)
+            s = level_s(e, e.level) if e else 0.0
+            nz = round(l.params * (1 - s))
+            size += LayerCounts(l.params, nz, l.matrix_shape[0], l.macs, 0).sparse_bytes - l.params * 4
+        return size
+
+    def reached() -> bool:
+        v = objective()
+        return v >= target if kind == "sparsity" else v <= target
+
+    lat_dense = scan.dense_latency_ms or 0.0
+    while not reached():
+        best, best_score = None, -1.0
+        for e in ents:
+            nxt = e.level + 1
+            if nxt >= len(sps) or sps[nxt] > cap + 1e-12 or e.accs[nxt] is None:
+                continue
+            d_now = _drop(dense, e.accs[e.level]) if e.level >= 0 else 0.0
+            cost = max(0.0, _drop(dense, e.accs[nxt]) - d_now) + 1e-3
+            ds = sps[nxt] - level_s(e, e.level)
+            gain = (e.macs if kind == "macs" else e.params) * ds / max(1, prof.total_macs if kind == "macs" else total_params)
+            if balance > 0:
+                l_now = e.lats[e.level] if e.level >= 0 else lat_dense
+                lat_gain = max(0.0, (l_now or 0) - (e.lats[nxt] or 0)) / max(lat_dense, 1e-9)
+                gain = (1 - balance) * gain + balance * lat_gain
+            score = gain / cost
+            if score > best_score:
+                best, best_score = e, score
+        if best is None:
+            return _finish(session, scan, ents, ["target not reachable within the measured points and the cap"])
+        best.level += 1
+    return _finish(session, scan, ents, [f"greedy to {kind} target {target:g}"])
+
+
+def allocate_from_file(session, path, max_drop: float, cap: float = 0.95) -> tuple[Plan, dict]:
+    scan = read_scan(path)
+    a = allocate_by_drop(session, scan, max_drop, cap)
+    return a.plan, a.info()
