@@ -20,6 +20,7 @@ An optional early stop marks skipped points as not measured (None).
 """
 from __future__ import annotations
 
+import copy
 import csv as csv_mod
 import math
 import time
@@ -312,8 +313,9 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     sparsities = parse_sparsities(spec.sparsities)
     units, skipped = _scan_units(session, spec)
     t0 = time.perf_counter()
-    module = session.module
     session.ensure_applied()
+    with session.lock:
+        module = copy.deepcopy(session.module)   # the scan swaps weights in and out: never on the live model
     module.eval()
     lp_for = LayerPlan(0.0, get_granularity(spec.granularity).name, spec.criterion)
     x, y = _dataset_tensors(ds, spec.split)

@@ -30,6 +30,22 @@ UNDO_LIMIT = 200
 
 
 @dataclass
+class HistoryEntry:
+    """A state the user has been through, with what was measured there (the Pareto view's points)."""
+
+    id: int
+    label: str
+    plan: Plan
+    base: dict            # the kept weights the plan applies to (shared between entries, never mutated)
+    base_label: str
+    sparsity: float
+    compression_ratio: float
+    nonzero_macs: int
+    accuracy: float | None = None
+    latency_ms: float | None = None
+
+
+@dataclass
 class LoadResult:
     """Everything :meth:`Session.resolve` built; applied atomically by :meth:`Session.apply_load`."""
 
@@ -137,6 +153,8 @@ class Session:
         self.results: dict[str, object] = {}   # evaluation/latency results by key (filled by jobs)
         self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
         self.base_label = "loaded weights"
+        self.history: list[HistoryEntry] = []
+        self.version = 0                       # bumps whenever the model's weights change
         self._other_nz: int | None = None
         self._param_bytes = 0
 
@@ -157,7 +175,7 @@ class Session:
             self.result = result
             module = result.model.module
             self._original = {k: v.detach().clone() for k, v in module.state_dict().items()}
-            self._base = {k: v.clone() for k, v in self._original.items()}
+            self._base = self._original   # never mutated in place: masks produce new tensors
             self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name)))
                                    for l in result.profile.layers}
             self._other_nz = None
@@ -168,6 +186,8 @@ class Session:
             self._coalesce = None
             self._grads = None
             self.results = {}
+            self.history = []
+            self.version += 1
             self.base_label = "loaded weights"
             self.engine = MaskEngine({l.name: l for l in result.profile.layers}, weight=self.base_weight,
                                      channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
@@ -415,7 +435,8 @@ class Session:
         """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
         self._push_undo()
         self.plan = Plan()
-        self.set_base(self._original, label="loaded weights")
+        if self._base is not self._original and self.base_label != "loaded weights":
+            self.set_base(self._original, label="loaded weights", copy=False)
         self.apply()
         self.plan_changed.emit(None)
         self.history_changed.emit()
@@ -553,6 +574,7 @@ class Session:
                 if k in own:
                     own[k].copy_(v)
             self.applied_plan = plan
+            self.version += 1
         self.weights_changed.emit()
 
     def ensure_applied(self) -> None:
@@ -564,17 +586,55 @@ class Session:
         masks, _ = self.materialize(self.applied_plan)
         return masks
 
-    def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
+    def set_base(self, state: dict[str, torch.Tensor], label: str, copy: bool = True) -> None:
         """New kept weights (after fine-tuning, or the originals on reset); rankings are rebuilt lazily."""
         with self.lock:
-            self._base = {k: v.detach().clone() for k, v in state.items()}
+            self._base = {k: v.detach().clone() for k, v in state.items()} if copy else state
             self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name))) for l in self.layers}
             self._other_nz = None
             self._grads = None
             self.base_label = label
+            self.version += 1
             if self.engine:
                 self.engine.invalidate()
         self.weights_changed.emit()
+
+    # ------------------------------------------------------------------ history (Pareto view)
+    def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None) -> HistoryEntry:
+        """Remember the applied state with what was measured there; an existing entry for the same
+        state is updated instead of duplicated."""
+        t = self.totals(self.applied_plan)
+        for e in self.history:
+            if e.plan == self.applied_plan and e.base is self._base:
+                if accuracy is not None:
+                    e.accuracy = accuracy
+                if latency_ms is not None:
+                    e.latency_ms = latency_ms
+                self.history_changed.emit()
+                return e
+        e = HistoryEntry(id=len(self.history) + 1, label=label, plan=self.applied_plan.copy(), base=self._base,
+                         base_label=self.base_label, sparsity=t.sparsity, compression_ratio=t.compression_ratio,
+                         nonzero_macs=t.nonzero_macs, accuracy=accuracy, latency_ms=latency_ms)
+        self.history.append(e)
+        self.history_changed.emit()
+        return e
+
+    def restore(self, entry: HistoryEntry) -> None:
+        """Return to a remembered state (its kept weights and plan); undoable for the plan."""
+        if entry.base is not self._base:
+            with self.lock:
+                self._base = entry.base
+                self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name))) for l in self.layers}
+                self._other_nz = None
+                self._grads = None
+                self.base_label = entry.base_label
+                if self.engine:
+                    self.engine.invalidate()
+        self._push_undo()
+        self.plan = entry.plan.copy()
+        self.apply(self.plan)
+        self.plan_changed.emit(None)
+        self.history_changed.emit()
 
     def nonfinite_layers(self) -> dict[str, int]:
         out = {}

@@ -69,6 +69,7 @@ def run_gui(args) -> int:
         win.weight_view.detail_btn.setChecked(True)
     if screenshot:
         wait_idle(app, win)
+        win._initial_split()
         win._redraw()
         wait_idle(app, win)
         app.processEvents()

@@ -208,6 +208,9 @@ class LayerTable(QTableWidget):
             pending = s.plan.get(name) != s.applied_plan.get(name)
             self.item(r, 0).setForeground(QColor(170, 90, 0) if pending else QColor(20, 20, 20))
 
+    def preferred_width(self) -> int:
+        return sum(self.columnWidth(i) for i in range(self.columnCount())) + 24
+
     def select_layer(self, name: str) -> None:
         r = self._rows.get(name)
         if r is not None and self.currentRow() != r:

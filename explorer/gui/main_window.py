@@ -56,6 +56,7 @@ class MainWindow(QMainWindow):
         self.dashboard = Dashboard()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.weight_view, "Weights")
+        self.tabs.setMinimumWidth(360)
 
         left = QWidget()
         ll = QVBoxLayout(left)
@@ -592,8 +593,12 @@ class MainWindow(QMainWindow):
         super().showEvent(e)
         if not getattr(self, "_sized", False):
             self._sized = True
-            w = max(self.width(), 800)
-            self.main_split.setSizes([int(w * 0.6), int(w * 0.4)])
+            QTimer.singleShot(0, self._initial_split)
+
+    def _initial_split(self) -> None:
+        w = max(self.main_split.width(), 800)
+        left = max(int(w * 0.58), min(self.table.preferred_width(), int(w * 0.7)))
+        self.main_split.setSizes([left, w - left])
 
     # ------------------------------------------------------------------ closing
     def closeEvent(self, e) -> None:

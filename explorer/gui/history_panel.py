@@ -1,0 +1,106 @@
+"""History tab: every state the user went through, as a Pareto view (accuracy vs compression / latency)."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated (higher x and higher y are better)."""
+    idx = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 >= x and y2 >= y) and (x2 > x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            idx.append(i)
+    return sorted(idx, key=lambda i: points[i][0])
+
+
+class HistoryPanel(QWidget):
+    def __init__(self, win):
+        super().__init__()
+        self.win = win
+        self.session = win.session
+        self.plot = pg.PlotWidget(title="accuracy vs compression ratio")
+        self.plot.setLabel("bottom", "compression ratio (×)")
+        self.plot.setLabel("left", "test accuracy (%)")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.scatter = pg.ScatterPlotItem(size=10, brush=(66, 133, 244, 200), pen=pg.mkPen((30, 60, 140)),
+                                          hoverable=True, hoverSize=14)
+        self.front = pg.PlotDataItem([], [], pen=pg.mkPen((230, 145, 56), width=2, style=Qt.DashLine))
+        self.plot.addItem(self.front)
+        self.plot.addItem(self.scatter)
+        self.scatter.sigClicked.connect(self._clicked)
+        self.lat_plot = pg.PlotWidget(title="accuracy vs measured latency")
+        self.lat_plot.setLabel("bottom", "latency (ms)")
+        self.lat_plot.setLabel("left", "test accuracy (%)")
+        self.lat_plot.showGrid(x=True, y=True, alpha=0.2)
+        self.lat_scatter = pg.ScatterPlotItem(size=10, brush=(44, 160, 44, 200), hoverable=True, hoverSize=14)
+        self.lat_plot.addItem(self.lat_scatter)
+        self.lat_scatter.sigClicked.connect(self._clicked)
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["#", "state", "sparsity", "compression", "accuracy", "latency"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.table.cellDoubleClicked.connect(lambda r, c: self.restore_row(r))
+        self.table.setToolTip("Every evaluated state. Double-click (or select and Restore) to return to it")
+        self.restore_btn = QPushButton("Restore selected state")
+        self.restore_btn.setToolTip("Return to that state's weights and plan (the plan change is undoable)")
+        self.restore_btn.clicked.connect(lambda: self.restore_row(self.table.currentRow()))
+        self.info = QLabel("Evaluate (F5) states as you explore; each becomes a point here.")
+        self.info.setWordWrap(True)
+        plots = QHBoxLayout()
+        plots.addWidget(self.plot, 1)
+        plots.addWidget(self.lat_plot, 1)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.info, 1)
+        bottom.addWidget(self.restore_btn)
+        lay = QVBoxLayout(self)
+        lay.addLayout(plots, 3)
+        lay.addWidget(self.table, 2)
+        lay.addLayout(bottom)
+        self.session.history_changed.connect(self.update_results)
+
+    def update_results(self) -> None:
+        s = self.session
+        hist = s.history if s.loaded_ok else []
+        self.table.setRowCount(len(hist))
+        for r, e in enumerate(hist):
+            vals = [str(e.id), e.label, f"{e.sparsity:.1%}", f"{e.compression_ratio:.2f}×",
+                    "—" if e.accuracy is None else f"{e.accuracy:.2f}%",
+                    "—" if e.latency_ms is None else f"{e.latency_ms:.3g} ms"]
+            for c, v in enumerate(vals):
+                it = QTableWidgetItem(v)
+                if c != 1:
+                    it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                self.table.setItem(r, c, it)
+        self.table.resizeColumnToContents(1)
+        acc = [e for e in hist if e.accuracy is not None]
+        self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id,
+                               "tip": f"#{e.id} {e.label}"} for e in acc])
+        pts = [(e.compression_ratio, e.accuracy) for e in acc]
+        front = pareto_front(pts)
+        self.front.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
+        lat = [e for e in acc if e.latency_ms is not None]
+        self.lat_scatter.setData([{"pos": (e.latency_ms, e.accuracy), "data": e.id} for e in lat])
+        if acc:
+            self.info.setText(f"{len(hist)} state(s), {len(front)} on the Pareto front (dashed). "
+                              "Double-click a row to return to it.")
+
+    def _clicked(self, item, points, ev=None) -> None:
+        if len(points):
+            eid = points[0].data()
+            for r, e in enumerate(self.session.history):
+                if e.id == eid:
+                    self.table.selectRow(r)
+
+    def restore_row(self, r: int) -> None:
+        s = self.session
+        if not (0 <= r < len(s.history)):
+            return
+        try:
+            s.restore(s.history[r])
+            self.win.status(f"returned to #{s.history[r].id} {s.history[r].label}", 5000)
+        except Exception as e:
+            self.win.report_error(e)

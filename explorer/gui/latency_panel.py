@@ -1,0 +1,114 @@
+"""Latency tab: dense vs masked vs compacted, speedup next to MAC ratio, and why they differ."""
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..core.metrics import format_count
+
+EXPLAIN_UNSTRUCTURED = ("Unstructured zeros are still multiplied on dense hardware: the masked model does the same "
+                        "work as the dense one, so its latency does not drop even though {ratio:.1f}× fewer MACs "
+                        "involve a nonzero weight.")
+EXPLAIN_STRUCTURED = ("Channel pruning removes whole filters: once compacted the network is a smaller dense one and "
+                      "runs faster for real ({speed:.2f}× for {ratio:.2f}× fewer MACs; memory traffic and fixed "
+                      "per-layer costs keep the speedup below the MAC ratio).")
+
+
+class LatencyPanel(QWidget):
+    def __init__(self, win):
+        super().__init__()
+        self.win = win
+        self.session = win.session
+        self.table = QTableWidget(3, 5)
+        self.table.setHorizontalHeaderLabels(["model", "median ms", "p10–p90 ms", "speedup", "MAC ratio"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.table.setMaximumHeight(130)
+        for i, w in enumerate((110, 90, 120, 80, 80)):
+            self.table.setColumnWidth(i, w)
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(False, False)
+        self.plot.setLabel("left", "speedup vs dense (×)")
+        self.plot.addLegend(offset=(10, 10))
+        self.bar_lat = pg.BarGraphItem(x=[], height=[], width=0.35, brush=(66, 133, 244), name="measured speedup")
+        self.bar_mac = pg.BarGraphItem(x=[], height=[], width=0.35, brush=(180, 180, 190), name="MAC ratio")
+        self.plot.addItem(self.bar_mac)
+        self.plot.addItem(self.bar_lat)
+        self.explain = QLabel("Measure latency (F6) to compare the dense, masked and compacted networks.")
+        self.explain.setWordWrap(True)
+        self.explain.setObjectName("viewTitle")
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 1024)
+        self.batch.setValue(int(win.settings.value("latency/batch", 1)))
+        self.batch.setToolTip("Batch size of the timed input (the same input for every model)")
+        self.runs = QSpinBox()
+        self.runs.setRange(3, 1000)
+        self.runs.setValue(int(win.settings.value("latency/runs", 30)))
+        self.runs.setToolTip("Timed runs after 5 warm-up runs; the median is reported")
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 256)
+        self.threads.setValue(int(win.settings.value("latency/threads", 0)))
+        self.threads.setSpecialValueText("default")
+        self.threads.setToolTip("torch threads during timing (fixed for all models); 0 = torch's default")
+        for sb, key in ((self.batch, "batch"), (self.runs, "runs"), (self.threads, "threads")):
+            sb.valueChanged.connect(lambda v, k=key: win.settings.setValue(f"latency/{k}", v))
+        self.btn = QPushButton("Measure (F6)")
+        self.btn.setObjectName("primary")
+        self.btn.clicked.connect(lambda: win.results.measure_latency())
+        form = QFormLayout()
+        form.addRow("batch", self.batch)
+        form.addRow("timed runs", self.runs)
+        form.addRow("threads", self.threads)
+        top = QHBoxLayout()
+        top.addLayout(form)
+        top.addStretch(1)
+        top.addWidget(self.btn, 0, Qt.AlignBottom)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.table)
+        lay.addWidget(self.explain)
+        lay.addWidget(self.plot, 1)
+
+    def update_results(self) -> None:
+        s = self.session
+        lat = s.results.get("latency") if s.loaded_ok else None
+        if not lat:
+            self.table.clearContents()
+            self.bar_lat.setOpts(x=[], height=[])
+            self.bar_mac.setOpts(x=[], height=[])
+            return
+        version, L = lat
+        rows = [("dense", L["dense"], L["dense_macs"]), ("masked", L["masked"], L["masked_macs"])]
+        if L["compact"] is not None:
+            rows.append(("compacted", L["compact"], L["compact_macs"]))
+        self.table.setRowCount(len(rows))
+        d = L["dense"].median_ms
+        speeds, macr = [], []
+        for r, (name, m, macs) in enumerate(rows):
+            sp = d / m.median_ms if m.median_ms else 0.0
+            mr = L["dense_macs"] / macs if macs else 0.0
+            speeds.append(sp)
+            macr.append(mr)
+            vals = [name + (" (stale)" if version != s.version and name != "dense" else ""), f"{m.median_ms:.3f}",
+                    f"{m.p10_ms:.3f}–{m.p90_ms:.3f}", f"{sp:.2f}×", f"{mr:.2f}×"]
+            for c, v in enumerate(vals):
+                it = QTableWidgetItem(v)
+                if c:
+                    it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if c == 4:
+                    it.setToolTip(f"{format_count(macs)} MACs with a nonzero weight")
+                self.table.setItem(r, c, it)
+        import numpy as np
+        x = np.arange(len(rows))
+        self.bar_mac.setOpts(x=x - 0.18, height=macr, width=0.35)
+        self.bar_lat.setOpts(x=x + 0.18, height=speeds, width=0.35)
+        self.plot.getAxis("bottom").setTicks([[(i, rows[i][0]) for i in range(len(rows))]])
+        texts = [f"Batch {L['batch']}, {L['dense'].runs} timed runs, {L['dense'].threads} thread(s)."]
+        if macr[1] > 1.05 and speeds[1] < 0.5 * macr[1]:
+            texts.append(EXPLAIN_UNSTRUCTURED.format(ratio=macr[1]))
+        if L["compact"] is not None:
+            texts.append(EXPLAIN_STRUCTURED.format(speed=speeds[-1], ratio=macr[-1]))
+        self.explain.setText(" ".join(texts))

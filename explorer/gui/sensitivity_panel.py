@@ -1,0 +1,433 @@
+"""Sensitivity tab: scan layers, watch curves arrive, click a point to plan it, auto-allocate."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QKeySequence
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSplitter, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..core.allocate import allocate_by_drop, allocate_to_target
+from ..core.errors import ExplorerError
+from ..core.importance import CRITERIA
+from ..core.sensitivity import ScanResult, ScanSpec, parse_sparsities, read_scan, scan, write_csv
+from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+
+ALLOC_MODES = [("per-layer drop ≤ (points)", "drop"), ("overall sparsity ≥ (%)", "sparsity"),
+               ("sparse size ≤ (KiB)", "size"), ("MACs ≤ (millions)", "macs")]
+
+
+class SensitivityPanel(QWidget):
+    def __init__(self, win):
+        super().__init__()
+        self.win = win
+        self.session = win.session
+        self.result: ScanResult | None = None
+        self._partial: dict[str, list] = {}
+        self._curves: dict[str, pg.PlotDataItem] = {}
+
+        # --- controls
+        self.sparsities = QLineEdit("0.4,0.5,0.6,0.7,0.8,0.9")
+        self.sparsities.setToolTip("Sparsities to probe, in (0,1), comma-separated (the lab uses 0.4 … 0.9)")
+        self.gran = make_combo(GRANULARITY_CHOICES, granularity_tips())
+        self.crit = make_combo(list(CRITERIA), criterion_tips(), 72)
+        self.only_selected = QCheckBox("selected layers")
+        self.only_selected.setToolTip("Scan only the rows selected in the layer table")
+        self.early = QCheckBox("early stop <")
+        self.early.setToolTip("Skip a layer's higher sparsities once its accuracy falls below this floor; skipped "
+                              "points are marked not measured (never extrapolated)")
+        self.floor = QDoubleSpinBox()
+        self.floor.setRange(0, 100)
+        self.floor.setValue(50)
+        self.floor.setSuffix(" %")
+        self.latency = QCheckBox("latency")
+        self.latency.setToolTip("Also measure the latency of the network with that layer's channels compacted "
+                                "(channel granularity only; slower)")
+        self.gran.currentTextChanged.connect(lambda g: self.latency.setEnabled(g == "channel"))
+        self.latency.setEnabled(False)
+        self.scan_btn = QPushButton("Scan (F8)")
+        self.scan_btn.setObjectName("primary")
+        self.scan_btn.clicked.connect(self.start_scan)
+        self.open_btn = QPushButton("Open…")
+        self.open_btn.setToolTip("Load a scan JSON (from the CLI's sensitivity command or an earlier save)")
+        self.open_btn.clicked.connect(self.open_scan_dialog)
+        self.save_btn = QPushButton("Save…")
+        self.save_btn.setToolTip("Save the scan as JSON (and CSV for spreadsheets)")
+        self.save_btn.clicked.connect(self.save_scan_dialog)
+        grid = QGridLayout()
+        grid.setContentsMargins(6, 4, 6, 4)
+        grid.addWidget(QLabel("sparsities"), 0, 0)
+        grid.addWidget(self.sparsities, 0, 1, 1, 2)
+        grid.addWidget(self.gran, 0, 3)
+        grid.addWidget(self.crit, 0, 4)
+        grid.addWidget(self.only_selected, 1, 0, 1, 2)
+        grid.addWidget(self.early, 1, 2)
+        grid.addWidget(self.floor, 1, 3)
+        grid.addWidget(self.latency, 1, 4)
+        row = QHBoxLayout()
+        row.addWidget(self.scan_btn)
+        row.addStretch(1)
+        row.addWidget(self.open_btn)
+        row.addWidget(self.save_btn)
+        grid.addLayout(row, 2, 0, 1, 5)
+
+        # --- curves
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("bottom", "sparsity")
+        self.plot.setLabel("left", "accuracy (%)")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.setToolTip("Accuracy when only that layer is pruned. Click a point to plan that layer at that "
+                             "sparsity; drag the red line to set the allowed accuracy")
+        self.legend = self.plot.addLegend(offset=(-10, -10), labelTextSize="8pt")
+        self.dense_line = pg.InfiniteLine(angle=0, pen=pg.mkPen((60, 60, 60), style=Qt.DashLine), label="dense",
+                                          labelOpts={"position": 0.03, "color": (60, 60, 60)})
+        self.drop_line = pg.InfiniteLine(angle=0, movable=True, pen=pg.mkPen((220, 50, 47), width=2),
+                                         label="allowed: {value:.2f}%",
+                                         labelOpts={"position": 0.2, "color": (220, 50, 47), "movable": True})
+        self.drop_line.setToolTip("Allowed accuracy: layers whose curve stays above it may be pruned that far")
+        self.plot.addItem(self.dense_line)
+        self.plot.addItem(self.drop_line)
+        self.dense_line.hide()
+        self.drop_line.hide()
+        self.drop_line.sigPositionChangeFinished.connect(self._line_moved)
+        self.hover = QLabel(" ")
+        self.hover.setObjectName("hoverLabel")
+
+        # --- heat table
+        self.heat = QTableWidget()
+        self.heat.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.heat.setToolTip("Accuracy per layer and sparsity, coloured by the drop from dense (green small, red "
+                             "large); double-click a cell to plan it")
+        self.heat.cellDoubleClicked.connect(self._cell_clicked)
+
+        # --- allocation
+        alloc = QGroupBox("Automatic allocation")
+        self.mode = QComboBox()
+        for label, key in ALLOC_MODES:
+            self.mode.addItem(label, key)
+        self.mode.setToolTip("Per-layer: each layer gets the highest measured sparsity within the drop. Targets: "
+                             "greedy, raising the layer that buys the most per point of predicted accuracy lost")
+        self.value = QDoubleSpinBox()
+        self.value.setDecimals(2)
+        self.value.setRange(0, 1e9)
+        self.value.setValue(1.0)
+        self.value.valueChanged.connect(self._value_changed)
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        self.cap = QDoubleSpinBox()
+        self.cap.setRange(0, 100)
+        self.cap.setValue(95)
+        self.cap.setSuffix(" %")
+        self.cap.setToolTip("No layer above this sparsity")
+        self.balance = QSlider(Qt.Horizontal)
+        self.balance.setRange(0, 100)
+        self.balance.setToolTip("Trade accuracy/size against measured latency (needs a scan with latency)")
+        self.balance.setEnabled(False)
+        self.alloc_btn = QPushButton("Allocate")
+        self.alloc_btn.setToolTip("Write the allocation into the plan (undoable); then Apply, Evaluate, Fine-tune")
+        self.alloc_btn.clicked.connect(self.allocate)
+        self.alloc_info = QLabel("Scan first.")
+        self.alloc_info.setWordWrap(True)
+        ag = QGridLayout(alloc)
+        ag.setContentsMargins(6, 4, 6, 4)
+        ag.addWidget(self.mode, 0, 0)
+        ag.addWidget(self.value, 0, 1)
+        ag.addWidget(QLabel("cap"), 0, 2)
+        ag.addWidget(self.cap, 0, 3)
+        ag.addWidget(self.alloc_btn, 0, 4)
+        ag.addWidget(QLabel("accuracy ↔ latency"), 1, 0)
+        ag.addWidget(self.balance, 1, 1, 1, 4)
+        ag.addWidget(self.alloc_info, 2, 0, 1, 5)
+        self.predicted: float | None = None
+        self.predicted_plan = None
+
+        top = QVBoxLayout()
+        box = QGroupBox("Scan")
+        box.setLayout(grid)
+        top.addWidget(box)
+        top.addWidget(alloc)
+        split = QSplitter(Qt.Vertical)
+        pw = QWidget()
+        pl = QVBoxLayout(pw)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.plot, 1)
+        pl.addWidget(self.hover)
+        split.addWidget(pw)
+        split.addWidget(self.heat)
+        split.setSizes([420, 200])
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(split, 1)
+        self.act = win._act("&Sensitivity scan", self._from_menu, QKeySequence("F8"),
+                            "Prune each layer alone at several sparsities and measure accuracy", win.run_menu)
+        self.plot.scene().sigMouseMoved.connect(self._mouse_moved)
+
+    # ------------------------------------------------------------------ scanning
+    def _from_menu(self) -> None:
+        self.win.tabs.setCurrentIndex(self.win.tabs.indexOf(self))
+        self.start_scan()
+
+    def start_scan(self) -> None:
+        s, win = self.session, self.win
+        if not s.loaded_ok:
+            return
+        if win.runner.busy:
+            win.status("another job is running; wait or cancel it", 4000)
+            return
+        try:
+            sps = parse_sparsities(self.sparsities.text())
+            layers = win.table.selected_layers() if self.only_selected.isChecked() else None
+            if self.only_selected.isChecked() and not layers:
+                raise ExplorerError("No layers selected.", "Select rows in the layer table, or untick "
+                                                           "'selected layers'.")
+            spec = ScanSpec(sparsities=sps, granularity=self.gran.currentText(), criterion=self.crit.currentText(),
+                            layers=layers, early_stop=self.floor.value() if self.early.isChecked() else None,
+                            latency=self.latency.isChecked() and self.latency.isEnabled())
+            if not s.dataset.has_labels:
+                raise ExplorerError(f"A scan measures accuracy, which needs labels; {s.dataset.spec} has none.",
+                                    "Choose a labelled dataset.")
+            s.ensure_applied()
+        except Exception as e:
+            win.report_error(e)
+            return
+        self._begin(spec)
+
+        def work(progress, cancel):
+            return scan(s, spec, progress, cancel)
+
+        def on_progress(p):
+            if p.data is not None and hasattr(p.data, "layer"):
+                self._point(p.data)
+
+        def done(result):
+            self.set_result(result)
+            s.results["scan"] = result
+            win.status(f"scan done in {result.seconds:.1f}s ({result.method} method)", 6000)
+
+        win.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
+                       on_cancel=lambda: win.status("scan cancelled; the model is unchanged", 5000))
+
+    def _begin(self, spec: ScanSpec) -> None:
+        self.result = None
+        self._spec = spec
+        self._partial = {}
+        for c in self._curves.values():
+            self.plot.removeItem(c)
+            self.legend.removeItem(c)
+        self._curves = {}
+        self.heat.clear()
+        self.heat.setRowCount(0)
+        self.heat.setColumnCount(len(spec.sparsities))
+        self.heat.setHorizontalHeaderLabels([f"{x:.0%}" for x in spec.sparsities])
+        self.plot.setXRange(min(spec.sparsities) - 0.03, max(spec.sparsities) + 0.03)
+
+    def _curve(self, name: str) -> pg.PlotDataItem:
+        c = self._curves.get(name)
+        if c is None:
+            color = PALETTE[len(self._curves) % len(PALETTE)]
+            c = pg.PlotDataItem([], [], pen=pg.mkPen(color, width=2), symbol="o", symbolSize=7,
+                                symbolBrush=color, name=name)
+            c.sigPointsClicked.connect(lambda item, pts, ev, n=name: self._clicked(n, pts))
+            self.plot.addItem(c)
+            self._curves[name] = c
+        return c
+
+    def _point(self, pt) -> None:
+        sps = self._spec.sparsities
+        accs = self._partial.setdefault(pt.layer, [None] * len(sps))
+        accs[pt.index] = pt.accuracy
+        xs = [sps[i] for i, a in enumerate(accs) if a is not None]
+        ys = [a for a in accs if a is not None]
+        self._curve(pt.layer).setData(xs, ys)
+        self._heat_row(pt.layer, accs, None)
+
+    def set_result(self, result: ScanResult) -> None:
+        self.result = result
+        self._spec = ScanSpec(result.sparsities, result.granularity, result.criterion)
+        self._begin(self._spec)
+        for l in result.layers:
+            accs = l["accuracy"]
+            xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
+            ys = [a for a in accs if a is not None]
+            self._curve(l["name"]).setData(xs, ys)
+            self._heat_row(l["name"], accs, result.dense_accuracy)
+        d = result.dense_accuracy
+        self.dense_line.setValue(d)
+        self.dense_line.show()
+        ref = 100 - (100 - d) * 1.5   # the lab's reference line
+        if self.mode.currentData() == "drop":
+            self.value.setValue(round(d - ref, 2) if self.value.value() == 1.0 and d - ref > 1 else self.value.value())
+        self.drop_line.setValue(d - (self.value.value() if self.mode.currentData() == "drop" else d - ref))
+        self.drop_line.show()
+        self.balance.setEnabled(all(l.get("latency_ms") for l in result.layers))
+        self.alloc_info.setText(f"{len(result.layers)} layers scanned ({result.method}, {result.seconds:.1f}s); "
+                                f"dense {d:.2f}%." + (f" Not scannable: {', '.join(result.skipped)}" if result.skipped else ""))
+        self.plot.enableAutoRange()
+
+    def _heat_row(self, name: str, accs, dense) -> None:
+        names = [self.heat.verticalHeaderItem(r).text() for r in range(self.heat.rowCount())
+                 if self.heat.verticalHeaderItem(r)]
+        if name in names:
+            r = names.index(name)
+        else:
+            r = self.heat.rowCount()
+            self.heat.insertRow(r)
+            self.heat.setVerticalHeaderItem(r, QTableWidgetItem(name))
+        dense = dense if dense is not None else (self.result.dense_accuracy if self.result else None)
+        for c, a in enumerate(accs):
+            it = QTableWidgetItem("—" if a is None else f"{a:.1f}")
+            it.setTextAlignment(Qt.AlignCenter)
+            if a is None:
+                it.setToolTip("not measured (early stop)" if self.result else "pending")
+            elif dense is not None:
+                drop = max(0.0, dense - a)
+                t = min(1.0, drop / 10.0)
+                it.setBackground(QColor(int(120 + 135 * t), int(200 - 120 * t), int(120 - 60 * t)))
+                it.setToolTip(f"{name} at {self._spec.sparsities[c]:.0%}: {a:.2f}% (drop {drop:.2f})")
+            self.heat.setItem(r, c, it)
+
+    # ------------------------------------------------------------------ interaction
+    def _clicked(self, name: str, pts) -> None:
+        if not pts:
+            return
+        x = float(pts[0].pos().x())
+        try:
+            self.session.set_layer(name, sparsity=x, granularity=self._spec.granularity,
+                                   criterion=self._spec.criterion)
+            self.session.select(name)
+            self.win.status(f"planned {name} at {x:.0%}", 4000)
+        except Exception as e:
+            self.win.report_error(e)
+
+    def _cell_clicked(self, r: int, c: int) -> None:
+        item = self.heat.verticalHeaderItem(r)
+        if item is None:
+            return
+        name, x = item.text(), self._spec.sparsities[c]
+        try:
+            self.session.set_layer(name, sparsity=x, granularity=self._spec.granularity,
+                                   criterion=self._spec.criterion)
+            self.session.select(name)
+        except Exception as e:
+            self.win.report_error(e)
+
+    def _mouse_moved(self, pos) -> None:
+        if not self._curves or not self.plot.sceneBoundingRect().contains(pos):
+            return
+        p = self.plot.getViewBox().mapSceneToView(pos)
+        best, bd = None, None
+        (x0, x1), (y0, y1) = self.plot.getViewBox().viewRange()
+        for name, c in self._curves.items():
+            xs, ys = c.getData()
+            if xs is None or not len(xs):
+                continue
+            d = ((np.asarray(xs) - p.x()) / max(x1 - x0, 1e-9)) ** 2 + ((np.asarray(ys) - p.y()) / max(y1 - y0, 1e-9)) ** 2
+            i = int(np.argmin(d))
+            if bd is None or d[i] < bd:
+                best, bd = (name, xs[i], ys[i]), d[i]
+        if best and bd < 0.002:
+            self.hover.setText(f"{best[0]}: {best[1]:.0%} → {best[2]:.2f}%  (click to plan)")
+            for name, c in self._curves.items():
+                c.setPen(pg.mkPen(c.opts["symbolBrush"], width=4 if name == best[0] else 1.5))
+        else:
+            self.hover.setText(" ")
+
+    def _line_moved(self) -> None:
+        if self.result is None:
+            return
+        drop = self.result.dense_accuracy - self.drop_line.value()
+        if self.mode.currentData() != "drop":
+            self.mode.setCurrentIndex(0)
+        self.value.setValue(max(0.0, round(drop, 2)))
+
+    def _value_changed(self, v: float) -> None:
+        if self.result is not None and self.mode.currentData() == "drop":
+            self.drop_line.setValue(self.result.dense_accuracy - v)
+
+    def _mode_changed(self, _i: int) -> None:
+        key = self.mode.currentData()
+        defaults = {"drop": 1.0, "sparsity": 70.0, "size": 100.0, "macs": 1.0}
+        s = self.session
+        if s.loaded_ok and key == "size":
+            defaults["size"] = round(s.totals().dense_bytes / 1024 / 4, 1)
+        if s.loaded_ok and key == "macs":
+            defaults["macs"] = round(s.profile.total_macs / 1e6 / 2, 3)
+        self.value.setValue(defaults[key])
+
+    def allocate(self) -> None:
+        s, win = self.session, self.win
+        if self.result is None:
+            win.status("run or open a scan first", 4000)
+            return
+        key = self.mode.currentData()
+        v = self.value.value()
+        cap = self.cap.value() / 100
+        try:
+            if key == "drop":
+                a = allocate_by_drop(s, self.result, v, cap)
+            elif key == "sparsity":
+                a = allocate_to_target(s, self.result, v / 100, "sparsity", cap, self.balance.value() / 100)
+            elif key == "size":
+                a = allocate_to_target(s, self.result, v * 1024, "size", cap, self.balance.value() / 100)
+            else:
+                a = allocate_to_target(s, self.result, v * 1e6, "macs", cap, self.balance.value() / 100)
+            s.set_plan(a.plan)
+        except Exception as e:
+            win.report_error(e)
+            return
+        self.predicted = a.predicted_accuracy
+        self.predicted_plan = s.plan.copy()
+        self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted accuracy {a.predicted_accuracy:.2f}% "
+                                f"(sum of per-layer drops). Evaluate (F5) to measure it.")
+
+    def update_results(self) -> None:
+        s = self.session
+        if self.predicted is None or not s.loaded_ok:
+            return
+        cur = s.results.get("current_eval")
+        if cur and s.applied_plan == self.predicted_plan and cur[0] == s.version:
+            self.alloc_info.setText(f"Predicted {self.predicted:.2f}% → measured {cur[1].accuracy:.2f}% at "
+                                    f"{s.totals().sparsity:.1%} sparsity.")
+
+    # ------------------------------------------------------------------ files
+    def open_scan_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open sensitivity scan", "", "Scans (*.json);;All files (*)")
+        if path:
+            self.open_scan(path)
+
+    def open_scan(self, path: str) -> None:
+        try:
+            r = read_scan(path)
+            missing = [l["name"] for l in r.layers if l["name"] not in set(self.session.layer_names)]
+            if missing:
+                raise ExplorerError(f"The scan is for {r.model}: this model has no layer(s) {', '.join(missing[:4])}.")
+        except Exception as e:
+            self.win.report_error(e)
+            return
+        self.session.results["scan"] = r
+        self.set_result(r)
+        self.win.tabs.setCurrentIndex(self.win.tabs.indexOf(self))
+
+    def save_scan_dialog(self) -> None:
+        if self.result is None:
+            self.win.status("nothing to save yet", 3000)
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Save scan", "sensitivity.json", "JSON (*.json)")
+        if path:
+            self.save_scan(path)
+
+    def save_scan(self, path: str) -> None:
+        from ..core.export import atomic_write_json
+        try:
+            atomic_write_json(path, self.result.to_json())
+            write_csv(self.result, path[:-5] + ".csv" if path.endswith(".json") else path + ".csv")
+            self.win.status(f"saved {path} (+ .csv)", 5000)
+        except Exception as e:
+            self.win.report_error(e)
