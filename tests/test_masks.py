@@ -152,11 +152,21 @@ def test_nm_keeps_the_two_largest_of_every_run(cnn):
 
 
 def test_nm_groups_run_along_the_input_dimension(cnn):
-    """2:4 on a conv groups inputs (dim 1), not kernel positions: a run along kw may keep 3 of 4 is not
-    checked; instead each (out, kh, kw) position's input vector must follow the pattern."""
+    """2:4 on a conv groups 4 consecutive *input channels* at each (out, kh, kw) position."""
     keep = cnn.layer_mask("backbone.conv2", LayerPlan(0.5, "2:4", "l1")).element_mask(0.5)
     per_run = keep.permute(0, 2, 3, 1).reshape(64, 3, 3, 8, 4).sum(dim=-1)
     assert bool((per_run == 2).all())
+
+
+def test_choosing_nm_without_sparsity_uses_the_pattern_sparsity():
+    s = Session.open("digits-cnn")
+    s.set_layer("backbone.conv2", granularity="2:4")
+    assert s.plan.get("backbone.conv2") == LayerPlan(0.5, "2:4", "l1")
+    s.set_layer("backbone.conv3", granularity="1:4")
+    assert s.plan.get("backbone.conv3").sparsity == 0.75
+    s.apply()
+    w = s.module.backbone.conv3.weight.detach()
+    assert bool(((w != 0).permute(0, 2, 3, 1).reshape(-1, 4).sum(1) == 1).all())
 
 
 def test_vector_on_conv_prunes_kernel_rows(cnn):
@@ -188,6 +198,26 @@ def test_display_keep_matches_element_mask(cnn, gran):
         full = view.element_mask(s).reshape(R, C).numpy()
         expected = full[np.ix_(view.display_rows, view.display_cols)]
         assert np.array_equal(view.display_keep(s), expected)
+
+
+@pytest.mark.parametrize("gran", ("element", "kernel", "channel"))
+def test_downsampled_display_and_histogram_on_a_big_layer(lab_vgg, gran):
+    """lab-vgg conv7 is 512 x 4608: the heatmap samples columns and the histogram samples weights."""
+    view = lab_vgg.layer_mask("backbone.conv7", LayerPlan(0.5, gran, "l1"))
+    R, C = view.layer.matrix_shape
+    assert view.display_keep(0.5).shape == (512, 2048)
+    for s in (0.3, 0.8):
+        full = view.element_mask(s).reshape(R, C).numpy()
+        assert np.array_equal(view.display_keep(s), full[np.ix_(view.display_rows, view.display_cols)])
+        _, kept, pruned = view.histogram(s)
+        assert kept.sum() + pruned.sum() == pytest.approx(view.layer.params)
+        assert pruned.sum() / view.layer.params == pytest.approx(1 - view.counts(s).nonzero / view.layer.params,
+                                                                 abs=0.01)
+
+
+@pytest.fixture(scope="module")
+def lab_vgg():
+    return Session.open("lab-vgg")
 
 
 def test_nm_display_puts_runs_side_by_side(cnn):
@@ -385,7 +415,7 @@ def test_taylor_refused_without_labels():
 
 # ---------------------------------------------------------------------------- 4. refusals
 
-def test_kernel_on_linear_is_refused(cnn):
+def test_kernel_on_linear_is_refused():
     s = Session.open("digits-cnn")
     with pytest.raises(PlanError, match=r"(?s)kernel.*classifier|classifier.*kernel") as e:
         s.set_layer("classifier", sparsity=0.5, granularity="kernel")

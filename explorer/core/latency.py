@@ -93,3 +93,33 @@ def latency_input(dataset, input_shape, batch: int) -> torch.Tensor:
     except Exception:
         g = torch.Generator().manual_seed(0)
         return torch.randn(batch, *input_shape, generator=g)
+
+
+def measure_latencies(models: dict[str, nn.Module], example: torch.Tensor, runs: int = DEFAULT_RUNS,
+                      warmup: int = DEFAULT_WARMUP, threads: int | None = None, progress: ProgressFn | None = None,
+                      cancel: CancelToken | None = None) -> dict[str, Latency]:
+    """Latency of several models on the same input, runs interleaved (A B C A B C ...) so that drift
+    in machine load affects all of them alike; medians and spread per model."""
+    runs = max(1, int(runs))
+    for m in models.values():
+        m.eval()
+    meter = ProgressMeter(progress, (warmup + runs) * len(models), "measuring latency")
+    times: dict[str, list[float]] = {k: [] for k in models}
+    with torch_threads(threads), torch.inference_mode():
+        for _ in range(warmup):
+            for m in models.values():
+                if cancel is not None:
+                    cancel.check()
+                m(example)
+                meter.step()
+        for _ in range(runs):
+            for k, m in models.items():
+                if cancel is not None:
+                    cancel.check()
+                t0 = time.perf_counter()
+                m(example)
+                times[k].append((time.perf_counter() - t0) * 1000.0)
+                meter.step()
+        used = torch.get_num_threads()
+    return {k: Latency(statistics.median(v), _quantile(v, 0.1), _quantile(v, 0.9), runs, int(example.shape[0]), used)
+            for k, v in times.items()}

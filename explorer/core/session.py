@@ -73,6 +73,15 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
             arch: str | None = None, trust: bool = False, input_shape: tuple[int, ...] | None = None) -> LoadResult:
     """Load a model and a dataset and check that they fit. Pure and possibly slow (run it in a worker)."""
     lm = zoo.load_model(model, weights=weights, arch=arch, trust=trust)
+    if lm.input_shape is None and not dataset and not input_shape:
+        # a TorchScript/pickled model does not say what it eats: try the built-in digits, else ask
+        try:
+            return resolve(model, "digits", weights, arch, trust, None)
+        except ShapeMismatchError:
+            raise ShapeMismatchError(
+                f"The input shape of {lm.name} is unknown (it does not take the built-in 1x8x8 digits).",
+                "Give it with --input-shape C,H,W (e.g. 3,224,224; in the window: the Input shape field), "
+                "or choose a dataset.") from None
     ds_spec = dataset or lm.default_dataset
     shape = tuple(input_shape) if input_shape else None
     notes = list(lm.notes)

@@ -26,7 +26,7 @@ class HistoryPanel(QWidget):
         self.plot.setLabel("left", "test accuracy (%)")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.scatter = pg.ScatterPlotItem(size=10, brush=(66, 133, 244, 200), pen=pg.mkPen((30, 60, 140)),
-                                          hoverable=True, hoverSize=14)
+                                          hoverable=True, hoverSize=14, tip=self._tip)
         self.front = pg.PlotDataItem([], [], pen=pg.mkPen((230, 145, 56), width=2, style=Qt.DashLine))
         self.plot.addItem(self.front)
         self.plot.addItem(self.scatter)
@@ -35,7 +35,8 @@ class HistoryPanel(QWidget):
         self.lat_plot.setLabel("bottom", "latency (ms)")
         self.lat_plot.setLabel("left", "test accuracy (%)")
         self.lat_plot.showGrid(x=True, y=True, alpha=0.2)
-        self.lat_scatter = pg.ScatterPlotItem(size=10, brush=(44, 160, 44, 200), hoverable=True, hoverSize=14)
+        self.lat_scatter = pg.ScatterPlotItem(size=10, brush=(44, 160, 44, 200), hoverable=True, hoverSize=14,
+                                              tip=self._tip)
         self.lat_plot.addItem(self.lat_scatter)
         self.lat_scatter.sigClicked.connect(self._clicked)
         self.table = QTableWidget(0, 6)
@@ -77,8 +78,7 @@ class HistoryPanel(QWidget):
                 self.table.setItem(r, c, it)
         self.table.resizeColumnToContents(1)
         acc = [e for e in hist if e.accuracy is not None]
-        self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id,
-                               "tip": f"#{e.id} {e.label}"} for e in acc])
+        self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id} for e in acc])
         pts = [(e.compression_ratio, e.accuracy) for e in acc]
         front = pareto_front(pts)
         self.front.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
@@ -87,6 +87,12 @@ class HistoryPanel(QWidget):
         if acc:
             self.info.setText(f"{len(hist)} state(s), {len(front)} on the Pareto front (dashed). "
                               "Double-click a row to return to it.")
+
+    def _tip(self, x, y, data) -> str:
+        for e in self.session.history:
+            if e.id == data:
+                return f"#{e.id} {e.label}\n{e.compression_ratio:.2f}×, {e.accuracy:.2f}%"
+        return ""
 
     def _clicked(self, item, points, ev=None) -> None:
         if len(points):

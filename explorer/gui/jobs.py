@@ -85,8 +85,7 @@ class JobRunner(QObject):
 
     def submit(self, job: Job) -> Job:
         self.queue.append(job)
-        if self.current is None:
-            self._next()
+        self._next()
         return job
 
     def run(self, title: str, fn, **kw) -> Job:
@@ -107,9 +106,9 @@ class JobRunner(QObject):
         return t.wait(timeout_ms) if t is not None else True
 
     def _next(self) -> None:
+        if self.current is not None:
+            return
         if not self.queue:
-            if self.current is not None:
-                self.current = None
             self.busy_changed.emit(False)
             return
         job = self.queue.popleft()
@@ -153,4 +152,5 @@ class JobRunner(QObject):
             self.error.emit(f"{job.title}: could not show the result", f"{type(e).__name__}: {e}",
                             traceback.format_exc())
         self.job_finished.emit(job, status)
-        self._next()
+        if self.current is None:      # a completion handler may already have started the next job
+            self._next()

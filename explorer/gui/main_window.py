@@ -177,6 +177,9 @@ class MainWindow(QMainWindow):
 
     def _build_status(self) -> None:
         sb = self.statusBar()
+        self._status_timer = QTimer(self)
+        self._status_timer.setSingleShot(True)
+        self._status_timer.timeout.connect(lambda: self.status_text.setText(""))
         self.status_text = QLabel("")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(260)
@@ -215,8 +218,9 @@ class MainWindow(QMainWindow):
 
     def status(self, text: str, ms: int = 4000) -> None:
         self.status_text.setText(text)
+        self._status_timer.stop()
         if ms:
-            QTimer.singleShot(ms, lambda t=text: self.status_text.text() == t and self.status_text.setText(""))
+            self._status_timer.start(ms)
 
     def _job_started(self, job: Job) -> None:
         self.progress.setRange(0, 0)

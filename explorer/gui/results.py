@@ -14,7 +14,7 @@ from PySide6.QtGui import QKeySequence
 from ..core.compact import channel_removals, compact_model, has_structure
 from ..core.evaluate import evaluate
 from ..core.jobs import Progress
-from ..core.latency import latency_input, measure_latency
+from ..core.latency import latency_input, measure_latencies
 from ..core.recipe import Plan
 
 
@@ -105,26 +105,15 @@ class ResultsController:
 
         def work(progress, cancel):
             state = s.masked_state(plan)
-            parts = 3 if structured else 2
             out = {"state": state, "batch": batch}
-
-            def sub(i, label):
-                return lambda p: progress(Progress((i + (p.fraction or 0)) / parts, f"latency: {label}"))
-            dense = model_copy(s, original)
-            out["dense"] = measure_latency(dense, example, runs, threads=threads, progress=sub(0, "dense"),
-                                           cancel=cancel)
-            del dense
-            masked = model_copy(s, state)
-            out["masked"] = measure_latency(masked, example, runs, threads=threads, progress=sub(1, "masked"),
-                                            cancel=cancel)
+            models = {"dense": model_copy(s, original), "masked": model_copy(s, state)}
             if structured:
-                progress(Progress(2 / 3, "compacting"))
-                compacted = compact_model(masked, state, removals, example, cancel=cancel)
-                out["compact"] = measure_latency(compacted, example, runs, threads=threads,
-                                                 progress=sub(2, "compacted"), cancel=cancel)
+                progress(Progress(None, "compacting"))
+                models["compact"] = compact_model(models["masked"], state, removals, example, cancel=cancel)
                 from ..core.layers import profile_model
-                out["compact_macs"] = profile_model(compacted, s.require().input_shape).total_macs
-                out["compact_params"] = sum(p.numel() for p in compacted.parameters())
+                out["compact_macs"] = profile_model(models["compact"], s.require().input_shape).total_macs
+                out["compact_params"] = sum(p.numel() for p in models["compact"].parameters())
+            out.update(measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel))
             return out
 
         def done(out):

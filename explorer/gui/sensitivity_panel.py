@@ -83,6 +83,7 @@ class SensitivityPanel(QWidget):
         self.plot.setMenuEnabled(False)
         self.plot.setLabel("bottom", "sparsity")
         self.plot.setLabel("left", "accuracy (%)")
+        self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setToolTip("Accuracy when only that layer is pruned. Click a point to plan that layer at that "
                              "sparsity; drag the red line to set the allowed accuracy")
@@ -90,7 +91,7 @@ class SensitivityPanel(QWidget):
         self.dense_line = pg.InfiniteLine(angle=0, pen=pg.mkPen((60, 60, 60), style=Qt.DashLine), label="dense",
                                           labelOpts={"position": 0.03, "color": (60, 60, 60)})
         self.drop_line = pg.InfiniteLine(angle=0, movable=True, pen=pg.mkPen((220, 50, 47), width=2),
-                                         label="allowed: {value:.2f}%",
+                                         label="allowed",
                                          labelOpts={"position": 0.2, "color": (220, 50, 47), "movable": True})
         self.drop_line.setToolTip("Allowed accuracy: layers whose curve stays above it may be pruned that far")
         self.plot.addItem(self.dense_line)
@@ -249,9 +250,9 @@ class SensitivityPanel(QWidget):
         self._heat_row(pt.layer, accs, None)
 
     def set_result(self, result: ScanResult) -> None:
-        self.result = result
         self._spec = ScanSpec(result.sparsities, result.granularity, result.criterion)
         self._begin(self._spec)
+        self.result = result
         for l in result.layers:
             accs = l["accuracy"]
             xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
@@ -266,6 +267,7 @@ class SensitivityPanel(QWidget):
             self.value.setValue(round(d - ref, 2) if self.value.value() == 1.0 and d - ref > 1 else self.value.value())
         self.drop_line.setValue(d - (self.value.value() if self.mode.currentData() == "drop" else d - ref))
         self.drop_line.show()
+        self._label_line()
         self.balance.setEnabled(all(l.get("latency_ms") for l in result.layers))
         self.alloc_info.setText(f"{len(result.layers)} layers scanned ({result.method}, {result.seconds:.1f}s); "
                                 f"dense {d:.2f}%." + (f" Not scannable: {', '.join(result.skipped)}" if result.skipped else ""))
@@ -343,6 +345,7 @@ class SensitivityPanel(QWidget):
         if self.result is None:
             return
         drop = self.result.dense_accuracy - self.drop_line.value()
+        self._label_line()
         if self.mode.currentData() != "drop":
             self.mode.setCurrentIndex(0)
         self.value.setValue(max(0.0, round(drop, 2)))
@@ -350,6 +353,12 @@ class SensitivityPanel(QWidget):
     def _value_changed(self, v: float) -> None:
         if self.result is not None and self.mode.currentData() == "drop":
             self.drop_line.setValue(self.result.dense_accuracy - v)
+        self._label_line()
+
+    def _label_line(self) -> None:
+        if self.result is not None:
+            y = self.drop_line.value()
+            self.drop_line.label.setFormat(f"allowed ≥ {y:.2f}% (drop {self.result.dense_accuracy - y:.2f})")
 
     def _mode_changed(self, _i: int) -> None:
         key = self.mode.currentData()

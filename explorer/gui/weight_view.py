@@ -82,6 +82,7 @@ class WeightView(QWidget):
         self.hist.setMenuEnabled(False)
         self.hist.setLabel("bottom", "weight value")
         self.hist.setLabel("left", "count")
+        self.hist.getAxis("bottom").enableAutoSIPrefix(False)
         self.kept_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=(66, 133, 244, 170),
                                           pen=pg.mkPen((40, 90, 180), width=1), name="kept")
         self.pruned_curve = pg.PlotDataItem(stepMode="center", fillLevel=0, brush=(80, 80, 90, 200),

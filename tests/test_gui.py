@@ -1,0 +1,297 @@
+"""GUI tests (pytest-qt, offscreen): the window does what the core says, and never blocks or loses state."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
+
+from explorer.core.session import Session  # noqa: E402
+
+SHOTS = Path("/tmp/pe-shots")
+
+
+def wait_jobs(qtbot, win, timeout=120_000):
+    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
+    qtbot.wait(30)
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    from explorer.gui.app import make_app
+    from explorer.gui.main_window import MainWindow
+
+    make_app()
+    s = Session.open("digits-cnn")
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+    w = MainWindow(s, settings=settings)
+    w._force_close = True
+    qtbot.addWidget(w)
+    w.resize(1440, 900)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.runner.cancel()
+    w.runner.wait(10000)
+
+
+def shot(win, name):
+    SHOTS.mkdir(exist_ok=True)
+    QApplication.processEvents()
+    win.grab().save(str(SHOTS / f"{name}.png"))
+
+
+def test_window_lists_layers_and_draws_selected(win, qtbot):
+    s = win.session
+    assert win.table.rowCount() == len(s.layers) == 5
+    assert win.weight_view.view is not None
+    assert win.weight_view.view.layer.name == s.selected
+    img = win.weight_view.image.image
+    assert img is not None and img.dtype == np.float32 and img.flags["C_CONTIGUOUS"]
+
+
+def test_slider_changes_plan_heatmap_and_dashboard(win, qtbot):
+    s = win.session
+    name = "backbone.conv3"
+    ed, gc, cc = win.table._editors[name]
+    ed.slider.setValue(700)                       # 70 %
+    qtbot.wait(60)
+    assert s.plan.get(name).sparsity == pytest.approx(0.7)
+    assert s.selected == name
+    view = win.weight_view.view
+    keep = view.display_keep(0.7)
+    assert 0.25 < keep.mean() < 0.35
+    img = win.weight_view.image.image
+    assert (img < -1.5 * win.weight_view._level).mean() == pytest.approx(1 - keep.mean(), abs=1e-6)
+    assert "%" in win.dashboard.cards["sparsity"].value.text()
+    assert win.act_apply.isEnabled() and "not applied" in win.pending_label.text()
+    gc.setCurrentText("channel")
+    qtbot.wait(60)
+    assert s.plan.get(name).granularity == "channel"
+    shot(win, "channel_conv3")
+    win.apply_plan()
+    qtbot.wait(60)
+    w = s.module.backbone.conv3.weight.detach()
+    zero_rows = (w.reshape(64, -1) == 0).all(1)
+    assert int(zero_rows.sum()) == round(0.7 * 64)
+    assert not s.pending
+
+
+def test_granularity_refused_for_layer_keeps_previous(win, qtbot):
+    s = win.session
+    ed, gc, cc = win.table._editors["classifier"]
+    # 'kernel' is disabled in the combo for a Linear; forcing it shows an error and keeps the plan
+    win.table._granularity_edited("classifier", "kernel")
+    qtbot.wait(30)
+    assert s.plan.get("classifier").granularity == "element"
+    assert win.last_error is not None and "kernel" in win.last_error[1]
+    for box in win.findChildren(QMessageBox):
+        box.close()
+
+
+def test_undo_redo_reset(win, qtbot):
+    s = win.session
+    ed = win.table._editors["backbone.conv1"][0]
+    ed.slider.setSliderDown(True)
+    for v in (100, 200, 300, 400):
+        ed.slider.setValue(v)
+    ed.slider.setSliderDown(False)
+    ed.slider.sliderReleased.emit()
+    qtbot.wait(30)
+    assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.4)
+    win.act_undo.trigger()                          # one drag = one undo step
+    assert s.plan.get("backbone.conv1").sparsity == 0.0
+    win.act_redo.trigger()
+    assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.4)
+    qtbot.wait(30)
+    assert ed.value() == pytest.approx(0.4)
+    win.apply_plan()
+    win.reset()
+    for k, v in s.module.state_dict().items():
+        assert torch.equal(v, s.original_state()[k])
+
+
+def test_global_panel_sets_all_layers(win, qtbot):
+    s = win.session
+    gp = win.global_panel
+    gp.editor.set_value(0.6)
+    gp.scope.setCurrentText("global")
+    gp.set_btn.click()
+    qtbot.wait(60)
+    sps = [s.plan.get(n).sparsity for n in s.layer_names]
+    assert len(set(round(x, 3) for x in sps)) > 1           # global: layers differ
+    assert s.totals().sparsity == pytest.approx(0.6, abs=0.002)
+    heights = gp.bar_item.opts["height"]
+    assert list(np.round(heights, 6)) == list(np.round(sps, 6))
+
+
+def test_evaluate_latency_and_history(win, qtbot):
+    s = win.session
+    s.set_uniform(s.layer_names, 0.5)
+    win.results.evaluate()
+    wait_jobs(qtbot, win)
+    assert not s.pending                      # evaluating applies the plan
+    dense = s.results["dense_eval"].accuracy
+    cur = s.results["current_eval"][1].accuracy
+    assert dense > 97 and 0 < cur <= 100
+    assert "%" in win.dashboard.cards["accuracy"].value.text()
+    assert len(s.history) == 1 and s.history[0].accuracy == cur
+    s.set_uniform(s.layer_names, 0.5, "channel")
+    win.settings.setValue("latency/runs", 5)
+    win.results.measure_latency()
+    wait_jobs(qtbot, win)
+    version, L = s.results["latency"]
+    assert L["compact"] is not None and L["compact_macs"] < L["dense_macs"]
+    assert win.latency_panel.table.rowCount() == 3
+    assert "compact" in win.latency_panel.explain.text().lower()
+    win.tabs.setCurrentWidget(win.latency_panel)
+    shot(win, "latency")
+
+
+def test_finetune_live_curve_keeps_masks(win, qtbot):
+    s = win.session
+    s.set_uniform(s.layer_names, 0.8)
+    p = win.finetune_panel
+    p.epochs.setValue(2)
+    p.start()
+    qtbot.waitUntil(lambda: len(p.history) >= 1, timeout=60_000)   # the curve gets points while running
+    assert len(p.acc_curve.getData()[0]) >= 1
+    wait_jobs(qtbot, win, 180_000)
+    assert s.base_label == "fine-tuned"
+    for n in s.layer_names:
+        w = dict(s.module.named_parameters())[f"{n}.weight"]
+        frac_zero = float((w == 0).float().mean())
+        assert frac_zero == pytest.approx(0.8, abs=0.01)
+    assert s.results.get("current_eval") is not None
+    assert s.results["current_eval"][1].accuracy > 90
+    win.tabs.setCurrentWidget(p)
+    shot(win, "finetune")
+
+
+def test_cancel_finetune_leaves_session_unchanged(win, qtbot):
+    s = win.session
+    s.set_uniform(s.layer_names, 0.5)
+    s.apply()
+    before = {k: v.clone() for k, v in s.module.state_dict().items()}
+    p = win.finetune_panel
+    p.epochs.setValue(50)
+    p.start()
+    qtbot.waitUntil(lambda: win.runner.busy, timeout=5000)
+    qtbot.wait(300)
+    win.runner.cancel()
+    wait_jobs(qtbot, win)
+    assert s.base_label == "loaded weights"
+    for k, v in s.module.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert p.start_btn.isEnabled()
+
+
+def test_close_during_job_stops_it(qtbot, tmp_path):
+    from explorer.gui.main_window import MainWindow
+
+    s = Session.open("digits-cnn")
+    w = MainWindow(s, settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
+    w._force_close = True
+    w.show()
+    s.set_uniform(s.layer_names, 0.5)
+    w.finetune_panel.epochs.setValue(200)
+    w.finetune_panel.start()
+    qtbot.waitUntil(lambda: w.runner.busy, timeout=5000)
+    qtbot.wait(200)
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 20
+    assert not w.runner.busy or w.runner._thread is None or not w.runner._thread.isRunning()
+
+
+def test_bad_model_file_shows_error_and_keeps_model(win, qtbot, tmp_path):
+    bad = tmp_path / "notes.pt"
+    bad.write_text("this is not a checkpoint")
+    before = win.session.model_spec
+    win.load_model(str(bad))
+    wait_jobs(qtbot, win)
+    assert win.session.model_spec == before
+    assert win.last_error is not None and "notes.pt" in win.last_error[1]
+    assert any(b.isVisible() for b in win.findChildren(QMessageBox))
+    for box in win.findChildren(QMessageBox):
+        box.close()
+
+
+def test_untrusted_pickle_refused_in_window(win, qtbot, tmp_path):
+    from explorer.core.nets import DigitsMLP
+    f = tmp_path / "whole.pt"
+    torch.save(DigitsMLP(), f)
+    win.load_model(str(f))
+    wait_jobs(qtbot, win)
+    assert win.session.model_spec == "digits-cnn"
+    assert "--trust" in win.last_error[1] or "Trust" in win.last_error[1]
+    win.load_model(str(f), trust=True)
+    wait_jobs(qtbot, win)
+    assert win.session.model_spec == str(f)
+    assert win.table.rowCount() == 3
+
+
+def test_missing_dataset_root_keeps_dataset(win, qtbot):
+    win.set_dataset("mnist:/definitely/not/here")
+    wait_jobs(qtbot, win)
+    assert win.session.dataset.spec == "digits"
+    assert "does not exist" in win.last_error[1]
+
+
+def test_sensitivity_scan_curves_click_and_allocate(win, qtbot):
+    s = win.session
+    p = win.sensitivity_panel
+    p.sparsities.setText("0.5,0.7,0.9")
+    arrived = []
+    p.start_scan()
+    qtbot.waitUntil(lambda: len(p._curves) >= 1 or not win.runner.busy, timeout=60_000)
+    arrived.append(len(p._curves))
+    wait_jobs(qtbot, win)
+    assert p.result is not None and len(p._curves) == 5
+    assert p.heat.rowCount() == 5 and p.heat.columnCount() == 3
+    # clicking a point plans that layer at that sparsity
+    p._cell_clicked(2, 1)
+    assert s.plan.get(p.heat.verticalHeaderItem(2).text()).sparsity == pytest.approx(0.7)
+    p.mode.setCurrentIndex(0)
+    p.value.setValue(1.0)
+    p.allocate()
+    assert s.plan.active(), "allocation produced a plan"
+    assert "predicted" in p.alloc_info.text()
+    win.results.evaluate()
+    wait_jobs(qtbot, win)
+    assert "measured" in p.alloc_info.text()
+    win.tabs.setCurrentWidget(p)
+    shot(win, "sensitivity")
+
+
+def test_export_everything(win, qtbot, tmp_path):
+    s = win.session
+    s.set_uniform(s.layer_names, 0.5, "channel")
+    out = tmp_path / "out"
+    win.exports.everything(str(out))
+    wait_jobs(qtbot, win)
+    for f in ("model.pt", "recipe.json", "report.json", "model_sparse.npz", "model_compact.pt"):
+        assert (out / f).exists(), f
+    sd = torch.load(out / "model.pt", weights_only=True)
+    from explorer.core.nets import DigitsCNN
+    m = DigitsCNN()
+    m.load_state_dict(sd)
+    assert not s.modified
+
+
+def test_screenshot_cli(tmp_path):
+    from explorer.cli import main
+    out = tmp_path / "shot.png"
+    assert main(["gui", "--screenshot", str(out), "--layer", "backbone.conv2", "--sparsity", "0.5",
+                 "--granularity", "2:4"]) == 0
+    from PySide6.QtGui import QImage
+    img = QImage(str(out))
+    assert img.width() >= 1000 and img.height() >= 600
