@@ -125,9 +125,6 @@ def test_sparse_archive_opens_as_a_model(tmp_path, pruned_state):
     assert_bit_identical(s2.original_state(), st)
 
 
-@pytest.mark.xfail(reason="BUG: zoo._from_file ignores the sparse archive's meta 'arch'; without --arch only "
-                          "built-in architectures are found (by guess_arch), so an archive of a torchvision model "
-                          "cannot be reopened although the archive records its architecture", strict=True)
 def test_sparse_archive_of_torchvision_model_opens_without_arch(tmp_path):
     import torchvision
 
@@ -149,9 +146,6 @@ def test_sparse_archive_keeps_nan_and_inf(tmp_path):
     assert_bit_identical(load_sparse_archive(path), st)
 
 
-@pytest.mark.xfail(reason="BUG: a kept weight that is -0.0 comes back as +0.0 from the sparse archive (CSR drops "
-                          "it as a zero), so the archive is not bit-identical; export._check_equal uses torch.equal, "
-                          "which treats -0.0 == +0.0, and does not notice", strict=True)
 def test_sparse_archive_preserves_negative_zero(tmp_path):
     st = {"fc.weight": torch.tensor([[-0.0, 1.0], [2.0, 3.0]]), "fc.bias": torch.tensor([-0.0, 1.0])}
     path = export.export_sparse_archive(st, ["fc"], {}, tmp_path / "negzero.npz")
@@ -209,9 +203,6 @@ def test_sparse_archive_export_is_atomic(tmp_path, pruned_state, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["m.npz"]
 
 
-@pytest.mark.xfail(reason="BUG: export_recipe (like export_checkpoint/export_sparse_archive) replaces the destination "
-                          "first and verifies afterwards, so a failed export leaves the new, invalid file in place of "
-                          "the previous good one; verify the temp file before os.replace", strict=True)
 def test_failed_recipe_export_keeps_the_previous_file(tmp_path):
     dest = tmp_path / "recipe.json"
     good = plan_to_recipe(Plan({"classifier": LayerPlan(0.5)}), "digits-cnn")
@@ -452,9 +443,6 @@ def test_prune_bad_recipe_exits_2(tmp_path, capsys):
     assert rc == 2 and "1.5" in err
 
 
-@pytest.mark.xfail(reason="BUG: `prune --sparsity 1.5` (or --granularity foo / --criterion foo without --layers) "
-                          "exits 0 and writes an unpruned model: set_uniform reports every layer as 'left dense' "
-                          "instead of refusing the request", strict=True)
 @pytest.mark.parametrize("argv", (("--sparsity", "1.5"), ("--sparsity", "0.5", "--granularity", "blocks")))
 def test_prune_invalid_model_wide_request_exits_2(tmp_path, capsys, argv):
     rc, _, err = run_cli(capsys, "prune", *argv, "--out", tmp_path / "o", "--no-latency")
@@ -484,10 +472,6 @@ def test_prune_channel_model_wide_leaves_classifier_dense(tmp_path, capsys):
     assert cls["sparsity"] == 0 and cls["nonzero"] == cls["params"]
 
 
-@pytest.mark.xfail(reason="BUG: `prune --seed N` does not change the random criterion: cmd_prune sets session.seed "
-                          "after Session.open, but the MaskEngine keeps the seed it was built with (0); the recipe "
-                          "then records seed N although the masks used seed 0 (and --recipe replay ignores the "
-                          "recipe's seed)", strict=True)
 def test_prune_seed_changes_random_masks(tmp_path, capsys):
     outs = []
     for seed in (0, 3):

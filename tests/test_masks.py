@@ -392,10 +392,6 @@ def test_taylor_differs_from_l1_and_is_reproducible(cnn):
     assert float(score[~t1].max()) <= float(score[t1].min())
 
 
-@pytest.mark.xfail(reason="BUG: taylor gradients are computed on the *currently applied* (masked) model and "
-                          "cached, so the same plan gives different taylor masks depending on what was applied "
-                          "before (session.compute_gradients uses session.module, not the base weights); a recipe "
-                          "exported from such a session does not replay to the same model", strict=True)
 def test_taylor_mask_does_not_depend_on_what_was_applied_before():
     a = Session.open("digits-cnn")
     a.set_layer("backbone.conv1", sparsity=0.9)
@@ -472,9 +468,6 @@ def test_bad_sparsity_is_refused_for_a_layer(bad):
     assert s.plan.active() == {}
 
 
-@pytest.mark.xfail(reason="BUG: set_uniform treats an invalid sparsity/granularity/criterion as 'does not fit "
-                          "this layer' and skips every layer instead of raising, so `prune --sparsity 1.5` or "
-                          "`--granularity foo` exits 0 with an unpruned model", strict=True)
 @pytest.mark.parametrize("args", ((1.5, "element", "l1"), (float("nan"), "element", "l1"),
                                   (0.5, "blocks", "l1"), (0.5, "element", "magic")))
 def test_bad_model_wide_request_is_refused(args):
@@ -545,9 +538,6 @@ def test_nan_groups_are_not_pruned_structured(nan_mlp, gran):
     assert bool(torch.isinf(out[inf_idx]).all())
 
 
-@pytest.mark.xfail(reason="BUG: the random criterion ignores the weights, so NaN/inf weights get random scores and "
-                          "are pruned silently (masks.py promises non-finite weights get the highest score)",
-                   strict=True)
 def test_nan_weights_not_pruned_by_random_criterion(nan_mlp):
     path, nan_idx, inf_idx = nan_mlp
     s = Session.open("digits-mlp", weights=str(path))

@@ -118,10 +118,6 @@ def test_leaving_channel_unlinks_and_undo_restores_the_group(resnet):
     assert resnet.plan.active() == {}
 
 
-@pytest.mark.xfail(reason="BUG: set_plan/set_uniform (recipes, `prune --layers`) accept a channel plan on ONE member "
-                          "of a linked group: the other members stay dense while materialize() zeroes the BatchNorm "
-                          "entries of every member, and totals() (which only counts aux entries for the group's "
-                          "first member) disagrees with the exported tensors", strict=True)
 @pytest.mark.parametrize("how", ("uniform", "plan"))
 def test_channel_plan_on_one_linked_member_stays_consistent(resnet, how):
     try:

@@ -285,9 +285,6 @@ def test_truncated_checkpoint(tmp_path, mlp_sd_file, keep):
     _one_paragraph(msg)
 
 
-@pytest.mark.xfail(reason="BUG: zoo._read_torch_file does not catch struct.error, so a truncated legacy-format "
-                          "(pre-1.6, non-zip) checkpoint escapes as a raw struct.error instead of ModelLoadError",
-                   strict=True)
 def test_truncated_legacy_format_checkpoint(tmp_path, mlp_random):
     full = tmp_path / "legacy.pt"
     torch.save(mlp_random.state_dict(), full, _use_new_zipfile_serialization=False)
@@ -324,16 +321,7 @@ def test_text_file_renamed_pt_is_model_load_error(tmp_path, kind):
     _one_paragraph(str(ei.value))
 
 
-def _misclassified(kind):
-    return pytest.param(kind, marks=pytest.mark.xfail(
-        reason="BUG: zoo._read_torch_file treats every weights_only UnpicklingError that is not 'invalid load "
-               "key'/'MARK'/'truncated' as an untrusted pickle (e.g. 'Unsupported operand 35' for a text file), "
-               "so a non-checkpoint or damaged file is reported as 'could run code, use --trust'", strict=True))
-
-
-@pytest.mark.parametrize("kind", ["hello", _misclassified("readme"), _misclassified("json"),
-                                  _misclassified("python"), _misclassified("zip-header-damaged"),
-                                  _misclassified("two-bytes")])
+@pytest.mark.parametrize("kind", ["hello", "readme", "json", "python", "zip-header-damaged", "two-bytes"])
 def test_damaged_or_foreign_file_is_not_called_untrusted(tmp_path, mlp_sd_file, kind):
     """A file that is not a pickle at all must be reported as unreadable, not as 'open it with --trust'."""
     f = tmp_path / f"{kind}.pt"
@@ -589,9 +577,6 @@ def test_other_shape_mismatches(model, dataset, shape):
     _one_paragraph(str(ei.value))
 
 
-@pytest.mark.xfail(reason="BUG: layers.profile_model ends its ShapeMismatchError message with torch's raw text "
-                          "(no final period), and ExplorerError.__str__ joins message and hint with a space, so the "
-                          "hint runs on: '... but got 3 channels instead Choose a dataset ...'", strict=True)
 def test_shape_mismatch_message_and_hint_are_separate_sentences():
     with pytest.raises(ShapeMismatchError) as ei:
         resolve("digits-cnn", "synthetic", input_shape=(3, 32, 32))

@@ -259,3 +259,29 @@ def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
         classes = len(full.classes)
     return DatasetBundle(spec=spec, name="imagefolder", splits=splits, input_shape=(channels, *size),
                          num_classes=classes)
+
+
+def labelled_by_model(bundle: DatasetBundle, module, batch_size: int = 256) -> DatasetBundle:
+    """The same inputs, labelled by the model's own predictions (for benchmarks on random weights:
+    the dense model scores 100% and pruning shows a real accuracy curve)."""
+    splits = {}
+    module.eval()
+    classes = 0
+    with torch.inference_mode():
+        for name in SPLITS:
+            ds = bundle.splits.get(name)
+            if ds is None or len(ds) == 0:
+                splits[name] = ds
+                continue
+            xs, ys = [], []
+            for x, _ in bundle.batches(name, batch_size=batch_size):
+                out = module(x)
+                out = out[0] if isinstance(out, (tuple, list)) else out
+                xs.append(x)
+                ys.append(out.argmax(1))
+            x, y = torch.cat(xs), torch.cat(ys)
+            classes = max(classes, int(out.shape[1]))
+            splits[name] = TensorDataset(x, y)
+    return DatasetBundle(spec=bundle.spec + "+self-labelled", name=bundle.name, splits=splits,
+                         input_shape=bundle.input_shape, num_classes=classes, has_labels=True,
+                         notes=["labels are the dense model's own predictions"])

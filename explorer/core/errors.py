@@ -19,7 +19,10 @@ class ExplorerError(Exception):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return self.message if not self.hint else f"{self.message} {self.hint}"
+        if not self.hint:
+            return self.message
+        end = "" if self.message.endswith((".", "!", "?", ":")) else "."
+        return f"{self.message}{end} {self.hint}"
 
 
 class ModelLoadError(ExplorerError):

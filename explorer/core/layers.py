@@ -96,7 +96,7 @@ def _op_macs(func, args, kwargs, out) -> int:
     name = func.__name__.split(".")[0] if hasattr(func, "__name__") else str(func)
     outs = out if isinstance(out, (list, tuple)) else (out,)
     o = outs[0] if outs and isinstance(outs[0], torch.Tensor) else None
-    if name == "convolution":
+    if name in ("convolution", "_convolution"):
         w, o_shape = args[1], o.shape
         transposed = bool(args[6]) if len(args) > 6 else False
         if transposed:
@@ -206,8 +206,9 @@ def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torc
             out = module(x)
     except Exception as e:  # the model's own error, e.g. a shape mismatch deep inside
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = msg[:300].rstrip(" .") + "."
         raise ShapeMismatchError(
-            f"The model cannot take inputs of shape {tuple(input_shape)} (C,H,W): {msg[:300]}",
+            f"The model cannot take inputs of shape {tuple(input_shape)} (C,H,W): {msg}",
             "Choose a dataset that matches the model, or give the model's input shape with --input-shape C,H,W.") from None
     finally:
         module.train(was_training)

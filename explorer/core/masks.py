@@ -94,7 +94,9 @@ def rank_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
     """n:m ranking of element scores (groups, m): first the m-n smallest of every group, by score,
-    then the rest by score. Any prefix keeps at most n of every m; exactly n at sparsity (m-n)/m."""
+    then the rest by score. Up to sparsity (m-n)/m only pattern candidates go, so every group keeps at least
+    n and exactly n at (m-n)/m; beyond it the survivors go too (at most n remain): every prefix is n:m-valid
+    from (m-n)/m on."""
     G = grouped.shape[0]
     keys = _sort_keys(grouped).reshape(G, m)
     within = torch.sort(keys, dim=1, stable=True).indices          # position order inside each group
@@ -173,6 +175,15 @@ class LayerMask:
         """bool (r, c): which heatmap pixels survive at this sparsity."""
         k = self.units_for(sparsity)
         return self._rank_np[self.display_units] >= k
+
+    def display_image(self, sparsity: float, level: float) -> np.ndarray:
+        """float32 heatmap sample: kept weights clipped to [-level, level], pruned ones at -3*level (a colormap's
+        'pruned' entry), non-finite weights at +level so they stay visible."""
+        keep = self.display_keep(sparsity)
+        img = np.clip(self.display_values, -level, level).astype(np.float32, copy=False)
+        img = np.where(keep, img, np.float32(-3 * level))
+        img[~np.isfinite(img)] = level
+        return np.ascontiguousarray(img, dtype=np.float32)
 
     def hist_pruned_mask(self, sparsity: float) -> np.ndarray:
         k = self.units_for(sparsity)
@@ -281,7 +292,12 @@ class MaskEngine:
     def _element_scores(self, name: str, criterion: str) -> torch.Tensor:
         crit = get_criterion(criterion)
         ctx = ScoreContext(layer=name, seed=self.seed, gradient=self.gradient)
-        return crit.element_scores(self.weight(name), ctx)
+        w = self.weight(name)
+        scores = crit.element_scores(w, ctx)
+        bad = ~torch.isfinite(w)
+        if bool(bad.any()):   # non-finite weights are reported, never pruned silently: highest score
+            scores = scores.masked_fill(bad, float("inf"))
+        return scores
 
     def _ranking(self, name: str, criterion: str, gran: Granularity) -> tuple[Ranking, ChannelGroup | None]:
         layer = self.layers[name]

@@ -54,6 +54,8 @@ def plan_from_args(session, args) -> Plan:
         plan, d = read_recipe(args.recipe)
         if d.get("model") and d["model"] != session.model_spec:
             _log(f"note: recipe written for {d['model']}, applying to {session.model_spec}")
+        if isinstance(d.get("seed"), int):
+            session.set_seed(d["seed"])      # the random criterion replays exactly
         session.set_plan(plan)
         args._recipe_finetune = d.get("finetune")
         return session.plan
@@ -188,7 +190,7 @@ def cmd_prune(args) -> int:
     from .finetune import FinetuneConfig
 
     session = _open_session(args)
-    session.seed = args.seed
+    session.set_seed(args.seed)
     plan_from_args(session, args)
     cfg = None
     recorded = getattr(args, "_recipe_finetune", None)

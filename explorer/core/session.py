@@ -169,8 +169,8 @@ class Session:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def open(cls, model: str | None = None, dataset: str | None = None, **kw) -> "Session":
-        s = cls()
+    def open(cls, model: str | None = None, dataset: str | None = None, seed: int = 0, **kw) -> "Session":
+        s = cls(seed=seed)
         s.apply_load(resolve(model, dataset, **{k: v for k, v in kw.items()
                                                  if k in ("weights", "arch", "trust", "input_shape")}))
         return s
@@ -296,6 +296,16 @@ class Session:
         return g.members if g is not None and g.linked else (name,)
 
     # ------------------------------------------------------------------ gradients (taylor)
+    def set_seed(self, seed: int) -> None:
+        """Seed of the random criterion and of data shuffling; cached random rankings are dropped."""
+        if seed != self.seed:
+            self.seed = seed
+            if self.engine:
+                self.engine.seed = seed
+                self.engine.invalidate(criterion="random")
+                self.engine.invalidate(criterion="taylor")
+            self._grads = None
+
     def _gradient(self, name: str) -> torch.Tensor | None:
         if self._grads is None:
             self._grads = compute_gradients(self)
@@ -366,6 +376,7 @@ class Session:
     def set_uniform(self, names: list[str], sparsity: float, granularity: str = "element",
                     criterion: str = "l1") -> dict[str, str]:
         """Same plan for many layers. Layers the granularity does not fit are left dense; returns why."""
+        LayerPlan(sparsity, granularity, criterion).validated()   # bad values are errors, not "does not fit"
         skipped: dict[str, str] = {}
         plan = self.plan.copy()
         plan.scope, plan.target_sparsity = "local", sparsity
@@ -384,6 +395,7 @@ class Session:
         """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
         from .scope import global_sparsities
 
+        LayerPlan(sparsity, granularity, criterion).validated()
         skipped: dict[str, str] = {}
         ok = []
         for n in names:
@@ -403,7 +415,7 @@ class Session:
         return skipped
 
     def set_plan(self, plan: Plan, record: bool = True) -> None:
-        plan = plan.validated(self.layer_names)
+        plan = self.linked_plan(plan.validated(self.layer_names))
         for n, lp in plan.layers.items():
             self.check_layer_plan(n, lp)
         if record:
@@ -411,6 +423,19 @@ class Session:
         self.plan = plan
         self.plan_changed.emit(None)
         self.history_changed.emit()
+
+    def linked_plan(self, plan: Plan) -> Plan:
+        """Channel plans cover whole channel groups: a linked layer without the same channel plan gets it
+        (the group's most pruned member wins), so masks, counts and compaction agree."""
+        out = plan.copy()
+        for n, lp in plan.layers.items():
+            if lp.granularity != "channel" or lp.is_dense:
+                continue
+            for m in self.linked_layers(n):
+                cur = out.layers.get(m)
+                if cur is None or cur.granularity != "channel" or cur.sparsity < lp.sparsity:
+                    out.layers[m] = lp
+        return out
 
     @property
     def can_undo(self) -> bool:
@@ -516,12 +541,14 @@ class Session:
             self._other_nz = sum(int(torch.count_nonzero(v)) for k, v in self._base.items()
                                  if k in params and k not in prunable)
         removed = 0
+        seen = set()
         for name, lp in plan.active().items():
             if lp.granularity != "channel":
                 continue
             view = self.layer_mask(name, lp)
-            if view.group is None or name != view.group.members[0]:
+            if view.group is None or view.group.id in seen:
                 continue
+            seen.add(view.group.id)
             keep = view.ranking.keep(view.units_for(lp.sparsity))
             for pname, idx in view.group.aux:
                 base = self._base.get(pname)
@@ -682,24 +709,28 @@ def compute_gradients(session: Session, batches: int = 4, batch_size: int = 64) 
     ds = session.dataset
     if not ds.has_labels:
         return {}
-    module = session.module
+    import copy
+
+    with session.lock:
+        module = copy.deepcopy(session.module)
+    # gradients at the kept (unmasked) weights: the same plan always gives the same taylor masks,
+    # whatever was applied before
+    module.load_state_dict(session.base_state())
+    module.eval()
     names = session.layer_names
     mods = dict(module.named_modules())
-    was = module.training
-    module.eval()
     params = [mods[n].weight for n in names]
     grads = [torch.zeros_like(p) for p in params]
     loss_fn = nn.CrossEntropyLoss()
-    try:
-        for i, (x, y) in enumerate(ds.batches("train", batch_size=batch_size, shuffle=True, seed=session.seed)):
-            if i >= batches:
-                break
-            out = module(x)
-            loss = loss_fn(out, y)
-            gs = torch.autograd.grad(loss, params, allow_unused=True)
-            for acc, g in zip(grads, gs):
-                if g is not None:
-                    acc += g.detach()
-    finally:
-        module.train(was)
+    for i, (x, y) in enumerate(ds.batches("train", batch_size=batch_size, shuffle=True, seed=session.seed)):
+        if i >= batches:
+            break
+        out = module(x)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        loss = loss_fn(out[:, :ds.num_classes] if ds.num_classes and out.shape[1] > ds.num_classes else out, y)
+        gs = torch.autograd.grad(loss, params, allow_unused=True)
+        for acc, g in zip(grads, gs):
+            if g is not None:
+                acc += g.detach()
     return dict(zip(names, grads))

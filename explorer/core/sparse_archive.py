@@ -35,7 +35,8 @@ def archive_arrays(state: dict[str, torch.Tensor], prunable: list[str], meta: di
     sparse_keys = {f"{n}.weight" for n in prunable}
     arrays: dict[str, np.ndarray] = {}
     for key, t in state.items():
-        if key in sparse_keys and t.dim() >= 2 and t.is_floating_point():
+        negative_zero = t.is_floating_point() and bool(((t == 0) & torch.signbit(t)).any())
+        if key in sparse_keys and t.dim() >= 2 and t.is_floating_point() and not negative_zero:
             m = sp.csr_matrix(_np(t).reshape(t.shape[0], -1))
             m.sort_indices()
             arrays[f"{key}{SEP}csr_data"] = m.data

@@ -191,21 +191,39 @@ def _read_torch_file(path: Path, trust: bool):
         raise ModelLoadError(f"'{path}' is a folder, not a checkpoint file.")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"The file '{path}' is empty.")
+    head = path.read_bytes()[:8]
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        kind = "a text file" if _looks_like_text(path) else "not a zip archive or a pickle"
+        raise _corrupt(path, f"it is {kind}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "Weights only load failed" in text or "weights_only" in text:
-            if "invalid load key" in text or "could not find MARK" in text or "truncated" in text.lower():
-                raise _corrupt(path, text) from None
+        if _unsafe_global(text):
             raise UntrustedFileError(
                 f"'{path.name}' stores Python objects (for example a whole pickled nn.Module), not just tensors. "
                 "Loading it would run code from the file, so it was refused.",
                 "If you trust where the file came from, open it again with --trust (in the window: tick "
                 "'Trust this file'); otherwise ask for a state_dict (torch.save(model.state_dict(), f)).") from None
         raise _corrupt(path, text) from None
-    except (RuntimeError, EOFError, ValueError, OSError, AttributeError, ImportError, KeyError, IndexError) as e:
+    except Exception as e:  # zip/struct/EOF/... errors of a damaged file: never a traceback
         raise _corrupt(path, f"{type(e).__name__}: {e}") from None
+
+
+def _looks_like_text(path: Path) -> bool:
+    chunk = path.read_bytes()[:512]
+    try:
+        chunk.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _unsafe_global(text: str) -> bool:
+    """torch's weights_only refusal names a global (class/function) the file wants to import."""
+    import re
+    m = re.search(r"Unsupported (global|class)[:\s]+(GLOBAL\s+)?([\w.]+)", text)
+    return bool(m and m.group(3))
 
 
 def _corrupt(path: Path, detail: str) -> ModelLoadError:
@@ -314,6 +332,9 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
     if sd is None:
         raise ModelLoadError(f"'{path.name}' holds a {type(obj).__name__}, not a model or a state_dict.",
                              "Open a state_dict (torch.save(model.state_dict(), f)) with --arch, or a TorchScript archive.")
+    if not arch and path.suffix == ".npz":
+        from .sparse_archive import read_meta
+        arch = read_meta(path).get("arch")
     arch = arch or guess_arch(sd)
     if not arch:
         raise ModelLoadError(

@@ -34,15 +34,6 @@ def diverging_lut() -> np.ndarray:
 LUT = diverging_lut()
 
 
-def heatmap_image(view: LayerMask, sparsity: float, level: float) -> np.ndarray:
-    """float32 image: kept weights clipped to [-level, level], pruned ones far below (-> LUT[0])."""
-    keep = view.display_keep(sparsity)
-    img = np.clip(view.display_values, -level, level).astype(np.float32, copy=False)
-    img = np.where(keep, img, np.float32(-3 * level))
-    img[~np.isfinite(img)] = level  # NaN/inf weights show at full red: visible, never hidden
-    return np.ascontiguousarray(img, dtype=np.float32)
-
-
 class WeightView(QWidget):
     """Heatmap (top) and histogram (bottom) of one layer, redrawn on demand."""
 
@@ -170,7 +161,7 @@ class WeightView(QWidget):
                            f"{v.granularity.name}/{v.criterion}: {pruned:,} of {v.units:,} "
                            f"{'weights' if v.unit_size == 1 else 'groups'} pruned ({self.sparsity:.1%}){sampled}")
         lvl = self._level
-        img = heatmap_image(v, self.sparsity, lvl)
+        img = v.display_image(self.sparsity, lvl)
         self.image.setImage(img, levels=(-lvl - 2 * lvl / 254, lvl), autoLevels=False)
         self.image.setRect(0, 0, L.matrix_shape[1], L.matrix_shape[0])
         self.heat.setLabel("bottom", v.display_axis_label)

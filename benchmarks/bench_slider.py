@@ -1,0 +1,72 @@
+"""Slider step on VGG-16's largest layer (classifier.0, 25088x4096) vs torch.nn.utils.prune.
+
+A step = threshold lookup + heatmap image (screen-sized sample) + histogram + counts/sizes, from the
+layer's cached ranking. Baseline: torch.nn.utils.prune.l1_unstructured recomputing the same layer's
+mask at the same sparsity. Also reports the one-off cost of building the cache.
+
+    python benchmarks/bench_slider.py [--json] [--steps 60] [--baseline-steps 10]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import _common  # noqa: F401  (sets sys.path)
+import numpy as np
+import torch
+from torch.nn.utils import prune
+
+from explorer.core.session import Session
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--model", default="torchvision:vgg16")
+    ap.add_argument("--layer", default="classifier.0")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--baseline-steps", type=int, default=10)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    s = Session.open(args.model)
+    name = args.layer
+    t0 = time.perf_counter()
+    view = s.layer_mask(name)
+    cache_build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    sparsities = rng.uniform(0, 1, args.steps)
+    level = float(np.percentile(np.abs(view.display_values), 99.5))
+    steps = []
+    for sp in sparsities:
+        t = time.perf_counter()
+        s.set_layer(name, sparsity=float(sp), coalesce=("bench", name))
+        view.threshold(float(sp))
+        img = view.display_image(float(sp), level)
+        view.histogram(float(sp))
+        c = s.layer_counts(name)
+        _ = (c.nonzero, c.sparse_bytes, c.nonzero_macs)
+        steps.append((time.perf_counter() - t) * 1000)
+    assert img.dtype == np.float32
+    layer = dict(s.module.named_modules())[name]
+    base = []
+    for sp in sparsities[:args.baseline_steps]:
+        m = copy.deepcopy(layer)
+        t = time.perf_counter()
+        prune.l1_unstructured(m, "weight", amount=float(sp))
+        base.append((time.perf_counter() - t) * 1000)
+    step_ms = statistics.median(steps)
+    base_ms = statistics.median(base)
+    payload = {"step_ms_median": step_ms, "baseline_ms_median": base_ms, "ratio": base_ms / step_ms,
+               "cache_build_s": cache_build_s, "layer": name, "weights": view.layer.params,
+               "steps": len(steps), "baseline_steps": len(base), "step_ms_max": max(steps),
+               "display": list(view.display_values.shape), "machine": _common.machine()}
+    _common.emit(args, [[name, f"{view.layer.params:,}", f"{step_ms:.2f}", f"{max(steps):.2f}", f"{base_ms:.1f}",
+                         f"{base_ms / step_ms:.0f}x", f"{cache_build_s:.1f}"]],
+                 ["layer", "weights", "step ms (median)", "step ms (max)", "torch.prune ms", "ratio", "cache build s"],
+                 payload)
+
+
+if __name__ == "__main__":
+    main()
