@@ -205,7 +205,8 @@ def test_downsampled_display_and_histogram_on_a_big_layer(lab_vgg, gran):
     """lab-vgg conv7 is 512 x 4608: the heatmap samples columns and the histogram samples weights."""
     view = lab_vgg.layer_mask("backbone.conv7", LayerPlan(0.5, gran, "l1"))
     R, C = view.layer.matrix_shape
-    assert view.display_keep(0.5).shape == (512, 2048)
+    from explorer.core.masks import MAX_DISPLAY
+    assert view.display_keep(0.5).shape == (512, MAX_DISPLAY)
     for s in (0.3, 0.8):
         full = view.element_mask(s).reshape(R, C).numpy()
         assert np.array_equal(view.display_keep(s), full[np.ix_(view.display_rows, view.display_cols)])

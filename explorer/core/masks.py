@@ -34,7 +34,7 @@ from .importance import ScoreContext, get_criterion
 from .layers import LayerInfo
 from .metrics import LayerCounts
 
-MAX_DISPLAY = 2048          # heatmap sample: at most this many rows and columns
+MAX_DISPLAY = 1024          # heatmap sample: at most this many rows and columns (a screen's worth)
 HIST_SAMPLE = 200_000       # weights sampled for the histogram
 HIST_BINS = 101
 CACHE_BUDGET_BYTES = 6 * 2**30
@@ -61,8 +61,20 @@ class Ranking:
 
     sorted_keys: torch.Tensor        # int32 bit patterns of the scores, in pruning order
     rank: torch.Tensor               # int32 (units,)
-    comparable_sorted: np.ndarray | None  # float64 scores on a cross-layer scale (global scope), ascending
+    comparable_fn: Callable | None = None   # scores -> cross-layer scale (monotone); None: no global scope
     nonfinite: int = 0
+    order: torch.Tensor | None = field(default=None, repr=False)   # int64 unit ids in pruning order (build only)
+    _comparable: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def comparable_sorted(self) -> np.ndarray | None:
+        """Ascending scores on the cross-layer scale (global scope); derived from the sort, computed once."""
+        if self.comparable_fn is None:
+            return None
+        if self._comparable is None:
+            scores = self.sorted_keys.view(torch.float32).double()
+            self._comparable = self.comparable_fn(scores).numpy()
+        return self._comparable
 
     @property
     def units(self) -> int:
@@ -83,13 +95,14 @@ class Ranking:
         return self.sorted_keys.numel() * 4 + self.rank.numel() * 4
 
 
-def rank_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stable sort of non-negative scores: (sorted int32 keys, int32 rank of each unit)."""
+def rank_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Stable sort of non-negative scores (a radix sort on their int32 bit patterns):
+    (sorted keys, int32 rank of each unit, int64 unit ids in pruning order)."""
     keys = _sort_keys(scores.flatten())
     sorted_keys, order = torch.sort(keys, stable=True)
     rank = torch.empty(order.numel(), dtype=torch.int32)
     rank[order] = torch.arange(order.numel(), dtype=torch.int32)
-    return sorted_keys, rank
+    return sorted_keys, rank, order
 
 
 def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +122,7 @@ def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.
     order = by_score[by_tier]
     rank = torch.empty(order.numel(), dtype=torch.int32)
     rank[order] = torch.arange(order.numel(), dtype=torch.int32)
-    return flat[order], rank
+    return flat[order], rank, order
 
 
 def display_column_order(layer: LayerInfo, gran: Granularity) -> np.ndarray:
@@ -138,16 +151,17 @@ class LayerMask:
     ranking: Ranking
     unit_layout: GroupLayout            # how the layer's elements map to this layer's own units
     unit_of_own: torch.Tensor | None    # shared channel ranking: own row -> shared unit (None: identity)
-    cum_nonzero: torch.Tensor           # int64 (units+1,): nonzero weights among the first k pruned units
+    cum_nonzero: torch.Tensor | None    # (units+1,): nonzero weights among the first k pruned units
     nonzero_total: int
-    display_units: np.ndarray           # (r, c) shared-unit id of each heatmap pixel
+    display_ranks: np.ndarray           # (r, c) rank of each heatmap pixel's unit: kept iff rank >= k
     display_rows: np.ndarray
     display_cols: np.ndarray            # original column (in*kh*kw index) of each sampled display column
     display_pos: np.ndarray             # position of each sampled column on the display axis
     display_values: np.ndarray          # (r, c) float32 weight values of the sample
-    hist_units: np.ndarray              # shared-unit id of each histogram sample
+    hist_ranks: np.ndarray              # rank of each histogram sample's unit
     hist_values: np.ndarray             # float32 values of the histogram sample
     group: ChannelGroup | None = None
+    zeros_first: int | None = None      # element + magnitude: the zero weights are exactly the first Z units
     _bins: dict = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------ lookups
@@ -164,7 +178,10 @@ class LayerMask:
 
     def counts(self, sparsity: float) -> LayerCounts:
         k = self.units_for(sparsity)
-        nz = self.nonzero_total - int(self.cum_nonzero[k])
+        if self.zeros_first is not None:
+            nz = self.nonzero_total - max(0, k - self.zeros_first)
+        else:
+            nz = self.nonzero_total - int(self.cum_nonzero[k])
         return LayerCounts(params=self.layer.params, nonzero=nz, rows=self.layer.matrix_shape[0],
                            macs=self.layer.macs, nonzero_macs=nz * self.layer.uses)
 
@@ -173,21 +190,21 @@ class LayerMask:
 
     def display_keep(self, sparsity: float) -> np.ndarray:
         """bool (r, c): which heatmap pixels survive at this sparsity."""
-        k = self.units_for(sparsity)
-        return self._rank_np[self.display_units] >= k
+        return self.display_ranks >= self.units_for(sparsity)
 
     def display_image(self, sparsity: float, level: float) -> np.ndarray:
         """float32 heatmap sample: kept weights clipped to [-level, level], pruned ones at -3*level (a colormap's
         'pruned' entry), non-finite weights at +level so they stay visible."""
-        keep = self.display_keep(sparsity)
-        img = np.clip(self.display_values, -level, level).astype(np.float32, copy=False)
-        img = np.where(keep, img, np.float32(-3 * level))
-        img[~np.isfinite(img)] = level
-        return np.ascontiguousarray(img, dtype=np.float32)
+        clipped = self._bins.get(("clip", level))
+        if clipped is None:
+            clipped = np.clip(self.display_values, -level, level).astype(np.float32)
+            clipped[~np.isfinite(clipped)] = level
+            self._bins = {k: v for k, v in self._bins.items() if not (isinstance(k, tuple) and k[0] == "clip")}
+            self._bins[("clip", level)] = clipped
+        return np.where(self.display_keep(sparsity), clipped, np.float32(-3 * level))
 
     def hist_pruned_mask(self, sparsity: float) -> np.ndarray:
-        k = self.units_for(sparsity)
-        return self._rank_np[self.hist_units] < k
+        return self.hist_ranks < self.units_for(sparsity)
 
     def histogram(self, sparsity: float, absolute: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edges, kept, pruned): weight-value histogram split by the mask, scaled to the whole layer.
@@ -223,10 +240,6 @@ class LayerMask:
         """True when the threshold is on |w| itself (element granularity, l1/l2), so ±t can be drawn."""
         return self.granularity.name == "element" and self.criterion in ("l1", "l2")
 
-    @property
-    def _rank_np(self) -> np.ndarray:
-        return self.ranking.rank.numpy()
-
     def element_mask(self, sparsity: float) -> torch.Tensor:
         """bool tensor of the weight's shape: True = kept. Full size: only for apply/export."""
         keep_shared = self.ranking.keep(self.units_for(sparsity))
@@ -242,7 +255,8 @@ class LayerMask:
 
     @property
     def nbytes(self) -> int:
-        return self.cum_nonzero.numel() * 8 + self.display_units.nbytes * 2 + self.hist_units.nbytes * 2
+        cum = 0 if self.cum_nonzero is None else self.cum_nonzero.numel() * self.cum_nonzero.element_size()
+        return cum + self.display_ranks.nbytes * 2 + self.hist_ranks.nbytes * 2
 
 
 class MaskEngine:
@@ -323,23 +337,22 @@ class MaskEngine:
                 total = shared if total is None else total + shared
                 size += lay.group_size
             unit_scores = total
-            comparable = crit.comparable(unit_scores, size)
+            comparable = (lambda sc, size=size: crit.comparable(sc, size))
         else:
             lay = gran.layout(layer)
             elem = self._element_scores(name, criterion)
             if isinstance(gran, NM):
-                sorted_keys, rank = rank_nm(crit.group_scores(lay.group_view(elem).reshape(-1, 1)).reshape(-1, gran.m),
-                                            gran.n, gran.m)
+                sorted_keys, rank, order = rank_nm(
+                    crit.group_scores(lay.group_view(elem).reshape(-1, 1)).reshape(-1, gran.m), gran.n, gran.m)
                 w = self.weight(name)
-                ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()))
+                ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order)
                 self._rankings[key] = ranking
                 return ranking, None
-            unit_scores = crit.group_scores(lay.group_view(elem))
-            comparable = crit.comparable(unit_scores, lay.group_size)
-        sorted_keys, rank = rank_scores(unit_scores)
-        comp_sorted = np.sort(comparable.detach().double().numpy())
+            unit_scores = elem.reshape(-1) if lay.group_size == 1 else crit.group_scores(lay.group_view(elem))
+            comparable = (lambda sc, size=lay.group_size: crit.comparable(sc, size))
+        sorted_keys, rank, order = rank_scores(unit_scores)
         w = self.weight(name)
-        ranking = Ranking(sorted_keys, rank, comp_sorted, int((~torch.isfinite(w)).sum()))
+        ranking = Ranking(sorted_keys, rank, comparable, int((~torch.isfinite(w)).sum()), order)
         self._rankings[key] = ranking
         return ranking, group
 
@@ -374,15 +387,26 @@ class MaskEngine:
             unit_of_own = torch.empty(layer.out_channels, dtype=torch.long)
             unit_of_own[own_index] = torch.arange(own_index.numel())
         # nonzeros per own unit, arranged in pruning order of the (shared) units
-        nz_units = (unit_layout.group_view(w) != 0).sum(dim=1)
-        if unit_of_own is not None:
-            shared_nz = torch.empty_like(nz_units)
-            shared_nz[unit_of_own] = nz_units
-            nz_units = shared_nz
-        order = torch.empty_like(ranking.rank, dtype=torch.long)
-        order[ranking.rank.long()] = torch.arange(ranking.units)
-        cum = torch.zeros(ranking.units + 1, dtype=torch.int64)
-        torch.cumsum(nz_units[order], 0, out=cum[1:])
+        order = ranking.order
+        if order is None:
+            order = torch.empty(ranking.units, dtype=torch.long)
+            order[ranking.rank.long()] = torch.arange(ranking.units)
+        zeros_first = None
+        cum = None
+        if unit_layout.group_size == 1 and unit_of_own is None and criterion in ("l1", "l2") \
+                and not isinstance(gran, NM):
+            # |w| ranks zeros first (ties by position): nonzeros after k = total - max(0, k - zeros)
+            zeros_first = int(layer.params - torch.count_nonzero(w))
+            nonzero_total = layer.params - zeros_first
+        else:
+            nz_units = (unit_layout.group_view(w) != 0).sum(dim=1, dtype=torch.int32)
+            if unit_of_own is not None:
+                shared_nz = torch.empty_like(nz_units)
+                shared_nz[unit_of_own] = nz_units
+                nz_units = shared_nz
+            cum = torch.zeros(ranking.units + 1, dtype=torch.int64 if layer.params >= 2**31 else torch.int32)
+            torch.cumsum(nz_units[order], 0, out=cum[1:])
+            nonzero_total = int(cum[-1])
         # heatmap sample: the weight as out x (in*k), at most MAX_DISPLAY rows/cols
         R, C = layer.matrix_shape
         rows = np.unique(np.linspace(0, R - 1, min(R, MAX_DISPLAY)).round().astype(np.int64))
@@ -393,22 +417,23 @@ class MaskEngine:
         own_units = unit_layout.groups_of(flat)
         wflat = w.reshape(-1)
         display_values = wflat[torch.as_tensor(flat)].float().numpy().reshape(len(rows), len(cols))
-        # histogram sample
+        # histogram sample (positions drawn once, with replacement: duplicates do not matter for a histogram)
         n = layer.params
-        if n > HIST_SAMPLE:
-            hs = np.sort(np.random.default_rng(0).choice(n, HIST_SAMPLE, replace=False))
-        else:
-            hs = np.arange(n)
+        hs = np.sort(np.random.default_rng(0).integers(0, n, HIST_SAMPLE)) if n > HIST_SAMPLE else np.arange(n)
         hist_values = wflat[torch.as_tensor(hs)].float().numpy()
         hist_units = unit_layout.groups_of(hs)
         if unit_of_own is not None:
             uo = unit_of_own.numpy()
             own_units, hist_units = uo[own_units], uo[hist_units]
+        rank_np = ranking.rank.numpy()
+        display_ranks = rank_np[own_units].reshape(len(rows), len(cols))
+        hist_ranks = rank_np[hist_units]
+        ranking.order = None   # only needed while building: free 8 bytes per unit
         mask = LayerMask(layer=layer, criterion=criterion, granularity=gran, ranking=ranking,
                          unit_layout=unit_layout, unit_of_own=unit_of_own, cum_nonzero=cum,
-                         nonzero_total=int(cum[-1]), display_units=own_units.reshape(len(rows), len(cols)),
+                         nonzero_total=nonzero_total, display_ranks=display_ranks,
                          display_rows=rows, display_cols=cols, display_pos=pos, display_values=display_values,
-                         hist_units=hist_units, hist_values=hist_values, group=group)
+                         hist_ranks=hist_ranks, hist_values=hist_values, group=group, zeros_first=zeros_first)
         self._views[key] = mask
         self._trim()
         return mask
