@@ -44,6 +44,7 @@ class HistoryPanel(QWidget):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.table.setSelectionBehavior(QTableWidget.SelectRows)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.cellDoubleClicked.connect(lambda r, c: self.restore_row(r))
         self.table.setToolTip("Every evaluated state. Double-click (or select and Restore) to return to it")
         self.restore_btn = QPushButton("Restore selected state")
@@ -76,7 +77,7 @@ class HistoryPanel(QWidget):
                 if c != 1:
                     it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.table.setItem(r, c, it)
-        self.table.resizeColumnToContents(1)
+        self.table.resizeColumnsToContents()
         acc = [e for e in hist if e.accuracy is not None]
         self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id} for e in acc])
         pts = [(e.compression_ratio, e.accuracy) for e in acc]

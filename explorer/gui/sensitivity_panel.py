@@ -8,7 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QKeySequence
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QSlider, QSplitter, QTableWidget,
+                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSlider, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.allocate import allocate_by_drop, allocate_to_target
@@ -87,9 +87,9 @@ class SensitivityPanel(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setToolTip("Accuracy when only that layer is pruned. Click a point to plan that layer at that "
                              "sparsity; drag the red line to set the allowed accuracy")
-        self.legend = self.plot.addLegend(offset=(-10, -10), labelTextSize="8pt")
+        self.legend = self.plot.addLegend(offset=(10, -10), labelTextSize="8pt")
         self.dense_line = pg.InfiniteLine(angle=0, pen=pg.mkPen((60, 60, 60), style=Qt.DashLine), label="dense",
-                                          labelOpts={"position": 0.03, "color": (60, 60, 60)})
+                                          labelOpts={"position": 0.97, "color": (60, 60, 60), "anchors": [(1, 1), (1, 1)]})
         self.drop_line = pg.InfiniteLine(angle=0, movable=True, pen=pg.mkPen((220, 50, 47), width=2),
                                          label="allowed",
                                          labelOpts={"position": 0.2, "color": (220, 50, 47), "movable": True})
@@ -108,6 +108,7 @@ class SensitivityPanel(QWidget):
         self.heat.setToolTip("Accuracy per layer and sparsity, coloured by the drop from dense (green small, red "
                              "large); double-click a cell to plan it")
         self.heat.cellDoubleClicked.connect(self._cell_clicked)
+        self.heat.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
 
         # --- allocation
         alloc = QGroupBox("Automatic allocation")
@@ -394,7 +395,7 @@ class SensitivityPanel(QWidget):
         self.predicted = a.predicted_accuracy
         self.predicted_plan = s.plan.copy()
         self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted accuracy {a.predicted_accuracy:.2f}% "
-                                f"(sum of per-layer drops). Evaluate (F5) to measure it.")
+                                f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")
 
     def update_results(self) -> None:
         s = self.session
@@ -403,7 +404,8 @@ class SensitivityPanel(QWidget):
         cur = s.results.get("current_eval")
         if cur and s.applied_plan == self.predicted_plan and cur[0] == s.version:
             self.alloc_info.setText(f"Predicted {self.predicted:.2f}% → measured {cur[1].accuracy:.2f}% at "
-                                    f"{s.totals().sparsity:.1%} sparsity.")
+                                    f"{s.totals().sparsity:.1%} sparsity ({s.base_label}). Pruning all layers at "
+                                    "once compounds their drops; fine-tuning recovers most of it.")
 
     # ------------------------------------------------------------------ files
     def open_scan_dialog(self) -> None:
