@@ -295,3 +295,26 @@ def test_screenshot_cli(tmp_path):
     from PySide6.QtGui import QImage
     img = QImage(str(out))
     assert img.width() >= 1000 and img.height() >= 600
+
+
+def test_cli_scan_json_reloads_into_window(win, qtbot, tmp_path):
+    from explorer.cli import main
+    f = tmp_path / "scan.json"
+    assert main(["sensitivity", "--out", str(f), "--sparsities", "0.5,0.8"]) == 0
+    p = win.sensitivity_panel
+    p.open_scan(str(f))
+    assert p.result is not None and len(p._curves) == 5
+    assert p.heat.columnCount() == 2
+    xs, ys = p._curves["backbone.conv3"].getData()
+    assert list(xs) == [0.5, 0.8]
+    assert list(ys) == p.result.layer("backbone.conv3")["accuracy"]
+
+
+def test_scan_for_other_model_is_refused(win, qtbot, tmp_path):
+    import json
+    f = tmp_path / "scan.json"
+    f.write_text(json.dumps({"model": "x", "dataset": "digits", "dense_accuracy": 99.0, "sparsities": [0.5],
+                             "layers": [{"name": "nope", "params": 1, "accuracy": [90.0]}]}))
+    win.sensitivity_panel.open_scan(str(f))
+    assert win.sensitivity_panel.result is None
+    assert "nope" in win.last_error[1]

@@ -89,7 +89,9 @@ def _finish(session, scan: ScanResult, ents: list[_Entity], notes: list[str]) ->
     plan = Plan(layers, "local", None)
     total = session.profile.prunable_params
     zeros = sum(session.layer(n).params * s for n, s in sps.items())
-    return Allocation(plan=plan, sparsities=sps, predicted_accuracy=scan.dense_accuracy - drop, predicted_drop=drop,
+    # additive estimate, floored at 0: layers pruned together interact, so this is a first-order guide
+    return Allocation(plan=plan, sparsities=sps, predicted_accuracy=max(0.0, scan.dense_accuracy - drop),
+                      predicted_drop=drop,
                       sparsity=zeros / total if total else 0.0, notes=notes)
 
 

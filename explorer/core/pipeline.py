@@ -151,6 +151,10 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         compact_info = compact_block(compacted, session.require().input_shape, c_acc, c_lat.median_ms if c_lat else None)
         compact_info["max_output_difference"] = diff
         files["model_compact.pt"] = str(export.export_module(compacted, out_dir / "model_compact.pt", example))
+        try:
+            files["model_compact.ts"] = str(export.export_torchscript(compacted, out_dir / "model_compact.ts", example))
+        except Exception as e:  # tracing can fail on exotic models; the whole-module export above stands
+            log(f"note: TorchScript export of the compacted model skipped ({type(e).__name__}: {e})")
         log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs"
             + (f", latency {c_lat}" if c_lat else ""))
 

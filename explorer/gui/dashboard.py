@@ -72,8 +72,13 @@ class Dashboard(QWidget):
         sub = "dense / sparse storage" if t.sparsity > 0.05 else "sparse formats cost overhead when few weights are zero"
         c["ratio"].set(f"{t.compression_ratio:.2f}×", sub, tone)
 
-    def show_accuracy(self, dense: float | None, current: float | None, stale: bool) -> None:
+    def show_accuracy(self, dense: float | None, current: float | None, stale: bool,
+                      losses: tuple[float | None, float | None] = (None, None)) -> None:
         card = self.cards["accuracy"]
+        dl, cl = losses
+        card.setToolTip("Top-1 accuracy on the test split: dense, and the current (applied) model"
+                        + (f"\ncross-entropy loss: dense {dl:.4f}" if dl is not None else "")
+                        + (f", current {cl:.4f}" if cl is not None else ""))
         if dense is None and current is None:
             card.set("—", "Run ▸ Evaluate (F5)")
             return

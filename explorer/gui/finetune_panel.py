@@ -208,5 +208,5 @@ class FinetunePanel(QWidget):
         s.plan_changed.emit(None)
         s.results.pop("current_eval", None)
         self.status.setText("done" + (f": best epoch {best_epoch} kept" if best_epoch else "")
-                            + ". Evaluating on the test split…")
+                            + "; its test accuracy goes to the dashboard and the History tab.")
         self.win.results.evaluate()

@@ -117,7 +117,7 @@ class LayerTable(QTableWidget):
         h = self.horizontalHeader()
         h.setSectionResizeMode(QHeaderView.Interactive)
         h.setStretchLastSection(False)
-        for i, w in enumerate((150, 62, 96, 56, 58, 160, 80, 66, 60)):
+        for i, w in enumerate((150, 62, 96, 62, 62, 150, 90, 70, 64)):
             self.setColumnWidth(i, w)
         h.setSectionResizeMode(5, QHeaderView.Stretch)
         self.itemSelectionChanged.connect(self._selection_changed)

@@ -125,7 +125,7 @@ class MainWindow(QMainWindow):
         fm.addSeparator()
         self._act("&Quit", self.close, QKeySequence.Quit, "", fm)
 
-        mm = mb.addMenu("&Models")
+        mm = mb.addMenu("&Built-in models")
         for b in BUILTINS.values():
             self._act(b.name, lambda _=False, n=b.name: self.load_model(n), None, b.description, mm)
         tv = mm.addMenu("torchvision (random weights)")

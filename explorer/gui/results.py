@@ -141,7 +141,8 @@ class ResultsController:
         cur = s.results.get("current_eval")
         cur_acc = cur[1].accuracy if cur else None
         stale = bool(cur) and (cur[0] != s.version or s.pending)
-        d.show_accuracy(dense.accuracy if dense else None, cur_acc, stale)
+        d.show_accuracy(dense.accuracy if dense else None, cur_acc, stale,
+                        (dense.loss if dense else None, cur[1].loss if cur else None))
         lat = s.results.get("latency")
         if not lat:
             d.show_latency("—", "Run ▸ Measure latency (F6)")
