@@ -30,6 +30,19 @@ def _atomic_write(path: Path, write, verify=None) -> Path:
     return path
 
 
+def read_json(path: str | Path, what: str, hint: str | None = None):
+    """Parse a JSON file the user chose; missing or malformed files are a clear PlanError."""
+    from .errors import PlanError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PlanError(f"The {what} file '{path}' does not exist.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
+        raise PlanError(f"'{path.name}' is not valid JSON, so not a {what} ({e}).", hint) from None
+
+
 def atomic_torch_save(obj, path: Path, verify=None) -> Path:
     return _atomic_write(path, lambda tmp: torch.save(obj, tmp), verify)
 

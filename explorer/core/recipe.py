@@ -7,9 +7,8 @@ recipe gives bit-identical masks.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import __version__
@@ -133,11 +132,7 @@ def recipe_to_plan(d: dict) -> Plan:
 
 
 def read_recipe(path: str | Path) -> tuple[Plan, dict]:
-    path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"The recipe file '{path}' does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PlanError(f"'{path.name}' is not valid JSON ({e}).", "A recipe is the recipe.json the app exports.") from None
+    from .export import read_json
+
+    d = read_json(path, "recipe", "A recipe is the recipe.json the app exports.")
     return recipe_to_plan(d), d

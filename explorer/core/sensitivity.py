@@ -540,16 +540,10 @@ def write_csv(result: ScanResult, path: Path) -> Path:
 
 
 def read_scan(path: str | Path) -> ScanResult:
-    import json
+    from .export import read_json
 
-    path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"The scan file '{path}' does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PlanError(f"'{path.name}' is not valid JSON ({e}).") from None
-    return ScanResult.from_json(d)
+    return ScanResult.from_json(read_json(path, "sensitivity scan",
+                                          "Use a JSON written by `pruning-explorer sensitivity` or the window's scan."))
 
 
 def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="test",

@@ -446,20 +446,16 @@ class Session:
         return bool(self._redo)
 
     def undo(self) -> bool:
-        if not self._undo:
-            return False
-        self._redo.append(self.plan.copy())
-        self.plan = self._undo.pop()
-        self._coalesce = None
-        self.plan_changed.emit(None)
-        self.history_changed.emit()
-        return True
+        return self._step(self._undo, self._redo)
 
     def redo(self) -> bool:
-        if not self._redo:
+        return self._step(self._redo, self._undo)
+
+    def _step(self, source: list[Plan], target: list[Plan]) -> bool:
+        if not source:
             return False
-        self._undo.append(self.plan.copy())
-        self.plan = self._redo.pop()
+        target.append(self.plan.copy())
+        self.plan = source.pop()
         self._coalesce = None
         self.plan_changed.emit(None)
         self.history_changed.emit()
