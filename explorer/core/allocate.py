@@ -16,10 +16,10 @@ measuring). Linked layers (a channel group) move together.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .errors import PlanError
-from .metrics import LayerCounts
 from .recipe import LayerPlan, Plan
 from .sensitivity import ScanResult, read_scan
 
@@ -85,18 +85,20 @@ def _finish(session, scan: ScanResult, ents: list[_Entity], notes: list[str]) ->
             sps[n] = s
         if e.level >= 0:
             drop += _drop(scan.dense_accuracy, e.accs[e.level])
-    layers = {n: LayerPlan(s, scan.granularity, scan.criterion) for n, s in sps.items() if s > 0}
-    plan = Plan(layers, "local", None)
-    total = session.profile.prunable_params
-    zeros = sum(session.layer(n).params * s for n, s in sps.items())
+    plan = _plan(scan, ents)
     # additive estimate, floored at 0: layers pruned together interact, so this is a first-order guide
     return Allocation(plan=plan, sparsities=sps, predicted_accuracy=max(0.0, scan.dense_accuracy - drop),
-                      predicted_drop=drop,
-                      sparsity=zeros / total if total else 0.0, notes=notes)
+                      predicted_drop=drop, sparsity=session.totals(plan).sparsity, notes=notes)
+
+
+def _plan(scan: ScanResult, ents: list[_Entity]) -> Plan:
+    layers = {n: LayerPlan(scan.sparsities[e.level], scan.granularity, scan.criterion)
+              for e in ents if e.level >= 0 for n in e.names}
+    return Plan(layers, "local", None)
 
 
 def allocate_by_drop(session, scan: ScanResult, max_drop: float, cap: float = 0.95) -> Allocation:
-    if max_drop is None or max_drop < 0:
+    if max_drop is None or not isinstance(max_drop, (int, float)) or math.isnan(max_drop) or max_drop < 0:
         raise PlanError(f"The allowed drop must be a non-negative number of points (got {max_drop}).")
     ents = _entities(session, scan)
     for e in ents:
@@ -139,18 +141,13 @@ def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sp
         return sps[lvl] if lvl >= 0 else 0.0
 
     def objective() -> float:
+        # measured on the real masks (round(s*N) groups per layer, existing zeros included), not nominal s
+        t = session.totals(_plan(scan, ents))
         if kind == "sparsity":
-            return sum(e.params * level_s(e, e.level) for e in ents) / total_params
+            return t.sparsity
         if kind == "macs":
-            return prof.total_macs - sum(e.macs * level_s(e, e.level) for e in ents)
-        by = {n: e for e in ents for n in e.names}
-        size = session.totals(Plan()).dense_bytes
-        for l in prof.layers:
-            e = by.get(l.name)
-            s = level_s(e, e.level) if e else 0.0
-            nz = round(l.params * (1 - s))
-            size += LayerCounts(l.params, nz, l.matrix_shape[0], l.macs, 0).sparse_bytes - l.params * 4
-        return size
+            return t.nonzero_macs
+        return t.sparse_bytes
 
     def reached() -> bool:
         v = objective()

@@ -52,7 +52,7 @@ def parse_sparsities(text) -> list[float]:
     for t in items:
         try:
             v = float(t)
-        except ValueError:
+        except (TypeError, ValueError):
             raise PlanError(f"'{t}' in the sparsity list is not a number.") from None
         if math.isnan(v) or not 0.0 < v < 1.0:
             raise PlanError(f"Sparsity {t} is outside (0, 1).", "A scan probes sparsities strictly between 0 and 1.")
@@ -110,20 +110,51 @@ class ScanResult:
 
     @classmethod
     def from_json(cls, d: dict) -> "ScanResult":
+        """Validate a scan loaded from JSON; sparsities are sorted (with their columns)."""
+        hint = "Use a JSON written by `pruning-explorer sensitivity` or the window's scan."
+
+        def bad(why: str) -> PlanError:
+            return PlanError(f"Not a valid sensitivity scan: {why}.", hint)
+
+        if not isinstance(d, dict):
+            raise bad("the file does not hold a JSON object")
         try:
-            r = cls(model=d["model"], dataset=d["dataset"], granularity=d.get("granularity", "element"),
-                    criterion=d.get("criterion", "l1"), split=d.get("split", "test"),
-                    dense_accuracy=float(d["dense_accuracy"]), sparsities=[float(s) for s in d["sparsities"]],
-                    layers=list(d["layers"]), method=d.get("method", "fast"), seconds=d.get("seconds", 0.0),
-                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
-                    samples=d.get("samples", 0), skipped=dict(d.get("skipped") or {}))
-        except (KeyError, TypeError, ValueError) as e:
-            raise PlanError(f"Not a sensitivity scan file (missing or bad entry: {e}).",
-                            "Use a JSON written by `pruning-explorer sensitivity` or the window's scan.") from None
-        for l in r.layers:
-            if "name" not in l or "accuracy" not in l or len(l["accuracy"]) != len(r.sparsities):
-                raise PlanError(f"Scan entry {l.get('name', '?')} does not have one accuracy per sparsity.")
-        return r
+            sparsities = [float(x) for x in d["sparsities"]]
+            dense = float(d["dense_accuracy"])
+            model, dataset = str(d["model"]), str(d["dataset"])
+            layers = d["layers"]
+        except KeyError as e:
+            raise bad(f"missing entry {e}") from None
+        except (TypeError, ValueError) as e:
+            raise bad(str(e)) from None
+        try:
+            parse_sparsities(sparsities)
+        except PlanError as e:
+            raise bad(e.message.rstrip(".")) from None
+        if not isinstance(layers, list):
+            raise bad("'layers' must be a list")
+        order = sorted(range(len(sparsities)), key=sparsities.__getitem__)
+        clean = []
+        for l in layers:
+            if not isinstance(l, dict) or "name" not in l:
+                raise bad(f"layer entry {l!r:.60} is not an object with a name")
+            accs = l.get("accuracy")
+            if not isinstance(accs, list) or len(accs) != len(sparsities):
+                raise bad(f"layer {l['name']} does not have one accuracy per sparsity")
+            if any(a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or math.isnan(a))
+                   for a in accs):
+                raise bad(f"layer {l['name']} has accuracies that are not numbers (or null for 'not measured')")
+            entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
+            lat = l.get("latency_ms")
+            if isinstance(lat, list) and len(lat) == len(sparsities):
+                entry["latency_ms"] = [lat[i] for i in order]
+            clean.append(entry)
+        return cls(model=model, dataset=dataset, granularity=str(d.get("granularity", "element")),
+                   criterion=str(d.get("criterion", "l1")), split=str(d.get("split", "test")),
+                   dense_accuracy=dense, sparsities=[sparsities[i] for i in order], layers=clean,
+                   method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
+                   early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
+                   samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}))
 
     def layer(self, name: str) -> dict:
         for l in self.layers:
@@ -272,15 +303,18 @@ class _Replayer:
             for i, n in enumerate(nodes):
                 if n.op == "output":
                     break
+                if n.op == "call_module" and str(n.target) in changed and K > 1 and n.args and \
+                        isinstance(n.args[0], fx.Node) and n.args[0] not in expanded:
+                    raw = (self.env[n.args[0]], *n.args[1:])      # one shared input: stack the variants
+                    if self._stackable(self.modules[str(n.target)], raw, n.kwargs, variants, str(n.target)):
+                        expanded[n] = self._stacked(self.modules[str(n.target)], raw[0], variants, str(n.target))
+                        continue
                 args = fx.node.map_aggregate(n.args, arg)
                 kwargs = fx.node.map_aggregate(n.kwargs, arg)
                 if K == 1 and self._inplace(n) and n.args and isinstance(n.args[0], fx.Node) \
                         and n.args[0] not in expanded and isinstance(args[0], torch.Tensor):
                     args = (args[0].clone(), *args[1:])     # never write into the cache
-                if n.op == "call_module" and str(n.target) in changed and K > 1 and \
-                        self._stackable(self.modules[str(n.target)], args, kwargs, variants, str(n.target)):
-                    expanded[n] = self._stacked(self.modules[str(n.target)], args[0], variants, str(n.target))
-                elif n.op == "call_module" and str(n.target) in changed:
+                if n.op == "call_module" and str(n.target) in changed:
                     mod = self.modules[str(n.target)]
                     prefix = str(n.target) + "."
                     outs = []
@@ -389,9 +423,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     sparsities = parse_sparsities(spec.sparsities)
     units, skipped = _scan_units(session, spec)
     t0 = time.perf_counter()
-    session.ensure_applied()
-    with session.lock:
-        module = copy.deepcopy(session.module)   # the scan swaps weights in and out: never on the live model
+    with session.lock:   # the applied model, copied: the scan swaps weights in and out, never on the live model
+        module = copy.deepcopy(session.module)
     module.eval()
     lp_for = LayerPlan(0.0, get_granularity(spec.granularity).name, spec.criterion)
     x, y = _dataset_tensors(ds, spec.split)
@@ -414,7 +447,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     else:
         # check that replaying reproduces the full forward (dense weights as the only variant)
         first = units[0][1]
-        dense_variant = {f"{n}.weight": session.base_state()[f"{n}.weight"] for n in first}
+        current = dict(module.named_parameters())
+        dense_variant = {f"{n}.weight": current[f"{n}.weight"].detach() for n in first}
         try:
             again = replayer.run_variants(set(first), [dense_variant])
             ok = again.shape == replayer.output.shape and torch.allclose(again, replayer.output, rtol=1e-4, atol=1e-5)

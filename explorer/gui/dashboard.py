@@ -28,11 +28,14 @@ class Card(QFrame):
         self.setToolTip(tooltip)
 
     def set(self, value: str, sub: str = " ", tone: str | None = None) -> None:
-        self.value.setText(value)
-        self.sub.setText(sub)
-        self.value.setProperty("tone", tone or "")
-        self.value.style().unpolish(self.value)
-        self.value.style().polish(self.value)
+        if self.value.text() != value:
+            self.value.setText(value)
+        if self.sub.text() != sub:
+            self.sub.setText(sub)
+        if self.value.property("tone") != (tone or ""):   # re-style only when the colour changes
+            self.value.setProperty("tone", tone or "")
+            self.value.style().unpolish(self.value)
+            self.value.style().polish(self.value)
 
 
 class Dashboard(QWidget):
