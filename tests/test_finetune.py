@@ -14,8 +14,15 @@ from explorer.core.jobs import CancelToken, Progress
 from explorer.core.recipe import Plan
 from explorer.core.session import Session
 
-CONVS = ["backbone.conv0", "backbone.conv1", "backbone.conv2", "backbone.conv3"]
-BNS = ["backbone.bn0", "backbone.bn1", "backbone.bn2", "backbone.bn3"]
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread for this module: on a shared 2-core machine two threads can spin against other
+    load and run 10-50x slower; one thread is steady (and these models are tiny)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -214,6 +214,7 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
             epoch_no += 1
             model.train()
             t0 = time.perf_counter()
+            lr_epoch = opt.param_groups[0]["lr"]     # the rate this epoch started with (cosine lowers it)
             loss_sum, n_seen = 0.0, 0
             for b, (x, y) in enumerate(dataset.batches("train", batch_size=cfg.batch_size, shuffle=True,
                                                         seed=cfg.seed * 10007 + epoch_no)):
@@ -255,7 +256,7 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
             rec = EpochRecord(epoch=epoch_no, step=step, train_loss=loss_sum / max(1, n_seen),
                               val_accuracy=ev.accuracy if ev else None, val_loss=ev.loss if ev else None,
                               sparsity=sparsity_of(model, layer_names),
-                              lr=opt.param_groups[0]["lr"], seconds=time.perf_counter() - t0)
+                              lr=lr_epoch, seconds=time.perf_counter() - t0)
             history.append(rec)
             frac = done_batches / total_batches
             progress(Progress(frac, f"epoch {epoch_no}/{total_epochs}: val {rec.val_accuracy:.2f}%"

@@ -101,10 +101,19 @@ def measure_latencies(models: dict[str, nn.Module], example: torch.Tensor, runs:
     """Latency of several models on the same input, runs interleaved (A B C A B C ...) so that drift
     in machine load affects all of them alike; medians and spread per model."""
     runs = max(1, int(runs))
+    modes = {k: m.training for k, m in models.items()}
     for m in models.values():
         m.eval()
     meter = ProgressMeter(progress, (warmup + runs) * len(models), "measuring latency")
     times: dict[str, list[float]] = {k: [] for k in models}
+    try:
+        return _interleaved(models, example, runs, warmup, threads, meter, times, cancel)
+    finally:
+        for k, m in models.items():
+            m.train(modes[k])
+
+
+def _interleaved(models, example, runs, warmup, threads, meter, times, cancel) -> dict[str, Latency]:
     with torch_threads(threads), torch.inference_mode():
         for _ in range(warmup):
             for m in models.values():

@@ -116,15 +116,19 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     if dense_acc is not None:
         log(f"dense: accuracy {dense_acc:.2f}%" + (f", latency {dense_lat}" if dense_lat else ""))
 
-    session.apply(plan)
     if finetune_cfg is not None:
-        result = finetune(module, ds, session.layer_names, plan, plan if finetune_cfg.schedule == "oneshot" else Plan(),
-                          session.masks_for_state, finetune_cfg, progress=progress, cancel=cancel)
+        # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
+        start = plan if finetune_cfg.schedule == "oneshot" else Plan()
+        session.apply(start)
+        result = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
+                          progress=progress, cancel=cancel)
         for r in result.history:
             log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val acc "
                 + (f"{r.val_accuracy:.2f}%" if r.val_accuracy is not None else "n/a") + f", sparsity {r.sparsity:.1%}")
         session.set_base(result.state, "fine-tuned")
         session.apply(result.plan)
+    else:
+        session.apply(plan)
     pruned_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     pruned_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
     pruned_lat = measure_latency(module, example, runs=latency_runs, cancel=cancel, label="pruned") if measure else None
@@ -197,6 +201,8 @@ def cmd_prune(args) -> int:
     session.set_seed(args.seed)
     plan_from_args(session, args)
     cfg = None
+    if args.finetune_epochs is not None and args.finetune_epochs < 0:
+        raise PlanError(f"--finetune-epochs must be 0 or more (got {args.finetune_epochs}).")
     recorded = getattr(args, "_recipe_finetune", None)
     if recorded and not args.finetune_epochs:
         # the recipe records the fine-tuning that produced its model: replay it for an identical result
