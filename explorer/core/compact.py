@@ -23,6 +23,10 @@ from .jobs import CancelToken, Progress, ProgressFn
 
 def channel_removals(session, plan) -> dict[str, list[int]]:
     """{group root layer: own indices of output channels to remove} for the plan's channel-pruned groups."""
+    groups = session.require().groups
+    if has_structure(plan) and not groups.traced:
+        raise ExplorerError("Compaction needs the model's channel dependency graph, which is not available here "
+                            f"({groups.note}).", "The masked model is still valid; export the pruned checkpoint.")
     out: dict[str, list[int]] = {}
     seen = set()
     for name, lp in plan.active().items():

@@ -8,7 +8,10 @@ Nothing here is written per architecture; the coupling comes from tracing.
 """
 from __future__ import annotations
 
+import sys
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -60,6 +63,37 @@ def _single_groups(module: nn.Module, profile: ModelProfile, note: str) -> Chann
     return ChannelGroups(by_layer=by_layer, traced=False, note=note, groups=groups)
 
 
+GROUPS_BUDGET_S = 15.0   # coupling analysis longer than this falls back to per-layer channels
+
+
+class AnalysisTimeout(BaseException):   # not an Exception: library code must not swallow it
+    pass
+
+
+@contextmanager
+def deadline(seconds: float):
+    """Abort pure-Python work (Torch-Pruning's index tracing) that runs past ``seconds``.
+
+    Torch-Pruning can take practically forever on some graphs (MaxViT's window reshapes); a call
+    tracer raises :class:`AnalysisTimeout` at the next Python call after the deadline.
+    """
+    end = time.monotonic() + seconds
+    previous = sys.gettrace()
+
+    clock = time.monotonic
+
+    def tracer(frame, event, arg):   # also the local tracer: long loops inside one call are caught too
+        if clock() > end:
+            raise AnalysisTimeout()
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
 def build_dependency_graph(module: nn.Module, example: torch.Tensor):
     import torch_pruning as tp
 
@@ -68,8 +102,18 @@ def build_dependency_graph(module: nn.Module, example: torch.Tensor):
         return tp.DependencyGraph().build_dependency(module, example_inputs=example, verbose=False)
 
 
-def channel_groups(module: nn.Module, profile: ModelProfile, example: torch.Tensor) -> ChannelGroups:
-    """Group the prunable layers by coupled output channels."""
+def channel_groups(module: nn.Module, profile: ModelProfile, example: torch.Tensor,
+                   budget_s: float = GROUPS_BUDGET_S) -> ChannelGroups:
+    """Group the prunable layers by coupled output channels (per-layer groups if that takes too long)."""
+    try:
+        with deadline(budget_s):
+            return _channel_groups(module, profile, example)
+    except AnalysisTimeout:
+        return _single_groups(module, profile, f"channel coupling analysis took longer than {budget_s:.0f} s; "
+                                               "channels are pruned per layer and compaction is unavailable")
+
+
+def _channel_groups(module: nn.Module, profile: ModelProfile, example: torch.Tensor) -> ChannelGroups:
     if isinstance(module, torch.jit.ScriptModule):
         return _single_groups(module, profile, "TorchScript model: no dependency graph, channels are pruned per layer "
                                                "(BatchNorm entries are not zeroed; compaction is unavailable)")
@@ -92,7 +136,10 @@ def channel_groups(module: nn.Module, profile: ModelProfile, example: torch.Tens
         C = layer.out_channels
         try:
             pruner = dg.get_pruner_of_module(m)
-            group = dg.get_pruning_group(m, pruner.prune_out_channels, idxs=list(range(C)))
+            # probe with the first and last channel: tracing every index is slow on deep reshapes
+            # (MaxViT); coupled layers that keep the channel order return the same two indices
+            probe = [0, C - 1] if C > 1 else [0]
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, idxs=probe)
         except Exception:
             group = None
         members: dict[str, tuple[int, ...]] = {}
@@ -107,7 +154,10 @@ def channel_groups(module: nn.Module, profile: ModelProfile, example: torch.Tens
                 if name is None:
                     continue
                 fn = getattr(dep.handler, "__name__", "")
-                idx = tuple(int(i) for i in idxs)
+                got = [int(i) for i in idxs]
+                # identity mapping (the usual case) expands to all channels; anything else is kept as
+                # probed and marks the group as not cleanly coupled
+                idx = tuple(range(C)) if got == probe else tuple(got)
                 if name in layer_names and fn == "prune_out_channels":
                     members[name] = idx
                     if getattr(tm, "bias", None) is not None:
