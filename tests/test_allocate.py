@@ -17,15 +17,6 @@ SPS = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 CNN = ["backbone.conv0", "backbone.conv1", "backbone.conv2", "backbone.conv3", "classifier"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one intra-op thread is as fast and does not thrash on a busy machine (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def cnn():
     return Session.open("digits-cnn")

@@ -16,22 +16,7 @@ from explorer.core.layers import profile_model
 from explorer.core.metrics import param_count
 from explorer.core.recipe import LayerPlan
 from explorer.core.session import Session
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for this module: on a shared 2-core machine two threads can spin against other
-    load and run 10-50x slower; one thread is steady (and these models are tiny)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    if t.is_floating_point():
-        return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-    return t
+from tests.helpers import bits
 
 
 def randomize_norms(session: Session) -> None:

@@ -15,19 +15,7 @@ from explorer.core.nets import DigitsCNN
 from explorer.core.recipe import LayerPlan, Plan, plan_to_recipe, read_recipe, recipe_to_plan
 from explorer.core.session import Session
 from explorer.core.sparse_archive import load_sparse_archive, read_meta
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    if t.is_floating_point():
-        return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-    return t
-
-
-def assert_bit_identical(a: dict, b: dict) -> None:
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and tuple(a[k].shape) == tuple(b[k].shape), k
-        assert torch.equal(bits(a[k]), bits(b[k])), f"tensor {k} is not bit-identical"
+from tests.helpers import bits, assert_bit_identical
 
 
 def no_negative_zeros(state: dict) -> None:

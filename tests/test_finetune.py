@@ -13,31 +13,10 @@ from explorer.core.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, fi
 from explorer.core.jobs import CancelToken, Progress
 from explorer.core.recipe import Plan
 from explorer.core.session import Session
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for this module: on a shared 2-core machine two threads can spin against other
-    load and run 10-50x slower; one thread is steady (and these models are tiny)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from tests.helpers import bits, assert_bit_identical
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    if t.is_floating_point():
-        return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-    return t
-
-
-def assert_bit_identical(a: dict, b: dict) -> None:
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].shape == b[k].shape and a[k].dtype == b[k].dtype, k
-        assert torch.equal(bits(a[k]), bits(b[k])), f"tensor {k} differs"
 
 
 def clone_state(module_or_state) -> dict:

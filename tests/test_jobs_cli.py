@@ -18,16 +18,6 @@ from explorer.core.session import Session
 BLOCK_KEYS = {"accuracy", "params", "nonzero_params", "macs", "size_bytes", "latency_ms"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """One intra-op thread for this module: on a shared 2-core machine two threads can spin against other
-    load and run 10-50x slower; one thread is steady (and these models are tiny)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def run_cli(*argv) -> int:
     return cli.main(["prune", *map(str, argv)])
 

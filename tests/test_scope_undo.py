@@ -9,23 +9,10 @@ import torch
 from explorer.core.errors import PlanError
 from explorer.core.recipe import LayerPlan, Plan
 from explorer.core.session import Session
+from tests.helpers import bits, assert_bit_identical
 
 LINKED = ("conv1", "layer1.0.conv2", "layer1.1.conv2")
 LINKED_BN = ("bn1", "layer1.0.bn2", "layer1.1.bn2")
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    """Integer view of a tensor's bits (so +0.0 != -0.0 and NaN payloads compare)."""
-    if t.is_floating_point():
-        return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-    return t
-
-
-def assert_bit_identical(a: dict, b: dict) -> None:
-    assert set(a) == set(b)
-    for k in a:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert torch.equal(bits(a[k]), bits(b[k])), f"tensor {k} differs"
 
 
 def nonzero_params(session: Session, state: dict) -> int:

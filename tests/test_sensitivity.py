@@ -17,18 +17,13 @@ from explorer.core.recipe import LayerPlan
 from explorer.core.sensitivity import (ScanPoint, ScanResult, ScanSpec, parse_sparsities, read_scan,
                                        run_scan_to_files, scan, write_csv)
 from explorer.core.session import Session
+from tests.helpers import bits
 
 SPS = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 RESNET_LAYERS = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.downsample.0", "fc"]
 
 
 # ---------------------------------------------------------------------------- helpers
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    """Integer view of a tensor's bits (so +0.0 != -0.0 and NaN payloads compare)."""
-    if t.is_floating_point():
-        return t.contiguous().view({2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
-    return t
 
 
 def snapshot(session: Session) -> dict:
@@ -102,15 +97,6 @@ def accuracies(result: ScanResult) -> dict[str, list]:
 
 
 # ---------------------------------------------------------------------------- fixtures
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small models: one intra-op thread is as fast and does not thrash when the machine is busy.
-    The thread count of the rest of the test run is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
