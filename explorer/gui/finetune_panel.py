@@ -126,11 +126,9 @@ class FinetunePanel(QWidget):
                                         "dataset.")
             return
         target = s.plan.copy()
-        start = s.applied_plan.copy() if cfg.schedule != "oneshot" else target
-        if cfg.schedule != "oneshot" and s.pending:
-            start = s.applied_plan.copy()
-        base_state = s.masked_state(start) if cfg.schedule != "oneshot" else s.masked_state(target)
-        module = model_copy(s, base_state)
+        # one-shot trains the planned masks; iterative/AGP go there from what the model holds now
+        start = target if cfg.schedule == "oneshot" else s.applied_plan.copy()
+        module = model_copy(s, s.masked_state(start))
         names = s.layer_names
         self.history = []
         self.partial: dict = {}
