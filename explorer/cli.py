@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compact", action="store_true", help="also write model_compact.pt (channels physically removed)")
     p.add_argument("--from-sensitivity", default=None, metavar="S.json", help="build the plan from a sensitivity scan")
     p.add_argument("--max-drop", type=float, default=None, help="with --from-sensitivity: allowed accuracy drop (points)")
+    p.add_argument("--search", action="store_true",
+                   help="with --from-sensitivity: find the sparsest greedy allocation whose accuracy after "
+                        "fine-tuning (--finetune-epochs, default 3) stays within --max-drop on the val split")
     p.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size for latency measurement")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")

@@ -318,3 +318,20 @@ def test_scan_for_other_model_is_refused(win, qtbot, tmp_path):
     win.sensitivity_panel.open_scan(str(f))
     assert win.sensitivity_panel.result is None
     assert "nope" in win.last_error[1]
+
+
+def test_search_button_applies_the_sparsest_plan_within_the_drop(win, qtbot):
+    s = win.session
+    p = win.sensitivity_panel
+    p.sparsities.setText("0.5,0.9")
+    p.start_scan()
+    wait_jobs(qtbot, win)
+    win.finetune_panel.epochs.setValue(1)
+    p.mode.setCurrentIndex(0)
+    p.value.setValue(50.0)           # generous drop: the top target passes
+    p.search()
+    wait_jobs(qtbot, win)
+    assert s.base_label == "fine-tuned (search)"
+    assert not s.pending and s.totals().sparsity > 0.5
+    assert "Sparsest within" in p.alloc_info.text()
+    assert s.history and s.history[-1].accuracy is not None

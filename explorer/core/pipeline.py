@@ -63,6 +63,22 @@ def plan_from_args(session, args) -> Plan:
         from .allocate import allocate_from_file
         if args.max_drop is None:
             raise PlanError("--from-sensitivity needs --max-drop D (allowed accuracy drop in points).")
+        if getattr(args, "search", False):
+            from .finetune import FinetuneConfig
+            from .search import search_allocation
+            from .sensitivity import read_scan
+
+            cfg = FinetuneConfig(epochs=args.finetune_epochs or 3, optimizer=args.optimizer,
+                                 lr=args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.01),
+                                 batch_size=args.batch_size, seed=args.seed)
+            r = search_allocation(session, read_scan(args.from_sensitivity), args.max_drop, cfg,
+                                  cap=args.max_layer_sparsity, progress=tqdm_progress("search"))
+            for t in r.trials:
+                _log(f"  tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% ({'ok' if t.ok else 'too low'})")
+            _log(f"search: sparsest within {args.max_drop:g} points after fine-tuning: {r.sparsity:.1%} "
+                 f"(val {r.val_accuracy:.2f}% vs dense {r.dense_val_accuracy:.2f}%)")
+            session.set_plan(r.plan)
+            return session.plan
         plan, info = allocate_from_file(session, args.from_sensitivity, max_drop=args.max_drop,
                                         cap=args.max_layer_sparsity)
         _log(f"allocated from sensitivity: predicted overall sparsity {info['sparsity']:.1%}")

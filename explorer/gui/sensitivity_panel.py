@@ -135,6 +135,11 @@ class SensitivityPanel(QWidget):
         self.alloc_btn = QPushButton("Allocate")
         self.alloc_btn.setToolTip("Write the allocation into the plan (undoable); then Apply, Evaluate, Fine-tune")
         self.alloc_btn.clicked.connect(self.allocate)
+        self.search_btn = QPushButton("Search…")
+        self.search_btn.setToolTip("Sparsest greedy allocation whose accuracy after fine-tuning (the Fine-tune tab's "
+                                   "settings) stays within the allowed drop on the validation split: tries overall "
+                                   "targets from 95 % down and keeps the first that passes")
+        self.search_btn.clicked.connect(self.search)
         self.alloc_info = QLabel("Scan first.")
         self.alloc_info.setWordWrap(True)
         ag = QGridLayout(alloc)
@@ -144,9 +149,10 @@ class SensitivityPanel(QWidget):
         ag.addWidget(QLabel("cap"), 0, 2)
         ag.addWidget(self.cap, 0, 3)
         ag.addWidget(self.alloc_btn, 0, 4)
+        ag.addWidget(self.search_btn, 0, 5)
         ag.addWidget(QLabel("accuracy ↔ latency"), 1, 0)
-        ag.addWidget(self.balance, 1, 1, 1, 4)
-        ag.addWidget(self.alloc_info, 2, 0, 1, 5)
+        ag.addWidget(self.balance, 1, 1, 1, 5)
+        ag.addWidget(self.alloc_info, 2, 0, 1, 6)
         self.predicted: float | None = None
         self.predicted_plan = None
 
@@ -396,6 +402,54 @@ class SensitivityPanel(QWidget):
         self.predicted_plan = s.plan.copy()
         self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted accuracy {a.predicted_accuracy:.2f}% "
                                 f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")
+
+    def search(self) -> None:
+        """Background job: grid of targets, fine-tune each, keep the sparsest within the drop (on val)."""
+        from ..core.search import search_allocation
+
+        s, win = self.session, self.win
+        if self.result is None:
+            win.status("run or open a scan first", 4000)
+            return
+        if win.runner.busy:
+            win.status("another job is running; wait or cancel it", 4000)
+            return
+        drop = self.value.value() if self.mode.currentData() == "drop" else 1.0
+        try:
+            cfg = win.finetune_panel.config().validated()
+        except Exception as e:
+            win.report_error(e)
+            return
+        result, cap = self.result, self.cap.value() / 100
+
+        def work(progress, cancel):
+            return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel)
+
+        def on_progress(p):
+            if p.data is not None and hasattr(p.data, "target"):
+                t = p.data
+                self.alloc_info.setText(f"tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% "
+                                        f"({'within' if t.ok else 'beyond'} {drop:g} points) …")
+
+        def done(r):
+            s.set_base(r.state, "fine-tuned (search)")
+            s._push_undo()
+            s.plan = r.plan.copy()
+            s.apply(r.plan)
+            s.plan_changed.emit(None)
+            s.results["current_eval"] = (s.version, _eval(r))
+            s.record(f"search ≤{drop:g} pt: {r.sparsity:.0%}", accuracy=r.test_accuracy)
+            s.metrics_changed.emit()
+            self.alloc_info.setText(f"Sparsest within {drop:g} points after fine-tuning: {r.sparsity:.1%} "
+                                    f"(val {r.val_accuracy:.2f}% vs dense {r.dense_val_accuracy:.2f}%; test "
+                                    f"{r.test_accuracy:.2f}%), after {len(r.trials)} trial(s). Applied; undo restores "
+                                    "the plan, History returns to earlier weights.")
+
+        def _eval(r):
+            from ..core.evaluate import EvalResult
+            return EvalResult("test", s.dataset.size("test"), r.test_accuracy, None)
+
+        win.runner.run("Searching allocation", work, on_done=done, on_progress=on_progress)
 
     def update_results(self) -> None:
         s = self.session

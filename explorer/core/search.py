@@ -1,0 +1,131 @@
+"""Search the sparsest allocation that stays within an accuracy drop *after fine-tuning*.
+
+A sensitivity scan measures one-shot drops, which fine-tuning mostly recovers, so a per-layer drop
+threshold is conservative. This job walks down a grid of overall target sparsities: for each target
+it allocates greedily from the scan (sensitive layers keep more), fine-tunes a copy and measures the
+validation accuracy; the first (sparsest) plan within ``max_drop`` points of the dense validation
+accuracy wins. A grid walked from the top, not a bisection: validation accuracy on a small split is
+noisy and not monotone in sparsity. Test accuracy is reported for the winner only (selection never
+looks at the test split).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+
+from .allocate import allocate_to_target
+from .errors import ExplorerError, PlanError
+from .evaluate import evaluate
+from .finetune import FinetuneConfig, finetune
+from .jobs import CancelToken, Progress, ProgressFn
+from .recipe import Plan
+from .sensitivity import ScanResult
+
+
+DEFAULT_TARGETS = (0.95, 0.93, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
+
+
+@dataclass(frozen=True)
+class Trial:
+    target: float
+    sparsity: float
+    val_accuracy: float
+    ok: bool
+
+
+@dataclass
+class SearchResult:
+    plan: Plan
+    state: dict[str, torch.Tensor]
+    sparsity: float
+    val_accuracy: float
+    test_accuracy: float | None
+    dense_val_accuracy: float
+    trials: list[Trial] = field(default_factory=list)
+
+
+def _uniform(session, scan: ScanResult, target: float):
+    """The baseline the search is compared with: every scanned layer at the same sparsity."""
+    from .allocate import Allocation
+    from .recipe import LayerPlan
+
+    names = [l["name"] for l in scan.layers]
+    plan = session.linked_plan(Plan({n: LayerPlan(target, scan.granularity, scan.criterion) for n in names}))
+    return Allocation(plan=plan, sparsities={n: target for n in names}, predicted_accuracy=float("nan"),
+                      predicted_drop=float("nan"), sparsity=session.totals(plan).sparsity)
+
+
+def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneConfig | None = None,
+                      targets: list[float] | None = None, cap: float = 0.95, progress: ProgressFn | None = None,
+                      cancel: CancelToken | None = None, method: str = "greedy") -> SearchResult:
+    """``method``: 'greedy' (allocation from the scan) or 'uniform' (the same search for one sparsity)."""
+    if method not in ("greedy", "uniform"):
+        raise PlanError(f"Unknown search method '{method}'; use greedy or uniform.")
+
+    def allocate(target: float):
+        return allocate_to_target(session, scan, target, "sparsity", cap) if method == "greedy" \
+            else _uniform(session, scan, min(target, cap))
+
+    if not max_drop >= 0:
+        raise PlanError(f"The allowed drop must be a non-negative number of points (got {max_drop}).")
+    grid = sorted({round(float(t), 4) for t in (targets or DEFAULT_TARGETS) if 0 < t <= 1}, reverse=True)
+    if not grid:
+        raise PlanError("The search needs target sparsities in (0, 1].")
+    ds = session.dataset
+    if not ds.has_labels or ds.size("val") == 0:
+        raise ExplorerError("The search fine-tunes and selects on the validation split, which needs labels.",
+                            "Choose a labelled dataset with a val split.")
+    cfg = (cfg or FinetuneConfig()).validated()
+    progress = progress or (lambda p: None)
+    base = session.base_state()
+    with session.lock:
+        template = copy.deepcopy(session.module)
+    template.load_state_dict(base)
+    dense_val = evaluate(template, ds, "val", cancel=cancel).accuracy
+    floor = dense_val - max_drop
+    total = len(grid)
+
+    def trial(target: float, i: int):
+        alloc = allocate(target)
+        module = copy.deepcopy(template)
+        module.load_state_dict(session.masked_state(alloc.plan))
+        done = i / total
+
+        def sub(p: Progress) -> None:
+            progress(Progress(done + (p.fraction or 0) / total, f"search step {i + 1}/{total}: target "
+                              f"{target:.1%} — {p.message}", None, None))
+        r = finetune(module, ds, session.layer_names, alloc.plan, alloc.plan, session.masks_for_state, cfg, sub,
+                     cancel)
+        module.load_state_dict(r.state)
+        val = evaluate(module, ds, "val", cancel=cancel).accuracy
+        t = Trial(target=target, sparsity=alloc.sparsity, val_accuracy=val, ok=val >= floor)
+        progress(Progress((i + 1) / total, f"target {target:.1%}: val {val:.2f}% "
+                          f"({'within' if t.ok else 'beyond'} {max_drop:g} points)", t))
+        return t, alloc.plan, r.state
+
+    top = allocate(1.0).sparsity          # the most the scan's measured points can reach
+    trials: list[Trial] = []
+    best = None
+    tried = set()
+    for i, target in enumerate(grid):
+        target = min(target, top)
+        if round(target, 4) in tried:
+            continue
+        tried.add(round(target, 4))
+        t, plan, state = trial(target, i)
+        trials.append(t)
+        if t.ok:
+            best = (t, plan, state)
+            break
+    if best is None:
+        raise ExplorerError(f"No allocation stayed within {max_drop:g} points after fine-tuning "
+                            f"(dense validation accuracy {dense_val:.2f}%).",
+                            "Allow a larger drop, fine-tune longer, or scan lower sparsities.")
+    t, plan, state = best
+    module = copy.deepcopy(template)
+    module.load_state_dict(state)
+    test = evaluate(module, ds, "test", cancel=cancel).accuracy if ds.size("test") else None
+    return SearchResult(plan=plan, state=state, sparsity=t.sparsity, val_accuracy=t.val_accuracy,
+                        test_accuracy=test, dense_val_accuracy=dense_val, trials=trials)
