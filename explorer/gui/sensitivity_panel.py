@@ -115,6 +115,7 @@ class SensitivityPanel(QWidget):
         self.mode = QComboBox()
         for label, key in ALLOC_MODES:
             self.mode.addItem(label, key)
+        self.mode.setMinimumWidth(185)
         self.mode.setToolTip("Per-layer: each layer gets the highest measured sparsity within the drop. Targets: "
                              "greedy, raising the layer that buys the most per point of predicted accuracy lost")
         self.value = QDoubleSpinBox()
