@@ -595,3 +595,15 @@ def test_failed_load_keeps_previous_model(tmp_path):
         assert s.model_spec == "digits-mlp"
         assert [l.name for l in s.layers] == before
         assert torch.equal(s.module.fc1.weight, w)
+
+
+def test_random_init_is_seeded_so_recipes_replay():
+    import torch
+    a = zoo.load_model("torchvision:resnet18").module.state_dict()
+    before = torch.random.get_rng_state()
+    b = zoo.load_model("torchvision:resnet18").module.state_dict()
+    assert torch.equal(before, torch.random.get_rng_state()), "loading must not consume the caller's RNG"
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = zoo.load_model("lab-vgg").module.state_dict()
+    d = zoo.load_model("lab-vgg").module.state_dict()
+    assert all(torch.equal(c[k], d[k]) for k in c)

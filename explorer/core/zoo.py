@@ -103,9 +103,20 @@ def load_model(spec: str | None = None, weights: str | Path | None = None, arch:
                          "or the path of a checkpoint file.")
 
 
+RANDOM_INIT_SEED = 0
+
+
+def seeded(factory):
+    """Build a model with a fixed random init (same weights on every load, so recipes replay),
+    without touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return factory()
+
+
 def _builtin(name: str, weights, trust: bool) -> LoadedModel:
     b = BUILTINS[name]
-    module = b.factory()
+    module = seeded(b.factory)
     notes = []
     if weights is not None:
         _load_state_into(module, read_state_dict(Path(weights), trust), name, Path(weights).name)
@@ -158,7 +169,7 @@ def _torchvision(spec: str, weights, trust: bool) -> LoadedModel:
         notes.append(f"torchvision weights {enum_name}")
         source_weights = enum_name
     else:
-        module = torchvision.models.get_model(arch, weights=None)
+        module = seeded(lambda: torchvision.models.get_model(arch, weights=None))
         if weights is not None:
             _load_state_into(module, read_state_dict(Path(weights), trust), spec, Path(weights).name)
             source_weights = str(weights)

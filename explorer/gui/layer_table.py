@@ -18,7 +18,7 @@ SLIDER_STEPS = 1000
 
 COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity", "Granularity", "Criterion", "Nonzero")
 COL_TIPS = {
-    "Layer": "Module name; 🔗 marks layers whose output channels are coupled (a residual add or a depthwise conv): "
+    "Layer": "Module name; ⇄ marks layers whose output channels are coupled (a residual add or a depthwise conv): "
              "under channel granularity they share one channel choice.",
     "Params": "Weights of this layer (the prunable parameters)",
     "MACs": "Multiply-accumulates per input sample at the model's input size",
@@ -134,7 +134,7 @@ class LayerTable(QTableWidget):
             for r, l in enumerate(s.layers):
                 self._rows[l.name] = r
                 linked = len(s.linked_layers(l.name)) > 1
-                name = QTableWidgetItem(("🔗 " if linked else "") + l.name)
+                name = QTableWidgetItem(("⇄ " if linked else "") + l.name)
                 tip = f"{l.name}: {l.kind}, weight {tuple(l.weight_shape)}, output {tuple(l.output_shape)}"
                 if linked:
                     tip += "\nchannel-coupled with: " + ", ".join(n for n in s.linked_layers(l.name) if n != l.name)
@@ -173,7 +173,7 @@ class LayerTable(QTableWidget):
                 self.setCellWidget(r, 7, cc)
                 self._editors[l.name] = (ed, gc, cc)
             fm = self.fontMetrics()
-            longest = max((fm.horizontalAdvance(("🔗 " if len(s.linked_layers(l.name)) > 1 else "") + l.name)
+            longest = max((fm.horizontalAdvance(("⇄ " if len(s.linked_layers(l.name)) > 1 else "") + l.name)
                            for l in s.layers), default=100)
             self.setColumnWidth(0, min(max(longest + 18, 90), 280))
             self.refresh()

@@ -163,6 +163,8 @@ class MainWindow(QMainWindow):
         self.dataset_combo.setToolTip("Dataset for accuracy, fine-tuning and scans; '…' entries ask for a folder")
         self.dataset_combo.activated.connect(self._dataset_chosen)
         tb.addWidget(self.dataset_combo)
+        for act, short in ((self.act_open, "Open…"), (self.act_apply, "Apply"), (self.act_reset, "Reset")):
+            act.setIconText(short)       # compact toolbar labels; menus keep the full text
         tb.addSeparator()
         tb.addAction(self.act_apply)
         tb.addAction(self.act_undo)

@@ -39,6 +39,8 @@ class ResultsController:
         self.act_lat = win._act("Measure &latency", self.measure_latency, QKeySequence("F6"),
                                 "Median latency of dense, masked and compacted models (same input, fixed threads)",
                                 win.run_menu)
+        self.act_eval.setIconText("Evaluate")
+        self.act_lat.setIconText("Latency")
         win.toolbar.addSeparator()
         win.toolbar.addAction(self.act_eval)
         win.toolbar.addAction(self.act_lat)
