@@ -416,3 +416,17 @@ def test_digits_cnn_at_80_percent_recovers_within_one_point():
         assert zeros(result.state, n) == round(0.8 * numel(result.state, n))
     tuned = evaluate(s.module, s.dataset, "test").accuracy
     assert tuned >= dense - 1.0, f"fine-tuned {tuned:.2f}% vs dense {dense:.2f}%"
+
+
+@pytest.mark.parametrize("criterion", ["random", "taylor", "l1"])
+def test_reapplying_the_plan_after_finetuning_keeps_the_trained_mask(criterion):
+    """Zero weights rank first under every criterion, so Apply on fine-tuned weights reproduces them."""
+    s = Session.open("digits-cnn")
+    s.set_uniform(s.layer_names, 0.6, "element", criterion)
+    s.apply()
+    r = finetune(s.module, s.dataset, s.layer_names, s.plan, s.plan, s.masks_for_state, FinetuneConfig(epochs=1))
+    s.adopt(r.state, s.plan, "fine-tuned")
+    adopted = {k: v.clone() for k, v in s.module.state_dict().items()}
+    s.apply(s.plan)                      # rankings rebuilt on the fine-tuned weights
+    assert_bit_identical(adopted, {k: v for k, v in s.module.state_dict().items()})
+    assert s.totals().sparsity == pytest.approx(0.6, abs=1e-3)

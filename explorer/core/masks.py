@@ -308,6 +308,9 @@ class MaskEngine:
         ctx = ScoreContext(layer=name, seed=self.seed, gradient=self.gradient)
         w = self.weight(name)
         scores = crit.element_scores(w, ctx)
+        # a weight that is already exactly zero (pruned and fine-tuned before) costs nothing to prune: it goes
+        # first under every criterion, so re-applying a plan to fine-tuned weights reproduces their mask
+        scores = scores.masked_fill(w == 0, 0.0)
         bad = ~torch.isfinite(w)
         if bool(bad.any()):   # non-finite weights are reported, never pruned silently: highest score
             scores = scores.masked_fill(bad, float("inf"))

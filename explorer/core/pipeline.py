@@ -141,8 +141,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         for r in result.history:
             log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val acc "
                 + (f"{r.val_accuracy:.2f}%" if r.val_accuracy is not None else "n/a") + f", sparsity {r.sparsity:.1%}")
-        session.set_base(result.state, "fine-tuned")
-        session.apply(result.plan)
+        session.adopt(result.state, result.plan, "fine-tuned")
     else:
         session.apply(plan)
     pruned_state = {k: v.detach().clone() for k, v in module.state_dict().items()}

@@ -668,6 +668,20 @@ class Session:
         self.plan_changed.emit(None)
         self.history_changed.emit()
 
+    def adopt(self, state: dict[str, torch.Tensor], plan: Plan, label: str) -> None:
+        """Take weights that already realise ``plan`` (fine-tuned with masks enforced) as the new kept
+        weights and the model's state, without re-masking; rankings are rebuilt lazily (in a worker
+        for big layers)."""
+        self.set_base(state, label)
+        with torch.no_grad(), self.lock:
+            own = self.module.state_dict()
+            for k, v in state.items():
+                if k in own:
+                    own[k].copy_(v)
+            self.applied_plan = plan.copy()
+            self.version += 1
+        self.weights_changed.emit()
+
     def nonfinite_layers(self) -> dict[str, int]:
         out = {}
         for l in self.layers:

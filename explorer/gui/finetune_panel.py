@@ -128,7 +128,6 @@ class FinetunePanel(QWidget):
         target = s.plan.copy()
         # one-shot trains the planned masks; iterative/AGP go there from what the model holds now
         start = target if cfg.schedule == "oneshot" else s.applied_plan.copy()
-        module = model_copy(s, s.masked_state(start))
         names = s.layer_names
         self.history = []
         self.partial: dict = {}
@@ -141,6 +140,7 @@ class FinetunePanel(QWidget):
         version = s.version
 
         def work(progress, cancel):
+            module = model_copy(s, s.masked_state(start))     # in the worker: big models copy slowly
             result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
                               partial=self.partial)
             for snap in result.snapshots:   # test accuracy of every step, for the History (Pareto) view
@@ -196,13 +196,11 @@ class FinetunePanel(QWidget):
         self._set_running(False)
         for snap in snapshots[:-1]:
             # earlier iterative steps: remember them so the History tab can return to them
-            s.set_base(snap.state, f"fine-tuned ({snap.label})")
-            s.apply(snap.plan)
+            s.adopt(snap.state, snap.plan, f"fine-tuned ({snap.label})")
             s.record(f"{snap.label}: {snap.sparsity:.0%}", accuracy=getattr(snap, "test_accuracy", None))
-        s.set_base(state, "fine-tuned")
+        s.adopt(state, plan, "fine-tuned")
         s._push_undo()
         s.plan = plan.copy()
-        s.apply(plan)
         s.plan_changed.emit(None)
         s.results.pop("current_eval", None)
         self.status.setText("done" + (f": best epoch {best_epoch} kept" if best_epoch else "")

@@ -433,10 +433,9 @@ class SensitivityPanel(QWidget):
                                         f"({'within' if t.ok else 'beyond'} {drop:g} points) …")
 
         def done(r):
-            s.set_base(r.state, "fine-tuned (search)")
+            s.adopt(r.state, r.plan, "fine-tuned (search)")
             s._push_undo()
             s.plan = r.plan.copy()
-            s.apply(r.plan)
             s.plan_changed.emit(None)
             s.results["current_eval"] = (s.version, _eval(r))
             s.record(f"search ≤{drop:g} pt: {r.sparsity:.0%}", accuracy=r.test_accuracy)
