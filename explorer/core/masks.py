@@ -310,7 +310,8 @@ class MaskEngine:
         scores = crit.element_scores(w, ctx)
         # a weight that is already exactly zero (pruned and fine-tuned before) costs nothing to prune: it goes
         # first under every criterion, so re-applying a plan to fine-tuned weights reproduces their mask
-        scores = scores.masked_fill(w == 0, 0.0)
+        tiny = torch.finfo(torch.float32).smallest_normal * torch.finfo(torch.float32).eps   # the smallest subnormal
+        scores = torch.where(w == 0, torch.zeros((), dtype=scores.dtype), scores.float().clamp_min(tiny))
         bad = ~torch.isfinite(w)
         if bool(bad.any()):   # non-finite weights are reported, never pruned silently: highest score
             scores = scores.masked_fill(bad, float("inf"))
