@@ -335,3 +335,22 @@ def test_search_button_applies_the_sparsest_plan_within_the_drop(win, qtbot):
     assert not s.pending and s.totals().sparsity > 0.5
     assert "Sparsest within" in p.alloc_info.text()
     assert s.history and s.history[-1].accuracy is not None
+
+
+def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
+    s = win.session
+    s.set_uniform(s.layer_names, 0.3)
+    win.results.evaluate()
+    wait_jobs(qtbot, win)
+    first = {k: v.clone() for k, v in s.module.state_dict().items()}
+    s.set_uniform(s.layer_names, 0.7)
+    win.results.evaluate()
+    wait_jobs(qtbot, win)
+    assert len(s.history) == 2 and win.history_panel.table.rowCount() == 2
+    win.history_panel.restore_row(0)
+    wait_jobs(qtbot, win)
+    assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.3) and not s.pending
+    for k, v in s.module.state_dict().items():
+        assert torch.equal(v, first[k])
+    s.undo()
+    assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.7)

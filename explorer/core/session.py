@@ -583,15 +583,7 @@ class Session:
 
     def masked_state(self, plan: Plan | None = None) -> dict[str, torch.Tensor]:
         """base * mask for every parameter/buffer: what the pruned model's state_dict is."""
-        masks, aux = self.materialize(plan)
-        state = {k: v.clone() for k, v in self._base.items()}
-        for name, m in masks.items():
-            key = f"{name}.weight"
-            state[key] = torch.where(m, state[key], torch.zeros((), dtype=state[key].dtype))  # +0.0, never -0.0
-        for pname, m in aux.items():
-            shape = (-1,) + (1,) * (state[pname].dim() - 1)
-            state[pname] = torch.where(m.reshape(shape), state[pname], torch.zeros((), dtype=state[pname].dtype))
-        return state
+        return _masked(self._base, *self.materialize(plan))
 
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan``."""
@@ -651,20 +643,23 @@ class Session:
         self.history_changed.emit()
         return e
 
-    def restore(self, entry: HistoryEntry) -> None:
-        """Return to a remembered state (its kept weights and plan); undoable for the plan."""
+    def entry_state(self, entry: HistoryEntry) -> dict[str, torch.Tensor]:
+        """The model state of a remembered entry (its kept weights under its plan); thread-safe, may be slow."""
+        if entry.base is self._base:
+            return self.masked_state(entry.plan)
+        masks = self.masks_for_state(entry.plan, entry.base)
+        return _masked(entry.base, *masks)
+
+    def restore(self, entry: HistoryEntry, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Return to a remembered state (its kept weights and plan); undoable for the plan. ``state`` is
+        :meth:`entry_state`, when a worker computed it already."""
+        if state is None:
+            state = self.entry_state(entry)
         if entry.base is not self._base:
-            with self.lock:
-                self._base = entry.base
-                self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name))) for l in self.layers}
-                self._other_nz = None
-                self._grads = None
-                self.base_label = entry.base_label
-                if self.engine:
-                    self.engine.invalidate()
+            self.set_base(entry.base, entry.base_label, copy=False)
         self._push_undo()
         self.plan = entry.plan.copy()
-        self.apply(self.plan)
+        self.apply_state(self.plan.copy(), state)
         self.plan_changed.emit(None)
         self.history_changed.emit()
 
@@ -690,6 +685,19 @@ class Session:
             if n:
                 out[l.name] = n
         return out
+
+
+def _masked(base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+            aux: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``base`` with masked weights and channel entries set to +0.0 (never -0.0)."""
+    state = {k: v.clone() for k, v in base.items()}
+    for name, m in masks.items():
+        key = f"{name}.weight"
+        state[key] = torch.where(m, state[key], torch.zeros((), dtype=state[key].dtype))
+    for pname, m in aux.items():
+        shape = (-1,) + (1,) * (state[pname].dim() - 1)
+        state[pname] = torch.where(m.reshape(shape), state[pname], torch.zeros((), dtype=state[pname].dtype))
+    return state
 
 
 def resolve_dataset_for(r: LoadResult, spec: str) -> LoadResult:

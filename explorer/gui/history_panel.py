@@ -106,8 +106,11 @@ class HistoryPanel(QWidget):
         s = self.session
         if not (0 <= r < len(s.history)):
             return
-        try:
-            s.restore(s.history[r])
-            self.win.status(f"returned to #{s.history[r].id} {s.history[r].label}", 5000)
-        except Exception as e:
-            self.win.report_error(e)
+        entry = s.history[r]
+
+        def done(state):
+            s.restore(entry, state)
+            self.win.status(f"returned to #{entry.id} {entry.label}", 5000)
+
+        # masks on other weights may need new rankings: computed in the worker, applied here
+        self.win.runner.run("Restoring state", lambda progress, cancel: s.entry_state(entry), on_done=done)
