@@ -469,3 +469,17 @@ def test_prune_seed_changes_random_masks(tmp_path, capsys):
         assert rc == 0, err
         outs.append(torch.load(out / "model.pt", weights_only=True)["backbone.conv2.weight"])
     assert not torch.equal(outs[0] == 0, outs[1] == 0)
+
+
+def test_exports_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+    from explorer.core.export import atomic_write_json
+    f = tmp_path / "x.json"
+    atomic_write_json(f, {"a": 1})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(f.stat().st_mode) == 0o666 & ~mask
+    os.chmod(f, 0o640)
+    atomic_write_json(f, {"a": 2})                 # an existing file keeps its mode
+    assert stat.S_IMODE(f.stat().st_mode) == 0o640

@@ -20,6 +20,7 @@ def _atomic_write(path: Path, write, verify=None) -> Path:
         write(tmp)
         if verify is not None:
             verify(tmp)
+        os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600 files; exports get the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -28,6 +29,16 @@ def _atomic_write(path: Path, write, verify=None) -> Path:
             pass
         raise
     return path
+
+
+def _file_mode(path: Path) -> int:
+    """The destination's current mode if it exists, else 0666 minus the umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        mask = os.umask(0)
+        os.umask(mask)
+        return 0o666 & ~mask
 
 
 def read_json(path: str | Path, what: str, hint: str | None = None):
