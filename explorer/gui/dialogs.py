@@ -22,6 +22,7 @@ def show_error(parent: QWidget | None, title: str, message: str, details: str = 
         box.setDetailedText(details)
     box.setStandardButtons(QMessageBox.Ok)
     box.setObjectName("errorDialog")
+    box.setStyleSheet("QLabel#qt_msgbox_informativelabel { min-width: 460px; }")
     box.open()
     return box
 
