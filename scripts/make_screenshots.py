@@ -71,6 +71,10 @@ def main() -> None:
     f.start()
     wait_idle(app, win)
     shot("finetune")
+    # the README's picture: the fine-tuned allocation, its mask on a conv layer
+    s.select(layer)
+    win.tabs.setCurrentWidget(win.weight_view)
+    shot("screenshot")
 
     # channel pruning: latency of dense vs masked vs compacted
     s.set_uniform(s.layer_names, 0.5, "channel")
@@ -82,9 +86,6 @@ def main() -> None:
     win.results.evaluate()
     win.tabs.setCurrentWidget(win.history_panel)
     shot("history")
-    s.select(layer)
-    win.tabs.setCurrentWidget(win.weight_view)
-    shot("screenshot")
     (out / ".screenshot-settings.ini").unlink(missing_ok=True)
     win.close()
 

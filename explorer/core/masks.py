@@ -207,7 +207,9 @@ class LayerMask:
         return self.hist_ranks < self.units_for(sparsity)
 
     def histogram(self, sparsity: float, absolute: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(edges, kept, pruned): weight-value histogram split by the mask, scaled to the whole layer.
+        """(edges, kept, pruned): histogram of the layer's nonzero weight values split by the mask, scaled to
+        the whole layer. Weights that are already exactly zero (pruned and fine-tuned before) are left out --
+        their spike at 0 would flatten everything else; :attr:`zero_share` says how many there are.
 
         Bins are fixed once per layer (symmetric around 0, or 0..max for |w|), so a
         slider step is one bincount over the sample.
@@ -220,13 +222,19 @@ class LayerMask:
             edges = np.linspace(0.0 if absolute else -top, top, HIST_BINS + 1)
             idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, HIST_BINS - 1)
             idx[~np.isfinite(v)] = HIST_BINS - 1
-            self._bins[absolute] = (edges, idx)
-        edges, idx = self._bins[absolute]
+            nonzero = self.hist_values != 0
+            self._bins[absolute] = (edges, idx, nonzero)
+        edges, idx, nonzero = self._bins[absolute]
         scale = self.layer.params / max(1, len(self.hist_values))
-        pruned_mask = self.hist_pruned_mask(sparsity)
-        total = np.bincount(idx, minlength=HIST_BINS).astype(np.float64)
+        pruned_mask = self.hist_pruned_mask(sparsity) & nonzero
+        total = np.bincount(idx[nonzero], minlength=HIST_BINS).astype(np.float64)
         pruned = np.bincount(idx[pruned_mask], minlength=HIST_BINS).astype(np.float64)
         return edges, (total - pruned) * scale, pruned * scale
+
+    @property
+    def zero_share(self) -> float:
+        """Share of the layer's weights that are exactly zero before any mask (from the kept weights)."""
+        return 1.0 - self.nonzero_total / self.layer.params if self.layer.params else 0.0
 
     @property
     def display_axis_label(self) -> str:

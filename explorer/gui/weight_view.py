@@ -89,6 +89,7 @@ class WeightView(QWidget):
         self.hist.addItem(self.tline_neg)
         self.hist_info = QLabel(" ")
         self.hist_info.setObjectName("hoverLabel")
+        self.hist_info.setWordWrap(True)
         self.hist.setToolTip("Histogram of the layer's weights (like the lab's weight-distribution plot): blue kept, "
                              "grey pruned; dashed lines at ±t when the threshold is on |w|.")
 
@@ -197,8 +198,11 @@ class WeightView(QWidget):
             thr = v.threshold(self.sparsity)
             info = f"threshold on group {v.criterion} score: {thr:.4g}" if thr is not None else ""
         c = v.counts(self.sparsity)
+        zeros = f"   ({v.zero_share:.0%} already exactly zero, not drawn)" if v.zero_share >= 0.005 else ""
+        if t is not None and t == 0 and v.zero_share > 0:
+            info = "t = 0: the pruned weights are already zero"
         self.hist_info.setText(f"zero: {1 - c.nonzero / max(1, c.params):.1%} of {format_count(c.params)} weights"
-                               f"   {info}")
+                               f"   {info}{zeros}")
         self.hist.enableAutoRange()
 
     def _detail(self, on: bool) -> None:
