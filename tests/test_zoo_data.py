@@ -609,3 +609,39 @@ def test_random_init_is_seeded_so_recipes_replay():
     c = zoo.load_model("lab-vgg").module.state_dict()
     d = zoo.load_model("lab-vgg").module.state_dict()
     assert all(torch.equal(c[k], d[k]) for k in c)
+
+
+def _write_idx(path, array):
+    import struct
+    import numpy as np
+    array = np.asarray(array, dtype=np.uint8)
+    magic = 0x0800 + array.ndim                   # unsigned byte, ndim
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        for d in array.shape:
+            f.write(struct.pack(">I", d))
+        f.write(array.tobytes())
+
+
+@pytest.mark.parametrize("kind,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_format_from_disk(tmp_path, kind, folder):
+    import numpy as np
+    from explorer.core.data import load_dataset
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    _write_idx(raw / "train-images-idx3-ubyte", rng.integers(0, 256, (200, 28, 28)))
+    _write_idx(raw / "train-labels-idx1-ubyte", rng.integers(0, 10, 200))
+    _write_idx(raw / "t10k-images-idx3-ubyte", rng.integers(0, 256, (50, 28, 28)))
+    _write_idx(raw / "t10k-labels-idx1-ubyte", rng.integers(0, 10, 50))
+    ds = load_dataset(f"{kind}:{tmp_path}")
+    assert ds.input_shape == (1, 28, 28) and ds.num_classes == 10
+    assert (ds.size("train"), ds.size("val"), ds.size("test")) == (180, 20, 50)
+    x, y = next(ds.batches("test", batch_size=16))
+    assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32 and y.shape == (16,)
+    # a model of the right shape runs on it through a session
+    from explorer.core.session import Session
+    s = Session.open("digits-mlp")
+    with pytest.raises(Exception):
+        s.set_dataset(f"{kind}:{tmp_path}")       # 28x28 does not fit the 8x8 MLP: a clear error, model kept
+    assert s.dataset.spec == "digits"

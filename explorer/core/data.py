@@ -190,28 +190,45 @@ _TV = {
     "cifar10": ("CIFAR10", (3, 32, 32), 10, CIFAR10_MEAN, CIFAR10_STD),
     "cifar100": ("CIFAR100", (3, 32, 32), 100, CIFAR100_MEAN, CIFAR100_STD),
 }
-TV_VAL = 5000  # images held out of the official training set as the val split
+TV_VAL = 5000  # images held out of the official training set as the val split (at most a tenth of it)
+
+
+def _as_tensors(ds, mean, std) -> TensorDataset:
+    """torchvision's in-memory uint8 images -> one normalised float tensor (fast batches, no per-item PIL)."""
+    data = ds.data
+    x = torch.as_tensor(np.asarray(data)) if not isinstance(data, torch.Tensor) else data
+    if x.dim() == 3:                       # MNIST-like: N x H x W
+        x = x.unsqueeze(1)
+    elif x.shape[-1] in (1, 3):            # CIFAR: N x H x W x C
+        x = x.permute(0, 3, 1, 2)
+    x = x.float().div_(255.0)
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    sd = torch.tensor(std).view(1, -1, 1, 1)
+    x = (x - m) / sd
+    y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    return TensorDataset(x.contiguous(), y)
 
 
 def _torchvision_dataset(spec: str, kind: str, root: Path) -> DatasetBundle:
     import torchvision
-    from torchvision import transforms as T
 
     cls_name, shape, classes, mean, std = _TV[kind]
     cls = getattr(torchvision.datasets, cls_name)
-    tf = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
     try:
-        train_full = cls(str(root), train=True, download=False, transform=tf)
-        test = cls(str(root), train=False, download=False, transform=tf)
-    except RuntimeError as e:
+        train_full = _as_tensors(cls(str(root), train=True, download=False), mean, std)
+        test = _as_tensors(cls(str(root), train=False, download=False), mean, std)
+    except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:
         raise DatasetError(
-            f"No {cls_name} data found under '{root}' ({e}).",
+            f"No readable {cls_name} data under '{root}' ({str(e).strip() or type(e).__name__}).",
             f"Put torchvision's {cls_name} files there (e.g. copy them from a machine with internet, "
             f"where torchvision.datasets.{cls_name}(root, download=True) fetches them); the app never downloads.") from None
     n = len(train_full)
-    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
-    val_idx, train_idx = perm[:TV_VAL].tolist(), perm[TV_VAL:].tolist()
-    splits = {"train": Subset(train_full, train_idx), "val": Subset(train_full, val_idx), "test": test}
+    n_val = min(TV_VAL, n // 10)
+    perm = torch.as_tensor(np.random.default_rng(SPLIT_SEED).permutation(n))
+    x, y = train_full.tensors
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    splits = {"train": TensorDataset(x[train_idx], y[train_idx]), "val": TensorDataset(x[val_idx], y[val_idx]),
+              "test": test}
     return DatasetBundle(spec=spec, name=kind, splits=splits, input_shape=shape, num_classes=classes)
 
 
