@@ -354,3 +354,13 @@ def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
         assert torch.equal(v, first[k])
     s.undo()
     assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.7)
+
+
+def test_view_menu_switches_tabs_and_toggles(win, qtbot):
+    acts = {a.text(): a for a in win.view_menu.actions()}
+    acts["Sensitivity"].trigger()
+    assert win.tabs.currentWidget() is win.sensitivity_panel
+    acts["Log counts"].trigger()
+    assert win.weight_view.log_box.isChecked()
+    win.weight_view.log_box.setChecked(False)
+    assert not acts["Log counts"].isChecked()
