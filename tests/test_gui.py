@@ -364,3 +364,13 @@ def test_view_menu_switches_tabs_and_toggles(win, qtbot):
     assert win.weight_view.log_box.isChecked()
     win.weight_view.log_box.setChecked(False)
     assert not acts["Log counts"].isChecked()
+
+
+def test_help_dialogs_open(win, qtbot):
+    win._concepts()
+    win._shortcuts()
+    texts = [b.text() for b in win.findChildren(QMessageBox) if b.isVisible()]
+    assert any("Granularity channel" in t for t in texts)
+    assert any("F5" in t and "Evaluate" in t for t in texts)
+    for b in win.findChildren(QMessageBox):
+        b.close()

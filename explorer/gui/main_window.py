@@ -146,6 +146,9 @@ class MainWindow(QMainWindow):
         self.run_menu = mb.addMenu("&Run")
         self.view_menu = mb.addMenu("&View")
         hm = mb.addMenu("&Help")
+        self._act("&Concepts", self._concepts, QKeySequence.HelpContents, "Pruning terms in one sentence each", hm)
+        self._act("&Keyboard shortcuts", self._shortcuts, None, "", hm)
+        hm.addSeparator()
         self._act("&About", self._about, None, "", hm)
 
         tb = QToolBar("Main")
@@ -588,6 +591,46 @@ class MainWindow(QMainWindow):
                 self.status(f"recipe {Path(path).name}: {len(plan.active())} layer(s) planned", 5000)
         except Exception as e:
             self.report_error(e)
+
+    def _concepts(self) -> None:
+        from ..core.granularity import get_granularity
+        from ..core.importance import CRITERIA
+        from .layer_table import GRANULARITY_CHOICES
+
+        rows = [("Sparsity", "the share of a layer's weights set to exactly zero."),
+                ("Scope", "local gives every layer its own sparsity; global puts one threshold on comparable "
+                          "scores across layers, so robust layers lose more (capped per layer)."),
+                ("Compression ratio", "dense fp32 size / size with every pruned weight stored as CSR or bitmask "
+                                      "(the smaller)."),
+                ("MACs", "multiply-accumulates per sample; 'nonzero MACs' count only those with a nonzero weight, "
+                         "which dense hardware still executes."),
+                ("Compaction", "physically removing pruned channels (and what depends on them): a smaller dense "
+                               "network that is really faster."),
+                ("Sensitivity", "the accuracy when one layer alone is pruned: which layers can lose the most."),
+                ("Fine-tuning", "training the pruned network with its masks held at zero to recover accuracy.")]
+        rows += [(f"Granularity {g}", get_granularity(g).tooltip) for g in GRANULARITY_CHOICES]
+        rows += [(f"Criterion {n}", c.tooltip) for n, c in CRITERIA.items()]
+        html = "<table cellspacing=6>" + "".join(f"<tr><td><b>{a}</b></td><td>{b}</td></tr>" for a, b in rows) + "</table>"
+        box = QMessageBox(self)
+        box.setWindowTitle("Pruning concepts")
+        box.setText(html)
+        box.setStyleSheet("QLabel { min-width: 620px; }")
+        box.open()
+
+    def _shortcuts(self) -> None:
+        acts = [a for m in self.menuBar().findChildren(type(self.run_menu)) for a in m.actions()
+                if not a.shortcut().isEmpty()]
+        seen, rows = set(), []
+        for a in acts:
+            key = a.shortcut().toString(QKeySequence.NativeText)
+            if (key, a.text()) not in seen:
+                seen.add((key, a.text()))
+                rows.append(f"<tr><td><b>{key}</b></td><td>{a.text().replace('&', '')}</td></tr>")
+        rows.append("<tr><td><b>Esc</b></td><td>Cancel the running job</td></tr>")
+        box = QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setText("<table cellspacing=4>" + "".join(rows) + "</table>")
+        box.open()
 
     def _about(self) -> None:
         QMessageBox.about(self, "About Pruning Explorer",
