@@ -446,9 +446,9 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) ->
 
 
 def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-         naive: bool = False) -> ScanResult:
-    """Run a sensitivity scan on the session's current (applied) weights. Emits a Progress per point
-    with ``data`` = :class:`ScanPoint`."""
+         naive: bool = False, state: dict[str, torch.Tensor] | None = None) -> ScanResult:
+    """Run a sensitivity scan on the session's current (applied) weights -- or on ``state``, e.g. the
+    masked state of a plan not applied yet. Emits a Progress per point with ``data`` = :class:`ScanPoint`."""
     progress = progress or (lambda p: None)
     ds = session.dataset
     if not ds.has_labels:
@@ -459,6 +459,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     t0 = time.perf_counter()
     with session.lock:   # the applied model, copied: the scan swaps weights in and out, never on the live model
         module = copy.deepcopy(session.module)
+    if state is not None:
+        module.load_state_dict(state)
     module.eval()
     lp_for = LayerPlan(0.0, get_granularity(spec.granularity).name, spec.criterion)
     x, y = _dataset_tensors(ds, spec.split)

@@ -202,14 +202,15 @@ class SensitivityPanel(QWidget):
             if not s.dataset.has_labels:
                 raise ExplorerError(f"A scan measures accuracy, which needs labels; {s.dataset.spec} has none.",
                                     "Choose a labelled dataset.")
-            s.ensure_applied()
         except Exception as e:
             win.report_error(e)
             return
         self._begin(spec)
+        plan = s.plan.copy()
 
         def work(progress, cancel):
-            return scan(s, spec, progress, cancel)
+            # the planned model (applied or not), computed here: a cancelled scan leaves the session untouched
+            return scan(s, spec, progress, cancel, state=s.masked_state(plan))
 
         def on_progress(p):
             if p.data is not None and hasattr(p.data, "layer"):
