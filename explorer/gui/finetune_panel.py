@@ -121,9 +121,7 @@ class FinetunePanel(QWidget):
         except Exception as e:
             win.report_error(e)
             return
-        if not s.dataset.has_labels:
-            win.show_error("No labels", f"Fine-tuning needs labels; {s.dataset.spec} has none. Choose a labelled "
-                                        "dataset.")
+        if not win.require_labels("Fine-tuning"):
             return
         target = s.plan.copy()
         # one-shot trains the planned masks; iterative/AGP go there from what the model holds now

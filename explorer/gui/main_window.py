@@ -218,6 +218,15 @@ class MainWindow(QMainWindow):
         if not self._closing:
             show_error(self, title, message, details)
 
+    def require_labels(self, what: str) -> bool:
+        """True when the dataset has labels; otherwise say why ``what`` cannot run."""
+        ds = self.session.dataset
+        if ds.has_labels:
+            return True
+        self.show_error("No labels", f"{what} needs labels; the dataset {ds.spec} has none. Choose a labelled "
+                                     "dataset (digits, mnist:…, cifar10:…, imagefolder:…).")
+        return False
+
     def _job_error(self, title: str, message: str, details: str) -> None:
         self.show_error(title, message, details)
 

@@ -50,9 +50,7 @@ class ResultsController:
         s, win = self.session, self.win
         if not s.loaded_ok:
             return
-        if not s.dataset.has_labels:
-            win.show_error("No labels", f"The dataset {s.dataset.spec} has no labels, so accuracy cannot be measured. "
-                                        "Choose a labelled dataset (digits, mnist:…, cifar10:…, imagefolder:…).")
+        if not win.require_labels("Measuring accuracy"):
             return
         plan = s.plan.copy()
         need_dense = "dense_eval" not in s.results
