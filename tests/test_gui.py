@@ -374,3 +374,15 @@ def test_help_dialogs_open(win, qtbot):
     assert any("F5" in t and "Evaluate" in t for t in texts)
     for b in win.findChildren(QMessageBox):
         b.close()
+
+
+def test_jobs_needing_labels_explain_on_synthetic_data(win, qtbot):
+    win.set_dataset("synthetic")
+    wait_jobs(qtbot, win)
+    assert win.session.dataset.spec == "synthetic"
+    win.results.evaluate()
+    assert not win.runner.busy and "needs labels" in win.last_error[1]
+    win.finetune_panel.start()
+    assert not win.runner.busy and "Fine-tuning needs labels" in win.last_error[1]
+    for b in win.findChildren(QMessageBox):
+        b.close()
