@@ -60,7 +60,7 @@ class Dashboard(QWidget):
         for c in self.cards.values():
             lay.addWidget(c, 1)
 
-    def show_totals(self, t: Totals | None, pending: bool = False) -> None:
+    def show_totals(self, t: Totals | None, pending: bool = False, mac_note: str = "") -> None:
         c = self.cards
         if t is None:
             for k in ("params", "sparsity", "macs", "size", "ratio"):
@@ -69,7 +69,8 @@ class Dashboard(QWidget):
         c["params"].set(format_count(t.nonzero_params), f"of {format_count(t.params)}")
         c["sparsity"].set(f"{t.sparsity:.1%}", f"{format_count(t.prunable_params - t.prunable_nonzero)} weights zero"
                           + (" (plan not applied)" if pending else ""))
-        c["macs"].set(format_count(t.nonzero_macs), f"of {format_count(t.macs)} dense  ({t.mac_ratio:.2f}× fewer)")
+        c["macs"].set(format_count(t.nonzero_macs), f"of {format_count(t.macs)} dense  ({t.mac_ratio:.2f}× fewer)"
+                      + (f"; {mac_note}" if mac_note and t.mac_ratio > 1.005 else ""))
         c["size"].set(format_bytes(t.sparse_bytes), f"dense {format_bytes(t.dense_bytes)}")
         tone = "good" if t.compression_ratio >= 2 else None
         sub = "dense / sparse storage" if t.sparsity > 0.05 else "sparse formats cost overhead when few weights are zero"

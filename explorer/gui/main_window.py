@@ -491,7 +491,14 @@ class MainWindow(QMainWindow):
         except Exception as e:
             self.totals_label.setText(str(e))
             return
-        self.dashboard.show_totals(t, s.pending)
+        grans = {lp.granularity for lp in s.plan.active().values()}
+        if grans == {"channel"}:
+            note = "real once compacted"
+        elif "channel" in grans:
+            note = "channel part real once compacted, the rest needs sparse hardware"
+        else:
+            note = "saving needs sparse hardware" if grans else ""
+        self.dashboard.show_totals(t, s.pending, note)
         self.totals_label.setText(
             f"<b>Totals</b>: {len(s.layers)} prunable layers, {t.prunable_params:,} prunable of {t.params:,} params; "
             f"{format_count(t.prunable_nonzero)} nonzero ({t.sparsity:.1%} sparse); MACs {format_count(t.nonzero_macs)}"
