@@ -16,7 +16,7 @@ import torch
 from explorer.core.compact import channel_removals, compact_model
 from explorer.core.latency import measure_latencies
 from explorer.core.layers import profile_model
-from explorer.core.session import Session, parse_input_shape
+from explorer.core.session import Session
 
 
 def copy_with(session, state):

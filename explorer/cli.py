@@ -12,9 +12,7 @@ traceback unless --debug).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from . import __version__
 from .core.errors import Cancelled, ExplorerError

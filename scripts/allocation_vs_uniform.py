@@ -61,7 +61,7 @@ def main() -> None:
         if b:
             print(f"  sparsest within {args.drop:g} point on test: {b['sparsity']:.1%} at {b['test']:.2f}%")
         p = o["search_pick"]
-        print(f"  in-app search (selects on val): " + (f"{p['sparsity']:.1%}, val {p['val']:.2f}%, test {p['test']:.2f}%"
+        print("  in-app search (selects on val): " + (f"{p['sparsity']:.1%}, val {p['val']:.2f}%, test {p['test']:.2f}%"
                                                        if p else f"nothing on the grid within {args.drop:g} point on val"))
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from explorer.core import export
-from explorer.core.errors import ExplorerError, ModelLoadError, PlanError
+from explorer.core.errors import ModelLoadError, PlanError
 from explorer.core.nets import DigitsCNN
 from explorer.core.recipe import LayerPlan, Plan, plan_to_recipe, read_recipe, recipe_to_plan
 from explorer.core.session import Session

@@ -13,7 +13,7 @@ from explorer.core.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, fi
 from explorer.core.jobs import CancelToken, Progress
 from explorer.core.recipe import Plan
 from explorer.core.session import Session
-from tests.helpers import bits, assert_bit_identical
+from tests.helpers import assert_bit_identical
 
 
 # ---------------------------------------------------------------------------- helpers

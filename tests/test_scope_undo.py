@@ -9,7 +9,7 @@ import torch
 from explorer.core.errors import PlanError
 from explorer.core.recipe import LayerPlan, Plan
 from explorer.core.session import Session
-from tests.helpers import bits, assert_bit_identical
+from tests.helpers import assert_bit_identical
 
 LINKED = ("conv1", "layer1.0.conv2", "layer1.1.conv2")
 LINKED_BN = ("bn1", "layer1.0.bn2", "layer1.1.bn2")

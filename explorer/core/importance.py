@@ -8,7 +8,7 @@ small class plus a line in :data:`CRITERIA`.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

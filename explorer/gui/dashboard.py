@@ -1,8 +1,7 @@
 """The dashboard: params, nonzeros, MACs, sizes, compression ratio, accuracy, latency."""
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from ..core.metrics import Totals, format_bytes, format_count
 

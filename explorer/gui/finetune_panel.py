@@ -135,7 +135,6 @@ class FinetunePanel(QWidget):
         if dense is not None and dense.accuracy is not None:
             self.dense_line.setValue(dense.accuracy)
             self.dense_line.show()
-        version = s.version
 
         def work(progress, cancel):
             module = model_copy(s, s.masked_state(start))     # in the worker: big models copy slowly

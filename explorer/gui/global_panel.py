@@ -1,12 +1,11 @@
 """Set many layers at once (uniform or one global threshold) and see every layer's sparsity as bars."""
 from __future__ import annotations
 
-from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel,
                                QPushButton, QVBoxLayout, QWidget)
 
 from ..core.importance import CRITERIA

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
+from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
                                QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
 from .. import __version__

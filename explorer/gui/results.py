@@ -15,7 +15,6 @@ from ..core.compact import channel_removals, compact_model, has_structure
 from ..core.evaluate import evaluate
 from ..core.jobs import Progress
 from ..core.latency import latency_input, measure_latencies
-from ..core.recipe import Plan
 
 
 def model_copy(session, state) -> torch.nn.Module:

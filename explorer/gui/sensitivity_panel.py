@@ -1,7 +1,6 @@
 """Sensitivity tab: scan layers, watch curves arrive, click a point to plan it, auto-allocate."""
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pyqtgraph as pg
