@@ -58,13 +58,6 @@ def atomic_torch_save(obj, path: Path, verify=None) -> Path:
     return _atomic_write(path, lambda tmp: torch.save(obj, tmp), verify)
 
 
-def atomic_write_text(path: Path, text: str) -> Path:
-    def w(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return _atomic_write(path, w)
-
-
 def atomic_write_json(path: Path, obj, verify=None) -> Path:
     text = json.dumps(obj, indent=2) + "\n"
 

@@ -589,11 +589,6 @@ def _latency_point(session, members, lp, sparsity, variant, example, spec, cance
     return measure_latency(m, example, runs=spec.latency_runs, cancel=cancel).median_ms
 
 
-def naive_scan(session, spec: ScanSpec, progress=None, cancel=None) -> ScanResult:
-    """The plain loop (prune one layer, evaluate the full model on the full split, restore)."""
-    return scan(session, spec, progress, cancel, naive=True)
-
-
 # ---------------------------------------------------------------- files
 
 def write_csv(result: ScanResult, path: Path) -> Path:

@@ -184,9 +184,7 @@ class Session:
             module = result.model.module
             self._original = {k: v.detach().clone() for k, v in module.state_dict().items()}
             self._base = self._original   # never mutated in place: masks produce new tensors
-            self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name)))
-                                   for l in result.profile.layers}
-            self._other_nz = None
+            self._count_base()
             self._param_bytes = param_bytes(module)
             self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
             self._undo.clear()
@@ -272,9 +270,6 @@ class Session:
         if name != self.selected:
             self.selected = name
             self.selection_changed.emit(name)
-
-    def _weight_param(self, name: str) -> torch.Tensor:
-        return self._base[f"{name}.weight"]
 
     def base_weight(self, name: str) -> torch.Tensor:
         """The kept (unmasked) weight of a prunable layer that masks apply to."""
@@ -600,21 +595,16 @@ class Session:
             self.version += 1
         self.weights_changed.emit()
 
-    def ensure_applied(self) -> None:
-        if self.pending:
-            self.apply()
-
-    def current_masks(self) -> dict[str, torch.Tensor]:
-        """Masks of the applied plan (for fine-tuning: pruned weights stay exactly 0)."""
-        masks, _ = self.materialize(self.applied_plan)
-        return masks
+    def _count_base(self) -> None:
+        """Nonzero counts of the kept weights (dense layers' counts; the rest lazily)."""
+        self._dense_nonzero = {l.name: int(torch.count_nonzero(self.base_weight(l.name))) for l in self.layers}
+        self._other_nz = None
 
     def set_base(self, state: dict[str, torch.Tensor], label: str, copy: bool = True) -> None:
         """New kept weights (after fine-tuning, or the originals on reset); rankings are rebuilt lazily."""
         with self.lock:
             self._base = {k: v.detach().clone() for k, v in state.items()} if copy else state
-            self._dense_nonzero = {l.name: int(torch.count_nonzero(self._weight_param(l.name))) for l in self.layers}
-            self._other_nz = None
+            self._count_base()
             self._grads = None
             self.base_label = label
             self.version += 1

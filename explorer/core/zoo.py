@@ -79,10 +79,6 @@ def torchvision_archs() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def builtin_names() -> list[str]:
-    return list(BUILTINS)
-
-
 def torchvision_input_shape(arch: str) -> tuple[int, int, int]:
     return (3, 299, 299) if arch == "inception_v3" else (3, 224, 224)
 

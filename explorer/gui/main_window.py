@@ -396,6 +396,7 @@ class MainWindow(QMainWindow):
         self._changed_rows = None
         self._show_selected()
         self._redraw()
+        self._update_results()
         self._update_actions()
         for n in r.notes:
             if n.startswith("non-finite"):
@@ -415,6 +416,7 @@ class MainWindow(QMainWindow):
     def _on_weights_changed(self) -> None:
         self._changed_rows = None
         self._redraw_timer.start()
+        self._update_results()      # stale markers of measured results follow the weights
 
     def _redraw(self) -> None:
         """Throttled: rows, weight view, dashboard, bars. Builds missing rankings first (worker if big)."""
@@ -507,7 +509,8 @@ class MainWindow(QMainWindow):
         names = s.layer_names
         self.global_panel.show_plan(names, [s.plan.get(n).sparsity for n in names],
                                     [s.plan.get(n) != s.applied_plan.get(n) for n in names], s.selected)
-        self._update_results()
+        if getattr(self, "results", None) is not None:
+            self.results.update_results()   # only the dashboard cards follow every plan edit (stale marker)
 
     def _update_results(self) -> None:
         for ext in self.extensions:
