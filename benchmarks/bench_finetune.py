@@ -1,7 +1,7 @@
 """Cost of keeping pruned weights at zero during training.
 
 Seconds per training step, same model, same batches: a plain loop (no masks), the app's loop
-(masked_fill_ after each optimizer step: explorer.core.finetune.MaskEnforcer), and
+(masked_fill_ after each optimizer step: explorer.core.train.finetune.MaskEnforcer), and
 torch.nn.utils.prune's reparametrised weights (weight = weight_orig * weight_mask in every forward).
 Goal: mask overhead (masked / plain - 1) <= 5%.
 
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from explorer.core.finetune import MaskEnforcer
+from explorer.core.train.finetune import MaskEnforcer
 from explorer.core.session import Session
 
 

@@ -1,7 +1,7 @@
 """Sensitivity scan: the naive loop vs the app's scan, same sparsities, early stop off.
 
 Naive: for each layer and sparsity prune only that layer, evaluate the full model on the full split,
-restore. App: cached activations + suffix replay + batched sparsities (explorer.core.sensitivity).
+restore. App: cached activations + suffix replay + batched sparsities (explorer.core.analyse.sensitivity).
 Models: digits-cnn on digits, and a VGG-like conv net (the pruning lab's VGG, random weights) on
 synthetic inputs labelled by the dense net's own predictions. Goal: identical accuracies, >= 3x faster.
 
@@ -15,15 +15,15 @@ import time
 import _common  # noqa: F401
 import torch
 
-from explorer.core.data import labelled_by_model
-from explorer.core.sensitivity import DEFAULT_SPARSITIES, ScanSpec, scan
+from explorer.core.model.data import labelled_by_model
+from explorer.core.analyse.sensitivity import DEFAULT_SPARSITIES, ScanSpec, scan
 from explorer.core.session import Session
 
 
 def session_for(spec: str, samples: int) -> Session:
     s = Session.open(spec)
     if not s.dataset.has_labels:
-        import explorer.core.data as data
+        import explorer.core.model.data as data
         old = data.SYNTHETIC_SAMPLES
         data.SYNTHETIC_SAMPLES = samples * 4
         try:

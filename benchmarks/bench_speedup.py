@@ -13,9 +13,9 @@ import argparse
 import _common  # noqa: F401
 import torch
 
-from explorer.core.compact import channel_removals, compact_model
-from explorer.core.latency import measure_latencies
-from explorer.core.layers import profile_model
+from explorer.core.deploy.compact import channel_removals, compact_model
+from explorer.core.analyse.latency import measure_latencies
+from explorer.core.model.layers import profile_model
 from explorer.core.session import Session
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .core.errors import Cancelled, ExplorerError
+from explorer import __version__
+from explorer.core.errors import Cancelled, ExplorerError
 
 EXIT_USER_ERROR = 2
 
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     try:
-        from .commands import run_command
+        from explorer.commands import run_command
         return run_command(args)
     except ExplorerError as e:
         if debug:

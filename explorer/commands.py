@@ -5,12 +5,12 @@ import json
 import sys
 from pathlib import Path
 
-from .core.errors import ExplorerError
-from .core.metrics import format_bytes, format_count
+from explorer.core.errors import ExplorerError
+from explorer.core.model.metrics import format_bytes, format_count
 
 
 def _open_session(args):
-    from .core.session import Session, parse_input_shape
+    from explorer.core.session import Session, parse_input_shape
 
     return Session.open(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
                         input_shape=parse_input_shape(args.input_shape))
@@ -19,15 +19,15 @@ def _open_session(args):
 def run_command(args) -> int:
     cmd = args.command
     if cmd == "gui":
-        from .gui.app import run_gui
+        from explorer.gui.app import run_gui
         return run_gui(args)
     if cmd == "info":
         return cmd_info(args)
     if cmd == "prune":
-        from .core.pipeline import cmd_prune
+        from explorer.core.deploy.bundle import cmd_prune
         return cmd_prune(args)
     if cmd == "sensitivity":
-        from .core.pipeline import cmd_sensitivity
+        from explorer.core.deploy.bundle import cmd_sensitivity
         return cmd_sensitivity(args)
     if cmd == "train-builtin":
         return cmd_train(args)
@@ -59,7 +59,7 @@ def info_dict(session) -> dict:
 
 def cmd_info(args) -> int:
     if args.list_models:
-        from .core.zoo import BUILTINS, torchvision_archs
+        from explorer.core.model.zoo import BUILTINS, torchvision_archs
 
         if args.json:
             print(json.dumps({"builtin": list(BUILTINS), "torchvision": torchvision_archs()}, indent=2))
@@ -92,8 +92,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import RESOURCES
-    from .core.builtin_training import train_builtin
+    from explorer import RESOURCES
+    from explorer.core.train.builtin_training import train_builtin
 
     out = Path(args.out) if args.out else RESOURCES / "models"
     for name in args.models:

@@ -4,7 +4,7 @@ Scans digits-cnn (element, l1, 0.40..0.95). Then, on one grid of overall sparsit
 dense model with (a) one uniform sparsity and (b) the greedy allocation from the scan, fine-tunes
 3 epochs (the CLI defaults) and measures validation and test accuracy. Prints, per approach, the
 sparsest point within 1 point of dense on the test split, and what the in-app search
-(explorer.core.search, which selects on the validation split) picks.
+(explorer.core.analyse.search, which selects on the validation split) picks.
 
     .venv/bin/python scripts/allocation_vs_uniform.py [--json] [--drop 1] [--model digits-cnn]
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.core.errors import ExplorerError  # noqa: E402
-from explorer.core.evaluate import evaluate  # noqa: E402
-from explorer.core.search import search_allocation  # noqa: E402
-from explorer.core.sensitivity import ScanSpec, scan  # noqa: E402
+from explorer.core.train.evaluate import evaluate  # noqa: E402
+from explorer.core.analyse.search import search_allocation  # noqa: E402
+from explorer.core.analyse.sensitivity import ScanSpec, scan  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 
 SPARSITIES = [round(0.40 + 0.05 * i, 2) for i in range(12)]

@@ -1,4 +1,4 @@
-"""Automatic per-layer sparsity from a sensitivity scan (explorer.core.allocate) and `prune --from-sensitivity`."""
+"""Automatic per-layer sparsity from a sensitivity scan (explorer.core.analyse.allocate) and `prune --from-sensitivity`."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-from explorer.core.allocate import allocate_by_drop, allocate_from_file, allocate_to_target
-from explorer.core.data import labelled_by_model
+from explorer.core.analyse.allocate import allocate_by_drop, allocate_from_file, allocate_to_target
+from explorer.core.model.data import labelled_by_model
 from explorer.core.errors import PlanError
-from explorer.core.recipe import LayerPlan, Plan, read_recipe
-from explorer.core.sensitivity import ScanResult, ScanSpec, read_scan, run_scan_to_files, scan
+from explorer.core.prune.recipe import LayerPlan, Plan, read_recipe
+from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, read_scan, run_scan_to_files, scan
 from explorer.core.session import Session
 
 SPS = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]

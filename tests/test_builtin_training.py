@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from explorer.core.builtin_training import train_builtin
-from explorer.core.evaluate import evaluate
+from explorer.core.train.builtin_training import train_builtin
+from explorer.core.train.evaluate import evaluate
 from explorer.core.session import Session
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from explorer.cli import EXIT_USER_ERROR, main
-from explorer.core import nets
+from explorer.core.model import nets
 from explorer.core.errors import ModelLoadError
 
 LAYER_KEYS = {"name", "type", "shape", "params", "macs", "sparsity"}

@@ -75,8 +75,8 @@ def test_core_imports_and_runs_without_qt():
     expected = sorted(f"explorer.core.{p.stem}" for p in (ROOT / "explorer" / "core").glob("*.py")
                       if p.stem != "__init__")
     assert set(expected) <= set(report["modules"]), "pkgutil did not find every core module"
-    for must in ("explorer.core.zoo", "explorer.core.data", "explorer.core.layers",
-                 "explorer.core.metrics", "explorer.core.session"):
+    for must in ("explorer.core.model.zoo", "explorer.core.model.data", "explorer.core.model.layers",
+                 "explorer.core.model.metrics", "explorer.core.session"):
         assert must in report["modules"]
     assert report["attempts"] == [], f"core tried to import Qt: {report['attempts']}"
     assert report["qt_loaded"] == []

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core import export
+from explorer.core.deploy import export
 from explorer.core.errors import ModelLoadError, PlanError
-from explorer.core.nets import DigitsCNN
-from explorer.core.recipe import LayerPlan, Plan, plan_to_recipe, read_recipe, recipe_to_plan
+from explorer.core.model.nets import DigitsCNN
+from explorer.core.prune.recipe import LayerPlan, Plan, plan_to_recipe, read_recipe, recipe_to_plan
 from explorer.core.session import Session
-from explorer.core.sparse_archive import load_sparse_archive, read_meta
+from explorer.core.deploy.sparse_archive import load_sparse_archive, read_meta
 from tests.helpers import bits, assert_bit_identical
 
 
@@ -97,7 +97,7 @@ def test_sparse_archive_restores_bit_identical(tmp_path, pruned_state):
 
 
 def test_sparse_archive_opens_as_a_model(tmp_path, pruned_state):
-    from explorer.core.zoo import load_model
+    from explorer.core.model.zoo import load_model
 
     s, st = pruned_state
     meta = {"model": s.model_spec, "arch": s.require().model.arch}
@@ -116,7 +116,7 @@ def test_sparse_archive_opens_as_a_model(tmp_path, pruned_state):
 def test_sparse_archive_of_torchvision_model_opens_without_arch(tmp_path):
     import torchvision
 
-    from explorer.core.zoo import load_model
+    from explorer.core.model.zoo import load_model
 
     net = torchvision.models.get_model("squeezenet1_1", weights=None)
     st = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -474,7 +474,7 @@ def test_prune_seed_changes_random_masks(tmp_path, capsys):
 def test_exports_get_ordinary_file_permissions(tmp_path):
     import os
     import stat
-    from explorer.core.export import atomic_write_json
+    from explorer.core.deploy.export import atomic_write_json
     f = tmp_path / "x.json"
     atomic_write_json(f, {"a": 1})
     mask = os.umask(0)

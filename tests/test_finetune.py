@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 
-import explorer.core.finetune as ft
+import explorer.core.train.finetune as ft
 from explorer.core.errors import Cancelled, ExplorerError, PlanError
-from explorer.core.evaluate import EvalResult, evaluate
-from explorer.core.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, finetune
+from explorer.core.train.evaluate import EvalResult, evaluate
+from explorer.core.train.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, finetune
 from explorer.core.jobs import CancelToken, Progress
-from explorer.core.recipe import Plan
+from explorer.core.prune.recipe import Plan
 from explorer.core.session import Session
 from tests.helpers import assert_bit_identical
 

@@ -226,7 +226,7 @@ def test_bad_model_file_shows_error_and_keeps_model(win, qtbot, tmp_path):
 
 
 def test_untrusted_pickle_refused_in_window(win, qtbot, tmp_path):
-    from explorer.core.nets import DigitsMLP
+    from explorer.core.model.nets import DigitsMLP
     f = tmp_path / "whole.pt"
     torch.save(DigitsMLP(), f)
     win.load_model(str(f))
@@ -281,7 +281,7 @@ def test_export_everything(win, qtbot, tmp_path):
     for f in ("model.pt", "recipe.json", "report.json", "model_sparse.npz", "model_compact.pt"):
         assert (out / f).exists(), f
     sd = torch.load(out / "model.pt", weights_only=True)
-    from explorer.core.nets import DigitsCNN
+    from explorer.core.model.nets import DigitsCNN
     m = DigitsCNN()
     m.load_state_dict(sd)
     assert not s.modified

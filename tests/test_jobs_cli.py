@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
-import explorer.core.finetune as ft
+import explorer.core.train.finetune as ft
 from explorer import cli
 from explorer.core.errors import Cancelled, ExplorerError
 from explorer.core.jobs import Progress
-from explorer.core.nets import DigitsCNN
+from explorer.core.model.nets import DigitsCNN
 from explorer.core.session import Session
 
 BLOCK_KEYS = {"accuracy", "params", "nonzero_params", "macs", "size_bytes", "latency_ms"}

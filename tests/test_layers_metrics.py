@@ -1,4 +1,4 @@
-"""Layer discovery and MAC counting (explorer.core.layers) and the storage formulas (explorer.core.metrics).
+"""Layer discovery and MAC counting (explorer.core.model.layers) and the storage formulas (explorer.core.model.metrics).
 
 MACs are checked three independent ways: against torchprofile (the convention
 the product claims to follow), against the textbook formula computed from each
@@ -17,9 +17,10 @@ import torchprofile
 import torchvision
 from torch import nn
 
-from explorer.core import metrics, nets
+from explorer.core.model import metrics
+from explorer.core.model import nets
 from explorer.core.errors import ShapeMismatchError
-from explorer.core.layers import PRUNABLE_TYPES, profile_model, prunable_modules
+from explorer.core.model.layers import PRUNABLE_TYPES, profile_model, prunable_modules
 
 
 def _model(name: str) -> tuple[nn.Module, tuple[int, int, int]]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from explorer.core.errors import PlanError
-from explorer.core.recipe import LayerPlan
+from explorer.core.prune.recipe import LayerPlan
 from explorer.core.session import Session
 
 CRITERIA = ("l1", "l2", "random", "taylor")
@@ -205,7 +205,7 @@ def test_downsampled_display_and_histogram_on_a_big_layer(lab_vgg, gran):
     """lab-vgg conv7 is 512 x 4608: the heatmap samples columns and the histogram samples weights."""
     view = lab_vgg.layer_mask("backbone.conv7", LayerPlan(0.5, gran, "l1"))
     R, C = view.layer.matrix_shape
-    from explorer.core.masks import MAX_DISPLAY
+    from explorer.core.prune.masks import MAX_DISPLAY
     assert view.display_keep(0.5).shape == (512, MAX_DISPLAY)
     for s in (0.3, 0.8):
         full = view.element_mask(s).reshape(R, C).numpy()
@@ -255,8 +255,8 @@ def test_threshold_separates_pruned_and_kept(cnn):
 
 def _distinct_conv2_state(seed=0):
     """digits-cnn weights with conv2 replaced by values whose |w| are all distinct."""
-    from explorer.core.nets import DigitsCNN
-    from explorer.core.zoo import load_model
+    from explorer.core.model.nets import DigitsCNN
+    from explorer.core.model.zoo import load_model
 
     sd = {k: v.clone() for k, v in load_model("digits-cnn").module.state_dict().items()}
     g = torch.Generator().manual_seed(seed)
@@ -298,7 +298,7 @@ def test_element_l1_textbook_on_trained_layers(cnn, layer):
 
 
 def _tied_state():
-    from explorer.core.zoo import load_model
+    from explorer.core.model.zoo import load_model
 
     sd = {k: v.clone() for k, v in load_model("digits-cnn").module.state_dict().items()}
     w = sd["backbone.conv2.weight"]
@@ -337,7 +337,7 @@ def test_ties_exact_count_and_deterministic(tmp_path):
 @pytest.mark.parametrize("gran", ("vector", "kernel", "channel"))
 def test_structured_ties_exact_count(tmp_path, gran):
     """Whole groups of exact zeros (tied scores of 0): still exactly round(s*N) groups."""
-    from explorer.core.zoo import load_model
+    from explorer.core.model.zoo import load_model
 
     sd = {k: v.clone() for k, v in load_model("digits-cnn").module.state_dict().items()}
     sd["backbone.conv2.weight"][::3] = 0.0          # every third output channel all zero
@@ -497,7 +497,7 @@ def test_unknown_criterion_and_layer_are_refused():
 
 @pytest.fixture
 def nan_mlp(tmp_path):
-    from explorer.core.zoo import load_model
+    from explorer.core.model.zoo import load_model
 
     sd = {k: v.clone() for k, v in load_model("digits-mlp").module.state_dict().items()}
     w = sd["fc1.weight"]

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explorer.core.errors import PlanError
-from explorer.core.recipe import LayerPlan, Plan
+from explorer.core.prune.recipe import LayerPlan, Plan
 from explorer.core.session import Session
 from tests.helpers import assert_bit_identical
 
@@ -196,7 +196,7 @@ def test_global_cap_binds_and_total_is_still_exact(cnn):
 
 
 def test_global_with_cross_layer_ties_is_exact(tmp_path):
-    from explorer.core.zoo import load_model
+    from explorer.core.model.zoo import load_model
 
     sd = {k: v.clone() for k, v in load_model("digits-cnn").module.state_dict().items()}
     for n in ("backbone.conv0", "backbone.conv1", "backbone.conv2", "backbone.conv3", "classifier"):
@@ -342,7 +342,7 @@ def test_undo_limit(cnn):
 
 def _original_from_disk() -> dict:
     from explorer import RESOURCES
-    from explorer.core.nets import DigitsCNN
+    from explorer.core.model.nets import DigitsCNN
 
     m = DigitsCNN()
     m.load_state_dict(torch.load(RESOURCES / "models" / "digits-cnn.pt", map_location="cpu", weights_only=True))

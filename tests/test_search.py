@@ -1,14 +1,14 @@
-"""Search for the sparsest allocation within a drop after fine-tuning (explorer.core.search)."""
+"""Search for the sparsest allocation within a drop after fine-tuning (explorer.core.analyse.search)."""
 from __future__ import annotations
 
 import pytest
 
 from explorer.cli import main
 from explorer.core.errors import ExplorerError, PlanError
-from explorer.core.evaluate import evaluate
-from explorer.core.finetune import FinetuneConfig
-from explorer.core.search import search_allocation
-from explorer.core.sensitivity import ScanSpec, scan
+from explorer.core.train.evaluate import evaluate
+from explorer.core.train.finetune import FinetuneConfig
+from explorer.core.analyse.search import search_allocation
+from explorer.core.analyse.sensitivity import ScanSpec, scan
 from explorer.core.session import Session
 
 CFG = FinetuneConfig(epochs=1)
@@ -60,7 +60,7 @@ def test_search_refuses_bad_requests(cnn_scan):
 
 def test_search_without_labels_is_refused():
     s = Session.open("lab-vgg")
-    from explorer.core.sensitivity import ScanResult
+    from explorer.core.analyse.sensitivity import ScanResult
     sc = ScanResult(model="lab-vgg", dataset="synthetic", granularity="element", criterion="l1", split="test",
                     dense_accuracy=90.0, sparsities=[0.5], layers=[{"name": "classifier", "params": 5120,
                                                                      "accuracy": [89.0]}])

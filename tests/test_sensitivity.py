@@ -1,4 +1,4 @@
-"""Layer-wise sensitivity scans (explorer.core.sensitivity): equality with the naive loop, channel groups,
+"""Layer-wise sensitivity scans (explorer.core.analyse.sensitivity): equality with the naive loop, channel groups,
 session left untouched, cancel, progress, early stop, bad inputs, files and the CLI."""
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import json
 import pytest
 import torch
 
-from explorer.core.data import labelled_by_model
+from explorer.core.model.data import labelled_by_model
 from explorer.core.errors import Cancelled, ExplorerError, PlanError
-from explorer.core.evaluate import evaluate
+from explorer.core.train.evaluate import evaluate
 from explorer.core.jobs import CancelToken, Progress
-from explorer.core.recipe import LayerPlan
-from explorer.core.sensitivity import (ScanPoint, ScanResult, ScanSpec, parse_sparsities, read_scan,
+from explorer.core.prune.recipe import LayerPlan
+from explorer.core.analyse.sensitivity import (ScanPoint, ScanResult, ScanSpec, parse_sparsities, read_scan,
                                        run_scan_to_files, scan, write_csv)
 from explorer.core.session import Session
 from tests.helpers import bits
@@ -165,7 +165,7 @@ def test_fast_scan_equals_naive_scan_and_an_independent_loop(model, granularity,
 def test_fast_scan_on_a_residual_net_equals_the_naive_loop(resnet, monkeypatch, stack):
     """Skip connections: the suffix after a layer inside a block reads the block's input from the cache.
     ``stack`` raises the per-pass budget so that all sparsities of a layer run as one stacked batch."""
-    import explorer.core.sensitivity as sens
+    import explorer.core.analyse.sensitivity as sens
 
     if stack:
         monkeypatch.setattr(sens, "VARIANT_PASS_BYTES", 2**30)
@@ -186,7 +186,7 @@ def test_fast_scan_on_a_residual_net_equals_the_naive_loop(resnet, monkeypatch, 
 
 def test_fast_scan_with_stacked_conv_variants_equals_the_naive_loop(cnn, monkeypatch):
     """digits-cnn's activations are big enough that one sparsity runs per pass; force the stacked path."""
-    import explorer.core.sensitivity as sens
+    import explorer.core.analyse.sensitivity as sens
 
     monkeypatch.setattr(sens, "VARIANT_PASS_BYTES", 2**30)
     sps = [0.4, 0.6, 0.8, 0.9]
@@ -217,7 +217,7 @@ def test_fast_path_is_kept_when_the_first_layer_is_already_pruned(cnn):
 
 def test_stacked_layer_path_is_used_when_sparsities_are_batched(mlp, monkeypatch):
     """White-box: with a big per-pass budget the pruned linear layer should compute all variants in one call."""
-    import explorer.core.sensitivity as sens
+    import explorer.core.analyse.sensitivity as sens
 
     monkeypatch.setattr(sens, "VARIANT_PASS_BYTES", 2**30)
     calls = []
@@ -588,7 +588,7 @@ def test_read_scan_refuses_malformed_entries(tmp_path, change):
 
 
 def test_a_scan_file_with_unsorted_sparsities_allocates_like_the_sorted_one(tmp_path):
-    from explorer.core.allocate import allocate_by_drop
+    from explorer.core.analyse.allocate import allocate_by_drop
 
     s = Session.open("digits-cnn")
     flat = {**GOOD, "dense_accuracy": 99.0, "sparsities": [0.9, 0.5],

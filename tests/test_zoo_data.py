@@ -13,7 +13,9 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core import data, nets, zoo
+from explorer.core.model import data
+from explorer.core.model import nets
+from explorer.core.model import zoo
 from explorer.core.errors import (DatasetError, ExplorerError, ModelLoadError, OfflineError,
                                   ShapeMismatchError, UntrustedFileError)
 from explorer.core.session import Session, resolve
@@ -626,7 +628,7 @@ def _write_idx(path, array):
 @pytest.mark.parametrize("kind,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_mnist_format_from_disk(tmp_path, kind, folder):
     import numpy as np
-    from explorer.core.data import load_dataset
+    from explorer.core.model.data import load_dataset
     raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -15,15 +15,15 @@ import torch
 from psygnal import Signal
 from torch import nn
 
-from . import data as data_mod
-from . import zoo
+from .model import data as data_mod
+from .model import zoo
 from .errors import ExplorerError, PlanError, ShapeMismatchError
-from .granularity import NM, Channel, get_granularity
-from .groups import ChannelGroups, channel_groups
-from .layers import LayerInfo, ModelProfile, profile_model
-from .masks import MaskEngine, LayerMask
-from .metrics import LayerCounts, Totals, param_bytes, totals
-from .recipe import LayerPlan, Plan
+from .prune.granularity import NM, Channel, get_granularity
+from .prune.groups import ChannelGroups, channel_groups
+from .model.layers import LayerInfo, ModelProfile, profile_model
+from .prune.masks import MaskEngine, LayerMask
+from .model.metrics import LayerCounts, Totals, param_bytes, totals
+from .prune.recipe import LayerPlan, Plan
 
 UNDO_LIMIT = 200
 
@@ -387,7 +387,7 @@ class Session:
     def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
                    max_layer_sparsity: float = 0.95) -> dict[str, str]:
         """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
-        from .scope import global_sparsities
+        from .prune.scope import global_sparsities
 
         LayerPlan(sparsity, granularity, criterion).validated()
         skipped: dict[str, str] = {}

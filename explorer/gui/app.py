@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .. import RESOURCES
+from explorer import RESOURCES
 
 
 def make_app():
@@ -39,7 +39,7 @@ def run_gui(args) -> int:
     screenshot = getattr(args, "screenshot", None)
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from ..core.session import Session, parse_input_shape, resolve
+    from explorer.core.session import Session, parse_input_shape, resolve
     from .main_window import MainWindow
 
     app = make_app()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from ..core.metrics import Totals, format_bytes, format_count
+from explorer.core.model.metrics import Totals, format_bytes, format_count
 
 
 class Card(QFrame):

@@ -6,7 +6,7 @@ from pathlib import Path
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QLabel,
                                QLineEdit, QMessageBox, QVBoxLayout, QWidget)
 
-from ..core.errors import ExplorerError
+from explorer.core.errors import ExplorerError
 
 MODEL_FILTER = "Models (*.pt *.pth *.pth.tar *.ckpt *.bin *.ts *.jit *.npz);;All files (*)"
 

@@ -6,11 +6,11 @@ from pathlib import Path
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QFileDialog
 
-from ..core import export
-from ..core.compact import channel_removals, compact_model, has_structure
-from ..core.jobs import Progress
-from ..core.latency import latency_input
-from ..core.recipe import plan_to_recipe
+from explorer.core.deploy import export
+from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
+from explorer.core.jobs import Progress
+from explorer.core.analyse.latency import latency_input
+from explorer.core.prune.recipe import plan_to_recipe
 from .results import model_copy
 
 
@@ -110,7 +110,7 @@ class ExportActions:
         lat = s.results.get("latency")
 
         def work(progress, cancel):
-            from ..core.report import build_report, compact_block
+            from explorer.core.deploy.report import build_report, compact_block
             out = Path(folder)
             state = s.masked_state(plan)
             progress(Progress(0.2, "writing model.pt"))

@@ -7,9 +7,9 @@ from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QMessageBox,
                                QPushButton, QSpinBox, QVBoxLayout, QWidget, QCheckBox)
 
-from ..core.evaluate import evaluate
-from ..core.finetune import FinetuneConfig, finetune
-from ..core.recipe import Plan
+from explorer.core.train.evaluate import evaluate
+from explorer.core.train.finetune import FinetuneConfig, finetune
+from explorer.core.prune.recipe import Plan
 from .results import model_copy
 
 

@@ -8,7 +8,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel,
                                QPushButton, QVBoxLayout, QWidget)
 
-from ..core.importance import CRITERIA
+from explorer.core.prune.criteria import CRITERIA
 from .layer_table import GRANULARITY_CHOICES, SparsityEditor, criterion_tips, granularity_tips, make_combo
 
 

@@ -16,8 +16,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from ..core.errors import Cancelled, ExplorerError
-from ..core.jobs import CancelToken, Progress
+from explorer.core.errors import Cancelled, ExplorerError
+from explorer.core.jobs import CancelToken, Progress
 
 PROGRESS_INTERVAL_S = 0.05
 

@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.metrics import format_count
+from explorer.core.model.metrics import format_count
 
 def explain(speed_masked: float, mac_masked: float, speed_compact: float | None, mac_compact: float | None) -> str:
     """One or two sentences on why measured speedups differ from MAC ratios."""

@@ -8,10 +8,10 @@ from PySide6.QtGui import QColor, QStandardItemModel
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView, QSlider,
                                QTableWidget, QTableWidgetItem, QWidget)
 
-from ..core.errors import PlanError
-from ..core.granularity import get_granularity
-from ..core.importance import CRITERIA
-from ..core.metrics import format_count
+from explorer.core.errors import PlanError
+from explorer.core.prune.granularity import get_granularity
+from explorer.core.prune.criteria import CRITERIA
+from explorer.core.model.metrics import format_count
 
 GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
 SLIDER_STEPS = 1000

@@ -8,13 +8,13 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
                                QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
-from .. import __version__
-from ..core import session as session_mod
-from ..core.errors import ExplorerError
-from ..core.jobs import Progress
-from ..core.metrics import format_bytes, format_count
-from ..core.recipe import Plan
-from ..core.zoo import BUILTINS
+from explorer import __version__
+from explorer.core import session as session_mod
+from explorer.core.errors import ExplorerError
+from explorer.core.jobs import Progress
+from explorer.core.model.metrics import format_bytes, format_count
+from explorer.core.prune.recipe import Plan
+from explorer.core.model.zoo import BUILTINS
 from .dashboard import Dashboard
 from .dialogs import OpenModelDialog, ask_folder, ask_model_file, error_text, show_error
 from .global_panel import GlobalPanel
@@ -289,7 +289,7 @@ class MainWindow(QMainWindow):
     def open_model_file(self, path: str, ask: bool = True) -> None:
         kw = {}
         if ask:
-            from ..core.zoo import torchvision_archs
+            from explorer.core.model.zoo import torchvision_archs
             dlg = OpenModelDialog(path, list(BUILTINS) + [f"torchvision:{a}" for a in torchvision_archs()], self)
             if dlg.exec() != dlg.DialogCode.Accepted:
                 return
@@ -305,7 +305,7 @@ class MainWindow(QMainWindow):
     def _ask_torchvision(self) -> None:
         from PySide6.QtWidgets import QInputDialog
 
-        from ..core.zoo import torchvision_archs
+        from explorer.core.model.zoo import torchvision_archs
         arch, ok = QInputDialog.getItem(self, "torchvision architecture", "Architecture (random weights):",
                                         torchvision_archs(), 0, False)
         if ok and arch:
@@ -545,7 +545,7 @@ class MainWindow(QMainWindow):
             missing = [n for n in names if s.layer(n).params > SYNC_BUILD_LIMIT and
                        not s.engine.is_cached(n, criterion, granularity)]
             if missing:
-                from ..core.recipe import LayerPlan
+                from explorer.core.prune.recipe import LayerPlan
                 tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})
 
                 def work(progress, cancel):
@@ -600,7 +600,7 @@ class MainWindow(QMainWindow):
             self.open_recipe(path)
 
     def open_recipe(self, path: str) -> None:
-        from ..core.recipe import read_recipe
+        from explorer.core.prune.recipe import read_recipe
         try:
             plan, d = read_recipe(path)
             self.session.set_plan(plan)
@@ -612,8 +612,8 @@ class MainWindow(QMainWindow):
             self.report_error(e)
 
     def _concepts(self) -> None:
-        from ..core.granularity import get_granularity
-        from ..core.importance import CRITERIA
+        from explorer.core.prune.granularity import get_granularity
+        from explorer.core.prune.criteria import CRITERIA
         from .layer_table import GRANULARITY_CHOICES
 
         rows = [("Sparsity", "the share of a layer's weights set to exactly zero."),

@@ -11,10 +11,10 @@ import copy
 import torch
 from PySide6.QtGui import QKeySequence
 
-from ..core.compact import channel_removals, compact_model, has_structure
-from ..core.evaluate import evaluate
-from ..core.jobs import Progress
-from ..core.latency import latency_input, measure_latencies
+from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
+from explorer.core.train.evaluate import evaluate
+from explorer.core.jobs import Progress
+from explorer.core.analyse.latency import latency_input, measure_latencies
 
 
 def model_copy(session, state) -> torch.nn.Module:
@@ -109,7 +109,7 @@ class ResultsController:
             if structured:
                 progress(Progress(None, "compacting"))
                 models["compact"] = compact_model(models["masked"], state, removals, example, cancel=cancel)
-                from ..core.layers import profile_model
+                from explorer.core.model.layers import profile_model
                 out["compact_macs"] = profile_model(models["compact"], s.require().input_shape).total_macs
                 out["compact_params"] = sum(p.numel() for p in models["compact"].parameters())
             out.update(measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel))

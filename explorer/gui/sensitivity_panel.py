@@ -10,10 +10,10 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSlider, QSplitter, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.allocate import allocate_by_drop, allocate_to_target
-from ..core.errors import ExplorerError
-from ..core.importance import CRITERIA
-from ..core.sensitivity import ScanResult, ScanSpec, parse_sparsities, read_scan, scan, write_csv
+from explorer.core.analyse.allocate import allocate_by_drop, allocate_to_target
+from explorer.core.errors import ExplorerError
+from explorer.core.prune.criteria import CRITERIA
+from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, parse_sparsities, read_scan, scan, write_csv
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
@@ -406,7 +406,7 @@ class SensitivityPanel(QWidget):
 
     def search(self) -> None:
         """Background job: grid of targets, fine-tune each, keep the sparsest within the drop (on val)."""
-        from ..core.search import search_allocation
+        from explorer.core.analyse.search import search_allocation
 
         s, win = self.session, self.win
         if self.result is None:
@@ -446,7 +446,7 @@ class SensitivityPanel(QWidget):
                                     "the plan, History returns to earlier weights.")
 
         def _eval(r):
-            from ..core.evaluate import EvalResult
+            from explorer.core.train.evaluate import EvalResult
             return EvalResult("test", s.dataset.size("test"), r.test_accuracy, None)
 
         win.runner.run("Searching allocation", work, on_done=done, on_progress=on_progress)
@@ -489,7 +489,7 @@ class SensitivityPanel(QWidget):
             self.save_scan(path)
 
     def save_scan(self, path: str) -> None:
-        from ..core.export import atomic_write_json
+        from explorer.core.deploy.export import atomic_write_json
         try:
             atomic_write_json(path, self.result.to_json())
             write_csv(self.result, path[:-5] + ".csv" if path.endswith(".json") else path + ".csv")

@@ -12,8 +12,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
-from ..core.masks import LayerMask
-from ..core.metrics import format_count
+from explorer.core.prune.masks import LayerMask
+from explorer.core.model.metrics import format_count
 
 PRUNED_RGB = (38, 38, 46)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .errors import ExplorerError, PlanError
-from .evaluate import evaluate
-from .jobs import CancelToken, Progress, ProgressFn
-from .recipe import Plan, plan_to_recipe, read_recipe
+from ..errors import ExplorerError, PlanError
+from ..train.evaluate import evaluate
+from ..jobs import CancelToken, Progress, ProgressFn
+from ..prune.recipe import Plan, plan_to_recipe, read_recipe
 
 
 def _log(msg: str) -> None:
@@ -60,13 +60,13 @@ def plan_from_args(session, args) -> Plan:
         args._recipe_finetune = d.get("finetune")
         return session.plan
     if getattr(args, "from_sensitivity", None):
-        from .allocate import allocate_from_file
+        from ..analyse.allocate import allocate_from_file
         if args.max_drop is None:
             raise PlanError("--from-sensitivity needs --max-drop D (allowed accuracy drop in points).")
         if getattr(args, "search", False):
-            from .finetune import FinetuneConfig
-            from .search import search_allocation
-            from .sensitivity import read_scan
+            from ..train.finetune import FinetuneConfig
+            from ..analyse.search import search_allocation
+            from ..analyse.sensitivity import read_scan
 
             cfg = FinetuneConfig(epochs=args.finetune_epochs or 3, optimizer=args.optimizer,
                                  lr=args.lr if args.lr is not None else (1e-3 if args.optimizer == "adam" else 0.01),
@@ -112,8 +112,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     """Apply the session's plan (fine-tune, compact), measure, and write the outputs into ``out_dir``."""
     from . import export
     from .compact import channel_removals, compact_model, has_structure, max_output_difference
-    from .finetune import finetune
-    from .latency import latency_input, measure_latency
+    from ..train.finetune import finetune
+    from ..analyse.latency import latency_input, measure_latency
     from .report import build_report, compact_block
 
     out_dir = Path(out_dir)
@@ -209,8 +209,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
 
 
 def cmd_prune(args) -> int:
-    from ..commands import _open_session
-    from .finetune import FinetuneConfig
+    from explorer.commands import _open_session
+    from ..train.finetune import FinetuneConfig
 
     session = _open_session(args)
     session.set_seed(args.seed)
@@ -249,8 +249,8 @@ def cmd_prune(args) -> int:
 
 
 def cmd_sensitivity(args) -> int:
-    from ..commands import _open_session
-    from .sensitivity import parse_sparsities, run_scan_to_files
+    from explorer.commands import _open_session
+    from ..analyse.sensitivity import parse_sparsities, run_scan_to_files
 
     session = _open_session(args)
     sparsities = parse_sparsities(args.sparsities)

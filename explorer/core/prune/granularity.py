@@ -23,8 +23,8 @@ from math import prod
 import numpy as np
 import torch
 
-from .errors import PlanError
-from .layers import LayerInfo
+from ..errors import PlanError
+from ..model.layers import LayerInfo
 
 VECTOR_BLOCK = 4  # inputs per vector group of a Linear / 1x1 conv
 

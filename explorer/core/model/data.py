@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from .errors import DatasetError
+from ..errors import DatasetError
 
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .metrics import LayerCounts, Totals, totals
+from ..model.metrics import LayerCounts, Totals, totals
 
 
 def counts_from_state(session, state: dict[str, torch.Tensor]) -> tuple[list[LayerCounts], Totals]:
@@ -57,8 +57,8 @@ def build_report(session, plan, dense_state: dict, pruned_state: dict, dense_acc
 
 
 def compact_block(module: nn.Module, input_shape, accuracy=None, latency_ms=None) -> dict:
-    from .layers import profile_model
-    from .metrics import nonzero_count, param_bytes, param_count
+    from ..model.layers import profile_model
+    from ..model.metrics import nonzero_count, param_bytes, param_count
 
     prof = profile_model(module, input_shape)
     return model_block(accuracy, param_count(module), nonzero_count(module), prof.total_macs, param_bytes(module),

@@ -24,9 +24,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .. import RESOURCES
+from explorer import RESOURCES
 from . import nets
-from .errors import ModelLoadError, OfflineError, UntrustedFileError
+from ..errors import ModelLoadError, OfflineError, UntrustedFileError
 
 DEFAULT_MODEL = "digits-cnn"
 
@@ -260,7 +260,7 @@ def _state_dict_of(obj, path: Path) -> dict[str, torch.Tensor] | None:
 def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     """Read a state_dict from a torch.save file or a sparse archive (.npz)."""
     if path.suffix == ".npz":
-        from .sparse_archive import load_sparse_archive  # local: issue-3 module
+        from ..deploy.sparse_archive import load_sparse_archive  # local: issue-3 module
         return load_sparse_archive(path)
     obj = _read_torch_file(path, trust)
     if isinstance(obj, nn.Module):
@@ -340,7 +340,7 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
         raise ModelLoadError(f"'{path.name}' holds a {type(obj).__name__}, not a model or a state_dict.",
                              "Open a state_dict (torch.save(model.state_dict(), f)) with --arch, or a TorchScript archive.")
     if not arch and path.suffix == ".npz":
-        from .sparse_archive import read_meta
+        from ..deploy.sparse_archive import read_meta
         arch = read_meta(path).get("arch")
     arch = arch or guess_arch(sd)
     if not arch:

@@ -15,10 +15,10 @@ import warnings
 import torch
 from torch import nn
 
-from .errors import ExplorerError
-from .granularity import Channel, get_granularity
-from .groups import build_dependency_graph
-from .jobs import CancelToken, Progress, ProgressFn
+from ..errors import ExplorerError
+from ..prune.granularity import Channel, get_granularity
+from ..prune.groups import build_dependency_graph
+from ..jobs import CancelToken, Progress, ProgressFn
 
 
 def channel_removals(session, plan) -> dict[str, list[int]]:

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import load_dataset
+from ..model.data import load_dataset
 from .evaluate import evaluate
-from .export import atomic_torch_save
-from .zoo import BUILTINS
+from ..deploy.export import atomic_torch_save
+from ..model.zoo import BUILTINS
 
 TRAIN_SETTINGS = {
     "digits-cnn": {"epochs": 40, "lr": 3e-3, "batch_size": 64, "weight_decay": 1e-4},

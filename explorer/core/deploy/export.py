@@ -43,7 +43,7 @@ def _file_mode(path: Path) -> int:
 
 def read_json(path: str | Path, what: str, hint: str | None = None):
     """Parse a JSON file the user chose; missing or malformed files are a clear PlanError."""
-    from .errors import PlanError
+    from ..errors import PlanError
 
     path = Path(path)
     try:
@@ -70,7 +70,7 @@ def atomic_write_json(path: Path, obj, verify=None) -> Path:
 # ---------------------------------------------------------------- pruned model exports
 
 def _check_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
-    from .errors import ExplorerError
+    from ..errors import ExplorerError
 
     if set(a) != set(b):
         raise ExplorerError(f"The exported {what} did not reload with the same tensors: "
@@ -105,7 +105,7 @@ def export_sparse_archive(state: dict[str, torch.Tensor], prunable: list[str], m
 
 
 def export_recipe(recipe: dict, path: Path) -> Path:
-    from .recipe import recipe_to_plan
+    from ..prune.recipe import recipe_to_plan
 
     return atomic_write_json(Path(path), recipe, lambda tmp: recipe_to_plan(json.loads(Path(tmp).read_text())))
 
@@ -118,7 +118,7 @@ def export_module(module: torch.nn.Module, path: Path, example: torch.Tensor | N
             with torch.inference_mode():
                 a, b = module.eval()(example), back.eval()(example)
             if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-                from .errors import ExplorerError
+                from ..errors import ExplorerError
                 raise ExplorerError(f"The exported module {Path(path).name} does not reproduce the model's outputs.")
     return atomic_torch_save(module, Path(path), verify)
 
@@ -137,6 +137,6 @@ def export_torchscript(module: torch.nn.Module, path: Path, example: torch.Tenso
         with torch.inference_mode():
             a, b = module(example), back(example)
         if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
-            from .errors import ExplorerError
+            from ..errors import ExplorerError
             raise ExplorerError(f"The TorchScript export {Path(path).name} does not reproduce the model's outputs.")
     return _atomic_write(Path(path), save, verify)

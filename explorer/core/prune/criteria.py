@@ -13,7 +13,7 @@ from typing import Callable
 
 import torch
 
-from .errors import PlanError
+from ..errors import PlanError
 
 
 @dataclass

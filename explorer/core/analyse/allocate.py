@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .errors import PlanError
-from .recipe import LayerPlan, Plan
+from ..errors import PlanError
+from ..prune.recipe import LayerPlan, Plan
 from .sensitivity import ScanResult, read_scan
 
 TARGET_KINDS = ("sparsity", "size", "macs")

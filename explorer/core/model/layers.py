@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .errors import ExplorerError, ShapeMismatchError
+from ..errors import ExplorerError, ShapeMismatchError
 
 PRUNABLE_TYPES: tuple[type, ...] = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 _SCRIPT_NAMES = {"Conv1d", "Conv2d", "Conv3d", "Linear", "NonDynamicallyQuantizableLinear"}

@@ -11,10 +11,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .. import __version__
-from .errors import PlanError
+from explorer import __version__
+from ..errors import PlanError
 from .granularity import get_granularity
-from .importance import get_criterion
+from .criteria import get_criterion
 
 RECIPE_FORMAT = "pruning-explorer-recipe"
 RECIPE_VERSION = 1
@@ -132,7 +132,7 @@ def recipe_to_plan(d: dict) -> Plan:
 
 
 def read_recipe(path: str | Path) -> tuple[Plan, dict]:
-    from .export import read_json
+    from ..deploy.export import read_json
 
     d = read_json(path, "recipe", "A recipe is the recipe.json the app exports.")
     return recipe_to_plan(d), d

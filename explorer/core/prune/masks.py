@@ -27,12 +27,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import PlanError
+from ..errors import PlanError
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
 from .groups import ChannelGroup
-from .importance import ScoreContext, get_criterion
-from .layers import LayerInfo
-from .metrics import LayerCounts
+from .criteria import ScoreContext, get_criterion
+from ..model.layers import LayerInfo
+from ..model.metrics import LayerCounts
 
 MAX_DISPLAY = 1024          # heatmap sample: at most this many rows and columns (a screen's worth)
 HIST_SAMPLE = 200_000       # weights sampled for the histogram

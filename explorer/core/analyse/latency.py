@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .jobs import CancelToken, ProgressFn, ProgressMeter
+from ..jobs import CancelToken, ProgressFn, ProgressMeter
 
 DEFAULT_RUNS = 30
 DEFAULT_WARMUP = 5

@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .. import __version__
-from .errors import ModelLoadError
+from explorer import __version__
+from ..errors import ModelLoadError
 
 ARCHIVE_FORMAT = "pruning-explorer-sparse"
 SEP = "::"

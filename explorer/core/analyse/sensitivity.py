@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ExplorerError, PlanError
-from .evaluate import evaluate, logits_of
-from .granularity import Channel, get_granularity
-from .jobs import CancelToken, Progress, ProgressFn
-from .recipe import LayerPlan
+from ..errors import ExplorerError, PlanError
+from ..train.evaluate import evaluate, logits_of
+from ..prune.granularity import Channel, get_granularity
+from ..jobs import CancelToken, Progress, ProgressFn
+from ..prune.recipe import LayerPlan
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
@@ -576,7 +576,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
 
 
 def _latency_point(session, members, lp, sparsity, variant, example, spec, cancel) -> float:
-    from .compact import compact_model
+    from ..deploy.compact import compact_model
     from .latency import measure_latency
 
     view = session.layer_mask(members[0], lp)
@@ -592,7 +592,7 @@ def _latency_point(session, members, lp, sparsity, variant, example, spec, cance
 # ---------------------------------------------------------------- files
 
 def write_csv(result: ScanResult, path: Path) -> Path:
-    from .export import _atomic_write
+    from ..deploy.export import _atomic_write
 
     def w(tmp):
         with open(tmp, "w", newline="") as f:
@@ -605,7 +605,7 @@ def write_csv(result: ScanResult, path: Path) -> Path:
 
 
 def read_scan(path: str | Path) -> ScanResult:
-    from .export import read_json
+    from ..deploy.export import read_json
 
     return ScanResult.from_json(read_json(path, "sensitivity scan",
                                           "Use a JSON written by `pruning-explorer sensitivity` or the window's scan."))
@@ -613,7 +613,7 @@ def read_scan(path: str | Path) -> ScanResult:
 
 def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="test",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None) -> dict:
-    from .export import atomic_write_json
+    from ..deploy.export import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
                     layers=layers, split=split, early_stop=early_stop, latency=latency)

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from .errors import PlanError
+from ..errors import PlanError
 from .granularity import NM, Channel, get_granularity
 from .recipe import LayerPlan
 

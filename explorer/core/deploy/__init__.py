@@ -1,0 +1,1 @@
+"""Deploy: channel compaction, exports (checkpoint, sparse archive, modules), report.json, results bundles."""
