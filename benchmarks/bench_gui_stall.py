@@ -56,14 +56,14 @@ def main() -> None:
     last[0] = time.perf_counter()
     t0 = time.perf_counter()
     name = s.layer_names[1]
-    slider = win.table._editors[name][0].slider
+    slider = win.table._editors[name][0]
     v = 0
     next_drag = t0
     while win.runner.busy or win.runner.queue:
         app.processEvents()
         if time.perf_counter() >= next_drag:
             v = (v + 37) % 1000
-            slider.setValue(v)           # the user keeps exploring while the job runs
+            slider.setValue(v / 10)      # percent; the user keeps exploring while the job runs
             next_drag = time.perf_counter() + 0.05
         time.sleep(0.001)
     timer.stop()

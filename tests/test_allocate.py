@@ -9,7 +9,8 @@ import torch
 from explorer.core.analyse.allocate import allocate_by_drop, allocate_from_file, allocate_to_target
 from explorer.core.model.data import labelled_by_model
 from explorer.core.errors import PlanError
-from explorer.core.prune.recipe import LayerPlan, Plan, read_recipe
+from explorer.core.prune.plan import LayerPlan, Plan
+from explorer.core.prune.recipe import read_recipe
 from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, read_scan, run_scan_to_files, scan
 from explorer.core.session import Session
 

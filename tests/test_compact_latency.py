@@ -14,7 +14,7 @@ from explorer.core.jobs import CancelToken
 from explorer.core.analyse.latency import Latency, measure_latencies, measure_latency
 from explorer.core.model.layers import profile_model
 from explorer.core.model.metrics import param_count
-from explorer.core.prune.recipe import LayerPlan
+from explorer.core.prune.plan import LayerPlan
 from explorer.core.session import Session
 from tests.helpers import bits
 

@@ -12,7 +12,8 @@ import torch
 from explorer.core.deploy import export
 from explorer.core.errors import ModelLoadError, PlanError
 from explorer.core.model.nets import DigitsCNN
-from explorer.core.prune.recipe import LayerPlan, Plan, plan_to_recipe, read_recipe, recipe_to_plan
+from explorer.core.prune.plan import LayerPlan, Plan
+from explorer.core.prune.recipe import plan_to_recipe, read_recipe, recipe_to_plan
 from explorer.core.session import Session
 from explorer.core.deploy.sparse_archive import load_sparse_archive, read_meta
 from tests.helpers import bits, assert_bit_identical
@@ -474,7 +475,7 @@ def test_prune_seed_changes_random_masks(tmp_path, capsys):
 def test_exports_get_ordinary_file_permissions(tmp_path):
     import os
     import stat
-    from explorer.core.deploy.export import atomic_write_json
+    from explorer.core.fileio import atomic_write_json
     f = tmp_path / "x.json"
     atomic_write_json(f, {"a": 1})
     mask = os.umask(0)

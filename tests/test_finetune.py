@@ -11,7 +11,7 @@ from explorer.core.errors import Cancelled, ExplorerError, PlanError
 from explorer.core.train.evaluate import EvalResult, evaluate
 from explorer.core.train.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, finetune
 from explorer.core.jobs import CancelToken, Progress
-from explorer.core.prune.recipe import Plan
+from explorer.core.prune.plan import Plan
 from explorer.core.session import Session
 from tests.helpers import assert_bit_identical
 

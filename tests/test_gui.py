@@ -62,7 +62,7 @@ def test_slider_changes_plan_heatmap_and_dashboard(win, qtbot):
     s = win.session
     name = "backbone.conv3"
     ed, gc, cc = win.table._editors[name]
-    ed.slider.setValue(700)                       # 70 %
+    ed.setValue(70.0)                             # 70 %
     qtbot.wait(60)
     assert s.plan.get(name).sparsity == pytest.approx(0.7)
     assert s.selected == name
@@ -100,11 +100,11 @@ def test_granularity_refused_for_layer_keeps_previous(win, qtbot):
 def test_undo_redo_reset(win, qtbot):
     s = win.session
     ed = win.table._editors["backbone.conv1"][0]
-    ed.slider.setSliderDown(True)
-    for v in (100, 200, 300, 400):
-        ed.slider.setValue(v)
-    ed.slider.setSliderDown(False)
-    ed.slider.sliderReleased.emit()
+    ed.setSliderDown(True)
+    for v in (10.0, 20.0, 30.0, 40.0):
+        ed.setValue(v)
+    ed.setSliderDown(False)
+    ed.sliderReleased.emit()
     qtbot.wait(30)
     assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.4)
     win.act_undo.trigger()                          # one drag = one undo step
@@ -112,7 +112,7 @@ def test_undo_redo_reset(win, qtbot):
     win.act_redo.trigger()
     assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.4)
     qtbot.wait(30)
-    assert ed.value() == pytest.approx(0.4)
+    assert ed.sparsity() == pytest.approx(0.4)
     win.apply_plan()
     win.reset()
     for k, v in s.module.state_dict().items():
@@ -122,7 +122,7 @@ def test_undo_redo_reset(win, qtbot):
 def test_global_panel_sets_all_layers(win, qtbot):
     s = win.session
     gp = win.global_panel
-    gp.editor.set_value(0.6)
+    gp.editor.set_sparsity(0.6)
     gp.scope.setCurrentText("global")
     gp.set_btn.click()
     qtbot.wait(60)
@@ -136,20 +136,20 @@ def test_global_panel_sets_all_layers(win, qtbot):
 def test_evaluate_latency_and_history(win, qtbot):
     s = win.session
     s.set_uniform(s.layer_names, 0.5)
-    win.results.evaluate()
+    win.measure.evaluate()
     wait_jobs(qtbot, win)
     assert not s.pending                      # evaluating applies the plan
-    dense = s.results["dense_eval"].accuracy
-    cur = s.results["current_eval"][1].accuracy
+    dense = s.measurements.dense.accuracy
+    cur = s.measurements.current.value.accuracy
     assert dense > 97 and 0 < cur <= 100
     assert "%" in win.dashboard.cards["accuracy"].value.text()
     assert len(s.history) == 1 and s.history[0].accuracy == cur
     s.set_uniform(s.layer_names, 0.5, "channel")
     win.settings.setValue("latency/runs", 5)
-    win.results.measure_latency()
+    win.measure.measure_latency()
     wait_jobs(qtbot, win)
-    version, L = s.results["latency"]
-    assert L["compact"] is not None and L["compact_macs"] < L["dense_macs"]
+    L = s.measurements.latency.value
+    assert L.compact is not None and L.compact_macs < L.dense_macs
     assert win.latency_panel.table.rowCount() == 3
     assert "compact" in win.latency_panel.explain.text().lower()
     win.tabs.setCurrentWidget(win.latency_panel)
@@ -170,8 +170,8 @@ def test_finetune_live_curve_keeps_masks(win, qtbot):
         w = dict(s.module.named_parameters())[f"{n}.weight"]
         frac_zero = float((w == 0).float().mean())
         assert frac_zero == pytest.approx(0.8, abs=0.01)
-    assert s.results.get("current_eval") is not None
-    assert s.results["current_eval"][1].accuracy > 90
+    assert s.measurements.current is not None
+    assert s.measurements.current.value.accuracy > 90
     win.tabs.setCurrentWidget(p)
     shot(win, "finetune")
 
@@ -209,7 +209,7 @@ def test_close_during_job_stops_it(qtbot, tmp_path):
     t0 = time.monotonic()
     w.close()
     assert time.monotonic() - t0 < 20
-    assert not w.runner.busy or w.runner._thread is None or not w.runner._thread.isRunning()
+    assert not w.runner.working
 
 
 def test_bad_model_file_shows_error_and_keeps_model(win, qtbot, tmp_path):
@@ -260,14 +260,14 @@ def test_sensitivity_scan_curves_click_and_allocate(win, qtbot):
     # clicking a point plans that layer at that sparsity
     p._cell_clicked(2, 1)
     assert s.plan.get(p.heat.verticalHeaderItem(2).text()).sparsity == pytest.approx(0.7)
-    p.mode.setCurrentIndex(0)
-    p.value.setValue(1.0)
-    p.allocate()
+    p.alloc.mode.setCurrentIndex(0)
+    p.alloc.value.setValue(1.0)
+    p.alloc.allocate()
     assert s.plan.active(), "allocation produced a plan"
-    assert "predicted" in p.alloc_info.text()
-    win.results.evaluate()
+    assert "predicted" in p.alloc.alloc_info.text()
+    win.measure.evaluate()
     wait_jobs(qtbot, win)
-    assert "measured" in p.alloc_info.text()
+    assert "measured" in p.alloc.alloc_info.text()
     win.tabs.setCurrentWidget(p)
     shot(win, "sensitivity")
 
@@ -327,24 +327,24 @@ def test_search_button_applies_the_sparsest_plan_within_the_drop(win, qtbot):
     p.start_scan()
     wait_jobs(qtbot, win)
     win.finetune_panel.epochs.setValue(1)
-    p.mode.setCurrentIndex(0)
-    p.value.setValue(50.0)           # generous drop: the top target passes
-    p.search()
+    p.alloc.mode.setCurrentIndex(0)
+    p.alloc.value.setValue(50.0)           # generous drop: the top target passes
+    p.alloc.search()
     wait_jobs(qtbot, win)
     assert s.base_label == "fine-tuned (search)"
     assert not s.pending and s.totals().sparsity > 0.5
-    assert "Sparsest within" in p.alloc_info.text()
+    assert "Sparsest within" in p.alloc.alloc_info.text()
     assert s.history and s.history[-1].accuracy is not None
 
 
 def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
     s = win.session
     s.set_uniform(s.layer_names, 0.3)
-    win.results.evaluate()
+    win.measure.evaluate()
     wait_jobs(qtbot, win)
     first = {k: v.clone() for k, v in s.module.state_dict().items()}
     s.set_uniform(s.layer_names, 0.7)
-    win.results.evaluate()
+    win.measure.evaluate()
     wait_jobs(qtbot, win)
     assert len(s.history) == 2 and win.history_panel.table.rowCount() == 2
     win.history_panel.restore_row(0)
@@ -367,8 +367,10 @@ def test_view_menu_switches_tabs_and_toggles(win, qtbot):
 
 
 def test_help_dialogs_open(win, qtbot):
-    win._concepts()
-    win._shortcuts()
+    from explorer.gui import help as help_dialogs
+
+    help_dialogs.show_concepts(win)
+    help_dialogs.show_shortcuts(win, win.menuBar().findChildren(type(win.run_menu)))
     texts = [b.text() for b in win.findChildren(QMessageBox) if b.isVisible()]
     assert any("Granularity channel" in t for t in texts)
     assert any("F5" in t and "Evaluate" in t for t in texts)
@@ -380,7 +382,7 @@ def test_jobs_needing_labels_explain_on_synthetic_data(win, qtbot):
     win.set_dataset("synthetic")
     wait_jobs(qtbot, win)
     assert win.session.dataset.spec == "synthetic"
-    win.results.evaluate()
+    win.measure.evaluate()
     assert not win.runner.busy and "needs labels" in win.last_error[1]
     win.finetune_panel.start()
     assert not win.runner.busy and "Fine-tuning needs labels" in win.last_error[1]

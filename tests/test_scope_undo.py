@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from explorer.core.errors import PlanError
-from explorer.core.prune.recipe import LayerPlan, Plan
+from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 from tests.helpers import assert_bit_identical
 
@@ -293,10 +293,10 @@ def test_new_edit_clears_redo_and_noop_is_not_a_step(cnn):
     assert not cnn.can_redo
     assert cnn.plan.get("backbone.conv2").sparsity == 0.3
     # a refused edit leaves history alone
-    n_undo = len(cnn._undo)
+    n_undo = cnn.undo_stack.depth
     with pytest.raises(PlanError):
         cnn.set_layer("classifier", granularity="channel", sparsity=0.5)
-    assert len(cnn._undo) == n_undo
+    assert cnn.undo_stack.depth == n_undo
 
 
 def test_coalesced_drag_is_one_undo_step(cnn):
@@ -329,7 +329,7 @@ def test_different_coalesce_keys_are_separate_steps(cnn):
 
 
 def test_undo_limit(cnn):
-    from explorer.core.session import UNDO_LIMIT
+    from explorer.core.undo import UNDO_LIMIT
 
     for i in range(UNDO_LIMIT + 10):
         cnn.set_layer("backbone.conv2", sparsity=(i + 1) / 1000)

@@ -13,7 +13,7 @@ from explorer.core.model.data import labelled_by_model
 from explorer.core.errors import Cancelled, ExplorerError, PlanError
 from explorer.core.train.evaluate import evaluate
 from explorer.core.jobs import CancelToken, Progress
-from explorer.core.prune.recipe import LayerPlan
+from explorer.core.prune.plan import LayerPlan
 from explorer.core.analyse.sensitivity import (ScanPoint, ScanResult, ScanSpec, parse_sparsities, read_scan,
                                        run_scan_to_files, scan, write_csv)
 from explorer.core.session import Session
@@ -165,10 +165,11 @@ def test_fast_scan_equals_naive_scan_and_an_independent_loop(model, granularity,
 def test_fast_scan_on_a_residual_net_equals_the_naive_loop(resnet, monkeypatch, stack):
     """Skip connections: the suffix after a layer inside a block reads the block's input from the cache.
     ``stack`` raises the per-pass budget so that all sparsities of a layer run as one stacked batch."""
+    import explorer.core.analyse.replay as replay
     import explorer.core.analyse.sensitivity as sens
 
     if stack:
-        monkeypatch.setattr(sens, "VARIANT_PASS_BYTES", 2**30)
+        monkeypatch.setattr(replay, "VARIANT_PASS_BYTES", 2**30)
     sps = [0.3, 0.6, 0.9]
     spec = ScanSpec(sps, layers=RESNET_LAYERS)
     fast = scan(resnet, spec)
@@ -186,9 +187,10 @@ def test_fast_scan_on_a_residual_net_equals_the_naive_loop(resnet, monkeypatch, 
 
 def test_fast_scan_with_stacked_conv_variants_equals_the_naive_loop(cnn, monkeypatch):
     """digits-cnn's activations are big enough that one sparsity runs per pass; force the stacked path."""
+    import explorer.core.analyse.replay as replay
     import explorer.core.analyse.sensitivity as sens
 
-    monkeypatch.setattr(sens, "VARIANT_PASS_BYTES", 2**30)
+    monkeypatch.setattr(replay, "VARIANT_PASS_BYTES", 2**30)
     sps = [0.4, 0.6, 0.8, 0.9]
     for gran in ("element", "channel"):
         r = scan(cnn, ScanSpec(sps, granularity=gran))
@@ -217,16 +219,17 @@ def test_fast_path_is_kept_when_the_first_layer_is_already_pruned(cnn):
 
 def test_stacked_layer_path_is_used_when_sparsities_are_batched(mlp, monkeypatch):
     """White-box: with a big per-pass budget the pruned linear layer should compute all variants in one call."""
+    import explorer.core.analyse.replay as replay
     import explorer.core.analyse.sensitivity as sens
 
-    monkeypatch.setattr(sens, "VARIANT_PASS_BYTES", 2**30)
+    monkeypatch.setattr(replay, "VARIANT_PASS_BYTES", 2**30)
     calls = []
-    real = sens._Replayer._stacked
+    real = replay.Replayer._stacked
 
     def spy(self, mod, x, variants, name):
         calls.append((name, len(variants)))
         return real(self, mod, x, variants, name)
-    monkeypatch.setattr(sens._Replayer, "_stacked", spy)
+    monkeypatch.setattr(replay.Replayer, "_stacked", spy)
     r = scan(mlp, ScanSpec([0.4, 0.6, 0.8], layers=["fc2"]))
     assert r.method == "fast"
     assert accuracies(r) == naive_reference(mlp, ["fc2"], [0.4, 0.6, 0.8])

@@ -18,7 +18,8 @@ from explorer.core.model import nets
 from explorer.core.model import zoo
 from explorer.core.errors import (DatasetError, ExplorerError, ModelLoadError, OfflineError,
                                   ShapeMismatchError, UntrustedFileError)
-from explorer.core.session import Session, resolve
+from explorer.core.model.loading import resolve
+from explorer.core.session import Session
 
 
 def _one_paragraph(text: str) -> None:

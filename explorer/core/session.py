@@ -1,136 +1,35 @@
-"""The session: the one object that holds model + dataset + plan + masks + history.
+"""The session: the one object that holds model + dataset + plan + masks + history + measurements.
 
-State changes go through the session; the GUI subscribes to its psygnal
-events and redraws. The original weights are never lost: the model's
-prunable weights are always ``base * mask``, with ``base`` a kept copy
-(the loaded weights, or the last fine-tuned ones) and ``original`` the
-weights as loaded, so reset and undo are exact.
+Every state change goes through a public method here, and the session emits the events the GUI listens
+to (psygnal; the GUI never emits them). The original weights are never lost: the model's prunable weights
+are always ``base * mask``, with ``base`` the kept weights (the loaded ones, or the last fine-tuned ones)
+and ``original`` the weights as loaded, so reset and undo are exact.
+
+Loading lives in ``model.loading`` and gradients in ``prune.gradients``; the undo stack, the History with
+its weight store and the measurements are small objects of their own that the session owns.
 """
 from __future__ import annotations
 
+import copy
 import threading
-from dataclasses import dataclass, field
 
 import torch
 from psygnal import Signal
 from torch import nn
 
+from .errors import ExplorerError, PlanError
+from .history import MIN_BUDGET_BYTES, HistoryEntry, WeightStore, state_bytes
+from .measurements import LatencyComparison, Measured, Measurements
 from .model import data as data_mod
-from .model import zoo
-from .errors import ExplorerError, PlanError, ShapeMismatchError
-from .prune.granularity import NM, Channel, get_granularity
-from .prune.groups import ChannelGroups, channel_groups
-from .model.layers import LayerInfo, ModelProfile, profile_model
-from .prune.masks import MaskEngine, LayerMask
+from .model.layers import LayerInfo, ModelProfile
+from .model.loading import LoadResult, resolve, resolve_dataset_for
 from .model.metrics import LayerCounts, Totals, param_bytes, totals
-from .prune.recipe import LayerPlan, Plan
+from .prune.granularity import NM, Channel
+from .prune.masks import LayerMask, MaskEngine, masked_state
+from .prune.plan import LayerPlan, Plan
+from .undo import UndoStack
 
-UNDO_LIMIT = 200
-
-
-@dataclass
-class HistoryEntry:
-    """A state the user has been through, with what was measured there (the Pareto view's points)."""
-
-    id: int
-    label: str
-    plan: Plan
-    base: dict            # the kept weights the plan applies to (shared between entries, never mutated)
-    base_label: str
-    sparsity: float
-    compression_ratio: float
-    nonzero_macs: int
-    accuracy: float | None = None
-    latency_ms: float | None = None
-
-
-@dataclass
-class LoadResult:
-    """Everything :meth:`Session.resolve` built; applied atomically by :meth:`Session.apply_load`."""
-
-    model: zoo.LoadedModel
-    dataset: data_mod.DatasetBundle
-    profile: ModelProfile
-    groups: ChannelGroups
-    input_shape: tuple[int, ...]
-    notes: list[str] = field(default_factory=list)
-
-
-def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        shape = tuple(int(x) for x in str(text).replace("x", ",").split(",") if x.strip())
-    except ValueError:
-        raise ExplorerError(f"Input shape '{text}' is not a list of integers; write it as C,H,W (e.g. 3,224,224).") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise ExplorerError(f"Input shape '{text}' must be positive integers, e.g. 3,224,224.")
-    return shape
-
-
-def resolve(model: str | None = None, dataset: str | None = None, weights: str | None = None,
-            arch: str | None = None, trust: bool = False, input_shape: tuple[int, ...] | None = None) -> LoadResult:
-    """Load a model and a dataset and check that they fit. Pure and possibly slow (run it in a worker)."""
-    lm = zoo.load_model(model, weights=weights, arch=arch, trust=trust)
-    if lm.input_shape is None and not dataset and not input_shape:
-        # a TorchScript/pickled model does not say what it eats: try the built-in digits, else ask
-        try:
-            return resolve(model, "digits", weights, arch, trust, None)
-        except ShapeMismatchError:
-            raise ShapeMismatchError(
-                f"The input shape of {lm.name} is unknown (it does not take the built-in 1x8x8 digits).",
-                "Give it with --input-shape C,H,W (e.g. 3,224,224; in the window: the Input shape field), "
-                "or choose a dataset.") from None
-    ds_spec = dataset or lm.default_dataset
-    shape = tuple(input_shape) if input_shape else None
-    notes = list(lm.notes)
-    if ds_spec.split(":")[0] == "synthetic":
-        shape = shape or lm.input_shape
-        if shape is None:
-            raise ShapeMismatchError(f"The input shape of {lm.name} is unknown.",
-                                     "Give it with --input-shape C,H,W (e.g. 3,224,224), or choose a dataset.")
-        ds = data_mod.load_dataset(ds_spec, input_shape=shape)
-    else:
-        ds = data_mod.load_dataset(ds_spec, input_shape=shape or lm.input_shape)
-        if shape and tuple(shape) != tuple(ds.input_shape):
-            notes.append(f"dataset gives {ds.input_shape}, --input-shape said {shape}: using the dataset's")
-        shape = ds.input_shape
-    if lm.input_shape and tuple(lm.input_shape) != tuple(shape):
-        notes.append(f"{lm.name} is usually fed {lm.input_shape}; running it at {tuple(shape)}")
-    try:
-        example = ds.example_input(1)
-    except ExplorerError:
-        example = torch.zeros(1, *shape)
-    try:
-        profile = profile_model(lm.module, shape, example=example)
-    except ShapeMismatchError as e:
-        raise ShapeMismatchError(
-            f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
-            "Choose a dataset of the model's input shape"
-            + (f" {lm.input_shape}" if lm.input_shape else "") + ", or another model.") from None
-    if not profile.layers:
-        raise ExplorerError(f"{lm.name} has no prunable layers (Conv1d/Conv2d/Conv3d/Linear with a weight).",
-                            "Nothing to prune here; open a network with convolutional or linear layers.")
-    out_dim = profile.output_shape[0] if profile.output_shape else None
-    if ds.has_labels and ds.num_classes and out_dim is not None and len(profile.output_shape) == 1:
-        if out_dim < ds.num_classes:
-            raise ShapeMismatchError(
-                f"{lm.name} outputs {out_dim} classes but {ds.spec} has {ds.num_classes}.",
-                "Choose a model trained for this dataset.")
-        if out_dim != ds.num_classes:
-            notes.append(f"model outputs {out_dim} classes, dataset has {ds.num_classes}: accuracy uses the first "
-                         f"{ds.num_classes}")
-    groups = channel_groups(lm.module, profile, example)
-    if groups.note:
-        notes.append(groups.note)
-    nonfinite = [n for n, p in lm.module.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if nonfinite:
-        notes.append(f"non-finite weights (NaN/inf) in {len(nonfinite)} tensor(s): {', '.join(nonfinite[:3])}"
-                     " -- they are never pruned silently")
-    if profile.skipped:
-        notes.append(f"{len(profile.skipped)} layer(s) not used by the forward pass are not listed: "
-                     + ", ".join(profile.skipped[:3]))
-    return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
+LOADED = "loaded weights"
 
 
 class Session:
@@ -140,8 +39,7 @@ class Session:
     plan_changed = Signal(object)     # names of layers whose plan changed (list), or None for all
     weights_changed = Signal()        # the module's weights changed (apply, fine-tune, reset)
     selection_changed = Signal(str)
-    history_changed = Signal()        # undo/redo availability, snapshots
-    metrics_changed = Signal()        # evaluation/latency results updated
+    history_changed = Signal()        # undo/redo availability, History entries, saved marker
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -149,19 +47,19 @@ class Session:
         self.plan = Plan()
         self.applied_plan = Plan()
         self.selected: str | None = None
-        self._undo: list[Plan] = []
-        self._redo: list[Plan] = []
-        self._coalesce: object = None
+        self.undo_stack = UndoStack()
         self._original: dict[str, torch.Tensor] = {}
         self._base: dict[str, torch.Tensor] = {}
+        self._base_id = self._original_id = 0
         self._dense_nonzero: dict[str, int] = {}
         self._grads: dict[str, torch.Tensor] | None = None
         self.engine: MaskEngine | None = None
         self.lock = threading.RLock()
-        self.results: dict[str, object] = {}   # evaluation/latency results by key (filled by jobs)
+        self.measurements = Measurements()
         self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
-        self.base_label = "loaded weights"
+        self.base_label = LOADED
         self.history: list[HistoryEntry] = []
+        self.weights = WeightStore()
         self.version = 0                       # bumps whenever the model's weights change
         self._other_nz: int | None = None
         self._param_bytes = 0
@@ -184,22 +82,24 @@ class Session:
             module = result.model.module
             self._original = {k: v.detach().clone() for k, v in module.state_dict().items()}
             self._base = self._original   # never mutated in place: masks produce new tensors
+            self.weights.clear()
+            self.weights.budget = max(MIN_BUDGET_BYTES, 2 * state_bytes(self._original))
+            self._original_id = self._base_id = self.weights.add(self._original, pinned=True)
             self._count_base()
             self._param_bytes = param_bytes(module)
             self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
-            self._undo.clear()
-            self._redo.clear()
-            self._coalesce = None
+            self.undo_stack.clear()
             self._grads = None
-            self.results = {}
+            self.measurements.clear()
             self.history = []
             self.version += 1
-            self.base_label = "loaded weights"
+            self.base_label = LOADED
             self.engine = MaskEngine({l.name: l for l in result.profile.layers}, weight=self.base_weight,
                                      channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
             self.selected = self.default_layer()
         self.loaded.emit()
         self.history_changed.emit()
+        self.measurements.changed.emit()
 
     def set_dataset(self, spec: str) -> None:
         """Switch dataset for the loaded model (keeps plan and weights); errors leave everything as is."""
@@ -211,11 +111,12 @@ class Session:
             r.dataset, r.input_shape = new.dataset, new.input_shape
             r.profile, r.groups, r.notes = new.profile, new.groups, new.notes
             self._grads = None
-            self.results = {}
+            self.measurements.clear()
             if self.engine:
                 self.engine.layers = {l.name: l for l in r.profile.layers}
                 self.engine.invalidate()
         self.loaded.emit()
+        self.measurements.changed.emit()
 
     # ------------------------------------------------------------------ basic state
     def require(self) -> LoadResult:
@@ -281,6 +182,14 @@ class Session:
     def base_state(self) -> dict[str, torch.Tensor]:
         return self._base
 
+    def model_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """A private copy of the model (in eval mode), with ``state`` loaded if given: what jobs work on."""
+        with self.lock:
+            m = copy.deepcopy(self.module)
+        if state is not None:
+            m.load_state_dict(state)
+        return m.eval()
+
     def channel_group(self, name: str):
         return self.require().groups.of(name)
 
@@ -302,35 +211,33 @@ class Session:
 
     def _gradient(self, name: str) -> torch.Tensor | None:
         if self._grads is None:
-            self._grads = compute_gradients(self)
+            from .prune.gradients import compute_gradients
+            self._grads = compute_gradients(self.model_copy(self._base), self.dataset, self.layer_names, self.seed)
         return self._grads.get(name) if self._grads else None
 
     # ------------------------------------------------------------------ plan editing
-    def _push_undo(self, coalesce: object = None) -> None:
-        if coalesce is not None and coalesce == self._coalesce:
-            return
-        self._undo.append(self.plan.copy())
-        del self._undo[:-UNDO_LIMIT]
-        self._redo.clear()
-        self._coalesce = coalesce
+    def _replace_plan(self, plan: Plan, names=None, coalesce: object = None, record: bool = True) -> None:
+        if record:
+            self.undo_stack.push(self.plan, coalesce)
+        self.plan = plan
+        self.plan_changed.emit(names)
+        self.history_changed.emit()
 
     def end_edit(self) -> None:
         """Close a coalesced edit (e.g. on slider release): the next edit is a new undo step."""
-        self._coalesce = None
+        self.undo_stack.end_edit()
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         """Validate one layer's plan: values, and that the granularity fits the layer."""
         lp = lp.validated(name)
-        layer = self.layer(name)
-        gran = get_granularity(lp.granularity)
-        gran.check(layer)
-        if isinstance(gran, Channel):
+        lp.granularity.check(self.layer(name))
+        if isinstance(lp.granularity, Channel):
             g = self.channel_group(name)
             if g.blocked:
                 raise PlanError(f"'channel' granularity does not fit layer {name}: {g.blocked}.",
                                 "Its output channels must all stay; use element, n:m, vector or kernel for it.")
-        if lp.criterion == "taylor" and not self.dataset.has_labels:
-            raise PlanError("The taylor criterion needs gradients, which need a dataset with labels.",
+        if lp.criterion.needs_gradients and not self.dataset.has_labels:
+            raise PlanError(f"The {lp.criterion} criterion needs gradients, which need a dataset with labels.",
                             f"{self.dataset.spec} has no labels; use l1, l2 or random.")
         return lp
 
@@ -341,30 +248,22 @@ class Session:
         new = LayerPlan(cur.sparsity if sparsity is None else sparsity,
                         cur.granularity if granularity is None else granularity,
                         cur.criterion if criterion is None else criterion)
-        if granularity is not None and sparsity is None:
-            g = get_granularity(granularity)
-            if isinstance(g, NM) and new.sparsity == 0.0:
-                new = LayerPlan(g.pattern_sparsity, new.granularity, new.criterion)
+        if granularity is not None and sparsity is None and isinstance(new.granularity, NM) and new.sparsity == 0.0:
+            new = LayerPlan(new.granularity.pattern_sparsity, new.granularity, new.criterion)
         new = self.check_layer_plan(name, new)
-        names = [name]
-        old_gran = get_granularity(cur.granularity)
-        if isinstance(get_granularity(new.granularity), Channel) or isinstance(old_gran, Channel):
-            names = list(self.linked_layers(name))
+        channel = isinstance(new.granularity, Channel)
+        names = list(self.linked_layers(name)) if channel or isinstance(cur.granularity, Channel) else [name]
         plan = self.plan
         for n in names:
             lp = new
-            if n != name and not isinstance(get_granularity(new.granularity), Channel):
+            if n != name and not channel:
                 # leaving channel: linked layers fall back to the same granularity if it fits, else element
-                g = get_granularity(new.granularity)
-                lp = new if g.fits(self.layer(n)) else LayerPlan(new.sparsity, "element", new.criterion)
+                lp = new if new.granularity.fits(self.layer(n)) else LayerPlan(new.sparsity, "element", new.criterion)
             plan = plan.with_layer(n, lp)
         if plan.layers == self.plan.layers:
             return []
-        self._push_undo(coalesce)
         plan.scope, plan.target_sparsity = "local", None   # a hand edit makes the plan per-layer
-        self.plan = plan
-        self.plan_changed.emit(names)
-        self.history_changed.emit()
+        self._replace_plan(plan, names, coalesce)
         return names
 
     def set_uniform(self, names: list[str], sparsity: float, granularity: str = "element",
@@ -375,9 +274,8 @@ class Session:
         plan = self.plan.copy()
         plan.scope, plan.target_sparsity = "local", sparsity
         for n in names:
-            lp = LayerPlan(sparsity, granularity, criterion)
             try:
-                plan.layers[n] = self.check_layer_plan(n, lp)
+                plan.layers[n] = self.check_layer_plan(n, LayerPlan(sparsity, granularity, criterion))
             except PlanError as e:
                 skipped[n] = e.message
                 plan.layers.pop(n, None)
@@ -389,21 +287,21 @@ class Session:
         """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
         from .prune.scope import global_sparsities
 
-        LayerPlan(sparsity, granularity, criterion).validated()
+        proto = LayerPlan(sparsity, granularity, criterion).validated()
         skipped: dict[str, str] = {}
         ok = []
         for n in names:
             try:
-                self.check_layer_plan(n, LayerPlan(0.0, granularity, criterion))
+                self.check_layer_plan(n, LayerPlan(0.0, proto.granularity, proto.criterion))
                 ok.append(n)
             except PlanError as e:
                 skipped[n] = e.message
-        per_layer = global_sparsities(self, ok, sparsity, granularity, criterion, max_layer_sparsity)
+        per_layer = global_sparsities(self, ok, sparsity, proto.granularity, proto.criterion, max_layer_sparsity)
         plan = self.plan.copy()
         for n in names:
             plan.layers.pop(n, None)
         for n, s in per_layer.items():
-            plan.layers[n] = LayerPlan(s, get_granularity(granularity).name, criterion)
+            plan.layers[n] = LayerPlan(s, proto.granularity, proto.criterion)
         plan.scope, plan.target_sparsity = "global", sparsity
         self.set_plan(plan)
         return skipped
@@ -412,11 +310,7 @@ class Session:
         plan = self.linked_plan(plan.validated(self.layer_names))
         for n, lp in plan.layers.items():
             self.check_layer_plan(n, lp)
-        if record:
-            self._push_undo()
-        self.plan = plan
-        self.plan_changed.emit(None)
-        self.history_changed.emit()
+        self._replace_plan(plan, record=record)
 
     def linked_plan(self, plan: Plan) -> Plan:
         """Channel plans cover whole channel groups: a linked layer without the same channel plan gets it
@@ -433,34 +327,30 @@ class Session:
 
     @property
     def can_undo(self) -> bool:
-        return bool(self._undo)
+        return self.undo_stack.can_undo
 
     @property
     def can_redo(self) -> bool:
-        return bool(self._redo)
+        return self.undo_stack.can_redo
 
     def undo(self) -> bool:
-        return self._step(self._undo, self._redo)
+        return self._step(self.undo_stack.undo(self.plan))
 
     def redo(self) -> bool:
-        return self._step(self._redo, self._undo)
+        return self._step(self.undo_stack.redo(self.plan))
 
-    def _step(self, source: list[Plan], target: list[Plan]) -> bool:
-        if not source:
+    def _step(self, plan: Plan | None) -> bool:
+        if plan is None:
             return False
-        target.append(self.plan.copy())
-        self.plan = source.pop()
-        self._coalesce = None
-        self.plan_changed.emit(None)
-        self.history_changed.emit()
+        self._replace_plan(plan, record=False)
         return True
 
     def reset(self) -> None:
         """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
-        self._push_undo()
+        self.undo_stack.push(self.plan)
         self.plan = Plan()
-        if self._base is not self._original and self.base_label != "loaded weights":
-            self.set_base(self._original, label="loaded weights", copy=False)
+        if self._base is not self._original and self.base_label != LOADED:
+            self._set_base(self._original, LOADED, self._original_id)
         self.apply()
         self.plan_changed.emit(None)
         self.history_changed.emit()
@@ -473,7 +363,12 @@ class Session:
     @property
     def modified(self) -> bool:
         """Something differs from the last export (or from the loaded model if never exported)."""
-        return self.plan != (self.saved_plan or Plan()) or self.base_label != "loaded weights"
+        return self.plan != (self.saved_plan or Plan()) or self.base_label != LOADED
+
+    def mark_saved(self, plan: Plan | None = None) -> None:
+        """The plan (default: the current one) was just exported: the 'modified' marker clears."""
+        self.saved_plan = (plan or self.plan).copy()
+        self.history_changed.emit()
 
     # ------------------------------------------------------------------ masks & counts
     def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
@@ -498,15 +393,14 @@ class Session:
         from .jobs import ProgressMeter
 
         plan = plan or self.plan
-        layers = {l.name: l for l in self.layers}
-        total = sum(layers[n].params for n in names) or 1
+        total = sum(self.layer(n).params for n in names) or 1
         meter = ProgressMeter(progress, total, "indexing weights")
         for n in names:
             if cancel is not None:
                 cancel.check()
-            meter.note(f"indexing {n} ({layers[n].params:,} weights)")
+            meter.note(f"indexing {n} ({self.layer(n).params:,} weights)")
             self.layer_mask(n, plan.get(n))
-            meter.step(layers[n].params)
+            meter.step(self.layer(n).params)
 
     def layer_counts(self, name: str, lp: LayerPlan | None = None) -> LayerCounts:
         lp = lp or self.plan.get(name)
@@ -539,45 +433,29 @@ class Session:
             if view.group is None or view.group.id in seen:
                 continue
             seen.add(view.group.id)
-            keep = view.ranking.keep(view.units_for(lp.sparsity))
+            keep = view.kept_units(lp.sparsity)
             for pname, idx in view.group.aux:
                 base = self._base.get(pname)
                 if base is not None:
                     removed += int(torch.count_nonzero(base[torch.as_tensor(idx)][~keep]))
         return self._other_nz - removed
 
-    def masks_for_state(self, plan: Plan, state: dict[str, torch.Tensor]):
-        """Masks of ``plan`` ranked on other weights (e.g. mid-fine-tuning); a throwaway engine, thread-safe."""
-        engine = MaskEngine({l.name: l for l in self.layers}, weight=lambda n: state[f"{n}.weight"],
-                            channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
-        return self.materialize(plan, engine=engine, base=state)
+    def mask_engine_for(self, state: dict[str, torch.Tensor]) -> MaskEngine:
+        """A throwaway engine ranking other weights (e.g. mid-fine-tuning); thread-safe."""
+        return MaskEngine({l.name: l for l in self.layers}, weight=lambda n: state[f"{n}.weight"],
+                          channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
 
-    def materialize(self, plan: Plan | None = None, engine: MaskEngine | None = None,
-                    base: dict[str, torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Full masks of a plan: ({layer: bool weight mask}, {aux param: bool mask}) for pruned layers only."""
-        plan = plan or self.plan
-        engine = engine or self.engine
-        base = base if base is not None else self._base
-        masks: dict[str, torch.Tensor] = {}
-        aux: dict[str, torch.Tensor] = {}
-        for name, lp in plan.active().items():
-            view = engine.view(name, lp.criterion, lp.granularity)
-            masks[name] = view.element_mask(lp.sparsity)
-            if isinstance(view.granularity, Channel) and view.group is not None:
-                # zero the BatchNorm / bias entries of pruned channels so the channel output is exactly 0
-                keep_shared = view.ranking.keep(view.units_for(lp.sparsity))
-                for pname, idx in view.group.aux:
-                    t = base.get(pname)
-                    if t is None:
-                        continue
-                    m = aux.get(pname, torch.ones(t.shape[0], dtype=torch.bool))
-                    m[torch.as_tensor(idx)] &= keep_shared
-                    aux[pname] = m
-        return masks, aux
+    def masks_for_state(self, plan: Plan, state: dict[str, torch.Tensor]):
+        """Full masks of ``plan`` ranked on ``state`` (the fine-tuning re-mask callback)."""
+        return self.mask_engine_for(state).materialize(plan, state)
+
+    def materialize(self, plan: Plan | None = None):
+        """Full masks of a plan on the kept weights: ({layer: bool mask}, {aux param: bool mask})."""
+        return self.engine.materialize(plan or self.plan, self._base)
 
     def masked_state(self, plan: Plan | None = None) -> dict[str, torch.Tensor]:
         """base * mask for every parameter/buffer: what the pruned model's state_dict is."""
-        return _masked(self._base, *self.materialize(plan))
+        return masked_state(self._base, *self.materialize(plan))
 
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan``."""
@@ -586,31 +464,122 @@ class Session:
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         """Write a masked state computed elsewhere (a worker) into the model."""
+        self._write_state(plan, state)
+        self.weights_changed.emit()
+
+    def _write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad(), self.lock:
             own = self.module.state_dict()
             for k, v in state.items():
                 if k in own:
                     own[k].copy_(v)
-            self.applied_plan = plan
+            self.applied_plan = plan.copy()
             self.version += 1
-        self.weights_changed.emit()
 
     def _count_base(self) -> None:
         """Nonzero counts of the kept weights (dense layers' counts; the rest lazily)."""
         self._dense_nonzero = {l.name: int(torch.count_nonzero(self.base_weight(l.name))) for l in self.layers}
         self._other_nz = None
 
-    def set_base(self, state: dict[str, torch.Tensor], label: str, copy: bool = True) -> None:
-        """New kept weights (after fine-tuning, or the originals on reset); rankings are rebuilt lazily."""
+    def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
+        """Take a copy of ``state`` as the new kept weights (masks apply to them from now on); the model's own
+        weights change on the next apply. Rankings are rebuilt lazily."""
+        state = {k: v.detach().clone() for k, v in state.items()}
+        self._set_base(state, label, self.weights.add(state))
+        self.weights_changed.emit()
+
+    def _set_base(self, state: dict[str, torch.Tensor], label: str, base_id: int) -> None:
+        """New kept weights (after fine-tuning, on reset or restore); rankings are rebuilt lazily."""
         with self.lock:
-            self._base = {k: v.detach().clone() for k, v in state.items()} if copy else state
+            self._base = state
+            self._base_id = base_id
+            self.weights.use(base_id)
             self._count_base()
             self._grads = None
             self.base_label = label
             self.version += 1
             if self.engine:
                 self.engine.invalidate()
+
+    def nonfinite_layers(self) -> dict[str, int]:
+        out = {}
+        for l in self.layers:
+            n = int((~torch.isfinite(self.base_weight(l.name))).sum())
+            if n:
+                out[l.name] = n
+        return out
+
+    # ------------------------------------------------------------------ adopting results of jobs
+    def adopt(self, state: dict[str, torch.Tensor], plan: Plan, label: str) -> None:
+        """Take weights that already realise ``plan`` (fine-tuned with masks enforced) as the new kept weights
+        and the model's state, without re-masking; rankings are rebuilt lazily (in a worker for big layers)."""
+        state = {k: v.detach().clone() for k, v in state.items()}
+        self._set_base(state, label, self.weights.add(state))
+        self._write_state(plan, state)
         self.weights_changed.emit()
+
+    def adopt_finetune(self, snapshots: list, state: dict[str, torch.Tensor], plan: Plan,
+                       label: str = "fine-tuned") -> None:
+        """A fine-tune's result: earlier iterative steps become History entries one can return to, the final
+        weights become the kept weights, and the plan follows them (undoable)."""
+        for snap in snapshots[:-1]:
+            self.adopt(snap.state, snap.plan, f"{label} ({snap.label})")
+            self.record(f"{snap.label}: {snap.sparsity:.0%}", accuracy=snap.test_accuracy)
+        self.adopt(state, plan, label)
+        self.measurements.current = None
+        self._replace_plan(plan.copy())
+        self.measurements.changed.emit()
+
+    def adopt_search(self, result, label: str) -> None:
+        """A search's winner: its fine-tuned weights and plan, with the test accuracy it was reported at."""
+        from .train.evaluate import EvalResult
+
+        self.adopt(result.state, result.plan, "fine-tuned (search)")
+        self._replace_plan(result.plan.copy())
+        self.measurements.current = Measured(EvalResult("test", self.dataset.size("test"), result.test_accuracy,
+                                                        None), self.version, self.applied_plan.copy())
+        self.record(label, accuracy=result.test_accuracy)
+        self.measurements.changed.emit()
+
+    # ------------------------------------------------------------------ measurements
+    def is_fresh(self, m: Measured | None) -> bool:
+        """Does a measurement still describe the model as the window shows it (same weights, plan applied)?"""
+        return m is not None and m.version == self.version and m.plan == self.applied_plan and not self.pending
+
+    def state_label(self) -> str:
+        """'80% element (fine-tuned)': how History entries and exports name the applied state."""
+        t = self.totals(self.applied_plan)
+        grans = sorted({str(lp.granularity) for lp in self.applied_plan.active().values()})
+        what = "dense" if not grans else f"{t.sparsity:.0%} {'/'.join(grans)}"
+        return f"{what} ({self.base_label})"
+
+    def record_evaluation(self, plan: Plan, version: int, state: dict[str, torch.Tensor], current,
+                          dense=None) -> None:
+        """Evaluate's result for ``plan`` measured on ``state`` (the session's weights ``version`` when it started).
+        If nothing changed meanwhile, the state becomes the model's and a History point is recorded."""
+        if dense is not None:
+            self.measurements.dense = dense
+        if self.plan == plan and self.version == version:
+            if self.pending:
+                self.apply_state(plan, state)
+            self.measurements.current = Measured(current, self.version, self.applied_plan.copy())
+            self.record(self.state_label(), accuracy=current.accuracy)
+        self.measurements.changed.emit()
+
+    def record_latency(self, plan: Plan, version: int, state: dict[str, torch.Tensor],
+                       comparison: LatencyComparison) -> None:
+        """A latency comparison for ``plan``; a plan edited meanwhile leaves it marked stale."""
+        self.measurements.latency = Measured(comparison, self.version, plan.copy())
+        if self.plan == plan and self.version == version:
+            if self.pending:
+                self.apply_state(plan, state)
+            self.measurements.latency = Measured(comparison, self.version, plan.copy())
+            self.record(self.state_label(), latency_ms=comparison.best.median_ms)
+        self.measurements.changed.emit()
+
+    def record_scan(self, result) -> None:
+        self.measurements.scan = result
+        self.measurements.changed.emit()
 
     # ------------------------------------------------------------------ history (Pareto view)
     def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None) -> HistoryEntry:
@@ -618,14 +587,14 @@ class Session:
         state is updated instead of duplicated."""
         t = self.totals(self.applied_plan)
         for e in self.history:
-            if e.plan == self.applied_plan and e.base is self._base:
+            if e.plan == self.applied_plan and e.base_id == self._base_id:
                 if accuracy is not None:
                     e.accuracy = accuracy
                 if latency_ms is not None:
                     e.latency_ms = latency_ms
                 self.history_changed.emit()
                 return e
-        e = HistoryEntry(id=len(self.history) + 1, label=label, plan=self.applied_plan.copy(), base=self._base,
+        e = HistoryEntry(id=len(self.history) + 1, label=label, plan=self.applied_plan.copy(), base_id=self._base_id,
                          base_label=self.base_label, sparsity=t.sparsity, compression_ratio=t.compression_ratio,
                          nonzero_macs=t.nonzero_macs, accuracy=accuracy, latency_ms=latency_ms)
         self.history.append(e)
@@ -634,110 +603,20 @@ class Session:
 
     def entry_state(self, entry: HistoryEntry) -> dict[str, torch.Tensor]:
         """The model state of a remembered entry (its kept weights under its plan); thread-safe, may be slow."""
-        if entry.base is self._base:
+        if entry.base_id == self._base_id:
             return self.masked_state(entry.plan)
-        masks = self.masks_for_state(entry.plan, entry.base)
-        return _masked(entry.base, *masks)
+        base = self.weights.get(entry.base_id)
+        return masked_state(base, *self.mask_engine_for(base).materialize(entry.plan, base))
 
     def restore(self, entry: HistoryEntry, state: dict[str, torch.Tensor] | None = None) -> None:
         """Return to a remembered state (its kept weights and plan); undoable for the plan. ``state`` is
         :meth:`entry_state`, when a worker computed it already."""
         if state is None:
             state = self.entry_state(entry)
-        if entry.base is not self._base:
-            self.set_base(entry.base, entry.base_label, copy=False)
-        self._push_undo()
+        if entry.base_id != self._base_id:
+            self._set_base(self.weights.get(entry.base_id), entry.base_label, entry.base_id)
+        self.undo_stack.push(self.plan)
         self.plan = entry.plan.copy()
-        self.apply_state(self.plan.copy(), state)
+        self.apply_state(self.plan, state)
         self.plan_changed.emit(None)
         self.history_changed.emit()
-
-    def adopt(self, state: dict[str, torch.Tensor], plan: Plan, label: str) -> None:
-        """Take weights that already realise ``plan`` (fine-tuned with masks enforced) as the new kept
-        weights and the model's state, without re-masking; rankings are rebuilt lazily (in a worker
-        for big layers)."""
-        self.set_base(state, label)
-        with torch.no_grad(), self.lock:
-            own = self.module.state_dict()
-            for k, v in state.items():
-                if k in own:
-                    own[k].copy_(v)
-            self.applied_plan = plan.copy()
-            self.version += 1
-        self.weights_changed.emit()
-
-    def nonfinite_layers(self) -> dict[str, int]:
-        out = {}
-        for l in self.layers:
-            w = self.base_weight(l.name)
-            n = int((~torch.isfinite(w)).sum())
-            if n:
-                out[l.name] = n
-        return out
-
-
-def _masked(base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-            aux: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A copy of ``base`` with masked weights and channel entries set to +0.0 (never -0.0)."""
-    state = {k: v.clone() for k, v in base.items()}
-    for name, m in masks.items():
-        key = f"{name}.weight"
-        state[key] = torch.where(m, state[key], torch.zeros((), dtype=state[key].dtype))
-    for pname, m in aux.items():
-        shape = (-1,) + (1,) * (state[pname].dim() - 1)
-        state[pname] = torch.where(m.reshape(shape), state[pname], torch.zeros((), dtype=state[pname].dtype))
-    return state
-
-
-def resolve_dataset_for(r: LoadResult, spec: str) -> LoadResult:
-    """Re-resolve only the dataset for an already-loaded model (keeps the module object)."""
-    lm = r.model
-    ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder")
-                               else lm.input_shape)
-    shape = ds.input_shape
-    try:
-        example = ds.example_input(1)
-    except ExplorerError:
-        example = torch.zeros(1, *shape)
-    try:
-        profile = profile_model(lm.module, shape, example=example)
-    except ShapeMismatchError as e:
-        raise ShapeMismatchError(f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
-                                 "Choose a dataset of the model's input shape.") from None
-    if [l.name for l in profile.layers] != [l.name for l in r.profile.layers]:
-        raise ShapeMismatchError(f"{lm.name} uses different layers on {ds.spec}; reload the model instead.")
-    notes = [n for n in r.notes if not n.startswith("model outputs")]
-    return LoadResult(model=lm, dataset=ds, profile=profile, groups=channel_groups(lm.module, profile, example),
-                      input_shape=tuple(shape), notes=notes)
-
-
-def compute_gradients(session: Session, batches: int = 4, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """dL/dW of every prunable weight, accumulated over a few training batches (for the taylor criterion)."""
-    ds = session.dataset
-    if not ds.has_labels:
-        return {}
-    import copy
-
-    with session.lock:
-        module = copy.deepcopy(session.module)
-    # gradients at the kept (unmasked) weights: the same plan always gives the same taylor masks,
-    # whatever was applied before
-    module.load_state_dict(session.base_state())
-    module.eval()
-    names = session.layer_names
-    mods = dict(module.named_modules())
-    params = [mods[n].weight for n in names]
-    grads = [torch.zeros_like(p) for p in params]
-    loss_fn = nn.CrossEntropyLoss()
-    for i, (x, y) in enumerate(ds.batches("train", batch_size=batch_size, shuffle=True, seed=session.seed)):
-        if i >= batches:
-            break
-        out = module(x)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        loss = loss_fn(out[:, :ds.num_classes] if ds.num_classes and out.shape[1] > ds.num_classes else out, y)
-        gs = torch.autograd.grad(loss, params, allow_unused=True)
-        for acc, g in zip(grads, gs):
-            if g is not None:
-                acc += g.detach()
-    return dict(zip(names, grads))

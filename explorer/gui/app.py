@@ -39,7 +39,8 @@ def run_gui(args) -> int:
     screenshot = getattr(args, "screenshot", None)
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-    from explorer.core.session import Session, parse_input_shape, resolve
+    from explorer.core.model.loading import parse_input_shape, resolve
+    from explorer.core.session import Session
     from .main_window import MainWindow
 
     app = make_app()

@@ -95,3 +95,20 @@ class Dashboard(QWidget):
 
     def show_latency(self, text: str, sub: str) -> None:
         self.cards["latency"].set(text, sub)
+
+    def show_measurements(self, session) -> None:
+        """The accuracy and latency cards from the session's measurements, marked stale when an edit made them so."""
+        m = session.measurements
+        dense, cur = m.dense, m.current
+        self.show_accuracy(dense.accuracy if dense else None, cur.value.accuracy if cur else None,
+                           cur is not None and not session.is_fresh(cur),
+                           (dense.loss if dense else None, cur.value.loss if cur else None))
+        if m.latency is None:
+            self.show_latency("—", "Run ▸ Measure latency (F6)")
+            return
+        L = m.latency.value
+        best = L.best
+        speed = L.dense.median_ms / best.median_ms if best.median_ms else 0
+        which = "compacted" if L.compact else "masked"
+        self.show_latency(f"{best.median_ms:.3g} ms", f"{which}; dense {L.dense.median_ms:.3g} ms = {speed:.2f}× "
+                          + ("" if session.is_fresh(m.latency) else "(stale)"))

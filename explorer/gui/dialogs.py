@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QLabel,
                                QLineEdit, QMessageBox, QVBoxLayout, QWidget)
 
@@ -23,8 +24,16 @@ def show_error(parent: QWidget | None, title: str, message: str, details: str = 
     box.setStandardButtons(QMessageBox.Ok)
     box.setObjectName("errorDialog")
     box.setStyleSheet("QLabel#qt_msgbox_informativelabel { min-width: 460px; }")
+    free_when_closed(box)
     box.open()
     return box
+
+
+def free_when_closed(dialog) -> None:
+    """A dialog shown with open() is hidden, not freed, when answered: free it then (else every error
+    leaks a dialog)."""
+    dialog.setAttribute(Qt.WA_DeleteOnClose)
+    dialog.finished.connect(dialog.deleteLater)
 
 
 def error_text(e: Exception) -> tuple[str, str]:

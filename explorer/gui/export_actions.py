@@ -1,4 +1,9 @@
-"""File ▸ Export: pruned checkpoint, recipe, sparse archive, compacted model (+TorchScript), everything."""
+"""File ▸ Export: pruned checkpoint, recipe, sparse archive, compacted model (+TorchScript), everything.
+
+Each export runs as a job (materialising the masks of a big model takes a moment) and is written
+atomically, reloaded and checked by core before it replaces anything. "Everything" is the same results
+bundle the CLI's ``prune`` writes, with the measurements the window has for the exported state.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,135 +11,135 @@ from pathlib import Path
 from PySide6.QtGui import QKeySequence
 from PySide6.QtWidgets import QFileDialog
 
+from explorer.core.analyse.latency import latency_input
 from explorer.core.deploy import export
+from explorer.core.deploy.bundle import write_bundle
 from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
 from explorer.core.jobs import Progress
-from explorer.core.analyse.latency import latency_input
 from explorer.core.prune.recipe import plan_to_recipe
-from .results import model_copy
+
+from .context import AppContext
 
 
 class ExportActions:
-    def __init__(self, win):
-        self.win = win
-        self.session = win.session
-        m = win.export_menu
-        win._act("Pruned &checkpoint (.pt)…", self.ask_checkpoint, QKeySequence("Ctrl+E"),
-                 "state_dict with exact zeros; loads into the original architecture with plain torch", m)
-        win._act("&Recipe (.json)…", self.ask_recipe, QKeySequence("Ctrl+Shift+E"),
-                 "Per-layer sparsity/granularity/criterion: reproduces the masks", m)
-        win._act("&Sparse archive (.npz)…", self.ask_archive, None,
-                 "CSR per prunable layer (scipy.sparse), dense for the rest; reloads bit-identically", m)
-        win._act("C&ompacted model (.pt + TorchScript)…", self.ask_compact, None,
-                 "Channels physically removed: a smaller dense network (whole module and TorchScript)", m)
-        m.addSeparator()
-        win._act("&Everything to a folder…", self.ask_folder, None,
-                 "model.pt, recipe.json, report.json, model_sparse.npz (+ model_compact.pt)", m)
+    def __init__(self, ctx: AppContext, menu, parent):
+        self.ctx = ctx
+        self.session = ctx.session
+        self.parent = parent
+        a = ctx.action
+        a("Pruned &checkpoint (.pt)…", self.ask_checkpoint, QKeySequence("Ctrl+E"),
+          "state_dict with exact zeros; loads into the original architecture with plain torch", menu)
+        a("&Recipe (.json)…", self.ask_recipe, QKeySequence("Ctrl+Shift+E"),
+          "Per-layer sparsity/granularity/criterion: reproduces the masks", menu)
+        a("&Sparse archive (.npz)…", self.ask_archive, None,
+          "CSR per prunable layer (scipy.sparse), dense for the rest; reloads bit-identically", menu)
+        a("C&ompacted model (.pt + TorchScript)…", self.ask_compact, None,
+          "Channels physically removed: a smaller dense network (whole module and TorchScript)", menu)
+        menu.addSeparator()
+        a("&Everything to a folder…", self.ask_folder, None,
+          "model.pt, recipe.json, report.json, model_sparse.npz (+ model_compact.pt)", menu)
 
     def _path(self, title: str, name: str, filt: str) -> str | None:
-        p, _ = QFileDialog.getSaveFileName(self.win, title, name, filt)
+        p, _ = QFileDialog.getSaveFileName(self.parent, title, name, filt)
         return p or None
 
     def _recipe(self) -> dict:
         s = self.session
-        return plan_to_recipe(s.plan, s.model_spec, s.dataset.spec, seed=s.seed,
-                              extra={"weights": s.base_label})
+        return plan_to_recipe(s.plan, s.model_spec, s.dataset.spec, seed=s.seed, extra={"weights": s.base_label})
 
-    def _done(self, what: str, path) -> None:
+    def _archive_meta(self) -> dict:
         s = self.session
-        s.saved_plan = s.plan.copy()
-        self.win.status(f"exported {what}: {path}", 6000)
-        self.win._update_actions()
+        return {"model": s.model_spec, "arch": s.require().model.arch, "dataset": s.dataset.spec}
 
-    # each export runs as a job: materialising masks of a big model takes a moment
+    def _done(self, what: str, path, plan) -> None:
+        self.session.mark_saved(plan)
+        self.ctx.status(f"exported {what}: {path}", 6000)
+
+    def _export_job(self, title: str, what: str, fn):
+        plan = self.session.plan.copy()
+        return self.ctx.runner.run(title, lambda p, c: fn(plan, p, c), on_done=lambda r: self._done(what, r, plan))
+
     def checkpoint(self, path: str):
         s = self.session
-        plan = s.plan.copy()
-        return self.win.runner.run("Exporting checkpoint",
-                                   lambda p, c: export.export_checkpoint(s.masked_state(plan), Path(path)),
-                                   on_done=lambda r: self._done("checkpoint", r))
+        return self._export_job("Exporting checkpoint", "checkpoint",
+                                lambda plan, p, c: export.export_checkpoint(s.masked_state(plan), Path(path)))
 
     def recipe(self, path: str):
         try:
-            r = export.export_recipe(self._recipe(), Path(path))
-            self._done("recipe", r)
+            self._done("recipe", export.export_recipe(self._recipe(), Path(path)), self.session.plan)
         except Exception as e:
-            self.win.report_error(e)
+            self.ctx.report_error(e)
 
     def archive(self, path: str):
+        s, meta = self.session, self._archive_meta()
+        return self._export_job("Exporting sparse archive", "sparse archive",
+                                lambda plan, p, c: export.export_sparse_archive(s.masked_state(plan), s.layer_names,
+                                                                                meta, Path(path)))
+
+    def _compaction(self, plan):
+        """(removals, example input) for compacting ``plan``; a plan without channel pruning has nothing to remove."""
         s = self.session
-        plan = s.plan.copy()
-        meta = {"model": s.model_spec, "arch": s.require().model.arch, "dataset": s.dataset.spec}
-        return self.win.runner.run("Exporting sparse archive",
-                                   lambda p, c: export.export_sparse_archive(s.masked_state(plan), s.layer_names,
-                                                                             meta, Path(path)),
-                                   on_done=lambda r: self._done("sparse archive", r))
+        return channel_removals(s, plan), latency_input(s.dataset, s.require().input_shape, 2)
 
     def compact(self, path: str):
         s = self.session
-        plan = s.plan.copy()
-        if not has_structure(plan):
-            self.win.show_error("Nothing to compact", "Compaction removes channels pruned with 'channel' "
-                                                      "granularity; this plan has none, so the compacted model would "
-                                                      "equal the masked one.")
+        if not has_structure(s.plan):
+            self.ctx.show_error("Nothing to compact", "Compaction removes channels pruned with 'channel' granularity; "
+                                                      "this plan has none, so the compacted model would equal the "
+                                                      "masked one.")
             return None
-        removals = channel_removals(s, plan)
-        example = latency_input(s.dataset, s.require().input_shape, 2)
+        try:
+            removals, example = self._compaction(s.plan)
+        except Exception as e:
+            self.ctx.report_error(e)
+            return None
 
-        def work(progress, cancel):
+        def work(plan, progress, cancel):
             state = s.masked_state(plan)
-            masked = model_copy(s, state)
-            m = compact_model(masked, state, removals, example, progress, cancel)
+            m = compact_model(s.model_copy(state), state, removals, example, progress, cancel)
             out = export.export_module(m, Path(path), example)
             progress(Progress(0.9, "writing TorchScript"))
             ts = Path(path).with_suffix(".ts")
             try:
                 export.export_torchscript(m, ts, example)
             except Exception as e:  # tracing can fail on exotic models; the .pt is still valid
-                return out, f"TorchScript skipped: {e}"
-            return out, str(ts)
+                return f"{out} (TorchScript skipped: {e})"
+            return f"{out} ({ts})"
 
-        return self.win.runner.run("Exporting compacted model", work,
-                                   on_done=lambda r: self._done("compacted model", f"{r[0]} ({r[1]})"))
+        return self._export_job("Exporting compacted model", "compacted model", work)
 
     def everything(self, folder: str):
+        from explorer.core.deploy.report import build_report, compact_block
+
         s = self.session
-        plan = s.plan.copy()
-        meta = {"model": s.model_spec, "arch": s.require().model.arch, "dataset": s.dataset.spec}
-        structured = has_structure(plan)
-        removals = channel_removals(s, plan) if structured else {}
-        example = latency_input(s.dataset, s.require().input_shape, 2)
-        recipe = self._recipe()
-        dense_eval = s.results.get("dense_eval")
-        cur = s.results.get("current_eval")
-        lat = s.results.get("latency")
+        structured = has_structure(s.plan)
+        try:
+            removals, example = self._compaction(s.plan) if structured else ({}, None)
+        except Exception as e:
+            self.ctx.report_error(e)
+            return None
+        recipe, meta = self._recipe(), self._archive_meta()
+        m = s.measurements
+        fresh_acc = m.current.value.accuracy if s.is_fresh(m.current) else None
+        lat = m.latency.value if m.latency is not None and m.latency.plan == s.plan else None
 
-        def work(progress, cancel):
-            from explorer.core.deploy.report import build_report, compact_block
-            out = Path(folder)
+        def work(plan, progress, cancel):
             state = s.masked_state(plan)
-            progress(Progress(0.2, "writing model.pt"))
-            export.export_checkpoint(state, out / "model.pt")
-            export.export_recipe(recipe, out / "recipe.json")
-            progress(Progress(0.4, "writing model_sparse.npz"))
-            export.export_sparse_archive(state, s.layer_names, meta, out / "model_sparse.npz")
-            compact = None
+            compacted = compact = None
             if structured:
-                progress(Progress(0.6, "compacting"))
-                m = compact_model(model_copy(s, state), state, removals, example, cancel=cancel)
-                export.export_module(m, out / "model_compact.pt", example)
-                L = lat[1] if lat else None
-                compact = compact_block(m, s.require().input_shape, None,
-                                        L["compact"].median_ms if L and L.get("compact") and L["plan"] == plan else None)
-            L = lat[1] if lat and lat[1]["plan"] == plan else None
-            report = build_report(s, plan, s.original_state(), state,
-                                  dense_eval.accuracy if dense_eval else None,
-                                  cur[1].accuracy if cur and s.applied_plan == plan and cur[0] == s.version else None,
-                                  L["dense"].median_ms if L else None, L["masked"].median_ms if L else None, compact)
-            export.atomic_write_json(out / "report.json", report)
-            return out
+                progress(Progress(0.3, "compacting"))
+                compacted = compact_model(s.model_copy(state), state, removals, example, cancel=cancel)
+                compact = compact_block(compacted, s.require().input_shape, None,
+                                        lat.compact.median_ms if lat and lat.compact else None)
+            report = build_report(s, plan, s.original_state(), state, m.dense.accuracy if m.dense else None,
+                                  fresh_acc if s.applied_plan == plan else None,
+                                  lat.dense.median_ms if lat else None, lat.masked.median_ms if lat else None, compact)
+            progress(Progress(0.6, "writing the results folder"))
+            write_bundle(folder, state, recipe, report, s.layer_names, archive_meta=meta, compacted=compacted,
+                         example=example)
+            return folder
 
-        return self.win.runner.run("Exporting everything", work, on_done=lambda r: self._done("everything", r))
+        return self._export_job("Exporting everything", "everything", work)
 
     # dialogs
     def ask_checkpoint(self):
@@ -158,6 +163,6 @@ class ExportActions:
             self.compact(p)
 
     def ask_folder(self):
-        d = QFileDialog.getExistingDirectory(self.win, "Export everything to folder")
+        d = QFileDialog.getExistingDirectory(self.parent, "Export everything to folder")
         if d:
             self.everything(d)

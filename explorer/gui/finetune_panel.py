@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QMessageBox,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget, QCheckBox)
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
+                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from explorer.core.train.evaluate import evaluate
-from explorer.core.train.finetune import FinetuneConfig, finetune
-from explorer.core.prune.recipe import Plan
-from .results import model_copy
+from explorer.core.train.finetune import FinetuneConfig, default_lr, finetune
+
+from .context import AppContext
 
 
 class FinetunePanel(QWidget):
-    def __init__(self, win):
+    """``evaluate`` runs after a fine-tune, so its test accuracy reaches the dashboard and the History."""
+
+    def __init__(self, ctx: AppContext, evaluate_after):
         super().__init__()
-        self.win = win
-        self.session = win.session
+        self.ctx = ctx
+        self.session = ctx.session
+        self.evaluate_after = evaluate_after
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 1000)
         self.epochs.setValue(3)
@@ -26,12 +28,12 @@ class FinetunePanel(QWidget):
         self.lr.setDecimals(5)
         self.lr.setRange(1e-6, 10.0)
         self.lr.setSingleStep(0.001)
-        self.lr.setValue(0.01)
+        self.lr.setValue(default_lr("sgd"))
         self.lr.setToolTip("Initial learning rate (cosine-annealed to 0 over each step)")
         self.optimizer = QComboBox()
         self.optimizer.addItems(["sgd", "adam"])
         self.optimizer.setToolTip("SGD with momentum 0.9 and weight decay 1e-4 (the lab's recipe), or Adam")
-        self.optimizer.currentTextChanged.connect(lambda o: self.lr.setValue(0.001 if o == "adam" else 0.01))
+        self.optimizer.currentTextChanged.connect(lambda o: self.lr.setValue(default_lr(o)))
         self.batch = QSpinBox()
         self.batch.setRange(1, 4096)
         self.batch.setValue(32)
@@ -66,10 +68,16 @@ class FinetunePanel(QWidget):
                                   "epoch's weights are kept")
         self.start_btn.clicked.connect(self.start)
         self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.clicked.connect(win.runner.cancel)
+        self.cancel_btn.clicked.connect(ctx.runner.cancel)
         self.cancel_btn.setEnabled(False)
         self.status = QLabel("Plan some sparsity, then fine-tune to recover accuracy.")
         self.status.setWordWrap(True)
+        self.keep_btn = QPushButton("Keep the last finished step")
+        self.keep_btn.setToolTip("The cancelled iterative run finished some steps: take the last one's weights and "
+                                 "plan (earlier steps go to the History)")
+        self.keep_btn.clicked.connect(self._keep_partial)
+        self.keep_btn.hide()
+        self._partial_snaps: list = []
 
         self.loss_plot = pg.PlotWidget(title="training loss")
         self.loss_plot.setLabel("bottom", "epoch")
@@ -89,6 +97,7 @@ class FinetunePanel(QWidget):
         btns.addWidget(self.cancel_btn)
         left.addLayout(btns)
         left.addWidget(self.status)
+        left.addWidget(self.keep_btn)
         left.addStretch(1)
         plots = QVBoxLayout()
         plots.addWidget(self.acc_plot, 1)
@@ -96,14 +105,8 @@ class FinetunePanel(QWidget):
         lay = QHBoxLayout(self)
         lay.addLayout(left)
         lay.addLayout(plots, 1)
-        self.act = win._act("&Fine-tune", self._from_menu, QKeySequence("F7"),
-                            "Fine-tune the pruned model with masks enforced", win.run_menu)
         self.history = []
-
-    def _from_menu(self) -> None:
-        i = self.win.tabs.indexOf(self)
-        self.win.tabs.setCurrentIndex(i)
-        self.start()
+        self.session.loaded.connect(self._forget_partial)
 
     def config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.epochs.value(), lr=self.lr.value(), optimizer=self.optimizer.currentText(),
@@ -111,38 +114,39 @@ class FinetunePanel(QWidget):
                               schedule=self.schedule.currentText(), steps=self.steps.value())
 
     def start(self) -> None:
-        s, win = self.session, self.win
-        if not s.loaded_ok or win.runner.busy:
-            if win.runner.busy:
-                win.status("another job is running; wait or cancel it", 4000)
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok:
+            return
+        if ctx.runner.busy:
+            ctx.status("another job is running; wait or cancel it", 4000)
             return
         try:
             cfg = self.config().validated()
         except Exception as e:
-            win.report_error(e)
+            ctx.report_error(e)
             return
-        if not win.require_labels("Fine-tuning"):
+        if not ctx.require_labels("Fine-tuning"):
             return
         target = s.plan.copy()
         # one-shot trains the planned masks; iterative/AGP go there from what the model holds now
         start = target if cfg.schedule == "oneshot" else s.applied_plan.copy()
         names = s.layer_names
         self.history = []
-        self.partial: dict = {}
+        partial: dict = {}
+        self._forget_partial()
         self.loss_curve.setData([], [])
         self.acc_curve.setData([], [])
-        dense = s.results.get("dense_eval")
+        dense = s.measurements.dense
         if dense is not None and dense.accuracy is not None:
             self.dense_line.setValue(dense.accuracy)
             self.dense_line.show()
 
         def work(progress, cancel):
-            module = model_copy(s, s.masked_state(start))     # in the worker: big models copy slowly
+            module = s.model_copy(s.masked_state(start))     # in the worker: big models copy slowly
             result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
-                              partial=self.partial)
+                              partial=partial)
             for snap in result.snapshots:   # test accuracy of every step, for the History (Pareto) view
-                m = model_copy(s, snap.state)
-                snap.test_accuracy = evaluate(m, s.dataset, "test", cancel=cancel).accuracy
+                snap.test_accuracy = evaluate(s.model_copy(snap.state), s.dataset, "test", cancel=cancel).accuracy
             return result
 
         def on_progress(p):
@@ -158,48 +162,47 @@ class FinetunePanel(QWidget):
                                     + f", sparsity {p.data.sparsity:.1%}")
 
         def done(result):
-            self._finish(result.snapshots, result.state, result.plan, result.best_epoch)
+            self._set_running(False)
+            s.adopt_finetune(result.snapshots, result.state, result.plan)
+            self.status.setText("done" + (f": best epoch {result.best_epoch} kept" if result.best_epoch else "")
+                                + "; its test accuracy goes to the dashboard and the History tab.")
+            self.evaluate_after()
 
         def cancelled():
-            snaps = self.partial.get("snapshots") or []
             self._set_running(False)
-            if snaps and cfg.schedule == "iterative":
-                ask = QMessageBox.question(win, "Fine-tuning cancelled",
-                                           f"{len(snaps)} of {cfg.steps} step(s) finished. Keep the last finished "
-                                           f"step ({snaps[-1].label})? No leaves the model as it was before.",
-                                           QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes) \
-                    if not win._closing else QMessageBox.No
-                if ask == QMessageBox.Yes:
-                    self._finish(snaps, snaps[-1].state, snaps[-1].plan, None)
-                    return
+            snaps = partial.get("snapshots") or []
+            if snaps and cfg.schedule == "iterative" and not ctx.is_closing():
+                # offered, not asked: a modal question would block whatever drives the window
+                self._partial_snaps = list(snaps)
+                self.keep_btn.setText(f"Keep step {len(snaps)} of {cfg.steps} ({snaps[-1].label})")
+                self.keep_btn.show()
+                self.status.setText(f"cancelled after {len(snaps)} of {cfg.steps} step(s): the model is as it was "
+                                    "before; you can keep the last finished step.")
+                return
             self.status.setText("cancelled: the model is as it was before fine-tuning")
 
         def failed(e):
             self._set_running(False)
             self.status.setText(f"failed: {e}")
-            win.report_error(e)
+            ctx.report_error(e)
 
         self._set_running(True)
         self.status.setText("fine-tuning…")
-        win.runner.run("Fine-tuning", work, on_done=done, on_progress=on_progress, on_cancel=cancelled,
+        ctx.runner.run("Fine-tuning", work, on_done=done, on_progress=on_progress, on_cancel=cancelled,
                        on_error=failed)
+
+    def _keep_partial(self) -> None:
+        snaps = self._partial_snaps
+        self._forget_partial()
+        if snaps:
+            self.session.adopt_finetune(snaps, snaps[-1].state, snaps[-1].plan)
+            self.status.setText(f"kept {snaps[-1].label}; its test accuracy goes to the dashboard and the History.")
+            self.evaluate_after()
+
+    def _forget_partial(self) -> None:
+        self._partial_snaps = []
+        self.keep_btn.hide()
 
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
-
-    def _finish(self, snapshots, state, plan: Plan, best_epoch) -> None:
-        s = self.session
-        self._set_running(False)
-        for snap in snapshots[:-1]:
-            # earlier iterative steps: remember them so the History tab can return to them
-            s.adopt(snap.state, snap.plan, f"fine-tuned ({snap.label})")
-            s.record(f"{snap.label}: {snap.sparsity:.0%}", accuracy=getattr(snap, "test_accuracy", None))
-        s.adopt(state, plan, "fine-tuned")
-        s._push_undo()
-        s.plan = plan.copy()
-        s.plan_changed.emit(None)
-        s.results.pop("current_eval", None)
-        self.status.setText("done" + (f": best epoch {best_epoch} kept" if best_epoch else "")
-                            + "; its test accuracy goes to the dashboard and the History tab.")
-        self.win.results.evaluate()

@@ -21,7 +21,7 @@ class GlobalPanel(QWidget):
         super().__init__(parent)
         box = QGroupBox("Many layers at once")
         self.editor = SparsityEditor()
-        self.editor.set_value(0.5)
+        self.editor.set_sparsity(0.5)
         self.gran = make_combo(GRANULARITY_CHOICES, granularity_tips())
         self.crit = make_combo(list(CRITERIA), criterion_tips(), 72)
         self.scope = make_combo(("local", "global"), {
@@ -49,7 +49,7 @@ class GlobalPanel(QWidget):
 
         grid = QGridLayout(box)
         grid.setContentsMargins(8, 6, 8, 6)
-        grid.addWidget(QLabel("sparsity"), 0, 0)
+        grid.addWidget(QLabel("sparsity %"), 0, 0)
         grid.addWidget(self.editor, 0, 1, 1, 5)
         grid.addWidget(self.gran, 1, 0, 1, 2)
         grid.addWidget(self.crit, 1, 2)
@@ -79,7 +79,7 @@ class GlobalPanel(QWidget):
         self.cap_label.setEnabled(is_global)
 
     def _emit(self) -> None:
-        self.requested.emit("selected" if self.only_selected.isChecked() else "all", self.editor.value(),
+        self.requested.emit("selected" if self.only_selected.isChecked() else "all", self.editor.sparsity(),
                             self.gran.currentText(), self.crit.currentText(), self.scope.currentText(),
                             self.cap.value() / 100.0)
 

@@ -5,6 +5,10 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
+from explorer.core.model.metrics import format_bytes
+
+from .context import AppContext
+
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated (higher x and higher y are better)."""
@@ -16,10 +20,10 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
 
 
 class HistoryPanel(QWidget):
-    def __init__(self, win):
+    def __init__(self, ctx: AppContext):
         super().__init__()
-        self.win = win
-        self.session = win.session
+        self.ctx = ctx
+        self.session = ctx.session
         self.plot = pg.PlotWidget(title="accuracy vs compression ratio")
         self.plot.setLabel("bottom", "compression ratio (×)")
         self.plot.setLabel("left", "test accuracy (%)")
@@ -84,9 +88,12 @@ class HistoryPanel(QWidget):
         self.front.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
         lat = [e for e in acc if e.latency_ms is not None]
         self.lat_scatter.setData([{"pos": (e.latency_ms, e.accuracy), "data": e.id} for e in lat])
+        mem, disk = s.weights.counts if s.loaded_ok else (0, 0)
+        kept = (f" Fine-tuned weights kept for returning: {mem} in memory ({format_bytes(s.weights.memory_bytes)})"
+                + (f", {disk} on disk ({format_bytes(s.weights.disk_bytes)})" if disk else "") + ".") if mem + disk else ""
         if acc:
             self.info.setText(f"{len(hist)} state(s), {len(front)} on the Pareto front (dashed). "
-                              "Double-click a row to return to it.")
+                              "Double-click a row to return to it." + kept)
 
     def _tip(self, x, y, data) -> str:
         for e in self.session.history:
@@ -109,7 +116,7 @@ class HistoryPanel(QWidget):
 
         def done(state):
             s.restore(entry, state)
-            self.win.status(f"returned to #{entry.id} {entry.label}", 5000)
+            self.ctx.status(f"returned to #{entry.id} {entry.label}", 5000)
 
         # masks on other weights may need new rankings: computed in the worker, applied here
-        self.win.runner.run("Restoring state", lambda progress, cancel: s.entry_state(entry), on_done=done)
+        self.ctx.runner.run("Restoring state", lambda progress, cancel: s.entry_state(entry), on_done=done)

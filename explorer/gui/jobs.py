@@ -1,20 +1,22 @@
 """Run core jobs in a worker thread, one at a time, and report back on the main thread.
 
-A job is a plain core function ``fn(progress, cancel) -> result``. The
-runner executes it in a QThread, forwards rate-limited progress records
-(records that carry data -- a curve point, a finished step -- always get
-through), and calls ``on_done``/``on_error`` on the main thread. Cancel is
+A job is a plain core function ``fn(progress, cancel) -> result``. The runner executes it on superqt's
+thread worker, forwards rate-limited progress records (records that carry data -- a curve point, a
+finished step -- always get through), and calls the job's named handlers on the main thread:
+``on_done(result)``, ``on_progress(record)``, ``on_error(exception)``, ``on_cancel()``. Cancel is
 cooperative: the job raises :class:`Cancelled` at its next check.
 """
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, Signal
+from superqt.utils import WorkerBase
 
 from explorer.core.errors import Cancelled, ExplorerError
 from explorer.core.jobs import CancelToken, Progress
@@ -35,33 +37,38 @@ class Job:
     token: CancelToken = field(default_factory=CancelToken)
 
 
-class _Thread(QThread):
+class _JobSignals(QObject):
+    """superqt's worker signals (started, finished, returned, errored, warned) plus progress records."""
+
+    started = Signal()
+    finished = Signal()
+    _finished = Signal(object)
+    returned = Signal(object)
+    errored = Signal(object)
+    warned = Signal(tuple)
     progressed = Signal(object)
-    succeeded = Signal(object)
-    errored = Signal(object, str)
-    was_cancelled = Signal()
+
+
+class _JobWorker(WorkerBase):
+    """superqt's worker for one job; progress records are rate-limited here, in the worker thread."""
 
     def __init__(self, job: Job):
-        super().__init__()
+        super().__init__(SignalsClass=_JobSignals)
         self.job = job
+        self.ended = threading.Event()
         self._last = 0.0
 
     def _progress(self, p: Progress) -> None:
         now = time.monotonic()
         if p.data is not None or now - self._last >= PROGRESS_INTERVAL_S or (p.fraction or 0) >= 1.0:
             self._last = now
-            self.progressed.emit(p)
+            self.signals.progressed.emit(p)
 
-    def run(self) -> None:
+    def work(self):
         try:
-            result = self.job.fn(self._progress, self.job.token)
-        except Cancelled:
-            self.was_cancelled.emit()
-            return
-        except Exception as e:  # delivered to the main thread, shown in a dialog
-            self.errored.emit(e, traceback.format_exc())
-            return
-        self.succeeded.emit(result)
+            return self.job.fn(self._progress, self.job.token)
+        finally:
+            self.ended.set()
 
 
 class JobRunner(QObject):
@@ -77,11 +84,18 @@ class JobRunner(QObject):
         super().__init__(parent)
         self.queue: deque[Job] = deque()
         self.current: Job | None = None
-        self._thread: _Thread | None = None
+        self._worker: _JobWorker | None = None
+        self._outcome: tuple[str, Any] | None = None
 
     @property
     def busy(self) -> bool:
         return self.current is not None
+
+    @property
+    def working(self) -> bool:
+        """The current job's function is still executing in its thread."""
+        w = self._worker
+        return w is not None and not w.ended.is_set()
 
     def submit(self, job: Job) -> Job:
         self.queue.append(job)
@@ -101,9 +115,9 @@ class JobRunner(QObject):
             self.current.token.cancel()
 
     def wait(self, timeout_ms: int = 30000) -> bool:
-        """Block until the running job's thread ends (for closing the window)."""
-        t = self._thread
-        return t.wait(timeout_ms) if t is not None else True
+        """Block until the running job's work ends (for closing the window)."""
+        w = self._worker
+        return w.ended.wait(timeout_ms / 1000) if w is not None else True
 
     def _next(self) -> None:
         if self.current is not None:
@@ -113,27 +127,37 @@ class JobRunner(QObject):
             return
         job = self.queue.popleft()
         self.current = job
-        th = _Thread(job)
-        self._thread = th
-        th.progressed.connect(lambda p, j=job: self._on_progress(j, p))
-        th.succeeded.connect(lambda r, j=job: self._finish(j, "done", r))
-        th.errored.connect(lambda e, tb, j=job: self._finish(j, "error", (e, tb)))
-        th.was_cancelled.connect(lambda j=job: self._finish(j, "cancelled", None))
-        th.finished.connect(th.deleteLater)
+        self._outcome = None
+        w = _JobWorker(job)
+        self._worker = w
+        w.signals.progressed.connect(self._on_progress)
+        w.signals.returned.connect(self._on_returned)
+        w.signals.errored.connect(self._on_errored)
+        w.signals.finished.connect(self._on_finished)
         self.busy_changed.emit(True)
         self.job_started.emit(job)
-        th.start()
+        w.start()
 
-    def _on_progress(self, job: Job, p: Progress) -> None:
+    def _on_progress(self, p: Progress) -> None:
+        job = self.current
+        if job is None:
+            return
         if job.on_progress:
             job.on_progress(p)
         self.job_progress.emit(job, p)
 
-    def _finish(self, job: Job, status: str, payload) -> None:
-        if self._thread is not None:
-            self._thread.wait(5000)
-        self._thread = None
-        self.current = None
+    def _on_returned(self, result) -> None:
+        self._outcome = ("done", result)
+
+    def _on_errored(self, e: Exception) -> None:
+        if isinstance(e, Cancelled):
+            self._outcome = ("cancelled", None)
+        else:
+            self._outcome = ("error", (e, "".join(traceback.format_exception(e))))
+
+    def _on_finished(self) -> None:
+        job, (status, payload) = self.current, self._outcome or ("cancelled", None)
+        self._worker, self.current, self._outcome = None, None, None
         try:
             if status == "done" and job.on_done:
                 job.on_done(payload)

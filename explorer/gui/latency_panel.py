@@ -1,12 +1,16 @@
 """Latency tab: dense vs masked vs compacted, speedup next to MAC ratio, and why they differ."""
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from explorer.core.model.metrics import format_count
+
+from .context import AppContext
+
 
 def explain(speed_masked: float, mac_masked: float, speed_compact: float | None, mac_compact: float | None) -> str:
     """One or two sentences on why measured speedups differ from MAC ratios."""
@@ -31,10 +35,13 @@ def explain(speed_masked: float, mac_masked: float, speed_compact: float | None,
 
 
 class LatencyPanel(QWidget):
-    def __init__(self, win):
+    """``measure`` starts a latency job (Run ▸ Measure latency)."""
+
+    def __init__(self, ctx: AppContext, measure):
         super().__init__()
-        self.win = win
-        self.session = win.session
+        self.ctx = ctx
+        settings = ctx.settings
+        self.session = ctx.session
         self.table = QTableWidget(3, 5)
         self.table.setHorizontalHeaderLabels(["model", "median ms", "p10–p90 ms", "speedup", "MAC ratio"])
         self.table.verticalHeader().setVisible(False)
@@ -56,22 +63,22 @@ class LatencyPanel(QWidget):
         self.explain.setObjectName("viewTitle")
         self.batch = QSpinBox()
         self.batch.setRange(1, 1024)
-        self.batch.setValue(int(win.settings.value("latency/batch", 1)))
+        self.batch.setValue(int(settings.value("latency/batch", 1)))
         self.batch.setToolTip("Batch size of the timed input (the same input for every model)")
         self.runs = QSpinBox()
         self.runs.setRange(3, 1000)
-        self.runs.setValue(int(win.settings.value("latency/runs", 30)))
+        self.runs.setValue(int(settings.value("latency/runs", 30)))
         self.runs.setToolTip("Timed runs after 5 warm-up runs; the median is reported")
         self.threads = QSpinBox()
         self.threads.setRange(0, 256)
-        self.threads.setValue(int(win.settings.value("latency/threads", 0)))
+        self.threads.setValue(int(settings.value("latency/threads", 0)))
         self.threads.setSpecialValueText("default")
         self.threads.setToolTip("torch threads during timing (fixed for all models); 0 = torch's default")
         for sb, key in ((self.batch, "batch"), (self.runs, "runs"), (self.threads, "threads")):
-            sb.valueChanged.connect(lambda v, k=key: win.settings.setValue(f"latency/{k}", v))
+            sb.valueChanged.connect(lambda v, k=key: settings.setValue(f"latency/{k}", v))
         self.btn = QPushButton("Measure (F6)")
         self.btn.setObjectName("primary")
-        self.btn.clicked.connect(lambda: win.results.measure_latency())
+        self.btn.clicked.connect(measure)
         form = QFormLayout()
         form.addRow("batch", self.batch)
         form.addRow("timed runs", self.runs)
@@ -85,29 +92,30 @@ class LatencyPanel(QWidget):
         lay.addWidget(self.table)
         lay.addWidget(self.explain)
         lay.addWidget(self.plot, 1)
+        self.session.measurements.changed.connect(self.update_results)
 
     def update_results(self) -> None:
         s = self.session
-        lat = s.results.get("latency") if s.loaded_ok else None
-        if not lat:
+        m = s.measurements.latency if s.loaded_ok else None
+        if m is None:
             self.table.clearContents()
             self.bar_lat.setOpts(x=[], height=[])
             self.bar_mac.setOpts(x=[], height=[])
             return
-        version, L = lat
-        rows = [("dense", L["dense"], L["dense_macs"]), ("masked", L["masked"], L["masked_macs"])]
-        if L["compact"] is not None:
-            rows.append(("compacted", L["compact"], L["compact_macs"]))
+        L, fresh = m.value, s.is_fresh(m)
+        rows = [("dense", L.dense, L.dense_macs), ("masked", L.masked, L.masked_macs)]
+        if L.compact is not None:
+            rows.append(("compacted", L.compact, L.compact_macs))
         self.table.setRowCount(len(rows))
-        d = L["dense"].median_ms
+        d = L.dense.median_ms
         speeds, macr = [], []
-        for r, (name, m, macs) in enumerate(rows):
-            sp = d / m.median_ms if m.median_ms else 0.0
-            mr = L["dense_macs"] / macs if macs else 0.0
+        for r, (name, lat, macs) in enumerate(rows):
+            sp = d / lat.median_ms if lat.median_ms else 0.0
+            mr = L.dense_macs / macs if macs else 0.0
             speeds.append(sp)
             macr.append(mr)
-            vals = [name + (" (stale)" if version != s.version and name != "dense" else ""), f"{m.median_ms:.3f}",
-                    f"{m.p10_ms:.3f}–{m.p90_ms:.3f}", f"{sp:.2f}×", f"{mr:.2f}×"]
+            vals = [name + (" (stale)" if not fresh and name != "dense" else ""), f"{lat.median_ms:.3f}",
+                    f"{lat.p10_ms:.3f}–{lat.p90_ms:.3f}", f"{sp:.2f}×", f"{mr:.2f}×"]
             for c, v in enumerate(vals):
                 it = QTableWidgetItem(v)
                 if c:
@@ -115,11 +123,10 @@ class LatencyPanel(QWidget):
                 if c == 4:
                     it.setToolTip(f"{format_count(macs)} MACs with a nonzero weight")
                 self.table.setItem(r, c, it)
-        import numpy as np
         x = np.arange(len(rows))
         self.bar_mac.setOpts(x=x - 0.18, height=macr, width=0.35)
         self.bar_lat.setOpts(x=x + 0.18, height=speeds, width=0.35)
         self.plot.getAxis("bottom").setTicks([[(i, rows[i][0]) for i in range(len(rows))]])
-        texts = [f"Batch {L['batch']}, {L['dense'].runs} timed runs (interleaved), {L['dense'].threads} thread(s).",
+        texts = [f"Batch {L.batch}, {L.dense.runs} timed runs (interleaved), {L.dense.threads} thread(s).",
                  explain(speeds[1], macr[1], speeds[2] if len(rows) > 2 else None, macr[2] if len(rows) > 2 else None)]
         self.explain.setText(" ".join(texts))

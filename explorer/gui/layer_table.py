@@ -5,76 +5,54 @@ from typing import Callable
 
 from PySide6.QtCore import Qt, QSignalBlocker, Signal
 from PySide6.QtGui import QColor, QStandardItemModel
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QHBoxLayout, QHeaderView, QSlider,
-                               QTableWidget, QTableWidgetItem, QWidget)
+from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
+from superqt import QLabeledDoubleSlider
 
 from explorer.core.errors import PlanError
 from explorer.core.prune.granularity import get_granularity
+from explorer.core.prune.plan import LayerPlan
 from explorer.core.prune.criteria import CRITERIA
 from explorer.core.model.metrics import format_count
 
 GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
-SLIDER_STEPS = 1000
+SPARSITY_DECIMALS = 4   # 0.1 % steps of the slider, as a fraction
 
-COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity", "Granularity", "Criterion", "Nonzero")
+COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity %", "Granularity", "Criterion", "Nonzero")
 COL_TIPS = {
     "Layer": "Module name; ⇄ marks layers whose output channels are coupled (a residual add or a depthwise conv): "
              "under channel granularity they share one channel choice.",
     "Params": "Weights of this layer (the prunable parameters)",
     "MACs": "Multiply-accumulates per input sample at the model's input size",
-    "Sparsity": "Fraction of this layer's weights to remove (drag, or type a percentage)",
+    "Sparsity %": "Percentage of this layer's weights to remove (drag, or type a value)",
     "Granularity": "Which weights go together: element, n:m pattern, kernel row (vector), kernel, or whole channel",
     "Criterion": "How importance is scored: L1 / L2 magnitude, random, or first-order Taylor",
     "Nonzero": "Weights left nonzero under the current plan",
 }
 
 
-class SparsityEditor(QWidget):
-    """Slider + percent spin box, kept in sync."""
+class SparsityEditor(QLabeledDoubleSlider):
+    """superqt's labelled slider in percent (0.0-100.0, the label is editable); ``edited(sparsity, final)`` gives
+    the sparsity as a fraction, final when the slider is released or a value is typed."""
 
-    edited = Signal(float, bool)   # sparsity, final (released / typed)
+    edited = Signal(float, bool)
 
     def __init__(self, parent=None):
-        super().__init__(parent)
-        self.slider = QSlider(Qt.Horizontal)
-        self.slider.setRange(0, SLIDER_STEPS)
-        self.slider.setMinimumWidth(90)
-        self.slider.setToolTip(COL_TIPS["Sparsity"])
-        self.spin = QDoubleSpinBox()
-        self.spin.setRange(0.0, 100.0)
-        self.spin.setDecimals(1)
-        self.spin.setSuffix(" %")
-        self.spin.setSingleStep(5.0)
-        self.spin.setKeyboardTracking(False)
-        self.spin.setFixedWidth(74)
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(2, 0, 2, 0)
-        lay.setSpacing(4)
-        lay.addWidget(self.slider, 1)
-        lay.addWidget(self.spin)
-        self.slider.valueChanged.connect(self._slid)
-        self.slider.sliderReleased.connect(lambda: self.edited.emit(self.value(), True))
-        self.spin.valueChanged.connect(self._typed)
+        super().__init__(Qt.Horizontal, parent)
+        self.setRange(0.0, 100.0)
+        self.setDecimals(1)
+        self.setSingleStep(0.1)
+        self.setPageStep(5.0)
+        self.setMinimumWidth(120)
+        self.setToolTip(COL_TIPS["Sparsity %"])
+        self.valueChanged.connect(lambda _: self.edited.emit(self.sparsity(), not self.isSliderDown()))
+        self.sliderReleased.connect(lambda: self.edited.emit(self.sparsity(), True))
 
-    def value(self) -> float:
-        return self.slider.value() / SLIDER_STEPS
+    def sparsity(self) -> float:
+        return round(self.value() / 100.0, SPARSITY_DECIMALS)
 
-    def set_value(self, s: float) -> None:
-        with QSignalBlocker(self.slider), QSignalBlocker(self.spin):
-            self.slider.setValue(round(s * SLIDER_STEPS))
-            self.spin.setValue(s * 100.0)
-
-    def _slid(self, v: int) -> None:
-        s = v / SLIDER_STEPS
-        with QSignalBlocker(self.spin):
-            self.spin.setValue(s * 100.0)
-        self.edited.emit(s, not self.slider.isSliderDown())
-
-    def _typed(self, pct: float) -> None:
-        s = round(pct * 10) / 1000.0
-        with QSignalBlocker(self.slider):
-            self.slider.setValue(round(s * SLIDER_STEPS))
-        self.edited.emit(s, True)
+    def set_sparsity(self, s: float) -> None:
+        with QSignalBlocker(self):
+            self.setValue(s * 100.0)
 
 
 def make_combo(items, tips: dict[str, str] | None = None, width: int = 96) -> QComboBox:
@@ -159,7 +137,7 @@ class LayerTable(QTableWidget):
                 for i, g in enumerate(GRANULARITY_CHOICES):
                     item = model.item(i)
                     try:
-                        s.check_layer_plan(l.name, s.plan.get(l.name).__class__(0.0, g, "l1"))
+                        s.check_layer_plan(l.name, LayerPlan(0.0, g, "l1"))
                     except PlanError as e:
                         item.setEnabled(False)
                         item.setToolTip(e.message)
@@ -189,7 +167,7 @@ class LayerTable(QTableWidget):
                 continue
             lp = s.plan.get(name)
             ed, gc, cc = self._editors[name]
-            ed.set_value(lp.sparsity)
+            ed.set_sparsity(lp.sparsity)
             with QSignalBlocker(gc):
                 if gc.findText(lp.granularity) < 0:
                     gc.addItem(lp.granularity)

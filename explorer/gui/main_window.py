@@ -1,51 +1,84 @@
-"""The main window: layer table, weight view, dashboard, menus, jobs."""
+"""The main window: assembly of the views and panels, menus, the job status bar, and the plan actions.
+
+Panels get an :class:`AppContext` (session, job runner, settings, status and error reporting), never the
+window; they subscribe to the session's events themselves. The window redraws the layer table, weight
+view, dashboard and bars on plan/weight changes, throttled so a slider drag never queues up.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton,
-                               QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget,
+                               QToolBar, QVBoxLayout, QWidget)
+from superqt.utils import qthrottled
 
-from explorer import __version__
-from explorer.core import session as session_mod
-from explorer.core.errors import ExplorerError
 from explorer.core.jobs import Progress
 from explorer.core.model.metrics import format_bytes, format_count
-from explorer.core.prune.recipe import Plan
-from explorer.core.model.zoo import BUILTINS
+from explorer.core.prune.plan import LayerPlan, Plan
+from explorer.core.session import Session
+
+from . import help as help_dialogs
+from .context import AppContext
 from .dashboard import Dashboard
-from .dialogs import OpenModelDialog, ask_folder, ask_model_file, error_text, show_error
+from .dialogs import error_text, show_error
+from .export_actions import ExportActions
+from .finetune_panel import FinetunePanel
 from .global_panel import GlobalPanel
+from .history_panel import HistoryPanel
 from .jobs import Job, JobRunner
+from .latency_panel import LatencyPanel
 from .layer_table import LayerTable
+from .measure import MeasureActions
+from .model_actions import ModelActions
+from .sensitivity_panel import SensitivityPanel
 from .weight_view import WeightView
 
 SYNC_BUILD_LIMIT = 2_000_000   # rankings of layers up to this many weights are built on the GUI thread (< ~50 ms)
-MAX_RECENT = 8
-DATASET_CHOICES = ["digits", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…", "imagefolder:…"]
-POPULAR_TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "vgg16", "vgg11_bn",
-                       "efficientnet_b0", "densenet121", "squeezenet1_1", "alexnet", "vit_b_16"]
+REDRAW_MS = 15
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, session: session_mod.Session | None = None, settings: QSettings | None = None):
+    def __init__(self, session: Session | None = None, settings: QSettings | None = None):
         super().__init__()
-        self.session = session or session_mod.Session()
+        self.session = session or Session()
         self.settings = settings or QSettings("PruningExplorer", "pruning-explorer")
         self.runner = JobRunner(self)
-        self.runner.error.connect(self._job_error)
+        self.runner.error.connect(self.show_error)
         self.runner.job_started.connect(self._job_started)
         self.runner.job_progress.connect(self._job_progress)
         self.runner.job_finished.connect(self._job_finished)
         self.last_error: tuple[str, str] | None = None
         self._closing = False
         self._indexing = False
+        self.ctx = AppContext(session=self.session, runner=self.runner, settings=self.settings, status=self.status,
+                              report_error=self.report_error, show_error=self.show_error,
+                              selected_layers=lambda: self.table.selected_layers(),
+                              is_closing=lambda: self._closing, action_parent=self)
         self.setWindowTitle("Pruning Explorer")
         self.setAcceptDrops(True)
         self.resize(1440, 900)
+        self._build_views()
+        self._build_menus()
+        self._build_panels()
+        self._build_status()
 
+        self._redraw_soon = qthrottled(self._redraw, REDRAW_MS, leading=False, parent=self)
+        self._changed_rows: set[str] | None = set()
+        s = self.session
+        s.loaded.connect(self._on_loaded)
+        s.plan_changed.connect(self._on_plan_changed)
+        s.selection_changed.connect(self._on_selection)
+        s.history_changed.connect(self._update_actions)
+        s.weights_changed.connect(self._on_weights_changed)
+        s.measurements.changed.connect(self._on_measured)
+        if s.loaded_ok:
+            self._on_loaded()
+        self._update_actions()
+
+    # ------------------------------------------------------------------ UI construction
+    def _build_views(self) -> None:
         self.table = LayerTable(self.session, self.report_error)
         self.totals_label = QLabel(" ")
         self.totals_label.setObjectName("totalsLabel")
@@ -57,99 +90,58 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         self.tabs.addTab(self.weight_view, "Weights")
         self.tabs.setMinimumWidth(360)
-
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(4, 4, 4, 4)
         ll.addWidget(self.table, 3)
         ll.addWidget(self.totals_label)
         ll.addWidget(self.global_panel, 2)
-        split = QSplitter(Qt.Horizontal)
-        split.addWidget(left)
-        split.addWidget(self.tabs)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        self.main_split = split
+        self.main_split = QSplitter(Qt.Horizontal)
+        self.main_split.addWidget(left)
+        self.main_split.addWidget(self.tabs)
+        self.main_split.setStretchFactor(0, 3)
+        self.main_split.setStretchFactor(1, 2)
         central = QWidget()
         cl = QVBoxLayout(central)
         cl.setContentsMargins(2, 2, 2, 2)
         cl.addWidget(self.dashboard)
-        cl.addWidget(split, 1)
+        cl.addWidget(self.main_split, 1)
         self.setCentralWidget(central)
 
-        self._build_actions()
-        self._build_status()
-
-        self._redraw_timer = QTimer(self)
-        self._redraw_timer.setSingleShot(True)
-        self._redraw_timer.setInterval(15)
-        self._redraw_timer.timeout.connect(self._redraw)
-        self._changed_rows: set[str] | None = set()
-
-        s = self.session
-        s.loaded.connect(self._on_loaded)
-        s.plan_changed.connect(self._on_plan_changed)
-        s.selection_changed.connect(self._on_selection)
-        s.history_changed.connect(self._update_actions)
-        s.weights_changed.connect(self._on_weights_changed)
-        s.metrics_changed.connect(self._update_results)
-        self.extensions: list = []
-        self._install_extensions()
-        if s.loaded_ok:
-            self._on_loaded()
-        self._update_actions()
-
-    # ------------------------------------------------------------------ UI construction
-    def _act(self, text: str, slot, shortcut=None, tip: str = "", menu=None) -> QAction:
-        a = QAction(text, self)
-        if shortcut:
-            a.setShortcut(QKeySequence(shortcut))
-        if tip:
-            a.setToolTip(tip)
-            a.setStatusTip(tip)
-        a.triggered.connect(slot)
-        if menu is not None:
-            menu.addAction(a)
-        return a
-
-    def _build_actions(self) -> None:
+    def _build_menus(self) -> None:
+        act = self.ctx.action
         mb = self.menuBar()
         fm = mb.addMenu("&File")
-        self.act_open = self._act("&Open model…", self.open_model_dialog, QKeySequence.Open,
-                                  "Open a checkpoint: state_dict, TorchScript, or sparse archive", fm)
-        self.recent_menu = fm.addMenu("Open &recent")
-        self.act_open_recipe = self._act("Open &recipe…", self.open_recipe_dialog, "Ctrl+Shift+O",
-                                         "Apply a recipe.json (per-layer sparsity/granularity/criterion)", fm)
+        self.act_open = act("&Open model…", lambda: self.models.open_dialog(), QKeySequence.Open,
+                            "Open a checkpoint: state_dict, TorchScript, or sparse archive", fm)
+        recent = fm.addMenu("Open &recent")
+        self.act_open_recipe = act("Open &recipe…", self.open_recipe_dialog, "Ctrl+Shift+O",
+                                   "Apply a recipe.json (per-layer sparsity/granularity/criterion)", fm)
         fm.addSeparator()
         self.export_menu = fm.addMenu("&Export")
         fm.addSeparator()
-        self._act("&Quit", self.close, QKeySequence.Quit, "", fm)
-
-        mm = mb.addMenu("&Built-in models")
-        for b in BUILTINS.values():
-            self._act(b.name, lambda _=False, n=b.name: self.load_model(n), None, b.description, mm)
-        tv = mm.addMenu("torchvision (random weights)")
-        for a in POPULAR_TORCHVISION:
-            self._act(a, lambda _=False, n=a: self.load_model(f"torchvision:{n}"), None,
-                      f"torchvision {a} with random weights (synthetic inputs)", tv)
-        tv.addSeparator()
-        self._act("Other torchvision architecture…", self._ask_torchvision, None, "", tv)
+        act("&Quit", self.close, QKeySequence.Quit, "", fm)
+        models_menu = mb.addMenu("&Built-in models")
+        self.models = ModelActions(self.ctx, self, recent, models_menu)
+        self.dataset_combo = self.models.dataset_combo
 
         em = mb.addMenu("&Edit")
-        self.act_undo = self._act("&Undo", self.session.undo, QKeySequence.Undo, "Undo the last plan change", em)
-        self.act_redo = self._act("&Redo", self.session.redo, QKeySequence.Redo, "Redo", em)
+        self.act_undo = act("&Undo", self.session.undo, QKeySequence.Undo, "Undo the last plan change", em)
+        self.act_redo = act("&Redo", self.session.redo, QKeySequence.Redo, "Redo", em)
         em.addSeparator()
-        self.act_apply = self._act("&Apply plan", self.apply_plan, "Ctrl+Return",
-                                   "Write the plan's masks into the model (exact zeros; originals kept)", em)
-        self.act_reset = self._act("Reset to &dense", self.reset, "Ctrl+Shift+R",
-                                   "Back to the loaded dense weights and an empty plan (undoable)", em)
+        self.act_apply = act("&Apply plan", self.apply_plan, "Ctrl+Return",
+                             "Write the plan's masks into the model (exact zeros; originals kept)", em)
+        self.act_reset = act("Reset to &dense", self.reset, "Ctrl+Shift+R",
+                             "Back to the loaded dense weights and an empty plan (undoable)", em)
         self.run_menu = mb.addMenu("&Run")
         self.view_menu = mb.addMenu("&View")
         hm = mb.addMenu("&Help")
-        self._act("&Concepts", self._concepts, QKeySequence.HelpContents, "Pruning terms in one sentence each", hm)
-        self._act("&Keyboard shortcuts", self._shortcuts, None, "", hm)
+        act("&Concepts", lambda: help_dialogs.show_concepts(self), QKeySequence.HelpContents,
+            "Pruning terms in one sentence each", hm)
+        act("&Keyboard shortcuts", lambda: help_dialogs.show_shortcuts(self, self.menuBar().findChildren(type(hm))),
+            None, "", hm)
         hm.addSeparator()
-        self._act("&About", self._about, None, "", hm)
+        act("&About", lambda: help_dialogs.show_about(self), None, "", hm)
 
         tb = QToolBar("Main")
         tb.setMovable(False)
@@ -161,24 +153,55 @@ class MainWindow(QMainWindow):
         tb.addWidget(QLabel(" Model: "))
         tb.addWidget(self.model_label)
         tb.addWidget(QLabel("   Dataset: "))
-        self.dataset_combo = QComboBox()
-        self.dataset_combo.addItems(DATASET_CHOICES)
-        self.dataset_combo.setToolTip("Dataset for accuracy, fine-tuning and scans; '…' entries ask for a folder")
-        self.dataset_combo.activated.connect(self._dataset_chosen)
         tb.addWidget(self.dataset_combo)
-        for act, short in ((self.act_open, "Open…"), (self.act_apply, "Apply"), (self.act_reset, "Reset")):
-            act.setIconText(short)       # compact toolbar labels; menus keep the full text
+        for a, short in ((self.act_open, "Open…"), (self.act_apply, "Apply"), (self.act_reset, "Reset")):
+            a.setIconText(short)       # compact toolbar labels; menus keep the full text
         tb.addSeparator()
-        tb.addAction(self.act_apply)
-        tb.addAction(self.act_undo)
-        tb.addAction(self.act_redo)
-        tb.addAction(self.act_reset)
+        for a in (self.act_apply, self.act_undo, self.act_redo, self.act_reset):
+            tb.addAction(a)
         self.toolbar = tb
         self.pending_label = QLabel("")
         self.pending_label.setObjectName("pendingLabel")
         tb.addSeparator()
         tb.addWidget(self.pending_label)
-        self._refresh_recent()
+
+    def _build_panels(self) -> None:
+        ctx = self.ctx
+        self.measure = MeasureActions(ctx, self.run_menu, self.toolbar)
+        self.finetune_panel = FinetunePanel(ctx, evaluate_after=self.measure.evaluate)
+        self.latency_panel = LatencyPanel(ctx, measure=self.measure.measure_latency)
+        self.sensitivity_panel = SensitivityPanel(ctx, finetune_config=self.finetune_panel.config)
+        self.history_panel = HistoryPanel(ctx)
+        self.exports = ExportActions(ctx, self.export_menu, self)
+        tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
+                (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
+                (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),
+                (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency")]
+        self.tabs.setTabToolTip(0, "The selected layer's weights and mask")
+        for w, title, tip in tabs:
+            self.tabs.setTabToolTip(self.tabs.addTab(w, title), tip)
+        ctx.action("&Fine-tune", lambda: self._start_on_tab(self.finetune_panel, self.finetune_panel.start),
+                   QKeySequence("F7"), "Fine-tune the pruned model with masks enforced", self.run_menu)
+        ctx.action("&Sensitivity scan", lambda: self._start_on_tab(self.sensitivity_panel,
+                                                                    self.sensitivity_panel.start_scan),
+                   QKeySequence("F8"), "Prune each layer alone at several sparsities and measure accuracy",
+                   self.run_menu)
+        m = self.view_menu
+        for i in range(self.tabs.count()):
+            ctx.action(self.tabs.tabText(i), lambda _=False, i=i: self.tabs.setCurrentIndex(i),
+                       QKeySequence(f"Ctrl+{i + 1}"), self.tabs.tabToolTip(i), m)
+        m.addSeparator()
+        wv = self.weight_view
+        for box, text, key in ((wv.abs_box, "Histogram of |w|", "Ctrl+Shift+A"),
+                               (wv.log_box, "Log counts", "Ctrl+Shift+L"),
+                               (wv.detail_btn, "Detail zoom", "Ctrl+Shift+D")):
+            a = ctx.action(text, lambda checked, b=box: b.setChecked(checked), QKeySequence(key), box.toolTip(), m)
+            a.setCheckable(True)
+            box.toggled.connect(a.setChecked)
+
+    def _start_on_tab(self, panel, start) -> None:
+        self.tabs.setCurrentWidget(panel)
+        start()
 
     def _build_status(self) -> None:
         sb = self.statusBar()
@@ -199,14 +222,6 @@ class MainWindow(QMainWindow):
         sb.addPermanentWidget(self.progress)
         sb.addPermanentWidget(self.cancel_btn)
 
-    def _install_extensions(self) -> None:
-        """Panels added by later features (jobs, fine-tuning, sensitivity) register here."""
-        try:
-            from .panels import install_panels
-        except ImportError:
-            return
-        self.extensions = install_panels(self)
-
     # ------------------------------------------------------------------ errors & status
     def report_error(self, e: Exception, details: str = "") -> None:
         title, msg = error_text(e)
@@ -217,18 +232,6 @@ class MainWindow(QMainWindow):
         self.status(f"{title}: {message}", 8000)
         if not self._closing:
             show_error(self, title, message, details)
-
-    def require_labels(self, what: str) -> bool:
-        """True when the dataset has labels; otherwise say why ``what`` cannot run."""
-        ds = self.session.dataset
-        if ds.has_labels:
-            return True
-        self.show_error("No labels", f"{what} needs labels; the dataset {ds.spec} has none. Choose a labelled "
-                                     "dataset (digits, mnist:…, cifar10:…, imagefolder:…).")
-        return False
-
-    def _job_error(self, title: str, message: str, details: str) -> None:
-        self.show_error(title, message, details)
 
     def status(self, text: str, ms: int = 4000) -> None:
         self.status_text.setText(text)
@@ -258,119 +261,19 @@ class MainWindow(QMainWindow):
         if not self.runner.busy and not self.runner.queue:
             self.progress.hide()
             self.cancel_btn.hide()
-        if status == "cancelled":
-            self.status(f"{job.title}: cancelled", 5000)
-        elif status == "done":
-            self.status(f"{job.title}: done", 3000)
-        else:
-            self.status(f"{job.title}: failed", 5000)
+        self.status(f"{job.title}: {'failed' if status == 'error' else status}",
+                    3000 if status == "done" else 5000)
 
-    # ------------------------------------------------------------------ loading
-    def load_model(self, spec: str, dataset: str | None = None, remember: bool = False, **kw) -> Job:
-        """Load in the background; on error the current model stays."""
-        def work(progress, cancel):
-            progress(Progress(None, f"loading {spec}"))
-            return session_mod.resolve(spec, dataset, **kw)
-
-        def done(result):
-            self.session.apply_load(result)
-            if remember:
-                self._remember(spec, kw)
-            self.status(f"loaded {result.model.name} ({len(result.profile.layers)} prunable layers)", 5000)
-
-        return self.runner.run(f"Opening {Path(spec).name if '/' in spec else spec}", work, on_done=done,
-                               cancellable=False)
-
-    def open_model_dialog(self) -> None:
-        path = ask_model_file(self)
-        if path:
-            self.open_model_file(path)
+    # ------------------------------------------------------------------ public entry points (tests, scripts, CLI)
+    def load_model(self, spec: str, dataset: str | None = None, remember: bool = False, **kw):
+        return self.models.load_model(spec, dataset, remember, **kw)
 
     def open_model_file(self, path: str, ask: bool = True) -> None:
-        kw = {}
-        if ask:
-            from explorer.core.model.zoo import torchvision_archs
-            dlg = OpenModelDialog(path, list(BUILTINS) + [f"torchvision:{a}" for a in torchvision_archs()], self)
-            if dlg.exec() != dlg.DialogCode.Accepted:
-                return
-            v = dlg.values()
-            try:
-                kw = {"arch": v["arch"], "trust": v["trust"],
-                      "input_shape": session_mod.parse_input_shape(v["input_shape"])}
-            except ExplorerError as e:
-                self.report_error(e)
-                return
-        self.load_model(path, remember=True, **kw)
-
-    def _ask_torchvision(self) -> None:
-        from PySide6.QtWidgets import QInputDialog
-
-        from explorer.core.model.zoo import torchvision_archs
-        arch, ok = QInputDialog.getItem(self, "torchvision architecture", "Architecture (random weights):",
-                                        torchvision_archs(), 0, False)
-        if ok and arch:
-            self.load_model(f"torchvision:{arch}")
-
-    def _dataset_chosen(self, index: int) -> None:
-        choice = self.dataset_combo.itemText(index)
-        if choice.endswith(":…"):
-            kind = choice[:-2]
-            folder = ask_folder(self, f"Folder of {kind}")
-            if not folder:
-                self._sync_dataset_combo()
-                return
-            choice = f"{kind}:{folder}"
-        self.set_dataset(choice)
+        self.models.open_file(path, ask)
 
     def set_dataset(self, spec: str) -> None:
-        if not self.session.loaded_ok:
-            return
-        r = self.session.require()
+        self.models.set_dataset(spec)
 
-        def work(progress, cancel):
-            progress(Progress(None, f"opening dataset {spec}"))
-            return session_mod.resolve_dataset_for(r, spec)
-
-        def done(new):
-            self.session.apply_dataset(new)
-            self.status(f"dataset {new.dataset.spec}: {new.dataset.size('test')} test samples", 5000)
-
-        def failed(e):
-            self._sync_dataset_combo()
-            self.report_error(e)
-
-        self.runner.run(f"Opening dataset {spec}", work, on_done=done, on_error=failed, cancellable=False)
-
-    def _sync_dataset_combo(self) -> None:
-        if not self.session.loaded_ok:
-            return
-        spec = self.session.dataset.spec
-        i = self.dataset_combo.findText(spec)
-        if i < 0:
-            self.dataset_combo.addItem(spec)
-            i = self.dataset_combo.count() - 1
-        self.dataset_combo.setCurrentIndex(i)
-
-    # recent files
-    def _remember(self, spec: str, kw: dict) -> None:
-        items = [x for x in (self.settings.value("recent", []) or []) if x != spec]
-        items.insert(0, spec)
-        self.settings.setValue("recent", items[:MAX_RECENT])
-        if kw.get("arch"):
-            self.settings.setValue(f"arch/{spec}", kw["arch"])
-        self._refresh_recent()
-
-    def _refresh_recent(self) -> None:
-        self.recent_menu.clear()
-        items = self.settings.value("recent", []) or []
-        if isinstance(items, str):
-            items = [items]
-        for spec in items:
-            arch = self.settings.value(f"arch/{spec}", None)
-            self._act(spec, lambda _=False, s=spec, a=arch: self.load_model(s, arch=a), None, "", self.recent_menu)
-        self.recent_menu.setEnabled(bool(items))
-
-    # drag and drop
     def dragEnterEvent(self, e) -> None:
         if e.mimeData().hasUrls():
             e.acceptProposedAction()
@@ -390,13 +293,11 @@ class MainWindow(QMainWindow):
         r = s.require()
         self.model_label.setText(f"<b>{r.model.name}</b>")
         self.model_label.setToolTip(f"{r.model.spec}\n" + "\n".join(r.notes))
-        self.setWindowTitle(f"Pruning Explorer — {r.model.name}")
-        self._sync_dataset_combo()
+        self.models.sync_dataset_combo()
         self.table.rebuild()
         self._changed_rows = None
         self._show_selected()
         self._redraw()
-        self._update_results()
         self._update_actions()
         for n in r.notes:
             if n.startswith("non-finite"):
@@ -407,7 +308,7 @@ class MainWindow(QMainWindow):
             self._changed_rows = None
         else:
             self._changed_rows |= set(names)
-        self._redraw_timer.start()
+        self._redraw_soon()
 
     def _on_selection(self, name: str) -> None:
         self.table.select_layer(name)
@@ -415,11 +316,15 @@ class MainWindow(QMainWindow):
 
     def _on_weights_changed(self) -> None:
         self._changed_rows = None
-        self._redraw_timer.start()
-        self._update_results()      # stale markers of measured results follow the weights
+        self._redraw_soon()
+        self._on_measured()      # stale markers of measured results follow the weights
+
+    def _on_measured(self) -> None:
+        if self.session.loaded_ok:
+            self.dashboard.show_measurements(self.session)
 
     def _redraw(self) -> None:
-        """Throttled: rows, weight view, dashboard, bars. Builds missing rankings first (worker if big)."""
+        """Rows, weight view, dashboard, bars. Builds missing rankings first (in a worker if big)."""
         s = self.session
         if not s.loaded_ok:
             return
@@ -435,7 +340,7 @@ class MainWindow(QMainWindow):
         rows = None if self._changed_rows is None else sorted(self._changed_rows)
         self._changed_rows = set()
         self.table.refresh(rows)
-        self._show_selected(redraw_only=True)
+        self._show_selected()
         self._update_dashboard()
         self._update_actions()
 
@@ -445,24 +350,20 @@ class MainWindow(QMainWindow):
         self._indexing = True
         plan = self.session.plan.copy()
 
-        def work(progress, cancel):
-            self.session.build_views(names, plan, progress, cancel)
-
         def finish(_=None):
             self._indexing = False
             self._changed_rows = None
-            self._redraw_timer.start()
+            self._redraw_soon()
 
-        def cancelled():
+        def stop(e=None):
             self._indexing = False
+            if e is not None:
+                self.report_error(e)
 
-        def failed(e):
-            self._indexing = False
-            self.report_error(e)
+        self.runner.run("Indexing weights", lambda p, c: self.session.build_views(names, plan, p, c),
+                        on_done=finish, on_cancel=stop, on_error=stop, quiet=True)
 
-        self.runner.run("Indexing weights", work, on_done=finish, on_cancel=cancelled, on_error=failed, quiet=True)
-
-    def _show_selected(self, redraw_only: bool = False) -> None:
+    def _show_selected(self) -> None:
         s = self.session
         name = s.selected
         if not s.loaded_ok or not name:
@@ -509,13 +410,7 @@ class MainWindow(QMainWindow):
         names = s.layer_names
         self.global_panel.show_plan(names, [s.plan.get(n).sparsity for n in names],
                                     [s.plan.get(n) != s.applied_plan.get(n) for n in names], s.selected)
-        if getattr(self, "results", None) is not None:
-            self.results.update_results()   # only the dashboard cards follow every plan edit (stale marker)
-
-    def _update_results(self) -> None:
-        for ext in self.extensions:
-            if hasattr(ext, "update_results"):
-                ext.update_results()
+        self.dashboard.show_measurements(s)   # only the cards' stale markers follow every plan edit
 
     def _update_actions(self) -> None:
         s = self.session
@@ -531,8 +426,7 @@ class MainWindow(QMainWindow):
             if s.modified:
                 flags.append("modified")
             self.pending_label.setText("   ".join(flags))
-            title = f"Pruning Explorer — {s.model_name}" + (" *" if s.modified else "")
-            self.setWindowTitle(title)
+            self.setWindowTitle(f"Pruning Explorer — {s.model_name}" + (" *" if s.modified else ""))
 
     # ------------------------------------------------------------------ plan actions
     def _set_many(self, mode: str, sparsity: float, granularity: str, criterion: str, scope: str, cap: float) -> None:
@@ -543,15 +437,10 @@ class MainWindow(QMainWindow):
             return
         if scope == "global":
             missing = [n for n in names if s.layer(n).params > SYNC_BUILD_LIMIT and
-                       not s.engine.is_cached(n, criterion, granularity)]
+                       s.needs_build(n, LayerPlan(0.5, granularity, criterion))]
             if missing:
-                from explorer.core.prune.recipe import LayerPlan
                 tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})
-
-                def work(progress, cancel):
-                    s.build_views(missing, tmp, progress, cancel)
-
-                self.runner.run("Indexing weights for global scope", work,
+                self.runner.run("Indexing weights for global scope", lambda p, c: s.build_views(missing, tmp, p, c),
                                 on_done=lambda _: self._set_many(mode, sparsity, granularity, criterion, scope, cap))
                 return
         try:
@@ -569,8 +458,7 @@ class MainWindow(QMainWindow):
         s = self.session
         if not s.loaded_ok:
             return
-        big = sum(s.layer(n).params for n in s.plan.active())
-        if big <= SYNC_BUILD_LIMIT * 2:
+        if sum(s.layer(n).params for n in s.plan.active()) <= SYNC_BUILD_LIMIT * 2:
             try:
                 s.apply()
             except Exception as e:
@@ -582,10 +470,7 @@ class MainWindow(QMainWindow):
             progress(Progress(None, "building masks"))
             return s.masked_state(plan)
 
-        def done(state):
-            s.apply_state(plan, state)
-
-        self.runner.run("Applying plan", work, on_done=done)
+        self.runner.run("Applying plan", work, on_done=lambda state: s.apply_state(plan, state))
 
     def reset(self) -> None:
         try:
@@ -611,52 +496,7 @@ class MainWindow(QMainWindow):
         except Exception as e:
             self.report_error(e)
 
-    def _concepts(self) -> None:
-        from explorer.core.prune.granularity import get_granularity
-        from explorer.core.prune.criteria import CRITERIA
-        from .layer_table import GRANULARITY_CHOICES
-
-        rows = [("Sparsity", "the share of a layer's weights set to exactly zero."),
-                ("Scope", "local gives every layer its own sparsity; global puts one threshold on comparable "
-                          "scores across layers, so robust layers lose more (capped per layer)."),
-                ("Compression ratio", "dense fp32 size / size with every pruned weight stored as CSR or bitmask "
-                                      "(the smaller)."),
-                ("MACs", "multiply-accumulates per sample; 'nonzero MACs' count only those with a nonzero weight, "
-                         "which dense hardware still executes."),
-                ("Compaction", "physically removing pruned channels (and what depends on them): a smaller dense "
-                               "network that is really faster."),
-                ("Sensitivity", "the accuracy when one layer alone is pruned: which layers can lose the most."),
-                ("Fine-tuning", "training the pruned network with its masks held at zero to recover accuracy.")]
-        rows += [(f"Granularity {g}", get_granularity(g).tooltip) for g in GRANULARITY_CHOICES]
-        rows += [(f"Criterion {n}", c.tooltip) for n, c in CRITERIA.items()]
-        html = "<table cellspacing=6>" + "".join(f"<tr><td><b>{a}</b></td><td>{b}</td></tr>" for a, b in rows) + "</table>"
-        box = QMessageBox(self)
-        box.setWindowTitle("Pruning concepts")
-        box.setText(html)
-        box.setStyleSheet("QLabel { min-width: 620px; }")
-        box.open()
-
-    def _shortcuts(self) -> None:
-        acts = [a for m in self.menuBar().findChildren(type(self.run_menu)) for a in m.actions()
-                if not a.shortcut().isEmpty()]
-        seen, rows = set(), []
-        for a in acts:
-            key = a.shortcut().toString(QKeySequence.NativeText)
-            if (key, a.text()) not in seen:
-                seen.add((key, a.text()))
-                rows.append(f"<tr><td><b>{key}</b></td><td>{a.text().replace('&', '')}</td></tr>")
-        rows.append("<tr><td><b>Esc</b></td><td>Cancel the running job</td></tr>")
-        box = QMessageBox(self)
-        box.setWindowTitle("Keyboard shortcuts")
-        box.setText("<table cellspacing=4>" + "".join(rows) + "</table>")
-        box.open()
-
-    def _about(self) -> None:
-        QMessageBox.about(self, "About Pruning Explorer",
-                          f"<b>Pruning Explorer {__version__}</b><p>Explore neural-network pruning: granularity, "
-                          "criteria, sensitivity, fine-tuning, measured latency.</p><p>Built on the MIT EfficientML "
-                          "lecture 'Pruning and Sparsity'.</p>")
-
+    # ------------------------------------------------------------------ showing and closing
     def showEvent(self, e) -> None:
         super().showEvent(e)
         if not getattr(self, "_sized", False):
@@ -668,7 +508,6 @@ class MainWindow(QMainWindow):
         left = max(int(w * 0.58), min(self.table.preferred_width(), int(w * 0.7)))
         self.main_split.setSizes([left, w - left])
 
-    # ------------------------------------------------------------------ closing
     def closeEvent(self, e) -> None:
         if self.runner.busy:
             job = self.runner.current

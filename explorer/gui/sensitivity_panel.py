@@ -5,29 +5,30 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton, QSlider, QSplitter, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QPushButton, QSplitter, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
-from explorer.core.analyse.allocate import allocate_by_drop, allocate_to_target
-from explorer.core.errors import ExplorerError
-from explorer.core.prune.criteria import CRITERIA
 from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, parse_sparsities, read_scan, scan, write_csv
+from explorer.core.errors import ExplorerError
+from explorer.core.fileio import atomic_write_json
+from explorer.core.prune.criteria import CRITERIA
+
+from .allocation_box import AllocationBox
+from .context import AppContext
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
-ALLOC_MODES = [("per-layer drop ≤ (points)", "drop"), ("overall sparsity ≥ (%)", "sparsity"),
-               ("sparse size ≤ (KiB)", "size"), ("MACs ≤ (millions)", "macs")]
-
-
 class SensitivityPanel(QWidget):
-    def __init__(self, win):
+    """``finetune_config()`` gives the Fine-tune tab's settings (for Search)."""
+
+    def __init__(self, ctx: AppContext, finetune_config):
         super().__init__()
-        self.win = win
-        self.session = win.session
+        self.ctx = ctx
+        self.session = ctx.session
         self.result: ScanResult | None = None
         self._partial: dict[str, list] = {}
         self._curves: dict[str, pg.PlotDataItem] = {}
@@ -110,57 +111,14 @@ class SensitivityPanel(QWidget):
         self.heat.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
 
         # --- allocation
-        alloc = QGroupBox("Automatic allocation")
-        self.mode = QComboBox()
-        for label, key in ALLOC_MODES:
-            self.mode.addItem(label, key)
-        self.mode.setMinimumWidth(185)
-        self.mode.setToolTip("Per-layer: each layer gets the highest measured sparsity within the drop. Targets: "
-                             "greedy, raising the layer that buys the most per point of predicted accuracy lost")
-        self.value = QDoubleSpinBox()
-        self.value.setDecimals(2)
-        self.value.setRange(0, 1e9)
-        self.value.setValue(1.0)
-        self.value.valueChanged.connect(self._value_changed)
-        self.mode.currentIndexChanged.connect(self._mode_changed)
-        self.cap = QDoubleSpinBox()
-        self.cap.setRange(0, 100)
-        self.cap.setValue(95)
-        self.cap.setSuffix(" %")
-        self.cap.setToolTip("No layer above this sparsity")
-        self.balance = QSlider(Qt.Horizontal)
-        self.balance.setRange(0, 100)
-        self.balance.setToolTip("Trade accuracy/size against measured latency (needs a scan with latency)")
-        self.balance.setEnabled(False)
-        self.alloc_btn = QPushButton("Allocate")
-        self.alloc_btn.setToolTip("Write the allocation into the plan (undoable); then Apply, Evaluate, Fine-tune")
-        self.alloc_btn.clicked.connect(self.allocate)
-        self.search_btn = QPushButton("Search…")
-        self.search_btn.setToolTip("Sparsest greedy allocation whose accuracy after fine-tuning (the Fine-tune tab's "
-                                   "settings) stays within the allowed drop on the validation split: tries overall "
-                                   "targets from 95 % down and keeps the first that passes")
-        self.search_btn.clicked.connect(self.search)
-        self.alloc_info = QLabel("Scan first.")
-        self.alloc_info.setWordWrap(True)
-        ag = QGridLayout(alloc)
-        ag.setContentsMargins(6, 4, 6, 4)
-        ag.addWidget(self.mode, 0, 0)
-        ag.addWidget(self.value, 0, 1)
-        ag.addWidget(QLabel("cap"), 0, 2)
-        ag.addWidget(self.cap, 0, 3)
-        ag.addWidget(self.alloc_btn, 0, 4)
-        ag.addWidget(self.search_btn, 0, 5)
-        ag.addWidget(QLabel("accuracy ↔ latency"), 1, 0)
-        ag.addWidget(self.balance, 1, 1, 1, 5)
-        ag.addWidget(self.alloc_info, 2, 0, 1, 6)
-        self.predicted: float | None = None
-        self.predicted_plan = None
+        self.alloc = AllocationBox(ctx, finetune_config)
+        self.alloc.drop_changed.connect(self._drop_changed)
 
         top = QVBoxLayout()
         box = QGroupBox("Scan")
         box.setLayout(grid)
         top.addWidget(box)
-        top.addWidget(alloc)
+        top.addWidget(self.alloc)
         split = QSplitter(Qt.Vertical)
         pw = QWidget()
         pl = QVBoxLayout(pw)
@@ -173,25 +131,19 @@ class SensitivityPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(split, 1)
-        self.act = win._act("&Sensitivity scan", self._from_menu, QKeySequence("F8"),
-                            "Prune each layer alone at several sparsities and measure accuracy", win.run_menu)
         self.plot.scene().sigMouseMoved.connect(self._mouse_moved)
 
     # ------------------------------------------------------------------ scanning
-    def _from_menu(self) -> None:
-        self.win.tabs.setCurrentIndex(self.win.tabs.indexOf(self))
-        self.start_scan()
-
     def start_scan(self) -> None:
-        s, win = self.session, self.win
+        s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return
-        if win.runner.busy:
-            win.status("another job is running; wait or cancel it", 4000)
+        if ctx.runner.busy:
+            ctx.status("another job is running; wait or cancel it", 4000)
             return
         try:
             sps = parse_sparsities(self.sparsities.text())
-            layers = win.table.selected_layers() if self.only_selected.isChecked() else None
+            layers = ctx.selected_layers() if self.only_selected.isChecked() else None
             if self.only_selected.isChecked() and not layers:
                 raise ExplorerError("No layers selected.", "Select rows in the layer table, or untick "
                                                            "'selected layers'.")
@@ -202,7 +154,7 @@ class SensitivityPanel(QWidget):
                 raise ExplorerError(f"A scan measures accuracy, which needs labels; {s.dataset.spec} has none.",
                                     "Choose a labelled dataset.")
         except Exception as e:
-            win.report_error(e)
+            ctx.report_error(e)
             return
         self._begin(spec)
         plan = s.plan.copy()
@@ -217,11 +169,11 @@ class SensitivityPanel(QWidget):
 
         def done(result):
             self.set_result(result)
-            s.results["scan"] = result
-            win.status(f"scan done in {result.seconds:.1f}s ({result.method} method)", 6000)
+            s.record_scan(result)
+            ctx.status(f"scan done in {result.seconds:.1f}s ({result.method} method)", 6000)
 
-        win.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
-                       on_cancel=lambda: win.status("scan cancelled; the model is unchanged", 5000))
+        ctx.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
+                       on_cancel=lambda: ctx.status("scan cancelled; the model is unchanged", 5000))
 
     def _begin(self, spec: ScanSpec) -> None:
         self.result = None
@@ -270,15 +222,11 @@ class SensitivityPanel(QWidget):
         d = result.dense_accuracy
         self.dense_line.setValue(d)
         self.dense_line.show()
-        ref = 100 - (100 - d) * 1.5   # the lab's reference line
-        if self.mode.currentData() == "drop":
-            self.value.setValue(round(d - ref, 2) if self.value.value() == 1.0 and d - ref > 1 else self.value.value())
-        self.drop_line.setValue(d - (self.value.value() if self.mode.currentData() == "drop" else d - ref))
+        self.alloc.set_scan(result)
+        drop = self.alloc.allowed_drop()
+        self.drop_line.setValue(d - drop if drop is not None else 100 - (100 - d) * 1.5)   # the lab's reference line
         self.drop_line.show()
         self._label_line()
-        self.balance.setEnabled(all(l.get("latency_ms") for l in result.layers))
-        self.alloc_info.setText(f"{len(result.layers)} layers scanned ({result.method}, {result.seconds:.1f}s); "
-                                f"dense {d:.2f}%." + (f" Not scannable: {', '.join(result.skipped)}" if result.skipped else ""))
         self.plot.enableAutoRange()
 
     def _heat_row(self, name: str, accs, dense) -> None:
@@ -312,9 +260,9 @@ class SensitivityPanel(QWidget):
             self.session.set_layer(name, sparsity=x, granularity=self._spec.granularity,
                                    criterion=self._spec.criterion)
             self.session.select(name)
-            self.win.status(f"planned {name} at {x:.0%}", 4000)
+            self.ctx.status(f"planned {name} at {x:.0%}", 4000)
         except Exception as e:
-            self.win.report_error(e)
+            self.ctx.report_error(e)
 
     def _cell_clicked(self, r: int, c: int) -> None:
         item = self.heat.verticalHeaderItem(r)
@@ -326,7 +274,7 @@ class SensitivityPanel(QWidget):
                                    criterion=self._spec.criterion)
             self.session.select(name)
         except Exception as e:
-            self.win.report_error(e)
+            self.ctx.report_error(e)
 
     def _mouse_moved(self, pos) -> None:
         if not self._curves or not self.plot.sceneBoundingRect().contains(pos):
@@ -352,14 +300,11 @@ class SensitivityPanel(QWidget):
     def _line_moved(self) -> None:
         if self.result is None:
             return
-        drop = self.result.dense_accuracy - self.drop_line.value()
         self._label_line()
-        if self.mode.currentData() != "drop":
-            self.mode.setCurrentIndex(0)
-        self.value.setValue(max(0.0, round(drop, 2)))
+        self.alloc.set_drop(self.result.dense_accuracy - self.drop_line.value())
 
-    def _value_changed(self, v: float) -> None:
-        if self.result is not None and self.mode.currentData() == "drop":
+    def _drop_changed(self, v: float) -> None:
+        if self.result is not None:
             self.drop_line.setValue(self.result.dense_accuracy - v)
         self._label_line()
 
@@ -367,99 +312,6 @@ class SensitivityPanel(QWidget):
         if self.result is not None:
             y = self.drop_line.value()
             self.drop_line.label.setFormat(f"allowed ≥ {y:.2f}% (drop {self.result.dense_accuracy - y:.2f})")
-
-    def _mode_changed(self, _i: int) -> None:
-        key = self.mode.currentData()
-        defaults = {"drop": 1.0, "sparsity": 70.0, "size": 100.0, "macs": 1.0}
-        s = self.session
-        if s.loaded_ok and key == "size":
-            defaults["size"] = round(s.totals().dense_bytes / 1024 / 4, 1)
-        if s.loaded_ok and key == "macs":
-            defaults["macs"] = round(s.profile.total_macs / 1e6 / 2, 3)
-        self.value.setValue(defaults[key])
-
-    def allocate(self) -> None:
-        s, win = self.session, self.win
-        if self.result is None:
-            win.status("run or open a scan first", 4000)
-            return
-        key = self.mode.currentData()
-        v = self.value.value()
-        cap = self.cap.value() / 100
-        try:
-            if key == "drop":
-                a = allocate_by_drop(s, self.result, v, cap)
-            elif key == "sparsity":
-                a = allocate_to_target(s, self.result, v / 100, "sparsity", cap, self.balance.value() / 100)
-            elif key == "size":
-                a = allocate_to_target(s, self.result, v * 1024, "size", cap, self.balance.value() / 100)
-            else:
-                a = allocate_to_target(s, self.result, v * 1e6, "macs", cap, self.balance.value() / 100)
-            s.set_plan(a.plan)
-        except Exception as e:
-            win.report_error(e)
-            return
-        self.predicted = a.predicted_accuracy
-        self.predicted_plan = s.plan.copy()
-        self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted accuracy {a.predicted_accuracy:.2f}% "
-                                f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")
-
-    def search(self) -> None:
-        """Background job: grid of targets, fine-tune each, keep the sparsest within the drop (on val)."""
-        from explorer.core.analyse.search import search_allocation
-
-        s, win = self.session, self.win
-        if self.result is None:
-            win.status("run or open a scan first", 4000)
-            return
-        if win.runner.busy:
-            win.status("another job is running; wait or cancel it", 4000)
-            return
-        drop = self.value.value() if self.mode.currentData() == "drop" else 1.0
-        try:
-            cfg = win.finetune_panel.config().validated()
-        except Exception as e:
-            win.report_error(e)
-            return
-        result, cap = self.result, self.cap.value() / 100
-
-        def work(progress, cancel):
-            return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel)
-
-        def on_progress(p):
-            if p.data is not None and hasattr(p.data, "target"):
-                t = p.data
-                self.alloc_info.setText(f"tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% "
-                                        f"({'within' if t.ok else 'beyond'} {drop:g} points) …")
-
-        def done(r):
-            s.adopt(r.state, r.plan, "fine-tuned (search)")
-            s._push_undo()
-            s.plan = r.plan.copy()
-            s.plan_changed.emit(None)
-            s.results["current_eval"] = (s.version, _eval(r))
-            s.record(f"search ≤{drop:g} pt: {r.sparsity:.0%}", accuracy=r.test_accuracy)
-            s.metrics_changed.emit()
-            self.alloc_info.setText(f"Sparsest within {drop:g} points after fine-tuning: {r.sparsity:.1%} "
-                                    f"(val {r.val_accuracy:.2f}% vs dense {r.dense_val_accuracy:.2f}%; test "
-                                    f"{r.test_accuracy:.2f}%), after {len(r.trials)} trial(s). Applied; undo restores "
-                                    "the plan, History returns to earlier weights.")
-
-        def _eval(r):
-            from explorer.core.train.evaluate import EvalResult
-            return EvalResult("test", s.dataset.size("test"), r.test_accuracy, None)
-
-        win.runner.run("Searching allocation", work, on_done=done, on_progress=on_progress)
-
-    def update_results(self) -> None:
-        s = self.session
-        if self.predicted is None or not s.loaded_ok:
-            return
-        cur = s.results.get("current_eval")
-        if cur and s.applied_plan == self.predicted_plan and cur[0] == s.version:
-            self.alloc_info.setText(f"Predicted {self.predicted:.2f}% → measured {cur[1].accuracy:.2f}% at "
-                                    f"{s.totals().sparsity:.1%} sparsity ({s.base_label}). Pruning all layers at "
-                                    "once compounds their drops; fine-tuning recovers most of it.")
 
     # ------------------------------------------------------------------ files
     def open_scan_dialog(self) -> None:
@@ -474,25 +326,23 @@ class SensitivityPanel(QWidget):
             if missing:
                 raise ExplorerError(f"The scan is for {r.model}: this model has no layer(s) {', '.join(missing[:4])}.")
         except Exception as e:
-            self.win.report_error(e)
+            self.ctx.report_error(e)
             return
-        self.session.results["scan"] = r
+        self.session.record_scan(r)
         self.set_result(r)
-        self.win.tabs.setCurrentIndex(self.win.tabs.indexOf(self))
 
     def save_scan_dialog(self) -> None:
         if self.result is None:
-            self.win.status("nothing to save yet", 3000)
+            self.ctx.status("nothing to save yet", 3000)
             return
         path, _ = QFileDialog.getSaveFileName(self, "Save scan", "sensitivity.json", "JSON (*.json)")
         if path:
             self.save_scan(path)
 
     def save_scan(self, path: str) -> None:
-        from explorer.core.deploy.export import atomic_write_json
         try:
             atomic_write_json(path, self.result.to_json())
             write_csv(self.result, path[:-5] + ".csv" if path.endswith(".json") else path + ".csv")
-            self.win.status(f"saved {path} (+ .csv)", 5000)
+            self.ctx.status(f"saved {path} (+ .csv)", 5000)
         except Exception as e:
-            self.win.report_error(e)
+            self.ctx.report_error(e)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..errors import PlanError
-from ..prune.recipe import LayerPlan, Plan
+from ..prune.plan import LayerPlan, Plan
 from .sensitivity import ScanResult, read_scan
 
 TARGET_KINDS = ("sparsity", "size", "macs")

@@ -20,7 +20,7 @@ from ..errors import ExplorerError, PlanError
 from ..train.evaluate import evaluate
 from ..train.finetune import FinetuneConfig, finetune
 from ..jobs import CancelToken, Progress, ProgressFn
-from ..prune.recipe import Plan
+from ..prune.plan import Plan
 from .sensitivity import ScanResult
 
 
@@ -49,7 +49,7 @@ class SearchResult:
 def _uniform(session, scan: ScanResult, target: float):
     """The baseline the search is compared with: every scanned layer at the same sparsity."""
     from .allocate import Allocation
-    from ..prune.recipe import LayerPlan
+    from ..prune.plan import LayerPlan
 
     names = [l["name"] for l in scan.layers]
     plan = session.linked_plan(Plan({n: LayerPlan(target, scan.granularity, scan.criterion) for n in names}))

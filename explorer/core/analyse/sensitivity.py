@@ -32,13 +32,15 @@ from torch import nn
 
 from ..errors import ExplorerError, PlanError
 from ..train.evaluate import evaluate, logits_of
-from ..prune.granularity import Channel, get_granularity
+from ..prune.criteria import Criterion, get_criterion
+from ..prune.granularity import Channel, Granularity, get_granularity
 from ..jobs import CancelToken, Progress, ProgressFn
-from ..prune.recipe import LayerPlan
+from ..prune.masks import masked_tensors
+from ..prune.plan import LayerPlan, Plan
+from .replay import Replayer
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
-VARIANT_PASS_BYTES = 4 * 2**20     # stack sparsities while the largest activation of a pass stays below this
 
 
 def parse_sparsities(text) -> list[float]:
@@ -65,14 +67,18 @@ def parse_sparsities(text) -> list[float]:
 @dataclass
 class ScanSpec:
     sparsities: list[float]
-    granularity: str = "element"
-    criterion: str = "l1"
+    granularity: Granularity = "element"
+    criterion: Criterion = "l1"
     layers: list[str] | None = None
     split: str = "test"
     early_stop: float | None = None     # accuracy floor (percent); None = off
     latency: bool = False
     latency_runs: int = 10
     latency_batch: int = 1
+
+    def __post_init__(self):
+        self.granularity = get_granularity(self.granularity)
+        self.criterion = get_criterion(self.criterion)
 
 
 @dataclass
@@ -163,245 +169,10 @@ class ScanResult:
         raise KeyError(name)
 
 
-# ---------------------------------------------------------------- suffix replay with torch.fx
-
-class _Replayer:
-    """Caches every node value of one forward pass; replays the part downstream of changed modules."""
-
-    def __init__(self, module: nn.Module, x: torch.Tensor):
-        import torch.fx as fx
-
-        # channels-last (NHWC) runs oneDNN's convolutions faster on CPU; same math, float-rounding-level
-        # differences only (the scan checks its replay against the full forward before trusting it)
-        self.channels_last = x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in module.modules())
-        if self.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        self.gm = fx.symbolic_trace(module)
-        self.N = x.shape[0]
-        self.env: dict = {}
-        self.nodes = list(self.gm.graph.nodes)
-        self.order = {n: i for i, n in enumerate(self.nodes)}
-        self.modules = dict(self.gm.named_modules())
-        interp = fx.Interpreter(self.gm)
-        env = self.env
-
-        orig_run_node = interp.run_node
-
-        def run_node(n):
-            v = orig_run_node(n)
-            env[n] = v
-            return v
-        interp.run_node = run_node
-        with torch.inference_mode():
-            self.output = logits_of(interp.run(x))
-        self.out_node = next(n for n in self.nodes if n.op == "output")
-        self.calls: dict[str, list] = {}
-        for n in self.nodes:
-            if n.op == "call_module":
-                self.calls.setdefault(str(n.target), []).append(n)
-        self.fused = self._fuse_conv_bn()
-
-    def _fuse_conv_bn(self) -> dict:
-        """BatchNorm folded into the conv before it, for replaying layers that do not change:
-        {bn node: (conv node, fused conv)}. Saves one pass over every such activation."""
-        from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-        out = {}
-        for n in self.nodes:
-            if n.op != "call_module" or not isinstance(self.modules[str(n.target)], nn.BatchNorm2d):
-                continue
-            c = n.args[0] if n.args else None
-            if not (hasattr(c, "op") and c.op == "call_module" and len(c.users) == 1 and len(n.args) == 1
-                    and type(self.modules[str(c.target)]) is nn.Conv2d and not n.kwargs
-                    and self.modules[str(n.target)].track_running_stats):
-                continue
-            try:
-                fused = fuse_conv_bn_eval(self.modules[str(c.target)], self.modules[str(n.target)])
-            except Exception:
-                continue
-            if self.channels_last:
-                fused = fused.to(memory_format=torch.channels_last)
-            out[n] = (c, fused)
-        return out
-
-    def variants_per_pass(self, k: int) -> int:
-        """How many sparsities to stack in one suffix pass: enough to amortise per-op overhead, few enough
-        that the largest activation stays cache-sized (bigger stacks run slower per sample on CPU)."""
-        biggest = max((v.numel() * v.element_size() for v in self.env.values()
-                       if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == self.N), default=1)
-        return int(max(1, min(k, VARIANT_PASS_BYTES // max(1, biggest))))
-
-    def cached_bytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self.env.values() if isinstance(v, torch.Tensor))
-
-    def suffix(self, module_names: set[str]) -> list:
-        start = [n for name in module_names for n in self.calls.get(name, [])]
-        seen = set(start)
-        for n in sorted(start, key=self.order.get):
-            pass
-        todo = list(start)
-        while todo:
-            n = todo.pop()
-            for u in n.users:
-                if u not in seen:
-                    seen.add(u)
-                    todo.append(u)
-        return sorted(seen, key=self.order.get)
-
-    def _batched(self, v, K: int):
-        if K > 1 and isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == self.N:
-            return v.repeat(K, *([1] * (v.dim() - 1)))
-        return v
-
-    def _inplace(self, n) -> bool:
-        """Does this node write into its first argument (ReLU(inplace=True), x += y, x.relu_())?"""
-        import operator
-        if n.op == "call_module":
-            return bool(getattr(self.modules[str(n.target)], "inplace", False))
-        if n.op == "call_function":
-            return n.target in (operator.iadd, operator.isub, operator.imul, operator.itruediv) or \
-                bool(n.kwargs.get("inplace", False))
-        if n.op == "call_method":
-            return str(n.target).endswith("_")
-        return False
-
-    def _stackable(self, mod, args, kwargs, variants, name: str) -> bool:
-        """One call can compute every variant of this layer: a plain conv/linear on a shared input."""
-        if kwargs or len(args) != 1 or not isinstance(args[0], torch.Tensor) or args[0].shape[0] != self.N:
-            return False
-        if isinstance(mod, nn.Conv2d):
-            if mod.groups != 1 or mod.padding_mode != "zeros":
-                return False
-        elif not isinstance(mod, nn.Linear):
-            return False
-        keys = {k for v in variants for k in v if k.startswith(name + ".")}
-        return keys <= {f"{name}.weight", f"{name}.bias"}
-
-    def _stacked(self, mod, x, variants, name: str) -> torch.Tensor:
-        """All K variants of a conv/linear in one call (weights stacked along output channels; the input is
-        read and unfolded once), rearranged to the K*N batch layout of the rest of the suffix."""
-        import torch.nn.functional as F
-
-        K = len(variants)
-        ws = [v.get(f"{name}.weight", mod.weight) for v in variants]
-        bs = [v.get(f"{name}.bias", mod.bias) for v in variants] if mod.bias is not None else None
-        w = torch.cat(ws, 0)
-        b = torch.cat(bs, 0) if bs is not None else None
-        if isinstance(mod, nn.Linear):
-            y = F.linear(x, w, b)                                   # N x (K*out)
-            out = y.shape[-1] // K
-            return y.reshape(x.shape[0], K, out).transpose(0, 1).reshape(K * x.shape[0], out)
-        if self.channels_last:
-            w = w.contiguous(memory_format=torch.channels_last)
-        y = F.conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, 1)   # N x (K*C) x H x W
-        N, KC, H, W = y.shape
-        C = KC // K
-        y = y.reshape(N, K, C, H, W).transpose(0, 1).reshape(K * N, C, H, W)
-        return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
-
-    def run_variants(self, changed: set[str], variants: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-        """Logits (K*N, C) with parameter ``variants[k]`` (param name -> tensor) for variant k."""
-        import torch.fx as fx
-
-        K = len(variants)
-        nodes = self.suffix(changed)
-        in_suffix = set(nodes)
-        position = {n: i for i, n in enumerate(nodes)}
-        last_use = {}
-        for i, n in enumerate(nodes):
-            for a in n.all_input_nodes:
-                if a in in_suffix:
-                    last_use[a] = i
-        expanded: dict = {}
-        params = dict(self.gm.named_parameters())
-
-        def arg(a):
-            if isinstance(a, fx.Node):
-                if a in expanded:
-                    return expanded[a]
-                return self._batched(self.env[a], K)
-            return a
-
-        # conv -> bn pairs outside the changed modules run as one folded conv
-        folded = {c: bn for bn, (c, _) in self.fused.items()
-                  if bn in in_suffix and c in in_suffix and str(c.target) not in changed
-                  and str(bn.target) not in changed}
-        with torch.inference_mode():
-            for i, n in enumerate(nodes):
-                if n.op == "output":
-                    break
-                if n in folded:
-                    bn = folded[n]
-                    expanded[bn] = self.fused[bn][1](arg(n.args[0]))
-                    continue
-                if n in expanded:          # a bn already computed by its folded conv
-                    continue
-                if n.op == "call_module" and str(n.target) in changed and K > 1 and n.args and \
-                        isinstance(n.args[0], fx.Node) and n.args[0] not in expanded:
-                    raw = (self.env[n.args[0]], *n.args[1:])      # one shared input: stack the variants
-                    if self._stackable(self.modules[str(n.target)], raw, n.kwargs, variants, str(n.target)):
-                        expanded[n] = self._stacked(self.modules[str(n.target)], raw[0], variants, str(n.target))
-                        continue
-                args = fx.node.map_aggregate(n.args, arg)
-                kwargs = fx.node.map_aggregate(n.kwargs, arg)
-                if K == 1 and self._inplace(n) and n.args and isinstance(n.args[0], fx.Node) \
-                        and n.args[0] not in expanded and isinstance(args[0], torch.Tensor):
-                    args = (args[0].clone(), *args[1:])     # never write into the cache
-                if n.op == "call_module" and str(n.target) in changed:
-                    mod = self.modules[str(n.target)]
-                    prefix = str(n.target) + "."
-                    outs = []
-                    x_in = args[0]
-                    chunks = x_in.chunk(K, 0) if K > 1 and x_in.shape[0] == K * self.N else [x_in] * K
-                    for k in range(K):
-                        saved = {}
-                        for pname, t in variants[k].items():
-                            if pname.startswith(prefix) and pname in params:
-                                saved[pname] = params[pname].data
-                                if self.channels_last and t.dim() == 4:
-                                    t = t.contiguous(memory_format=torch.channels_last)
-                                params[pname].data = t
-                        try:
-                            outs.append(mod(chunks[k], *args[1:], **kwargs))
-                        finally:
-                            for pname, t in saved.items():
-                                params[pname].data = t
-                    expanded[n] = outs[0] if K == 1 else torch.cat(outs, 0)
-                elif n.op == "call_module":
-                    expanded[n] = self.modules[str(n.target)](*args, **kwargs)
-                elif n.op == "call_function":
-                    expanded[n] = n.target(*args, **kwargs)
-                elif n.op == "call_method":
-                    expanded[n] = getattr(args[0], n.target)(*args[1:], **kwargs)
-                else:
-                    expanded[n] = self.env[n]
-                for a in n.all_input_nodes:          # free what no later node needs
-                    if a in expanded and last_use.get(a, -1) <= i and a is not n:
-                        del expanded[a]
-            out_arg = self.out_node.args[0]
-            out = fx.node.map_aggregate(out_arg, arg)
-        del position
-        return logits_of(out)
-
-
 def _variant_params(session, names: tuple[str, ...], lp: LayerPlan, sparsity: float) -> dict[str, torch.Tensor]:
     """Masked tensors of the layers in ``names`` (and their BN/bias entries for channels) at ``sparsity``."""
-    out = {}
-    base = session.base_state()
-    for n in names:
-        view = session.layer_mask(n, lp)
-        w = base[f"{n}.weight"]
-        out[f"{n}.weight"] = torch.where(view.element_mask(sparsity), w, torch.zeros((), dtype=w.dtype))
-        if isinstance(view.granularity, Channel) and view.group is not None and n == names[0]:
-            keep = view.ranking.keep(view.units_for(sparsity))
-            for pname, idx in view.group.aux:
-                t = base[pname].clone()
-                m = torch.ones(t.shape[0], dtype=torch.bool)
-                m[torch.as_tensor(idx)] = keep
-                t[~m] = 0
-                out[pname] = t
-    return out
+    plan = Plan({n: LayerPlan(sparsity, lp.granularity, lp.criterion) for n in names})
+    return masked_tensors(session.base_state(), *session.materialize(plan))
 
 
 def _scan_units(session, spec: ScanSpec) -> list[tuple[str, tuple[str, ...]]]:
@@ -410,10 +181,10 @@ def _scan_units(session, spec: ScanSpec) -> list[tuple[str, tuple[str, ...]]]:
     names = spec.layers or session.layer_names
     for n in names:
         session.layer(n)
-    gran = get_granularity(spec.granularity)
+    gran = spec.granularity
     units, skipped = [], {}
     for n in names:
-        lp = LayerPlan(0.5, gran.name, spec.criterion)
+        lp = LayerPlan(0.5, gran, spec.criterion)
         try:
             session.check_layer_plan(n, lp)
         except PlanError as e:
@@ -462,7 +233,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     if state is not None:
         module.load_state_dict(state)
     module.eval()
-    lp_for = LayerPlan(0.0, get_granularity(spec.granularity).name, spec.criterion)
+    lp_for = LayerPlan(0.0, spec.granularity, spec.criterion)
     x, y = _dataset_tensors(ds, spec.split)
     total = len(units) * len(sparsities)
     done = 0
@@ -471,7 +242,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     method = "naive"
     if not naive:
         try:
-            replayer = _Replayer(module, x)
+            replayer = Replayer(module, x)
             dense_acc = _accuracy(replayer.output, y, ds.num_classes)
             method = "fast"
             if replayer.cached_bytes() > CACHE_BUDGET_BYTES:
@@ -498,7 +269,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     example = None
     if spec.latency:
         from .latency import latency_input, measure_latency
-        if not get_granularity(spec.granularity).structured:
+        if not spec.granularity.structured:
             raise PlanError("Latency sensitivity needs a structured granularity (channel): unstructured zeros do not "
                             "change dense latency.")
         example = latency_input(ds, session.require().input_shape, spec.latency_batch)
@@ -579,20 +350,18 @@ def _latency_point(session, members, lp, sparsity, variant, example, spec, cance
     from ..deploy.compact import compact_model
     from .latency import measure_latency
 
-    view = session.layer_mask(members[0], lp)
-    keep = view.ranking.keep(view.units_for(sparsity))
-    own = view.group.member_index[members[0]] if view.group is not None else tuple(range(keep.numel()))
-    removals = {members[0]: [int(own[c]) for c in torch.nonzero(~keep).flatten().tolist()]}
+    pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)
+    removals = {members[0]: pruned} if pruned else {}
     state = dict(session.module.state_dict())
     state.update(variant)
-    m = compact_model(session.module, state, removals if removals[members[0]] else {}, example, cancel=cancel)
+    m = compact_model(session.module, state, removals, example, cancel=cancel)
     return measure_latency(m, example, runs=spec.latency_runs, cancel=cancel).median_ms
 
 
 # ---------------------------------------------------------------- files
 
 def write_csv(result: ScanResult, path: Path) -> Path:
-    from ..deploy.export import _atomic_write
+    from ..fileio import atomic_write
 
     def w(tmp):
         with open(tmp, "w", newline="") as f:
@@ -601,11 +370,11 @@ def write_csv(result: ScanResult, path: Path) -> Path:
             wr.writerow(["(dense)", ""] + [f"{result.dense_accuracy:.4f}"] * len(result.sparsities))
             for l in result.layers:
                 wr.writerow([l["name"], l["params"]] + ["" if a is None else f"{a:.4f}" for a in l["accuracy"]])
-    return _atomic_write(Path(path), w)
+    return atomic_write(Path(path), w)
 
 
 def read_scan(path: str | Path) -> ScanResult:
-    from ..deploy.export import read_json
+    from ..fileio import read_json
 
     return ScanResult.from_json(read_json(path, "sensitivity scan",
                                           "Use a JSON written by `pruning-explorer sensitivity` or the window's scan."))
@@ -613,7 +382,7 @@ def read_scan(path: str | Path) -> ScanResult:
 
 def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="test",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None) -> dict:
-    from ..deploy.export import atomic_write_json
+    from ..fileio import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
                     layers=layers, split=split, early_stop=early_stop, latency=latency)

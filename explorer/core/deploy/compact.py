@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ExplorerError
-from ..prune.granularity import Channel, get_granularity
+from ..prune.granularity import Channel
 from ..prune.groups import build_dependency_graph
 from ..jobs import CancelToken, Progress, ProgressFn
 
@@ -30,25 +30,21 @@ def channel_removals(session, plan) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     seen = set()
     for name, lp in plan.active().items():
-        if not isinstance(get_granularity(lp.granularity), Channel):
+        if not isinstance(lp.granularity, Channel):
             continue
         view = session.layer_mask(name, lp)
-        group = view.group
-        key = group.members if group is not None else (name,)
+        key = view.group.members if view.group is not None else (name,)
         if key in seen:
             continue
         seen.add(key)
-        keep = view.ranking.keep(view.units_for(lp.sparsity))
-        root = key[0]
-        own = group.member_index[root] if group is not None else tuple(range(keep.numel()))
-        pruned = [int(own[c]) for c in torch.nonzero(~keep).flatten().tolist()]
+        pruned = view.pruned_rows(lp.sparsity, member=key[0])
         if pruned:
-            out[root] = pruned
+            out[key[0]] = pruned
     return out
 
 
 def has_structure(plan) -> bool:
-    return any(isinstance(get_granularity(lp.granularity), Channel) for lp in plan.active().values())
+    return any(lp.granularity.structured for lp in plan.active().values())
 
 
 def compact_model(module: nn.Module, state: dict[str, torch.Tensor], removals: dict[str, list[int]],

@@ -1,70 +1,14 @@
-"""Writing results: atomic file writes (more exports arrive with the pruning issue)."""
+"""Exports of a pruned model: checkpoint, sparse archive, recipe, whole modules, TorchScript.
+
+Each is written atomically, reloaded and compared with what was meant before it is renamed into place."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-
-def _atomic_write(path: Path, write, verify=None) -> Path:
-    """Write to a temp file in the same folder, check it (``verify(tmp)`` may raise), then rename over
-    ``path``: a failed write or check leaves the previous file untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        if verify is not None:
-            verify(tmp)
-        os.chmod(tmp, _file_mode(path))   # mkstemp makes 0600 files; exports get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
-
-
-def _file_mode(path: Path) -> int:
-    """The destination's current mode if it exists, else 0666 minus the umask."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        mask = os.umask(0)
-        os.umask(mask)
-        return 0o666 & ~mask
-
-
-def read_json(path: str | Path, what: str, hint: str | None = None):
-    """Parse a JSON file the user chose; missing or malformed files are a clear PlanError."""
-    from ..errors import PlanError
-
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"The {what} file '{path}' does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
-        raise PlanError(f"'{path.name}' is not valid JSON, so not a {what} ({e}).", hint) from None
-
-
-def atomic_torch_save(obj, path: Path, verify=None) -> Path:
-    return _atomic_write(path, lambda tmp: torch.save(obj, tmp), verify)
-
-
-def atomic_write_json(path: Path, obj, verify=None) -> Path:
-    text = json.dumps(obj, indent=2) + "\n"
-
-    def w(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-    return _atomic_write(path, w, verify)
+from ..fileio import atomic_torch_save, atomic_write, atomic_write_json, bit_equal
 
 
 # ---------------------------------------------------------------- pruned model exports
@@ -80,16 +24,6 @@ def _check_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: s
             raise ExplorerError(f"The exported {what} did not reload identically (tensor {k}).")
 
 
-def bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Same dtype, shape and bits (so -0.0 != +0.0 and NaN payloads count)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    if a.is_floating_point() and a.element_size() in (2, 4, 8):
-        view = {2: torch.int16, 4: torch.int32, 8: torch.int64}[a.element_size()]
-        return torch.equal(a.contiguous().view(view), b.contiguous().view(view))
-    return torch.equal(a, b)
-
-
 def export_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Path:
     """state_dict with exact zeros; reloads with plain torch.load(weights_only=True) and is checked."""
     def verify(tmp):
@@ -100,7 +34,7 @@ def export_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Path:
 def export_sparse_archive(state: dict[str, torch.Tensor], prunable: list[str], meta: dict, path: Path) -> Path:
     from .sparse_archive import load_sparse_archive, write_sparse_archive
 
-    return _atomic_write(Path(path), lambda tmp: write_sparse_archive(Path(tmp), state, prunable, meta),
+    return atomic_write(Path(path), lambda tmp: write_sparse_archive(Path(tmp), state, prunable, meta),
                          lambda tmp: _check_equal(state, load_sparse_archive(tmp), f"sparse archive {Path(path).name}"))
 
 
@@ -139,4 +73,4 @@ def export_torchscript(module: torch.nn.Module, path: Path, example: torch.Tenso
         if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
             from ..errors import ExplorerError
             raise ExplorerError(f"The TorchScript export {Path(path).name} does not reproduce the model's outputs.")
-    return _atomic_write(Path(path), save, verify)
+    return atomic_write(Path(path), save, verify)

@@ -25,11 +25,29 @@ class ScoreContext:
     gradient: Callable[[str], torch.Tensor | None] | None = None  # accumulated dL/dW of a layer
 
 
-class Criterion:
-    name: str = ""
+class Criterion(str):
+    """A criterion *is* its name (a ``str``), parsed once at the boundary; the registry holds one instance each."""
+
+    NAME: str = ""
     label: str = ""
     tooltip: str = ""
     needs_gradients: bool = False
+
+    def __new__(cls):
+        return str.__new__(cls, cls.NAME)
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def __reduce__(self):
+        return get_criterion, (self.name,)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
     def element_scores(self, weight: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
         raise NotImplementedError
@@ -44,7 +62,7 @@ class Criterion:
 
 
 class L1(Criterion):
-    name, label = "l1", "L1 magnitude"
+    NAME, label = "l1", "L1 magnitude"
     tooltip = "Magnitude: a weight's |w|, a group's sum of |w| (L1 norm); the smallest go first."
 
     def element_scores(self, weight, ctx):
@@ -52,7 +70,7 @@ class L1(Criterion):
 
 
 class L2(Criterion):
-    name, label = "l2", "L2 norm"
+    NAME, label = "l2", "L2 norm"
     tooltip = "Group L2 norm: sqrt of the sum of w^2 over each group (|w| for single weights); the smallest go first."
 
     def element_scores(self, weight, ctx):
@@ -66,7 +84,7 @@ class L2(Criterion):
 
 
 class Random(Criterion):
-    name, label = "random", "Random"
+    NAME, label = "random", "Random"
     tooltip = "Random (seeded) scores: a baseline that shows how much a real criterion helps."
 
     def element_scores(self, weight, ctx):
@@ -76,7 +94,7 @@ class Random(Criterion):
 
 
 class Taylor(Criterion):
-    name, label = "taylor", "Taylor (|w·dL/dw|)"
+    NAME, label = "taylor", "Taylor (|w·dL/dw|)"
     tooltip = ("First-order Taylor: |w · dL/dw| with gradients accumulated over a few batches; estimates how "
                "much the loss changes when the weight is removed.")
     needs_gradients = True
@@ -93,7 +111,10 @@ CRITERIA: dict[str, Criterion] = {c.name: c for c in (L1(), L2(), Random(), Tayl
 
 
 def get_criterion(name: str) -> Criterion:
+    """Parse a criterion name (a Criterion passes through)."""
+    if isinstance(name, Criterion):
+        return name
     try:
-        return CRITERIA[name]
-    except KeyError:
+        return CRITERIA[name.strip().lower() if isinstance(name, str) else name]
+    except (KeyError, TypeError):
         raise PlanError(f"Unknown criterion '{name}'.", f"Use one of: {', '.join(CRITERIA)}.") from None

@@ -62,11 +62,30 @@ class GroupLayout:
         return np.ravel_multi_index(permuted, self.permuted_shape) // self.group_size
 
 
-class Granularity:
-    name: str = ""
+class Granularity(str):
+    """A granularity *is* its name (a ``str``), parsed once at the boundary: plans, JSON and labels use it as the
+    string, the engine as the object (``layout``, ``check``). Instances are immutable and copy as themselves."""
+
+    NAME: str = ""
     label: str = ""
     tooltip: str = ""
     structured: bool = False   # removing a group shrinks the dense network (compactable)
+
+    def __new__(cls, name: str | None = None):
+        return str.__new__(cls, cls.NAME if name is None else name)
+
+    @property
+    def name(self) -> str:
+        return str.__str__(self)
+
+    def __reduce__(self):
+        return get_granularity, (self.name,)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
 
     def layout(self, layer: LayerInfo) -> GroupLayout:
         raise NotImplementedError
@@ -81,16 +100,13 @@ class Granularity:
         except PlanError:
             return False
 
-    def __str__(self) -> str:
-        return self.name
-
 
 def _refuse(g: str, layer: LayerInfo, why: str) -> PlanError:
     return PlanError(f"'{g}' granularity does not fit layer {layer.name} {tuple(layer.weight_shape)}: {why}.")
 
 
 class Element(Granularity):
-    name, label = "element", "Element (fine-grained)"
+    NAME, label = "element", "Element (fine-grained)"
     tooltip = ("Fine-grained: any single weight can go. Highest compression, but irregular zeros give no speedup "
                "on dense hardware.")
 
@@ -103,12 +119,13 @@ class NM(Granularity):
 
     structured = False
 
-    def __init__(self, n: int, m: int):
+    def __new__(cls, n: int, m: int):
+        self = str.__new__(cls, f"{n}:{m}")
         self.n, self.m = n, m
-        self.name = f"{n}:{m}"
         self.label = f"{n}:{m} pattern"
         self.tooltip = (f"Pattern-based: in every run of {m} consecutive input weights at most {n} survive "
                         f"({(m - n) / m:.0%} sparse); {n}:{m} runs on sparse tensor cores (NVIDIA Ampere, ~2x peak).")
+        return self
 
     @property
     def pattern_sparsity(self) -> float:
@@ -125,7 +142,7 @@ class NM(Granularity):
 
 
 class Vector(Granularity):
-    name, label = "vector", "Vector (kernel row)"
+    NAME, label = "vector", "Vector (kernel row)"
     tooltip = ("Vector-level: one row of a conv kernel (kw weights), or a block of 4 consecutive inputs of a "
                "Linear, goes at once.")
 
@@ -140,7 +157,7 @@ class Vector(Granularity):
 
 
 class Kernel(Granularity):
-    name, label = "kernel", "Kernel"
+    NAME, label = "kernel", "Kernel"
     tooltip = "Kernel-level: a whole kh×kw kernel, i.e. one input→output channel connection of a conv, goes at once."
 
     def layout(self, layer):
@@ -152,7 +169,7 @@ class Kernel(Granularity):
 
 
 class Channel(Granularity):
-    name, label = "channel", "Channel (filter)"
+    NAME, label = "channel", "Channel (filter)"
     tooltip = ("Channel-level: a whole output filter / neuron goes, with its BatchNorm entries; after compaction "
                "the network is smaller and really faster, at lower compression.")
     structured = True
@@ -172,8 +189,12 @@ _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
 def get_granularity(name: str) -> Granularity:
-    """Parse a granularity name: element, n:m (e.g. 2:4), vector, kernel, channel."""
-    name = (name or "").strip().lower()
+    """Parse a granularity name: element, n:m (e.g. 2:4), vector, kernel, channel (a Granularity passes through)."""
+    if isinstance(name, Granularity):
+        return name
+    if not isinstance(name, str):
+        raise PlanError(f"A granularity must be a name such as element or 2:4, not {name!r}.")
+    name = name.strip().lower()
     if name in _FIXED:
         return _FIXED[name]
     m = _NM.match(name)

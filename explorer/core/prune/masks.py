@@ -153,16 +153,47 @@ class LayerMask:
     unit_of_own: torch.Tensor | None    # shared channel ranking: own row -> shared unit (None: identity)
     cum_nonzero: torch.Tensor | None    # (units+1,): nonzero weights among the first k pruned units
     nonzero_total: int
-    display_ranks: np.ndarray           # (r, c) rank of each heatmap pixel's unit: kept iff rank >= k
-    display_rows: np.ndarray
-    display_cols: np.ndarray            # original column (in*kh*kw index) of each sampled display column
-    display_pos: np.ndarray             # position of each sampled column on the display axis
-    display_values: np.ndarray          # (r, c) float32 weight values of the sample
-    hist_ranks: np.ndarray              # rank of each histogram sample's unit
-    hist_values: np.ndarray             # float32 values of the histogram sample
+    weight: torch.Tensor = field(repr=False)   # the ranked weight (for the display samples)
     group: ChannelGroup | None = None
     zeros_first: int | None = None      # element + magnitude: the zero weights are exactly the first Z units
+    _sample: DisplaySample | None = field(default=None, repr=False)
     _bins: dict = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------ display samples (built when a view asks)
+    @property
+    def sample(self) -> DisplaySample:
+        """The heatmap and histogram samples, built on first use (never for the throwaway masks of a re-mask)."""
+        if self._sample is None:
+            self._sample = DisplaySample.build(self)
+        return self._sample
+
+    @property
+    def display_ranks(self) -> np.ndarray:
+        return self.sample.display_ranks
+
+    @property
+    def display_rows(self) -> np.ndarray:
+        return self.sample.rows
+
+    @property
+    def display_cols(self) -> np.ndarray:
+        return self.sample.cols
+
+    @property
+    def display_pos(self) -> np.ndarray:
+        return self.sample.pos
+
+    @property
+    def display_values(self) -> np.ndarray:
+        return self.sample.display_values
+
+    @property
+    def hist_ranks(self) -> np.ndarray:
+        return self.sample.hist_ranks
+
+    @property
+    def hist_values(self) -> np.ndarray:
+        return self.sample.hist_values
 
     # ------------------------------------------------------------ lookups
     @property
@@ -248,23 +279,74 @@ class LayerMask:
         """True when the threshold is on |w| itself (element granularity, l1/l2), so ±t can be drawn."""
         return self.granularity.name == "element" and self.criterion in ("l1", "l2")
 
+    def kept_units(self, sparsity: float) -> torch.Tensor:
+        """bool (units,): which (shared) units survive; for channel granularity, which channels of the group."""
+        return self.ranking.keep(self.units_for(sparsity))
+
+    def pruned_rows(self, sparsity: float, member: str | None = None) -> list[int]:
+        """Channel granularity: the removed output channels of ``member`` of this layer's channel group
+        (default: this layer) -- what compaction takes out."""
+        if not isinstance(self.granularity, Channel):
+            raise ValueError("pruned_rows is for channel granularity")
+        gone = torch.nonzero(~self.kept_units(sparsity)).flatten().tolist()
+        if self.group is None:
+            return gone
+        rows = self.group.member_index[member or self.layer.name]
+        return [int(rows[c]) for c in gone]
+
     def element_mask(self, sparsity: float) -> torch.Tensor:
         """bool tensor of the weight's shape: True = kept. Full size: only for apply/export."""
-        keep_shared = self.ranking.keep(self.units_for(sparsity))
-        keep_own = keep_shared if self.unit_of_own is None else keep_shared[self.unit_of_own]
-        return self.unit_layout.expand(keep_own)
-
-    def kept_rows(self, sparsity: float) -> torch.Tensor:
-        """Channel granularity: bool (out_channels,) of kept output rows of this layer."""
-        if not isinstance(self.granularity, Channel):
-            raise ValueError("kept_rows is for channel granularity")
-        keep_shared = self.ranking.keep(self.units_for(sparsity))
-        return keep_shared if self.unit_of_own is None else keep_shared[self.unit_of_own]
+        keep = self.kept_units(sparsity)
+        return self.unit_layout.expand(keep if self.unit_of_own is None else keep[self.unit_of_own])
 
     @property
     def nbytes(self) -> int:
         cum = 0 if self.cum_nonzero is None else self.cum_nonzero.numel() * self.cum_nonzero.element_size()
-        return cum + self.display_ranks.nbytes * 2 + self.hist_ranks.nbytes * 2
+        return cum + (self._sample.nbytes if self._sample is not None else 0)
+
+
+@dataclass
+class DisplaySample:
+    """A screen-sized sample of a layer (heatmap) and a fixed sample of its weights (histogram), with the rank
+    of each sampled weight's unit, so the picture at any sparsity is one comparison."""
+
+    rows: np.ndarray
+    cols: np.ndarray                    # original column (in*kh*kw index) of each sampled display column
+    pos: np.ndarray                     # position of each sampled column on the display axis
+    display_values: np.ndarray          # (r, c) float32 weight values of the sample
+    display_ranks: np.ndarray           # (r, c) rank of each heatmap pixel's unit: kept iff rank >= k
+    hist_values: np.ndarray             # float32 values of the histogram sample
+    hist_ranks: np.ndarray              # rank of each histogram sample's unit
+
+    @property
+    def nbytes(self) -> int:
+        return self.display_ranks.nbytes * 2 + self.hist_ranks.nbytes * 2
+
+    @classmethod
+    def build(cls, m: "LayerMask") -> "DisplaySample":
+        layer, w = m.layer, m.weight
+        # heatmap sample: the weight as out x (in*k), at most MAX_DISPLAY rows/cols
+        R, C = layer.matrix_shape
+        rows = np.unique(np.linspace(0, R - 1, min(R, MAX_DISPLAY)).round().astype(np.int64))
+        col_order = display_column_order(layer, m.granularity)
+        pos = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
+        cols = col_order[pos]
+        flat = (rows[:, None] * C + cols[None, :]).reshape(-1)
+        own_units = m.unit_layout.groups_of(flat)
+        wflat = w.reshape(-1)
+        display_values = wflat[torch.as_tensor(flat)].float().numpy().reshape(len(rows), len(cols))
+        # histogram sample (positions drawn once, with replacement: duplicates do not matter for a histogram)
+        n = layer.params
+        hs = np.sort(np.random.default_rng(0).integers(0, n, HIST_SAMPLE)) if n > HIST_SAMPLE else np.arange(n)
+        hist_values = wflat[torch.as_tensor(hs)].float().numpy()
+        hist_units = m.unit_layout.groups_of(hs)
+        if m.unit_of_own is not None:
+            uo = m.unit_of_own.numpy()
+            own_units, hist_units = uo[own_units], uo[hist_units]
+        rank_np = m.ranking.rank.numpy()
+        return cls(rows=rows, cols=cols, pos=pos, display_values=display_values,
+                   display_ranks=rank_np[own_units].reshape(len(rows), len(cols)),
+                   hist_values=hist_values, hist_ranks=rank_np[hist_units])
 
 
 class MaskEngine:
@@ -419,33 +501,52 @@ class MaskEngine:
             cum = torch.zeros(ranking.units + 1, dtype=torch.int64 if layer.params >= 2**31 else torch.int32)
             torch.cumsum(nz_units[order], 0, out=cum[1:])
             nonzero_total = int(cum[-1])
-        # heatmap sample: the weight as out x (in*k), at most MAX_DISPLAY rows/cols
-        R, C = layer.matrix_shape
-        rows = np.unique(np.linspace(0, R - 1, min(R, MAX_DISPLAY)).round().astype(np.int64))
-        col_order = display_column_order(layer, gran)
-        pos = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
-        cols = col_order[pos]
-        flat = (rows[:, None] * C + cols[None, :]).reshape(-1)
-        own_units = unit_layout.groups_of(flat)
-        wflat = w.reshape(-1)
-        display_values = wflat[torch.as_tensor(flat)].float().numpy().reshape(len(rows), len(cols))
-        # histogram sample (positions drawn once, with replacement: duplicates do not matter for a histogram)
-        n = layer.params
-        hs = np.sort(np.random.default_rng(0).integers(0, n, HIST_SAMPLE)) if n > HIST_SAMPLE else np.arange(n)
-        hist_values = wflat[torch.as_tensor(hs)].float().numpy()
-        hist_units = unit_layout.groups_of(hs)
-        if unit_of_own is not None:
-            uo = unit_of_own.numpy()
-            own_units, hist_units = uo[own_units], uo[hist_units]
-        rank_np = ranking.rank.numpy()
-        display_ranks = rank_np[own_units].reshape(len(rows), len(cols))
-        hist_ranks = rank_np[hist_units]
         ranking.order = None   # only needed while building: free 8 bytes per unit
         mask = LayerMask(layer=layer, criterion=criterion, granularity=gran, ranking=ranking,
                          unit_layout=unit_layout, unit_of_own=unit_of_own, cum_nonzero=cum,
-                         nonzero_total=nonzero_total, display_ranks=display_ranks,
-                         display_rows=rows, display_cols=cols, display_pos=pos, display_values=display_values,
-                         hist_ranks=hist_ranks, hist_values=hist_values, group=group, zeros_first=zeros_first)
+                         nonzero_total=nonzero_total, weight=w, group=group, zeros_first=zeros_first)
         self._views[key] = mask
         self._trim()
         return mask
+
+    # ------------------------------------------------------------ full masks (apply / export)
+    def materialize(self, plan, base: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
+                                                                         dict[str, torch.Tensor]]:
+        """Full masks of a plan: ({layer: bool weight mask}, {aux param: bool mask}) for pruned layers only.
+        Channel plans also mask the BatchNorm / bias entries of their channels (``base`` says their size)."""
+        masks: dict[str, torch.Tensor] = {}
+        aux: dict[str, torch.Tensor] = {}
+        for name, lp in plan.active().items():
+            view = self.view(name, lp.criterion, lp.granularity)
+            masks[name] = view.element_mask(lp.sparsity)
+            if isinstance(view.granularity, Channel) and view.group is not None:
+                # zero the BatchNorm / bias entries of pruned channels so the channel output is exactly 0
+                keep = view.kept_units(lp.sparsity)
+                for pname, idx in view.group.aux:
+                    t = base.get(pname)
+                    if t is None:
+                        continue
+                    m = aux.get(pname, torch.ones(t.shape[0], dtype=torch.bool))
+                    m[torch.as_tensor(idx)] &= keep
+                    aux[pname] = m
+        return masks, aux
+
+
+def masked_tensors(base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                   aux: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The masked tensors only: weights and channel entries with pruned positions at +0.0 (never -0.0)."""
+    out = {}
+    for name, m in masks.items():
+        key = f"{name}.weight"
+        out[key] = torch.where(m, base[key], torch.zeros((), dtype=base[key].dtype))
+    for pname, m in aux.items():
+        t = base[pname]
+        out[pname] = torch.where(m.reshape((-1,) + (1,) * (t.dim() - 1)), t, torch.zeros((), dtype=t.dtype))
+    return out
+
+
+def masked_state(base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                 aux: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A copy of ``base`` with the masks applied (see :func:`masked_tensors`)."""
+    changed = masked_tensors(base, masks, aux)
+    return {k: changed[k] if k in changed else v.clone() for k, v in base.items()}

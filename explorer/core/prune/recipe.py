@@ -7,81 +7,15 @@ recipe gives bit-identical masks.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from explorer import __version__
+
 from ..errors import PlanError
-from .granularity import get_granularity
-from .criteria import get_criterion
+from .plan import SCOPES, LayerPlan, Plan
 
 RECIPE_FORMAT = "pruning-explorer-recipe"
 RECIPE_VERSION = 1
-SCOPES = ("local", "global")
-
-
-@dataclass(frozen=True)
-class LayerPlan:
-    sparsity: float = 0.0
-    granularity: str = "element"
-    criterion: str = "l1"
-
-    def validated(self, layer: str = "") -> "LayerPlan":
-        where = f" for layer {layer}" if layer else ""
-        try:
-            s = float(self.sparsity)
-        except (TypeError, ValueError):
-            raise PlanError(f"Sparsity{where} must be a number, not {self.sparsity!r}.") from None
-        if math.isnan(s) or not 0.0 <= s <= 1.0:
-            raise PlanError(f"Sparsity{where} is {self.sparsity}, outside [0, 1].",
-                            "Sparsity is the fraction of weights removed: 0 keeps all, 1 removes all.")
-        g = get_granularity(str(self.granularity)).name
-        c = get_criterion(str(self.criterion)).name
-        return LayerPlan(s, g, c)
-
-    @property
-    def is_dense(self) -> bool:
-        return self.sparsity == 0.0
-
-
-@dataclass
-class Plan:
-    """Per-layer plan; layers not listed stay dense."""
-
-    layers: dict[str, LayerPlan] = field(default_factory=dict)
-    scope: str = "local"
-    target_sparsity: float | None = None   # what global scope aimed at (for the record)
-
-    def get(self, name: str) -> LayerPlan:
-        return self.layers.get(name, LayerPlan())
-
-    def with_layer(self, name: str, lp: LayerPlan) -> "Plan":
-        layers = dict(self.layers)
-        layers[name] = lp
-        return Plan(layers, self.scope, self.target_sparsity)
-
-    def copy(self) -> "Plan":
-        return Plan(dict(self.layers), self.scope, self.target_sparsity)
-
-    def active(self) -> dict[str, LayerPlan]:
-        return {n: p for n, p in self.layers.items() if not p.is_dense}
-
-    def __eq__(self, other) -> bool:
-        if not isinstance(other, Plan):
-            return NotImplemented
-        return self.active() == other.active()
-
-    def validated(self, layer_names: list[str]) -> "Plan":
-        known = set(layer_names)
-        unknown = [n for n in self.layers if n not in known]
-        if unknown:
-            raise PlanError(f"The plan names {len(unknown)} layer(s) this model does not have: "
-                            + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "") + ".",
-                            "Check that the recipe was written for this model (see `pruning-explorer info`).")
-        if self.scope not in SCOPES:
-            raise PlanError(f"Unknown scope '{self.scope}'; use local or global.")
-        return Plan({n: p.validated(n) for n, p in self.layers.items()}, self.scope, self.target_sparsity)
 
 
 def plan_to_recipe(plan: Plan, model: str, dataset: str | None = None, seed: int = 0, extra: dict | None = None) -> dict:
@@ -94,7 +28,7 @@ def plan_to_recipe(plan: Plan, model: str, dataset: str | None = None, seed: int
         "scope": plan.scope,
         "target_sparsity": plan.target_sparsity,
         "seed": seed,
-        "layers": {n: asdict(p) for n, p in plan.layers.items() if not p.is_dense},
+        "layers": {n: p.to_dict() for n, p in plan.layers.items() if not p.is_dense},
     }
     if extra:
         d.update(extra)
@@ -132,7 +66,7 @@ def recipe_to_plan(d: dict) -> Plan:
 
 
 def read_recipe(path: str | Path) -> tuple[Plan, dict]:
-    from ..deploy.export import read_json
+    from ..fileio import read_json
 
     d = read_json(path, "recipe", "A recipe is the recipe.json the app exports.")
     return recipe_to_plan(d), d

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import PlanError
 from .granularity import NM, Channel, get_granularity
-from .recipe import LayerPlan
+from .plan import LayerPlan
 
 
 def _smallest_t(f, lo: float, hi: float, K: int) -> float:
@@ -45,7 +45,7 @@ def global_sparsities(session, names: list[str], target: float, granularity: str
     entities = []  # (member names, comparable sorted, elements per unit, units, cap units)
     seen = set()
     for n in names:
-        view = session.layer_mask(n, LayerPlan(0.0, gran.name, criterion))
+        view = session.layer_mask(n, LayerPlan(0.0, gran, criterion))
         members = view.group.members if (isinstance(gran, Channel) and view.group is not None) else (n,)
         if members in seen:
             continue

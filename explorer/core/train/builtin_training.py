@@ -14,7 +14,7 @@ from torch import nn
 
 from ..model.data import load_dataset
 from .evaluate import evaluate
-from ..deploy.export import atomic_torch_save
+from ..fileio import atomic_torch_save
 from ..model.zoo import BUILTINS
 
 TRAIN_SETTINGS = {

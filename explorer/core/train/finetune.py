@@ -25,11 +25,16 @@ from ..model.data import DatasetBundle
 from ..errors import ExplorerError, PlanError
 from .evaluate import evaluate, logits_of
 from ..jobs import CancelToken, Progress, ProgressFn
-from ..prune.recipe import LayerPlan, Plan
+from ..prune.plan import LayerPlan, Plan
 
 SCHEDULES = ("oneshot", "iterative", "agp")
 AGP_PRUNE_FRACTION = 0.75   # AGP: sparsity reaches its target after this share of training
 AGP_UPDATES = 10            # AGP: masks recomputed this many times along the cubic
+DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}   # the lab's SGD rate; Adam's usual rate
+
+
+def default_lr(optimizer: str) -> float:
+    return DEFAULT_LR.get(optimizer, DEFAULT_LR["sgd"])
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,7 @@ class Snapshot:
     state: dict[str, torch.Tensor]
     val_accuracy: float | None
     sparsity: float
+    test_accuracy: float | None = None   # filled in by whoever evaluates the step (the window, for the History)
 
 
 @dataclass

@@ -1,23 +1,9 @@
-"""The ``pruning-explorer`` command. Every window action is also a subcommand here.
-
-    pruning-explorer [gui] [--model M] [--dataset D] [--screenshot FILE.png]
-    pruning-explorer info --model M [--json]
-    pruning-explorer prune --model M (--recipe R.json | --sparsity S ...) --out DIR
-    pruning-explorer sensitivity --model M --out S.json
-    pruning-explorer train-builtin [--out DIR]
-
-Errors a user can fix print one paragraph and exit with status 2 (no
-traceback unless --debug).
-"""
+"""The argument parser of ``pruning-explorer``: every subcommand and flag (the flags are contracts)."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from explorer import __version__
-from explorer.core.errors import Cancelled, ExplorerError
-
-EXIT_USER_ERROR = 2
 
 
 def _common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
@@ -112,38 +98,3 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--debug", action="store_true")
     return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    commands = {"gui", "info", "prune", "sensitivity", "train-builtin"}
-    if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["gui", *argv]
-    args = parser.parse_args(argv)
-    debug = getattr(args, "debug", False)
-    try:
-        from explorer.commands import run_command
-        return run_command(args)
-    except ExplorerError as e:
-        if debug:
-            raise
-        title = getattr(e, "title", "Problem")
-        print(f"error: {title}: {e}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except Cancelled:
-        print("cancelled", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # a bug: say so plainly, traceback on request
-        if debug:
-            raise
-        print(f"internal error: {type(e).__name__}: {e}\n(run again with --debug for the traceback, "
-              "and please report it)", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,233 @@
+"""The subcommands: argument -> core call -> print. (Parsing is in parser.py; the work is in core.)"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from explorer.core.errors import ExplorerError, PlanError
+from explorer.core.model.metrics import format_bytes, format_count
+
+from .progress import log, tqdm_progress
+
+
+def open_session(args):
+    from explorer.core.session import Session
+    from explorer.core.model.loading import parse_input_shape
+
+    return Session.open(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
+                        input_shape=parse_input_shape(args.input_shape))
+
+
+def run_command(args) -> int:
+    commands = {"gui": _gui, "info": cmd_info, "prune": cmd_prune, "sensitivity": cmd_sensitivity,
+                "train-builtin": cmd_train}
+    fn = commands.get(args.command)
+    if fn is None:
+        raise ExplorerError(f"Unknown command {args.command}")
+    return fn(args)
+
+
+def _gui(args) -> int:
+    from explorer.gui.app import run_gui
+    return run_gui(args)
+
+
+# ---------------------------------------------------------------- info
+
+def info_dict(session) -> dict:
+    t = session.totals()
+    r = session.require()
+    layers = []
+    for l in session.layers:
+        c = session.layer_counts(l.name)
+        lp = session.plan.get(l.name)
+        linked = session.linked_layers(l.name)
+        layers.append({
+            "name": l.name, "type": l.kind, "shape": list(l.weight_shape), "params": l.params,
+            "macs": l.macs, "sparsity": round(c.sparsity, 6), "nonzero": c.nonzero,
+            "granularity": str(lp.granularity), "criterion": str(lp.criterion), "output_shape": list(l.output_shape),
+            "is_output": l.is_output, "linked": list(linked) if len(linked) > 1 else [],
+        })
+    return {
+        "model": session.model_spec, "dataset": session.dataset.spec, "input_shape": list(r.input_shape),
+        "layers": layers,
+        "totals": {"params": t.params, "prunable_params": t.prunable_params, "nonzero_params": t.nonzero_params,
+                   "macs": t.macs, "size_bytes": t.dense_bytes, "sparsity": round(t.sparsity, 6),
+                   "layers": len(layers)},
+        "notes": r.notes,
+    }
+
+
+def cmd_info(args) -> int:
+    if args.list_models:
+        from explorer.core.model.zoo import BUILTINS, torchvision_archs
+
+        if args.json:
+            print(json.dumps({"builtin": list(BUILTINS), "torchvision": torchvision_archs()}, indent=2))
+        else:
+            print("built-in:")
+            for b in BUILTINS.values():
+                print(f"  {b.name:12s} {b.description}")
+            print("torchvision (random weights; torchvision:<arch>):")
+            print("  " + ", ".join(torchvision_archs()))
+        return 0
+    s = open_session(args)
+    d = info_dict(s)
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    print(f"model {d['model']}   dataset {d['dataset']}   input {tuple(d['input_shape'])}")
+    rows = [(l["name"], l["type"], "x".join(map(str, l["shape"])), format_count(l["params"]),
+             format_count(l["macs"]), f"{l['sparsity']:.1%}") for l in d["layers"]]
+    head = ("layer", "type", "shape", "params", "MACs", "sparsity")
+    w = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    print("  ".join(h.ljust(w[i]) if i < 3 else h.rjust(w[i]) for i, h in enumerate(head)))
+    for r in rows:
+        print("  ".join(str(v).ljust(w[i]) if i < 3 else str(v).rjust(w[i]) for i, v in enumerate(r)))
+    t = d["totals"]
+    print(f"{t['layers']} prunable layers; {t['params']:,} parameters ({t['prunable_params']:,} prunable), "
+          f"{t['macs']:,} MACs per sample, {format_bytes(t['size_bytes'])} fp32")
+    for n in d["notes"]:
+        print(f"note: {n}")
+    return 0
+
+
+# ---------------------------------------------------------------- prune
+
+def plan_from_args(session, args):
+    """The plan the prune command asks for (set on the session). Refuses ambiguous or impossible requests.
+    Returns the fine-tuning a recipe recorded (or None)."""
+    from explorer.core.prune.recipe import read_recipe
+
+    sources = [bool(args.recipe), args.sparsity is not None, bool(getattr(args, "from_sensitivity", None))]
+    if sum(sources) == 0:
+        raise PlanError("Nothing to prune: give --sparsity S (with --granularity/--criterion/--scope), "
+                        "--recipe R.json, or --from-sensitivity S.json --max-drop D.")
+    if sum(sources) > 1:
+        raise PlanError("Give only one of --recipe, --sparsity and --from-sensitivity.")
+    if args.recipe:
+        plan, d = read_recipe(args.recipe)
+        if d.get("model") and d["model"] != session.model_spec:
+            log(f"note: recipe written for {d['model']}, applying to {session.model_spec}")
+        if isinstance(d.get("seed"), int):
+            session.set_seed(d["seed"])      # the random criterion replays exactly
+        session.set_plan(plan)
+        return d.get("finetune")
+    if getattr(args, "from_sensitivity", None):
+        _plan_from_scan(session, args)
+        return None
+    names = args.layers or session.layer_names
+    for n in names:
+        session.layer(n)  # unknown layer -> clear error
+    if args.scope == "global":
+        skipped = session.set_global(names, args.sparsity, args.granularity, args.criterion, args.max_layer_sparsity)
+    else:
+        skipped = session.set_uniform(names, args.sparsity, args.granularity, args.criterion)
+    if skipped:
+        if args.layers:
+            raise PlanError("; ".join(skipped.values()))
+        for n, why in skipped.items():
+            log(f"note: {n} left dense: {why}")
+    return None
+
+
+def _finetune_config(args, epochs: int, **kw):
+    from explorer.core.train.finetune import FinetuneConfig, default_lr
+
+    return FinetuneConfig(epochs=epochs, optimizer=args.optimizer,
+                          lr=args.lr if args.lr is not None else default_lr(args.optimizer),
+                          batch_size=args.batch_size, seed=args.seed, **kw).validated()
+
+
+def _plan_from_scan(session, args) -> None:
+    from explorer.core.analyse.allocate import allocate_from_file
+
+    if args.max_drop is None:
+        raise PlanError("--from-sensitivity needs --max-drop D (allowed accuracy drop in points).")
+    if getattr(args, "search", False):
+        from explorer.core.analyse.search import search_allocation
+        from explorer.core.analyse.sensitivity import read_scan
+
+        cfg = _finetune_config(args, args.finetune_epochs or 3)
+        r = search_allocation(session, read_scan(args.from_sensitivity), args.max_drop, cfg,
+                              cap=args.max_layer_sparsity, progress=tqdm_progress("search"))
+        for t in r.trials:
+            log(f"  tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% ({'ok' if t.ok else 'too low'})")
+        log(f"search: sparsest within {args.max_drop:g} points after fine-tuning: {r.sparsity:.1%} "
+            f"(val {r.val_accuracy:.2f}% vs dense {r.dense_val_accuracy:.2f}%)")
+        session.set_plan(r.plan)
+        return
+    plan, info = allocate_from_file(session, args.from_sensitivity, max_drop=args.max_drop,
+                                    cap=args.max_layer_sparsity)
+    log(f"allocated from sensitivity: predicted overall sparsity {info['sparsity']:.1%}")
+    session.set_plan(plan)
+
+
+def cmd_prune(args) -> int:
+    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.train.finetune import FinetuneConfig
+
+    session = open_session(args)
+    session.set_seed(args.seed)
+    recorded = plan_from_args(session, args)
+    cfg = None
+    if args.finetune_epochs is not None and args.finetune_epochs < 0:
+        raise PlanError(f"--finetune-epochs must be 0 or more (got {args.finetune_epochs}).")
+    if recorded and not args.finetune_epochs:
+        # the recipe records the fine-tuning that produced its model: replay it for an identical result
+        try:
+            cfg = FinetuneConfig(**recorded).validated()
+        except TypeError as e:
+            raise PlanError(f"The recipe's 'finetune' entry is not valid ({e}).") from None
+        log(f"replaying the recipe's fine-tuning: {cfg.epochs} epoch(s), {cfg.schedule}")
+    elif args.finetune_epochs and args.finetune_epochs > 0:
+        schedule = args.schedule or ("iterative" if args.iterative_steps > 1 else "oneshot")
+        cfg = _finetune_config(args, args.finetune_epochs, schedule=schedule, steps=args.iterative_steps)
+    elif args.schedule not in (None, "oneshot") or args.iterative_steps > 1:
+        raise PlanError("--schedule/--iterative-steps need fine-tuning: add --finetune-epochs N.")
+    bar = tqdm_progress("prune")
+    try:
+        out = run_prune(session, Path(args.out), finetune_cfg=cfg, compact=args.compact,
+                        sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
+                        latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log)
+    finally:
+        bar.close()
+    r = out.report
+    print(json.dumps({"sparsity": r["sparsity"], "compression_ratio": r["compression_ratio"],
+                      "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"],
+                      "files": out.files}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- sensitivity
+
+def cmd_sensitivity(args) -> int:
+    from explorer.core.analyse.sensitivity import parse_sparsities, run_scan_to_files
+
+    session = open_session(args)
+    sparsities = parse_sparsities(args.sparsities)
+    bar = tqdm_progress("sensitivity")
+    try:
+        result = run_scan_to_files(session, sparsities, args.granularity, args.criterion, args.layers,
+                                   Path(args.out), csv=args.csv, split=args.split, early_stop=args.early_stop,
+                                   latency=args.latency, naive=args.naive, progress=bar)
+    finally:
+        bar.close()
+    print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
+                      "layers": len(result["layers"]), "seconds": result.get("seconds")}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- train-builtin
+
+def cmd_train(args) -> int:
+    from explorer import RESOURCES
+    from explorer.core.train.builtin_training import train_builtin
+
+    out = Path(args.out) if args.out else RESOURCES / "models"
+    for name in args.models:
+        if name not in ("digits-mlp", "digits-cnn"):
+            raise ExplorerError(f"Only the built-in digits models can be retrained here, not '{name}'.")
+        train_builtin(name, out, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    return 0

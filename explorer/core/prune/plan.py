@@ -1,0 +1,85 @@
+"""The pruning plan: per-layer sparsity, granularity and criterion (layers not listed stay dense).
+
+Edits make plans; Apply writes one into the model's weights. Its JSON form is the recipe (recipe.py).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import PlanError
+from .criteria import Criterion, get_criterion
+from .granularity import Granularity, get_granularity
+
+SCOPES = ("local", "global")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """One layer's plan. ``granularity`` and ``criterion`` are parsed on construction (names in, objects that
+    are also their names out), so the rest of the app never parses strings again."""
+
+    sparsity: float = 0.0
+    granularity: Granularity = "element"
+    criterion: Criterion = "l1"
+
+    def __post_init__(self):
+        object.__setattr__(self, "granularity", get_granularity(self.granularity))
+        object.__setattr__(self, "criterion", get_criterion(self.criterion))
+
+    def to_dict(self) -> dict:
+        return {"sparsity": self.sparsity, "granularity": self.granularity.name, "criterion": self.criterion.name}
+
+    def validated(self, layer: str = "") -> "LayerPlan":
+        where = f" for layer {layer}" if layer else ""
+        try:
+            s = float(self.sparsity)
+        except (TypeError, ValueError):
+            raise PlanError(f"Sparsity{where} must be a number, not {self.sparsity!r}.") from None
+        if math.isnan(s) or not 0.0 <= s <= 1.0:
+            raise PlanError(f"Sparsity{where} is {self.sparsity}, outside [0, 1].",
+                            "Sparsity is the fraction of weights removed: 0 keeps all, 1 removes all.")
+        return LayerPlan(s, self.granularity, self.criterion)
+
+    @property
+    def is_dense(self) -> bool:
+        return self.sparsity == 0.0
+
+
+@dataclass
+class Plan:
+    """Per-layer plan; layers not listed stay dense."""
+
+    layers: dict[str, LayerPlan] = field(default_factory=dict)
+    scope: str = "local"
+    target_sparsity: float | None = None   # what global scope aimed at (for the record)
+
+    def get(self, name: str) -> LayerPlan:
+        return self.layers.get(name, LayerPlan())
+
+    def with_layer(self, name: str, lp: LayerPlan) -> "Plan":
+        layers = dict(self.layers)
+        layers[name] = lp
+        return Plan(layers, self.scope, self.target_sparsity)
+
+    def copy(self) -> "Plan":
+        return Plan(dict(self.layers), self.scope, self.target_sparsity)
+
+    def active(self) -> dict[str, LayerPlan]:
+        return {n: p for n, p in self.layers.items() if not p.is_dense}
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Plan):
+            return NotImplemented
+        return self.active() == other.active()
+
+    def validated(self, layer_names: list[str]) -> "Plan":
+        known = set(layer_names)
+        unknown = [n for n in self.layers if n not in known]
+        if unknown:
+            raise PlanError(f"The plan names {len(unknown)} layer(s) this model does not have: "
+                            + ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "") + ".",
+                            "Check that the recipe was written for this model (see `pruning-explorer info`).")
+        if self.scope not in SCOPES:
+            raise PlanError(f"Unknown scope '{self.scope}'; use local or global.")
+        return Plan({n: p.validated(n) for n, p in self.layers.items()}, self.scope, self.target_sparsity)

@@ -1,0 +1,180 @@
+"""Automatic allocation from a sensitivity scan: per-layer drop or a target (sparsity, size, MACs), and Search."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel, QPushButton, QSlider
+
+from explorer.core.analyse.allocate import allocate_by_drop, allocate_to_target
+
+from .context import AppContext
+
+ALLOC_MODES = [("per-layer drop ≤ (points)", "drop"), ("overall sparsity ≥ (%)", "sparsity"),
+               ("sparse size ≤ (KiB)", "size"), ("MACs ≤ (millions)", "macs")]
+
+
+class AllocationBox(QGroupBox):
+    """Emits ``drop_changed(points)`` when the allowed per-layer drop changes (the scan plot's red line follows).
+    ``finetune_config()`` gives the Fine-tune tab's settings, which Search uses."""
+
+    drop_changed = Signal(float)
+
+    def __init__(self, ctx: AppContext, finetune_config):
+        super().__init__("Automatic allocation")
+        self.ctx = ctx
+        self.session = ctx.session
+        self.finetune_config = finetune_config
+        self.result = None
+        self.predicted: float | None = None
+        self.predicted_plan = None
+        self.mode = QComboBox()
+        for label, key in ALLOC_MODES:
+            self.mode.addItem(label, key)
+        self.mode.setMinimumWidth(185)
+        self.mode.setToolTip("Per-layer: each layer gets the highest measured sparsity within the drop. Targets: "
+                             "greedy, raising the layer that buys the most per point of predicted accuracy lost")
+        self.value = QDoubleSpinBox()
+        self.value.setDecimals(2)
+        self.value.setRange(0, 1e9)
+        self.value.setValue(1.0)
+        self.value.valueChanged.connect(self._value_changed)
+        self.mode.currentIndexChanged.connect(self._mode_changed)
+        self.cap = QDoubleSpinBox()
+        self.cap.setRange(0, 100)
+        self.cap.setValue(95)
+        self.cap.setSuffix(" %")
+        self.cap.setToolTip("No layer above this sparsity")
+        self.balance = QSlider(Qt.Horizontal)
+        self.balance.setRange(0, 100)
+        self.balance.setToolTip("Trade accuracy/size against measured latency (needs a scan with latency)")
+        self.balance.setEnabled(False)
+        self.alloc_btn = QPushButton("Allocate")
+        self.alloc_btn.setToolTip("Write the allocation into the plan (undoable); then Apply, Evaluate, Fine-tune")
+        self.alloc_btn.clicked.connect(self.allocate)
+        self.search_btn = QPushButton("Search…")
+        self.search_btn.setToolTip("Sparsest greedy allocation whose accuracy after fine-tuning (the Fine-tune tab's "
+                                   "settings) stays within the allowed drop on the validation split: tries overall "
+                                   "targets from 95 % down and keeps the first that passes")
+        self.search_btn.clicked.connect(self.search)
+        self.alloc_info = QLabel("Scan first.")
+        self.alloc_info.setWordWrap(True)
+        ag = QGridLayout(self)
+        ag.setContentsMargins(6, 4, 6, 4)
+        ag.addWidget(self.mode, 0, 0)
+        ag.addWidget(self.value, 0, 1)
+        ag.addWidget(QLabel("cap"), 0, 2)
+        ag.addWidget(self.cap, 0, 3)
+        ag.addWidget(self.alloc_btn, 0, 4)
+        ag.addWidget(self.search_btn, 0, 5)
+        ag.addWidget(QLabel("accuracy ↔ latency"), 1, 0)
+        ag.addWidget(self.balance, 1, 1, 1, 5)
+        ag.addWidget(self.alloc_info, 2, 0, 1, 6)
+        self.session.measurements.changed.connect(self._measured)
+
+    @property
+    def mode_key(self) -> str:
+        return self.mode.currentData()
+
+    def set_scan(self, result) -> None:
+        """A new scan: the default drop follows the lab's reference line, 100 - (100 - dense) * 1.5."""
+        self.result = result
+        d = result.dense_accuracy
+        ref = 100 - (100 - d) * 1.5
+        if self.mode_key == "drop" and self.value.value() == 1.0 and d - ref > 1:
+            self.value.setValue(round(d - ref, 2))
+        self.balance.setEnabled(all(l.get("latency_ms") for l in result.layers))
+        self.alloc_info.setText(f"{len(result.layers)} layers scanned ({result.method}, {result.seconds:.1f}s); "
+                                f"dense {d:.2f}%." + (f" Not scannable: {', '.join(result.skipped)}"
+                                                      if result.skipped else ""))
+
+    def allowed_drop(self) -> float | None:
+        return self.value.value() if self.mode_key == "drop" else None
+
+    def set_drop(self, drop: float) -> None:
+        """The red line was dragged: switch to per-layer drop at that value."""
+        if self.mode_key != "drop":
+            self.mode.setCurrentIndex(0)
+        self.value.setValue(max(0.0, round(drop, 2)))
+
+    def _value_changed(self, v: float) -> None:
+        if self.mode_key == "drop":
+            self.drop_changed.emit(v)
+
+    def _mode_changed(self, _i: int) -> None:
+        key = self.mode.currentData()
+        defaults = {"drop": 1.0, "sparsity": 70.0, "size": 100.0, "macs": 1.0}
+        s = self.session
+        if s.loaded_ok and key == "size":
+            defaults["size"] = round(s.totals().dense_bytes / 1024 / 4, 1)
+        if s.loaded_ok and key == "macs":
+            defaults["macs"] = round(s.profile.total_macs / 1e6 / 2, 3)
+        self.value.setValue(defaults[key])
+
+    def allocate(self) -> None:
+        s, ctx = self.session, self.ctx
+        if self.result is None:
+            ctx.status("run or open a scan first", 4000)
+            return
+        key = self.mode.currentData()
+        v = self.value.value()
+        cap = self.cap.value() / 100
+        try:
+            if key == "drop":
+                a = allocate_by_drop(s, self.result, v, cap)
+            elif key == "sparsity":
+                a = allocate_to_target(s, self.result, v / 100, "sparsity", cap, self.balance.value() / 100)
+            elif key == "size":
+                a = allocate_to_target(s, self.result, v * 1024, "size", cap, self.balance.value() / 100)
+            else:
+                a = allocate_to_target(s, self.result, v * 1e6, "macs", cap, self.balance.value() / 100)
+            s.set_plan(a.plan)
+        except Exception as e:
+            ctx.report_error(e)
+            return
+        self.predicted = a.predicted_accuracy
+        self.predicted_plan = s.plan.copy()
+        self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted accuracy {a.predicted_accuracy:.2f}% "
+                                f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")
+
+    def search(self) -> None:
+        """Background job: grid of targets, fine-tune each, keep the sparsest within the drop (on val)."""
+        from explorer.core.analyse.search import search_allocation
+
+        s, ctx = self.session, self.ctx
+        if self.result is None:
+            ctx.status("run or open a scan first", 4000)
+            return
+        drop = self.value.value() if self.mode.currentData() == "drop" else 1.0
+        try:
+            cfg = self.finetune_config().validated()
+        except Exception as e:
+            ctx.report_error(e)
+            return
+        result, cap = self.result, self.cap.value() / 100
+
+        def work(progress, cancel):
+            return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel)
+
+        def on_progress(p):
+            if p.data is not None and hasattr(p.data, "target"):
+                t = p.data
+                self.alloc_info.setText(f"tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% "
+                                        f"({'within' if t.ok else 'beyond'} {drop:g} points) …")
+
+        def done(r):
+            s.adopt_search(r, f"search ≤{drop:g} pt: {r.sparsity:.0%}")
+            self.alloc_info.setText(f"Sparsest within {drop:g} points after fine-tuning: {r.sparsity:.1%} "
+                                    f"(val {r.val_accuracy:.2f}% vs dense {r.dense_val_accuracy:.2f}%; test "
+                                    f"{r.test_accuracy:.2f}%), after {len(r.trials)} trial(s). Applied; undo restores "
+                                    "the plan, History returns to earlier weights.")
+
+        ctx.start_job("Searching allocation", work, on_done=done, on_progress=on_progress)
+
+    def _measured(self) -> None:
+        s = self.session
+        if self.predicted is None or not s.loaded_ok:
+            return
+        cur = s.measurements.current
+        if cur and s.applied_plan == self.predicted_plan and s.is_fresh(cur):
+            self.alloc_info.setText(f"Predicted {self.predicted:.2f}% → measured {cur.value.accuracy:.2f}% at "
+                                    f"{s.totals().sparsity:.1%} sparsity ({s.base_label}). Pruning all layers at "
+                                    "once compounds their drops; fine-tuning recovers most of it.")

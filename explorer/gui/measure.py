@@ -1,0 +1,91 @@
+"""Run ▸ Evaluate and Measure latency: jobs on copies of the model, whose results the session records.
+
+A cancelled job changes nothing; the session keeps each result with the weights version and plan it was
+measured on, so the dashboard and the Latency tab mark numbers that an edit made stale.
+"""
+from __future__ import annotations
+
+from PySide6.QtGui import QKeySequence
+
+from explorer.core.analyse.latency import latency_input, measure_latencies
+from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
+from explorer.core.jobs import Progress
+from explorer.core.measurements import LatencyComparison
+from explorer.core.train.evaluate import evaluate
+
+from .context import AppContext
+
+
+class MeasureActions:
+    """The Evaluate (F5) and Measure latency (F6) actions."""
+
+    def __init__(self, ctx: AppContext, menu, toolbar):
+        self.ctx = ctx
+        self.session = ctx.session
+        menu.addSection("Measure")
+        self.act_eval = ctx.action("&Evaluate accuracy", self.evaluate, QKeySequence("F5"),
+                                   "Top-1 accuracy of the dense and the current (planned) model on the test split",
+                                   menu)
+        self.act_lat = ctx.action("Measure &latency", self.measure_latency, QKeySequence("F6"),
+                                  "Median latency of dense, masked and compacted models (same input, fixed threads)",
+                                  menu)
+        self.act_eval.setIconText("Evaluate")
+        self.act_lat.setIconText("Latency")
+        toolbar.addSeparator()
+        toolbar.addAction(self.act_eval)
+        toolbar.addAction(self.act_lat)
+
+    def evaluate(self) -> None:
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok or not ctx.require_labels("Measuring accuracy"):
+            return
+        plan, version = s.plan.copy(), s.version
+        need_dense = s.measurements.dense is None
+        original = s.original_state()
+
+        def work(progress, cancel):
+            state = s.masked_state(plan)
+            dense = None
+            if need_dense:
+                dense = evaluate(s.model_copy(original), s.dataset, "test", progress=lambda p: progress(
+                    Progress((p.fraction or 0) * 0.5, "evaluating dense model")), cancel=cancel)
+            current = evaluate(s.model_copy(state), s.dataset, "test", progress=lambda p: progress(
+                Progress(0.5 + (p.fraction or 0) * 0.5, "evaluating current model")), cancel=cancel)
+            return state, current, dense
+
+        ctx.runner.run("Evaluating", work, on_done=lambda r: s.record_evaluation(plan, version, r[0], r[1], r[2]))
+
+    def measure_latency(self) -> None:
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok:
+            return
+        plan, version = s.plan.copy(), s.version
+        original = s.original_state()
+        batch = int(ctx.settings.value("latency/batch", 1))
+        runs = int(ctx.settings.value("latency/runs", 30))
+        threads = int(ctx.settings.value("latency/threads", 0)) or None
+        structured = has_structure(plan)
+        try:
+            removals = channel_removals(s, plan) if structured else {}
+        except Exception as e:
+            ctx.report_error(e)
+            return
+        example = latency_input(s.dataset, s.require().input_shape, batch)
+        totals = s.totals(plan)
+
+        def work(progress, cancel):
+            from explorer.core.model.layers import profile_model
+
+            state = s.masked_state(plan)
+            models = {"dense": s.model_copy(original), "masked": s.model_copy(state)}
+            compact_macs = compact_params = None
+            if structured:
+                progress(Progress(None, "compacting"))
+                models["compact"] = compact_model(models["masked"], state, removals, example, cancel=cancel)
+                compact_macs = profile_model(models["compact"], s.require().input_shape).total_macs
+                compact_params = sum(p.numel() for p in models["compact"].parameters())
+            lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
+            return state, LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
+                                            totals.nonzero_macs, compact_macs, compact_params, batch)
+
+        ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, version, r[0], r[1]))
