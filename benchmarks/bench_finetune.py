@@ -19,8 +19,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from explorer.core.train.finetune import MaskEnforcer
 from explorer.core.session import Session
+from explorer.core.train.finetune import MaskEnforcer
 
 
 def run(model, batches, after_step=None, repeats=3) -> float:

@@ -15,8 +15,8 @@ import time
 import _common  # noqa: F401
 import torch
 
-from explorer.core.model.data import labelled_by_model
 from explorer.core.analyse.sensitivity import DEFAULT_SPARSITIES, ScanSpec, scan
+from explorer.core.model.data import labelled_by_model
 from explorer.core.session import Session
 
 

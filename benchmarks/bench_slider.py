@@ -37,7 +37,7 @@ def main() -> None:
     cache_build_s = time.perf_counter() - t0
     rng = np.random.default_rng(0)
     sparsities = rng.uniform(0, 1, args.steps)
-    level = float(np.percentile(np.abs(view.display_values), 99.5))
+    level = float(np.percentile(np.abs(view.sample.display_values), 99.5))
     steps = []
     for sp in sparsities:
         t = time.perf_counter()
@@ -61,7 +61,7 @@ def main() -> None:
     payload = {"step_ms_median": step_ms, "baseline_ms_median": base_ms, "ratio": base_ms / step_ms,
                "cache_build_s": cache_build_s, "layer": name, "weights": view.layer.params,
                "steps": len(steps), "baseline_steps": len(base), "step_ms_max": max(steps),
-               "display": list(view.display_values.shape), "machine": _common.machine()}
+               "display": list(view.sample.display_values.shape), "machine": _common.machine()}
     _common.emit(args, [[name, f"{view.layer.params:,}", f"{step_ms:.2f}", f"{max(steps):.2f}", f"{base_ms:.1f}",
                          f"{base_ms / step_ms:.0f}x", f"{cache_build_s:.1f}"]],
                  ["layer", "weights", "step ms (median)", "step ms (max)", "torch.prune ms", "ratio", "cache build s"],

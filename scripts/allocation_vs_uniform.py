@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer.core.errors import ExplorerError  # noqa: E402
-from explorer.core.train.evaluate import evaluate  # noqa: E402
 from explorer.core.analyse.search import search_allocation  # noqa: E402
 from explorer.core.analyse.sensitivity import ScanSpec, scan  # noqa: E402
+from explorer.core.errors import ExplorerError  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
+from explorer.core.train.evaluate import evaluate  # noqa: E402
 
 SPARSITIES = [round(0.40 + 0.05 * i, 2) for i in range(12)]
 GRID = [0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94]

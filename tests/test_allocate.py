@@ -7,20 +7,15 @@ import pytest
 import torch
 
 from explorer.core.analyse.allocate import allocate_by_drop, allocate_from_file, allocate_to_target
-from explorer.core.model.data import labelled_by_model
+from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, read_scan, run_scan_to_files, scan
 from explorer.core.errors import PlanError
+from explorer.core.model.data import labelled_by_model
 from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.prune.recipe import read_recipe
-from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, read_scan, run_scan_to_files, scan
 from explorer.core.session import Session
 
 SPS = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 CNN = ["backbone.conv0", "backbone.conv1", "backbone.conv2", "backbone.conv3", "classifier"]
-
-
-@pytest.fixture
-def cnn():
-    return Session.open("digits-cnn")
 
 
 @pytest.fixture(scope="module")

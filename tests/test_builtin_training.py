@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
+from explorer.core.session import Session
 from explorer.core.train.builtin_training import train_builtin
 from explorer.core.train.evaluate import evaluate
-from explorer.core.session import Session
 
 
 def test_retraining_digits_mlp_reproduces_the_committed_model(tmp_path):

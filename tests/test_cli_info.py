@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from explorer.cli import EXIT_USER_ERROR, main
-from explorer.core.model import nets
 from explorer.core.errors import ModelLoadError
+from explorer.core.model import nets
 
 LAYER_KEYS = {"name", "type", "shape", "params", "macs", "sparsity"}
 

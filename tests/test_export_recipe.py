@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from explorer.core.deploy import export
+from explorer.core.deploy.sparse_archive import load_sparse_archive, read_meta
 from explorer.core.errors import ModelLoadError, PlanError
 from explorer.core.model.nets import DigitsCNN
 from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.prune.recipe import plan_to_recipe, read_recipe, recipe_to_plan
 from explorer.core.session import Session
-from explorer.core.deploy.sparse_archive import load_sparse_archive, read_meta
-from tests.helpers import bits, assert_bit_identical
+from tests.helpers import assert_bit_identical, bits
 
 
 def no_negative_zeros(state: dict) -> None:
@@ -475,6 +475,7 @@ def test_prune_seed_changes_random_masks(tmp_path, capsys):
 def test_exports_get_ordinary_file_permissions(tmp_path):
     import os
     import stat
+
     from explorer.core.fileio import atomic_write_json
     f = tmp_path / "x.json"
     atomic_write_json(f, {"a": 1})

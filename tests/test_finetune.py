@@ -8,13 +8,12 @@ import torch
 
 import explorer.core.train.finetune as ft
 from explorer.core.errors import Cancelled, ExplorerError, PlanError
-from explorer.core.train.evaluate import EvalResult, evaluate
-from explorer.core.train.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, finetune
 from explorer.core.jobs import CancelToken, Progress
 from explorer.core.prune.plan import Plan
 from explorer.core.session import Session
+from explorer.core.train.evaluate import EvalResult, evaluate
+from explorer.core.train.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, finetune
 from tests.helpers import assert_bit_identical
-
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -49,16 +48,6 @@ def quick(**kw) -> FinetuneConfig:
     base = dict(epochs=1, max_batches=6)
     base.update(kw)
     return FinetuneConfig(**base)
-
-
-@pytest.fixture(scope="module")
-def cnn():
-    return Session.open("digits-cnn")
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    return Session.open("digits-mlp")
 
 
 class ZeroWatcher:

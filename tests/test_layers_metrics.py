@@ -17,9 +17,8 @@ import torchprofile
 import torchvision
 from torch import nn
 
-from explorer.core.model import metrics
-from explorer.core.model import nets
 from explorer.core.errors import ShapeMismatchError
+from explorer.core.model import metrics, nets
 from explorer.core.model.layers import PRUNABLE_TYPES, profile_model, prunable_modules
 
 

@@ -23,17 +23,6 @@ SPARSITIES = (0.0, 0.1, 0.25, 1 / 3, 0.5, 0.7, 0.9, 1.0)
 
 # ---------------------------------------------------------------------------- fixtures & helpers
 
-@pytest.fixture(scope="module")
-def cnn():
-    """Read-only digits-cnn session (never applied, so taylor gradients are those of the dense model)."""
-    return Session.open("digits-cnn")
-
-
-@pytest.fixture(scope="module")
-def mlp():
-    return Session.open("digits-mlp")
-
-
 def groups_of(mask: torch.Tensor, gran: str) -> torch.Tensor:
     """(groups, group_size) view of an element mask, following the granularity's definition
     (written independently of the product's GroupLayout)."""
@@ -196,7 +185,7 @@ def test_display_keep_matches_element_mask(cnn, gran):
     R, C = 64, 32 * 9
     for s in (0.0, 0.3, 0.5, 0.9, 1.0):
         full = view.element_mask(s).reshape(R, C).numpy()
-        expected = full[np.ix_(view.display_rows, view.display_cols)]
+        expected = full[np.ix_(view.sample.rows, view.sample.cols)]
         assert np.array_equal(view.display_keep(s), expected)
 
 
@@ -205,11 +194,11 @@ def test_downsampled_display_and_histogram_on_a_big_layer(lab_vgg, gran):
     """lab-vgg conv7 is 512 x 4608: the heatmap samples columns and the histogram samples weights."""
     view = lab_vgg.layer_mask("backbone.conv7", LayerPlan(0.5, gran, "l1"))
     R, C = view.layer.matrix_shape
-    from explorer.core.prune.masks import MAX_DISPLAY
+    from explorer.core.prune.display import MAX_DISPLAY
     assert view.display_keep(0.5).shape == (512, MAX_DISPLAY)
     for s in (0.3, 0.8):
         full = view.element_mask(s).reshape(R, C).numpy()
-        assert np.array_equal(view.display_keep(s), full[np.ix_(view.display_rows, view.display_cols)])
+        assert np.array_equal(view.display_keep(s), full[np.ix_(view.sample.rows, view.sample.cols)])
         _, kept, pruned = view.histogram(s)
         assert kept.sum() + pruned.sum() == pytest.approx(view.layer.params)
         assert pruned.sum() / view.layer.params == pytest.approx(1 - view.counts(s).nonzero / view.layer.params,

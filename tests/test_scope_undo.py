@@ -136,11 +136,6 @@ def test_totals_match_the_masked_state_on_digits(gran):
 
 # ---------------------------------------------------------------------------- 6. global scope
 
-@pytest.fixture
-def cnn():
-    return Session.open("digits-cnn")
-
-
 def _zeros(session, state, names=None):
     return {n: int((state[f"{n}.weight"] == 0).sum()) for n in (names or session.layer_names)}
 

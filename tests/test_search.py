@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 
 from explorer.cli import main
-from explorer.core.errors import ExplorerError, PlanError
-from explorer.core.train.evaluate import evaluate
-from explorer.core.train.finetune import FinetuneConfig
 from explorer.core.analyse.search import search_allocation
 from explorer.core.analyse.sensitivity import ScanSpec, scan
+from explorer.core.errors import ExplorerError, PlanError
 from explorer.core.session import Session
+from explorer.core.train.evaluate import evaluate
+from explorer.core.train.finetune import FinetuneConfig
 
 CFG = FinetuneConfig(epochs=1)
 

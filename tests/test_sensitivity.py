@@ -9,14 +9,22 @@ import json
 import pytest
 import torch
 
-from explorer.core.model.data import labelled_by_model
+from explorer.core.analyse.sensitivity import (
+    ScanPoint,
+    ScanResult,
+    ScanSpec,
+    parse_sparsities,
+    read_scan,
+    run_scan_to_files,
+    scan,
+    write_csv,
+)
 from explorer.core.errors import Cancelled, ExplorerError, PlanError
-from explorer.core.train.evaluate import evaluate
 from explorer.core.jobs import CancelToken, Progress
+from explorer.core.model.data import labelled_by_model
 from explorer.core.prune.plan import LayerPlan
-from explorer.core.analyse.sensitivity import (ScanPoint, ScanResult, ScanSpec, parse_sparsities, read_scan,
-                                       run_scan_to_files, scan, write_csv)
 from explorer.core.session import Session
+from explorer.core.train.evaluate import evaluate
 from tests.helpers import bits
 
 SPS = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -99,16 +107,6 @@ def accuracies(result: ScanResult) -> dict[str, list]:
 # ---------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def cnn():
-    return Session.open("digits-cnn")
-
-
-@pytest.fixture
-def mlp():
-    return Session.open("digits-mlp")
-
-
 @pytest.fixture(scope="module")
 def resnet():
     """resnet18 with random weights at 3x32x32, BatchNorm weights/biases/means made nonzero (torchvision's
@@ -166,7 +164,6 @@ def test_fast_scan_on_a_residual_net_equals_the_naive_loop(resnet, monkeypatch, 
     """Skip connections: the suffix after a layer inside a block reads the block's input from the cache.
     ``stack`` raises the per-pass budget so that all sparsities of a layer run as one stacked batch."""
     import explorer.core.analyse.replay as replay
-    import explorer.core.analyse.sensitivity as sens
 
     if stack:
         monkeypatch.setattr(replay, "VARIANT_PASS_BYTES", 2**30)
@@ -188,7 +185,6 @@ def test_fast_scan_on_a_residual_net_equals_the_naive_loop(resnet, monkeypatch, 
 def test_fast_scan_with_stacked_conv_variants_equals_the_naive_loop(cnn, monkeypatch):
     """digits-cnn's activations are big enough that one sparsity runs per pass; force the stacked path."""
     import explorer.core.analyse.replay as replay
-    import explorer.core.analyse.sensitivity as sens
 
     monkeypatch.setattr(replay, "VARIANT_PASS_BYTES", 2**30)
     sps = [0.4, 0.6, 0.8, 0.9]
@@ -220,7 +216,6 @@ def test_fast_path_is_kept_when_the_first_layer_is_already_pruned(cnn):
 def test_stacked_layer_path_is_used_when_sparsities_are_batched(mlp, monkeypatch):
     """White-box: with a big per-pass budget the pruned linear layer should compute all variants in one call."""
     import explorer.core.analyse.replay as replay
-    import explorer.core.analyse.sensitivity as sens
 
     monkeypatch.setattr(replay, "VARIANT_PASS_BYTES", 2**30)
     calls = []

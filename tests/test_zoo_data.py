@@ -13,11 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.core.model import data
-from explorer.core.model import nets
-from explorer.core.model import zoo
-from explorer.core.errors import (DatasetError, ExplorerError, ModelLoadError, OfflineError,
-                                  ShapeMismatchError, UntrustedFileError)
+from explorer.core.errors import (
+    DatasetError,
+    ExplorerError,
+    ModelLoadError,
+    OfflineError,
+    ShapeMismatchError,
+    UntrustedFileError,
+)
+from explorer.core.model import data, nets, zoo
 from explorer.core.model.loading import resolve
 from explorer.core.session import Session
 
@@ -616,6 +620,7 @@ def test_random_init_is_seeded_so_recipes_replay():
 
 def _write_idx(path, array):
     import struct
+
     import numpy as np
     array = np.asarray(array, dtype=np.uint8)
     magic = 0x0800 + array.ndim                   # unsigned byte, ndim
@@ -629,6 +634,7 @@ def _write_idx(path, array):
 @pytest.mark.parametrize("kind,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
 def test_mnist_format_from_disk(tmp_path, kind, folder):
     import numpy as np
+
     from explorer.core.model.data import load_dataset
     raw = tmp_path / folder / "raw"
     raw.mkdir(parents=True)

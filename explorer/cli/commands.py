@@ -12,8 +12,8 @@ from .progress import log, tqdm_progress
 
 
 def open_session(args):
-    from explorer.core.session import Session
     from explorer.core.model.loading import parse_input_shape
+    from explorer.core.session import Session
 
     return Session.open(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
                         input_shape=parse_input_shape(args.input_shape))

@@ -36,6 +36,30 @@ class HistoryEntry:
     latency_ms: float | None = None
 
 
+class History(list):
+    """The entries, oldest first. Recording a state that is already there updates its numbers."""
+
+    def record(self, label: str, plan: Plan, base_id: int, base_label: str, totals, accuracy: float | None = None,
+               latency_ms: float | None = None) -> HistoryEntry:
+        for e in self:
+            if e.plan == plan and e.base_id == base_id:
+                e.accuracy = e.accuracy if accuracy is None else accuracy
+                e.latency_ms = e.latency_ms if latency_ms is None else latency_ms
+                return e
+        e = HistoryEntry(id=len(self) + 1, label=label, plan=plan.copy(), base_id=base_id, base_label=base_label,
+                         sparsity=totals.sparsity, compression_ratio=totals.compression_ratio,
+                         nonzero_macs=totals.nonzero_macs, accuracy=accuracy, latency_ms=latency_ms)
+        self.append(e)
+        return e
+
+
+def state_label(plan: Plan, sparsity: float, base_label: str) -> str:
+    """'80% element (fine-tuned)': how History entries name a state."""
+    grans = sorted({str(lp.granularity) for lp in plan.active().values()})
+    what = "dense" if not grans else f"{sparsity:.0%} {'/'.join(grans)}"
+    return f"{what} ({base_label})"
+
+
 def state_bytes(state: dict[str, torch.Tensor]) -> int:
     return sum(t.numel() * t.element_size() for t in state.values())
 

@@ -18,15 +18,16 @@ from psygnal import Signal
 from torch import nn
 
 from .errors import ExplorerError, PlanError
-from .history import MIN_BUDGET_BYTES, HistoryEntry, WeightStore, state_bytes
+from .history import MIN_BUDGET_BYTES, History, HistoryEntry, WeightStore, state_bytes, state_label
 from .measurements import LatencyComparison, Measured, Measurements
 from .model import data as data_mod
 from .model.layers import LayerInfo, ModelProfile
 from .model.loading import LoadResult, resolve, resolve_dataset_for
-from .model.metrics import LayerCounts, Totals, param_bytes, totals
+from .model.metrics import LayerCounts, Totals, param_bytes
 from .prune.granularity import NM, Channel
-from .prune.masks import LayerMask, MaskEngine, masked_state
+from .prune.masks import LayerMask, masked_state
 from .prune.plan import LayerPlan, Plan
+from .prune.plan_masks import PlanMasks
 from .undo import UndoStack
 
 LOADED = "loaded weights"
@@ -51,18 +52,15 @@ class Session:
         self._original: dict[str, torch.Tensor] = {}
         self._base: dict[str, torch.Tensor] = {}
         self._base_id = self._original_id = 0
-        self._dense_nonzero: dict[str, int] = {}
         self._grads: dict[str, torch.Tensor] | None = None
-        self.engine: MaskEngine | None = None
+        self.masks: PlanMasks | None = None
         self.lock = threading.RLock()
         self.measurements = Measurements()
         self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
         self.base_label = LOADED
-        self.history: list[HistoryEntry] = []
+        self.history = History()
         self.weights = WeightStore()
         self.version = 0                       # bumps whenever the model's weights change
-        self._other_nz: int | None = None
-        self._param_bytes = 0
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -85,17 +83,15 @@ class Session:
             self.weights.clear()
             self.weights.budget = max(MIN_BUDGET_BYTES, 2 * state_bytes(self._original))
             self._original_id = self._base_id = self.weights.add(self._original, pinned=True)
-            self._count_base()
-            self._param_bytes = param_bytes(module)
             self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
             self.undo_stack.clear()
             self._grads = None
             self.measurements.clear()
-            self.history = []
+            self.history = History()
             self.version += 1
             self.base_label = LOADED
-            self.engine = MaskEngine({l.name: l for l in result.profile.layers}, weight=self.base_weight,
-                                     channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
+            self.masks = PlanMasks(result.profile, self.channel_group, self._gradient, self.seed,
+                                   {n for n, _ in module.named_parameters()}, param_bytes(module), self._original)
             self.selected = self.default_layer()
         self.loaded.emit()
         self.history_changed.emit()
@@ -112,9 +108,7 @@ class Session:
             r.profile, r.groups, r.notes = new.profile, new.groups, new.notes
             self._grads = None
             self.measurements.clear()
-            if self.engine:
-                self.engine.layers = {l.name: l for l in r.profile.layers}
-                self.engine.invalidate()
+            self.masks.set_profile(r.profile)
         self.loaded.emit()
         self.measurements.changed.emit()
 
@@ -203,10 +197,8 @@ class Session:
         """Seed of the random criterion and of data shuffling; cached random rankings are dropped."""
         if seed != self.seed:
             self.seed = seed
-            if self.engine:
-                self.engine.seed = seed
-                self.engine.invalidate(criterion="random")
-                self.engine.invalidate(criterion="taylor")
+            if self.masks:
+                self.masks.set_seed(seed)
             self._grads = None
 
     def _gradient(self, name: str) -> torch.Tensor | None:
@@ -370,92 +362,35 @@ class Session:
         self.saved_plan = (plan or self.plan).copy()
         self.history_changed.emit()
 
-    # ------------------------------------------------------------------ masks & counts
+    # ------------------------------------------------------------------ masks & counts (see prune.plan_masks)
     def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
-        lp = lp or self.plan.get(name)
-        return self.engine.view(name, lp.criterion, lp.granularity)
+        return self.masks.view(name, lp or self.plan.get(name))
 
     def needs_build(self, name: str, lp: LayerPlan | None = None) -> bool:
-        lp = lp or self.plan.get(name)
-        return not self.engine.is_cached(name, lp.criterion, lp.granularity)
+        return self.masks.needs_build(name, lp or self.plan.get(name))
 
     def uncached(self, plan: Plan | None = None, extra: list[str] | None = None) -> list[str]:
-        """Layers whose ranking for the plan is not built yet (the GUI builds big ones in a worker)."""
-        plan = plan or self.plan
-        names = [n for n, lp in plan.active().items() if self.needs_build(n, lp)]
-        for n in extra or []:
-            if n not in names and self.needs_build(n, plan.get(n)):
-                names.append(n)
-        return names
+        return self.masks.uncached(plan or self.plan, extra)
 
     def build_views(self, names: list[str], plan: Plan | None = None, progress=None, cancel=None) -> None:
-        """Build rankings for ``names`` (a job: slow on huge layers)."""
-        from .jobs import ProgressMeter
-
-        plan = plan or self.plan
-        total = sum(self.layer(n).params for n in names) or 1
-        meter = ProgressMeter(progress, total, "indexing weights")
-        for n in names:
-            if cancel is not None:
-                cancel.check()
-            meter.note(f"indexing {n} ({self.layer(n).params:,} weights)")
-            self.layer_mask(n, plan.get(n))
-            meter.step(self.layer(n).params)
+        self.masks.build(names, plan or self.plan, progress, cancel)
 
     def layer_counts(self, name: str, lp: LayerPlan | None = None) -> LayerCounts:
-        lp = lp or self.plan.get(name)
-        layer = self.layer(name)
-        if lp.is_dense:
-            nz = self._dense_nonzero[name]
-            return LayerCounts(layer.params, nz, layer.matrix_shape[0], layer.macs, nz * layer.uses)
-        return self.layer_mask(name, lp).counts(lp.sparsity)
+        self.layer(name)
+        return self.masks.layer_counts(name, lp or self.plan.get(name))
 
     def totals(self, plan: Plan | None = None) -> Totals:
-        plan = plan or self.plan
-        counts = [self.layer_counts(l.name, plan.get(l.name)) for l in self.layers]
-        prof = self.profile
-        return totals(counts, prof.total_params, self._param_bytes, prof.total_macs,
-                      other_nonzero=self._other_nonzero(plan))
-
-    def _other_nonzero(self, plan: Plan) -> int:
-        """Nonzero non-prunable parameters (biases, BatchNorm), with channel-pruned entries zeroed."""
-        if self._other_nz is None:
-            prunable = {f"{n}.weight" for n in self.layer_names}
-            params = {n for n, _ in self.module.named_parameters()}
-            self._other_nz = sum(int(torch.count_nonzero(v)) for k, v in self._base.items()
-                                 if k in params and k not in prunable)
-        removed = 0
-        seen = set()
-        for name, lp in plan.active().items():
-            if lp.granularity != "channel":
-                continue
-            view = self.layer_mask(name, lp)
-            if view.group is None or view.group.id in seen:
-                continue
-            seen.add(view.group.id)
-            keep = view.kept_units(lp.sparsity)
-            for pname, idx in view.group.aux:
-                base = self._base.get(pname)
-                if base is not None:
-                    removed += int(torch.count_nonzero(base[torch.as_tensor(idx)][~keep]))
-        return self._other_nz - removed
-
-    def mask_engine_for(self, state: dict[str, torch.Tensor]) -> MaskEngine:
-        """A throwaway engine ranking other weights (e.g. mid-fine-tuning); thread-safe."""
-        return MaskEngine({l.name: l for l in self.layers}, weight=lambda n: state[f"{n}.weight"],
-                          channel_group=self.channel_group, gradient=self._gradient, seed=self.seed)
+        return self.masks.totals(plan or self.plan)
 
     def masks_for_state(self, plan: Plan, state: dict[str, torch.Tensor]):
         """Full masks of ``plan`` ranked on ``state`` (the fine-tuning re-mask callback)."""
-        return self.mask_engine_for(state).materialize(plan, state)
+        return self.masks.engine_for(state).materialize(plan, state)
 
     def materialize(self, plan: Plan | None = None):
-        """Full masks of a plan on the kept weights: ({layer: bool mask}, {aux param: bool mask})."""
-        return self.engine.materialize(plan or self.plan, self._base)
+        return self.masks.materialize(plan or self.plan)
 
     def masked_state(self, plan: Plan | None = None) -> dict[str, torch.Tensor]:
-        """base * mask for every parameter/buffer: what the pruned model's state_dict is."""
-        return masked_state(self._base, *self.materialize(plan))
+        return self.masks.masked_state(plan or self.plan)
 
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan``."""
@@ -476,11 +411,6 @@ class Session:
             self.applied_plan = plan.copy()
             self.version += 1
 
-    def _count_base(self) -> None:
-        """Nonzero counts of the kept weights (dense layers' counts; the rest lazily)."""
-        self._dense_nonzero = {l.name: int(torch.count_nonzero(self.base_weight(l.name))) for l in self.layers}
-        self._other_nz = None
-
     def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
         """Take a copy of ``state`` as the new kept weights (masks apply to them from now on); the model's own
         weights change on the next apply. Rankings are rebuilt lazily."""
@@ -494,20 +424,13 @@ class Session:
             self._base = state
             self._base_id = base_id
             self.weights.use(base_id)
-            self._count_base()
+            self.masks.set_base(state)
             self._grads = None
             self.base_label = label
             self.version += 1
-            if self.engine:
-                self.engine.invalidate()
 
     def nonfinite_layers(self) -> dict[str, int]:
-        out = {}
-        for l in self.layers:
-            n = int((~torch.isfinite(self.base_weight(l.name))).sum())
-            if n:
-                out[l.name] = n
-        return out
+        return self.masks.nonfinite_layers()
 
     # ------------------------------------------------------------------ adopting results of jobs
     def adopt(self, state: dict[str, torch.Tensor], plan: Plan, label: str) -> None:
@@ -547,11 +470,7 @@ class Session:
         return m is not None and m.version == self.version and m.plan == self.applied_plan and not self.pending
 
     def state_label(self) -> str:
-        """'80% element (fine-tuned)': how History entries and exports name the applied state."""
-        t = self.totals(self.applied_plan)
-        grans = sorted({str(lp.granularity) for lp in self.applied_plan.active().values()})
-        what = "dense" if not grans else f"{t.sparsity:.0%} {'/'.join(grans)}"
-        return f"{what} ({self.base_label})"
+        return state_label(self.applied_plan, self.totals(self.applied_plan).sparsity, self.base_label)
 
     def record_evaluation(self, plan: Plan, version: int, state: dict[str, torch.Tensor], current,
                           dense=None) -> None:
@@ -583,21 +502,9 @@ class Session:
 
     # ------------------------------------------------------------------ history (Pareto view)
     def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None) -> HistoryEntry:
-        """Remember the applied state with what was measured there; an existing entry for the same
-        state is updated instead of duplicated."""
-        t = self.totals(self.applied_plan)
-        for e in self.history:
-            if e.plan == self.applied_plan and e.base_id == self._base_id:
-                if accuracy is not None:
-                    e.accuracy = accuracy
-                if latency_ms is not None:
-                    e.latency_ms = latency_ms
-                self.history_changed.emit()
-                return e
-        e = HistoryEntry(id=len(self.history) + 1, label=label, plan=self.applied_plan.copy(), base_id=self._base_id,
-                         base_label=self.base_label, sparsity=t.sparsity, compression_ratio=t.compression_ratio,
-                         nonzero_macs=t.nonzero_macs, accuracy=accuracy, latency_ms=latency_ms)
-        self.history.append(e)
+        """Remember the applied state with what was measured there (an entry for the same state is updated)."""
+        e = self.history.record(label, self.applied_plan, self._base_id, self.base_label,
+                                self.totals(self.applied_plan), accuracy, latency_ms)
         self.history_changed.emit()
         return e
 
@@ -606,7 +513,7 @@ class Session:
         if entry.base_id == self._base_id:
             return self.masked_state(entry.plan)
         base = self.weights.get(entry.base_id)
-        return masked_state(base, *self.mask_engine_for(base).materialize(entry.plan, base))
+        return masked_state(base, *self.masks_for_state(entry.plan, base))
 
     def restore(self, entry: HistoryEntry, state: dict[str, torch.Tensor] | None = None) -> None:
         """Return to a remembered state (its kept weights and plan); undoable for the plan. ``state`` is

@@ -8,9 +8,8 @@ from explorer import RESOURCES
 
 
 def make_app():
-    from PySide6.QtWidgets import QApplication
-
     import pyqtgraph as pg
+    from PySide6.QtWidgets import QApplication
 
     pg.setConfigOptions(background="w", foreground=(40, 44, 52), antialias=False, imageAxisOrder="row-major")
     app = QApplication.instance() or QApplication(sys.argv[:1])
@@ -41,6 +40,7 @@ def run_gui(args) -> int:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     from explorer.core.model.loading import parse_input_shape, resolve
     from explorer.core.session import Session
+
     from .main_window import MainWindow
 
     app = make_app()

@@ -112,3 +112,11 @@ class Dashboard(QWidget):
         which = "compacted" if L.compact else "masked"
         self.show_latency(f"{best.median_ms:.3g} ms", f"{which}; dense {L.dense.median_ms:.3g} ms = {speed:.2f}× "
                           + ("" if session.is_fresh(m.latency) else "(stale)"))
+
+
+def totals_text(t: Totals, layers: int) -> str:
+    """The one-paragraph totals under the layer table."""
+    return (f"<b>Totals</b>: {layers} prunable layers, {t.prunable_params:,} prunable of {t.params:,} params; "
+            f"{format_count(t.prunable_nonzero)} nonzero ({t.sparsity:.1%} sparse); MACs {format_count(t.nonzero_macs)}"
+            f" / {format_count(t.macs)}; {format_bytes(t.sparse_bytes)} sparse vs {format_bytes(t.dense_bytes)} dense "
+            f"= <b>{t.compression_ratio:.2f}×</b>")

@@ -1,14 +1,22 @@
 """Set many layers at once (uniform or one global threshold) and see every layer's sparsity as bars."""
 from __future__ import annotations
 
-
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import (QCheckBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel,
-                               QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QGridLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from explorer.core.prune.criteria import CRITERIA
+
 from .layer_table import GRANULARITY_CHOICES, SparsityEditor, criterion_tips, granularity_tips, make_combo
 
 

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import Qt, QSignalBlocker, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QColor, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QComboBox, QHeaderView, QTableWidget, QTableWidgetItem
 from superqt import QLabeledDoubleSlider
 
 from explorer.core.errors import PlanError
+from explorer.core.model.metrics import format_count
+from explorer.core.prune.criteria import CRITERIA
 from explorer.core.prune.granularity import get_granularity
 from explorer.core.prune.plan import LayerPlan
-from explorer.core.prune.criteria import CRITERIA
-from explorer.core.model.metrics import format_count
 
 GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
 SPARSITY_DECIMALS = 4   # 0.1 % steps of the slider, as a fraction

@@ -10,24 +10,23 @@ from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QProgressBar, QPushButton, QSplitter, QTabWidget,
-                               QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QToolBar, QVBoxLayout, QWidget
 from superqt.utils import qthrottled
 
 from explorer.core.jobs import Progress
-from explorer.core.model.metrics import format_bytes, format_count
 from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from . import help as help_dialogs
 from .context import AppContext
-from .dashboard import Dashboard
+from .dashboard import Dashboard, totals_text
 from .dialogs import error_text, show_error
 from .export_actions import ExportActions
 from .finetune_panel import FinetunePanel
 from .global_panel import GlobalPanel
 from .history_panel import HistoryPanel
-from .jobs import Job, JobRunner
+from .job_bar import JobBar
+from .jobs import JobRunner
 from .latency_panel import LatencyPanel
 from .layer_table import LayerTable
 from .measure import MeasureActions
@@ -46,9 +45,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("PruningExplorer", "pruning-explorer")
         self.runner = JobRunner(self)
         self.runner.error.connect(self.show_error)
-        self.runner.job_started.connect(self._job_started)
-        self.runner.job_progress.connect(self._job_progress)
-        self.runner.job_finished.connect(self._job_finished)
+        self.job_bar = JobBar(self.statusBar(), self.runner)
         self.last_error: tuple[str, str] | None = None
         self._closing = False
         self._indexing = False
@@ -62,7 +59,6 @@ class MainWindow(QMainWindow):
         self._build_views()
         self._build_menus()
         self._build_panels()
-        self._build_status()
 
         self._redraw_soon = qthrottled(self._redraw, REDRAW_MS, leading=False, parent=self)
         self._changed_rows: set[str] | None = set()
@@ -203,25 +199,6 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(panel)
         start()
 
-    def _build_status(self) -> None:
-        sb = self.statusBar()
-        self._status_timer = QTimer(self)
-        self._status_timer.setSingleShot(True)
-        self._status_timer.timeout.connect(lambda: self.status_text.setText(""))
-        self.status_text = QLabel("")
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
-        self.progress.setTextVisible(True)
-        self.progress.hide()
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop the running job (Esc); the session stays as it was before it")
-        self.cancel_btn.setShortcut(QKeySequence(Qt.Key_Escape))
-        self.cancel_btn.clicked.connect(self.runner.cancel)
-        self.cancel_btn.hide()
-        sb.addWidget(self.status_text, 1)
-        sb.addPermanentWidget(self.progress)
-        sb.addPermanentWidget(self.cancel_btn)
-
     # ------------------------------------------------------------------ errors & status
     def report_error(self, e: Exception, details: str = "") -> None:
         title, msg = error_text(e)
@@ -234,35 +211,7 @@ class MainWindow(QMainWindow):
             show_error(self, title, message, details)
 
     def status(self, text: str, ms: int = 4000) -> None:
-        self.status_text.setText(text)
-        self._status_timer.stop()
-        if ms:
-            self._status_timer.start(ms)
-
-    def _job_started(self, job: Job) -> None:
-        self.progress.setRange(0, 0)
-        self.progress.setFormat(job.title)
-        self.progress.show()
-        self.cancel_btn.setVisible(job.cancellable)
-        self.status(job.title + "…", 0)
-
-    def _job_progress(self, job: Job, p: Progress) -> None:
-        if p.fraction is None:
-            self.progress.setRange(0, 0)
-        else:
-            self.progress.setRange(0, 1000)
-            self.progress.setValue(int(p.fraction * 1000))
-        eta = f"  ~{p.eta_s:.0f}s left" if p.eta_s is not None and p.eta_s >= 1 else ""
-        self.progress.setFormat(f"{job.title} %p%")
-        if p.message:
-            self.status(p.message + eta, 0)
-
-    def _job_finished(self, job: Job, status: str) -> None:
-        if not self.runner.busy and not self.runner.queue:
-            self.progress.hide()
-            self.cancel_btn.hide()
-        self.status(f"{job.title}: {'failed' if status == 'error' else status}",
-                    3000 if status == "done" else 5000)
+        self.job_bar.show(text, ms)
 
     # ------------------------------------------------------------------ public entry points (tests, scripts, CLI)
     def load_model(self, spec: str, dataset: str | None = None, remember: bool = False, **kw):
@@ -402,11 +351,7 @@ class MainWindow(QMainWindow):
         else:
             note = "saving needs sparse hardware" if grans else ""
         self.dashboard.show_totals(t, s.pending, note)
-        self.totals_label.setText(
-            f"<b>Totals</b>: {len(s.layers)} prunable layers, {t.prunable_params:,} prunable of {t.params:,} params; "
-            f"{format_count(t.prunable_nonzero)} nonzero ({t.sparsity:.1%} sparse); MACs {format_count(t.nonzero_macs)}"
-            f" / {format_count(t.macs)}; {format_bytes(t.sparse_bytes)} sparse vs {format_bytes(t.dense_bytes)} dense "
-            f"= <b>{t.compression_ratio:.2f}×</b>")
+        self.totals_label.setText(totals_text(t, len(s.layers)))
         names = s.layer_names
         self.global_panel.show_plan(names, [s.plan.get(n).sparsity for n in names],
                                     [s.plan.get(n) != s.applied_plan.get(n) for n in names], s.selected)

@@ -12,8 +12,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
-from explorer.core.prune.masks import LayerMask
 from explorer.core.model.metrics import format_count
+from explorer.core.prune.masks import LayerMask
 
 PRUNED_RGB = (38, 38, 46)
 
@@ -141,7 +141,7 @@ class WeightView(QWidget):
         new_layer = self.view is None or self.view.layer.name != view.layer.name
         self.view = view
         self.sparsity = sparsity
-        finite = view.display_values[np.isfinite(view.display_values)]
+        finite = view.sample.display_values[np.isfinite(view.sample.display_values)]
         self._level = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
         self._level = self._level if self._level > 0 else 1.0
         self.redraw(auto_range=new_layer)
@@ -156,8 +156,8 @@ class WeightView(QWidget):
             return
         L = v.layer
         pruned = v.units_for(self.sparsity)
-        sampled = "" if v.display_values.size == L.params else \
-            f"  (showing {len(v.display_rows)}×{len(v.display_cols)} sample)"
+        sampled = "" if v.sample.display_values.size == L.params else \
+            f"  (showing {len(v.sample.rows)}×{len(v.sample.cols)} sample)"
         self.title.setText(f"<b>{L.name}</b>  {L.kind} {'×'.join(map(str, L.weight_shape))}  —  "
                            f"{v.granularity.name}/{v.criterion}: {pruned:,} of {v.units:,} "
                            f"{'weights' if v.unit_size == 1 else 'groups'} pruned ({self.sparsity:.1%}){sampled}")
@@ -229,10 +229,10 @@ class WeightView(QWidget):
         if not (0 <= row < R and 0 <= col < C):
             self.hover_label.setText(" ")
             return
-        ri = int(np.clip(np.searchsorted(v.display_rows, row, side="right") - 1, 0, len(v.display_rows) - 1))
-        ci = int(np.clip(np.searchsorted(v.display_pos, col, side="right") - 1, 0, len(v.display_pos) - 1))
-        r, c = int(v.display_rows[ri]), int(v.display_cols[ci])
-        value = float(v.display_values[ri, ci])
+        ri = int(np.clip(np.searchsorted(v.sample.rows, row, side="right") - 1, 0, len(v.sample.rows) - 1))
+        ci = int(np.clip(np.searchsorted(v.sample.pos, col, side="right") - 1, 0, len(v.sample.pos) - 1))
+        r, c = int(v.sample.rows[ri]), int(v.sample.cols[ci])
+        value = float(v.sample.display_values[ri, ci])
         kept = bool(v.display_keep(self.sparsity)[ri, ci])
         shape = v.layer.weight_shape
         if len(shape) > 2:

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .allocate import allocate_to_target
 from ..errors import ExplorerError, PlanError
-from ..train.evaluate import evaluate
-from ..train.finetune import FinetuneConfig, finetune
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.plan import Plan
+from ..train.evaluate import evaluate
+from ..train.finetune import FinetuneConfig, finetune
+from .allocate import allocate_to_target
 from .sensitivity import ScanResult
-
 
 DEFAULT_TARGETS = (0.95, 0.93, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 
@@ -48,8 +47,8 @@ class SearchResult:
 
 def _uniform(session, scan: ScanResult, target: float):
     """The baseline the search is compared with: every scanned layer at the same sparsity."""
-    from .allocate import Allocation
     from ..prune.plan import LayerPlan
+    from .allocate import Allocation
 
     names = [l["name"] for l in scan.layers]
     plan = session.linked_plan(Plan({n: LayerPlan(target, scan.granularity, scan.criterion) for n in names}))
@@ -79,10 +78,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
                             "Choose a labelled dataset with a val split.")
     cfg = (cfg or FinetuneConfig()).validated()
     progress = progress or (lambda p: None)
-    base = session.base_state()
-    with session.lock:
-        template = copy.deepcopy(session.module)
-    template.load_state_dict(base)
+    template = session.model_copy(session.base_state())
     dense_val = evaluate(template, ds, "val", cancel=cancel).accuracy
     floor = dense_val - max_drop
     total = len(grid)

@@ -20,7 +20,6 @@ An optional early stop marks skipped points as not measured (None).
 """
 from __future__ import annotations
 
-import copy
 import csv as csv_mod
 import math
 import time
@@ -28,15 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..errors import ExplorerError, PlanError
-from ..train.evaluate import evaluate, logits_of
+from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.criteria import Criterion, get_criterion
 from ..prune.granularity import Channel, Granularity, get_granularity
-from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.masks import masked_tensors
 from ..prune.plan import LayerPlan, Plan
+from ..train.evaluate import evaluate
 from .replay import Replayer
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -228,11 +226,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     sparsities = parse_sparsities(spec.sparsities)
     units, skipped = _scan_units(session, spec)
     t0 = time.perf_counter()
-    with session.lock:   # the applied model, copied: the scan swaps weights in and out, never on the live model
-        module = copy.deepcopy(session.module)
-    if state is not None:
-        module.load_state_dict(state)
-    module.eval()
+    # the applied model (or ``state``), copied: the scan swaps weights in and out, never on the live model
+    module = session.model_copy(state)
     lp_for = LayerPlan(0.0, spec.granularity, spec.criterion)
     x, y = _dataset_tensors(ds, spec.split)
     total = len(units) * len(sparsities)

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from ..errors import ExplorerError
+from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.granularity import Channel
 from ..prune.groups import build_dependency_graph
-from ..jobs import CancelToken, Progress, ProgressFn
 
 
 def channel_removals(session, plan) -> dict[str, list[int]]:

@@ -10,7 +10,6 @@ import torch
 
 from ..fileio import atomic_torch_save, atomic_write, atomic_write_json, bit_equal
 
-
 # ---------------------------------------------------------------- pruned model exports
 
 def _check_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:

@@ -1,4 +1,4 @@
-"""report.json: dense vs pruned (vs compacted) numbers, with the keys DESIGN.md fixes.
+"""report.json: dense vs pruned (vs compacted) numbers, with the keys the README's File formats section fixes.
 
 Counts come from the actual tensors of the exported state (not from the
 plan), so a report stays true after fine-tuning.

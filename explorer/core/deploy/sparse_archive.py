@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 
 from explorer import __version__
+
 from ..errors import ModelLoadError
 
 ARCHIVE_FORMAT = "pruning-explorer-sparse"

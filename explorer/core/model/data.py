@@ -1,6 +1,6 @@
 """Dataset specs -> datasets with fixed train/val/test splits.
 
-Spec strings (a contract, see DESIGN.md): ``digits`` (scikit-learn's bundled
+Spec strings (a contract; the README's table lists them): ``digits`` (scikit-learn's bundled
 8x8 handwritten digits, no download), ``mnist:ROOT``, ``fashion-mnist:ROOT``,
 ``cifar10:ROOT``, ``cifar100:ROOT`` (torchvision's on-disk formats, never
 downloaded), ``imagefolder:DIR`` and ``synthetic`` (random inputs of the
@@ -236,7 +236,8 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 
 
 def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets
+    from torchvision import transforms as T
 
     if not root.is_dir():
         raise DatasetError(f"'{root}' is not a folder.", "imagefolder:DIR needs a folder with one sub-folder per class.")

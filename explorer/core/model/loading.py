@@ -66,17 +66,7 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
         shape = ds.input_shape
     if lm.input_shape and tuple(lm.input_shape) != tuple(shape):
         notes.append(f"{lm.name} is usually fed {lm.input_shape}; running it at {tuple(shape)}")
-    try:
-        example = ds.example_input(1)
-    except ExplorerError:
-        example = torch.zeros(1, *shape)
-    try:
-        profile = profile_model(lm.module, shape, example=example)
-    except ShapeMismatchError as e:
-        raise ShapeMismatchError(
-            f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
-            "Choose a dataset of the model's input shape"
-            + (f" {lm.input_shape}" if lm.input_shape else "") + ", or another model.") from None
+    example, profile = _profile_on(lm, ds, shape)
     if not profile.layers:
         raise ExplorerError(f"{lm.name} has no prunable layers (Conv1d/Conv2d/Conv3d/Linear with a weight).",
                             "Nothing to prune here; open a network with convolutional or linear layers.")
@@ -102,21 +92,28 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
     return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
 
 
+def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple[torch.Tensor, ModelProfile]:
+    """(an example input, the model's profile) on the dataset; a model that cannot take its inputs is refused."""
+    try:
+        example = ds.example_input(1)
+    except ExplorerError:
+        example = torch.zeros(1, *shape)
+    try:
+        return example, profile_model(lm.module, shape, example=example)
+    except ShapeMismatchError as e:
+        raise ShapeMismatchError(
+            f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
+            "Choose a dataset of the model's input shape"
+            + (f" {lm.input_shape}" if lm.input_shape else "") + ", or another model.") from None
+
+
 def resolve_dataset_for(r: LoadResult, spec: str) -> LoadResult:
     """Re-resolve only the dataset for an already-loaded model (keeps the module object)."""
     lm = r.model
     ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder")
                                else lm.input_shape)
     shape = ds.input_shape
-    try:
-        example = ds.example_input(1)
-    except ExplorerError:
-        example = torch.zeros(1, *shape)
-    try:
-        profile = profile_model(lm.module, shape, example=example)
-    except ShapeMismatchError as e:
-        raise ShapeMismatchError(f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
-                                 "Choose a dataset of the model's input shape.") from None
+    example, profile = _profile_on(lm, ds, shape)
     if [l.name for l in profile.layers] != [l.name for l in r.profile.layers]:
         raise ShapeMismatchError(f"{lm.name} uses different layers on {ds.spec}; reload the model instead.")
     notes = [n for n in r.notes if not n.startswith("model outputs")]

@@ -1,6 +1,6 @@
 """Model specs -> ``nn.Module``.
 
-Spec strings (a contract, see DESIGN.md):
+Spec strings (a contract; the README's table lists them):
 
 - ``digits-cnn`` (default), ``digits-mlp``: built-in models with trained
   weights from ``resources/models``; ``lab-vgg``: the pruning lab's CIFAR VGG
@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from explorer import RESOURCES
-from . import nets
+
 from ..errors import ModelLoadError, OfflineError, UntrustedFileError
+from . import nets
 
 DEFAULT_MODEL = "digits-cnn"
 

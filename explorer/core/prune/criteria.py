@@ -14,6 +14,7 @@ from typing import Callable
 import torch
 
 from ..errors import PlanError
+from .named import Named
 
 
 @dataclass
@@ -25,29 +26,13 @@ class ScoreContext:
     gradient: Callable[[str], torch.Tensor | None] | None = None  # accumulated dL/dW of a layer
 
 
-class Criterion(str):
-    """A criterion *is* its name (a ``str``), parsed once at the boundary; the registry holds one instance each."""
+class Criterion(Named):
+    """A criterion (see :mod:`named`: it is its name); the registry holds one instance each."""
 
-    NAME: str = ""
-    label: str = ""
-    tooltip: str = ""
     needs_gradients: bool = False
 
     def __new__(cls):
         return str.__new__(cls, cls.NAME)
-
-    @property
-    def name(self) -> str:
-        return str.__str__(self)
-
-    def __reduce__(self):
-        return get_criterion, (self.name,)
-
-    def __copy__(self):
-        return self
-
-    def __deepcopy__(self, memo):
-        return self
 
     def element_scores(self, weight: torch.Tensor, ctx: ScoreContext) -> torch.Tensor:
         raise NotImplementedError
@@ -118,3 +103,6 @@ def get_criterion(name: str) -> Criterion:
         return CRITERIA[name.strip().lower() if isinstance(name, str) else name]
     except (KeyError, TypeError):
         raise PlanError(f"Unknown criterion '{name}'.", f"Use one of: {', '.join(CRITERIA)}.") from None
+
+
+Criterion.parse = staticmethod(get_criterion)

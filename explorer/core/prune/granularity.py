@@ -25,6 +25,7 @@ import torch
 
 from ..errors import PlanError
 from ..model.layers import LayerInfo
+from .named import Named
 
 VECTOR_BLOCK = 4  # inputs per vector group of a Linear / 1x1 conv
 
@@ -62,30 +63,13 @@ class GroupLayout:
         return np.ravel_multi_index(permuted, self.permuted_shape) // self.group_size
 
 
-class Granularity(str):
-    """A granularity *is* its name (a ``str``), parsed once at the boundary: plans, JSON and labels use it as the
-    string, the engine as the object (``layout``, ``check``). Instances are immutable and copy as themselves."""
+class Granularity(Named):
+    """A granularity (see :mod:`named`: it is its name); the engine asks it for ``layout`` and ``check``."""
 
-    NAME: str = ""
-    label: str = ""
-    tooltip: str = ""
     structured: bool = False   # removing a group shrinks the dense network (compactable)
 
     def __new__(cls, name: str | None = None):
         return str.__new__(cls, cls.NAME if name is None else name)
-
-    @property
-    def name(self) -> str:
-        return str.__str__(self)
-
-    def __reduce__(self):
-        return get_granularity, (self.name,)
-
-    def __copy__(self):
-        return self
-
-    def __deepcopy__(self, memo):
-        return self
 
     def layout(self, layer: LayerInfo) -> GroupLayout:
         raise NotImplementedError
@@ -204,3 +188,6 @@ def get_granularity(name: str) -> Granularity:
             raise PlanError(f"Invalid n:m pattern '{name}': need 0 < n < m <= 64 (e.g. 2:4).")
         return NM(n, mm)
     raise PlanError(f"Unknown granularity '{name}'.", "Use element, n:m (e.g. 2:4), vector, kernel or channel.")
+
+
+Granularity.parse = staticmethod(get_granularity)

@@ -18,7 +18,6 @@ silently. Channel rankings are shared by the layers of a channel group.
 """
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,117 +27,16 @@ import numpy as np
 import torch
 
 from ..errors import PlanError
-from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
-from .groups import ChannelGroup
-from .criteria import ScoreContext, get_criterion
 from ..model.layers import LayerInfo
 from ..model.metrics import LayerCounts
+from .criteria import ScoreContext, get_criterion
+from .display import DisplaySample
+from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
+from .groups import ChannelGroup
+from .ranking import Ranking, pruned_units, rank_nm, rank_scores
 
-MAX_DISPLAY = 1024          # heatmap sample: at most this many rows and columns (a screen's worth)
-HIST_SAMPLE = 200_000       # weights sampled for the histogram
 HIST_BINS = 101
 CACHE_BUDGET_BYTES = 6 * 2**30
-
-
-def pruned_units(sparsity: float, units: int) -> int:
-    """How many of ``units`` groups a sparsity prunes: round(s * N) (Python's round, like the lab)."""
-    if not (0.0 <= sparsity <= 1.0) or math.isnan(sparsity):
-        raise PlanError(f"Sparsity {sparsity} is outside [0, 1].")
-    return int(round(sparsity * units))
-
-
-def _sort_keys(scores: torch.Tensor) -> torch.Tensor:
-    """int32 keys whose order is the scores' order (scores >= 0; NaN last)."""
-    s = scores.detach().float().abs().contiguous()
-    keys = s.view(torch.int32).clone()
-    keys[torch.isnan(s)] = torch.iinfo(torch.int32).max
-    return keys
-
-
-@dataclass
-class Ranking:
-    """Units in pruning order: ``rank[u]`` is the position of unit u (0 = pruned first)."""
-
-    sorted_keys: torch.Tensor        # int32 bit patterns of the scores, in pruning order
-    rank: torch.Tensor               # int32 (units,)
-    comparable_fn: Callable | None = None   # scores -> cross-layer scale (monotone); None: no global scope
-    nonfinite: int = 0
-    order: torch.Tensor | None = field(default=None, repr=False)   # int64 unit ids in pruning order (build only)
-    _comparable: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def comparable_sorted(self) -> np.ndarray | None:
-        """Ascending scores on the cross-layer scale (global scope); derived from the sort, computed once."""
-        if self.comparable_fn is None:
-            return None
-        if self._comparable is None:
-            scores = self.sorted_keys.view(torch.float32).double()
-            self._comparable = self.comparable_fn(scores).numpy()
-        return self._comparable
-
-    @property
-    def units(self) -> int:
-        return int(self.rank.numel())
-
-    def threshold(self, k: int) -> float | None:
-        """Score of the last pruned unit (None when nothing is pruned)."""
-        if k <= 0:
-            return None
-        v = self.sorted_keys[min(k, self.units) - 1:min(k, self.units)].view(torch.float32)
-        return float(v[0])
-
-    def keep(self, k: int) -> torch.Tensor:
-        return self.rank >= k
-
-    @property
-    def nbytes(self) -> int:
-        return self.sorted_keys.numel() * 4 + self.rank.numel() * 4
-
-
-def rank_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stable sort of non-negative scores (a radix sort on their int32 bit patterns):
-    (sorted keys, int32 rank of each unit, int64 unit ids in pruning order)."""
-    keys = _sort_keys(scores.flatten())
-    sorted_keys, order = torch.sort(keys, stable=True)
-    rank = torch.empty(order.numel(), dtype=torch.int32)
-    rank[order] = torch.arange(order.numel(), dtype=torch.int32)
-    return sorted_keys, rank, order
-
-
-def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """n:m ranking of element scores (groups, m): first the m-n smallest of every group, by score,
-    then the rest by score. Up to sparsity (m-n)/m only pattern candidates go, so every group keeps at least
-    n and exactly n at (m-n)/m; beyond it the survivors go too (at most n remain): every prefix is n:m-valid
-    from (m-n)/m on."""
-    G = grouped.shape[0]
-    keys = _sort_keys(grouped).reshape(G, m)
-    within = torch.sort(keys, dim=1, stable=True).indices          # position order inside each group
-    pos = torch.empty_like(within)
-    pos.scatter_(1, within, torch.arange(m).expand(G, m).contiguous())
-    tier = (pos >= (m - n)).flatten()                               # 0: candidate, 1: survivor of the pattern
-    flat = keys.flatten()
-    _, by_score = torch.sort(flat, stable=True)
-    _, by_tier = torch.sort(tier[by_score].to(torch.int32), stable=True)
-    order = by_score[by_tier]
-    rank = torch.empty(order.numel(), dtype=torch.int32)
-    rank[order] = torch.arange(order.numel(), dtype=torch.int32)
-    return flat[order], rank, order
-
-
-def display_column_order(layer: LayerInfo, gran: Granularity) -> np.ndarray:
-    """Original column (of out x in*kh*kw) shown at each display column.
-
-    Normally the natural order; for an n:m pattern on a conv the columns are
-    shown kernel-position-major, so each run of m inputs sits side by side and
-    the pattern is visible.
-    """
-    R, C = layer.matrix_shape
-    shape = layer.weight_shape
-    k = int(np.prod(shape[2:])) if len(shape) > 2 else 1
-    if isinstance(gran, NM) and k > 1:
-        cin = shape[1]
-        return (np.arange(cin)[None, :] * k + np.arange(k)[:, None]).reshape(-1)
-    return np.arange(C)
 
 
 @dataclass
@@ -167,34 +65,6 @@ class LayerMask:
             self._sample = DisplaySample.build(self)
         return self._sample
 
-    @property
-    def display_ranks(self) -> np.ndarray:
-        return self.sample.display_ranks
-
-    @property
-    def display_rows(self) -> np.ndarray:
-        return self.sample.rows
-
-    @property
-    def display_cols(self) -> np.ndarray:
-        return self.sample.cols
-
-    @property
-    def display_pos(self) -> np.ndarray:
-        return self.sample.pos
-
-    @property
-    def display_values(self) -> np.ndarray:
-        return self.sample.display_values
-
-    @property
-    def hist_ranks(self) -> np.ndarray:
-        return self.sample.hist_ranks
-
-    @property
-    def hist_values(self) -> np.ndarray:
-        return self.sample.hist_values
-
     # ------------------------------------------------------------ lookups
     @property
     def units(self) -> int:
@@ -221,21 +91,21 @@ class LayerMask:
 
     def display_keep(self, sparsity: float) -> np.ndarray:
         """bool (r, c): which heatmap pixels survive at this sparsity."""
-        return self.display_ranks >= self.units_for(sparsity)
+        return self.sample.display_ranks >= self.units_for(sparsity)
 
     def display_image(self, sparsity: float, level: float) -> np.ndarray:
         """float32 heatmap sample: kept weights clipped to [-level, level], pruned ones at -3*level (a colormap's
         'pruned' entry), non-finite weights at +level so they stay visible."""
         clipped = self._bins.get(("clip", level))
         if clipped is None:
-            clipped = np.clip(self.display_values, -level, level).astype(np.float32)
+            clipped = np.clip(self.sample.display_values, -level, level).astype(np.float32)
             clipped[~np.isfinite(clipped)] = level
             self._bins = {k: v for k, v in self._bins.items() if not (isinstance(k, tuple) and k[0] == "clip")}
             self._bins[("clip", level)] = clipped
         return np.where(self.display_keep(sparsity), clipped, np.float32(-3 * level))
 
     def hist_pruned_mask(self, sparsity: float) -> np.ndarray:
-        return self.hist_ranks < self.units_for(sparsity)
+        return self.sample.hist_ranks < self.units_for(sparsity)
 
     def histogram(self, sparsity: float, absolute: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edges, kept, pruned): histogram of the layer's nonzero weight values split by the mask, scaled to
@@ -246,17 +116,17 @@ class LayerMask:
         slider step is one bincount over the sample.
         """
         if absolute not in self._bins:
-            v = np.abs(self.hist_values) if absolute else self.hist_values
+            v = np.abs(self.sample.hist_values) if absolute else self.sample.hist_values
             finite = v[np.isfinite(v)]
             top = float(np.abs(finite).max()) if finite.size else 1.0
             top = top if top > 0 else 1.0
             edges = np.linspace(0.0 if absolute else -top, top, HIST_BINS + 1)
             idx = np.clip(np.searchsorted(edges, v, side="right") - 1, 0, HIST_BINS - 1)
             idx[~np.isfinite(v)] = HIST_BINS - 1
-            nonzero = self.hist_values != 0
+            nonzero = self.sample.hist_values != 0
             self._bins[absolute] = (edges, idx, nonzero)
         edges, idx, nonzero = self._bins[absolute]
-        scale = self.layer.params / max(1, len(self.hist_values))
+        scale = self.layer.params / max(1, len(self.sample.hist_values))
         pruned_mask = self.hist_pruned_mask(sparsity) & nonzero
         total = np.bincount(idx[nonzero], minlength=HIST_BINS).astype(np.float64)
         pruned = np.bincount(idx[pruned_mask], minlength=HIST_BINS).astype(np.float64)
@@ -303,50 +173,6 @@ class LayerMask:
     def nbytes(self) -> int:
         cum = 0 if self.cum_nonzero is None else self.cum_nonzero.numel() * self.cum_nonzero.element_size()
         return cum + (self._sample.nbytes if self._sample is not None else 0)
-
-
-@dataclass
-class DisplaySample:
-    """A screen-sized sample of a layer (heatmap) and a fixed sample of its weights (histogram), with the rank
-    of each sampled weight's unit, so the picture at any sparsity is one comparison."""
-
-    rows: np.ndarray
-    cols: np.ndarray                    # original column (in*kh*kw index) of each sampled display column
-    pos: np.ndarray                     # position of each sampled column on the display axis
-    display_values: np.ndarray          # (r, c) float32 weight values of the sample
-    display_ranks: np.ndarray           # (r, c) rank of each heatmap pixel's unit: kept iff rank >= k
-    hist_values: np.ndarray             # float32 values of the histogram sample
-    hist_ranks: np.ndarray              # rank of each histogram sample's unit
-
-    @property
-    def nbytes(self) -> int:
-        return self.display_ranks.nbytes * 2 + self.hist_ranks.nbytes * 2
-
-    @classmethod
-    def build(cls, m: "LayerMask") -> "DisplaySample":
-        layer, w = m.layer, m.weight
-        # heatmap sample: the weight as out x (in*k), at most MAX_DISPLAY rows/cols
-        R, C = layer.matrix_shape
-        rows = np.unique(np.linspace(0, R - 1, min(R, MAX_DISPLAY)).round().astype(np.int64))
-        col_order = display_column_order(layer, m.granularity)
-        pos = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
-        cols = col_order[pos]
-        flat = (rows[:, None] * C + cols[None, :]).reshape(-1)
-        own_units = m.unit_layout.groups_of(flat)
-        wflat = w.reshape(-1)
-        display_values = wflat[torch.as_tensor(flat)].float().numpy().reshape(len(rows), len(cols))
-        # histogram sample (positions drawn once, with replacement: duplicates do not matter for a histogram)
-        n = layer.params
-        hs = np.sort(np.random.default_rng(0).integers(0, n, HIST_SAMPLE)) if n > HIST_SAMPLE else np.arange(n)
-        hist_values = wflat[torch.as_tensor(hs)].float().numpy()
-        hist_units = m.unit_layout.groups_of(hs)
-        if m.unit_of_own is not None:
-            uo = m.unit_of_own.numpy()
-            own_units, hist_units = uo[own_units], uo[hist_units]
-        rank_np = m.ranking.rank.numpy()
-        return cls(rows=rows, cols=cols, pos=pos, display_values=display_values,
-                   display_ranks=rank_np[own_units].reshape(len(rows), len(cols)),
-                   hist_values=hist_values, hist_ranks=rank_np[hist_units])
 
 
 class MaskEngine:

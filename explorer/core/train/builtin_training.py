@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..model.data import load_dataset
-from .evaluate import evaluate
 from ..fileio import atomic_torch_save
+from ..model.data import load_dataset
 from ..model.zoo import BUILTINS
+from .evaluate import evaluate
 
 TRAIN_SETTINGS = {
     "digits-cnn": {"epochs": 40, "lr": 3e-3, "batch_size": 64, "weight_decay": 1e-4},

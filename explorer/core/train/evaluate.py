@@ -6,9 +6,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model.data import DatasetBundle
 from ..errors import DatasetError, ExplorerError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
+from ..model.data import DatasetBundle
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,11 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..model.data import DatasetBundle
 from ..errors import ExplorerError, PlanError
-from .evaluate import evaluate, logits_of
 from ..jobs import CancelToken, Progress, ProgressFn
+from ..model.data import DatasetBundle
 from ..prune.plan import LayerPlan, Plan
+from .evaluate import evaluate, logits_of
 
 SCHEDULES = ("oneshot", "iterative", "agp")
 AGP_PRUNE_FRACTION = 0.75   # AGP: sparsity reaches its target after this share of training

@@ -1,0 +1,131 @@
+"""Masks and counts of any plan over the kept weights: what the session asks on every slider step.
+
+Per-layer questions (nonzero count, threshold, picture) are lookups in the engine's cached rankings;
+model totals add them up with the non-prunable parameters (minus the BatchNorm/bias entries of removed
+channels); full masks are materialised only to apply or export.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..jobs import ProgressMeter
+from ..model.layers import ModelProfile
+from ..model.metrics import LayerCounts, Totals, totals
+from .masks import LayerMask, MaskEngine, masked_state
+from .plan import LayerPlan, Plan
+
+
+class PlanMasks:
+    def __init__(self, profile: ModelProfile, channel_group: Callable, gradient: Callable, seed: int,
+                 param_names: set[str], param_bytes: int, base: dict[str, torch.Tensor]):
+        self.profile = profile
+        self.channel_group = channel_group
+        self.gradient = gradient
+        self.param_names = param_names
+        self.param_bytes = param_bytes
+        self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[f"{n}.weight"],
+                                 channel_group=channel_group, gradient=gradient, seed=seed)
+        self.set_base(base)
+
+    def set_base(self, base: dict[str, torch.Tensor]) -> None:
+        """New kept weights: counts are redone, rankings rebuilt lazily."""
+        self.base = base
+        self._dense_nonzero = {l.name: int(torch.count_nonzero(base[f"{l.name}.weight"])) for l in self.profile.layers}
+        self._other_nz: int | None = None
+        self.engine.invalidate()
+
+    def set_profile(self, profile: ModelProfile) -> None:
+        self.profile = profile
+        self.engine.layers = {l.name: l for l in profile.layers}
+        self.engine.invalidate()
+
+    def set_seed(self, seed: int) -> None:
+        self.engine.seed = seed
+        self.engine.invalidate(criterion="random")
+        self.engine.invalidate(criterion="taylor")
+
+    # ------------------------------------------------------------------ per layer
+    def view(self, name: str, lp: LayerPlan) -> LayerMask:
+        return self.engine.view(name, lp.criterion, lp.granularity)
+
+    def needs_build(self, name: str, lp: LayerPlan) -> bool:
+        return not self.engine.is_cached(name, lp.criterion, lp.granularity)
+
+    def uncached(self, plan: Plan, extra: list[str] | None = None) -> list[str]:
+        """Layers whose ranking for the plan is not built yet (the GUI builds big ones in a worker)."""
+        names = [n for n, lp in plan.active().items() if self.needs_build(n, lp)]
+        for n in extra or []:
+            if n not in names and self.needs_build(n, plan.get(n)):
+                names.append(n)
+        return names
+
+    def build(self, names: list[str], plan: Plan, progress=None, cancel=None) -> None:
+        """Build rankings and display samples for ``names`` (a job: slow on huge layers)."""
+        params = {l.name: l.params for l in self.profile.layers}
+        meter = ProgressMeter(progress, sum(params[n] for n in names) or 1, "indexing weights")
+        for n in names:
+            if cancel is not None:
+                cancel.check()
+            meter.note(f"indexing {n} ({params[n]:,} weights)")
+            self.view(n, plan.get(n)).sample
+            meter.step(params[n])
+
+    def layer_counts(self, name: str, lp: LayerPlan) -> LayerCounts:
+        if lp.is_dense:
+            layer = self.profile.layer(name)
+            nz = self._dense_nonzero[name]
+            return LayerCounts(layer.params, nz, layer.matrix_shape[0], layer.macs, nz * layer.uses)
+        return self.view(name, lp).counts(lp.sparsity)
+
+    # ------------------------------------------------------------------ model totals
+    def totals(self, plan: Plan) -> Totals:
+        counts = [self.layer_counts(l.name, plan.get(l.name)) for l in self.profile.layers]
+        prof = self.profile
+        return totals(counts, prof.total_params, self.param_bytes, prof.total_macs,
+                      other_nonzero=self._other_nonzero(plan))
+
+    def _other_nonzero(self, plan: Plan) -> int:
+        """Nonzero non-prunable parameters (biases, BatchNorm), with channel-pruned entries zeroed."""
+        if self._other_nz is None:
+            prunable = {f"{n}.weight" for n in self.profile.names}
+            self._other_nz = sum(int(torch.count_nonzero(v)) for k, v in self.base.items()
+                                 if k in self.param_names and k not in prunable)
+        removed = 0
+        seen = set()
+        for name, lp in plan.active().items():
+            if lp.granularity != "channel":
+                continue
+            view = self.view(name, lp)
+            if view.group is None or view.group.id in seen:
+                continue
+            seen.add(view.group.id)
+            keep = view.kept_units(lp.sparsity)
+            for pname, idx in view.group.aux:
+                t = self.base.get(pname)
+                if t is not None:
+                    removed += int(torch.count_nonzero(t[torch.as_tensor(idx)][~keep]))
+        return self._other_nz - removed
+
+    # ------------------------------------------------------------------ full masks
+    def engine_for(self, state: dict[str, torch.Tensor]) -> MaskEngine:
+        """A throwaway engine ranking other weights (e.g. mid-fine-tuning); thread-safe."""
+        return MaskEngine({l.name: l for l in self.profile.layers}, weight=lambda n: state[f"{n}.weight"],
+                          channel_group=self.channel_group, gradient=self.gradient, seed=self.engine.seed)
+
+    def materialize(self, plan: Plan):
+        """Full masks of a plan on the kept weights: ({layer: bool mask}, {aux param: bool mask})."""
+        return self.engine.materialize(plan, self.base)
+
+    def masked_state(self, plan: Plan) -> dict[str, torch.Tensor]:
+        """base * mask for every parameter/buffer: what the pruned model's state_dict is."""
+        return masked_state(self.base, *self.materialize(plan))
+
+    def nonfinite_layers(self) -> dict[str, int]:
+        out = {}
+        for l in self.profile.layers:
+            n = int((~torch.isfinite(self.base[f"{l.name}.weight"])).sum())
+            if n:
+                out[l.name] = n
+        return out

@@ -1,0 +1,67 @@
+"""The status bar: messages, and the running job's progress bar (with an ETA) and Cancel button (Esc)."""
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
+
+from explorer.core.jobs import Progress
+
+from .jobs import Job, JobRunner
+
+
+class JobBar:
+    """Fills a QStatusBar and follows a JobRunner's jobs."""
+
+    def __init__(self, bar: QStatusBar, runner: JobRunner):
+        self.runner = runner
+        self._timer = QTimer(bar)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(lambda: self.text.setText(""))
+        self.text = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("Stop the running job (Esc); the session stays as it was before it")
+        self.cancel_btn.setShortcut(QKeySequence(Qt.Key_Escape))
+        self.cancel_btn.clicked.connect(runner.cancel)
+        self.cancel_btn.hide()
+        bar.addWidget(self.text, 1)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.cancel_btn)
+        runner.job_started.connect(self._started)
+        runner.job_progress.connect(self._progressed)
+        runner.job_finished.connect(self._finished)
+
+    def show(self, text: str, ms: int = 4000) -> None:
+        """A status message, cleared after ``ms`` (0: kept)."""
+        self.text.setText(text)
+        self._timer.stop()
+        if ms:
+            self._timer.start(ms)
+
+    def _started(self, job: Job) -> None:
+        self.progress.setRange(0, 0)
+        self.progress.setFormat(job.title)
+        self.progress.show()
+        self.cancel_btn.setVisible(job.cancellable)
+        self.show(job.title + "…", 0)
+
+    def _progressed(self, job: Job, p: Progress) -> None:
+        if p.fraction is None:
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(p.fraction * 1000))
+        eta = f"  ~{p.eta_s:.0f}s left" if p.eta_s is not None and p.eta_s >= 1 else ""
+        self.progress.setFormat(f"{job.title} %p%")
+        if p.message:
+            self.show(p.message + eta, 0)
+
+    def _finished(self, job: Job, status: str) -> None:
+        if not self.runner.busy and not self.runner.queue:
+            self.progress.hide()
+            self.cancel_btn.hide()
+        self.show(f"{job.title}: {'failed' if status == 'error' else status}", 3000 if status == "done" else 5000)
