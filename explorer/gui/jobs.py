@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QThreadPool, Signal
 from superqt.utils import WorkerBase
 
 from explorer.core.errors import Cancelled, ExplorerError
@@ -136,7 +136,9 @@ class JobRunner(QObject):
         w.signals.finished.connect(self._on_finished)
         self.busy_changed.emit(True)
         self.job_started.emit(job)
-        w.start()
+        # the runner keeps the worker alive until it finishes; superqt's own start() would also register it in
+        # a class-level set through a classmethod slot, which leaves two small objects behind per job
+        QThreadPool.globalInstance().start(w)
 
     def _on_progress(self, p: Progress) -> None:
         job = self.current

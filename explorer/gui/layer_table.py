@@ -104,7 +104,11 @@ class LayerTable(QTableWidget):
     def rebuild(self) -> None:
         s = self.session
         with QSignalBlocker(self):
-            self.clearContents()
+            for r in range(self.rowCount()):          # free the old rows' editors (clearContents keeps them)
+                for c in range(self.columnCount()):
+                    if self.cellWidget(r, c) is not None:
+                        self.removeCellWidget(r, c)
+            self.setRowCount(0)
             self.setRowCount(len(s.layers))
             self._rows.clear()
             self._editors.clear()
@@ -195,6 +199,10 @@ class LayerTable(QTableWidget):
             with QSignalBlocker(self):
                 self.selectRow(r)
             self.scrollToItem(self.item(r, 0))
+
+    def editor(self, name: str) -> tuple[SparsityEditor, QComboBox, QComboBox]:
+        """The sparsity slider, granularity and criterion boxes of a layer's row."""
+        return self._editors[name]
 
     def selected_layers(self) -> list[str]:
         rows = sorted({i.row() for i in self.selectedIndexes()})
