@@ -275,7 +275,7 @@ def test_recipe_with_granularity_that_does_not_fit_is_refused(tmp_path):
 @pytest.mark.parametrize("content,match", [
     ({"layers": {"classifier": {"sparsity": 1.5}}}, r"1\.5.*outside"),
     ({"layers": {"classifier": {"sparsity": -0.2}}}, "outside"),
-    ('{"layers": {"classifier": {"sparsity": NaN}}}', "outside"),
+    ('{"layers": {"classifier": {"sparsity": NaN}}}', "NaN is not a number JSON allows"),
     ({"layers": {"classifier": {"sparsity": "half"}}}, "number"),
     ({"layers": {"classifier": {"sparsity": 0.5, "granularity": "blocks"}}}, "Unknown granularity 'blocks'"),
     ({"layers": {"classifier": {"sparsity": 0.5, "criterion": "magic"}}}, "Unknown criterion 'magic'"),

@@ -136,9 +136,13 @@ def test_global_panel_sets_all_layers(win, qtbot):
 def test_evaluate_latency_and_history(win, qtbot):
     s = win.session
     s.set_uniform(s.layer_names, 0.5)
+    before = {k: v.clone() for k, v in s.module.state_dict().items()}
     win.measure.evaluate()
     wait_jobs(qtbot, win)
-    assert not s.pending                      # evaluating applies the plan
+    assert s.pending                          # evaluating measures the plan on a copy: it never applies it
+    for k, v in s.module.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert s.is_fresh(s.measurements.current)
     dense = s.measurements.dense.accuracy
     cur = s.measurements.current.value.accuracy
     assert dense > 97 and 0 < cur <= 100
@@ -342,7 +346,7 @@ def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
     s.set_uniform(s.layer_names, 0.3)
     win.measure.evaluate()
     wait_jobs(qtbot, win)
-    first = {k: v.clone() for k, v in s.module.state_dict().items()}
+    first = s.masked_state()
     s.set_uniform(s.layer_names, 0.7)
     win.measure.evaluate()
     wait_jobs(qtbot, win)

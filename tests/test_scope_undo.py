@@ -352,10 +352,12 @@ def test_reset_restores_original_weights_bit_for_bit(cnn):
     cnn.reset()
     assert cnn.plan.active() == {} and not cnn.pending
     assert_bit_identical({k: v for k, v in cnn.module.state_dict().items()}, _original_from_disk())
-    # the reset is undoable (for the plan)
+    # the reset is undoable: the plan and the weights it had applied come back
+    masked = cnn.masked_state(cnn.undo_stack._undo[-1].plan)
     assert cnn.undo()
     assert cnn.plan.get("classifier") == LayerPlan(0.8, "element", "l1")
-    assert cnn.pending
+    assert not cnn.pending
+    assert_bit_identical(cnn.module.state_dict(), masked)
 
 
 def test_apply_reset_apply_reproduces_the_same_weights(cnn):
@@ -370,12 +372,18 @@ def test_apply_reset_apply_reproduces_the_same_weights(cnn):
     cnn.set_plan(plan)
     cnn.apply()
     assert_bit_identical(cnn.module.state_dict(), first)
-    # undo/redo of plans does not touch weights until apply
+    # undoing an Apply un-applies it (the plan stays, pending); redo applies it again
     cnn.undo()
-    assert cnn.pending
-    assert_bit_identical(cnn.module.state_dict(), first)
+    assert cnn.pending and cnn.plan == plan
+    assert_bit_identical(cnn.module.state_dict(), _original_from_disk())
     cnn.redo()
     assert not cnn.pending
+    assert_bit_identical(cnn.module.state_dict(), first)
+    # undoing a plan edit does not touch the weights until apply
+    cnn.set_layer("backbone.conv1", sparsity=0.9, granularity="element")
+    cnn.undo()
+    assert not cnn.pending
+    assert_bit_identical(cnn.module.state_dict(), first)
 
 
 def test_undo_then_apply_gives_the_earlier_weights(cnn):
@@ -384,6 +392,9 @@ def test_undo_then_apply_gives_the_earlier_weights(cnn):
     at_04 = {k: v.clone() for k, v in cnn.module.state_dict().items()}
     cnn.set_layer("backbone.conv2", sparsity=0.9, granularity="kernel")
     cnn.apply()
-    cnn.undo()
+    cnn.undo()                                     # un-applies: the earlier weights are back at once
+    assert_bit_identical(cnn.module.state_dict(), at_04)
+    cnn.undo()                                     # and the plan edit: the plan is the applied one again
+    assert not cnn.pending
     cnn.apply()
     assert_bit_identical(cnn.module.state_dict(), at_04)

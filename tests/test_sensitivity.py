@@ -68,7 +68,7 @@ def _bn_after(conv: str) -> str:
 
 
 def naive_reference(session: Session, layers, sparsities, granularity="element", criterion="l1",
-                    split="test", members_of=None) -> dict[str, list[float]]:
+                    split="val", members_of=None) -> dict[str, list[float]]:
     """The plain loop, written independently of the scan: for each layer and sparsity copy the state, zero
     the pruned weights (and, for channels, the pruned channels' BatchNorm weight/bias and conv bias of every
     member), evaluate the whole model on the whole split, restore."""
@@ -150,9 +150,9 @@ def test_fast_scan_equals_naive_scan_and_an_independent_loop(model, granularity,
     ref = naive_reference(s, names, sps, granularity, criterion)
     assert accuracies(fast) == ref
     assert accuracies(naive) == ref
-    dense = evaluate(s.module, s.dataset, "test").accuracy
+    dense = evaluate(s.module, s.dataset, "val").accuracy
     assert fast.dense_accuracy == naive.dense_accuracy == dense
-    assert fast.sparsities == sps and fast.samples == s.dataset.size("test")
+    assert fast.sparsities == sps and fast.samples == s.dataset.size("val")
     for l in fast.layers:
         assert l["params"] == s.layer(l["name"]).params
     # the scan is not trivially flat: pruning hurts somewhere
@@ -202,7 +202,7 @@ def test_scan_with_an_applied_plan_equals_the_naive_loop_on_the_pruned_model(cnn
     sps = [0.5, 0.8]
     fast = scan(cnn, ScanSpec(sps, layers=layers))
     assert accuracies(fast) == naive_reference(cnn, layers, sps)
-    assert fast.dense_accuracy == evaluate(cnn.module, cnn.dataset, "test").accuracy
+    assert fast.dense_accuracy == evaluate(cnn.module, cnn.dataset, "val").accuracy
 
 
 def test_fast_path_is_kept_when_the_first_layer_is_already_pruned(cnn):

@@ -393,12 +393,16 @@ def test_untrusted_pickle_does_not_run_code(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["script", "trace"])
-def test_torchscript_loads_without_trust(tmp_path, mlp_random, how):
+def test_torchscript_is_refused_without_trust_and_loads_with_it(tmp_path, mlp_random, how):
     f = tmp_path / f"mlp_{how}.pt"
     example = torch.randn(2, 1, 8, 8)
     sm = torch.jit.script(mlp_random) if how == "script" else torch.jit.trace(mlp_random, example)
     torch.jit.save(sm, str(f))
-    lm = zoo.load_model(str(f))  # trust=False
+    with pytest.raises(UntrustedFileError) as ei:      # TorchScript is code: it runs while loading
+        zoo.load_model(str(f))
+    assert "TorchScript" in str(ei.value) and "--trust" in str(ei.value)
+    _one_paragraph(str(ei.value))
+    lm = zoo.load_model(str(f), trust=True)
     assert lm.source == "torchscript"
     assert isinstance(lm.module, torch.jit.ScriptModule)
     x = torch.randn(3, 1, 8, 8)
@@ -406,10 +410,44 @@ def test_torchscript_loads_without_trust(tmp_path, mlp_random, how):
         assert torch.allclose(lm.module(x), mlp_random(x), atol=1e-6)
 
 
+class _SetstateRuns(torch.nn.Module):
+    """A TorchScript module whose __setstate__ (run by torch.jit.load) prints a marker: code from the file."""
+
+    def __init__(self):
+        super().__init__()
+        self.tag = "x"
+
+    def forward(self, x):
+        return x
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, bool]:
+        return (self.tag, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, bool]) -> None:
+        self.tag = state[0]
+        self.training = state[1]
+        print("CODE-FROM-THE-FILE-RAN")
+
+
+def test_hostile_torchscript_runs_nothing_without_trust(tmp_path, capfd):
+    f = tmp_path / "hostile.pt"
+    torch.jit.save(torch.jit.script(_SetstateRuns()), str(f))
+    capfd.readouterr()
+    for call in (lambda: zoo.load_model(str(f)), lambda: zoo.load_model(str(f), arch="digits-mlp"),
+                 lambda: zoo.read_state_dict(f)):
+        with pytest.raises(UntrustedFileError):
+            call()
+    assert "CODE-FROM-THE-FILE-RAN" not in capfd.readouterr().out
+    zoo.load_model(str(f), trust=True)                 # the same file, trusted: its code runs (the test is real)
+    assert "CODE-FROM-THE-FILE-RAN" in capfd.readouterr().out
+
+
 def test_torchscript_session_with_dataset(tmp_path, mlp_random):
     f = tmp_path / "mlp.pt"
     torch.jit.save(torch.jit.script(mlp_random), str(f))
-    r = resolve(str(f), "digits")
+    r = resolve(str(f), "digits", trust=True)
     assert [l.name for l in r.profile.layers] == ["fc1", "fc2", "fc3"]
 
 

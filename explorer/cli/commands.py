@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from explorer.core.errors import ExplorerError, PlanError
+from explorer.core.fileio import expand
 from explorer.core.model.metrics import format_bytes, format_count
 
 from .progress import log, tqdm_progress
@@ -164,22 +165,42 @@ def _plan_from_scan(session, args) -> None:
     session.set_plan(plan)
 
 
+def check_prune_flags(args) -> None:
+    """The prune command's numeric flags, checked like a recipe's values (before any work starts)."""
+    from explorer.core.checks import number
+    from explorer.core.prune.recipe import FINETUNE_LIMITS as L
+
+    number(args.finetune_epochs, "--finetune-epochs", 0, L["epochs"][1], integer=True)
+    number(args.iterative_steps, "--iterative-steps", *L["steps"], integer=True)
+    number(args.batch_size, "--batch-size", *L["batch_size"], integer=True)
+    number(args.seed, "--seed", *L["seed"], integer=True)
+    if args.lr is not None:
+        number(args.lr, "--lr", *L["lr"][:2], lo_open=True)
+    number(args.latency_runs, "--latency-runs", 1, 100_000, integer=True)
+    number(args.latency_batch, "--latency-batch", 1, 4096, integer=True)
+    number(args.max_layer_sparsity, "--max-layer-sparsity", 0.0, 1.0)
+    if args.sparsity is not None:
+        number(args.sparsity, "--sparsity", 0.0, 1.0)
+    if args.max_drop is not None:
+        number(args.max_drop, "--max-drop", 0.0, 100.0)
+
+
 def cmd_prune(args) -> int:
     from explorer.core.deploy.bundle import run_prune
-    from explorer.core.train.finetune import FinetuneConfig
+    from explorer.core.prune.recipe import finetune_from_recipe
 
+    check_prune_flags(args)
+    out_dir = expand(args.out)
     session = open_session(args)
+    for note in session.require().notes:
+        if note.startswith("non-finite"):
+            log(f"note: {note}")
     session.set_seed(args.seed)
     recorded = plan_from_args(session, args)
     cfg = None
-    if args.finetune_epochs is not None and args.finetune_epochs < 0:
-        raise PlanError(f"--finetune-epochs must be 0 or more (got {args.finetune_epochs}).")
     if recorded and not args.finetune_epochs:
         # the recipe records the fine-tuning that produced its model: replay it for an identical result
-        try:
-            cfg = FinetuneConfig(**recorded).validated()
-        except TypeError as e:
-            raise PlanError(f"The recipe's 'finetune' entry is not valid ({e}).") from None
+        cfg = finetune_from_recipe(recorded)
         log(f"replaying the recipe's fine-tuning: {cfg.epochs} epoch(s), {cfg.schedule}")
     elif args.finetune_epochs and args.finetune_epochs > 0:
         schedule = args.schedule or ("iterative" if args.iterative_steps > 1 else "oneshot")
@@ -188,7 +209,7 @@ def cmd_prune(args) -> int:
         raise PlanError("--schedule/--iterative-steps need fine-tuning: add --finetune-epochs N.")
     bar = tqdm_progress("prune")
     try:
-        out = run_prune(session, Path(args.out), finetune_cfg=cfg, compact=args.compact,
+        out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,
                         sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log)
     finally:
@@ -222,10 +243,9 @@ def cmd_sensitivity(args) -> int:
 # ---------------------------------------------------------------- train-builtin
 
 def cmd_train(args) -> int:
-    from explorer import RESOURCES
     from explorer.core.train.builtin_training import train_builtin
 
-    out = Path(args.out) if args.out else RESOURCES / "models"
+    out = expand(args.out)
     for name in args.models:
         if name not in ("digits-mlp", "digits-cnn"):
             raise ExplorerError(f"Only the built-in digits models can be retrained here, not '{name}'.")

@@ -1,4 +1,8 @@
-"""The argument parser of ``pruning-explorer``: every subcommand and flag (the flags are contracts)."""
+"""The argument parser of ``pruning-explorer``: every subcommand and flag (the flags are contracts).
+
+Every ``--help`` shows each flag's default. Values that argparse cannot check (ranges, tab names, sizes)
+are checked before any work starts (``commands.py``), with one clear sentence.
+"""
 from __future__ import annotations
 
 import argparse
@@ -6,22 +10,39 @@ import argparse
 from explorer import __version__
 
 
-def _common(p: argparse.ArgumentParser, model_required: bool = False) -> None:
-    p.add_argument("--model", "-m", default=None, required=model_required,
-                   help="model spec: digits-cnn (default), digits-mlp, lab-vgg, torchvision:<arch>[:WEIGHTS], or a file")
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not a meaningless '(default: None)' or '(default: False)'."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _sub(sub, name: str, help: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", formatter_class=_Formatter)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default=None,
+                   help="model spec: digits-cnn (default), digits-mlp, lab-vgg, torchvision:<arch>[:WEIGHTS], or a "
+                        "file (state_dict, sparse archive; TorchScript or a whole pickled module only with --trust)")
     p.add_argument("--dataset", "-d", default=None,
                    help="dataset spec: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, cifar100:ROOT, "
                         "imagefolder:DIR, synthetic (default: digits for the digits models, else synthetic)")
     p.add_argument("--weights", default=None, help="state_dict file to load into a built-in/torchvision architecture")
-    p.add_argument("--arch", default=None, help="architecture of a state_dict file (a model spec, e.g. torchvision:resnet18)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of a state_dict file (a model spec, e.g. torchvision:resnet18)")
     p.add_argument("--trust", action="store_true",
-                   help="allow loading whole pickled modules (runs code from the file: only for files you trust)")
+                   help="allow files that are code: TorchScript archives and whole pickled modules run code from "
+                        "the file when loaded -- only for files you trust")
     p.add_argument("--input-shape", default=None, metavar="C,H,W", help="model input shape when it cannot be inferred")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def _add_plan_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--recipe", default=None, help="recipe.json with per-layer sparsity/granularity/criterion")
+    p.add_argument("--recipe", default=None, metavar="R.json",
+                   help="recipe.json with per-layer sparsity/granularity/criterion (replays its fine-tuning too)")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity 0..1 (fraction of weights removed)")
     p.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
     p.add_argument("--criterion", "-c", default="l1", help="l1, l2, random, taylor")
@@ -32,13 +53,13 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pruning-explorer",
+    parser = argparse.ArgumentParser(prog="pruning-explorer", formatter_class=_Formatter,
                                      description="Explore neural-network pruning: per-layer sparsity, granularity and "
                                                  "criterion, live masks, accuracy, measured latency, export.")
     parser.add_argument("--version", action="version", version=f"pruning-explorer {__version__}")
     sub = parser.add_subparsers(dest="command")
 
-    g = sub.add_parser("gui", help="open the window (default)")
+    g = _sub(sub, "gui", "open the window (the default command)")
     _common(g)
     g.add_argument("--screenshot", default=None, metavar="FILE.png",
                    help="render the loaded window offscreen, save it and exit")
@@ -46,55 +67,63 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparsity", type=float, default=None, help="preview this sparsity on the selected layer")
     g.add_argument("--granularity", default=None, help="granularity for --sparsity")
     g.add_argument("--recipe", default=None, help="open this recipe after loading")
-    g.add_argument("--size", default="1440x900", help="window size WxH (screenshots)")
-    g.add_argument("--tab", default=None, help="show this tab first (screenshots)")
+    g.add_argument("--size", default="1440x900", metavar="WxH", help="window size in pixels (320x240 to 8192x8192)")
+    g.add_argument("--tab", default=None,
+                   help="show this tab first: weights, fine-tune, latency, sensitivity, history, ...")
     g.add_argument("--detail", action="store_true", help="zoom the heatmap to its top-left corner (screenshots)")
 
-    i = sub.add_parser("info", help="list the prunable layers (name, type, shape, params, MACs, sparsity)")
+    i = _sub(sub, "info", "list the prunable layers (name, type, shape, params, MACs, sparsity)")
     _common(i)
     i.add_argument("--json", action="store_true", help="print JSON")
     i.add_argument("--list-models", action="store_true", help="list built-in and torchvision models and exit")
 
-    p = sub.add_parser("prune", help="prune, optionally fine-tune and compact, and export")
+    p = _sub(sub, "prune", "prune, optionally fine-tune and compact, and export a results folder")
     _common(p)
     _add_plan_args(p)
-    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune N epochs with masks enforced")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="fine-tune N epochs with masks enforced (per step with --iterative-steps)")
     p.add_argument("--iterative-steps", type=int, default=1, help="reach the target in K prune->fine-tune steps")
     p.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default=None,
                    help="pruning schedule while fine-tuning (default: iterative when --iterative-steps > 1)")
-    p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--lr", type=float, default=None,
+                   help="fine-tuning learning rate (default: 0.01 for sgd, 0.001 for adam)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
     p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     p.add_argument("--compact", action="store_true", help="also write model_compact.pt (channels physically removed)")
-    p.add_argument("--from-sensitivity", default=None, metavar="S.json", help="build the plan from a sensitivity scan")
-    p.add_argument("--max-drop", type=float, default=None, help="with --from-sensitivity: allowed accuracy drop (points)")
+    p.add_argument("--from-sensitivity", default=None, metavar="S.json",
+                   help="build the plan from a sensitivity scan (its validation-split accuracies)")
+    p.add_argument("--max-drop", type=float, default=None,
+                   help="with --from-sensitivity: allowed accuracy drop (points)")
     p.add_argument("--search", action="store_true",
                    help="with --from-sensitivity: find the sparsest greedy allocation whose accuracy after "
                         "fine-tuning (--finetune-epochs, default 3) stays within --max-drop on the val split")
-    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per latency measurement")
+    p.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (interleaved)")
     p.add_argument("--latency-batch", type=int, default=1, help="batch size for latency measurement")
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of fine-tuning")
     p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
-    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--out", "-o", required=True, metavar="DIR",
+                   help="results folder (written as a whole: it holds one run's files, never a mix)")
 
-    s = sub.add_parser("sensitivity", help="per-layer sensitivity scan (accuracy vs sparsity)")
+    s = _sub(sub, "sensitivity", "per-layer sensitivity scan: accuracy when one layer alone is pruned")
     _common(s)
     s.add_argument("--sparsities", default="0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated sparsities in (0,1)")
-    s.add_argument("--granularity", "-g", default="element")
-    s.add_argument("--criterion", "-c", default="l1")
-    s.add_argument("--layers", nargs="+", default=None, metavar="NAME")
-    s.add_argument("--split", default="test", choices=("val", "test"))
+    s.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
+    s.add_argument("--criterion", "-c", default="l1", help="l1, l2, random, taylor")
+    s.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="scan only these layers (default: all)")
+    s.add_argument("--split", default="val", choices=("val", "test"),
+                   help="split the accuracies are measured on (choices are made on val; report on test)")
     s.add_argument("--early-stop", type=float, default=None, metavar="ACC",
                    help="skip a layer's higher sparsities once accuracy falls below ACC percent (off by default)")
     s.add_argument("--latency", action="store_true", help="also measure latency per sparsity (structured only)")
     s.add_argument("--naive", action="store_true", help="use the plain full-model loop (for comparison)")
-    s.add_argument("--csv", default=None, help="also write a CSV table")
-    s.add_argument("--out", "-o", required=True)
+    s.add_argument("--csv", default=None, metavar="FILE.csv", help="also write a CSV table")
+    s.add_argument("--out", "-o", required=True, metavar="S.json", help="the scan as JSON")
 
-    t = sub.add_parser("train-builtin", help="retrain the built-in digits models reproducibly")
-    t.add_argument("--out", default=None, help="folder (default: resources/models)")
-    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"])
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--debug", action="store_true")
+    t = _sub(sub, "train-builtin", "retrain the built-in digits models reproducibly")
+    t.add_argument("--out", default=".", metavar="DIR",
+                   help="folder for the weights (`make retrain` writes resources/models)")
+    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"], help="which built-in models")
+    t.add_argument("--seed", type=int, default=0, help="training seed")
+    t.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

@@ -1,40 +1,129 @@
-"""Files the app reads and writes: atomic writes (temp file + rename), JSON the user chose, bit equality.
+"""Files the app writes: atomic writes (temp + rename), whole-folder swaps, bit equality.
 
 Every write goes to a temp file beside its destination, is checked (``verify``) and only then renamed
-over the destination, so a failed write or check leaves the previous file untouched. Both ``recipe``
-and ``deploy.export`` build on this module; it imports nothing else of the app but the errors.
+over the destination, so a failed write or check leaves the previous file untouched; a results folder is
+built beside its destination and swapped in as a whole. Reading user-chosen files safely is ``safe_read``.
+It imports nothing else of the app but the errors.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-from .errors import PlanError
+from .errors import ExplorerError
 
 
 def atomic_write(path: str | Path, write, verify=None) -> Path:
-    """``write(tmp)`` to a temp file in the destination's folder, ``verify(tmp)`` (may raise), rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
+    """``write(tmp)``, ``verify(tmp)`` (may raise), then rename over ``path``.
+
+    ``tmp`` has the destination's own name, inside a private temp folder beside it, so formats that record
+    their file name (torch.save's zip names its folder after the file) are byte-identical run to run. A
+    failed write or check leaves the previous file untouched; disk errors become one clear sentence.
+    """
+    path = out_path(path)
     try:
-        write(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(path)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=str(path.parent)))
+    except OSError as e:
+        raise write_error(path, e) from None
+    tmp = tmpdir / path.name
+    try:
+        write(str(tmp))
         if verify is not None:
-            verify(tmp)
-        os.chmod(tmp, file_mode(path))   # mkstemp makes 0600 files; exports get the usual permissions
+            verify(str(tmp))
+        os.chmod(tmp, file_mode(path))   # temp files are private; exports get the usual permissions
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    except (OSError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _is_write_failure(e):
+            raise
+        raise write_error(path, e) from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     return path
+
+
+def _is_write_failure(e: RuntimeError) -> bool:
+    """torch.save reports a full disk or a vanished folder as RuntimeError ('unexpected pos', 'file write failed')."""
+    text = str(e).lower()
+    return any(k in text for k in ("unexpected pos", "write failed", "no space", "file write", "cannot open"))
+
+
+def write_error(path: Path, e: BaseException) -> ExplorerError:
+    import errno
+
+    code = getattr(e, "errno", None)
+    if code == errno.ENOSPC or "unexpected pos" in str(e) or "no space" in str(e).lower():
+        why = "the disk is full"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        why = "the folder is not writable"
+    else:
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0][:200]
+    return ExplorerError(f"Could not write {path}: {why}.", "Nothing was replaced. Choose another folder, or free "
+                                                           "some space, and try again.")
+
+
+def clean_stale_temps(path: Path) -> None:
+    """Temp folders of earlier writes of ``path`` whose process is gone (killed mid-write)."""
+    for t in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        _remove_if_orphaned(t)
+
+
+def _remove_if_orphaned(t: Path) -> None:
+    """Remove ``.NAME.PID.XXXX.tmp`` (a file or folder) if process PID is gone; older temps without a PID too."""
+    parts = t.name.rsplit(".", 3)          # [".NAME", PID, random, "tmp"]
+    pid = parts[1] if len(parts) == 4 and parts[1].isdigit() else None
+    if pid is not None and _alive(int(pid)):
+        return
+    try:
+        shutil.rmtree(t) if t.is_dir() else t.unlink()
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def glob_escape(name: str) -> str:
+    import glob
+    return glob.escape(name)
+
+
+def out_path(path: str | Path, what: str = "output") -> Path:
+    """A path the app will write a file to: ``~`` expanded, not a folder, not below a file."""
+    p = expand(path)
+    if p.is_dir():
+        raise ExplorerError(f"The {what} path {p} is a folder, but a file is expected there.",
+                            f"Give a file name, e.g. {p / 'out.json'}.")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ExplorerError(f"The {what} path {p} is below {parent}, which is a file, not a folder.")
+            break
+    return p
+
+
+def expand(path: str | Path) -> Path:
+    """``Path(path).expanduser()`` with a clear error for ``~nosuchuser``."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise ExplorerError(f"The path {path} starts with an unknown user's home folder.",
+                            "Check the name after ~, or write the full path.") from None
 
 
 def file_mode(path: Path) -> int:
@@ -58,17 +147,6 @@ def atomic_write_json(path: str | Path, obj, verify=None) -> Path:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
     return atomic_write(path, w, verify)
-
-
-def read_json(path: str | Path, what: str, hint: str | None = None):
-    """Parse a JSON file the user chose; missing or malformed files are a clear PlanError."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PlanError(f"The {what} file '{path}' does not exist.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, IsADirectoryError) as e:
-        raise PlanError(f"'{path.name}' is not valid JSON, so not a {what} ({e}).", hint) from None
 
 
 def bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -110,8 +188,6 @@ def _stale_siblings(out_dir: Path, kind: str) -> list[Path]:
 def recover_folder(out_dir: Path) -> None:
     """Tidy what a killed run left beside ``out_dir``: half-built folders go; if the run died between
     moving the previous folder aside and moving the new one in, the previous one comes back."""
-    import shutil
-
     for p in _stale_siblings(out_dir, "partial"):
         shutil.rmtree(p, ignore_errors=True)
     old = _stale_siblings(out_dir, "old")
@@ -121,20 +197,14 @@ def recover_folder(out_dir: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     if out_dir.is_dir():
         for p in out_dir.glob(".*.tmp"):      # temp files of single-file writes killed part-way
-            try:
-                p.unlink()
-            except OSError:
-                pass
+            _remove_if_orphaned(p)
 
 
 def _carry_over(src_dir: Path, stage: Path) -> None:
     """Hard-link (or copy) what ``src_dir`` holds and the new run does not write into ``stage``."""
-    import shutil
-
     entries = [p for p in src_dir.iterdir() if not (stage / p.name).exists()]
     count = sum(1 for p in entries for _ in (p.rglob("*") if p.is_dir() and not p.is_symlink() else [p]))
     if count > FOREIGN_LIMIT:
-        from .errors import ExplorerError
         raise ExplorerError(f"The output folder {src_dir} holds {count:,} other files.",
                             "Write results to a new or empty folder (e.g. --out results/run1).")
 
@@ -162,12 +232,10 @@ class StagedFolder:
     """
 
     def __init__(self, out_dir: str | Path):
-        self.out = Path(out_dir).expanduser().absolute()
+        self.out = expand(out_dir).absolute()
         self.stage: Path | None = None
 
     def __enter__(self) -> Path:
-        from .errors import ExplorerError
-
         out = self.out
         if out.exists() and not out.is_dir():
             raise ExplorerError(f"--out {out} is a file, not a folder.", "Give a folder for the results.")
@@ -178,14 +246,20 @@ class StagedFolder:
         if out.exists() and cwd is not None and (cwd == out.resolve() or out.resolve() in cwd.parents):
             raise ExplorerError(f"The output folder {out} is the current folder (or holds it).",
                                 "Results are swapped in as a whole folder; give a sub-folder, e.g. --out results/.")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        recover_folder(out)
-        self.stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        for parent in out.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ExplorerError(f"The output folder {out} is below {parent}, which is a file.")
+                break
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            recover_folder(out)
+            self.stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        except OSError as e:
+            raise write_error(out, e) from None
         return self.stage
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        import shutil
-
         stage, out = self.stage, self.out
         if exc_type is not None:
             shutil.rmtree(stage, ignore_errors=True)
@@ -204,6 +278,9 @@ class StagedFolder:
             os.rename(out, old)
             os.rename(stage, out)
             shutil.rmtree(old, ignore_errors=True)
+        except OSError as e:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise write_error(out, e) from None
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise

@@ -1,8 +1,8 @@
 """What was measured, and on which state: evaluations, latency, the sensitivity scan.
 
-Each measurement of the current model is a :class:`Measured` that remembers the weights version and the
-applied plan it was taken on; :meth:`explorer.core.session.Session.is_fresh` decides, in one place,
-whether it still describes what the window shows. ``changed`` fires after every update.
+Each measurement of a model state is a :class:`Measured` that remembers the state it was taken on -- a
+plan over some kept weights -- and :meth:`explorer.core.session.Session.is_fresh` decides, in one place,
+whether it still describes the plan the window shows. ``changed`` fires after every update.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Measured(Generic[T]):
     value: T
-    version: int        # the session's weights version when it was measured
+    base_id: int        # the kept weights it was measured on (a WeightStore id)
     plan: Plan          # the plan it was measured on
 
 
@@ -49,6 +49,6 @@ class Measurements:
 
     def clear(self) -> None:
         self.dense = None          # EvalResult of the loaded (dense) weights on the test split
-        self.current: Measured | None = None     # EvalResult of the applied state
+        self.current: Measured | None = None     # EvalResult of the last evaluated plan
         self.latency: Measured | None = None     # LatencyComparison
         self.scan = None           # analyse.sensitivity.ScanResult

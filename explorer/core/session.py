@@ -24,11 +24,12 @@ from .model import data as data_mod
 from .model.layers import LayerInfo, ModelProfile
 from .model.loading import LoadResult, resolve, resolve_dataset_for
 from .model.metrics import LayerCounts, Totals, param_bytes
+from .prune import plan_rules as rules
 from .prune.granularity import NM, Channel
 from .prune.masks import LayerMask, masked_state
 from .prune.plan import LayerPlan, Plan
 from .prune.plan_masks import PlanMasks
-from .undo import UndoStack
+from .undo import Edit, UndoStack
 
 LOADED = "loaded weights"
 
@@ -208,9 +209,12 @@ class Session:
         return self._grads.get(name) if self._grads else None
 
     # ------------------------------------------------------------------ plan editing
+    def _edit(self) -> Edit:
+        return Edit(self.plan.copy(), self.applied_plan.copy())
+
     def _replace_plan(self, plan: Plan, names=None, coalesce: object = None, record: bool = True) -> None:
         if record:
-            self.undo_stack.push(self.plan, coalesce)
+            self.undo_stack.push(self._edit(), coalesce)
         self.plan = plan
         self.plan_changed.emit(names)
         self.history_changed.emit()
@@ -221,17 +225,7 @@ class Session:
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         """Validate one layer's plan: values, and that the granularity fits the layer."""
-        lp = lp.validated(name)
-        lp.granularity.check(self.layer(name))
-        if isinstance(lp.granularity, Channel):
-            g = self.channel_group(name)
-            if g.blocked:
-                raise PlanError(f"'channel' granularity does not fit layer {name}: {g.blocked}.",
-                                "Its output channels must all stay; use element, n:m, vector or kernel for it.")
-        if lp.criterion.needs_gradients and not self.dataset.has_labels:
-            raise PlanError(f"The {lp.criterion} criterion needs gradients, which need a dataset with labels.",
-                            f"{self.dataset.spec} has no labels; use l1, l2 or random.")
-        return lp
+        return rules.check_layer_plan(name, lp, self.layer(name), self.channel_group(name), self.dataset)
 
     def set_layer(self, name: str, sparsity: float | None = None, granularity: str | None = None,
                   criterion: str | None = None, coalesce: object = None) -> list[str]:
@@ -261,25 +255,34 @@ class Session:
     def set_uniform(self, names: list[str], sparsity: float, granularity: str = "element",
                     criterion: str = "l1") -> dict[str, str]:
         """Same plan for many layers. Layers the granularity does not fit are left dense; returns why."""
-        LayerPlan(sparsity, granularity, criterion).validated()   # bad values are errors, not "does not fit"
+        proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
         skipped: dict[str, str] = {}
         plan = self.plan.copy()
         plan.scope, plan.target_sparsity = "local", sparsity
         for n in names:
             try:
-                plan.layers[n] = self.check_layer_plan(n, LayerPlan(sparsity, granularity, criterion))
+                plan.layers[n] = self.check_layer_plan(n, proto)
             except PlanError as e:
                 skipped[n] = e.message
                 plan.layers.pop(n, None)
+        rules.refuse_if_none_fit(names, skipped, proto)
         self.set_plan(plan)
         return skipped
+
+    def _check_many(self, names: list[str], proto: LayerPlan) -> LayerPlan:
+        """Bad values and a criterion the dataset cannot serve are errors for all layers, not 'does not fit'."""
+        proto = proto.validated()
+        rules.check_criterion_data(proto, self.dataset)
+        for n in names:
+            self.layer(n)
+        return proto
 
     def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
                    max_layer_sparsity: float = 0.95) -> dict[str, str]:
         """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
         from .prune.scope import global_sparsities
 
-        proto = LayerPlan(sparsity, granularity, criterion).validated()
+        proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
         skipped: dict[str, str] = {}
         ok = []
         for n in names:
@@ -288,6 +291,7 @@ class Session:
                 ok.append(n)
             except PlanError as e:
                 skipped[n] = e.message
+        rules.refuse_if_none_fit(names, skipped, proto)
         per_layer = global_sparsities(self, ok, sparsity, proto.granularity, proto.criterion, max_layer_sparsity)
         plan = self.plan.copy()
         for n in names:
@@ -305,17 +309,7 @@ class Session:
         self._replace_plan(plan, record=record)
 
     def linked_plan(self, plan: Plan) -> Plan:
-        """Channel plans cover whole channel groups: a linked layer without the same channel plan gets it
-        (the group's most pruned member wins), so masks, counts and compaction agree."""
-        out = plan.copy()
-        for n, lp in plan.layers.items():
-            if lp.granularity != "channel" or lp.is_dense:
-                continue
-            for m in self.linked_layers(n):
-                cur = out.layers.get(m)
-                if cur is None or cur.granularity != "channel" or cur.sparsity < lp.sparsity:
-                    out.layers[m] = lp
-        return out
+        return rules.linked_plan(plan, self.linked_layers)
 
     @property
     def can_undo(self) -> bool:
@@ -326,24 +320,29 @@ class Session:
         return self.undo_stack.can_redo
 
     def undo(self) -> bool:
-        return self._step(self.undo_stack.undo(self.plan))
+        return self._step(self.undo_stack.undo(self._edit()))
 
     def redo(self) -> bool:
-        return self._step(self.undo_stack.redo(self.plan))
+        return self._step(self.undo_stack.redo(self._edit()))
 
-    def _step(self, plan: Plan | None) -> bool:
-        if plan is None:
+    def _step(self, edit: Edit | None) -> bool:
+        """Go to an earlier (or later) edit: its plan, and its applied plan written into the model if it differs."""
+        if edit is None:
             return False
-        self._replace_plan(plan, record=False)
+        if edit.applied != self.applied_plan:
+            self._write_state(edit.applied, self.masked_state(edit.applied))
+            self.weights_changed.emit()
+        self._replace_plan(edit.plan.copy(), record=False)
         return True
 
     def reset(self) -> None:
         """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
-        self.undo_stack.push(self.plan)
+        self.undo_stack.push(self._edit())
         self.plan = Plan()
         if self._base is not self._original and self.base_label != LOADED:
             self._set_base(self._original, LOADED, self._original_id)
-        self.apply()
+        self._write_state(Plan(), self.masked_state(Plan()))
+        self.weights_changed.emit()
         self.plan_changed.emit(None)
         self.history_changed.emit()
 
@@ -393,14 +392,17 @@ class Session:
         return self.masks.masked_state(plan or self.plan)
 
     def apply(self, plan: Plan | None = None) -> None:
-        """Write base * mask into the model's weights; the model now reflects ``plan``."""
+        """Write base * mask into the model's weights; the model now reflects ``plan`` (undoable)."""
         plan = (plan or self.plan).copy()
         self.apply_state(plan, self.masked_state(plan))
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
-        """Write a masked state computed elsewhere (a worker) into the model."""
+        """Apply with the masked state computed elsewhere (a worker); undoable like :meth:`apply`."""
+        if plan != self.applied_plan:
+            self.undo_stack.push(self._edit())
         self._write_state(plan, state)
         self.weights_changed.emit()
+        self.history_changed.emit()
 
     def _write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         with torch.no_grad(), self.lock:
@@ -460,40 +462,39 @@ class Session:
         self.adopt(result.state, result.plan, "fine-tuned (search)")
         self._replace_plan(result.plan.copy())
         self.measurements.current = Measured(EvalResult("test", self.dataset.size("test"), result.test_accuracy,
-                                                        None), self.version, self.applied_plan.copy())
+                                                        None), self._base_id, self.applied_plan.copy())
         self.record(label, accuracy=result.test_accuracy)
         self.measurements.changed.emit()
 
     # ------------------------------------------------------------------ measurements
+    @property
+    def base_id(self) -> int:
+        """Which kept weights masks apply to now (a WeightStore id): what measurements and History refer to."""
+        return self._base_id
+
     def is_fresh(self, m: Measured | None) -> bool:
-        """Does a measurement still describe the model as the window shows it (same weights, plan applied)?"""
-        return m is not None and m.version == self.version and m.plan == self.applied_plan and not self.pending
+        """Does a measurement describe the plan the window shows, over the kept weights it has now?"""
+        return m is not None and m.base_id == self._base_id and m.plan == self.plan
 
-    def state_label(self) -> str:
-        return state_label(self.applied_plan, self.totals(self.applied_plan).sparsity, self.base_label)
+    def state_label(self, plan: Plan | None = None) -> str:
+        plan = self.applied_plan if plan is None else plan
+        return state_label(plan, self.totals(plan).sparsity, self.base_label)
 
-    def record_evaluation(self, plan: Plan, version: int, state: dict[str, torch.Tensor], current,
-                          dense=None) -> None:
-        """Evaluate's result for ``plan`` measured on ``state`` (the session's weights ``version`` when it started).
-        If nothing changed meanwhile, the state becomes the model's and a History point is recorded."""
+    def record_evaluation(self, plan: Plan, base_id: int, current, dense=None) -> None:
+        """Evaluate's result for ``plan`` over the kept weights ``base_id`` (measured on a copy: evaluating
+        never applies anything), with a History point for that state."""
         if dense is not None:
             self.measurements.dense = dense
-        if self.plan == plan and self.version == version:
-            if self.pending:
-                self.apply_state(plan, state)
-            self.measurements.current = Measured(current, self.version, self.applied_plan.copy())
-            self.record(self.state_label(), accuracy=current.accuracy)
+        self.measurements.current = Measured(current, base_id, plan.copy())
+        if base_id == self._base_id:
+            self.record(self.state_label(plan), accuracy=current.accuracy, plan=plan)
         self.measurements.changed.emit()
 
-    def record_latency(self, plan: Plan, version: int, state: dict[str, torch.Tensor],
-                       comparison: LatencyComparison) -> None:
-        """A latency comparison for ``plan``; a plan edited meanwhile leaves it marked stale."""
-        self.measurements.latency = Measured(comparison, self.version, plan.copy())
-        if self.plan == plan and self.version == version:
-            if self.pending:
-                self.apply_state(plan, state)
-            self.measurements.latency = Measured(comparison, self.version, plan.copy())
-            self.record(self.state_label(), latency_ms=comparison.best.median_ms)
+    def record_latency(self, plan: Plan, base_id: int, comparison: LatencyComparison) -> None:
+        """A latency comparison for ``plan`` over the kept weights ``base_id`` (measured on copies)."""
+        self.measurements.latency = Measured(comparison, base_id, plan.copy())
+        if base_id == self._base_id:
+            self.record(self.state_label(plan), latency_ms=comparison.best.median_ms, plan=plan)
         self.measurements.changed.emit()
 
     def record_scan(self, result) -> None:
@@ -501,10 +502,12 @@ class Session:
         self.measurements.changed.emit()
 
     # ------------------------------------------------------------------ history (Pareto view)
-    def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None) -> HistoryEntry:
-        """Remember the applied state with what was measured there (an entry for the same state is updated)."""
-        e = self.history.record(label, self.applied_plan, self._base_id, self.base_label,
-                                self.totals(self.applied_plan), accuracy, latency_ms)
+    def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None,
+               plan: Plan | None = None) -> HistoryEntry:
+        """Remember a state (``plan``, default the applied one, over the current kept weights) with what was
+        measured there; an entry for the same state is updated."""
+        plan = self.applied_plan if plan is None else plan
+        e = self.history.record(label, plan, self._base_id, self.base_label, self.totals(plan), accuracy, latency_ms)
         self.history_changed.emit()
         return e
 
@@ -522,8 +525,9 @@ class Session:
             state = self.entry_state(entry)
         if entry.base_id != self._base_id:
             self._set_base(self.weights.get(entry.base_id), entry.base_label, entry.base_id)
-        self.undo_stack.push(self.plan)
+        self.undo_stack.push(self._edit())
         self.plan = entry.plan.copy()
-        self.apply_state(self.plan, state)
+        self._write_state(self.plan, state)
+        self.weights_changed.emit()
         self.plan_changed.emit(None)
         self.history_changed.emit()

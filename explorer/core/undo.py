@@ -1,24 +1,32 @@
-"""Undo/redo of plan edits. A slider drag is one step: edits with the same ``coalesce`` key merge until
+"""Undo/redo of edits. A step is an :class:`Edit`: the plan and the applied plan before it, so undoing an
+Apply un-applies it. A slider drag is one step: edits with the same ``coalesce`` key merge until
 :meth:`UndoStack.end_edit` (slider released)."""
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from .prune.plan import Plan
 
 UNDO_LIMIT = 200
 
 
+class Edit(NamedTuple):
+    plan: Plan
+    applied: Plan
+
+
 class UndoStack:
     def __init__(self, limit: int = UNDO_LIMIT):
         self.limit = limit
-        self._undo: list[Plan] = []
-        self._redo: list[Plan] = []
+        self._undo: list[Edit] = []
+        self._redo: list[Edit] = []
         self._coalesce: object = None
 
-    def push(self, current: Plan, coalesce: object = None) -> None:
+    def push(self, current: Edit, coalesce: object = None) -> None:
         """Remember ``current`` before it is replaced (unless this edit continues a coalesced one)."""
         if coalesce is not None and coalesce == self._coalesce:
             return
-        self._undo.append(current.copy())
+        self._undo.append(current)
         del self._undo[:-self.limit]
         self._redo.clear()
         self._coalesce = coalesce
@@ -39,16 +47,16 @@ class UndoStack:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
-    def undo(self, current: Plan) -> Plan | None:
+    def undo(self, current: Edit) -> Edit | None:
         return self._step(self._undo, self._redo, current)
 
-    def redo(self, current: Plan) -> Plan | None:
+    def redo(self, current: Edit) -> Edit | None:
         return self._step(self._redo, self._undo, current)
 
-    def _step(self, source: list[Plan], target: list[Plan], current: Plan) -> Plan | None:
+    def _step(self, source: list[Edit], target: list[Edit], current: Edit) -> Edit | None:
         if not source:
             return None
-        target.append(current.copy())
+        target.append(current)
         self._coalesce = None
         return source.pop()
 

@@ -174,7 +174,7 @@ class AllocationBox(QGroupBox):
         if self.predicted is None or not s.loaded_ok:
             return
         cur = s.measurements.current
-        if cur and s.applied_plan == self.predicted_plan and s.is_fresh(cur):
+        if cur and cur.plan == self.predicted_plan and s.is_fresh(cur):
             self.alloc_info.setText(f"Predicted {self.predicted:.2f}% → measured {cur.value.accuracy:.2f}% at "
                                     f"{s.totals().sparsity:.1%} sparsity ({s.base_label}). Pruning all layers at "
                                     "once compounds their drops; fine-tuning recovers most of it.")

@@ -34,6 +34,19 @@ def wait_idle(app, window, timeout_s: float = 600.0) -> None:
         time.sleep(0.02)
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'1440x900' -> (1440, 900); anything else (or outside 320x240..8192x8192) is a clear error."""
+    from explorer.core.errors import ExplorerError
+
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ExplorerError(f"--size {text} is not WIDTHxHEIGHT in pixels, e.g. 1440x900.") from None
+    if not (320 <= w <= 8192 and 240 <= h <= 8192):
+        raise ExplorerError(f"--size {text} is outside 320x240 to 8192x8192 pixels.")
+    return w, h
+
+
 def run_gui(args) -> int:
     screenshot = getattr(args, "screenshot", None)
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
@@ -43,17 +56,14 @@ def run_gui(args) -> int:
 
     from .main_window import MainWindow
 
+    size = parse_size(args.size or "1440x900")
     app = make_app()
     # load before showing: a bad --model on the command line is a clear CLI error, not an empty window
     session = Session()
     session.apply_load(resolve(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
                                input_shape=parse_input_shape(args.input_shape)))
     win = MainWindow(session)
-    try:
-        w, h = (int(v) for v in (args.size or "1440x900").lower().split("x"))
-        win.resize(w, h)
-    except ValueError:
-        pass
+    win.resize(*size)
     if getattr(args, "recipe", None):
         win.open_recipe(args.recipe)
     if getattr(args, "layer", None):
@@ -62,9 +72,14 @@ def run_gui(args) -> int:
         name = session.selected
         session.set_layer(name, sparsity=args.sparsity, granularity=getattr(args, "granularity", None))
     if getattr(args, "tab", None):
-        for i in range(win.tabs.count()):
-            if win.tabs.tabText(i).lower().startswith(args.tab.lower()):
-                win.tabs.setCurrentIndex(i)
+        names = [win.tabs.tabText(i).lower() for i in range(win.tabs.count())]
+        match = [i for i, n in enumerate(names) if n.startswith(args.tab.lower())]
+        if not match:
+            win._force_close = True
+            win.close()
+            from explorer.core.errors import ExplorerError
+            raise ExplorerError(f"There is no tab '{args.tab}'.", f"Use one of: {', '.join(names)}.")
+        win.tabs.setCurrentIndex(match[0])
     win.show()
     if getattr(args, "detail", False):
         win.weight_view.detail_btn.setChecked(True)

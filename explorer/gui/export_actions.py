@@ -121,7 +121,7 @@ class ExportActions:
         recipe, meta = self._recipe(), self._archive_meta()
         m = s.measurements
         fresh_acc = m.current.value.accuracy if s.is_fresh(m.current) else None
-        lat = m.latency.value if m.latency is not None and m.latency.plan == s.plan else None
+        lat = m.latency.value if s.is_fresh(m.latency) else None
 
         def work(plan, progress, cancel):
             state = s.masked_state(plan)
@@ -132,7 +132,7 @@ class ExportActions:
                 compact = compact_block(compacted, s.require().input_shape, None,
                                         lat.compact.median_ms if lat and lat.compact else None)
             report = build_report(s, plan, s.original_state(), state, m.dense.accuracy if m.dense else None,
-                                  fresh_acc if s.applied_plan == plan else None,
+                                  fresh_acc,
                                   lat.dense.median_ms if lat else None, lat.masked.median_ms if lat else None, compact)
             progress(Progress(0.6, "writing the results folder"))
             write_bundle(folder, state, recipe, report, s.layer_names, archive_meta=meta, compacted=compacted,

@@ -1,7 +1,8 @@
 """Run ▸ Evaluate and Measure latency: jobs on copies of the model, whose results the session records.
 
-A cancelled job changes nothing; the session keeps each result with the weights version and plan it was
-measured on, so the dashboard and the Latency tab mark numbers that an edit made stale.
+Both measure the planned model on copies: they never apply the plan, and a cancelled job changes nothing.
+The session keeps each result with the plan and kept weights it was measured on, so the dashboard and the
+Latency tab mark numbers that an edit made stale.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ class MeasureActions:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok or not ctx.require_labels("Measuring accuracy"):
             return
-        plan, version = s.plan.copy(), s.version
+        plan, base_id = s.plan.copy(), s.base_id
         need_dense = s.measurements.dense is None
         original = s.original_state()
 
@@ -51,15 +52,16 @@ class MeasureActions:
                     Progress((p.fraction or 0) * 0.5, "evaluating dense model")), cancel=cancel)
             current = evaluate(s.model_copy(state), s.dataset, "test", progress=lambda p: progress(
                 Progress(0.5 + (p.fraction or 0) * 0.5, "evaluating current model")), cancel=cancel)
-            return state, current, dense
+            return current, dense
 
-        ctx.runner.run("Evaluating", work, on_done=lambda r: s.record_evaluation(plan, version, r[0], r[1], r[2]))
+        # measured on a copy: evaluating a plan never applies it, so later jobs start where the user left them
+        ctx.runner.run("Evaluating", work, on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
 
     def measure_latency(self) -> None:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return
-        plan, version = s.plan.copy(), s.version
+        plan, base_id = s.plan.copy(), s.base_id
         original = s.original_state()
         batch = int(ctx.settings.value("latency/batch", 1))
         runs = int(ctx.settings.value("latency/runs", 30))
@@ -85,7 +87,7 @@ class MeasureActions:
                 compact_macs = profile_model(models["compact"], s.require().input_shape).total_macs
                 compact_params = sum(p.numel() for p in models["compact"].parameters())
             lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
-            return state, LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
-                                            totals.nonzero_macs, compact_macs, compact_params, batch)
+            return LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
+                                     totals.nonzero_macs, compact_macs, compact_params, batch)
 
-        ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, version, r[0], r[1]))
+        ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, base_id, r))

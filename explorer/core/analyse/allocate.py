@@ -52,6 +52,9 @@ class _Entity:
 
 
 def _entities(session, scan: ScanResult) -> list[_Entity]:
+    if not scan.layers:
+        raise PlanError("The sensitivity scan has no layers, so there is nothing to allocate.",
+                        "Scan the model again (some layers may not fit the scan's granularity).")
     known = set(session.layer_names)
     missing = [l["name"] for l in scan.layers if l["name"] not in known]
     if missing:

@@ -132,3 +132,16 @@ def _interleaved(models, example, runs, warmup, threads, meter, times, cancel) -
         used = torch.get_num_threads()
     return {k: Latency(statistics.median(v), _quantile(v, 0.1), _quantile(v, 0.9), runs, int(example.shape[0]), used)
             for k, v in times.items()}
+
+
+SPREAD_LIMIT = 0.5    # p10-p90 wider than half the median: the machine was too busy for a fair comparison
+
+
+def spread_note(lat: dict[str, "Latency"]) -> str | None:
+    """A sentence when the runs varied so much that the medians cannot be compared, else None."""
+    noisy = [k for k, v in lat.items() if v.median_ms > 0 and v.spread_ms / v.median_ms > SPREAD_LIMIT]
+    if not noisy:
+        return None
+    return (f"the latency of {', '.join(noisy)} varied by more than {SPREAD_LIMIT:.0%} of its median between runs "
+            "(p10-p90), so the comparison is not meaningful: the machine was busy. Measure again with more "
+            "--latency-runs on a quiet machine.")

@@ -68,7 +68,7 @@ class ScanSpec:
     granularity: Granularity = "element"
     criterion: Criterion = "l1"
     layers: list[str] | None = None
-    split: str = "test"
+    split: str = "val"      # scans choose; choosing happens on the validation split
     early_stop: float | None = None     # accuracy floor (percent); None = off
     latency: bool = False
     latency_runs: int = 10
@@ -154,7 +154,7 @@ class ScanResult:
                 entry["latency_ms"] = [lat[i] for i in order]
             clean.append(entry)
         return cls(model=model, dataset=dataset, granularity=str(d.get("granularity", "element")),
-                   criterion=str(d.get("criterion", "l1")), split=str(d.get("split", "test")),
+                   criterion=str(d.get("criterion", "l1")), split=str(d.get("split", "val")),
                    dense_accuracy=dense, sparsities=[sparsities[i] for i in order], layers=clean,
                    method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
@@ -369,13 +369,13 @@ def write_csv(result: ScanResult, path: Path) -> Path:
 
 
 def read_scan(path: str | Path) -> ScanResult:
-    from ..fileio import read_json
+    from ..safe_read import read_json
 
     return ScanResult.from_json(read_json(path, "sensitivity scan",
                                           "Use a JSON written by `pruning-explorer sensitivity` or the window's scan."))
 
 
-def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="test",
+def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None) -> dict:
     from ..fileio import atomic_write_json
 

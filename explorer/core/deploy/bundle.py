@@ -71,7 +71,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
               latency_runs: int = 30, latency_batch: int = 1, measure: bool = True,
               progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet) -> PruneOutcome:
     """Apply the session's plan (fine-tune, compact), measure, and write the results bundle into ``out_dir``."""
-    from ..analyse.latency import latency_input, measure_latency
+    from ..analyse.latency import latency_input, measure_latencies, spread_note
     from ..train.finetune import finetune
     from .compact import channel_removals, compact_model, has_structure, max_output_difference
     from .report import build_report, compact_block
@@ -88,9 +88,9 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     session.apply(Plan())
     dense_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
     example = latency_input(ds, session.require().input_shape, latency_batch)
-    dense_lat = measure_latency(module, example, runs=latency_runs, cancel=cancel, label="dense") if measure else None
+    dense_model = session.model_copy(dense_state) if measure else None   # timed later, interleaved with the others
     if dense_acc is not None:
-        log(f"dense: accuracy {dense_acc:.2f}%" + (f", latency {dense_lat}" if dense_lat else ""))
+        log(f"dense: accuracy {dense_acc:.2f}%")
 
     if finetune_cfg is not None:
         # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
@@ -106,11 +106,9 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         session.apply(plan)
     pruned_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     pruned_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
-    pruned_lat = measure_latency(module, example, runs=latency_runs, cancel=cancel, label="pruned") if measure else None
-    zeros = sum(int(torch.count_nonzero(pruned_state[f"{n}.weight"])) for n in session.layer_names)
-    log(f"pruned: sparsity of prunable weights {1 - zeros / session.profile.prunable_params:.1%}"
-        + (f", accuracy {pruned_acc:.2f}%" if pruned_acc is not None else "")
-        + (f", latency {pruned_lat}" if pruned_lat else ""))
+    nonzero = sum(int(torch.count_nonzero(pruned_state[f"{n}.weight"])) for n in session.layer_names)
+    log(f"pruned: sparsity of prunable weights {1 - nonzero / session.profile.prunable_params:.1%}"
+        + (f", accuracy {pruned_acc:.2f}%" if pruned_acc is not None else ""))
 
     compact_info = None
     compacted = None
@@ -126,11 +124,24 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
             raise ExplorerError(f"The compacted model's outputs differ from the masked model's by {diff:.3g}; "
                                 "not exporting it.")
         c_acc = evaluate(compacted, ds, "test", cancel=cancel).accuracy if labelled else None
-        c_lat = measure_latency(compacted, example, runs=latency_runs, cancel=cancel, label="compact") if measure else None
-        compact_info = compact_block(compacted, session.require().input_shape, c_acc, c_lat.median_ms if c_lat else None)
+        compact_info = compact_block(compacted, session.require().input_shape, c_acc, None)
         compact_info["max_output_difference"] = diff
-        log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs"
-            + (f", latency {c_lat}" if c_lat else ""))
+        log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs")
+
+    lat, latency_note = {}, None
+    if measure:
+        # all variants on the same input, runs interleaved (dense, pruned, compact, dense, ...), so drift in the
+        # machine's load hits them alike
+        models = {"dense": dense_model, "pruned": module, **({"compact": compacted} if compacted is not None else {})}
+        lat = measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)
+        for k, v in lat.items():
+            log(f"latency {k}: {v}")
+        latency_note = spread_note(lat)
+        if latency_note:
+            log(f"note: {latency_note}")
+        if compact_info is not None:
+            compact_info["latency_ms"] = lat["compact"].median_ms
+    dense_lat, pruned_lat = lat.get("dense"), lat.get("pruned")
 
     recipe = plan_to_recipe(plan, session.model_spec, ds.spec, seed=session.seed,
                             extra={"finetune": dict(finetune_cfg.__dict__) if finetune_cfg else None})
@@ -143,10 +154,12 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     report = build_report(session, session.applied_plan, dense_state, pruned_state, dense_acc, pruned_acc,
                           dense_lat.median_ms if dense_lat else None, pruned_lat.median_ms if pruned_lat else None,
                           compact_info,
-                          extra={"latency": {"batch": latency_batch, "runs": latency_runs,
+                          extra={"latency": {"batch": latency_batch, "runs": latency_runs, "interleaved": True,
                                              "threads": dense_lat.threads if dense_lat else None,
                                              "dense": dense_lat.as_dict() if dense_lat else None,
-                                             "pruned": pruned_lat.as_dict() if pruned_lat else None},
+                                             "pruned": pruned_lat.as_dict() if pruned_lat else None,
+                                             "compact": lat["compact"].as_dict() if "compact" in lat else None,
+                                             "note": latency_note},
                                  "finetune": ({"epochs": finetune_cfg.epochs, "schedule": finetune_cfg.schedule,
                                                "steps": finetune_cfg.steps, "lr": finetune_cfg.lr,
                                                "optimizer": finetune_cfg.optimizer}

@@ -37,6 +37,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 SYNTHETIC_SAMPLES = 256
+SYNTHETIC_BYTES = 512 * 2**20    # big inputs get fewer synthetic samples (at least 16)
 
 
 @dataclass
@@ -173,12 +174,12 @@ def _synthetic(spec: str, input_shape) -> DatasetBundle:
         raise DatasetError("The synthetic dataset needs an input shape.",
                            "Give --input-shape C,H,W (the model does not declare one).")
     g = torch.Generator().manual_seed(SPLIT_SEED)
-    x = torch.randn(SYNTHETIC_SAMPLES, *input_shape, generator=g)
-    ds = TensorDataset(x)
-    half = SYNTHETIC_SAMPLES // 2
+    per_sample = 4 * int(np.prod(input_shape))
+    n = max(16, min(SYNTHETIC_SAMPLES, SYNTHETIC_BYTES // max(1, per_sample)) // 4 * 4)
+    x = torch.randn(n, *input_shape, generator=g)
+    half = n // 2
     splits = {"train": TensorDataset(x[:half]), "val": TensorDataset(x[half:3 * half // 2]),
               "test": TensorDataset(x[3 * half // 2:])}
-    del ds
     return DatasetBundle(spec="synthetic", name="synthetic", splits=splits, input_shape=tuple(input_shape),
                          num_classes=None, has_labels=False,
                          notes=["random inputs without labels: latency and size only, no accuracy"])
@@ -193,8 +194,9 @@ _TV = {
 TV_VAL = 5000  # images held out of the official training set as the val split (at most a tenth of it)
 
 
-def _as_tensors(ds, mean, std) -> TensorDataset:
-    """torchvision's in-memory uint8 images -> one normalised float tensor (fast batches, no per-item PIL)."""
+def _as_tensors(ds, mean, std, classes: int) -> TensorDataset:
+    """torchvision's in-memory uint8 images -> one normalised float tensor (fast batches, no per-item PIL).
+    Labels outside 0..classes-1 are refused here, not as an index error deep inside training."""
     data = ds.data
     x = torch.as_tensor(np.asarray(data)) if not isinstance(data, torch.Tensor) else data
     if x.dim() == 3:                       # MNIST-like: N x H x W
@@ -206,6 +208,10 @@ def _as_tensors(ds, mean, std) -> TensorDataset:
     sd = torch.tensor(std).view(1, -1, 1, 1)
     x = (x - m) / sd
     y = torch.as_tensor(np.asarray(ds.targets), dtype=torch.long)
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
+        bad = int(y[(y < 0) | (y >= classes)][0])
+        raise DatasetError(f"The labels hold {bad}, outside the {classes} classes 0..{classes - 1} of this dataset.",
+                           "The label file is damaged or belongs to another dataset.")
     return TensorDataset(x.contiguous(), y)
 
 
@@ -215,8 +221,8 @@ def _torchvision_dataset(spec: str, kind: str, root: Path) -> DatasetBundle:
     cls_name, shape, classes, mean, std = _TV[kind]
     cls = getattr(torchvision.datasets, cls_name)
     try:
-        train_full = _as_tensors(cls(str(root), train=True, download=False), mean, std)
-        test = _as_tensors(cls(str(root), train=False, download=False), mean, std)
+        train_full = _as_tensors(cls(str(root), train=True, download=False), mean, std, classes)
+        test = _as_tensors(cls(str(root), train=False, download=False), mean, std, classes)
     except (RuntimeError, OSError, ValueError, TypeError, AssertionError) as e:
         raise DatasetError(
             f"No readable {cls_name} data under '{root}' ({str(e).strip() or type(e).__name__}).",
@@ -233,6 +239,19 @@ def _torchvision_dataset(spec: str, kind: str, root: Path) -> DatasetBundle:
 
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _open_image(path: str):
+    """PIL's loader, with a clear error naming the file when an image is damaged or not an image."""
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DatasetError(f"The image '{path}' cannot be read ({type(e).__name__}: {str(e)[:120]}).",
+                           "Remove or replace the damaged file, then open the dataset again.") from None
 
 
 def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
@@ -252,7 +271,7 @@ def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
 
     def open_folder(d: Path):
         try:
-            return datasets.ImageFolder(str(d), transform=tf)
+            return datasets.ImageFolder(str(d), transform=tf, loader=_open_image)
         except (FileNotFoundError, RuntimeError) as e:
             raise DatasetError(f"No images found in '{d}' ({e}).",
                                "imagefolder:DIR needs one sub-folder per class, each with image files "

@@ -2,6 +2,7 @@
 groups, notes). Pure and possibly slow; the window runs it in a worker and hands the result to the session."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -25,6 +26,9 @@ class LoadResult:
     notes: list[str] = field(default_factory=list)
 
 
+MAX_INPUT_ELEMENTS = 3 * 4096 * 4096     # one sample of at most 192 MiB in fp32
+
+
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     if not text:
         return None
@@ -34,6 +38,9 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
         raise ExplorerError(f"Input shape '{text}' is not a list of integers; write it as C,H,W (e.g. 3,224,224).") from None
     if not shape or any(s <= 0 for s in shape):
         raise ExplorerError(f"Input shape '{text}' must be positive integers, e.g. 3,224,224.")
+    if len(shape) > 4 or math.prod(shape) > MAX_INPUT_ELEMENTS:
+        raise ExplorerError(f"Input shape '{text}' is too large for one sample ({math.prod(shape):,} values; at most "
+                            f"{MAX_INPUT_ELEMENTS:,}, e.g. 3,4096,4096).", "Give the shape the model really takes.")
     return shape
 
 

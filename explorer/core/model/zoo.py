@@ -15,8 +15,6 @@ Spec strings (a contract; the README's table lists them):
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,8 +24,9 @@ from torch import nn
 
 from explorer import RESOURCES
 
-from ..errors import ModelLoadError, OfflineError, UntrustedFileError
+from ..errors import ModelLoadError, OfflineError
 from . import nets
+from .files import is_torchscript, load_torch, load_torchscript, model_file, read_state_dict, state_dict_of
 
 DEFAULT_MODEL = "digits-cnn"
 
@@ -179,99 +178,7 @@ def _torchvision(spec: str, weights, trust: bool) -> LoadedModel:
                        weights=source_weights, notes=notes)
 
 
-# ---------------------------------------------------------------- files
-
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-    return any(n.split("/", 1)[-1].startswith("code/") for n in names) and \
-        any(n.endswith("constants.pkl") for n in names)
-
-
-def _read_torch_file(path: Path, trust: bool):
-    """torch.load with weights_only unless trusted; clear errors for corrupt and untrusted files."""
-    if not path.exists():
-        raise ModelLoadError(f"The file '{path}' does not exist.")
-    if path.is_dir():
-        raise ModelLoadError(f"'{path}' is a folder, not a checkpoint file.")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"The file '{path}' is empty.")
-    head = path.read_bytes()[:8]
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
-        kind = "a text file" if _looks_like_text(path) else "not a zip archive or a pickle"
-        raise _corrupt(path, f"it is {kind}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        if _unsafe_global(text):
-            raise UntrustedFileError(
-                f"'{path.name}' stores Python objects (for example a whole pickled nn.Module), not just tensors. "
-                "Loading it would run code from the file, so it was refused.",
-                "If you trust where the file came from, open it again with --trust (in the window: tick "
-                "'Trust this file'); otherwise ask for a state_dict (torch.save(model.state_dict(), f)).") from None
-        raise _corrupt(path, text) from None
-    except Exception as e:  # zip/struct/EOF/... errors of a damaged file: never a traceback
-        raise _corrupt(path, f"{type(e).__name__}: {e}") from None
-
-
-def _looks_like_text(path: Path) -> bool:
-    chunk = path.read_bytes()[:512]
-    try:
-        chunk.decode("utf-8")
-        return True
-    except UnicodeDecodeError:
-        return False
-
-
-def _unsafe_global(text: str) -> bool:
-    """torch's weights_only refusal names a global (class/function) the file wants to import."""
-    import re
-    m = re.search(r"Unsupported (global|class)[:\s]+(GLOBAL\s+)?([\w.]+)", text)
-    return bool(m and m.group(3))
-
-
-def _corrupt(path: Path, detail: str) -> ModelLoadError:
-    detail = detail.strip().splitlines()[0][:200] if detail.strip() else ""
-    return ModelLoadError(
-        f"'{path.name}' is not a readable PyTorch checkpoint: it is corrupt, truncated, or another kind of file"
-        + (f" ({detail})." if detail else "."),
-        "Open a file written by torch.save (a state_dict), a TorchScript archive (torch.jit.save), or a sparse "
-        "archive exported by this app.")
-
-
-def _state_dict_of(obj, path: Path) -> dict[str, torch.Tensor] | None:
-    """The tensor dict inside a loaded object (plain state_dict or {'state_dict': ...}/{'model': ...})."""
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model_state_dict", "model", "net"):
-            inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return dict(inner)
-        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-        if tensors and len(tensors) == len(obj):
-            return tensors
-        if tensors and len(tensors) >= len(obj) - 2:  # tolerate a little metadata next to the tensors
-            return tensors
-    return None
-
-
-def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Read a state_dict from a torch.save file or a sparse archive (.npz)."""
-    if path.suffix == ".npz":
-        from ..deploy.sparse_archive import load_sparse_archive  # local: issue-3 module
-        return load_sparse_archive(path)
-    obj = _read_torch_file(path, trust)
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    sd = _state_dict_of(obj, path)
-    if sd is None:
-        raise ModelLoadError(f"'{path.name}' holds a {type(obj).__name__}, not a state_dict of tensors.",
-                             "Save weights with torch.save(model.state_dict(), file).")
-    return sd
-
+# ---------------------------------------------------------------- files (reading them safely: files.py)
 
 def _load_state_into(module: nn.Module, sd: dict[str, torch.Tensor], arch: str, fname: str) -> None:
     """load_state_dict(strict) with a readable list of mismatching keys and shapes."""
@@ -319,27 +226,24 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
     if not path.exists():
         raise ModelLoadError(f"The model file '{path}' does not exist.",
                              "Check the path, or use a built-in model (digits-cnn, digits-mlp) or torchvision:<arch>.")
-    if path.suffix != ".npz" and _is_torchscript(path):
-        try:
-            module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as e:
-            raise _corrupt(path, f"{type(e).__name__}: {e}") from None
-        module.eval()
-        return LoadedModel(spec=str(path), module=module, input_shape=None, num_classes=None,
-                           default_dataset="synthetic", source="torchscript", notes=["TorchScript archive"])
+    path = model_file(path)
     if path.suffix == ".npz":
-        sd = read_state_dict(path)
-        obj = sd
+        obj = read_state_dict(path)
+    elif is_torchscript(path):
+        module = load_torchscript(path, trust)
+        return LoadedModel(spec=str(path), module=module, input_shape=None, num_classes=None,
+                           default_dataset="synthetic", source="torchscript", notes=["TorchScript archive (trusted)"])
     else:
-        obj = _read_torch_file(path, trust)
+        obj = load_torch(path, trust)
     if isinstance(obj, nn.Module):
         obj.eval()
         return LoadedModel(spec=str(path), module=obj, input_shape=None, num_classes=None,
                            default_dataset="synthetic", source="pickle", notes=["whole pickled module (trusted)"])
-    sd = _state_dict_of(obj, path)
+    sd = state_dict_of(obj)
     if sd is None:
         raise ModelLoadError(f"'{path.name}' holds a {type(obj).__name__}, not a model or a state_dict.",
-                             "Open a state_dict (torch.save(model.state_dict(), f)) with --arch, or a TorchScript archive.")
+                             "Open a state_dict (torch.save(model.state_dict(), f)) with --arch, or a TorchScript "
+                             "archive with --trust.")
     if not arch and path.suffix == ".npz":
         from ..deploy.sparse_archive import read_meta
         arch = read_meta(path).get("arch")

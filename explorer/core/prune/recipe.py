@@ -11,6 +11,7 @@ from pathlib import Path
 
 from explorer import __version__
 
+from ..checks import dataclass_from_json, number
 from ..errors import PlanError
 from .plan import SCOPES, LayerPlan, Plan
 
@@ -50,23 +51,43 @@ def recipe_to_plan(d: dict) -> Plan:
         raise PlanError("The recipe's 'layers' must be an object mapping layer names to settings.")
     plan_layers = {}
     for name, spec in layers.items():
-        if isinstance(spec, (int, float)):
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
             spec = {"sparsity": spec}
         if not isinstance(spec, dict):
             raise PlanError(f"The recipe entry for layer {name} must be an object, not {spec!r}.")
         bad = set(spec) - {"sparsity", "granularity", "criterion", "params", "nonzero", "macs"}
         if bad:
             raise PlanError(f"The recipe entry for layer {name} has unknown key(s): {', '.join(sorted(bad))}.")
-        lp = LayerPlan(spec.get("sparsity", 0.0), spec.get("granularity", "element"), spec.get("criterion", "l1"))
+        sparsity = number(spec.get("sparsity", 0.0), f"The sparsity of layer {name}", 0.0, 1.0)
+        lp = LayerPlan(sparsity, spec.get("granularity", "element"), spec.get("criterion", "l1"))
         plan_layers[name] = lp.validated(name)
     scope = d.get("scope", "local") or "local"
     if scope not in SCOPES:
         raise PlanError(f"Unknown scope '{scope}' in the recipe; use local or global.")
-    return Plan(plan_layers, scope, d.get("target_sparsity"))
+    target = d.get("target_sparsity")
+    if target is not None:
+        target = number(target, "The recipe's target_sparsity", 0.0, 1.0)
+    if d.get("seed") is not None:
+        number(d["seed"], "The recipe's seed", 0, 2**31 - 1, integer=True)
+    return Plan(plan_layers, scope, target)
+
+
+# what a recipe's "finetune" entry may hold (the CLI's flags have the same limits)
+FINETUNE_LIMITS = {"epochs": (1, 10_000), "lr": (0.0, 10.0, "open"), "momentum": (0.0, 1.0),
+                   "weight_decay": (0.0, 1.0), "batch_size": (1, 65_536), "seed": (0, 2**31 - 1),
+                   "steps": (1, 1_000), "max_batches": (1, 10**9), "optimizer": ("sgd", "adam"),
+                   "schedule": ("oneshot", "iterative", "agp"), "eval_split": ("val", "test")}
+
+
+def finetune_from_recipe(entry):
+    """The FinetuneConfig a recipe recorded, checked as strictly as the CLI's flags."""
+    from ..train.finetune import FinetuneConfig
+
+    return dataclass_from_json(FinetuneConfig, entry, "The recipe's 'finetune' entry", FINETUNE_LIMITS).validated()
 
 
 def read_recipe(path: str | Path) -> tuple[Plan, dict]:
-    from ..fileio import read_json
+    from ..safe_read import read_json
 
     d = read_json(path, "recipe", "A recipe is the recipe.json the app exports.")
     return recipe_to_plan(d), d

@@ -173,6 +173,10 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
     still return to its last completed step.
     """
     cfg = cfg.validated()
+    if isinstance(module, torch.jit.ScriptModule):
+        raise ExplorerError("TorchScript models cannot be fine-tuned here: their weights are frozen into compiled "
+                            "code.", "Open the model as a state_dict with --arch (or a whole module with --trust) "
+                            "to fine-tune it; pruning and exporting the TorchScript model work without fine-tuning.")
     if not dataset.has_labels:
         raise ExplorerError(f"Fine-tuning needs labels; the dataset {dataset.spec} has none.",
                             "Choose a labelled dataset (digits, mnist:ROOT, cifar10:ROOT, imagefolder:DIR).")
