@@ -392,3 +392,21 @@ def test_jobs_needing_labels_explain_on_synthetic_data(win, qtbot):
     assert not win.runner.busy and "Fine-tuning needs labels" in win.last_error[1]
     for b in win.findChildren(QMessageBox):
         b.close()
+
+
+def test_evaluate_then_iterative_ramps_from_the_state_the_user_sees(win, qtbot):
+    """Evaluating a plan never applies it, so an iterative fine-tune still ramps up from the dense model."""
+    s = win.session
+    s.set_uniform(s.layer_names, 0.9)
+    win.measure.evaluate()
+    wait_jobs(qtbot, win)
+    assert s.pending
+    p = win.finetune_panel
+    p.epochs.setValue(1)
+    p.schedule.setCurrentText("iterative")
+    p.steps.setValue(3)
+    p.start()
+    wait_jobs(qtbot, win, 180_000)
+    sps = [r.sparsity for r in p.history]
+    assert len(sps) == 3 and sps[0] < sps[1] < sps[2]
+    assert sps[0] < 0.85 and sps[2] == pytest.approx(0.9, abs=0.01)

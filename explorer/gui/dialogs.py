@@ -64,8 +64,9 @@ class OpenModelDialog(QDialog):
         self.arch.addItem("(detect: built-in match or TorchScript)")
         self.arch.addItems(archs)
         self.arch.setToolTip("A state_dict holds only weights: name the architecture it was saved from")
-        self.trust = QCheckBox("Trust this file (allow a whole pickled module: runs code from the file)")
-        self.trust.setToolTip("Only for files you trust: unpickling a module executes code stored in it")
+        self.trust = QCheckBox("Trust this file (TorchScript or a whole pickled module: runs code from the file)")
+        self.trust.setToolTip("Only for files you trust: a TorchScript archive and a pickled module are code, which "
+                              "runs while the file is loaded. State_dicts and sparse archives never need this.")
         self.input_shape = QLineEdit()
         self.input_shape.setPlaceholderText("C,H,W (only if it cannot be inferred)")
         form = QFormLayout()

@@ -158,6 +158,11 @@ class MainWindow(QMainWindow):
         self.toolbar = tb
         self.pending_label = QLabel("")
         self.pending_label.setObjectName("pendingLabel")
+        self.pending_label.setToolTip(
+            "● plan not applied: the table's plan differs from the weights the model holds (Apply, Ctrl+Enter, "
+            "writes it; fine-tuning with iterative/AGP starts from what is applied).\n"
+            "modified: the plan or the kept weights (after fine-tuning) changed since the model was loaded or "
+            "last exported.")
         tb.addSeparator()
         tb.addWidget(self.pending_label)
 

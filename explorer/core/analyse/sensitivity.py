@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from ..checks import number
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.criteria import Criterion, get_criterion
@@ -122,15 +123,22 @@ class ScanResult:
 
         if not isinstance(d, dict):
             raise bad("the file does not hold a JSON object")
+        missing = [k for k in ("sparsities", "dense_accuracy", "model", "dataset", "layers") if k not in d]
+        if missing:
+            raise bad(f"missing entry '{missing[0]}'")
         try:
-            sparsities = [float(x) for x in d["sparsities"]]
-            dense = float(d["dense_accuracy"])
-            model, dataset = str(d["model"]), str(d["dataset"])
-            layers = d["layers"]
-        except KeyError as e:
-            raise bad(f"missing entry {e}") from None
-        except (TypeError, ValueError) as e:
-            raise bad(str(e)) from None
+            if not isinstance(d["sparsities"], list):
+                raise PlanError("'sparsities' must be a list")
+            sparsities = [number(x, "a sparsity") for x in d["sparsities"]]
+            dense = number(d["dense_accuracy"], "dense_accuracy", 0.0, 100.0)
+        except PlanError as e:
+            raise bad(e.message.rstrip(".")) from None
+        model, dataset, layers = d["model"], d["dataset"], d["layers"]
+        if not isinstance(model, str) or not isinstance(dataset, str):
+            raise bad("'model' and 'dataset' must be text")
+        split = d.get("split", "val")
+        if split not in ("val", "test", "train"):
+            raise bad(f"unknown split {split!r}")
         try:
             parse_sparsities(sparsities)
         except PlanError as e:
@@ -140,21 +148,24 @@ class ScanResult:
         order = sorted(range(len(sparsities)), key=sparsities.__getitem__)
         clean = []
         for l in layers:
-            if not isinstance(l, dict) or "name" not in l:
-                raise bad(f"layer entry {l!r:.60} is not an object with a name")
+            if not isinstance(l, dict) or not isinstance(l.get("name"), str):
+                raise bad(f"layer entry {l!r:.60} is not an object with a name (text)")
+            group = l.get("group")
+            if group is not None and not (isinstance(group, list) and all(isinstance(g, str) for g in group)):
+                raise bad(f"the group of layer {l['name']} must be a list of layer names")
             accs = l.get("accuracy")
             if not isinstance(accs, list) or len(accs) != len(sparsities):
                 raise bad(f"layer {l['name']} does not have one accuracy per sparsity")
-            if any(a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or math.isnan(a))
-                   for a in accs):
-                raise bad(f"layer {l['name']} has accuracies that are not numbers (or null for 'not measured')")
+            if any(a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
+                                      or not 0 <= a <= 100) for a in accs):
+                raise bad(f"layer {l['name']} has accuracies that are not percentages (or null for 'not measured')")
             entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
             lat = l.get("latency_ms")
             if isinstance(lat, list) and len(lat) == len(sparsities):
                 entry["latency_ms"] = [lat[i] for i in order]
             clean.append(entry)
         return cls(model=model, dataset=dataset, granularity=str(d.get("granularity", "element")),
-                   criterion=str(d.get("criterion", "l1")), split=str(d.get("split", "val")),
+                   criterion=str(d.get("criterion", "l1")), split=split,
                    dense_accuracy=dense, sparsities=[sparsities[i] for i in order], layers=clean,
                    method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
