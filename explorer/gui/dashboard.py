@@ -50,7 +50,7 @@ class Dashboard(QWidget):
                                                "of CSR (values + column indices + row pointers) and bitmask "
                                                "(values + 1 bit per weight)"),
             "ratio": Card("Compression", "Dense size / sparse size"),
-            "accuracy": Card("Accuracy", "Top-1 accuracy on the test split: dense, and the current (applied) model"),
+            "accuracy": Card("Accuracy (test)", "Top-1 accuracy on the test split: dense, and the evaluated plan"),
             "latency": Card("Latency", "Measured median latency: dense vs current masked model vs compacted"),
         }
         lay = QHBoxLayout(self)
@@ -79,7 +79,7 @@ class Dashboard(QWidget):
                       losses: tuple[float | None, float | None] = (None, None)) -> None:
         card = self.cards["accuracy"]
         dl, cl = losses
-        card.setToolTip("Top-1 accuracy on the test split: dense, and the current (applied) model"
+        card.setToolTip("Top-1 accuracy on the test split: dense, and the evaluated plan"
                         + (f"\ncross-entropy loss: dense {dl:.4f}" if dl is not None else "")
                         + (f", current {cl:.4f}" if cl is not None else ""))
         if dense is None and current is None:

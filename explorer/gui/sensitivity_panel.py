@@ -95,7 +95,7 @@ class SensitivityPanel(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
         self.plot.setLabel("bottom", "sparsity")
-        self.plot.setLabel("left", "accuracy (%)")
+        self.plot.setLabel("left", "accuracy (%, validation split)")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setToolTip("Accuracy when only that layer is pruned. Click a point to plan that layer at that "

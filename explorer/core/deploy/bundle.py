@@ -90,7 +90,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     example = latency_input(ds, session.require().input_shape, latency_batch)
     dense_model = session.model_copy(dense_state) if measure else None   # timed later, interleaved with the others
     if dense_acc is not None:
-        log(f"dense: accuracy {dense_acc:.2f}%")
+        log(f"dense: test accuracy {dense_acc:.2f}%")
 
     if finetune_cfg is not None:
         # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
@@ -108,7 +108,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     pruned_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
     nonzero = sum(int(torch.count_nonzero(pruned_state[f"{n}.weight"])) for n in session.layer_names)
     log(f"pruned: sparsity of prunable weights {1 - nonzero / session.profile.prunable_params:.1%}"
-        + (f", accuracy {pruned_acc:.2f}%" if pruned_acc is not None else ""))
+        + (f", test accuracy {pruned_acc:.2f}%" if pruned_acc is not None else ""))
 
     compact_info = None
     compacted = None

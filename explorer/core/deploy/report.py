@@ -41,6 +41,7 @@ def build_report(session, plan, dense_state: dict, pruned_state: dict, dense_acc
                        "params": c.params, "nonzero": c.nonzero, "macs": c.nonzero_macs, "dense_macs": c.macs})
     report = {
         "model": session.model_spec,
+        "split": "test",                  # every accuracy in a report is measured on the test split
         "dataset": session.dataset.spec,
         "dense": model_block(dense_acc, dense_t.params, dense_t.nonzero_params, dense_t.macs, dense_t.dense_bytes,
                              dense_latency),
