@@ -25,6 +25,7 @@ venv: $(STAMP)
 test-venv: $(TSTAMP)
 
 run: $(STAMP)
+	PY=$(PY) bash scripts/ensure_qt_libs.sh --desktop
 	$(VENV)/bin/pruning-explorer gui
 
 test: $(TSTAMP)

@@ -51,6 +51,9 @@ def run_gui(args) -> int:
     screenshot = getattr(args, "screenshot", None)
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    if not screenshot:
+        from .platform_check import check_platform
+        check_platform()
     from explorer.core.model.loading import parse_input_shape, resolve
     from explorer.core.session import Session
 

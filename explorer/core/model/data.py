@@ -154,13 +154,26 @@ def _seeded_split(n: int, sizes: tuple[int, int], seed: int = SPLIT_SEED):
     return train.tolist(), val.tolist(), test.tolist()
 
 
-def _digits(spec: str) -> DatasetBundle:
-    from sklearn.datasets import load_digits
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as (images N x 8 x 8 in 0..16, labels), read from its CSV file directly:
+    the same numbers as ``sklearn.datasets.load_digits``, without importing scikit-learn (seconds at start-up)."""
+    import importlib.util
 
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / DIGITS_SCALE
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if path is None or not path.exists():
+        from sklearn.datasets import load_digits   # an unusual install: let scikit-learn find its data
+        d = load_digits()
+        return d.images, d.target
+    a = np.loadtxt(path, delimiter=",")
+    return a[:, :-1].reshape(-1, 8, 8), a[:, -1].astype(np.int64)
+
+
+def _digits(spec: str) -> DatasetBundle:
+    images, target = digits_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / DIGITS_SCALE
     x = (x - DIGITS_MEAN) / DIGITS_STD
-    y = torch.tensor(d.target, dtype=torch.long)
+    y = torch.tensor(target, dtype=torch.long)
     full = TensorDataset(x, y)
     train, val, test = _seeded_split(len(full), (DIGITS_VAL, DIGITS_TEST))
     splits = {"train": TensorDataset(x[train], y[train]),

@@ -162,6 +162,14 @@ class _MacCounter(TorchDispatchMode):
         return out
 
 
+# TorchDispatchMode wraps __torch_dispatch__ in torch._disable_dynamo, which imports torch._dynamo (1-3 s) on
+# the first call just to turn TorchDynamo off. Counting never runs under dynamo, so mark it already disabled:
+# the first profile (on every start-up) no longer pays for that import.
+_raw_dispatch = getattr(_MacCounter.__torch_dispatch__, "__wrapped__", None)
+if _raw_dispatch is not None:
+    _raw_dispatch.__dynamo_disable = _raw_dispatch
+
+
 def prunable_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
     """(name, module) for every Conv/Linear with a weight, plain or TorchScript."""
     found = []
