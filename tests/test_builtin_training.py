@@ -21,3 +21,13 @@ def test_retraining_digits_mlp_reproduces_the_committed_model(tmp_path):
     second = torch.load(tmp_path / "again" / "digits-mlp.pt", weights_only=True)
     assert again["test_accuracy"] == info["test_accuracy"]
     assert all(torch.equal(retrained[k], second[k]) for k in retrained)
+
+
+def test_digits_vgg_is_a_trained_lab_vgg_on_upscaled_digits():
+    s = Session.open("digits-vgg")
+    assert s.dataset.spec == "digits" and s.dataset.input_shape == (1, 32, 32)
+    assert [l.name for l in s.layers][:2] == ["backbone.conv0", "backbone.conv1"] and len(s.layers) == 9
+    acc = evaluate(s.module, s.dataset, "test").accuracy
+    assert acc >= 97.0, acc
+    x, _ = next(s.dataset.batches("test", batch_size=4))
+    assert x.shape == (4, 1, 32, 32)

@@ -247,7 +247,7 @@ def cmd_train(args) -> int:
 
     out = expand(args.out)
     for name in args.models:
-        if name not in ("digits-mlp", "digits-cnn"):
+        if name not in ("digits-mlp", "digits-cnn", "digits-vgg"):
             raise ExplorerError(f"Only the built-in digits models can be retrained here, not '{name}'.")
         train_builtin(name, out, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
     return 0

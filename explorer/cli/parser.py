@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = _sub(sub, "train-builtin", "retrain the built-in digits models reproducibly")
     t.add_argument("--out", default=".", metavar="DIR",
                    help="folder for the weights (`make retrain` writes resources/models)")
-    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn"], help="which built-in models")
+    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn", "digits-vgg"],
+                   help="which built-in models")
     t.add_argument("--seed", type=int, default=0, help="training seed")
     t.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

@@ -126,7 +126,7 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None) -
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
     if kind == "digits":
-        return _digits(spec)
+        return _digits(spec, input_shape)
     if kind == "synthetic":
         return _synthetic(spec, input_shape)
     if kind in ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"):
@@ -169,9 +169,14 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return a[:, :-1].reshape(-1, 8, 8), a[:, -1].astype(np.int64)
 
 
-def _digits(spec: str) -> DatasetBundle:
+def _digits(spec: str, input_shape=None) -> DatasetBundle:
+    """The 8x8 digits; for a model that takes bigger single-channel images (digits-vgg: 1x32x32) they are
+    upscaled once, bilinearly, before the same normalisation."""
     images, target = digits_arrays()
     x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / DIGITS_SCALE
+    size = tuple(input_shape[1:]) if input_shape and len(input_shape) == 3 and input_shape[0] == 1 else (8, 8)
+    if size != (8, 8):
+        x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False)
     x = (x - DIGITS_MEAN) / DIGITS_STD
     y = torch.tensor(target, dtype=torch.long)
     full = TensorDataset(x, y)
@@ -179,7 +184,7 @@ def _digits(spec: str) -> DatasetBundle:
     splits = {"train": TensorDataset(x[train], y[train]),
               "val": TensorDataset(x[val], y[val]),
               "test": TensorDataset(x[test], y[test])}
-    return DatasetBundle(spec="digits", name="digits", splits=splits, input_shape=(1, 8, 8), num_classes=10)
+    return DatasetBundle(spec="digits", name="digits", splits=splits, input_shape=(1, *size), num_classes=10)
 
 
 def _synthetic(spec: str, input_shape) -> DatasetBundle:

@@ -48,6 +48,8 @@ BUILTINS: dict[str, BuiltinModel] = {
                      "small VGG-style conv net trained on the built-in digits"),
         BuiltinModel("digits-mlp", nets.DigitsMLP, (1, 8, 8), 10, "digits", "digits-mlp.pt",
                      "64-300-100-10 MLP (LeNet-300-100 shape) trained on the built-in digits"),
+        BuiltinModel("digits-vgg", nets.DigitsVGG, (1, 32, 32), 10, "digits", "digits-vgg.pt",
+                     "the lab VGG's shape, narrow, trained on the digits upscaled to 32x32 (real compaction speedups)"),
         BuiltinModel("lab-vgg", nets.LabVGG, (3, 32, 32), 10, "synthetic", None,
                      "the MIT 6.5940 pruning lab's CIFAR-10 VGG (random weights; --weights loads the lab checkpoint)"),
     ]

@@ -20,6 +20,7 @@ from .evaluate import evaluate
 TRAIN_SETTINGS = {
     "digits-cnn": {"epochs": 40, "lr": 3e-3, "batch_size": 64, "weight_decay": 1e-4},
     "digits-mlp": {"epochs": 60, "lr": 1e-3, "batch_size": 64, "weight_decay": 1e-4},
+    "digits-vgg": {"epochs": 12, "lr": 3e-3, "batch_size": 64, "weight_decay": 1e-4},
 }
 
 
@@ -30,7 +31,7 @@ def train_builtin(name: str, out_dir: Path, seed: int = 0, log=print) -> dict:
     try:
         cfg = TRAIN_SETTINGS[name]
         model = BUILTINS[name].factory()
-        ds = load_dataset("digits")
+        ds = load_dataset("digits", BUILTINS[name].input_shape)
         opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
         steps = cfg["epochs"] * -(-ds.size("train") // cfg["batch_size"])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
