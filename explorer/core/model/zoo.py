@@ -259,10 +259,13 @@ def _state_dict_of(obj, path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def read_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Read a state_dict from a torch.save file or a sparse archive (.npz)."""
+    """Read a state_dict from a torch.save file, a sparse archive (.npz) or a compressed archive (.dcz)."""
     if path.suffix == ".npz":
         from ..deploy.sparse_archive import load_sparse_archive  # local: issue-3 module
         return load_sparse_archive(path)
+    if path.suffix == ".dcz":
+        from ..compress.dcz import load_dcz  # the Deep Compression archive (issue 10)
+        return load_dcz(path)
     obj = _read_torch_file(path, trust)
     if isinstance(obj, nn.Module):
         return obj.state_dict()
@@ -319,7 +322,7 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
     if not path.exists():
         raise ModelLoadError(f"The model file '{path}' does not exist.",
                              "Check the path, or use a built-in model (digits-cnn, digits-mlp) or torchvision:<arch>.")
-    if path.suffix != ".npz" and _is_torchscript(path):
+    if path.suffix not in (".npz", ".dcz") and _is_torchscript(path):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
@@ -327,7 +330,7 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
         module.eval()
         return LoadedModel(spec=str(path), module=module, input_shape=None, num_classes=None,
                            default_dataset="synthetic", source="torchscript", notes=["TorchScript archive"])
-    if path.suffix == ".npz":
+    if path.suffix in (".npz", ".dcz"):
         sd = read_state_dict(path)
         obj = sd
     else:
@@ -343,6 +346,9 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
     if not arch and path.suffix == ".npz":
         from ..deploy.sparse_archive import read_meta
         arch = read_meta(path).get("arch")
+    if not arch and path.suffix == ".dcz":
+        from ..compress.dcz import read_dcz_meta
+        arch = read_dcz_meta(path).get("arch")
     arch = arch or guess_arch(sd)
     if not arch:
         raise ModelLoadError(
