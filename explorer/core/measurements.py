@@ -52,3 +52,4 @@ class Measurements:
         self.current: Measured | None = None     # EvalResult of the applied state
         self.latency: Measured | None = None     # LatencyComparison
         self.scan = None           # analyse.sensitivity.ScanResult
+        self.compression: Measured | None = None   # compress.flow.CompressResult of the applied (quantized) weights

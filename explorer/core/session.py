@@ -464,6 +464,23 @@ class Session:
         self.record(label, accuracy=result.test_accuracy)
         self.measurements.changed.emit()
 
+    def adopt_compression(self, result, plan: Plan) -> None:
+        """Deep Compression's result (compress.flow): its quantized weights become the kept weights and the model's;
+        its stage sizes and test accuracy are remembered until the weights or the plan change."""
+        from .train.evaluate import EvalResult
+
+        self.adopt(result.state, plan, "quantized (Deep Compression)")
+        if plan != self.plan:
+            self._replace_plan(plan.copy())
+        acc, m, dense = result.stage("huffman")["accuracy"], self.measurements, result.stage("dense")["accuracy"]
+        if m.dense is None and dense is not None:
+            m.dense = EvalResult("test", self.dataset.size("test"), dense, None)
+        m.current = None if acc is None else Measured(EvalResult("test", self.dataset.size("test"), acc, None),
+                                                      self.version, plan.copy())
+        m.compression = Measured(result, self.version, plan.copy())
+        self.record(f"Deep Compression {result.stage('huffman')['ratio']:.0f}×", accuracy=acc)
+        m.changed.emit()
+
     # ------------------------------------------------------------------ measurements
     def is_fresh(self, m: Measured | None) -> bool:
         """Does a measurement still describe the model as the window shows it (same weights, plan applied)?"""
