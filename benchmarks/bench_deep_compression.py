@@ -54,7 +54,8 @@ def digits(seed: int) -> dict:
     times = {"pruned": sec["prune"], "quantized": sec["cluster"] + sec.get("train", 0.0),
              "huffman": sec["huffman_encode"]}
     return {"seed": seed, "stages": r.stages, "seconds": times, "layers": r.layers,
-            "untrained_accuracy": r.untrained_accuracy, "decode_seconds": sec["huffman_decode"], "table2": accounting.table2(r.layers, r.stages)}
+            "untrained_accuracy": r.untrained_accuracy, "decode_seconds": sec["huffman_decode"],
+            "table2": accounting.table2(r.layers, r.stages)}
 
 
 def vgg16() -> dict:
@@ -142,8 +143,8 @@ def main() -> None:
         if not args.no_vgg:
             print()
             print(accounting.format_table(v["table2"]))
-            print(f"\nVGG-16 archive: k-means {v['cluster_seconds']:.1f} s, Huffman encode {v['encode_seconds']:.1f} s, "
-                  f"decode {v['decode_seconds']:.1f} s")
+            print(f"\nVGG-16 archive: k-means {v['cluster_seconds']:.1f} s, Huffman encode "
+                  f"{v['encode_seconds']:.1f} s, decode {v['decode_seconds']:.1f} s")
 
 
 if __name__ == "__main__":

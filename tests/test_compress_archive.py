@@ -250,7 +250,8 @@ def test_inconsistent_lengths_and_absurd_sizes_are_refused():
         dcz.decode_archive(_archive([_name("w") + bytes([dcz.SHARED, f32, 1, 16, 3]) + bytes([0xFF, 0x7F, 2, 1])
                                      + b"\x00\x00\x80\x3f"]))
     # a code beyond the codebook
-    rec = _name("w") + bytes([dcz.SHARED, f32, 1, 4, 3, 1, 2, 1]) + b"\x00\x00\x80\x3f" + bytes([0b00000000, 0b11000000])
+    rec = (_name("w") + bytes([dcz.SHARED, f32, 1, 4, 3, 1, 2, 1]) + b"\x00\x00\x80\x3f"
+           + bytes([0b00000000, 0b11000000]))
     with pytest.raises(dcz.ArchiveError, match="beyond its codebook"):
         dcz.decode_archive(_archive([rec]))
     # unknown kind and dtype, more tensors declared than present, a codebook larger than 2^b

@@ -11,8 +11,14 @@ import torch
 from explorer.core.compress import huffman
 from explorer.core.compress.kmeans import initial_centroids, kmeans_1d
 from explorer.core.compress.quantize import QuantSettings, parse_bits, quantize_layer
-from explorer.core.compress.relindex import (check_length, decode_positions, encode_positions, filler_count,
-                                             pack_bits, unpack_bits)
+from explorer.core.compress.relindex import (
+    check_length,
+    decode_positions,
+    encode_positions,
+    filler_count,
+    pack_bits,
+    unpack_bits,
+)
 from explorer.core.errors import PlanError
 
 # ---------------------------------------------------------------------------- k-means

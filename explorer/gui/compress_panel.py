@@ -8,9 +8,23 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSignalBlocker, Qt
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout,
-                               QHeaderView, QLabel, QPushButton, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 from superqt import QLabeledSlider
 
 from explorer.core.compress.kmeans import INIT_TIPS, INITS
@@ -300,7 +314,7 @@ class CompressPanel(QWidget):
         name = s.selected if s.loaded_ok else None
         r = self.result
         q = r.quants.get(name) if r and name else None
-        self.histogram.show_layer(name, self.hists.get(name), q)
+        self.histogram.show_layer(name, self.hists.get(name), q, len(r.history) if r else 0, r.best_epoch if r else 0)
 
     def _row_selected(self) -> None:
         rows = self.table.selectionModel().selectedRows()

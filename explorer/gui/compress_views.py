@@ -71,7 +71,8 @@ class WaterfallPlot(pg.PlotWidget):
         self.saved.setOpts(x=x, height=np.maximum(0, np.array(prev) - logs), y0=np.array(logs))
         for t, s, y in zip(self.labels, stages, logs):
             acc = s["accuracy"]
-            t.setText(f"{short_bytes(s['size_bytes'])}\n{s['ratio']:.1f}×\n" + ("—" if acc is None else f"{acc:.1f}%"))
+            t.setText(f"{short_bytes(s['size_bytes'])}\n{s['ratio']:.1f}×\n"
+                      + ("—" if acc is None else f"{acc:.1f}%"))
             t.setPos(stages.index(s), y)
         marks = [m * 1024 ** u for u in range(4) for m in (1, 10, 100)]
         ticks = [(math.log10(v), short_bytes(v)) for v in marks if base <= math.log10(v) <= top]
@@ -111,7 +112,8 @@ class CentroidHistogram(pg.PlotWidget):
         self.caption.setWordWrap(True)
         self.caption.setToolTip(self.toolTip())
 
-    def show_layer(self, name: str | None, hist: tuple | None, quant) -> None:
+    def show_layer(self, name: str | None, hist: tuple | None, quant, epochs: int = 0, best_epoch: int = 0) -> None:
+        """``epochs`` the shared values were trained for, and the epoch kept (0: the k-means values won on val)."""
         if name is None or hist is None or quant is None:
             for it in (self.hist, self.before, self.after):
                 it.setData([], [])
@@ -128,8 +130,10 @@ class CentroidHistogram(pg.PlotWidget):
         self.caption.setText(f"<b>{name}</b>: {quant.kept:,} kept weights (<span style='color:#888'>grey</span>), "
                              f"{len(quant.centroids)} shared values in {quant.bits} bits: "
                              f"<span style='color:#3c6edc'>after k-means (dashed)</span>"
-                             + (", <span style='color:#d73c28'>after training (solid)</span>" if trained
-                                else "; not trained"))
+                             + (f", <span style='color:#d73c28'>after training (solid, epoch {best_epoch} of "
+                                f"{epochs} kept)</span>" if trained else
+                                "; not trained" if not epochs else
+                                f"; training ({epochs} epochs) did not beat them on validation, so they stay"))
 
 
 COLUMNS = ("Layer", "Weights", "Kept", "Weight bits\nP+Q / +H", "Index bits\nP+Q / +H", "Rate\nP+Q / +H",

@@ -76,11 +76,11 @@ def table2(rows: list[dict], stages: list[dict]) -> list[list[str]]:
                     f"{rate(r, 'quantized'):.2%} / {rate(r, 'huffman'):.2%}"])
     t = totals_row(rows, stages)
     by = {s["name"]: s for s in stages}
-    out.append(["total", f"{t['params']:,}", f"{t['kept']:.1%} ({by['pruned']['ratio']:.0f}×)",
+    out.append(["total", f"{t['params']:,}", f"{t['kept']:.1%} ({by['pruned']['ratio']:.1f}×)",
                 f"{t['weight_bits']:.1f} / {t['weight_bits_huffman']:.1f}",
                 f"{t['index_bits']:.1f} / {t['index_bits_huffman']:.1f}",
-                f"{t['rate_quantized']:.2%} ({by['quantized']['ratio']:.0f}×) / "
-                f"{t['rate_huffman']:.2%} ({by['huffman']['ratio']:.0f}×)"])
+                f"{t['rate_quantized']:.2%} ({by['quantized']['ratio']:.1f}×) / "
+                f"{t['rate_huffman']:.2%} ({by['huffman']['ratio']:.1f}×)"])
     return out
 
 

@@ -37,8 +37,15 @@ import torch
 from ..errors import ModelLoadError
 from ..fileio import atomic_write, bit_equal
 from . import huffman
-from .relindex import (MAX_INDEX_BITS, check_length, decode_positions, encode_positions, pack_bits, packed_size,
-                       unpack_bits)
+from .relindex import (
+    MAX_INDEX_BITS,
+    check_length,
+    decode_positions,
+    encode_positions,
+    pack_bits,
+    packed_size,
+    unpack_bits,
+)
 
 MAGIC = b"\x89DCZ"
 VERSION = 1

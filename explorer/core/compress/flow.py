@@ -197,7 +197,8 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
                      progress=_phase(progress, 0.0, 0.4), cancel=cancel)
         for h in r.history:
             log(f"  epoch {h.epoch}: train loss {h.train_loss:.4f}"
-                + (f", val {h.val_accuracy:.2f}%" if h.val_accuracy is not None else "") + f", sparsity {h.sparsity:.1%}")
+                + (f", val {h.val_accuracy:.2f}%" if h.val_accuracy is not None else "")
+                + f", sparsity {h.sparsity:.1%}")
         session.adopt(r.state, r.plan, "fine-tuned")
     else:
         session.apply(plan)
