@@ -49,6 +49,7 @@ class WaterfallPlot(pg.PlotWidget):
             self.addItem(t)
         self.getAxis("bottom").setTicks([list(enumerate(STAGE_LABELS))])
         self.getAxis("left").setLabel("bytes")
+        self.getAxis("left").enableAutoSIPrefix(False)
         self.setToolTip("dense → pruned → quantized → Huffman: each stage's size in bytes (log scale), its "
                         "compression ratio, and the test accuracy measured after it; the pale part of a bar is "
                         "what the stage saved. (stale): the model changed since it was compressed.")
@@ -60,7 +61,12 @@ class WaterfallPlot(pg.PlotWidget):
             self.saved.setOpts(x=[], height=[], y0=[])
             for t in self.labels:
                 t.setText("")
-            self.setTitle("Stages (run Compress)")
+            self.labels[1].setText("bytes, ratio and accuracy of every stage\nappear here after Compress (F9)")
+            self.labels[1].setPos(1.5, 0.6)
+            self.getAxis("left").setTicks([[]])
+            self.setYRange(0, 1, padding=0)
+            self.setXRange(-0.6, len(STAGE_LABELS) - 0.4, padding=0)
+            self.setTitle("Stages")
             return
         logs = [math.log10(max(1, s["size_bytes"])) for s in stages]
         base = math.floor(min(logs)) - 0.6
