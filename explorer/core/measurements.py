@@ -53,3 +53,15 @@ class Measurements:
         self.latency: Measured | None = None     # LatencyComparison
         self.scan = None           # analyse.sensitivity.ScanResult
         self.compression: Measured | None = None   # compress.flow.CompressResult of the applied (quantized) weights
+
+    def record_compression(self, result, version: int, plan: Plan, test_samples: int) -> float | None:
+        """A Deep Compression result (compress.flow.CompressResult) of the weights at ``version``: it is also the
+        current model's test accuracy, and the dense one if that was not measured yet. Returns the accuracy."""
+        from .train.evaluate import EvalResult
+
+        acc, dense = result.stage("huffman")["accuracy"], result.stage("dense")["accuracy"]
+        if self.dense is None and dense is not None:
+            self.dense = EvalResult("test", test_samples, dense, None)
+        self.current = None if acc is None else Measured(EvalResult("test", test_samples, acc, None), version, plan)
+        self.compression = Measured(result, version, plan)
+        return acc

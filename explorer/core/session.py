@@ -466,20 +466,13 @@ class Session:
 
     def adopt_compression(self, result, plan: Plan) -> None:
         """Deep Compression's result (compress.flow): its quantized weights become the kept weights and the model's;
-        its stage sizes and test accuracy are remembered until the weights or the plan change."""
-        from .train.evaluate import EvalResult
-
+        its stages and test accuracy are remembered (measurements) until the weights or the plan change."""
         self.adopt(result.state, plan, "quantized (Deep Compression)")
         if plan != self.plan:
             self._replace_plan(plan.copy())
-        acc, m, dense = result.stage("huffman")["accuracy"], self.measurements, result.stage("dense")["accuracy"]
-        if m.dense is None and dense is not None:
-            m.dense = EvalResult("test", self.dataset.size("test"), dense, None)
-        m.current = None if acc is None else Measured(EvalResult("test", self.dataset.size("test"), acc, None),
-                                                      self.version, plan.copy())
-        m.compression = Measured(result, self.version, plan.copy())
+        acc = self.measurements.record_compression(result, self.version, plan.copy(), self.dataset.size("test"))
         self.record(f"Deep Compression {result.stage('huffman')['ratio']:.0f}×", accuracy=acc)
-        m.changed.emit()
+        self.measurements.changed.emit()
 
     # ------------------------------------------------------------------ measurements
     def is_fresh(self, m: Measured | None) -> bool:
