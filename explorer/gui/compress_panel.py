@@ -262,7 +262,12 @@ class CompressPanel(QWidget):
             self._running(False)
             self.status.setText("cancelled: the model is as it was")
 
-        if ctx.start_job("Compressing", work, on_done=done, on_error=failed, on_cancel=cancelled):
+        def on_progress(p):
+            if p.message:
+                self.status.setText(p.message)
+
+        if ctx.start_job("Compressing", work, on_done=done, on_error=failed, on_cancel=cancelled,
+                         on_progress=on_progress):
             self._running(True)
             self.status.setText("clustering, training the shared values, coding…")
 

@@ -251,7 +251,7 @@ class _Reader:
             shift += 7
             if not b & 0x80:
                 if v > limit:
-                    self.fail(f"{self.where} declares {what} {v:,}, more than the {limit:,} the file can hold")
+                    self.fail(f"{self.where} declares {what} {v:,}, more than the {limit:,} possible there")
                 return v
         self.fail(f"a malformed number in {self.where} at offset {self.pos:,}")
 
