@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QPushButton,
+    QSlider,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -25,7 +26,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-from superqt import QLabeledSlider
 
 from explorer.core.compress.kmeans import INIT_TIPS, INITS
 from explorer.core.compress.quantize import DEFAULT_BITS, DEFAULT_INDEX_BITS, MAX_BITS, QuantSettings, layer_kind
@@ -36,6 +36,7 @@ from .compress_views import CentroidHistogram, ResultTable, WaterfallPlot
 from .context import AppContext
 
 HIST_BINS = 120
+BITS_COL, VALUE_COL, IDX_COL = 2, 3, 4
 
 
 def _spin(lo: int, hi: int, value: int, tip: str) -> QSpinBox:
@@ -60,10 +61,10 @@ class CompressPanel(QWidget):
         self.linear_bits = _spin(1, MAX_BITS, DEFAULT_BITS["linear"], bits_tip + " — all linear layers")
         self.conv_idx = _spin(1, MAX_INDEX_BITS, DEFAULT_INDEX_BITS["conv"], idx_tip + " — conv layers")
         self.linear_idx = _spin(1, MAX_INDEX_BITS, DEFAULT_INDEX_BITS["linear"], idx_tip + " — linear layers")
-        self.conv_bits.valueChanged.connect(lambda v: self._set_kind_bits("conv", v, 2))
-        self.linear_bits.valueChanged.connect(lambda v: self._set_kind_bits("linear", v, 2))
-        self.conv_idx.valueChanged.connect(lambda v: self._set_kind_bits("conv", v, 3))
-        self.linear_idx.valueChanged.connect(lambda v: self._set_kind_bits("linear", v, 3))
+        self.conv_bits.valueChanged.connect(lambda v: self._set_kind_bits("conv", v, BITS_COL))
+        self.linear_bits.valueChanged.connect(lambda v: self._set_kind_bits("linear", v, BITS_COL))
+        self.conv_idx.valueChanged.connect(lambda v: self._set_kind_bits("conv", v, IDX_COL))
+        self.linear_idx.valueChanged.connect(lambda v: self._set_kind_bits("linear", v, IDX_COL))
         self.init = QComboBox()
         for i, name in enumerate(INITS):
             self.init.addItem(name)
@@ -91,15 +92,15 @@ class CompressPanel(QWidget):
         more.addRow("train epochs", self.epochs)
         more.addRow("learning rate", self.lr)
 
-        self.table = QTableWidget(0, 4)
-        self.table.setHorizontalHeaderLabels(["Layer", "Kept", "Bits", "Index bits"])
-        self.table.horizontalHeaderItem(2).setToolTip(bits_tip + " (overrides the conv/linear setting)")
-        self.table.horizontalHeaderItem(3).setToolTip(idx_tip)
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["Layer", "Kept", "Bits", "", "Index bits"])
+        self.table.horizontalHeaderItem(BITS_COL).setToolTip(bits_tip + " (overrides the conv/linear setting)")
+        self.table.horizontalHeaderItem(IDX_COL).setToolTip(idx_tip)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(BITS_COL, QHeaderView.Stretch)
         self.table.itemSelectionChanged.connect(self._row_selected)
 
         self.start_btn = QPushButton("Compress (F9)")
@@ -167,6 +168,10 @@ class CompressPanel(QWidget):
     def _on_loaded(self) -> None:
         s = self.session
         self.result, self.hists = None, {}
+        for r in range(self.table.rowCount()):        # free the old rows' editors (setRowCount alone keeps them)
+            for c in (BITS_COL, IDX_COL):
+                if self.table.cellWidget(r, c) is not None:
+                    self.table.removeCellWidget(r, c)
         self.table.setRowCount(0)
         self.table.setRowCount(len(s.layers))
         for i, layer in enumerate(s.layers):
@@ -176,14 +181,19 @@ class CompressPanel(QWidget):
             item.setToolTip(f"{layer.kind} {tuple(layer.weight_shape)}: {layer.params:,} weights")
             self.table.setItem(i, 0, item)
             self.table.setItem(i, 1, QTableWidgetItem(""))
-            sl = QLabeledSlider(Qt.Horizontal)
+            sl = QSlider(Qt.Horizontal)           # a plain slider and its value in the next cell: few widgets a row
             sl.setRange(1, MAX_BITS)
+            sl.setPageStep(1)
             sl.setValue((self.conv_bits if kind == "conv" else self.linear_bits).value())
             sl.setToolTip(f"{layer.name}: bits per shared-weight index (2^b shared values)")
-            self.table.setCellWidget(i, 2, sl)
+            value = QTableWidgetItem(str(sl.value()))
+            value.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+            self.table.setItem(i, VALUE_COL, value)
+            sl.valueChanged.connect(lambda v, it=value: it.setText(str(v)))
+            self.table.setCellWidget(i, BITS_COL, sl)
             sp = _spin(1, MAX_INDEX_BITS, (self.conv_idx if kind == "conv" else self.linear_idx).value(),
                        f"{layer.name}: bits per relative index")
-            self.table.setCellWidget(i, 3, sp)
+            self.table.setCellWidget(i, IDX_COL, sp)
         self._show_result()
 
     def _set_kind_bits(self, kind: str, value: int, col: int) -> None:
@@ -192,11 +202,14 @@ class CompressPanel(QWidget):
                 w = self.table.cellWidget(i, col)
                 with QSignalBlocker(w):
                     w.setValue(value)
+                if col == BITS_COL:
+                    self.table.item(i, VALUE_COL).setText(str(value))
 
     def settings(self) -> QuantSettings:
         s = self.session
-        bits = {self.table.item(i, 0).text(): self.table.cellWidget(i, 2).value() for i in range(self.table.rowCount())}
-        idx = {self.table.item(i, 0).text(): self.table.cellWidget(i, 3).value() for i in range(self.table.rowCount())}
+        rows = range(self.table.rowCount())
+        bits = {self.table.item(i, 0).text(): self.table.cellWidget(i, BITS_COL).value() for i in rows}
+        idx = {self.table.item(i, 0).text(): self.table.cellWidget(i, IDX_COL).value() for i in rows}
         return QuantSettings.build(s.layers, bits, idx, self.init.currentText(), s.seed)
 
     def train_config(self):
