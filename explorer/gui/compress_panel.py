@@ -93,7 +93,7 @@ class CompressPanel(QWidget):
         more.addRow("learning rate", self.lr)
 
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["Layer", "Kept", "Bits", "", "Index bits"])
+        self.table.setHorizontalHeaderLabels(["Layer", "Kept", "Bits", "", "Index"])
         self.table.horizontalHeaderItem(BITS_COL).setToolTip(bits_tip + " (overrides the conv/linear setting)")
         self.table.horizontalHeaderItem(IDX_COL).setToolTip(idx_tip)
         self.table.verticalHeader().setVisible(False)
@@ -101,6 +101,8 @@ class CompressPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(BITS_COL, QHeaderView.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(IDX_COL, QHeaderView.Fixed)
+        self.table.setColumnWidth(IDX_COL, 58)
         self.table.itemSelectionChanged.connect(self._row_selected)
 
         self.start_btn = QPushButton("Compress (F9)")
