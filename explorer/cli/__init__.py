@@ -3,6 +3,7 @@
     pruning-explorer [gui] [--model M] [--dataset D] [--screenshot FILE.png]
     pruning-explorer info --model M [--json]
     pruning-explorer prune --model M (--recipe R.json | --sparsity S ...) --out DIR
+    pruning-explorer compress --model M (--recipe R.json | --sparsity S ...) [--bits ...] --out DIR
     pruning-explorer sensitivity --model M --out S.json
     pruning-explorer train-builtin [--out DIR]
 
@@ -23,7 +24,7 @@ EXIT_USER_ERROR = 2
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = {"gui", "info", "prune", "sensitivity", "train-builtin"}
+    commands = {"gui", "info", "prune", "compress", "sensitivity", "train-builtin"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ def open_session(args):
 
 def run_command(args) -> int:
     commands = {"gui": _gui, "info": cmd_info, "prune": cmd_prune, "sensitivity": cmd_sensitivity,
-                "train-builtin": cmd_train}
+                "train-builtin": cmd_train, "compress": cmd_compress}
     fn = commands.get(args.command)
     if fn is None:
         raise ExplorerError(f"Unknown command {args.command}")
@@ -250,4 +250,28 @@ def cmd_train(args) -> int:
         if name not in ("digits-mlp", "digits-cnn", "digits-vgg"):
             raise ExplorerError(f"Only the built-in digits models can be retrained here, not '{name}'.")
         train_builtin(name, out, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+    return 0
+
+
+# ---------------------------------------------------------------- compress (Deep Compression, issue 10)
+
+def cmd_compress(args) -> int:
+    from explorer.core.compress.accounting import format_table, table2
+    from explorer.core.compress.flow import run_compress
+
+    from .compress_args import compress_configs, model_from_recipe
+
+    model_from_recipe(args)
+    session = open_session(args)
+    session.set_seed(args.seed)
+    recorded = plan_from_args(session, args)
+    settings, finetune_cfg, quantize_cfg = compress_configs(session, args, recorded, log)
+    bar = tqdm_progress("compress")
+    try:
+        result, files = run_compress(session, settings, Path(args.out), finetune_cfg, quantize_cfg, progress=bar,
+                                     log=log)
+    finally:
+        bar.close()
+    log(format_table(table2(result.layers, result.stages)))
+    print(json.dumps({"stages": result.stages, "files": files}, indent=2))
     return 0

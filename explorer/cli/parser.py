@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, metavar="DIR",
                    help="results folder (written as a whole: it holds one run's files, never a mix)")
 
+    _add_compress(sub)
+
     s = _sub(sub, "sensitivity", "per-layer sensitivity scan: accuracy when one layer alone is pruned")
     _common(s)
     s.add_argument("--sparsities", default="0.4,0.5,0.6,0.7,0.8,0.9", help="comma-separated sparsities in (0,1)")
@@ -128,3 +130,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="training seed")
     t.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def _add_compress(sub) -> None:
+    """``compress``: Deep Compression (issue 10): prune -> weight sharing -> Huffman coding, model.dcz."""
+    c = _sub(sub, "compress", "Deep Compression: prune, share weights (k-means), Huffman-code; "
+                              "writes model.dcz, model.pt, recipe.json, compression.json")
+    _common(c)
+    _add_plan_args(c)
+    c.add_argument("--bits", default=None, metavar="B|conv=8,linear=5",
+                   help="shared-weight bits per layer, 1-8: one number, or conv=B,linear=B (and LAYER=B "
+                        "overrides); default conv=8,linear=5")
+    c.add_argument("--index-bits", default=None, metavar="B|conv=8,linear=5",
+                   help="relative-index bits per layer, 1-12, same syntax; default conv=8,linear=5")
+    c.add_argument("--init", choices=("linear", "density", "random"), default=None,
+                   help="k-means initialisation (default linear, the paper's best)")
+    c.add_argument("--finetune-epochs", type=int, default=0,
+                   help="fine-tune N epochs after pruning, masks enforced (per step with --iterative-steps)")
+    c.add_argument("--iterative-steps", type=int, default=1, help="reach the target in K prune->fine-tune steps")
+    c.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default=None,
+                   help="pruning schedule while fine-tuning (default: iterative when --iterative-steps > 1)")
+    c.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
+    c.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
+    c.add_argument("--batch-size", type=int, default=32, help="batch size of both trainings")
+    c.add_argument("--quantize-epochs", type=int, default=0,
+                   help="train the shared values N epochs (assignments and zeros fixed; best val epoch kept)")
+    c.add_argument("--quantize-lr", type=float, default=None, help="learning rate for the shared values (Adam)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of both trainings")
+    c.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (written as a whole)")

@@ -52,3 +52,16 @@ class Measurements:
         self.current: Measured | None = None     # EvalResult of the last evaluated plan
         self.latency: Measured | None = None     # LatencyComparison
         self.scan = None           # analyse.sensitivity.ScanResult
+        self.compression: Measured | None = None   # compress.flow.CompressResult of the applied (quantized) weights
+
+    def record_compression(self, result, base_id: int, plan: Plan, test_samples: int) -> float | None:
+        """A Deep Compression result (compress.flow.CompressResult) of the kept weights ``base_id``: it is also the
+        current model's test accuracy, and the dense one if that was not measured yet. Returns the accuracy."""
+        from .train.evaluate import EvalResult
+
+        acc, dense = result.stage("huffman")["accuracy"], result.stage("dense")["accuracy"]
+        if self.dense is None and dense is not None:
+            self.dense = EvalResult("test", test_samples, dense, None)
+        self.current = None if acc is None else Measured(EvalResult("test", test_samples, acc, None), base_id, plan)
+        self.compression = Measured(result, base_id, plan)
+        return acc

@@ -466,6 +466,16 @@ class Session:
         self.record(label, accuracy=result.test_accuracy)
         self.measurements.changed.emit()
 
+    def adopt_compression(self, result, plan: Plan) -> None:
+        """Deep Compression's result (compress.flow): its quantized weights become the kept weights and the model's;
+        its stages and test accuracy are remembered (measurements) until the weights or the plan change."""
+        self.adopt(result.state, plan, "quantized (Deep Compression)")
+        if plan != self.plan:
+            self._replace_plan(plan.copy())
+        acc = self.measurements.record_compression(result, self._base_id, plan.copy(), self.dataset.size("test"))
+        self.record(f"Deep Compression {result.stage('huffman')['ratio']:.0f}×", accuracy=acc)
+        self.measurements.changed.emit()
+
     # ------------------------------------------------------------------ measurements
     @property
     def base_id(self) -> int:

@@ -37,6 +37,10 @@ class Card(QFrame):
             self.value.style().polish(self.value)
 
 
+SIZE_TITLE = "Size dense → pruned"
+RATIO_TITLE = "Compression · pruned"
+
+
 class Dashboard(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -46,10 +50,12 @@ class Dashboard(QWidget):
             "macs": Card("MACs", "Multiply-accumulates per sample that involve a nonzero weight, vs dense. "
                                  "Element/n:m zeros only save MACs on sparse hardware; channel pruning saves "
                                  "them for real once compacted."),
-            "size": Card("Size dense → sparse", "fp32 storage: dense, and with every prunable weight in the smaller "
-                                               "of CSR (values + column indices + row pointers) and bitmask "
-                                               "(values + 1 bit per weight)"),
-            "ratio": Card("Compression", "Dense size / sparse size"),
+            "size": Card(SIZE_TITLE, "fp32 storage: dense, and with every prunable weight in the smaller "
+                                     "of CSR (values + column indices + row pointers) and bitmask "
+                                     "(values + 1 bit per weight). After Compress (Deep Compression) it shows the "
+                                     "Huffman stage: the bytes of model.dcz."),
+            "ratio": Card(RATIO_TITLE, "Dense size / size at the stage the title names: pruned (sparse fp32), or "
+                                       "Huffman after Compress"),
             "accuracy": Card("Accuracy (test)", "Top-1 accuracy on the test split: dense, and the evaluated plan"),
             "latency": Card("Latency", "Measured median latency: dense vs current masked model vs compacted"),
         }
@@ -70,10 +76,23 @@ class Dashboard(QWidget):
                           + (" (plan not applied)" if pending else ""))
         c["macs"].set(format_count(t.nonzero_macs), f"of {format_count(t.macs)} dense  ({t.mac_ratio:.2f}× fewer)"
                       + (f"; {mac_note}" if mac_note and t.mac_ratio > 1.005 else ""))
-        c["size"].set(format_bytes(t.sparse_bytes), f"dense {format_bytes(t.dense_bytes)}")
+        c["size"].title.setText(SIZE_TITLE)
+        c["size"].set(format_bytes(t.sparse_bytes), f"dense {format_bytes(t.dense_bytes)}; stage: pruned")
         tone = "good" if t.compression_ratio >= 2 else None
         sub = "dense / sparse storage" if t.sparsity > 0.05 else "sparse formats cost overhead when few weights are zero"
+        c["ratio"].title.setText(RATIO_TITLE)
         c["ratio"].set(f"{t.compression_ratio:.2f}×", sub, tone)
+
+    def show_compression(self, result) -> None:
+        """The size and compression cards at the Huffman stage of Deep Compression (model.dcz)."""
+        st = {s["name"]: s for s in result.stages}
+        h, c = st["huffman"], self.cards
+        c["size"].title.setText("Size dense → Huffman")
+        c["size"].set(format_bytes(h["size_bytes"]), f"dense {format_bytes(st['dense']['size_bytes'])}; stage: "
+                      f"Huffman-coded (model.dcz)")
+        c["ratio"].title.setText("Compression · Huffman")
+        c["ratio"].set(f"{h['ratio']:.1f}×", f"pruned {st['pruned']['ratio']:.1f}× → quantized "
+                       f"{st['quantized']['ratio']:.1f}× → Huffman", "good")
 
     def show_accuracy(self, dense: float | None, current: float | None, stale: bool,
                       losses: tuple[float | None, float | None] = (None, None)) -> None:
@@ -99,6 +118,8 @@ class Dashboard(QWidget):
     def show_measurements(self, session) -> None:
         """The accuracy and latency cards from the session's measurements, marked stale when an edit made them so."""
         m = session.measurements
+        if m.compression is not None and session.is_fresh(m.compression):
+            self.show_compression(m.compression.value)
         dense, cur = m.dense, m.current
         self.show_accuracy(dense.accuracy if dense else None, cur.value.accuracy if cur else None,
                            cur is not None and not session.is_fresh(cur),

@@ -22,6 +22,13 @@ CONCEPTS = [
                    "really faster."),
     ("Sensitivity", "the accuracy when one layer alone is pruned: which layers can lose the most."),
     ("Fine-tuning", "training the pruned network with its masks held at zero to recover accuracy."),
+    ("Weight sharing", "Deep Compression's second stage: a layer's kept weights clustered (k-means) into 2^b shared "
+                       "values, each weight stored as a b-bit index into them; training then moves the shared "
+                       "values (the Compress tab)."),
+    ("Relative index", "the gap from one stored weight to the previous one, in a few bits; a longer gap is bridged "
+                       "by filler zeros."),
+    ("Huffman coding", "lossless: frequent indices and gaps get short codes, rare ones long codes (the last stage of "
+                       "Deep Compression; the bytes of model.dcz)."),
 ]
 
 

@@ -18,6 +18,7 @@ from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from . import help as help_dialogs
+from .compress_panel import CompressPanel
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
 from .dialogs import error_text, show_error
@@ -173,11 +174,14 @@ class MainWindow(QMainWindow):
         self.latency_panel = LatencyPanel(ctx, measure=self.measure.measure_latency)
         self.sensitivity_panel = SensitivityPanel(ctx, finetune_config=self.finetune_panel.config)
         self.history_panel = HistoryPanel(ctx)
+        self.compress_panel = CompressPanel(ctx)
         self.exports = ExportActions(ctx, self.export_menu, self)
         tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
                 (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
                 (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),
-                (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency")]
+                (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency"),
+                (self.compress_panel, "Compress", "Deep Compression: weight sharing (k-means per layer) and Huffman "
+                                                  "coding after pruning, measured to the byte")]
         self.tabs.setTabToolTip(0, "The selected layer's weights and mask")
         for w, title, tip in tabs:
             self.tabs.setTabToolTip(self.tabs.addTab(w, title), tip)
@@ -187,6 +191,10 @@ class MainWindow(QMainWindow):
                                                                     self.sensitivity_panel.start_scan),
                    QKeySequence("F8"), "Prune each layer alone at several sparsities and measure accuracy",
                    self.run_menu)
+        ctx.action("&Compress (Deep Compression)", lambda: self._start_on_tab(self.compress_panel,
+                                                                           self.compress_panel.start),
+                   QKeySequence("F9"), "Share weights by k-means, train the shared values and Huffman-code the "
+                   "applied model", self.run_menu)
         m = self.view_menu
         for i in range(self.tabs.count()):
             ctx.action(self.tabs.tabText(i), lambda _=False, i=i: self.tabs.setCurrentIndex(i),

@@ -162,7 +162,7 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     spec = importlib.util.find_spec("sklearn")
     path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz" if spec else None
     if path is None or not path.exists():
-        from sklearn.datasets import load_digits   # an unusual install: let scikit-learn find its data
+        from sklearn.datasets import load_digits  # an unusual install: let scikit-learn find its data
         d = load_digits()
         return d.images, d.target
     a = np.loadtxt(path, delimiter=",")

@@ -148,11 +148,14 @@ def state_dict_of(obj) -> dict[str, torch.Tensor] | None:
 
 
 def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """A state_dict from a torch.save file or a sparse archive (.npz)."""
+    """A state_dict from a torch.save file, a sparse archive (.npz) or a Deep Compression archive (.dcz)."""
     path = model_file(path)
     if path.suffix == ".npz":
         from ..deploy.sparse_archive import load_sparse_archive
         return load_sparse_archive(path)
+    if path.suffix == ".dcz":
+        from ..compress.dcz import load_dcz
+        return load_dcz(path)
     if is_torchscript(path):
         return load_torchscript(path, trust).state_dict()
     obj = load_torch(path, trust)

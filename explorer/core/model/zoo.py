@@ -229,7 +229,7 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
         raise ModelLoadError(f"The model file '{path}' does not exist.",
                              "Check the path, or use a built-in model (digits-cnn, digits-mlp) or torchvision:<arch>.")
     path = model_file(path)
-    if path.suffix == ".npz":
+    if path.suffix in (".npz", ".dcz"):
         obj = read_state_dict(path)
     elif is_torchscript(path):
         module = load_torchscript(path, trust)
@@ -249,6 +249,9 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
     if not arch and path.suffix == ".npz":
         from ..deploy.sparse_archive import read_meta
         arch = read_meta(path).get("arch")
+    if not arch and path.suffix == ".dcz":
+        from ..compress.dcz import read_dcz_meta
+        arch = read_dcz_meta(path).get("arch")
     arch = arch or guess_arch(sd)
     if not arch:
         raise ModelLoadError(
