@@ -28,12 +28,13 @@ from .prune.granularity import NM, Channel
 from .prune.masks import LayerMask, masked_state
 from .prune.plan import LayerPlan, Plan
 from .prune.plan_masks import PlanMasks
+from .session_calibration import SessionCalibration
 from .undo import UndoStack
 
 LOADED = "loaded weights"
 
 
-class Session:
+class Session(SessionCalibration):
     """Model + dataset + plan + masks + history, with events for the GUI."""
 
     loaded = Signal()                 # a new model/dataset is in place
@@ -91,7 +92,8 @@ class Session:
             self.version += 1
             self.base_label = LOADED
             self.masks = PlanMasks(result.profile, self.channel_group, self._gradient, self.seed,
-                                   {n for n, _ in module.named_parameters()}, param_bytes(module), self._original)
+                                   {n for n, _ in module.named_parameters()}, param_bytes(module), self._original,
+                                   statistic=self._statistic)
             self.selected = self.default_layer()
         self.loaded.emit()
         self.history_changed.emit()
@@ -231,6 +233,7 @@ class Session:
         if lp.criterion.needs_gradients and not self.dataset.has_labels:
             raise PlanError(f"The {lp.criterion} criterion needs gradients, which need a dataset with labels.",
                             f"{self.dataset.spec} has no labels; use l1, l2 or random.")
+        self._check_criterion(name, lp)
         return lp
 
     def set_layer(self, name: str, sparsity: float | None = None, granularity: str | None = None,

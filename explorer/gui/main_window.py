@@ -19,6 +19,7 @@ from explorer.core.session import Session
 
 from . import help as help_dialogs
 from .context import AppContext
+from .compare_panel import ComparePanel
 from .dashboard import Dashboard, totals_text
 from .dialogs import error_text, show_error
 from .export_actions import ExportActions
@@ -31,6 +32,7 @@ from .latency_panel import LatencyPanel
 from .layer_table import LayerTable
 from .measure import MeasureActions
 from .model_actions import ModelActions
+from .reconstruct_action import ReconstructOption
 from .sensitivity_panel import SensitivityPanel
 from .weight_view import WeightView
 
@@ -121,7 +123,7 @@ class MainWindow(QMainWindow):
         self.models = ModelActions(self.ctx, self, recent, models_menu)
         self.dataset_combo = self.models.dataset_combo
 
-        em = mb.addMenu("&Edit")
+        em = self.edit_menu = mb.addMenu("&Edit")
         self.act_undo = act("&Undo", self.session.undo, QKeySequence.Undo, "Undo the last plan change", em)
         self.act_redo = act("&Redo", self.session.redo, QKeySequence.Redo, "Redo", em)
         em.addSeparator()
@@ -168,11 +170,14 @@ class MainWindow(QMainWindow):
         self.latency_panel = LatencyPanel(ctx, measure=self.measure.measure_latency)
         self.sensitivity_panel = SensitivityPanel(ctx, finetune_config=self.finetune_panel.config)
         self.history_panel = HistoryPanel(ctx)
+        self.compare_panel = ComparePanel(ctx, finetune_config=self.finetune_panel.config)
+        self.reconstruct = ReconstructOption(ctx, self.edit_menu, self.toolbar, self.act_undo, self.measure.evaluate)
         self.exports = ExportActions(ctx, self.export_menu, self)
         tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
                 (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
                 (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),
-                (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency")]
+                (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency"),
+                (self.compare_panel, "Criteria", "Compare pruning criteria on the same plan: accuracy vs sparsity")]
         self.tabs.setTabToolTip(0, "The selected layer's weights and mask")
         for w, title, tip in tabs:
             self.tabs.setTabToolTip(self.tabs.addTab(w, title), tip)
@@ -182,6 +187,8 @@ class MainWindow(QMainWindow):
                                                                     self.sensitivity_panel.start_scan),
                    QKeySequence("F8"), "Prune each layer alone at several sparsities and measure accuracy",
                    self.run_menu)
+        ctx.action("&Compare criteria", lambda: self._start_on_tab(self.compare_panel, self.compare_panel.start),
+                   QKeySequence("F9"), "Accuracy vs sparsity of several criteria on the same plan", self.run_menu)
         m = self.view_menu
         for i in range(self.tabs.count()):
             ctx.action(self.tabs.tabText(i), lambda _=False, i=i: self.tabs.setCurrentIndex(i),
@@ -278,7 +285,7 @@ class MainWindow(QMainWindow):
         if not s.loaded_ok:
             return
         missing = s.uncached(extra=[s.selected] if s.selected else None)
-        big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT]
+        big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(s.plan.get(n))]
         if big:
             self._index_in_background(big)
         for n in [n for n in missing if n not in big]:
@@ -381,8 +388,9 @@ class MainWindow(QMainWindow):
             self.status("select some rows in the layer table first", 4000)
             return
         if scope == "global":
-            missing = [n for n in names if s.layer(n).params > SYNC_BUILD_LIMIT and
-                       s.needs_build(n, LayerPlan(0.5, granularity, criterion))]
+            lp = LayerPlan(0.5, granularity, criterion)
+            missing = [n for n in names if (s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(lp))
+                       and s.needs_build(n, lp)]
             if missing:
                 tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})
                 self.runner.run("Indexing weights for global scope", lambda p, c: s.build_views(missing, tmp, p, c),
@@ -402,6 +410,9 @@ class MainWindow(QMainWindow):
     def apply_plan(self) -> None:
         s = self.session
         if not s.loaded_ok:
+            return
+        if self.reconstruct.checked:
+            self.reconstruct.run()
             return
         if sum(s.layer(n).params for n in s.plan.active()) <= SYNC_BUILD_LIMIT * 2:
             try:
