@@ -196,7 +196,7 @@ def reconstruct(make_model, dense_state: dict[str, torch.Tensor], pruned_state: 
         W = (_solve_exact if method == "exact" else _solve_obs)(A, B, keep)
         before = _error(Wd * keep, Wd, A0, C, D)
         after = _error(W, Wd, A0, C, D)
-        if not after <= before * (1 + 1e-6) + 1e-12 or not torch.isfinite(W).all():   # never worse than masking
+        if not after < before * (1 - 1e-9) or not torch.isfinite(W).all():   # never worse than masking
             W, method, after = Wd * keep, f"{method} (kept masked: no gain)", before
         W = torch.where(keep, W, torch.zeros((), dtype=W.dtype)).float()
         if m.bias is not None:
