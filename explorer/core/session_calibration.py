@@ -93,7 +93,7 @@ class SessionCalibration:
         from .prune.activations import trace_followers
 
         c = self._calibration
-        with c.lock:
+        with c.followers_lock:
             if c.followers is None or c.followers[0] != self._original_id:
                 example = torch.zeros(1, *self.require().input_shape)
                 with self.lock:

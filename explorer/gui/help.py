@@ -22,6 +22,11 @@ CONCEPTS = [
                    "really faster."),
     ("Sensitivity", "the accuracy when one layer alone is pruned: which layers can lose the most."),
     ("Fine-tuning", "training the pruned network with its masks held at zero to recover accuracy."),
+    ("Calibration samples", "a few seeded training samples (default 128) on which hessian, wanda and apoz measure "
+                            "their statistics and reconstruction refits weights; recipes record the number."),
+    ("Reconstruction", "after the mask is chosen, refitting each pruned layer's remaining weights so its output "
+                       "matches the dense layer's on the calibration samples (least squares): one-shot accuracy "
+                       "without fine-tuning."),
 ]
 
 

@@ -167,6 +167,7 @@ class CalibrationCache:
 
     def __init__(self):
         self.lock = threading.RLock()
+        self.followers_lock = threading.Lock()   # its own lock: a long Fisher never blocks the structure lookup
         self.key: tuple | None = None
         self.stats: dict[str, dict[str, torch.Tensor]] = {}
         self.followers = None   # (module id, Followers of a single example): which BN / ReLU follows each layer
