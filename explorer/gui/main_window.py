@@ -18,8 +18,8 @@ from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from . import help as help_dialogs
-from .context import AppContext
 from .compare_panel import ComparePanel
+from .context import AppContext
 from .dashboard import Dashboard, totals_text
 from .dialogs import error_text, show_error
 from .export_actions import ExportActions
@@ -444,7 +444,11 @@ class MainWindow(QMainWindow):
         from explorer.core.prune.recipe import read_recipe
         try:
             plan, d = read_recipe(path)
+            cal = d.get("calibration")
+            if isinstance(cal, dict) and "samples" in cal:
+                self.session.set_calibration_samples(cal["samples"])   # data criteria replay on the same samples
             self.session.set_plan(plan)
+            self.reconstruct.box.setChecked(bool(d.get("reconstruct")))
             if d.get("model") and d["model"] != self.session.model_spec:
                 self.status(f"recipe was written for {d['model']}; applied to {self.session.model_name}", 8000)
             else:

@@ -182,7 +182,6 @@ def reconstruct(make_model, dense_state: dict[str, torch.Tensor], pruned_state: 
             bias_keep = aux.get(f"{name}.bias", torch.ones(Wd.shape[0], dtype=torch.bool))
             keep = torch.cat([keep, bias_keep[:, None]], dim=1)
         d = Wd.shape[1]
-        positions = 1
         with torch.no_grad():
             probe = _layer_input(pruned, name, x[:1])
         positions = _columns(m, probe).shape[1]
@@ -226,9 +225,8 @@ def reconstruct_plan(session, plan, progress: ProgressFn | None = None,
                      cancel: CancelToken | None = None) -> Reconstruction:
     """Mask the session's kept weights with ``plan`` and refit them on the session's calibration samples.
     The session is not changed (``Session.adopt`` takes the result as the new kept weights)."""
-    from .masks import masked_state
-
     from ..errors import PlanError
+    from .masks import masked_state
 
     if not plan.active():
         raise PlanError("Nothing to reconstruct: the plan prunes no layer.", "Plan some sparsity first.")
