@@ -149,3 +149,15 @@ def test_data_criterion_ranks_in_a_worker(win, qtbot):
     assert win.last_error is None
     assert win.table.item(2, 8).text() != "…"
     assert s.layer_counts("backbone.conv2").sparsity == pytest.approx(0.7, abs=1e-3)
+
+
+def test_scan_skips_the_prediction_when_the_fisher_would_be_slow(win, qtbot, monkeypatch):
+    import explorer.gui.sensitivity_panel as sp
+
+    monkeypatch.setattr(sp, "AUTO_PREDICT_MACS", 0)
+    p = win.sensitivity_panel
+    p.sparsities.setText("0.5,0.8")
+    p.start_scan()
+    wait_jobs(qtbot, win)
+    assert not p.prediction.predicted and set(p.prediction.measured_curves) == set(win.session.layer_names)
+    assert "Predict draws" in p.prediction.label.text()

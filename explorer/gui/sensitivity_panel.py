@@ -34,6 +34,7 @@ from .context import AppContext
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
 from .prediction_plot import PredictionPlot
 
+AUTO_PREDICT_MACS = 2e10   # a scan predicts first when the Fisher costs at most ~this many MACs (samples x MACs)
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
@@ -193,6 +194,10 @@ class SensitivityPanel(QWidget):
         def on_progress(p):
             if isinstance(p.data, Prediction):
                 self.prediction.set_prediction(p.data)
+            elif p.data == "skipped":
+                self.prediction.label.setText("No prediction with this scan: the Fisher of "
+                                              f"{s.calibration_samples} samples takes a while on this model. "
+                                              "Predict computes it.")
             elif p.data is not None and hasattr(p.data, "layer"):
                 self._point(p.data)
                 self.prediction.point(p.data)
@@ -206,8 +211,16 @@ class SensitivityPanel(QWidget):
                        on_cancel=lambda: ctx.status("scan cancelled; the model is unchanged", 5000))
 
     def _predict_into(self, progress, cancel, spec: ScanSpec) -> None:
-        """Send the predicted loss increase as a Progress record (nothing when it cannot be predicted)."""
+        """Send the predicted loss increase as a Progress record (nothing when it cannot be predicted, or when the
+        Fisher is not known yet and would take long to compute: then Predict computes it on request)."""
         from explorer.core.jobs import Progress
+        from explorer.core.prune.plan import LayerPlan
+        s = self.session
+        if s.needs_calibration(LayerPlan(0.5, "element", "hessian")) and \
+                s.profile.total_macs * s.calibration_samples > AUTO_PREDICT_MACS:
+            progress(Progress(None, "no prediction: the Fisher takes a while on this model (press Predict)",
+                              "skipped"))
+            return
         try:
             pred = predict_loss_increase(self.session, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
                                          cancel=cancel)

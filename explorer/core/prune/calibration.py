@@ -81,7 +81,7 @@ def fisher_diagonal(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layer_n
     per_sample = sum(w.numel() for w in weights.values()) * 4
     if chunk is None:
         chunk = max(1, min(64, PER_SAMPLE_BUDGET_BYTES // max(1, per_sample)))
-    acc = {k: torch.zeros(w.shape, dtype=torch.float64) for k, w in weights.items()}
+    acc = {k: torch.zeros(w.shape, dtype=torch.float32) for k, w in weights.items()}
     meter = ProgressMeter(progress, x.shape[0], "Fisher diagonal (per-sample gradients)")
     grad_fn = _vmapped(module, weights, num_classes) if vectorise else None
     for i in range(0, x.shape[0], chunk):
@@ -97,10 +97,10 @@ def fisher_diagonal(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layer_n
         if grads is None:
             grads = _looped(module, keys, layer_names, xc, yc, num_classes)
         for k in keys:
-            acc[k] += grads[k].double().pow(2).sum(dim=0)
+            acc[k] += grads[k].float().pow(2).sum(dim=0)
         meter.step(xc.shape[0])
     n = x.shape[0]
-    return {name: (acc[k] / n).float() for k, name in zip(keys, layer_names)}
+    return {name: acc[k] / n for k, name in zip(keys, layer_names)}
 
 
 def _vmapped(module: nn.Module, weights: dict[str, torch.Tensor], num_classes: int | None) -> Callable:
