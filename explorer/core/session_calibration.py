@@ -125,11 +125,14 @@ class SessionCalibration:
         if crit.needs in ("fisher", "input_norm", "apoz") and self.dataset.size("train") == 0:
             raise PlanError(f"The {crit.name} criterion needs calibration samples from the training split, and "
                             f"{self.dataset.spec} has none.")
-        if crit.needs == "bn_gamma" and self.following_batchnorm(name) is None:
-            raise PlanError(f"The bn-scale criterion needs a BatchNorm right after layer {name} (its |γ| scores the "
-                            "channels), and none follows it whose entries go with its channels.",
-                            "Use l1, l2, hessian or apoz for this layer.")
-        if crit.needs == "apoz" and name not in self._followers().relu:
-            raise PlanError(f"The apoz criterion counts zeros after the ReLU that follows a layer, and no ReLU follows "
-                            f"layer {name} (directly or after its BatchNorm).",
-                            "Use l1, l2, hessian or bn-scale for this layer.")
+        # a channel group shares one ranking: every layer of it must have what the criterion reads
+        for m in (self.linked_layers(name) if crit.needs in ("bn_gamma", "apoz") else ()):
+            also = "" if m == name else f" (it shares its channels with layer {name})"
+            if crit.needs == "bn_gamma" and self.following_batchnorm(m) is None:
+                raise PlanError(f"The bn-scale criterion needs a BatchNorm right after layer {m}{also} (its |γ| scores "
+                                "the channels), and none follows it whose entries go with its channels.",
+                                "Use l1, l2, hessian or apoz for this layer.")
+            if crit.needs == "apoz" and m not in self._followers().relu:
+                raise PlanError(f"The apoz criterion counts zeros after the ReLU that follows a layer, and no ReLU "
+                                f"follows layer {m}{also} (directly or after its BatchNorm).",
+                                "Use l1, l2, hessian or bn-scale for this layer.")

@@ -136,15 +136,25 @@ def _solve_exact(A: torch.Tensor, B: torch.Tensor, keep: torch.Tensor) -> torch.
     return W
 
 
-def _solve_obs(A: torch.Tensor, B: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    W = torch.linalg.solve(A, B.T).T                              # unconstrained optimum
-    U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(A)), upper=True)
-    Mf = keep.to(W.dtype)
-    for j in range(W.shape[1]):
-        err = W[:, j] * (1 - Mf[:, j]) / U[j, j]
-        W[:, j:] -= err[:, None] * U[j, j:][None, :]
-        W[:, j] *= Mf[:, j]
-    return W
+def _solve_obs(A: torch.Tensor, B: torch.Tensor, keep: torch.Tensor, block: int = 128) -> torch.Tensor:
+    L = torch.linalg.cholesky(A)
+    WT = torch.cholesky_solve(B.T.contiguous(), L)         # the unconstrained optimum, columns as rows
+    U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+    MT = keep.T.contiguous().to(WT.dtype)
+    d = WT.shape[0]
+    for i1 in range(0, d, block):      # SparseGPT's lazy batch updates: columns in blocks, the rest by one matmul
+        i2 = min(i1 + block, d)
+        W1, U1, M1 = WT[i1:i2].clone(), U[i1:i2, i1:i2], MT[i1:i2]
+        Err = torch.empty_like(W1)
+        for j in range(i2 - i1):
+            err = W1[j] * (1 - M1[j]) / U1[j, j]
+            W1[j:].sub_(U1[j, j:, None] * err[None, :])
+            W1[j].mul_(M1[j])
+            Err[j] = err
+        WT[i1:i2] = W1
+        if i2 < d:
+            WT[i2:] -= U[i1:i2, i2:].T @ Err
+    return WT.T.contiguous()
 
 
 def _error(W: torch.Tensor, Wd: torch.Tensor, A0: torch.Tensor, C: torch.Tensor, D: torch.Tensor) -> float:
