@@ -4,7 +4,8 @@
     .venv/bin/python scripts/make_screenshots.py docs compress   (only docs/compress.png)
 
 Each picture is a state a user reaches by hand: masks of the three granularity families on a conv
-layer, a sensitivity scan with its allocation, fine-tuning curves, and the latency comparison.
+layer, a sensitivity scan with its allocation, fine-tuning curves, the latency comparison, and criteria
+compared side by side.
 """
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def main() -> None:
     win.measure.evaluate()
     win.tabs.setCurrentWidget(win.history_panel)
     shot("history")
+    # criteria compared on the same plan: one-shot dashed, fine-tuned solid
+    s.set_plan(type(s.plan)())
+    c = win.compare_panel
+    for name, box in c.boxes.items():
+        box.setChecked(name in ("l1", "taylor", "hessian", "wanda"))
+    c.sparsities.setText("0.5,0.7,0.9")
+    c.epochs.setValue(2)
+    win.tabs.setCurrentWidget(c)
+    c.start()
+    shot("criteria")
     compress_shot(app, win, shot)
     (out / ".screenshot-settings.ini").unlink(missing_ok=True)
     win.close()

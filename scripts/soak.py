@@ -136,7 +136,7 @@ class Driver:
             (5, "evaluate", self.evaluate), (2, "latency", self.latency), (3, "finetune", self.finetune),
             (2, "cancel", self.cancel_finetune), (2, "scan", self.scan), (2, "export", self.export),
             (2, "history", self.history), (3, "error", self.error), (1, "model", self.switch_model),
-            (1, "help", self.help),
+            (1, "help", self.help), (1, "reconstruct", self.reconstruct), (1, "compare", self.compare),
         ]
         self._weights = [a[0] for a in self.actions]
 
@@ -199,7 +199,29 @@ class Driver:
 
     def criterion(self):
         combo = self.win.table.editor(self.layer())[2]
-        combo.setCurrentText(self.rng.choice(["l1", "l2", "random", "taylor"]))
+        model = combo.model()
+        allowed = [i for i in range(combo.count()) if model.item(i).isEnabled()]
+        combo.setCurrentIndex(self.rng.choice(allowed))
+        self.wait_jobs()             # data criteria rank in a worker the first time
+
+    def reconstruct(self):
+        box = self.win.reconstruct.box
+        box.setChecked(True)
+        self.apply()
+        box.setChecked(False)
+
+    def compare(self):
+        p = self.win.compare_panel
+        for name, b in p.boxes.items():
+            b.setChecked(name in ("l1", "wanda"))
+        p.sparsities.setText(self.rng.choice(["0.5", "0.8"]))
+        p.epochs.setValue(0)
+        p.reconstruct.setChecked(self.rng.random() < 0.3)
+        p.start()
+        if self.rng.random() < 0.3:
+            self.pump(self.rng.randint(5, 60))
+            self.win.runner.cancel()
+        self.wait_jobs()
 
     def apply(self):
         if self.win.act_apply.isEnabled():

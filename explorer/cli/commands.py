@@ -22,7 +22,7 @@ def open_session(args):
 
 def run_command(args) -> int:
     commands = {"gui": _gui, "info": cmd_info, "prune": cmd_prune, "sensitivity": cmd_sensitivity,
-                "train-builtin": cmd_train, "compress": cmd_compress}
+                "train-builtin": cmd_train, "compress": cmd_compress, "compare": cmd_compare}
     fn = commands.get(args.command)
     if fn is None:
         raise ExplorerError(f"Unknown command {args.command}")
@@ -113,6 +113,11 @@ def plan_from_args(session, args):
             log(f"note: recipe written for {d['model']}, applying to {session.model_spec}")
         if isinstance(d.get("seed"), int):
             session.set_seed(d["seed"])      # the random criterion replays exactly
+        cal = d.get("calibration")
+        if isinstance(cal, dict) and "samples" in cal and getattr(args, "calibration_samples", None) is None:
+            session.set_calibration_samples(cal["samples"])   # so do the data criteria and reconstruction
+        if d.get("reconstruct"):
+            args.reconstruct = True
         session.set_plan(plan)
         return d.get("finetune")
     if getattr(args, "from_sensitivity", None):
@@ -126,8 +131,8 @@ def plan_from_args(session, args):
     else:
         skipped = session.set_uniform(names, args.sparsity, args.granularity, args.criterion)
     if skipped:
-        if args.layers:
-            raise PlanError("; ".join(skipped.values()))
+        if args.layers or len(skipped) == len(names):
+            raise PlanError("; ".join(dict.fromkeys(skipped.values())))
         for n, why in skipped.items():
             log(f"note: {n} left dense: {why}")
     return None
@@ -196,6 +201,7 @@ def cmd_prune(args) -> int:
         if note.startswith("non-finite"):
             log(f"note: {note}")
     session.set_seed(args.seed)
+    _calibration_from_args(session, args)
     recorded = plan_from_args(session, args)
     cfg = None
     if recorded and not args.finetune_epochs:
@@ -211,7 +217,8 @@ def cmd_prune(args) -> int:
     try:
         out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,
                         sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
-                        latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log)
+                        latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
+                        reconstruct=args.reconstruct)
     finally:
         bar.close()
     r = out.report
@@ -227,6 +234,7 @@ def cmd_sensitivity(args) -> int:
     from explorer.core.analyse.sensitivity import parse_sparsities, run_scan_to_files
 
     session = open_session(args)
+    _calibration_from_args(session, args)
     sparsities = parse_sparsities(args.sparsities)
     bar = tqdm_progress("sensitivity")
     try:
@@ -237,6 +245,40 @@ def cmd_sensitivity(args) -> int:
         bar.close()
     print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
                       "layers": len(result["layers"]), "seconds": result.get("seconds")}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- compare
+
+def _calibration_from_args(session, args) -> None:
+    if getattr(args, "calibration_samples", None) is not None:
+        session.set_calibration_samples(args.calibration_samples)
+
+
+def cmd_compare(args) -> int:
+    from explorer.core.analyse.compare import compare_criteria, winners, write_compare
+
+    session = open_session(args)
+    session.set_seed(args.seed)
+    _calibration_from_args(session, args)
+    if args.finetune_epochs < 0:
+        raise PlanError(f"--finetune-epochs must be 0 or more (got {args.finetune_epochs}).")
+    cfg = _finetune_config(args, args.finetune_epochs) if args.finetune_epochs else None
+    bar = tqdm_progress("compare")
+    try:
+        result = compare_criteria(session, args.criteria, args.sparsities, args.granularity,
+                                  reconstruct=args.reconstruct, finetune=cfg, layers=args.layers, progress=bar)
+    finally:
+        bar.close()
+    for n in result.notes:
+        log(f"note: {n}")
+    write_compare(result, Path(args.out))
+    summary = {"out": str(args.out), "split": result.split, "dense_accuracy": result.dense_accuracy,
+               "best_one_shot": dict(zip(map(str, result.sparsities), winners(result))),
+               "seconds": {k: round(v, 2) for k, v in result.seconds.items()}}
+    if cfg is not None:
+        summary["best_finetuned"] = dict(zip(map(str, result.sparsities), winners(result, finetuned=True)))
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -45,11 +45,22 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
                    help="recipe.json with per-layer sparsity/granularity/criterion (replays its fine-tuning too)")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity 0..1 (fraction of weights removed)")
     p.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
-    p.add_argument("--criterion", "-c", default="l1", help="l1, l2, random, taylor")
+    p.add_argument("--criterion", "-c", default="l1",
+                   help="l1, l2, random, taylor, hessian, wanda, bn-scale (channel), apoz (channel)")
     p.add_argument("--scope", choices=("local", "global"), default="local",
                    help="local: every layer at --sparsity; global: one threshold across the layers")
     p.add_argument("--max-layer-sparsity", type=float, default=0.95, help="per-layer cap for global scope")
     p.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="only these layers (default: all)")
+
+
+def _add_calibration_args(p: argparse.ArgumentParser, reconstruct: bool = False) -> None:
+    p.add_argument("--calibration-samples", type=int, default=None, metavar="N",
+                   help="training samples for hessian/wanda/apoz and reconstruction (default 128; seeded, "
+                        "recorded in the recipe)")
+    if reconstruct:
+        p.add_argument("--reconstruct", action="store_true",
+                       help="after choosing the mask, refit each pruned layer's remaining weights to its dense "
+                            "output on the calibration samples (least squares; the mask is unchanged)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of fine-tuning")
     p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
+    _add_calibration_args(p, reconstruct=True)
     p.add_argument("--out", "-o", required=True, metavar="DIR",
                    help="results folder (written as a whole: it holds one run's files, never a mix)")
 
@@ -120,7 +132,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency", action="store_true", help="also measure latency per sparsity (structured only)")
     s.add_argument("--naive", action="store_true", help="use the plain full-model loop (for comparison)")
     s.add_argument("--csv", default=None, metavar="FILE.csv", help="also write a CSV table")
+    _add_calibration_args(s)
     s.add_argument("--out", "-o", required=True, metavar="S.json", help="the scan as JSON")
+
+    c = _sub(sub, "compare", "compare pruning criteria on the same plan: accuracy vs sparsity, one-shot "
+                             "and fine-tuned (validation split)")
+    _common(c)
+    c.add_argument("--criteria", default="l1,taylor,hessian,wanda",
+                   help="comma-separated criteria (l1, l2, random, taylor, hessian, wanda, bn-scale, apoz)")
+    c.add_argument("--sparsities", default="0.5,0.7,0.9", help="comma-separated sparsities in (0,1)")
+    c.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
+    c.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="only these layers (default: all)")
+    c.add_argument("--finetune-epochs", type=int, default=0,
+                   help="also fine-tune N epochs after pruning (accuracy_finetuned; best epoch by training accuracy)")
+    c.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
+    c.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
+    c.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
+    c.add_argument("--seed", type=int, default=0, help="seed of the calibration samples, random scores, fine-tuning")
+    _add_calibration_args(c, reconstruct=True)
+    c.add_argument("--out", "-o", required=True, metavar="C.json", help="where to write the comparison JSON")
 
     t = _sub(sub, "train-builtin", "retrain the built-in digits models reproducibly")
     t.add_argument("--out", default=".", metavar="DIR",

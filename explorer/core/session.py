@@ -29,12 +29,13 @@ from .prune.granularity import NM, Channel
 from .prune.masks import LayerMask, masked_state
 from .prune.plan import LayerPlan, Plan
 from .prune.plan_masks import PlanMasks
+from .session_calibration import SessionCalibration
 from .undo import Edit, UndoStack
 
 LOADED = "loaded weights"
 
 
-class Session:
+class Session(SessionCalibration):
     """Model + dataset + plan + masks + history, with events for the GUI."""
 
     loaded = Signal()                 # a new model/dataset is in place
@@ -92,7 +93,8 @@ class Session:
             self.version += 1
             self.base_label = LOADED
             self.masks = PlanMasks(result.profile, self.channel_group, self._gradient, self.seed,
-                                   {n for n, _ in module.named_parameters()}, param_bytes(module), self._original)
+                                   {n for n, _ in module.named_parameters()}, param_bytes(module), self._original,
+                                   statistic=self._statistic)
             self.selected = self.default_layer()
         self.loaded.emit()
         self.history_changed.emit()
@@ -225,7 +227,9 @@ class Session:
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         """Validate one layer's plan: values, and that the granularity fits the layer."""
-        return rules.check_layer_plan(name, lp, self.layer(name), self.channel_group(name), self.dataset)
+        lp = rules.check_layer_plan(name, lp, self.layer(name), self.channel_group(name), self.dataset)
+        self._check_criterion(name, lp)
+        return lp
 
     def set_layer(self, name: str, sparsity: float | None = None, granularity: str | None = None,
                   criterion: str | None = None, coalesce: object = None) -> list[str]:

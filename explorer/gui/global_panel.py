@@ -31,7 +31,7 @@ class GlobalPanel(QWidget):
         self.editor = SparsityEditor()
         self.editor.set_sparsity(0.5)
         self.gran = make_combo(GRANULARITY_CHOICES, granularity_tips())
-        self.crit = make_combo(list(CRITERIA), criterion_tips(), 72)
+        self.crit = make_combo(list(CRITERIA), criterion_tips(), 84)
         self.scope = make_combo(("local", "global"), {
             "local": "Uniform: every chosen layer gets this sparsity",
             "global": "Global: one threshold on comparable scores (mean |w| per group) across the chosen layers; "

@@ -29,6 +29,11 @@ CONCEPTS = [
                        "by filler zeros."),
     ("Huffman coding", "lossless: frequent indices and gaps get short codes, rare ones long codes (the last stage of "
                        "Deep Compression; the bytes of model.dcz)."),
+    ("Calibration samples", "a few seeded training samples (default 128) on which hessian, wanda and apoz measure "
+                            "their statistics and reconstruction refits weights; recipes record the number."),
+    ("Reconstruction", "after the mask is chosen, refitting each pruned layer's remaining weights so its output "
+                       "matches the dense layer's on the calibration samples (least squares): one-shot accuracy "
+                       "without fine-tuning."),
 ]
 
 

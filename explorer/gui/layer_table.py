@@ -25,7 +25,8 @@ COL_TIPS = {
     "MACs": "Multiply-accumulates per input sample at the model's input size",
     "Sparsity %": "Percentage of this layer's weights to remove (drag, or type a value)",
     "Granularity": "Which weights go together: element, n:m pattern, kernel row (vector), kernel, or whole channel",
-    "Criterion": "How importance is scored: L1 / L2 magnitude, random, or first-order Taylor",
+    "Criterion": "How importance is scored: L1 / L2 magnitude, random, Taylor, Hessian (OBD), Wanda, BN scale or "
+                 "APoZ (the last two for channels only)",
     "Nonzero": "Weights left nonzero under the current plan",
 }
 
@@ -82,6 +83,7 @@ class LayerTable(QTableWidget):
         self.report_error = report_error
         self._rows: dict[str, int] = {}
         self._editors: dict[str, tuple[SparsityEditor, QComboBox, QComboBox]] = {}
+        self._choices: dict[str, tuple] = {}     # row -> (granularity, criterion) its combos' choices reflect
         self.setHorizontalHeaderLabels(COLUMNS)
         for i, c in enumerate(COLUMNS):
             if c in COL_TIPS:
@@ -95,7 +97,7 @@ class LayerTable(QTableWidget):
         h = self.horizontalHeader()
         h.setSectionResizeMode(QHeaderView.Interactive)
         h.setStretchLastSection(False)
-        for i, w in enumerate((150, 62, 96, 62, 62, 150, 90, 70, 64)):
+        for i, w in enumerate((150, 62, 96, 62, 62, 150, 90, 86, 64)):
             self.setColumnWidth(i, w)
         h.setSectionResizeMode(5, QHeaderView.Stretch)
         self.itemSelectionChanged.connect(self._selection_changed)
@@ -112,6 +114,7 @@ class LayerTable(QTableWidget):
             self.setRowCount(len(s.layers))
             self._rows.clear()
             self._editors.clear()
+            self._choices.clear()
             gtips, ctips = granularity_tips(), criterion_tips()
             for r, l in enumerate(s.layers):
                 self._rows[l.name] = r
@@ -147,7 +150,7 @@ class LayerTable(QTableWidget):
                         item.setToolTip(e.message)
                 gc.setToolTip(COL_TIPS["Granularity"])
                 gc.currentTextChanged.connect(lambda g, n=l.name: self._granularity_edited(n, g))
-                cc = make_combo(list(CRITERIA), ctips, 72)
+                cc = make_combo(list(CRITERIA), ctips, 84)
                 cc.setToolTip(COL_TIPS["Criterion"])
                 cc.currentTextChanged.connect(lambda c, n=l.name: self._criterion_edited(n, c))
                 self.setCellWidget(r, 5, ed)
@@ -178,6 +181,7 @@ class LayerTable(QTableWidget):
                 gc.setCurrentText(lp.granularity)
             with QSignalBlocker(cc):
                 cc.setCurrentText(lp.criterion)
+            self._update_choices(name, lp)
             item = self.item(r, 8)
             if lp.is_dense or not s.needs_build(name, lp):
                 c = s.layer_counts(name, lp)
@@ -189,6 +193,29 @@ class LayerTable(QTableWidget):
                 item.setToolTip("indexing this layer's weights")
             pending = s.plan.get(name) != s.applied_plan.get(name)
             self.item(r, 0).setForeground(QColor(170, 90, 0) if pending else QColor(20, 20, 20))
+
+    def _update_choices(self, name: str, lp: LayerPlan) -> None:
+        """Grey out the granularities that do not fit the row's criterion and the criteria that do not fit its
+        granularity (bn-scale and apoz score channels; hessian needs labels), with the reason as tooltip."""
+        key = (lp.granularity.name, lp.criterion.name, self.session.dataset.spec)
+        if self._choices.get(name) == key:
+            return
+        self._choices[name] = key
+        _, gc, cc = self._editors[name]
+        for combo, tips, plan_of in ((gc, granularity_tips(), lambda g: LayerPlan(0.0, g, lp.criterion)),
+                                     (cc, criterion_tips(), lambda c: LayerPlan(0.0, lp.granularity, c))):
+            model: QStandardItemModel = combo.model()
+            for i in range(combo.count()):
+                text = combo.itemText(i)
+                try:
+                    self.session.check_layer_plan(name, plan_of(text))
+                    ok, tip = True, tips.get(text, "")
+                except PlanError as e:
+                    ok, tip = False, e.message
+                item = model.item(i)
+                if item is not None:
+                    item.setEnabled(ok)
+                    item.setToolTip(tip)
 
     def preferred_width(self) -> int:
         return sum(self.columnWidth(i) for i in range(self.columnCount())) + 24

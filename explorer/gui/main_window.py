@@ -18,6 +18,7 @@ from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from . import help as help_dialogs
+from .compare_panel import ComparePanel
 from .compress_panel import CompressPanel
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
@@ -32,6 +33,7 @@ from .latency_panel import LatencyPanel
 from .layer_table import LayerTable
 from .measure import MeasureActions
 from .model_actions import ModelActions
+from .reconstruct_action import ReconstructOption
 from .sensitivity_panel import SensitivityPanel
 from .weight_view import WeightView
 
@@ -122,7 +124,7 @@ class MainWindow(QMainWindow):
         self.models = ModelActions(self.ctx, self, recent, models_menu)
         self.dataset_combo = self.models.dataset_combo
 
-        em = mb.addMenu("&Edit")
+        em = self.edit_menu = mb.addMenu("&Edit")
         self.act_undo = act("&Undo", self.session.undo, QKeySequence.Undo, "Undo the last plan change", em)
         self.act_redo = act("&Redo", self.session.redo, QKeySequence.Redo, "Redo", em)
         em.addSeparator()
@@ -175,13 +177,16 @@ class MainWindow(QMainWindow):
         self.sensitivity_panel = SensitivityPanel(ctx, finetune_config=self.finetune_panel.config)
         self.history_panel = HistoryPanel(ctx)
         self.compress_panel = CompressPanel(ctx)
+        self.compare_panel = ComparePanel(ctx, finetune_config=self.finetune_panel.config)
+        self.reconstruct = ReconstructOption(ctx, self.edit_menu, self.toolbar, self.act_undo, self.measure.evaluate)
         self.exports = ExportActions(ctx, self.export_menu, self)
         tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
                 (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
                 (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),
                 (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency"),
                 (self.compress_panel, "Compress", "Deep Compression: weight sharing (k-means per layer) and Huffman "
-                                                  "coding after pruning, measured to the byte")]
+                                                  "coding after pruning, measured to the byte"),
+                (self.compare_panel, "Criteria", "Compare pruning criteria on the same plan: accuracy vs sparsity")]
         self.tabs.setTabToolTip(0, "The selected layer's weights and mask")
         for w, title, tip in tabs:
             self.tabs.setTabToolTip(self.tabs.addTab(w, title), tip)
@@ -195,6 +200,8 @@ class MainWindow(QMainWindow):
                                                                            self.compress_panel.start),
                    QKeySequence("F9"), "Share weights by k-means, train the shared values and Huffman-code the "
                    "applied model", self.run_menu)
+        ctx.action("&Compare criteria", lambda: self._start_on_tab(self.compare_panel, self.compare_panel.start),
+                   QKeySequence("Shift+F9"), "Accuracy vs sparsity of several criteria on the same plan", self.run_menu)
         m = self.view_menu
         for i in range(self.tabs.count()):
             ctx.action(self.tabs.tabText(i), lambda _=False, i=i: self.tabs.setCurrentIndex(i),
@@ -291,7 +298,7 @@ class MainWindow(QMainWindow):
         if not s.loaded_ok:
             return
         missing = s.uncached(extra=[s.selected] if s.selected else None)
-        big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT]
+        big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(s.plan.get(n))]
         if big:
             self._index_in_background(big)
         for n in [n for n in missing if n not in big]:
@@ -394,8 +401,9 @@ class MainWindow(QMainWindow):
             self.status("select some rows in the layer table first", 4000)
             return
         if scope == "global":
-            missing = [n for n in names if s.layer(n).params > SYNC_BUILD_LIMIT and
-                       s.needs_build(n, LayerPlan(0.5, granularity, criterion))]
+            lp = LayerPlan(0.5, granularity, criterion)
+            missing = [n for n in names if (s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(lp))
+                       and s.needs_build(n, lp)]
             if missing:
                 tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})
                 self.runner.run("Indexing weights for global scope", lambda p, c: s.build_views(missing, tmp, p, c),
@@ -415,6 +423,9 @@ class MainWindow(QMainWindow):
     def apply_plan(self) -> None:
         s = self.session
         if not s.loaded_ok:
+            return
+        if self.reconstruct.checked:
+            self.reconstruct.run()
             return
         if sum(s.layer(n).params for n in s.plan.active()) <= SYNC_BUILD_LIMIT * 2:
             try:
@@ -446,7 +457,11 @@ class MainWindow(QMainWindow):
         from explorer.core.prune.recipe import read_recipe
         try:
             plan, d = read_recipe(path)
+            cal = d.get("calibration")
+            if isinstance(cal, dict) and "samples" in cal:
+                self.session.set_calibration_samples(cal["samples"])   # data criteria replay on the same samples
             self.session.set_plan(plan)
+            self.reconstruct.box.setChecked(bool(d.get("reconstruct")))
             if d.get("model") and d["model"] != self.session.model_spec:
                 self.status(f"recipe was written for {d['model']}; applied to {self.session.model_name}", 8000)
             else:

@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.core.analyse.predict import Prediction, predict_loss_increase
 from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, parse_sparsities, read_scan, scan, write_csv
 from explorer.core.errors import ExplorerError
 from explorer.core.fileio import atomic_write_json
@@ -31,7 +32,9 @@ from explorer.core.prune.criteria import CRITERIA
 from .allocation_box import AllocationBox
 from .context import AppContext
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
+from .prediction_plot import PredictionPlot
 
+AUTO_PREDICT_MACS = 2e10   # a scan predicts first when the Fisher costs at most ~this many MACs (samples x MACs)
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
@@ -68,6 +71,10 @@ class SensitivityPanel(QWidget):
         self.scan_btn = QPushButton("Scan (F8)")
         self.scan_btn.setObjectName("primary")
         self.scan_btn.clicked.connect(self.start_scan)
+        self.predict_btn = QPushButton("Predict")
+        self.predict_btn.setToolTip("Instant estimate without evaluating: each layer's loss increase ½·Σ H_ii·w² over "
+                                    "its pruned weights, with H_ii the Fisher of the calibration samples")
+        self.predict_btn.clicked.connect(self.start_prediction)
         self.open_btn = QPushButton("Open…")
         self.open_btn.setToolTip("Load a scan JSON (from the CLI's sensitivity command or an earlier save)")
         self.open_btn.clicked.connect(self.open_scan_dialog)
@@ -86,6 +93,7 @@ class SensitivityPanel(QWidget):
         grid.addWidget(self.latency, 1, 4)
         row = QHBoxLayout()
         row.addWidget(self.scan_btn)
+        row.addWidget(self.predict_btn)
         row.addStretch(1)
         row.addWidget(self.open_btn)
         row.addWidget(self.save_btn)
@@ -105,7 +113,7 @@ class SensitivityPanel(QWidget):
                                           labelOpts={"position": 0.97, "color": (60, 60, 60), "anchors": [(1, 1), (1, 1)]})
         self.drop_line = pg.InfiniteLine(angle=0, movable=True, pen=pg.mkPen((220, 50, 47), width=2),
                                          label="allowed",
-                                         labelOpts={"position": 0.2, "color": (220, 50, 47), "movable": True})
+                                         labelOpts={"position": 0.5, "color": (220, 50, 47), "movable": True})
         self.drop_line.setToolTip("Allowed accuracy: layers whose curve stays above it may be pruned that far")
         self.plot.addItem(self.dense_line)
         self.plot.addItem(self.drop_line)
@@ -138,7 +146,12 @@ class SensitivityPanel(QWidget):
         pl.setContentsMargins(0, 0, 0, 0)
         pl.addWidget(self.plot, 1)
         pl.addWidget(self.hover)
-        split.addWidget(pw)
+        self.prediction = PredictionPlot(PALETTE)
+        plots = QSplitter(Qt.Horizontal)
+        plots.addWidget(pw)
+        plots.addWidget(self.prediction)
+        plots.setSizes([600, 300])
+        split.addWidget(plots)
         split.addWidget(self.heat)
         split.setSizes([420, 200])
         lay = QVBoxLayout(self)
@@ -173,12 +186,21 @@ class SensitivityPanel(QWidget):
         plan = s.plan.copy()
 
         def work(progress, cancel):
+            # first the instant estimate (the Fisher is quick), then the measurements that replace it
+            self._predict_into(progress, cancel, spec)
             # the planned model (applied or not), computed here: a cancelled scan leaves the session untouched
             return scan(s, spec, progress, cancel, state=s.masked_state(plan))
 
         def on_progress(p):
-            if p.data is not None and hasattr(p.data, "layer"):
+            if isinstance(p.data, Prediction):
+                self.prediction.set_prediction(p.data)
+            elif p.data == "skipped":
+                self.prediction.label.setText("No prediction with this scan: the Fisher of "
+                                              f"{s.calibration_samples} samples takes a while on this model. "
+                                              "Predict computes it.")
+            elif p.data is not None and hasattr(p.data, "layer"):
                 self._point(p.data)
+                self.prediction.point(p.data)
 
         def done(result):
             self.set_result(result)
@@ -188,8 +210,48 @@ class SensitivityPanel(QWidget):
         ctx.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
                        on_cancel=lambda: ctx.status("scan cancelled; the model is unchanged", 5000))
 
+    def _predict_into(self, progress, cancel, spec: ScanSpec) -> None:
+        """Send the predicted loss increase as a Progress record (nothing when it cannot be predicted, or when the
+        Fisher is not known yet and would take long to compute: then Predict computes it on request)."""
+        from explorer.core.jobs import Progress
+        from explorer.core.prune.plan import LayerPlan
+        s = self.session
+        if s.needs_calibration(LayerPlan(0.5, "element", "hessian")) and \
+                s.profile.total_macs * s.calibration_samples > AUTO_PREDICT_MACS:
+            progress(Progress(None, "no prediction: the Fisher takes a while on this model (press Predict)",
+                              "skipped"))
+            return
+        try:
+            pred = predict_loss_increase(self.session, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
+                                         cancel=cancel)
+        except ExplorerError:
+            return
+        progress(Progress(None, f"predicted in {pred.seconds:.2f} s", pred))
+
+    def start_prediction(self) -> None:
+        """Only the instant estimate (no scan)."""
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok or not ctx.require_labels("The loss prediction (its Fisher)"):
+            return
+        try:
+            sps = parse_sparsities(self.sparsities.text())
+            layers = ctx.selected_layers() if self.only_selected.isChecked() else None
+            spec = ScanSpec(sparsities=sps, granularity=self.gran.currentText(), criterion=self.crit.currentText(),
+                            layers=layers or None)
+        except Exception as e:
+            ctx.report_error(e)
+            return
+
+        def work(progress, cancel):
+            return predict_loss_increase(s, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
+                                         progress=progress, cancel=cancel)
+
+        if ctx.start_job("Predicting loss increase", work, on_done=self.prediction.set_prediction):
+            self.prediction.clear(sps)
+
     def _begin(self, spec: ScanSpec) -> None:
         self.result = None
+        self.prediction.clear(spec.sparsities)
         self._spec = spec
         self._partial = {}
         for c in self._curves.values():
@@ -223,9 +285,14 @@ class SensitivityPanel(QWidget):
         self._heat_row(pt.layer, accs, None)
 
     def set_result(self, result: ScanResult) -> None:
+        pred = self.prediction.prediction
         self._spec = ScanSpec(result.sparsities, result.granularity, result.criterion)
         self._begin(self._spec)
         self.result = result
+        if pred is not None and pred.sparsities == list(result.sparsities) and pred.criterion == result.criterion \
+                and pred.granularity == result.granularity:
+            self.prediction.set_prediction(pred)
+        self.prediction.set_measured(result)
         for l in result.layers:
             accs = l["accuracy"]
             xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]

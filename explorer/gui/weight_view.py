@@ -195,8 +195,9 @@ class WeightView(QWidget):
         else:
             self.tline_pos.hide()
             self.tline_neg.hide()
-            thr = v.threshold(self.sparsity)
-            info = f"threshold on group {v.criterion} score: {thr:.4g}" if thr is not None else ""
+            thr = None if v.per_row else v.threshold(self.sparsity)
+            info = f"threshold on group {v.criterion} score: {thr:.4g}" if thr is not None else \
+                (f"{v.criterion}: each output row loses its own lowest scores" if v.per_row else "")
         c = v.counts(self.sparsity)
         zeros = f"   ({v.zero_share:.0%} already exactly zero, not drawn)" if v.zero_share >= 0.005 else ""
         if t is not None and t == 0 and v.zero_share > 0:

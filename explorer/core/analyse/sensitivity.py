@@ -87,6 +87,8 @@ class ScanPoint:
     sparsity: float
     accuracy: float | None
     latency_ms: float | None = None
+    loss: float | None = None           # mean cross-entropy at this point (what the hessian prediction estimates)
+    dense_loss: float | None = None     # ... and of the model the scan starts from
 
 
 @dataclass
@@ -105,9 +107,10 @@ class ScanResult:
     dense_latency_ms: float | None = None
     samples: int = 0
     skipped: dict = field(default_factory=dict)   # layer -> why it was not scanned
+    dense_loss: float | None = None
 
     def to_json(self) -> dict:
-        return {"model": self.model, "dataset": self.dataset, "granularity": self.granularity,
+        return {"dense_loss": self.dense_loss, "model": self.model, "dataset": self.dataset, "granularity": self.granularity,
                 "criterion": self.criterion, "dense_accuracy": self.dense_accuracy, "sparsities": self.sparsities,
                 "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
                 "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
@@ -160,16 +163,18 @@ class ScanResult:
                                       or not 0 <= a <= 100) for a in accs):
                 raise bad(f"layer {l['name']} has accuracies that are not percentages (or null for 'not measured')")
             entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
-            lat = l.get("latency_ms")
-            if isinstance(lat, list) and len(lat) == len(sparsities):
-                entry["latency_ms"] = [lat[i] for i in order]
+            for key in ("latency_ms", "loss"):
+                vals = l.get(key)
+                if isinstance(vals, list) and len(vals) == len(sparsities):
+                    entry[key] = [vals[i] for i in order]
             clean.append(entry)
         return cls(model=model, dataset=dataset, granularity=str(d.get("granularity", "element")),
                    criterion=str(d.get("criterion", "l1")), split=split,
                    dense_accuracy=dense, sparsities=[sparsities[i] for i in order], layers=clean,
                    method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
-                   samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}))
+                   samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
+                   dense_loss=d.get("dense_loss"))
 
     def layer(self, name: str) -> dict:
         for l in self.layers:
@@ -225,6 +230,12 @@ def _accuracy(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) ->
     return 100.0 * float((logits.argmax(1) == y).sum()) / y.shape[0]
 
 
+def _loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> float:
+    if num_classes and logits.shape[1] > num_classes:
+        logits = logits[:, :num_classes]
+    return float(torch.nn.functional.cross_entropy(torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4), y))
+
+
 def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
          naive: bool = False, state: dict[str, torch.Tensor] | None = None) -> ScanResult:
     """Run a sensitivity scan on the session's current (applied) weights -- or on ``state``, e.g. the
@@ -250,13 +261,15 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         try:
             replayer = Replayer(module, x)
             dense_acc = _accuracy(replayer.output, y, ds.num_classes)
+            dense_loss = _loss(replayer.output, y, ds.num_classes)
             method = "fast"
             if replayer.cached_bytes() > CACHE_BUDGET_BYTES:
                 replayer, method = None, "naive"
         except Exception:
             replayer, method = None, "naive"
     if replayer is None:
-        dense_acc = evaluate(module, ds, spec.split, cancel=cancel).accuracy
+        ev = evaluate(module, ds, spec.split, cancel=cancel)
+        dense_acc, dense_loss = ev.accuracy, ev.loss
     else:
         # check that replaying reproduces the full forward (dense weights as the only variant)
         first = units[0][1]
@@ -269,7 +282,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
             ok = False
         if not ok:
             replayer, method = None, "naive"
-            dense_acc = evaluate(module, ds, spec.split, cancel=cancel).accuracy
+            ev = evaluate(module, ds, spec.split, cancel=cancel)
+            dense_acc, dense_loss = ev.accuracy, ev.loss
 
     dense_latency = None
     example = None
@@ -284,7 +298,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     result = ScanResult(model=session.model_spec, dataset=ds.spec, granularity=lp_for.granularity,
                         criterion=spec.criterion, split=spec.split, dense_accuracy=dense_acc,
                         sparsities=sparsities, method=method, early_stop=spec.early_stop,
-                        dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped)
+                        dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped,
+                        dense_loss=dense_loss)
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
@@ -296,10 +311,12 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
             for i, s in enumerate(sparsities):
                 done += 1
                 progress(Progress(done / total, f"{row}: same channel group as {prev['name']}",
-                                  ScanPoint(row, i, s, prev["accuracy"][i], (prev.get("latency_ms") or [None] * len(sparsities))[i])))
+                                  ScanPoint(row, i, s, prev["accuracy"][i], (prev.get("latency_ms") or [None] * len(sparsities))[i],
+                                            prev["loss"][i], dense_loss)))
             continue
         accs: list[float | None] = [None] * len(sparsities)
         lats: list[float | None] = [None] * len(sparsities)
+        losses: list[float | None] = [None] * len(sparsities)
         stop = False
         per_pass = 1 if spec.early_stop is not None or replayer is None else replayer.variants_per_pass(len(sparsities))
         for i0 in range(0, len(sparsities), per_pass):
@@ -317,7 +334,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                 changed = {k.rsplit(".", 1)[0] for v in variants for k in v}
                 logits = replayer.run_variants(changed, variants)
                 for j, i in enumerate(idx):
-                    accs[i] = _accuracy(logits[j * x.shape[0]:(j + 1) * x.shape[0]], y, ds.num_classes)
+                    part = logits[j * x.shape[0]:(j + 1) * x.shape[0]]
+                    accs[i], losses[i] = _accuracy(part, y, ds.num_classes), _loss(part, y, ds.num_classes)
             else:
                 for j, i in enumerate(idx):
                     saved = {}
@@ -326,7 +344,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                             saved[pname] = params_by_name[pname].data
                             params_by_name[pname].data = t
                     try:
-                        accs[i] = evaluate(module, ds, spec.split, cancel=cancel).accuracy
+                        ev = evaluate(module, ds, spec.split, cancel=cancel)
+                        accs[i], losses[i] = ev.accuracy, ev.loss
                     finally:
                         for pname, t in saved.items():
                             params_by_name[pname].data = t
@@ -337,10 +356,10 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
             for i in idx:
                 done += 1
                 progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {accs[i]:.2f}%",
-                                  ScanPoint(row, i, sparsities[i], accs[i], lats[i])))
+                                  ScanPoint(row, i, sparsities[i], accs[i], lats[i], losses[i], dense_loss)))
                 if spec.early_stop is not None and accs[i] is not None and accs[i] < spec.early_stop:
                     stop = True
-        entry = {"name": row, "params": session.layer(row).params, "accuracy": accs}
+        entry = {"name": row, "params": session.layer(row).params, "accuracy": accs, "loss": losses}
         if len(members) > 1:
             entry["group"] = list(members)
         if spec.latency:

@@ -69,8 +69,10 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
 
 def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, sparse_archive: bool = False,
               latency_runs: int = 30, latency_batch: int = 1, measure: bool = True,
-              progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet) -> PruneOutcome:
-    """Apply the session's plan (fine-tune, compact), measure, and write the results bundle into ``out_dir``."""
+              progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
+              reconstruct: bool = False) -> PruneOutcome:
+    """Apply the session's plan (reconstruct, fine-tune, compact), measure, and write the results bundle into
+    ``out_dir``."""
     from ..analyse.latency import latency_input, measure_latencies, spread_note
     from ..train.finetune import finetune
     from .compact import channel_removals, compact_model, has_structure, max_output_difference
@@ -91,6 +93,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     dense_model = session.model_copy(dense_state) if measure else None   # timed later, interleaved with the others
     if dense_acc is not None:
         log(f"dense: test accuracy {dense_acc:.2f}%")
+    fits = _reconstruct(session, plan, finetune_cfg, progress, cancel, log) if reconstruct else None
 
     if finetune_cfg is not None:
         # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
@@ -144,7 +147,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     dense_lat, pruned_lat = lat.get("dense"), lat.get("pruned")
 
     recipe = plan_to_recipe(plan, session.model_spec, ds.spec, seed=session.seed,
-                            extra={"finetune": dict(finetune_cfg.__dict__) if finetune_cfg else None})
+                            extra={"finetune": dict(finetune_cfg.__dict__) if finetune_cfg else None,
+                                   **session.calibration_record(), "reconstruct": bool(reconstruct)})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
         check = session.masked_state(session.applied_plan)
@@ -164,9 +168,27 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                                "steps": finetune_cfg.steps, "lr": finetune_cfg.lr,
                                                "optimizer": finetune_cfg.optimizer}
                                               if finetune_cfg else None),
+                                 "reconstruct": fits,
                                  "tool_version": recipe["tool_version"]})
     meta = {"model": session.model_spec, "arch": session.require().model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, session.layer_names,
                          archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log)
     session.mark_saved(session.applied_plan)
     return PruneOutcome(report=report, files=files)
+
+
+def _reconstruct(session, plan: Plan, finetune_cfg, progress, cancel, log: Log) -> dict:
+    """Refit the plan's remaining weights on the calibration samples and keep them as the session's weights."""
+    from ..errors import PlanError
+    from ..prune.reconstruct import reconstruct_plan
+
+    if finetune_cfg is not None and finetune_cfg.schedule != "oneshot":
+        raise PlanError("--reconstruct refits the remaining weights for one mask; with the iterative and agp "
+                        "schedules the mask changes during fine-tuning.", "Use --schedule oneshot with --reconstruct.")
+    rec = reconstruct_plan(session, plan, progress=progress, cancel=cancel)
+    for f in rec.layers:
+        log(f"  reconstructed {f.name}: output error {f.error_before:.4f} -> {f.error_after:.4f} ({f.method})")
+    session.adopt(rec.state, plan, f"reconstructed ({session.calibration_samples} samples)")
+    return {"samples": session.calibration_samples,
+            "layers": [{"name": f.name, "method": f.method, "error_before": f.error_before,
+                        "error_after": f.error_after} for f in rec.layers]}

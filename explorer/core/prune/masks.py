@@ -33,7 +33,7 @@ from .criteria import ScoreContext, get_criterion
 from .display import DisplaySample
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
 from .groups import ChannelGroup
-from .ranking import Ranking, pruned_units, rank_nm, rank_scores
+from .ranking import Ranking, pruned_units, rank_nm, rank_rows, rank_scores
 
 HIST_BINS = 101
 CACHE_BUDGET_BYTES = 6 * 2**30
@@ -149,6 +149,11 @@ class LayerMask:
         """True when the threshold is on |w| itself (element granularity, l1/l2), so ±t can be drawn."""
         return self.granularity.name == "element" and self.criterion in ("l1", "l2")
 
+    @property
+    def per_row(self) -> bool:
+        """True when units are ranked within each output row (e.g. wanda at element granularity)."""
+        return self.granularity.name == "element" and get_criterion(self.criterion).per_row
+
     def kept_units(self, sparsity: float) -> torch.Tensor:
         """bool (units,): which (shared) units survive; for channel granularity, which channels of the group."""
         return self.ranking.keep(self.units_for(sparsity))
@@ -181,8 +186,10 @@ class MaskEngine:
     def __init__(self, layers: dict[str, LayerInfo], weight: Callable[[str], torch.Tensor],
                  channel_group: Callable[[str], ChannelGroup] | None = None,
                  gradient: Callable[[str], torch.Tensor | None] | None = None, seed: int = 0,
-                 budget_bytes: int = CACHE_BUDGET_BYTES):
+                 budget_bytes: int = CACHE_BUDGET_BYTES,
+                 statistic: Callable[[str, str], torch.Tensor | None] | None = None):
         self.layers = layers
+        self.statistic = statistic
         self.weight = weight
         self.channel_group = channel_group
         self.gradient = gradient
@@ -221,7 +228,7 @@ class MaskEngine:
     # ------------------------------------------------------------ building
     def _element_scores(self, name: str, criterion: str) -> torch.Tensor:
         crit = get_criterion(criterion)
-        ctx = ScoreContext(layer=name, seed=self.seed, gradient=self.gradient)
+        ctx = ScoreContext(layer=name, seed=self.seed, gradient=self.gradient, statistic=self.statistic)
         w = self.weight(name)
         scores = crit.element_scores(w, ctx)
         # a weight that is already exactly zero (pruned and fine-tuned before) costs nothing to prune: it goes
@@ -264,6 +271,12 @@ class MaskEngine:
             if isinstance(gran, NM):
                 sorted_keys, rank, order = rank_nm(
                     crit.group_scores(lay.group_view(elem).reshape(-1, 1)).reshape(-1, gran.m), gran.n, gran.m)
+                w = self.weight(name)
+                ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order)
+                self._rankings[key] = ranking
+                return ranking, None
+            if crit.per_row and lay.group_size == 1:   # e.g. wanda: compared within each output row
+                sorted_keys, rank, order = rank_rows(elem.reshape(layer.out_channels, -1))
                 w = self.weight(name)
                 ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order)
                 self._rankings[key] = ranking

@@ -19,14 +19,16 @@ from .plan import LayerPlan, Plan
 
 class PlanMasks:
     def __init__(self, profile: ModelProfile, channel_group: Callable, gradient: Callable, seed: int,
-                 param_names: set[str], param_bytes: int, base: dict[str, torch.Tensor]):
+                 param_names: set[str], param_bytes: int, base: dict[str, torch.Tensor],
+                 statistic: Callable | None = None):
         self.profile = profile
+        self.statistic = statistic
         self.channel_group = channel_group
         self.gradient = gradient
         self.param_names = param_names
         self.param_bytes = param_bytes
         self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[f"{n}.weight"],
-                                 channel_group=channel_group, gradient=gradient, seed=seed)
+                                 channel_group=channel_group, gradient=gradient, seed=seed, statistic=statistic)
         self.set_base(base)
 
     def set_base(self, base: dict[str, torch.Tensor]) -> None:
@@ -45,6 +47,13 @@ class PlanMasks:
         self.engine.seed = seed
         self.engine.invalidate(criterion="random")
         self.engine.invalidate(criterion="taylor")
+        self.invalidate_data_criteria()     # calibration samples are drawn with the seed
+
+    def invalidate_data_criteria(self) -> None:
+        """Forget rankings of the criteria that read calibration statistics (new samples or seed)."""
+        from .criteria import DATA_CRITERIA
+        for c in DATA_CRITERIA:
+            self.engine.invalidate(criterion=c)
 
     # ------------------------------------------------------------------ per layer
     def view(self, name: str, lp: LayerPlan) -> LayerMask:
@@ -112,7 +121,8 @@ class PlanMasks:
     def engine_for(self, state: dict[str, torch.Tensor]) -> MaskEngine:
         """A throwaway engine ranking other weights (e.g. mid-fine-tuning); thread-safe."""
         return MaskEngine({l.name: l for l in self.profile.layers}, weight=lambda n: state[f"{n}.weight"],
-                          channel_group=self.channel_group, gradient=self.gradient, seed=self.engine.seed)
+                          channel_group=self.channel_group, gradient=self.gradient, seed=self.engine.seed,
+                          statistic=self.statistic)
 
     def materialize(self, plan: Plan):
         """Full masks of a plan on the kept weights: ({layer: bool mask}, {aux param: bool mask})."""

@@ -14,7 +14,7 @@ from .plan import LayerPlan, Plan
 def check_criterion_data(lp: LayerPlan, dataset) -> None:
     if lp.criterion.needs_gradients and not dataset.has_labels:
         raise PlanError(f"The {lp.criterion} criterion needs gradients, which need a dataset with labels.",
-                        f"{dataset.spec} has no labels; use l1, l2 or random.")
+                        f"{dataset.spec} has no labels; use l1, l2, wanda or random.")
 
 
 def check_layer_plan(name: str, lp: LayerPlan, layer: LayerInfo, group: ChannelGroup, dataset) -> LayerPlan:

@@ -99,3 +99,22 @@ def rank_nm(grouped: torch.Tensor, n: int, m: int) -> tuple[torch.Tensor, torch.
     rank = torch.empty(order.numel(), dtype=torch.int32)
     rank[order] = torch.arange(order.numel(), dtype=torch.int32)
     return flat[order], rank, order
+
+
+def rank_rows(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-row ranking of element scores (rows, cols), as Wanda compares weights within each output row: first
+    every row's smallest weight (the rows by score), then every row's second smallest, and so on. The first
+    k = round(s * rows * cols) units therefore take floor(k/rows) or ceil(k/rows) weights from every row -- exactly
+    s * cols per row whenever that is whole -- and the layer's sparsity is exactly the planned one."""
+    R, C = scores.shape
+    keys = _sort_keys(scores).reshape(R, C)
+    within = torch.sort(keys, dim=1, stable=True).indices
+    pos = torch.empty_like(within)
+    pos.scatter_(1, within, torch.arange(C).expand(R, C).contiguous())
+    flat = keys.flatten()
+    _, by_score = torch.sort(flat, stable=True)
+    _, by_pos = torch.sort(pos.flatten()[by_score], stable=True)
+    order = by_score[by_pos]
+    rank = torch.empty(order.numel(), dtype=torch.int32)
+    rank[order] = torch.arange(order.numel(), dtype=torch.int32)
+    return flat[order], rank, order

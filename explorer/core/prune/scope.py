@@ -14,7 +14,8 @@ import math
 import numpy as np
 
 from ..errors import PlanError
-from .granularity import NM, Channel, get_granularity
+from .criteria import get_criterion
+from .granularity import NM, Channel, Element, get_granularity
 from .plan import LayerPlan
 
 
@@ -38,6 +39,12 @@ def global_sparsities(session, names: list[str], target: float, granularity: str
     if isinstance(gran, NM):
         raise PlanError(f"Global scope does not apply to the {gran.name} pattern: it fixes the sparsity of every run "
                         "of weights.", "Use local scope for n:m, or element/vector/kernel/channel for global scope.")
+    crit = get_criterion(criterion)
+    if crit.per_row and isinstance(gran, Element):
+        raise PlanError(f"Global scope does not apply to {crit.name} at element granularity: its scores are compared "
+                        "within each output row of a layer, not across layers.",
+                        f"Use local scope (the Wanda paper prunes every layer to the same sparsity), or {crit.name} "
+                        "with a group granularity (vector, kernel, channel) for global scope.")
     if not 0.0 <= target <= 1.0 or math.isnan(target):
         raise PlanError(f"Sparsity {target} is outside [0, 1].")
     if not 0.0 <= max_layer_sparsity <= 1.0:
