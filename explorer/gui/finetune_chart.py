@@ -86,7 +86,7 @@ class RunChart(pg.PlotWidget):
         pi.vb.sigResized.connect(self._sync)
         self.dense_line = pg.InfiniteLine(angle=0, pen=pg.mkPen((90, 90, 90), style=Qt.DashLine),
                                           label="dense (val)", labelOpts={"position": 0.5, "color": (90, 90, 90),
-                                                                          "anchors": [(0.5, 1), (0.5, 1)]})
+                                                                          "anchors": [(0.5, 0), (0.5, 0)]})
         pi.addItem(self.dense_line, ignoreBounds=False)
         self.dense_line.hide()
         self.kept: list[RunTrace] = []
@@ -204,8 +204,8 @@ class ScheduleChart(pg.PlotWidget):
         self.points: dict[str, list[tuple[float, float]]] = {}
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.dense_line = pg.InfiniteLine(angle=0, pen=pg.mkPen((90, 90, 90), style=Qt.DashLine),
-                                          label="dense (test)", labelOpts={"position": 0.15, "color": (90, 90, 90),
-                                                                           "anchors": [(0.5, 1), (0.5, 1)]})
+                                          label="dense (test)", labelOpts={"position": 0.2, "color": (90, 90, 90),
+                                                                           "anchors": [(0.5, 0), (0.5, 0)]})
         self.addItem(self.dense_line)
         self.dense_line.hide()
         self.setToolTip("Every finished fine-tune adds its kept weights' test accuracy at its sparsity; runs of the "
@@ -227,6 +227,10 @@ class ScheduleChart(pg.PlotWidget):
                                               symbolSize=7, symbolBrush=pg.mkBrush(_color(schedule)),
                                               symbolPen=None, name=schedule)
         self.curves[schedule].setData(*_xy(self.points[schedule]))
+        xs = [p[0] for pts in self.points.values() for p in pts]
+        lo, hi = min(xs), max(xs)
+        pad = max(2.0, (10.0 - (hi - lo)) / 2)
+        self.setXRange(max(0.0, lo - pad), min(100.0, hi + pad), padding=0)
 
     def clear_points(self) -> None:
         self.points = {}
