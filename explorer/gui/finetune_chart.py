@@ -115,9 +115,9 @@ class RunChart(pg.PlotWidget):
         if value is None:
             self.dense_line.hide()
         else:
+            self.dense_line.show()          # (a hidden label does not re-format)
             self.dense_line.setValue(value)
             self.dense_line.label.setFormat(f"dense (val) {value:.2f}")
-            self.dense_line.show()
 
     def add_record(self, r) -> None:
         if self.current is not None:
@@ -152,8 +152,8 @@ class RunChart(pg.PlotWidget):
             if is_current:
                 self.current_curve = curve
             sx, sy = _xy(trace.sparsity)
-            spen = pg.mkPen(SPARSITY_COLOR + ((200 if is_current else 70),), width=1.6 if is_current else 1,
-                            style=Qt.SolidLine if is_current else Qt.DashLine)
+            spen = pg.mkPen(SPARSITY_COLOR + ((220 if is_current else 80),), width=1.6 if is_current else 1,
+                            style=Qt.DashLine if is_current else Qt.DotLine)
             scurve = pg.PlotDataItem(sx, sy, pen=spen)
             scurve._on_sparsity_axis = True
             self.svb.addItem(scurve)
@@ -167,7 +167,8 @@ class RunChart(pg.PlotWidget):
                 self.svb.addItem(marks)
                 self._items.append(marks)
         if self.current is not None:
-            s = pg.PlotDataItem([], [], pen=pg.mkPen(SPARSITY_COLOR, width=1.6), symbol="t1", symbolSize=9,
+            s = pg.PlotDataItem([], [], pen=pg.mkPen(SPARSITY_COLOR, width=1.6, style=Qt.DashLine), symbol="t1",
+                                symbolSize=9,
                                 symbolBrush=pg.mkBrush(SPARSITY_COLOR))
             self.legend.addItem(s, "sparsity (right axis), ▲ pruning step")
         n = max([t.epochs for t, _ in runs] + [1])
