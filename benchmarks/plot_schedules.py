@@ -44,7 +44,7 @@ def main() -> None:
             p.setLabel("bottom", "sparsity (% of weights pruned, every layer)")
             p.setLabel("left", "test accuracy (%)")
             p.showGrid(x=True, y=True, alpha=0.2)
-            legend = p.addLegend(offset=(10, -10), labelTextSize="9pt", brush=pg.mkBrush(255, 255, 255, 220))
+            p.addLegend(offset=(10, -10), labelTextSize="9pt", brush=pg.mkBrush(255, 255, 255, 220))
             dense = rec["models"][model]["dense"]
             p.addItem(pg.InfiniteLine(dense, angle=0, pen=pg.mkPen((120, 120, 120), width=1.5, style=Qt.DashLine),
                                       label=f"dense {dense:.2f}", labelOpts={"position": 0.1, "color": (90, 90, 90)}))

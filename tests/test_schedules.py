@@ -16,8 +16,14 @@ from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.train.evaluate import evaluate, evaluate_recalibrated
 from explorer.core.train.finetune import EpochRecord, FinetuneConfig, MaskEnforcer, finetune
 from explorer.core.train.masking import optimizer_state_nonzero
-from explorer.core.train.schedules import (agp_fraction, agp_timetable, iterative_plans, lr_phases, overall_sparsity,
-                                           plan_at)
+from explorer.core.train.schedules import (
+    agp_fraction,
+    agp_timetable,
+    iterative_plans,
+    lr_phases,
+    overall_sparsity,
+    plan_at,
+)
 from tests.helpers import assert_bit_identical
 from tests.test_finetune import model_copy, numel, quick, uniform_plan, zeros
 

@@ -28,8 +28,7 @@ from ..prune.plan import Plan
 from . import evaluate as _evaluate_mod
 from .evaluate import evaluate, logits_of
 from .masking import MaskEnforcer, sparsity_of  # noqa: F401  (re-exported: the fine-tuning API)
-from .schedules import (AGP_END, AGP_UPDATES, SPACINGS, agp_fraction, agp_timetable, iterative_plans, lr_phases,
-                        plan_at)
+from .schedules import AGP_END, AGP_UPDATES, SPACINGS, agp_fraction, agp_timetable, iterative_plans, lr_phases, plan_at
 
 SCHEDULES = ("oneshot", "iterative", "agp")
 AGP_PRUNE_FRACTION = AGP_END   # kept name: AGP reaches its target after this share of training
