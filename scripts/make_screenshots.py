@@ -88,6 +88,20 @@ def main() -> None:
     win.measure.evaluate()
     win.tabs.setCurrentWidget(win.history_panel)
     shot("history")
+
+    # the three schedules on one chart: 90 % in every layer from the dense model, 6 epochs each
+    f = win.finetune_panel
+    f.clear_charts()
+    for schedule in ("oneshot", "iterative", "agp"):
+        s.reset()
+        s.set_uniform(s.layer_names, 0.9)
+        f.schedule.setCurrentText(schedule)
+        f.steps.setValue(3)
+        f.epochs.setValue(2 if schedule == "iterative" else 6)
+        win.tabs.setCurrentWidget(f)
+        f.start()
+        wait_idle(app, win)
+    shot("finetune-schedules")
     # criteria compared on the same plan: one-shot dashed, fine-tuned solid
     s.set_plan(type(s.plan)())
     c = win.compare_panel

@@ -163,7 +163,7 @@ def test_iterative_snapshots_rise_to_the_exact_target(cnn):
     target = uniform_plan(cnn, 0.8, "element")
     module = model_copy(cnn, cnn.original_state())     # start: dense
     result = finetune(module, cnn.dataset, cnn.layer_names, target, Plan(), cnn.masks_for_state,
-                      quick(schedule="iterative", steps=3, max_batches=4))
+                      quick(schedule="iterative", steps=3, max_batches=4, spacing="linear"))
     snaps = result.snapshots
     assert [s.label for s in snaps] == ["step 1/3", "step 2/3", "step 3/3"]
     sps = [s.sparsity for s in snaps]
@@ -305,7 +305,8 @@ def test_cancel_in_step_two_keeps_the_finished_step(cnn):
             token.cancel()
     with pytest.raises(Cancelled):
         finetune(module, cnn.dataset, cnn.layer_names, target, Plan(), cnn.masks_for_state,
-                 quick(schedule="iterative", steps=3, max_batches=4), progress=progress, cancel=token,
+                 quick(schedule="iterative", steps=3, max_batches=4, spacing="linear"), progress=progress,
+                 cancel=token,
                  partial=partial)
     snaps = partial["snapshots"]
     assert [s.label for s in snaps] == ["step 1/3"]
@@ -326,7 +327,7 @@ def test_iterative_snapshots_can_be_returned_to_through_the_history():
     s = Session.open("digits-cnn")
     target = uniform_plan(s, 0.6, "element")
     result = finetune(model_copy(s, s.original_state()), s.dataset, s.layer_names, target, Plan(),
-                      s.masks_for_state, quick(schedule="iterative", steps=2, max_batches=3))
+                      s.masks_for_state, quick(schedule="iterative", steps=2, max_batches=3, spacing="linear"))
     assert len(result.snapshots) == 2
     for snap in result.snapshots:
         s.set_base(snap.state, f"fine-tuned ({snap.label})")

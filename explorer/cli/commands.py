@@ -138,12 +138,36 @@ def plan_from_args(session, args):
     return None
 
 
-def _finetune_config(args, epochs: int, **kw):
-    from explorer.core.train.finetune import FinetuneConfig, default_lr
+def _finetune_config(args, epochs: int, session=None, **kw):
+    from explorer.core.train.defaults import finetune_defaults
+    from explorer.core.train.finetune import FinetuneConfig
 
-    return FinetuneConfig(epochs=epochs, optimizer=args.optimizer,
-                          lr=args.lr if args.lr is not None else default_lr(args.optimizer),
+    d = finetune_defaults(session.profile if session is not None else None)
+    optimizer = args.optimizer or d.optimizer
+    return FinetuneConfig(epochs=epochs, optimizer=optimizer,
+                          lr=args.lr if args.lr is not None else d.lr(optimizer),
                           batch_size=args.batch_size, seed=args.seed, **kw).validated()
+
+
+def _schedule_settings(args) -> dict:
+    """The schedule flags that were given, as FinetuneConfig fields (the others keep their defaults)."""
+    kw: dict = {}
+    if getattr(args, "spacing", None):
+        kw["spacing"] = args.spacing
+    if getattr(args, "step_sparsities", None):
+        try:
+            kw["step_sparsities"] = tuple(float(v) for v in args.step_sparsities.split(",") if v.strip())
+        except ValueError:
+            raise PlanError(f"--step-sparsities takes comma-separated numbers such as 0.5,0.8,0.9 "
+                            f"(got '{args.step_sparsities}').") from None
+        kw["steps"] = len(kw["step_sparsities"])
+    if getattr(args, "no_rewind", False):
+        kw["rewind"] = False
+    if getattr(args, "agp_end", None) is not None:
+        kw["agp_end"] = args.agp_end
+    if getattr(args, "agp_updates", None) is not None:
+        kw["agp_updates"] = args.agp_updates
+    return kw
 
 
 def _plan_from_scan(session, args) -> None:
@@ -155,7 +179,7 @@ def _plan_from_scan(session, args) -> None:
         from explorer.core.analyse.search import search_allocation
         from explorer.core.analyse.sensitivity import read_scan
 
-        cfg = _finetune_config(args, args.finetune_epochs or 3)
+        cfg = _finetune_config(args, args.finetune_epochs or 3, session, **_schedule_settings(args))
         r = search_allocation(session, read_scan(args.from_sensitivity), args.max_drop, cfg,
                               cap=args.max_layer_sparsity, progress=tqdm_progress("search"))
         for t in r.trials:
@@ -204,15 +228,21 @@ def cmd_prune(args) -> int:
     _calibration_from_args(session, args)
     recorded = plan_from_args(session, args)
     cfg = None
+    sched_kw = _schedule_settings(args)
     if recorded and not args.finetune_epochs:
         # the recipe records the fine-tuning that produced its model: replay it for an identical result
         cfg = finetune_from_recipe(recorded)
         log(f"replaying the recipe's fine-tuning: {cfg.epochs} epoch(s), {cfg.schedule}")
     elif args.finetune_epochs and args.finetune_epochs > 0:
-        schedule = args.schedule or ("iterative" if args.iterative_steps > 1 else "oneshot")
-        cfg = _finetune_config(args, args.finetune_epochs, schedule=schedule, steps=args.iterative_steps)
-    elif args.schedule not in (None, "oneshot") or args.iterative_steps > 1:
-        raise PlanError("--schedule/--iterative-steps need fine-tuning: add --finetune-epochs N.")
+        iterative = args.iterative_steps > 1 or "step_sparsities" in sched_kw
+        schedule = args.schedule or ("iterative" if iterative else "oneshot")
+        if "step_sparsities" in sched_kw and schedule != "iterative":
+            raise PlanError(f"--step-sparsities are the steps of an iterative schedule, not of {schedule}.")
+        sched_kw.setdefault("steps", args.iterative_steps)
+        cfg = _finetune_config(args, args.finetune_epochs, session, schedule=schedule, **sched_kw)
+    elif args.schedule not in (None, "oneshot") or args.iterative_steps > 1 or sched_kw:
+        raise PlanError("--schedule/--iterative-steps (and the schedule's settings) need fine-tuning: "
+                        "add --finetune-epochs N.")
     bar = tqdm_progress("prune")
     try:
         out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,

@@ -63,6 +63,21 @@ def _add_calibration_args(p: argparse.ArgumentParser, reconstruct: bool = False)
                             "output on the calibration samples (least squares; the mask is unchanged)")
 
 
+def _add_schedule_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spacing", choices=("geometric", "linear"), default=None,
+                   help="iterative: geometric steps (default: each step removes the same share of the weights that "
+                        "are left) or linear steps (the same sparsity added per step)")
+    p.add_argument("--step-sparsities", default=None, metavar="S1,S2,...",
+                   help="iterative: the sparsity after each step, e.g. 0.5,0.8,0.9 (the plan is always the last "
+                        "step); implies --schedule iterative")
+    p.add_argument("--no-rewind", action="store_true",
+                   help="no learning-rate rewinding: one schedule over the whole run, so later steps fine-tune at "
+                        "its small late rate (default: each iterative step and AGP's recovery restart it)")
+    p.add_argument("--agp-end", type=float, default=None, metavar="F",
+                   help="AGP: share of training along the cubic (default 0.5); the rest recovers at the target")
+    p.add_argument("--agp-updates", type=int, default=None, help="AGP: mask updates along the cubic (default 10)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pruning-explorer", formatter_class=_Formatter,
                                      description="Explore neural-network pruning: per-layer sparsity, granularity and "
@@ -97,9 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default=None,
                    help="pruning schedule while fine-tuning (default: iterative when --iterative-steps > 1)")
     p.add_argument("--lr", type=float, default=None,
-                   help="fine-tuning learning rate (default: 0.01 for sgd, 0.001 for adam)")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
+                   help="fine-tuning learning rate (default: per model size and type, see --optimizer)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="fine-tuning optimizer (default: per model size and type: adam 1e-2 for a small MLP, "
+                        "sgd 0.05 for a small CNN, the lab's sgd 0.01 otherwise)")
     p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
+    _add_schedule_args(p)
     p.add_argument("--compact", action="store_true", help="also write model_compact.pt (channels physically removed)")
     p.add_argument("--from-sensitivity", default=None, metavar="S.json",
                    help="build the plan from a sensitivity scan (its validation-split accuracies)")

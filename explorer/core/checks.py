@@ -30,7 +30,12 @@ def choice(v, what: str, options) -> str:
 
 
 def dataclass_from_json(cls, d, what: str, limits: dict):
-    """An instance of the dataclass ``cls`` from a JSON object: unknown keys, wrong types and values outside
+    """An instance of the dataclass ``cls`` from a JSON object (see :func:`checked_fields`)."""
+    return cls(**checked_fields(cls, d, what, limits))
+
+
+def checked_fields(cls, d, what: str, limits: dict) -> dict:
+    """The keys of a JSON object meant for the dataclass ``cls``: unknown keys, wrong types and values outside
     ``limits`` ({field: (lo, hi) | (lo, hi, "open") | set of choices}) are refused."""
     if not isinstance(d, dict):
         raise PlanError(f"{what} must be a JSON object, not {type(d).__name__}.")
@@ -57,6 +62,10 @@ def dataclass_from_json(cls, d, what: str, limits: dict):
             out[k] = choice(v, label, lim) if lim else v
             if not isinstance(out[k], str):
                 raise PlanError(f"{label} must be text, not {v!r}.")
+        elif kind.startswith("tuple[float"):
+            if not isinstance(v, list):
+                raise PlanError(f"{label} must be a list of numbers, not {v!r}.")
+            out[k] = tuple(number(x, label, *(lim or (None, None))) for x in v)
         else:
             out[k] = v
-    return cls(**out)
+    return out

@@ -1,25 +1,37 @@
-"""Fine-tune tab: settings, start/cancel, live loss and accuracy curves, snapshots of iterative steps."""
+"""Fine-tune tab: settings, start/cancel, live accuracy/sparsity and loss curves, snapshots of iterative steps,
+earlier runs kept for comparison, and test accuracy vs sparsity per schedule."""
 from __future__ import annotations
 
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFormLayout,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
 
+from explorer.core.train.defaults import finetune_defaults
 from explorer.core.train.evaluate import evaluate
-from explorer.core.train.finetune import FinetuneConfig, default_lr, finetune
+from explorer.core.train.finetune import FinetuneConfig, finetune
+from explorer.core.train.masking import sparsity_of
+from explorer.core.train.schedules import AGP_END
 
 from .context import AppContext
+from .finetune_chart import LossChart, RunChart, RunTrace, ScheduleChart
+
+SCHEDULE_TIPS = {
+    "oneshot": "Prune to the plan at once, then fine-tune",
+    "iterative": "Reach the plan in K prune → fine-tune steps (each step kept as a snapshot)",
+    "agp": "Automated gradual pruning (Zhu & Gupta): sparsity rises along a cubic while training, then the rest "
+           "of training recovers at the planned sparsity",
+}
 
 
 class FinetunePanel(QWidget):
@@ -30,56 +42,18 @@ class FinetunePanel(QWidget):
         self.ctx = ctx
         self.session = ctx.session
         self.evaluate_after = evaluate_after
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 1000)
-        self.epochs.setValue(3)
-        self.epochs.setToolTip("Epochs of training per step (masks enforced: pruned weights stay exactly 0)")
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(1e-6, 10.0)
-        self.lr.setSingleStep(0.001)
-        self.lr.setValue(default_lr("sgd"))
-        self.lr.setToolTip("Initial learning rate (cosine-annealed to 0 over each step)")
-        self.optimizer = QComboBox()
-        self.optimizer.addItems(["sgd", "adam"])
-        self.optimizer.setToolTip("SGD with momentum 0.9 and weight decay 1e-4 (the lab's recipe), or Adam")
-        self.optimizer.currentTextChanged.connect(lambda o: self.lr.setValue(default_lr(o)))
-        self.batch = QSpinBox()
-        self.batch.setRange(1, 4096)
-        self.batch.setValue(32)
-        self.schedule = QComboBox()
-        self.schedule.addItems(["oneshot", "iterative", "agp"])
-        self.schedule.setItemData(0, "Prune to the plan at once, then fine-tune", 3)
-        self.schedule.setItemData(1, "Reach the plan in K prune → fine-tune steps (each step kept as a snapshot)", 3)
-        self.schedule.setItemData(2, "Automated gradual pruning: sparsity rises along a cubic during training", 3)
-        self.schedule.setToolTip("How to get to the planned sparsity: at once, in K steps, or gradually (AGP)")
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 50)
-        self.steps.setValue(3)
-        self.steps.setToolTip("Iterative: number of prune → fine-tune steps")
-        self.cosine = QCheckBox("cosine schedule")
-        self.cosine.setChecked(True)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.schedule.currentTextChanged.connect(lambda t: self.steps.setEnabled(t == "iterative"))
-        self.steps.setEnabled(False)
-        form = QFormLayout()
-        form.addRow("epochs", self.epochs)
-        form.addRow("learning rate", self.lr)
-        form.addRow("optimizer", self.optimizer)
-        form.addRow("batch size", self.batch)
-        form.addRow("schedule", self.schedule)
-        form.addRow("steps", self.steps)
-        form.addRow("seed", self.seed)
-        form.addRow("", self.cosine)
+        self._build_settings()
         self.start_btn = QPushButton("Fine-tune (F7)")
         self.start_btn.setObjectName("primary")
         self.start_btn.setToolTip("Apply the plan and fine-tune a copy of the model in the background; the best "
-                                  "epoch's weights are kept")
+                                  "epoch's weights (on the validation split) are kept")
         self.start_btn.clicked.connect(self.start)
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.clicked.connect(ctx.runner.cancel)
         self.cancel_btn.setEnabled(False)
+        self.clear_btn = QPushButton("Clear charts")
+        self.clear_btn.setToolTip("Forget the earlier runs drawn for comparison")
+        self.clear_btn.clicked.connect(self.clear_charts)
         self.status = QLabel("Plan some sparsity, then fine-tune to recover accuracy.")
         self.status.setWordWrap(True)
         self.keep_btn = QPushButton("Keep the last finished step")
@@ -89,39 +63,153 @@ class FinetunePanel(QWidget):
         self.keep_btn.hide()
         self._partial_snaps: list = []
 
-        self.loss_plot = pg.PlotWidget(title="training loss")
-        self.loss_plot.setLabel("bottom", "epoch")
-        self.acc_plot = pg.PlotWidget(title="validation accuracy (%)")
-        self.acc_plot.setLabel("bottom", "epoch")
-        self.loss_curve = self.loss_plot.plot([], [], pen=pg.mkPen((220, 90, 40), width=2), symbol="o", symbolSize=5)
-        self.acc_curve = self.acc_plot.plot([], [], pen=pg.mkPen((40, 120, 220), width=2), symbol="o", symbolSize=5)
-        self.dense_line = pg.InfiniteLine(angle=0, pen=pg.mkPen((90, 90, 90), style=Qt.DashLine), label="dense",
-                                          labelOpts={"position": 0.05})
-        self.acc_plot.addItem(self.dense_line)
-        self.dense_line.hide()
+        self.run_chart = RunChart()
+        self.loss_chart = LossChart()
+        self.schedule_chart = ScheduleChart()
+        # kept names: the accuracy and loss curves of the run in progress
+        self.acc_plot, self.loss_plot = self.run_chart, self.loss_chart
+        self.loss_curve = self.loss_chart.curve
 
-        left = QVBoxLayout()
-        left.addLayout(form)
         btns = QHBoxLayout()
         btns.addWidget(self.start_btn)
         btns.addWidget(self.cancel_btn)
-        left.addLayout(btns)
-        left.addWidget(self.status)
-        left.addWidget(self.keep_btn)
-        left.addStretch(1)
-        plots = QVBoxLayout()
-        plots.addWidget(self.acc_plot, 1)
-        plots.addWidget(self.loss_plot, 1)
-        lay = QHBoxLayout(self)
-        lay.addLayout(left)
-        lay.addLayout(plots, 1)
+        btns.addWidget(self.clear_btn)
+        btns.addStretch(1)
+        bottom = QSplitter(Qt.Horizontal)
+        bottom.addWidget(self.loss_chart)
+        bottom.addWidget(self.schedule_chart)
+        charts = QSplitter(Qt.Vertical)
+        charts.addWidget(self.run_chart)
+        charts.addWidget(bottom)
+        charts.setStretchFactor(0, 3)
+        charts.setStretchFactor(1, 2)
+        lay = QVBoxLayout(self)
+        lay.addLayout(self.form)
+        lay.addLayout(btns)
+        lay.addWidget(self.status)
+        lay.addWidget(self.keep_btn)
+        lay.addWidget(charts, 1)
         self.history = []
-        self.session.loaded.connect(self._forget_partial)
+        self._dense_val: dict[int, float] = {}
+        self.session.loaded.connect(self._on_loaded)
+        self._on_loaded()
+
+    # ---------------------------------------------------------------- settings
+
+    def _build_settings(self) -> None:
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        self.epochs.setValue(3)
+        self.epochs.setToolTip("Epochs of training per step for iterative, of the whole run for one-shot and AGP "
+                               "(masks enforced: pruned weights stay exactly 0)")
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-6, 10.0)
+        self.lr.setSingleStep(0.001)
+        self.lr.setToolTip("Initial learning rate (the cosine anneals it to 0); the default depends on the model's "
+                           "size and type")
+        self.optimizer = QComboBox()
+        self.optimizer.addItems(["sgd", "adam"])
+        self.optimizer.setToolTip("SGD with momentum 0.9 and weight decay 1e-4 (the lab's recipe), or Adam; the "
+                                  "optimizer's state of pruned weights is kept at zero too")
+        self.optimizer.currentTextChanged.connect(self._optimizer_changed)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 4096)
+        self.batch.setValue(32)
+        self.batch.setToolTip("Training batch size")
+        self.schedule = QComboBox()
+        self.schedule.addItems(["oneshot", "iterative", "agp"])
+        for i, name in enumerate(("oneshot", "iterative", "agp")):
+            self.schedule.setItemData(i, SCHEDULE_TIPS[name], Qt.ToolTipRole)
+        self.schedule.setToolTip("How to get to the planned sparsity: at once, in K steps, or gradually (AGP)")
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 50)
+        self.steps.setValue(3)
+        self.steps.setToolTip("Iterative: number of prune → fine-tune steps")
+        self.spacing = QComboBox()
+        self.spacing.addItems(["geometric", "linear"])
+        self.spacing.setToolTip("Iterative: geometric steps remove the same share of the remaining weights each "
+                                "time; linear steps add the same sparsity (their last step removes most survivors)")
+        self.rewind = QCheckBox("rewind learning rate")
+        self.rewind.setChecked(True)
+        self.rewind.setToolTip("Learning-rate rewinding (Renda et al. 2020): after each pruning step (and for AGP's "
+                               "recovery) training restarts at the initial rate instead of continuing at a small one")
+        self.agp_end = QDoubleSpinBox()
+        self.agp_end.setRange(5, 95)
+        self.agp_end.setDecimals(0)
+        self.agp_end.setSuffix(" %")
+        self.agp_end.setValue(100 * AGP_END)
+        self.agp_end.setToolTip("AGP: share of training during which sparsity follows the cubic; the rest recovers "
+                                "at the planned sparsity")
+        self.cosine = QCheckBox("cosine schedule")
+        self.cosine.setChecked(True)
+        self.cosine.setToolTip("Anneal the learning rate to 0 along a cosine (per step when rewinding)")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setToolTip("Seed of the batch order (the same seed gives the same weights)")
+        self.schedule.currentTextChanged.connect(self._schedule_changed)
+        g = QGridLayout()
+        rows = [("epochs", self.epochs, "schedule", self.schedule),
+                ("learning rate", self.lr, "steps", self.steps),
+                ("optimizer", self.optimizer, "spacing", self.spacing),
+                ("batch size", self.batch, "AGP pruning", self.agp_end),
+                ("seed", self.seed, None, self.rewind)]
+        for r, (la, wa, lb, wb) in enumerate(rows):
+            g.addWidget(QLabel(la), r, 0)
+            g.addWidget(wa, r, 1)
+            if lb:
+                g.addWidget(QLabel(lb), r, 2)
+            g.addWidget(wb, r, 3)
+        g.addWidget(self.cosine, len(rows), 3)
+        g.setColumnStretch(1, 1)
+        g.setColumnStretch(3, 1)
+        self.form = g
+        self._schedule_changed("oneshot")
+
+    def _schedule_changed(self, schedule: str) -> None:
+        self.steps.setEnabled(schedule == "iterative")
+        self.spacing.setEnabled(schedule == "iterative")
+        self.agp_end.setEnabled(schedule == "agp")
+        self.rewind.setEnabled(schedule != "oneshot")
+
+    def _defaults(self):
+        s = self.session
+        return finetune_defaults(s.profile if s.loaded_ok else None)
+
+    def _optimizer_changed(self, optimizer: str) -> None:
+        self.lr.setValue(self._defaults().lr(optimizer))
+
+    def _on_loaded(self) -> None:
+        self._forget_partial()
+        self._dense_val = {}
+        d = self._defaults()
+        if self.optimizer.currentText() != d.optimizer:
+            self.optimizer.setCurrentText(d.optimizer)      # sets the rate too
+        else:
+            self.lr.setValue(d.lr(d.optimizer))
+        self.optimizer.setToolTip(f"Default for this model: {d.note}. SGD has momentum 0.9 and weight decay 1e-4; "
+                                  "the optimizer's state of pruned weights is kept at zero too")
+        self.clear_charts()
 
     def config(self) -> FinetuneConfig:
         return FinetuneConfig(epochs=self.epochs.value(), lr=self.lr.value(), optimizer=self.optimizer.currentText(),
                               batch_size=self.batch.value(), cosine=self.cosine.isChecked(), seed=self.seed.value(),
-                              schedule=self.schedule.currentText(), steps=self.steps.value())
+                              schedule=self.schedule.currentText(), steps=self.steps.value(),
+                              spacing=self.spacing.currentText(), rewind=self.rewind.isChecked(),
+                              agp_end=self.agp_end.value() / 100.0)
+
+    def clear_charts(self) -> None:
+        self.history = []
+        self.run_chart.clear_runs()
+        self.loss_chart.show_trace(None)
+        self.schedule_chart.clear_points()
+
+    @property
+    def acc_curve(self):
+        """The accuracy curve of the run in progress (x: epochs, 0 = just pruned)."""
+        return self.run_chart.current_curve
+
+    # ---------------------------------------------------------------- the job
 
     def start(self) -> None:
         s, ctx = self.session, self.ctx
@@ -141,41 +229,58 @@ class FinetunePanel(QWidget):
         # one-shot trains the planned masks; iterative/AGP go there from what the model holds now
         start = target if cfg.schedule == "oneshot" else s.applied_plan.copy()
         names = s.layer_names
-        self.history = []
         partial: dict = {}
         self._forget_partial()
-        self.loss_curve.setData([], [])
-        self.acc_curve.setData([], [])
+        self.history = []
+        key = id(s.require())
+        dense_val = self._dense_val.get(key)
+        total = s.totals(target)
+        label = (f"{cfg.schedule}" + (f" ×{cfg.steps}" if cfg.schedule == "iterative" else "")
+                 + f" {total.sparsity:.0%}, {cfg.optimizer} {cfg.lr:g}")
+        self.run_chart.start_run(RunTrace(label, cfg.schedule, start_sparsity=sparsity_of(s.module, names)), dense_val)
+        self.loss_chart.show_trace(self.run_chart.current)
         dense = s.measurements.dense
-        if dense is not None and dense.accuracy is not None:
-            self.dense_line.setValue(dense.accuracy)
-            self.dense_line.show()
+        self.schedule_chart.set_dense(dense.accuracy if dense is not None else None)
 
         def work(progress, cancel):
+            out = {}
+            if dense_val is None and s.dataset.size(cfg.eval_split):   # the reference line: dense, on validation
+                out["dense_val"] = evaluate(s.model_copy(s.original_state()), s.dataset, cfg.eval_split,
+                                            cancel=cancel).accuracy
             module = s.model_copy(s.masked_state(start))     # in the worker: big models copy slowly
             result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
                               partial=partial)
             for snap in result.snapshots:   # test accuracy of every step, for the History (Pareto) view
                 snap.test_accuracy = evaluate(s.model_copy(snap.state), s.dataset, "test", cancel=cancel).accuracy
-            return result
+            out["result"] = result
+            return out
 
         def on_progress(p):
-            if p.data is not None and hasattr(p.data, "train_loss"):
-                self.history.append(p.data)
-                xs = [r.epoch for r in self.history]
-                self.loss_curve.setData(xs, [r.train_loss for r in self.history])
-                accs = [(r.epoch, r.val_accuracy) for r in self.history if r.val_accuracy is not None]
-                if accs:
-                    self.acc_curve.setData([a for a, _ in accs], [b for _, b in accs])
-                self.status.setText(f"epoch {p.data.epoch}: loss {p.data.train_loss:.4f}"
-                                    + (f", val {p.data.val_accuracy:.2f}%" if p.data.val_accuracy is not None else "")
-                                    + f", sparsity {p.data.sparsity:.1%}")
+            r = p.data
+            if r is not None and hasattr(r, "train_loss"):
+                self.history.append(r)
+                self.run_chart.add_record(r)
+                self.loss_chart.show_trace(self.run_chart.current)
+                self.status.setText(f"epoch {r.epoch}: loss {r.train_loss:.4f}"
+                                    + (f", val {r.val_accuracy:.2f}%" if r.val_accuracy is not None else "")
+                                    + f", sparsity {r.sparsity:.1%}"
+                                    + (f" (just pruned: val {r.pruned_accuracy:.2f}%)"
+                                       if r.pruned_accuracy is not None else ""))
 
-        def done(result):
+        def done(out):
             self._set_running(False)
+            result = out["result"]
+            if "dense_val" in out:
+                self._dense_val[key] = out["dense_val"]
+                self.run_chart.set_dense(out["dense_val"])
+            final = result.snapshots[-1] if result.snapshots else None
+            if final is not None and final.test_accuracy is not None:
+                self.schedule_chart.add(cfg.schedule, final.sparsity, final.test_accuracy)
             s.adopt_finetune(result.snapshots, result.state, result.plan)
-            self.status.setText("done" + (f": best epoch {result.best_epoch} kept" if result.best_epoch else "")
-                                + "; its test accuracy goes to the dashboard and the History tab.")
+            self.status.setText("done" + (f": best epoch {result.best_epoch} (on validation) kept"
+                                          if result.best_epoch else "")
+                                + (f", test {final.test_accuracy:.2f}%" if final and final.test_accuracy else "")
+                                + "; it goes to the dashboard and the History tab.")
             self.evaluate_after()
 
         def cancelled():
@@ -216,3 +321,5 @@ class FinetunePanel(QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
+        self.clear_btn.setEnabled(not running)
+

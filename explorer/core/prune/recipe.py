@@ -11,7 +11,7 @@ from pathlib import Path
 
 from explorer import __version__
 
-from ..checks import dataclass_from_json, number
+from ..checks import checked_fields, number
 from ..errors import PlanError
 from .plan import SCOPES, LayerPlan, Plan
 
@@ -76,14 +76,19 @@ def recipe_to_plan(d: dict) -> Plan:
 FINETUNE_LIMITS = {"epochs": (1, 10_000), "lr": (0.0, 10.0, "open"), "momentum": (0.0, 1.0),
                    "weight_decay": (0.0, 1.0), "batch_size": (1, 65_536), "seed": (0, 2**31 - 1),
                    "steps": (1, 1_000), "max_batches": (1, 10**9), "optimizer": ("sgd", "adam"),
-                   "schedule": ("oneshot", "iterative", "agp"), "eval_split": ("val", "test")}
+                   "schedule": ("oneshot", "iterative", "agp"), "eval_split": ("val", "test"),
+                   "spacing": ("geometric", "linear"), "step_sparsities": (0.0, 1.0), "agp_end": (0.0, 1.0, "open"),
+                   "agp_updates": (1, 10_000)}
 
 
 def finetune_from_recipe(entry):
     """The FinetuneConfig a recipe recorded, checked as strictly as the CLI's flags."""
     from ..train.finetune import FinetuneConfig
 
-    return dataclass_from_json(FinetuneConfig, entry, "The recipe's 'finetune' entry", FINETUNE_LIMITS).validated()
+    if entry is None:
+        return None
+    return FinetuneConfig.from_recorded(checked_fields(FinetuneConfig, entry, "The recipe's 'finetune' entry",
+                                                       FINETUNE_LIMITS))
 
 
 def read_recipe(path: str | Path) -> tuple[Plan, dict]:

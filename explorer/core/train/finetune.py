@@ -1,21 +1,21 @@
 """Fine-tuning with masks enforced: one-shot, iterative (K prune -> fine-tune steps) and AGP.
 
-Pruned weights stay exactly 0: after every optimizer step each masked
-tensor gets ``masked_fill_(~mask, 0)`` (weights, and the BatchNorm/bias
-entries of removed channels). Training runs on a copy of the model, so a
-cancelled job leaves the session as it was; finished steps are returned as
-snapshots.
+Pruned weights stay exactly 0: after every optimizer step each masked tensor, and the optimizer's state of its
+pruned entries, gets ``masked_fill_(~mask, 0)`` (weights, and the BatchNorm/bias entries of removed channels;
+:mod:`.masking`). Training runs on a copy of the model, so a cancelled job leaves the session as it was;
+finished steps are returned as snapshots.
 
-AGP (Zhu & Gupta 2017): sparsity rises along s_f + (s_i - s_f)(1 - t/T)^3
-during the first part of training (re-masking from the current weights at
-regular intervals), then the rest of training fine-tunes at s_f.
+The sparsity sequences (geometric or linear iterative steps, AGP's cubic) and the learning-rate phases
+(learning-rate rewinding, Renda et al. 2020) are in :mod:`.schedules`. Every epoch sends an
+:class:`EpochRecord`; an epoch that starts with a pruning step also carries the validation accuracy just after
+that step (before any training), so a chart can show the dip and the recovery.
 """
 from __future__ import annotations
 
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable
 
 import torch
@@ -24,22 +24,31 @@ from torch import nn
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
-from ..prune.plan import LayerPlan, Plan
+from ..prune.plan import Plan
+from . import evaluate as _evaluate_mod
 from .evaluate import evaluate, logits_of
+from .masking import MaskEnforcer, sparsity_of  # noqa: F401  (re-exported: the fine-tuning API)
+from .schedules import AGP_END, AGP_UPDATES, SPACINGS, agp_fraction, agp_timetable, iterative_plans, lr_phases, plan_at
 
 SCHEDULES = ("oneshot", "iterative", "agp")
-AGP_PRUNE_FRACTION = 0.75   # AGP: sparsity reaches its target after this share of training
-AGP_UPDATES = 10            # AGP: masks recomputed this many times along the cubic
+AGP_PRUNE_FRACTION = AGP_END   # kept name: AGP reaches its target after this share of training
 DEFAULT_LR = {"sgd": 0.01, "adam": 1e-3}   # the lab's SGD rate; Adam's usual rate
+# how a recipe written before the schedules were fixed (issue 15) ran: replayed the same way
+LEGACY_FIELDS = {"spacing": "linear", "step_sparsities": (), "agp_end": 0.75, "agp_updates": 10}
 
 
 def default_lr(optimizer: str) -> float:
     return DEFAULT_LR.get(optimizer, DEFAULT_LR["sgd"])
 
 
+def scaled_plan(target: Plan, start: Plan, frac: float) -> Plan:
+    """Per-layer sparsity start + (target - start) * frac (linear in sparsity)."""
+    return plan_at(target, start, frac, "linear")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
-    epochs: int = 3
+    epochs: int = 3               # per step (iterative); of the whole run (one-shot, AGP)
     lr: float = 0.01
     optimizer: str = "sgd"        # "sgd" (momentum 0.9) | "adam"
     momentum: float = 0.9
@@ -51,6 +60,11 @@ class FinetuneConfig:
     steps: int = 1                # iterative: prune -> fine-tune steps to reach the target
     eval_split: str = "val"
     max_batches: int | None = None  # per epoch (for quick looks at big datasets)
+    spacing: str = "geometric"    # iterative: "geometric" (same share of the survivors per step) | "linear"
+    step_sparsities: tuple[float, ...] = ()   # iterative: the sparsity after each step (the plan is the last)
+    rewind: bool = True           # learning-rate rewinding: each step / AGP's recovery restarts the schedule
+    agp_end: float = AGP_END      # AGP: share of training along the cubic; the rest recovers at the target
+    agp_updates: int = AGP_UPDATES  # AGP: mask updates along the cubic
 
     def validated(self) -> "FinetuneConfig":
         if self.epochs < 1:
@@ -65,7 +79,47 @@ class FinetuneConfig:
             raise PlanError(f"Iterative pruning needs at least 1 step (got {self.steps}).")
         if self.batch_size < 1:
             raise PlanError(f"Batch size must be at least 1 (got {self.batch_size}).")
+        if self.spacing not in SPACINGS:
+            raise PlanError(f"Unknown step spacing '{self.spacing}'; use {' or '.join(SPACINGS)}.")
+        levels = tuple(float(v) for v in self.step_sparsities)
+        if not all(0.0 < v < 1.0 and math.isfinite(v) for v in levels):
+            raise PlanError(f"Step sparsities must lie between 0 and 1 (got {', '.join(map(str, levels))}).")
+        if any(b <= a for a, b in zip(levels, levels[1:])):
+            raise PlanError(f"Step sparsities must increase (got {', '.join(f'{v:g}' for v in levels)}).")
+        if not (0.0 < self.agp_end < 1.0):
+            raise PlanError(f"AGP's pruning share must lie strictly between 0 and 1 (got {self.agp_end}); the rest "
+                            "of training recovers at the final sparsity.")
+        if self.agp_updates < 1:
+            raise PlanError(f"AGP needs at least 1 mask update (got {self.agp_updates}).")
+        if levels != self.step_sparsities:
+            return replace(self, step_sparsities=levels)
         return self
+
+    @classmethod
+    def from_recorded(cls, d: dict) -> "FinetuneConfig":
+        """The config a recipe's "finetune" entry records. A recipe from before the schedule fields existed gets
+        the schedules it ran with (linear steps; AGP pruning over 3/4 of one cosine), so it replays exactly."""
+        if not isinstance(d, dict):
+            raise PlanError("The recipe's 'finetune' entry must be an object (or null).")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PlanError(f"The recipe's 'finetune' entry has unknown settings: {', '.join(unknown)}.")
+        if "spacing" not in d:
+            legacy = dict(LEGACY_FIELDS, rewind=d.get("schedule") == "iterative")
+            d = {**legacy, **d}
+        d = dict(d)
+        if "step_sparsities" in d:
+            d["step_sparsities"] = tuple(d["step_sparsities"] or ())
+        try:
+            return cls(**d).validated()
+        except TypeError as e:
+            raise PlanError(f"The recipe's 'finetune' entry is not valid ({e}).") from None
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["step_sparsities"] = list(self.step_sparsities)
+        return d
 
 
 @dataclass(frozen=True)
@@ -77,9 +131,13 @@ class EpochRecord:
     train_loss: float
     val_accuracy: float | None
     val_loss: float | None
-    sparsity: float       # of the prunable weights during this epoch
+    sparsity: float       # of the prunable weights at the end of this epoch
     lr: float
     seconds: float
+    sparsity_before: float | None = None   # when the epoch began, before any pruning in it
+    step_sparsity: float | None = None     # right after the pruning step that opened this epoch (if one did)
+    pruned_accuracy: float | None = None   # val accuracy right after that pruning step, before training
+    mask_updates: int = 0                  # times the masks changed in this epoch (a pruning step counts 1)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -110,57 +168,17 @@ class FinetuneResult:
 MaskFn = Callable[[Plan, dict[str, torch.Tensor]], tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]
 
 
-class MaskEnforcer:
-    """Keeps pruned entries at exactly zero after each optimizer step."""
-
-    def __init__(self, module: nn.Module, masks: dict[str, torch.Tensor], aux: dict[str, torch.Tensor]):
-        params = dict(module.named_parameters())
-        self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for name, m in masks.items():
-            p = params[f"{name}.weight"]
-            self.pairs.append((p, ~m.to(torch.bool)))
-        for pname, m in aux.items():
-            p = params.get(pname)
-            if p is not None:
-                self.pairs.append((p, ~m.to(torch.bool).reshape((-1,) + (1,) * (p.dim() - 1)).expand_as(p)))
-        self.apply()
-
-    @torch.no_grad()
-    def apply(self) -> None:
-        for p, pruned in self.pairs:
-            p.masked_fill_(pruned, 0.0)
-
-
-def sparsity_of(module: nn.Module, layer_names: list[str]) -> float:
-    params = dict(module.named_parameters())
-    total = zeros = 0
-    for n in layer_names:
-        w = params[f"{n}.weight"]
-        total += w.numel()
-        zeros += int((w == 0).sum())
-    return zeros / total if total else 0.0
-
-
-def scaled_plan(target: Plan, start: Plan, frac: float) -> Plan:
-    """Per-layer sparsity start + (target - start) * frac."""
-    layers = {}
-    for n, lp in target.layers.items():
-        s0 = start.get(n).sparsity if start.get(n).granularity == lp.granularity else 0.0
-        s = s0 + (lp.sparsity - s0) * frac
-        layers[n] = LayerPlan(min(max(s, 0.0), 1.0), lp.granularity, lp.criterion)
-    return Plan(layers, target.scope, target.target_sparsity)
-
-
-def agp_fraction(t: float) -> float:
-    """Share of the way from s_i to s_f at training progress t in [0, 1] (cubic; 1 after AGP_PRUNE_FRACTION)."""
-    x = min(max(t / AGP_PRUNE_FRACTION, 0.0), 1.0)
-    return 1.0 - (1.0 - x) ** 3
-
-
 def _optimizer(cfg: FinetuneConfig, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def step_plans(cfg: FinetuneConfig, target: Plan, start: Plan, sizes: dict[str, int]) -> list[Plan]:
+    """The plan each step prunes to (one step for one-shot and AGP)."""
+    if cfg.schedule == "iterative":
+        return iterative_plans(target, start, cfg.steps, cfg.spacing, cfg.step_sparsities, sizes)
+    return [target]
 
 
 def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], target: Plan, start: Plan,
@@ -186,12 +204,19 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(module)
     model.train()
-    steps = cfg.steps if cfg.schedule == "iterative" else 1
+    params = dict(model.named_parameters())
+    plans = step_plans(cfg, target, start, {n: params[f"{n}.weight"].numel() for n in layer_names})
+    steps = len(plans)
     per_epoch = -(-dataset.size("train") // cfg.batch_size)
     if cfg.max_batches:
         per_epoch = min(per_epoch, cfg.max_batches)
     total_epochs = cfg.epochs * steps
     total_batches = total_epochs * per_epoch
+    agp = agp_timetable(total_batches, cfg.agp_end, cfg.agp_updates) if cfg.schedule == "agp" else None
+    agp_updates = dict(agp.updates) if agp else {}
+    phases = {p[0]: p for p in lr_phases(cfg.schedule, steps, cfg.epochs, per_epoch, cfg.rewind,
+                                         agp.end_iteration if agp else 0)}
+    has_val = dataset.size(cfg.eval_split) > 0
     history: list[EpochRecord] = []
     snapshots: list[Snapshot] = []
     if partial is not None:
@@ -199,47 +224,61 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
     best_state, best_acc, best_epoch = None, None, 0
     loss_fn = nn.CrossEntropyLoss()
     t_start = time.perf_counter()
-    done_batches = 0
+    it = 0                      # training iterations over the whole run
     epoch_no = 0
     current_plan = start
+    opt: torch.optim.Optimizer | None = None
+    sched = None
+    enforcer: MaskEnforcer | None = None
 
-    def remask(plan: Plan):
+    def remask(plan: Plan) -> MaskEnforcer:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         masks, aux = mask_fn(plan, state)
-        return MaskEnforcer(model, masks, aux)
+        return MaskEnforcer(model, masks, aux, opt)
 
-    for step in range(1, steps + 1):
-        if cfg.schedule == "iterative":
-            current_plan = scaled_plan(target, start, step / steps)
-        elif cfg.schedule == "oneshot":
-            current_plan = target
-        else:  # agp starts where we are and follows the cubic
-            current_plan = scaled_plan(target, start, agp_fraction(0.0))
+    def pruned_accuracy() -> float | None:
+        """Validation accuracy right after a pruning step, BatchNorm statistics re-estimated on a few training
+        batches first (the stored ones describe the unpruned weights: at 80 % sparsity digits-cnn reads 10 %
+        with them and 56 % without); the training itself is left as it was (buffers restored)."""
+        if not has_val:
+            return None
+        return _evaluate_mod.evaluate_recalibrated(model, dataset, cfg.eval_split, batch_size=cfg.batch_size,
+                                                   seed=cfg.seed, cancel=cancel).accuracy
+
+    for step, step_plan in enumerate(plans, start=1):
+        before = sparsity_of(model, layer_names)
+        current_plan = step_plan if cfg.schedule != "agp" else plan_at(target, start, agp_fraction(0.0, cfg.agp_end))
         enforcer = remask(current_plan)
-        opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, cfg.epochs * per_epoch)) if cfg.cosine else None
-        agp_every = max(1, int(cfg.epochs * per_epoch * AGP_PRUNE_FRACTION / AGP_UPDATES))
+        after = sparsity_of(model, layer_names)
+        pruned_acc = pruned_accuracy()
+        step_updates = 1
         step_best_state, step_best_acc = None, None
         for e in range(cfg.epochs):
             epoch_no += 1
             model.train()
             t0 = time.perf_counter()
-            lr_epoch = opt.param_groups[0]["lr"]     # the rate this epoch started with (cosine lowers it)
             loss_sum, n_seen = 0.0, 0
+            lr_epoch = None
             for b, (x, y) in enumerate(dataset.batches("train", batch_size=cfg.batch_size, shuffle=True,
                                                         seed=cfg.seed * 10007 + epoch_no)):
                 if cfg.max_batches and b >= cfg.max_batches:
                     break
                 if cancel is not None:
                     cancel.check()
-                if cfg.schedule == "agp":
-                    it = e * per_epoch + b
-                    if it % agp_every == 0 and it > 0:
-                        frac = agp_fraction(it / max(1, cfg.epochs * per_epoch))
-                        new_plan = scaled_plan(target, start, frac)
-                        if new_plan.layers != current_plan.layers:
-                            current_plan = new_plan
-                            enforcer = remask(current_plan)
+                if it in agp_updates:
+                    new_plan = plan_at(target, start, agp_updates[it], "linear")
+                    if new_plan.layers != current_plan.layers:
+                        current_plan = new_plan
+                        enforcer = remask(current_plan)
+                        step_updates += 1
+                if it in phases:           # a new learning-rate phase: fresh optimizer, schedule from cfg.lr
+                    _, length, anneal = phases[it]
+                    opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+                    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, length))
+                             if cfg.cosine and anneal else None)
+                    enforcer.attach(opt)
+                if lr_epoch is None:
+                    lr_epoch = opt.param_groups[0]["lr"]   # the rate this epoch started with
                 opt.zero_grad(set_to_none=True)
                 out = logits_of(model(x))
                 loss = loss_fn(out, y)
@@ -251,24 +290,25 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
                 enforcer.apply()
                 if sched is not None:
                     sched.step()
+                it += 1
                 loss_sum += loss.item() * x.shape[0]
                 n_seen += x.shape[0]
-                done_batches += 1
                 if b % 5 == 0:
-                    frac = done_batches / total_batches
+                    frac = it / total_batches
                     el = time.perf_counter() - t_start
                     progress(Progress(frac, f"fine-tuning: step {step}/{steps}, epoch {e + 1}/{cfg.epochs}",
                                       None, el / frac * (1 - frac) if frac > 0 else None))
-            if cfg.schedule == "agp" and e == cfg.epochs - 1 and current_plan.layers != target.layers:
-                current_plan = target
-                enforcer = remask(current_plan)
-            ev = evaluate(model, dataset, cfg.eval_split, cancel=cancel) if dataset.size(cfg.eval_split) else None
+            ev = evaluate(model, dataset, cfg.eval_split, cancel=cancel) if has_val else None
             rec = EpochRecord(epoch=epoch_no, step=step, train_loss=loss_sum / max(1, n_seen),
                               val_accuracy=ev.accuracy if ev else None, val_loss=ev.loss if ev else None,
                               sparsity=sparsity_of(model, layer_names),
-                              lr=lr_epoch, seconds=time.perf_counter() - t0)
+                              lr=lr_epoch if lr_epoch is not None else cfg.lr, seconds=time.perf_counter() - t0,
+                              sparsity_before=before, step_sparsity=after if e == 0 else None,
+                              pruned_accuracy=pruned_acc if e == 0 else None,
+                              mask_updates=step_updates)
+            before, step_updates = rec.sparsity, 0
             history.append(rec)
-            frac = done_batches / total_batches
+            frac = it / total_batches
             progress(Progress(frac, f"epoch {epoch_no}/{total_epochs}: val {rec.val_accuracy:.2f}%"
                               if rec.val_accuracy is not None else f"epoch {epoch_no}/{total_epochs}", rec))
             final_sparsity_reached = cfg.schedule != "agp" or current_plan.layers == target.layers
