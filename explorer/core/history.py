@@ -17,7 +17,7 @@ import torch
 
 from .prune.plan import Plan
 
-MIN_BUDGET_BYTES = 32 * 2**20
+MIN_BUDGET_BYTES = 4 * 2**20   # small models: a few states in memory, the rest on disk
 
 
 @dataclass
