@@ -31,6 +31,12 @@ LIMITS = {"widgets": 5.0, "qobjects": 20.0, "pyobjects": 1500.0, "threads": 0.5,
           "none_refs": -50.0}
 # None's refcount may rise (PySide6 6.11.3 adds 8 references per pyqtgraph repaint and never drops them: no
 # memory, None is never freed) but must never fall: a falling count is the 6.12.0 bug that aborts the process.
+# A short run (the test's 360 actions) is still inside the warm-up of bounded caches (the History's 4 MiB of
+# states before it spills to disk, glibc arenas, pyqtgraph's pixmaps): +6 MB per 100 actions at 360 actions
+# that levels off (2,500 actions: -0.5 MB per 100). Short runs judge RSS loosely (a leaked model copy per
+# action, +27 MB per 100, still fails); widgets and QObjects are judged tightly at every length.
+SHORT_RUN_ACTIONS = 1000
+SHORT_RUN_RSS_MB = 15.0
 WARMUP = 0.25          # share of the run before slopes are measured (after every action ran once: caches fill)
 JOB_TIMEOUT_S = 120
 
@@ -64,9 +70,15 @@ class Report:
             out["qobjects"] = 100.0 * (q1 - q0) / (i1 - i0)
         return out
 
+    def limits(self) -> dict[str, float]:
+        if self.actions < SHORT_RUN_ACTIONS:
+            return {**LIMITS, "rss_mb": SHORT_RUN_RSS_MB}
+        return dict(LIMITS)
+
     def failures(self) -> list[str]:
-        bad = [f"{k}: {v:+.2f} per 100 actions (limit {LIMITS[k]:+})" for k, v in self.slopes().items()
-               if (v < LIMITS[k] if LIMITS[k] < 0 else v > LIMITS[k])]
+        lim = self.limits()
+        bad = [f"{k}: {v:+.2f} per 100 actions (limit {lim[k]:+})" for k, v in self.slopes().items()
+               if (v < lim[k] if lim[k] < 0 else v > lim[k])]
         bad += [f"exception: {e}" for e in self.exceptions]
         bad += [f"unexpected dialog: {d}" for d in self.unexpected_dialogs]
         return bad
@@ -445,7 +457,7 @@ def main() -> int:
     if d["qobjects"]:
         first["qobjects"], last["qobjects"] = d["qobjects"][0][1], d["qobjects"][-1][1]
     for k, v in d["per_100_actions"].items():
-        print(f"{k:10s} {first[k]:10.1f} {last[k]:10.1f} {v:16.3f} {LIMITS[k]:8.1f}")
+        print(f"{k:10s} {first[k]:10.1f} {last[k]:10.1f} {v:16.3f} {r.limits()[k]:8.1f}")
     for f in d["failures"]:
         print("FAIL", f)
     if args.json:
