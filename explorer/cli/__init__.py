@@ -6,6 +6,8 @@
     pruning-explorer compress --model M (--recipe R.json | --sparsity S ...) [--bits ...] --out DIR
     pruning-explorer sensitivity --model M --out S.json
     pruning-explorer compare --model M --criteria l1,taylor,hessian,wanda --sparsities 0.5,0.7,0.9 --out C.json
+    pruning-explorer finetune --recipe R.json [--epochs N] [--device D] [--resume] --out DIR
+        (under torchrun --nproc_per_node=K --no-python: distributed data parallel)
     pruning-explorer train-builtin [--out DIR]
 
 Errors a user can fix print one paragraph and exit with status 2 (no
@@ -25,7 +27,7 @@ EXIT_USER_ERROR = 2
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = {"gui", "info", "prune", "compress", "compare", "sensitivity", "train-builtin"}
+    commands = {"gui", "info", "prune", "compress", "compare", "sensitivity", "train-builtin", "finetune"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)

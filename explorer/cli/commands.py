@@ -22,7 +22,8 @@ def open_session(args):
 
 def run_command(args) -> int:
     commands = {"gui": _gui, "info": cmd_info, "prune": cmd_prune, "sensitivity": cmd_sensitivity,
-                "train-builtin": cmd_train, "compress": cmd_compress, "compare": cmd_compare}
+                "train-builtin": cmd_train, "compress": cmd_compress, "compare": cmd_compare,
+                "finetune": cmd_finetune}
     fn = commands.get(args.command)
     if fn is None:
         raise ExplorerError(f"Unknown command {args.command}")
@@ -108,17 +109,12 @@ def plan_from_args(session, args):
     if sum(sources) > 1:
         raise PlanError("Give only one of --recipe, --sparsity and --from-sensitivity.")
     if args.recipe:
-        plan, d = read_recipe(args.recipe)
-        if d.get("model") and d["model"] != session.model_spec:
-            log(f"note: recipe written for {d['model']}, applying to {session.model_spec}")
-        if isinstance(d.get("seed"), int):
-            session.set_seed(d["seed"])      # the random criterion replays exactly
-        cal = d.get("calibration")
-        if isinstance(cal, dict) and "samples" in cal and getattr(args, "calibration_samples", None) is None:
-            session.set_calibration_samples(cal["samples"])   # so do the data criteria and reconstruction
+        from explorer.core.deploy.finetune_job import apply_recipe
+
+        _, d = read_recipe(args.recipe)
+        apply_recipe(session, d, log, calibration_given=getattr(args, "calibration_samples", None) is not None)
         if d.get("reconstruct"):
             args.reconstruct = True
-        session.set_plan(plan)
         return d.get("finetune")
     if getattr(args, "from_sensitivity", None):
         _plan_from_scan(session, args)
@@ -255,6 +251,35 @@ def cmd_prune(args) -> int:
     print(json.dumps({"sparsity": r["sparsity"], "compression_ratio": r["compression_ratio"],
                       "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"],
                       "files": out.files}, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- finetune
+
+def cmd_finetune(args) -> int:
+    from explorer.core.checks import number
+    from explorer.core.deploy.finetune_job import run_finetune_job
+    from explorer.core.model.loading import parse_input_shape
+    from explorer.core.prune.recipe import FINETUNE_LIMITS
+
+    if args.epochs is not None:
+        number(args.epochs, "--epochs", *FINETUNE_LIMITS["epochs"], integer=True)
+    number(args.latency_runs, "--latency-runs", 1, 100_000, integer=True)
+    open_kw = {"weights": args.weights, "arch": args.arch, "trust": args.trust,
+               "input_shape": parse_input_shape(args.input_shape)}
+    bar = tqdm_progress("finetune")
+    try:
+        out, rt = run_finetune_job(args.recipe, expand(args.out), model=args.model, dataset=args.dataset,
+                                   epochs=args.epochs, device=args.device, resume=args.resume,
+                                   measure=not args.no_latency, latency_runs=args.latency_runs, open_kw=open_kw,
+                                   progress=bar, log=log)
+    finally:
+        bar.close()
+    if rt.is_main:
+        r = out.report
+        print(json.dumps({"world_size": r["world_size"], "sparsity": r["sparsity"],
+                          "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"],
+                          "files": out.files}, indent=2))
     return 0
 
 

@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="results folder (written as a whole: it holds one run's files, never a mix)")
 
     _add_compress(sub)
+    _add_finetune(sub)
 
     s = _sub(sub, "sensitivity", "per-layer sensitivity scan: accuracy when one layer alone is pruned")
     _common(s)
@@ -178,6 +179,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="training seed")
     t.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|mps",
+                   help="where evaluation, fine-tuning and latency run (auto: the first CUDA GPU if there is one, "
+                        "else the CPU)")
+
+
+def _add_finetune(sub) -> None:
+    """``finetune``: fine-tune a recipe, on one process or data-parallel under torchrun (issue 13)."""
+    f = _sub(sub, "finetune", "fine-tune a recipe's pruned model and export a results folder; under torchrun "
+                              "(--nproc_per_node=K, several nodes too) it runs distributed data parallel")
+    _common(f)
+    f.add_argument("--recipe", required=True, metavar="R.json",
+                   help="the recipe to fine-tune (its model and dataset unless --model/--dataset are given; its "
+                        "recorded fine-tuning, else the model's defaults)")
+    f.add_argument("--epochs", type=int, default=None,
+                   help="epochs (per step for iterative schedules); default: the recipe's, else 3")
+    add_device(f)
+    f.add_argument("--resume", action="store_true",
+                   help="carry on from DIR/checkpoint.pt (written after every epoch) after an interruption")
+    f.add_argument("--latency-runs", type=int, default=30, help="timed runs per model (interleaved, rank 0)")
+    f.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
+    f.add_argument("--out", "-o", required=True, metavar="DIR",
+                   help="results folder: model.pt, recipe.json (fine-tuning recorded), report.json (written by "
+                        "rank 0, as a whole)")
 
 
 def _add_compress(sub) -> None:

@@ -70,10 +70,17 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
 def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, sparse_archive: bool = False,
               latency_runs: int = 30, latency_batch: int = 1, measure: bool = True,
               progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
-              reconstruct: bool = False) -> PruneOutcome:
+              reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
+              resume: bool = False, report_extra: dict | None = None) -> PruneOutcome:
     """Apply the session's plan (reconstruct, fine-tune, compact), measure, and write the results bundle into
-    ``out_dir``."""
+    ``out_dir``.
+
+    ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
+    on, and the process group of a data-parallel run (then every rank calls this; only rank 0 measures latency
+    and writes, and the others return an empty outcome). ``checkpoint``/``resume``: see
+    :func:`~explorer.core.train.finetune.finetune`."""
     from ..analyse.latency import latency_input, measure_latencies, spread_note
+    from ..train.distributed import Runtime
     from ..train.finetune import finetune
     from .compact import channel_removals, compact_model, has_structure, max_output_difference
     from .report import build_report, compact_block
@@ -81,26 +88,41 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExplorerError(f"--out {out_dir} is a file, not a folder.")
+    rt = runtime or Runtime()
     ds = session.dataset
     labelled = ds.has_labels and ds.size("test") > 0
     plan = session.plan.copy()
     dense_state = {k: v.clone() for k, v in session.original_state().items()}
     module = session.module
 
+    def test_accuracy(m):
+        if not labelled:
+            return None
+        if rt.device.type != "cpu":
+            m = session.model_copy(m.state_dict()).to(rt.device)
+        return evaluate(m, ds, "test", cancel=cancel, runtime=rt).accuracy
+
     session.apply(Plan())
-    dense_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
+    dense_acc = test_accuracy(module)
     example = latency_input(ds, session.require().input_shape, latency_batch)
     dense_model = session.model_copy(dense_state) if measure else None   # timed later, interleaved with the others
     if dense_acc is not None:
         log(f"dense: test accuracy {dense_acc:.2f}%")
     fits = _reconstruct(session, plan, finetune_cfg, progress, cancel, log) if reconstruct else None
 
+    ft_run: dict | None = None
     if finetune_cfg is not None:
         # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
         start = plan if finetune_cfg.schedule == "oneshot" else Plan()
         session.apply(start)
         result = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
-                          progress=progress, cancel=cancel)
+                          progress=progress, cancel=cancel, runtime=rt, checkpoint=checkpoint, resume=resume)
+        if result.resumed_from_epoch is not None:
+            log(f"resumed after epoch {result.resumed_from_epoch} from {checkpoint}")
+        ft_run = {"device": str(rt.device), "world_size": rt.world_size, "backend": rt.backend,
+                  "resumed_from_epoch": result.resumed_from_epoch, "mask_digests": result.mask_digests,
+                  "state_digests": result.state_digests,
+                  "history": [r.as_dict() for r in result.history]}
         for r in result.history:
             log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val acc "
                 + (f"{r.val_accuracy:.2f}%" if r.val_accuracy is not None else "n/a") + f", sparsity {r.sparsity:.1%}")
@@ -108,7 +130,10 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     else:
         session.apply(plan)
     pruned_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    pruned_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
+    pruned_acc = test_accuracy(module)
+    if not rt.is_main:          # rank 0 measures and writes; the others wait until the folder is in place
+        rt.barrier()
+        return PruneOutcome(report={})
     nonzero = sum(int(torch.count_nonzero(pruned_state[f"{n}.weight"])) for n in session.layer_names)
     log(f"pruned: sparsity of prunable weights {1 - nonzero / session.profile.prunable_params:.1%}"
         + (f", test accuracy {pruned_acc:.2f}%" if pruned_acc is not None else ""))
@@ -147,7 +172,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     dense_lat, pruned_lat = lat.get("dense"), lat.get("pruned")
 
     recipe = plan_to_recipe(plan, session.model_spec, ds.spec, seed=session.seed,
-                            extra={"finetune": dict(finetune_cfg.__dict__) if finetune_cfg else None,
+                            extra={"finetune": finetune_cfg.as_dict() if finetune_cfg else None,
                                    **session.calibration_record(), "reconstruct": bool(reconstruct)})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
@@ -166,13 +191,18 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                              "note": latency_note},
                                  "finetune": ({"epochs": finetune_cfg.epochs, "schedule": finetune_cfg.schedule,
                                                "steps": finetune_cfg.steps, "lr": finetune_cfg.lr,
-                                               "optimizer": finetune_cfg.optimizer}
+                                               "optimizer": finetune_cfg.optimizer,
+                                               **(ft_run if runtime is not None else {})}
                                               if finetune_cfg else None),
+                                 **(report_extra or {}),
                                  "reconstruct": fits,
                                  "tool_version": recipe["tool_version"]})
     meta = {"model": session.model_spec, "arch": session.require().model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, session.layer_names,
                          archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log)
+    if checkpoint is not None:   # the run is complete and written: its checkpoint has served
+        Path(checkpoint).unlink(missing_ok=True)
+    rt.barrier()
     session.mark_saved(session.applied_plan)
     return PruneOutcome(report=report, files=files)
 

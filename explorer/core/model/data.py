@@ -51,6 +51,7 @@ class DatasetBundle:
     num_classes: int | None
     has_labels: bool = True
     notes: list[str] = field(default_factory=list)
+    _device_tensors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def split(self, split: str) -> Dataset:
         if split not in SPLITS:
@@ -65,11 +66,14 @@ class DatasetBundle:
         return 0 if ds is None else len(ds)
 
     def batches(self, split: str, batch_size: int = 256, shuffle: bool = False,
-                seed: int = 0, limit: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+                seed: int = 0, limit: int | None = None, shard: "Shard | None" = None,
+                device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield ``(inputs, labels)``; labels are ``None`` for unlabelled data.
 
-        In-memory tensor datasets are sliced directly (no per-item collate),
-        which keeps evaluation of small datasets fast.
+        In-memory tensor datasets are sliced directly (no per-item collate), which keeps evaluation of small
+        datasets fast; with ``device`` they are moved there once (cached) and sliced on the device.
+        ``shard`` gives this process its part of every batch (data-parallel training or evaluation): see
+        :class:`Shard`.
         """
         ds = self.split(split)
         n = len(ds) if limit is None else min(limit, len(ds))
@@ -77,20 +81,42 @@ class DatasetBundle:
             order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
         else:
             order = torch.arange(n)
-        tensors = _tensors_of(ds)
+        chunks = shard.chunks(order, batch_size) if shard is not None else (
+            order[i:i + batch_size] for i in range(0, n, batch_size))
+        dev = torch.device(device) if device is not None else None
+        tensors = self._tensors(split, dev)
         if tensors is not None:
             x_all, y_all = tensors
-            for i in range(0, n, batch_size):
-                idx = order[i:i + batch_size]
+            for idx in chunks:
+                if dev is not None and dev.type != "cpu":
+                    idx = idx.to(dev)
                 yield x_all[idx], (None if y_all is None else y_all[idx])
             return
-        loader = DataLoader(Subset(ds, order.tolist()), batch_size=batch_size, shuffle=False, num_workers=0)
-        for batch in loader:
-            if isinstance(batch, (list, tuple)):
-                x, y = batch[0], (batch[1] if len(batch) > 1 and self.has_labels else None)
-            else:
-                x, y = batch, None
-            yield x, y
+        for idx in chunks:
+            loader = DataLoader(Subset(ds, idx.tolist()), batch_size=max(1, len(idx)), shuffle=False, num_workers=0)
+            for batch in loader:
+                if isinstance(batch, (list, tuple)):
+                    x, y = batch[0], (batch[1] if len(batch) > 1 and self.has_labels else None)
+                else:
+                    x, y = batch, None
+                if dev is not None:
+                    x = x.to(dev, non_blocking=True)
+                    y = None if y is None else y.to(dev, non_blocking=True)
+                yield x, y
+
+    def _tensors(self, split: str, device: torch.device | None):
+        """The split's (inputs, labels) tensors when it is held in memory; on an accelerator they are moved
+        there once and kept (the host copy is what the splits already hold)."""
+        on_device = device is not None and device.type != "cpu"
+        key = (split, str(device))
+        if on_device and key in self._device_tensors:
+            return self._device_tensors[key]
+        tensors = _tensors_of(self.split(split))
+        if tensors is None or not on_device:
+            return tensors
+        tensors = tuple(None if t is None else t.to(device) for t in tensors)
+        self._device_tensors[key] = tensors
+        return tensors
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """A fixed input of the dataset's shape (the first samples of the test split when there is one)."""
@@ -102,6 +128,36 @@ class DatasetBundle:
                     x = x.repeat(reps, *([1] * (x.dim() - 1)))[:batch]
                 return x
         return torch.zeros(batch, *self.input_shape)
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's part of every batch in data-parallel work (``rank`` of ``world_size`` processes).
+
+    Every process draws the same order (same seed). Training (``pad``): the order is padded by wrapping to a
+    multiple of ``world_size`` (as torch's DistributedSampler does) and every global batch of
+    ``ceil(batch_size / world_size) * world_size`` samples is dealt out round-robin, so each process gets the
+    same number of batches of equal size and the processes together see what one process with that batch
+    size would. Evaluation (no ``pad``): every sample exactly once, dealt round-robin; sums are all-reduced.
+    """
+
+    rank: int
+    world_size: int
+    pad: bool = True
+
+    def chunks(self, order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+        w = self.world_size
+        if not self.pad:
+            mine = order[self.rank::w]
+            for i in range(0, len(mine), batch_size):
+                yield mine[i:i + batch_size]
+            return
+        if len(order) % w:
+            reps = -(-w // max(1, len(order)))
+            order = torch.cat([order, order.repeat(reps)[:w - len(order) % w]])
+        global_batch = -(-batch_size // w) * w
+        for i in range(0, len(order), global_batch):
+            yield order[i:i + global_batch][self.rank::w]
 
 
 def _tensors_of(ds: Dataset):

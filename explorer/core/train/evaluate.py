@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..device import module_device
 from ..errors import DatasetError, ExplorerError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 from ..model.data import DatasetBundle
+
+if TYPE_CHECKING:
+    from .distributed import Runtime
 
 
 @dataclass(frozen=True)
@@ -32,21 +37,27 @@ def logits_of(out) -> torch.Tensor:
 
 def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", batch_size: int = 256,
              progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-             limit: int | None = None) -> EvalResult:
-    """Accuracy (%) and mean cross-entropy over a split. Cancelling raises :class:`Cancelled`."""
+             limit: int | None = None, runtime: "Runtime | None" = None) -> EvalResult:
+    """Accuracy (%) and mean cross-entropy over a split. Cancelling raises :class:`Cancelled`.
+
+    The data goes to the module's device (in-memory splits once). With a distributed ``runtime`` every
+    process evaluates its share of the split and the sums are all-reduced: every rank returns the same numbers.
+    """
     n_total = dataset.size(split) if limit is None else min(limit, dataset.size(split))
     if n_total == 0:
         raise DatasetError(f"The {split} split of {dataset.spec} is empty: nothing to evaluate.")
     meter = ProgressMeter(progress, n_total, f"evaluating on {split}")
     was = module.training
     module.eval()
-    correct = 0
-    loss_sum = 0.0
+    device = module_device(module)
+    correct = torch.zeros((), dtype=torch.int64, device=device)   # summed on the device: no sync per batch
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     seen = 0
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    shard = runtime.shard(pad=False) if runtime is not None else None
     try:
         with torch.inference_mode():
-            for x, y in dataset.batches(split, batch_size=batch_size, limit=limit):
+            for x, y in dataset.batches(split, batch_size=batch_size, limit=limit, shard=shard, device=device):
                 if cancel is not None:
                     cancel.check()
                 out = logits_of(module(x))
@@ -55,17 +66,21 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
                 if y is not None:
                     if dataset.num_classes and out.shape[1] > dataset.num_classes:
                         out = out[:, :dataset.num_classes]
-                    correct += int((out.argmax(1) == y).sum())
-                    loss_sum += float(loss_fn(out, y))
+                    correct += (out.argmax(1) == y).sum()
+                    loss_sum += loss_fn(out.float(), y).double()
                 seen += x.shape[0]
                 meter.step(x.shape[0])
     except RuntimeError as e:
         raise ExplorerError(f"Evaluation failed: {str(e).splitlines()[0][:300]}") from None
     finally:
         module.train(was)
+    n_correct, total_loss = int(correct), float(loss_sum)
+    if runtime is not None and runtime.distributed:
+        n_correct, total_loss, seen = runtime.sum(n_correct, total_loss, seen)
+        n_correct, seen = int(n_correct), int(seen)
     if not dataset.has_labels:
         return EvalResult(split, seen, None, None)
-    return EvalResult(split, seen, 100.0 * correct / seen, loss_sum / seen)
+    return EvalResult(split, seen, 100.0 * n_correct / seen, total_loss / seen)
 
 
 RECALIBRATION_BATCHES = 20   # training batches that re-estimate BatchNorm statistics after a mask change
@@ -73,24 +88,25 @@ RECALIBRATION_BATCHES = 20   # training batches that re-estimate BatchNorm stati
 
 def evaluate_recalibrated(module: nn.Module, dataset: DatasetBundle, split: str = "val", batch_size: int = 32,
                           seed: int = 0, batches: int = RECALIBRATION_BATCHES,
-                          cancel: CancelToken | None = None) -> EvalResult:
+                          cancel: CancelToken | None = None, runtime: "Runtime | None" = None) -> EvalResult:
     """:func:`evaluate` with every BatchNorm's running statistics first re-estimated from ``batches`` training
     batches (seeded), then put back as they were: the accuracy a just-pruned network has once its statistics
     describe its weights, without changing the module. Without BatchNorm it is :func:`evaluate`."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
     if not bns:
-        return evaluate(module, dataset, split, cancel=cancel)
+        return evaluate(module, dataset, split, cancel=cancel, runtime=runtime)
     saved = [{k: v.clone() for k, v in m.state_dict().items()} for m in bns]
     try:
         def feed():
-            for i, (x, y) in enumerate(dataset.batches("train", batch_size=batch_size, shuffle=True, seed=seed)):
+            for i, (x, y) in enumerate(dataset.batches("train", batch_size=batch_size, shuffle=True, seed=seed,
+                                                       device=module_device(module))):
                 if i >= batches:
                     return
                 if cancel is not None:
                     cancel.check()
                 yield x, y
         recalibrate_batchnorm(module, feed())
-        return evaluate(module, dataset, split, cancel=cancel)
+        return evaluate(module, dataset, split, cancel=cancel, runtime=runtime)
     finally:
         with torch.no_grad():
             for m, sd in zip(bns, saved):
