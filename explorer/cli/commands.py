@@ -20,6 +20,24 @@ def open_session(args):
                         input_shape=parse_input_shape(args.input_shape))
 
 
+def device_of(args):
+    """The torch device ``--device`` names (auto: CUDA when present); refused clearly when absent."""
+    from explorer.core.device import describe, resolve_device
+
+    dev = resolve_device(getattr(args, "device", "auto"))
+    if dev.type != "cpu" and not getattr(args, "_device_logged", False):
+        log(f"device: {describe(dev)}")
+        args._device_logged = True
+    return dev
+
+
+def _runtime(args):
+    from explorer.core.train.distributed import Runtime
+
+    dev = device_of(args)
+    return Runtime(device=dev) if dev.type != "cpu" else None
+
+
 def run_command(args) -> int:
     commands = {"gui": _gui, "info": cmd_info, "prune": cmd_prune, "sensitivity": cmd_sensitivity,
                 "train-builtin": cmd_train, "compress": cmd_compress, "compare": cmd_compare,
@@ -27,6 +45,8 @@ def run_command(args) -> int:
     fn = commands.get(args.command)
     if fn is None:
         raise ExplorerError(f"Unknown command {args.command}")
+    if getattr(args, "device", None) is not None and args.command != "finetune":
+        device_of(args)          # an absent device is refused before any work starts
     return fn(args)
 
 
@@ -177,7 +197,7 @@ def _plan_from_scan(session, args) -> None:
 
         cfg = _finetune_config(args, args.finetune_epochs or 3, session, **_schedule_settings(args))
         r = search_allocation(session, read_scan(args.from_sensitivity), args.max_drop, cfg,
-                              cap=args.max_layer_sparsity, progress=tqdm_progress("search"))
+                              cap=args.max_layer_sparsity, progress=tqdm_progress("search"), device=device_of(args))
         for t in r.trials:
             log(f"  tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% ({'ok' if t.ok else 'too low'})")
         log(f"search: sparsest within {args.max_drop:g} points after fine-tuning: {r.sparsity:.1%} "
@@ -244,7 +264,7 @@ def cmd_prune(args) -> int:
         out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,
                         sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
-                        reconstruct=args.reconstruct)
+                        reconstruct=args.reconstruct, runtime=_runtime(args))
     finally:
         bar.close()
     r = out.report
@@ -295,7 +315,7 @@ def cmd_sensitivity(args) -> int:
     try:
         result = run_scan_to_files(session, sparsities, args.granularity, args.criterion, args.layers,
                                    Path(args.out), csv=args.csv, split=args.split, early_stop=args.early_stop,
-                                   latency=args.latency, naive=args.naive, progress=bar)
+                                   latency=args.latency, naive=args.naive, progress=bar, device=device_of(args))
     finally:
         bar.close()
     print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
@@ -322,7 +342,8 @@ def cmd_compare(args) -> int:
     bar = tqdm_progress("compare")
     try:
         result = compare_criteria(session, args.criteria, args.sparsities, args.granularity,
-                                  reconstruct=args.reconstruct, finetune=cfg, layers=args.layers, progress=bar)
+                                  reconstruct=args.reconstruct, finetune=cfg, layers=args.layers, progress=bar,
+                                  device=device_of(args))
     finally:
         bar.close()
     for n in result.notes:
@@ -366,7 +387,7 @@ def cmd_compress(args) -> int:
     bar = tqdm_progress("compress")
     try:
         result, files = run_compress(session, settings, Path(args.out), finetune_cfg, quantize_cfg, progress=bar,
-                                     log=log)
+                                     log=log, device=device_of(args))
     finally:
         bar.close()
     log(format_table(table2(result.layers, result.stages)))

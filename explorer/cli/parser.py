@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of fine-tuning")
     p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
+    add_device(p)
     _add_calibration_args(p, reconstruct=True)
     p.add_argument("--out", "-o", required=True, metavar="DIR",
                    help="results folder (written as a whole: it holds one run's files, never a mix)")
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency", action="store_true", help="also measure latency per sparsity (structured only)")
     s.add_argument("--naive", action="store_true", help="use the plain full-model loop (for comparison)")
     s.add_argument("--csv", default=None, metavar="FILE.csv", help="also write a CSV table")
+    add_device(s)
     _add_calibration_args(s)
     s.add_argument("--out", "-o", required=True, metavar="S.json", help="the scan as JSON")
 
@@ -168,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
     c.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     c.add_argument("--seed", type=int, default=0, help="seed of the calibration samples, random scores, fine-tuning")
+    add_device(c)
     _add_calibration_args(c, reconstruct=True)
     c.add_argument("--out", "-o", required=True, metavar="C.json", help="where to write the comparison JSON")
 
@@ -232,4 +235,5 @@ def _add_compress(sub) -> None:
                    help="train the shared values N epochs (assignments and zeros fixed; best val epoch kept)")
     c.add_argument("--quantize-lr", type=float, default=None, help="learning rate for the shared values (Adam)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of both trainings")
+    add_device(c)
     c.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (written as a whole)")

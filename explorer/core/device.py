@@ -99,3 +99,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def on_device(module: nn.Module, device: torch.device | None) -> nn.Module:
+    """``module`` itself on the CPU; a copy of it on any other device (the session's module stays on the CPU)."""
+    if device is None or device.type == "cpu" or module_device(module) == device:
+        return module
+    import copy
+
+    return copy.deepcopy(module).to(device)

@@ -44,6 +44,7 @@ class Session(SessionCalibration, SessionResults):
     weights_changed = Signal()        # the module's weights changed (apply, fine-tune, reset)
     selection_changed = Signal(str)
     history_changed = Signal()        # undo/redo availability, History entries, saved marker
+    device_changed = Signal(str)      # where jobs run now (its short description)
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -64,6 +65,7 @@ class Session(SessionCalibration, SessionResults):
         self.history = History()
         self.weights = WeightStore()
         self.version = 0                       # bumps whenever the model's weights change
+        self.device = torch.device("cpu")      # where jobs run; the module itself always stays on the CPU
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -187,6 +189,25 @@ class Session(SessionCalibration, SessionResults):
         if state is not None:
             m.load_state_dict(state)
         return m.eval()
+
+    def job_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """:meth:`model_copy` on the session's device: what evaluations and measurements run."""
+        return self.model_copy(state).to(self.device)
+
+    def runtime(self):
+        """The fine-tuning runtime of this session's jobs (its device, one process)."""
+        from .train.distributed import Runtime
+        return Runtime(device=self.device)
+
+    def set_device(self, spec: str | torch.device | None) -> torch.device:
+        """Run jobs on ``spec`` (auto|cpu|cuda[:N]|mps); refused with a clear error when it is not here."""
+        from .device import describe, resolve_device
+
+        dev = resolve_device(spec)
+        if dev != self.device:
+            self.device = dev
+            self.device_changed.emit(describe(dev))
+        return dev
 
     def channel_group(self, name: str):
         return self.require().groups.of(name)

@@ -49,6 +49,19 @@ class SessionResults:
         self.record(label, accuracy=result.test_accuracy)
         self.measurements.changed.emit()
 
+    def adopt_result(self, result) -> None:
+        """A results folder read back (``deploy.finetune_job.read_result``), e.g. fine-tuned on a cluster: its
+        weights become the kept weights and the plan follows (undoable); a History entry with its test accuracy."""
+        from .train.evaluate import EvalResult
+
+        self.adopt(result.state, result.plan, result.label)
+        self._replace_plan(result.plan.copy())
+        self.measurements.current = (Measured(EvalResult("test", self.dataset.size("test"), result.accuracy, None),
+                                              self._base_id, self.applied_plan.copy())
+                                     if result.accuracy is not None else None)
+        self.record(result.label, accuracy=result.accuracy)
+        self.measurements.changed.emit()
+
     def adopt_compression(self, result, plan: Plan) -> None:
         """Deep Compression's result (compress.flow): its quantized weights become the kept weights and the model's;
         its stages and test accuracy are remembered (measurements) until the weights or the plan change."""

@@ -152,7 +152,8 @@ class AllocationBox(QGroupBox):
         result, cap = self.result, self.cap.value() / 100
 
         def work(progress, cancel):
-            return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel)
+            return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel,
+                                     device=s.device)
 
         def on_progress(p):
             if p.data is not None and hasattr(p.data, "target"):

@@ -178,7 +178,7 @@ class ComparePanel(QWidget):
 
         def work(progress, cancel):
             return compare_criteria(s, crits, sps, gran, reconstruct=rec, finetune=cfg, progress=progress,
-                                    cancel=cancel)
+                                    cancel=cancel, device=s.device)
 
         def on_progress(p):
             if p.data is not None and hasattr(p.data, "criterion"):

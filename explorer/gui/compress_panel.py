@@ -248,9 +248,10 @@ class CompressPanel(QWidget):
             ds = s.dataset
             dense = dense_m.accuracy if dense_m is not None else None
             if dense is None and ds.has_labels and ds.size("test"):
-                dense = evaluate(s.model_copy(s.original_state()), ds, "test", cancel=cancel).accuracy
+                dense = evaluate(s.job_copy(s.original_state()), ds, "test", cancel=cancel).accuracy
             result = compress_state(s.model_copy(state), ds, state, settings, archive_meta(s), qcfg,
-                                    {"dense": dense}, state_bytes(s.original_state()), progress, cancel)
+                                    {"dense": dense}, state_bytes(s.original_state()), progress, cancel,
+                                    device=s.device)
             hists = {}
             for n in result.quants:
                 w = state[f"{n}.weight"].reshape(-1).numpy()

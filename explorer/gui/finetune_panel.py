@@ -245,13 +245,13 @@ class FinetunePanel(QWidget):
         def work(progress, cancel):
             out = {}
             if dense_val is None and s.dataset.size(cfg.eval_split):   # the reference line: dense, on validation
-                out["dense_val"] = evaluate(s.model_copy(s.original_state()), s.dataset, cfg.eval_split,
+                out["dense_val"] = evaluate(s.job_copy(s.original_state()), s.dataset, cfg.eval_split,
                                             cancel=cancel).accuracy
             module = s.model_copy(s.masked_state(start))     # in the worker: big models copy slowly
             result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
-                              partial=partial)
+                              partial=partial, runtime=s.runtime())
             for snap in result.snapshots:   # test accuracy of every step, for the History (Pareto) view
-                snap.test_accuracy = evaluate(s.model_copy(snap.state), s.dataset, "test", cancel=cancel).accuracy
+                snap.test_accuracy = evaluate(s.job_copy(snap.state), s.dataset, "test", cancel=cancel).accuracy
             out["result"] = result
             return out
 

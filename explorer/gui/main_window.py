@@ -18,10 +18,12 @@ from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from . import help as help_dialogs
+from .cluster_actions import ClusterActions
 from .compare_panel import ComparePanel
 from .compress_panel import CompressPanel
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
+from .device_box import DeviceBox
 from .dialogs import error_text, show_error
 from .export_actions import ExportActions
 from .finetune_panel import FinetunePanel
@@ -110,7 +112,7 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         act = self.ctx.action
         mb = self.menuBar()
-        fm = mb.addMenu("&File")
+        fm = self.file_menu = mb.addMenu("&File")
         self.act_open = act("&Open model…", lambda: self.models.open_dialog(), QKeySequence.Open,
                             "Open a checkpoint: state_dict, TorchScript, or sparse archive", fm)
         recent = fm.addMenu("Open &recent")
@@ -180,6 +182,11 @@ class MainWindow(QMainWindow):
         self.compare_panel = ComparePanel(ctx, finetune_config=self.finetune_panel.config)
         self.reconstruct = ReconstructOption(ctx, self.edit_menu, self.toolbar, self.act_undo, self.measure.evaluate)
         self.exports = ExportActions(ctx, self.export_menu, self)
+        self.device_box = DeviceBox(ctx, self.statusBar())
+        self.cluster = ClusterActions(ctx, self, self.finetune_panel.config)
+        self.export_menu.addSeparator()
+        self.export_menu.addAction(self.cluster.act_job)
+        self.file_menu.insertAction(self.export_menu.menuAction(), self.cluster.act_import)
         tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
                 (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
                 (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),

@@ -48,9 +48,9 @@ class MeasureActions:
             state = s.masked_state(plan)
             dense = None
             if need_dense:
-                dense = evaluate(s.model_copy(original), s.dataset, "test", progress=lambda p: progress(
+                dense = evaluate(s.job_copy(original), s.dataset, "test", progress=lambda p: progress(
                     Progress((p.fraction or 0) * 0.5, "evaluating dense model")), cancel=cancel)
-            current = evaluate(s.model_copy(state), s.dataset, "test", progress=lambda p: progress(
+            current = evaluate(s.job_copy(state), s.dataset, "test", progress=lambda p: progress(
                 Progress(0.5 + (p.fraction or 0) * 0.5, "evaluating current model")), cancel=cancel)
             return current, dense
 
@@ -86,6 +86,7 @@ class MeasureActions:
                 models["compact"] = compact_model(models["masked"], state, removals, example, cancel=cancel)
                 compact_macs = profile_model(models["compact"], s.require().input_shape).total_macs
                 compact_params = sum(p.numel() for p in models["compact"].parameters())
+            models = {k: m.to(s.device) for k, m in models.items()}   # built on the CPU, timed on the device
             lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
             return LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
                                      totals.nonzero_macs, compact_macs, compact_params, batch)

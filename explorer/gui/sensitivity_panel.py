@@ -189,7 +189,7 @@ class SensitivityPanel(QWidget):
             # first the instant estimate (the Fisher is quick), then the measurements that replace it
             self._predict_into(progress, cancel, spec)
             # the planned model (applied or not), computed here: a cancelled scan leaves the session untouched
-            return scan(s, spec, progress, cancel, state=s.masked_state(plan))
+            return scan(s, spec, progress, cancel, state=s.masked_state(plan), device=s.device)
 
         def on_progress(p):
             if isinstance(p.data, Prediction):

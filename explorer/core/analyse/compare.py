@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.criteria import get_criterion
@@ -103,13 +105,20 @@ def compare_layers(session, criteria: list[str], granularity, layers: list[str] 
 
 def compare_criteria(session, criteria, sparsities, granularity="element", reconstruct: bool = False,
                      finetune=None, split: str = "val", layers: list[str] | None = None,
-                     progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> CompareResult:
-    """Measure every criterion x sparsity on the same plan; the session is not changed.
+                     progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                     device: torch.device | None = None) -> CompareResult:
+    """Measure every criterion x sparsity on the same plan; the session is not changed. Evaluation and
+    fine-tuning run on ``device``.
 
     ``finetune``: a FinetuneConfig (its epochs, learning rate, ...) for the fine-tuned column, or None."""
     from ..prune.reconstruct import reconstruct_plan
+    from ..train.distributed import Runtime
     from ..train.finetune import finetune as run_finetune
 
+    device = device or torch.device("cpu")
+
+    def copy_with(state):
+        return session.model_copy(state).to(device)
     progress = progress or (lambda p: None)
     criteria = parse_criteria(criteria)
     sparsities = parse_sparsities(sparsities)
@@ -127,7 +136,7 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
                            sparsities=sparsities, criteria=[], reconstruct=reconstruct,
                            calibration_samples=session.calibration_samples,
                            finetune_epochs=finetune.epochs if finetune else 0, layers=names, notes=notes)
-    result.dense_accuracy = evaluate(session.model_copy(session.base_state()), ds, split, cancel=cancel).accuracy
+    result.dense_accuracy = evaluate(copy_with(session.base_state()), ds, split, cancel=cancel).accuracy
     per_point = 1 + (1 if reconstruct else 0) + (finetune.epochs * 3 if finetune else 0)
     total = len(criteria) * len(sparsities) * per_point
     done = 0
@@ -150,7 +159,7 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
                 note(f"{c} at {s:.0%}: reconstructing")
                 state = reconstruct_plan(session, plan, cancel=cancel).state
                 done += 1
-            acc = evaluate(session.model_copy(state), ds, split, cancel=cancel).accuracy
+            acc = evaluate(copy_with(state), ds, split, cancel=cancel).accuracy
             spent += time.perf_counter() - t1
             done += 1
             entry["accuracy"].append(acc)
@@ -163,9 +172,10 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
                     progress(Progress(min(1.0, (start + frac) / total), f"{c} at {s:.0%}: {p.message}"))
 
                 ft = run_finetune(session.model_copy(state), ds, session.layer_names, plan, plan,
-                                  session.masks_for_state, finetune, progress=sub, cancel=cancel)
+                                  session.masks_for_state, finetune, progress=sub, cancel=cancel,
+                                  runtime=Runtime(device=device))
                 done = start + finetune.epochs * 3
-                m = session.model_copy(ft.state)
+                m = copy_with(ft.state)
                 acc_ft = evaluate(m, ds, split, cancel=cancel).accuracy
                 entry["accuracy_finetuned"].append(acc_ft)
                 note(f"{c} at {s:.0%}: {acc_ft:.2f}% fine-tuned", ComparePoint(c, i, s, acc_ft, True))

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from ..device import module_device, synchronize
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 
 DEFAULT_RUNS = 30
@@ -46,6 +47,32 @@ def torch_threads(n: int | None):
         torch.set_num_threads(old)
 
 
+class _Clock:
+    """Times one forward pass in milliseconds: wall time on the CPU; on a GPU, CUDA events recorded around the
+    call on the model's stream and read after a synchronisation (kernels run asynchronously, so wall time
+    around the call would measure only the launch)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cuda = device.type == "cuda"
+
+    def time(self, module: nn.Module, example: torch.Tensor) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            module(example)
+            end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+        if self.device.type != "cpu":
+            synchronize(self.device)
+        t0 = time.perf_counter()
+        module(example)
+        if self.device.type != "cpu":
+            synchronize(self.device)
+        return (time.perf_counter() - t0) * 1000.0
+
+
 def _quantile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     if len(xs) == 1:
@@ -59,8 +86,12 @@ def _quantile(xs: list[float], q: float) -> float:
 def measure_latency(module: nn.Module, example: torch.Tensor, runs: int = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP,
                     threads: int | None = None, progress: ProgressFn | None = None,
                     cancel: CancelToken | None = None, label: str = "latency") -> Latency:
-    """Median wall time of ``module(example)`` in inference mode."""
+    """Median time of ``module(example)`` in inference mode, on the module's device (``example`` is moved there
+    once)."""
     runs = max(1, int(runs))
+    device = module_device(module)
+    example = example.to(device)
+    clock = _Clock(device)
     was = module.training
     module.eval()
     meter = ProgressMeter(progress, warmup + runs, f"measuring {label}")
@@ -72,12 +103,11 @@ def measure_latency(module: nn.Module, example: torch.Tensor, runs: int = DEFAUL
                     cancel.check()
                 module(example)
                 meter.step()
+            synchronize(device)
             for _ in range(runs):
                 if cancel is not None:
                     cancel.check()
-                t0 = time.perf_counter()
-                module(example)
-                times.append((time.perf_counter() - t0) * 1000.0)
+                times.append(clock.time(module, example))
                 meter.step()
             used = torch.get_num_threads()
     finally:
@@ -99,7 +129,8 @@ def measure_latencies(models: dict[str, nn.Module], example: torch.Tensor, runs:
                       warmup: int = DEFAULT_WARMUP, threads: int | None = None, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None) -> dict[str, Latency]:
     """Latency of several models on the same input, runs interleaved (A B C A B C ...) so that drift
-    in machine load affects all of them alike; medians and spread per model."""
+    in machine load affects all of them alike; medians and spread per model. The models share one device
+    (the first model's); ``example`` is moved there once."""
     runs = max(1, int(runs))
     modes = {k: m.training for k, m in models.items()}
     for m in models.values():
@@ -114,6 +145,9 @@ def measure_latencies(models: dict[str, nn.Module], example: torch.Tensor, runs:
 
 
 def _interleaved(models, example, runs, warmup, threads, meter, times, cancel) -> dict[str, Latency]:
+    device = module_device(next(iter(models.values())))
+    example = example.to(device)
+    clock = _Clock(device)
     with torch_threads(threads), torch.inference_mode():
         for _ in range(warmup):
             for m in models.values():
@@ -121,13 +155,12 @@ def _interleaved(models, example, runs, warmup, threads, meter, times, cancel) -
                     cancel.check()
                 m(example)
                 meter.step()
+        synchronize(device)
         for _ in range(runs):
             for k, m in models.items():
                 if cancel is not None:
                     cancel.check()
-                t0 = time.perf_counter()
-                m(example)
-                times[k].append((time.perf_counter() - t0) * 1000.0)
+                times[k].append(clock.time(m, example))
                 meter.step()
         used = torch.get_num_threads()
     return {k: Latency(statistics.median(v), _quantile(v, 0.1), _quantile(v, 0.9), runs, int(example.shape[0]), used)

@@ -18,6 +18,7 @@ import torch
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.plan import Plan
+from ..train.distributed import Runtime
 from ..train.evaluate import evaluate
 from ..train.finetune import FinetuneConfig, finetune
 from .allocate import allocate_to_target
@@ -58,8 +59,10 @@ def _uniform(session, scan: ScanResult, target: float):
 
 def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneConfig | None = None,
                       targets: list[float] | None = None, cap: float = 0.95, progress: ProgressFn | None = None,
-                      cancel: CancelToken | None = None, method: str = "greedy") -> SearchResult:
-    """``method``: 'greedy' (allocation from the scan) or 'uniform' (the same search for one sparsity)."""
+                      cancel: CancelToken | None = None, method: str = "greedy",
+                      device: torch.device | None = None) -> SearchResult:
+    """``method``: 'greedy' (allocation from the scan) or 'uniform' (the same search for one sparsity).
+    Fine-tuning and evaluation run on ``device``."""
     if method not in ("greedy", "uniform"):
         raise PlanError(f"Unknown search method '{method}'; use greedy or uniform.")
 
@@ -78,7 +81,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
                             "Choose a labelled dataset with a val split.")
     cfg = (cfg or FinetuneConfig()).validated()
     progress = progress or (lambda p: None)
-    template = session.model_copy(session.base_state())
+    template = session.model_copy(session.base_state()).to(device or torch.device("cpu"))
     dense_val = evaluate(template, ds, "val", cancel=cancel).accuracy
     floor = dense_val - max_drop
     total = len(grid)
@@ -93,7 +96,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
             progress(Progress(done + (p.fraction or 0) / total, f"search step {i + 1}/{total}: target "
                               f"{target:.1%} — {p.message}", None, None))
         r = finetune(module, ds, session.layer_names, alloc.plan, alloc.plan, session.masks_for_state, cfg, sub,
-                     cancel)
+                     cancel, runtime=Runtime(device=device) if device is not None else None)
         module.load_state_dict(r.state)
         val = evaluate(module, ds, "val", cancel=cancel).accuracy
         t = Trial(target=target, sparsity=alloc.sparsity, val_accuracy=val, ok=val >= floor)

@@ -237,9 +237,11 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> flo
 
 
 def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-         naive: bool = False, state: dict[str, torch.Tensor] | None = None) -> ScanResult:
+         naive: bool = False, state: dict[str, torch.Tensor] | None = None,
+         device: torch.device | None = None) -> ScanResult:
     """Run a sensitivity scan on the session's current (applied) weights -- or on ``state``, e.g. the
-    masked state of a plan not applied yet. Emits a Progress per point with ``data`` = :class:`ScanPoint`."""
+    masked state of a plan not applied yet. Emits a Progress per point with ``data`` = :class:`ScanPoint`.
+    ``device``: where the forward passes run (the scanned split is moved there once)."""
     progress = progress or (lambda p: None)
     ds = session.dataset
     if not ds.has_labels:
@@ -249,9 +251,11 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     units, skipped = _scan_units(session, spec)
     t0 = time.perf_counter()
     # the applied model (or ``state``), copied: the scan swaps weights in and out, never on the live model
-    module = session.model_copy(state)
+    device = device or torch.device("cpu")
+    module = session.model_copy(state).to(device)
     lp_for = LayerPlan(0.0, spec.granularity, spec.criterion)
     x, y = _dataset_tensors(ds, spec.split)
+    x, y = x.to(device), (y.to(device) if y is not None else None)
     total = len(units) * len(sparsities)
     done = 0
 
@@ -292,7 +296,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         if not spec.granularity.structured:
             raise PlanError("Latency sensitivity needs a structured granularity (channel): unstructured zeros do not "
                             "change dense latency.")
-        example = latency_input(ds, session.require().input_shape, spec.latency_batch)
+        example = latency_input(ds, session.require().input_shape, spec.latency_batch).to(device)
         dense_latency = measure_latency(module, example, runs=spec.latency_runs, cancel=cancel).median_ms
 
     result = ScanResult(model=session.model_spec, dataset=ds.spec, granularity=lp_for.granularity,
@@ -329,7 +333,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                     progress(Progress(done / total, f"{row}: skipped {sparsities[i]:.0%} (early stop)",
                                       ScanPoint(row, i, sparsities[i], None)))
                 continue
-            variants = [_variant_params(session, members, lp_for, sparsities[i]) for i in idx]
+            variants = [{k: t.to(device) for k, t in _variant_params(session, members, lp_for, sparsities[i]).items()}
+                        for i in idx]
             if replayer is not None:
                 changed = {k.rsplit(".", 1)[0] for v in variants for k in v}
                 logits = replayer.run_variants(changed, variants)
@@ -373,14 +378,15 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
 
 def _latency_point(session, members, lp, sparsity, variant, example, spec, cancel) -> float:
     from ..deploy.compact import compact_model
+    from ..device import on_device
     from .latency import measure_latency
 
     pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)
     removals = {members[0]: pruned} if pruned else {}
     state = dict(session.module.state_dict())
-    state.update(variant)
-    m = compact_model(session.module, state, removals, example, cancel=cancel)
-    return measure_latency(m, example, runs=spec.latency_runs, cancel=cancel).median_ms
+    state.update({k: t.cpu() for k, t in variant.items()})
+    m = compact_model(session.module, state, removals, example.cpu(), cancel=cancel)
+    return measure_latency(on_device(m, example.device), example, runs=spec.latency_runs, cancel=cancel).median_ms
 
 
 # ---------------------------------------------------------------- files
@@ -406,12 +412,12 @@ def read_scan(path: str | Path) -> ScanResult:
 
 
 def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
-                      early_stop=None, latency=False, naive=False, progress=None, cancel=None) -> dict:
+                      early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None) -> dict:
     from ..fileio import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
                     layers=layers, split=split, early_stop=early_stop, latency=latency)
-    result = scan(session, spec, progress, cancel, naive=naive)
+    result = scan(session, spec, progress, cancel, naive=naive, device=device)
     d = result.to_json()
     atomic_write_json(Path(out), d)
     if csv:

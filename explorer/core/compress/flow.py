@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..device import on_device
 from ..errors import ExplorerError
 from ..fileio import StagedFolder, atomic_write_json, bit_equal
 from ..jobs import CancelToken, Progress, ProgressFn
@@ -73,8 +74,10 @@ def _phase(progress: ProgressFn | None, lo: float, hi: float) -> ProgressFn:
 def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, torch.Tensor], settings: QuantSettings,
                    meta: dict, quantize_cfg: FinetuneConfig | None = None, accuracy: dict | None = None,
                    dense_size: int | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None, log: Log = _quiet) -> CompressResult:
-    """Weight-share, (train,) encode and measure already pruned weights ``state``.
+                   cancel: CancelToken | None = None, log: Log = _quiet,
+                   device: torch.device | None = None) -> CompressResult:
+    """Weight-share, (train,) encode and measure already pruned weights ``state`` (training and evaluation on
+    ``device``).
 
     ``module``: a private copy of the model (its weights are overwritten for evaluations). ``accuracy`` may
     bring the dense and pruned test accuracies (measured elsewhere); the others are measured here on the
@@ -88,7 +91,7 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
         if not labelled:
             return None
         module.load_state_dict(st)
-        return evaluate(module, dataset, "test", cancel=cancel).accuracy
+        return evaluate(on_device(module, device), dataset, "test", cancel=cancel).accuracy
 
     if "pruned" not in acc:
         acc["pruned"] = test_acc(state)
@@ -105,7 +108,7 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
         module.load_state_dict(q_state)
         layers = {n: SharedLayer(q.positions, q.labels, q.centroids) for n, q in quants.items()}
         r = train_centroids(module, dataset, layers, quantize_cfg, progress=_phase(progress, 0.1, 0.85),
-                            cancel=cancel)
+                            cancel=cancel, device=device)
         quants = {n: q.with_centroids(r.centroids[n]) for n, q in quants.items()}
         q_state = quantized_state(r.state, quants)
         history, best_epoch = r.history, r.best_epoch
@@ -172,9 +175,11 @@ def write_compress_folder(out_dir: str | Path, result: CompressResult, recipe: d
 
 def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune_cfg: FinetuneConfig | None = None,
                  quantize_cfg: FinetuneConfig | None = None, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None, log: Log = _quiet) -> tuple[CompressResult, dict[str, str]]:
+                 cancel: CancelToken | None = None, log: Log = _quiet,
+                 device: torch.device | None = None) -> tuple[CompressResult, dict[str, str]]:
     """The whole flow on a session whose plan is set: dense -> pruned (fine-tuned) -> quantized -> Huffman,
-    then the results folder. Returns the result and {file name: path}."""
+    then the results folder (evaluation and training on ``device``). Returns the result and {file name: path}."""
+    from ..train.distributed import Runtime
     from ..train.finetune import finetune
 
     out_dir = Path(out_dir)
@@ -186,7 +191,7 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
     module = session.module
     session.apply(Plan())
     dense_size = accounting.state_bytes(session.original_state())
-    dense_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
+    dense_acc = evaluate(on_device(module, device), ds, "test", cancel=cancel).accuracy if labelled else None
     if dense_acc is not None:
         log(f"dense: {dense_size:,} bytes, test accuracy {dense_acc:.2f}%")
     t = time.perf_counter()
@@ -194,7 +199,8 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
         start = plan if finetune_cfg.schedule == "oneshot" else Plan()
         session.apply(start)
         r = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
-                     progress=_phase(progress, 0.0, 0.4), cancel=cancel)
+                     progress=_phase(progress, 0.0, 0.4), cancel=cancel,
+                     runtime=Runtime(device=device) if device is not None else None)
         for h in r.history:
             log(f"  epoch {h.epoch}: train loss {h.train_loss:.4f}"
                 + (f", val {h.val_accuracy:.2f}%" if h.val_accuracy is not None else "")
@@ -204,13 +210,13 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
         session.apply(plan)
     prune_s = time.perf_counter() - t
     pruned = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    pruned_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
+    pruned_acc = evaluate(on_device(module, device), ds, "test", cancel=cancel).accuracy if labelled else None
     log(f"pruned: sparsity {session.totals(session.applied_plan).sparsity:.1%}"
         + (f", test accuracy {pruned_acc:.2f}%" if pruned_acc is not None else "") + f" ({prune_s:.1f} s)")
     lo = 0.4 if finetune_cfg is not None else 0.0
     result = compress_state(session.model_copy(), ds, pruned, settings, archive_meta(session), quantize_cfg,
                             {"dense": dense_acc, "pruned": pruned_acc}, dense_size, _phase(progress, lo, 1.0),
-                            cancel, log)
+                            cancel, log, device=device)
     result.seconds["prune"] = prune_s
     recipe = compress_recipe(session, plan, settings, finetune_cfg, quantize_cfg)
     files = write_compress_folder(out_dir, result, recipe)

@@ -80,6 +80,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     and writes, and the others return an empty outcome). ``checkpoint``/``resume``: see
     :func:`~explorer.core.train.finetune.finetune`."""
     from ..analyse.latency import latency_input, measure_latencies, spread_note
+    from ..device import on_device
     from ..train.distributed import Runtime
     from ..train.finetune import finetune
     from .compact import channel_removals, compact_model, has_structure, max_output_difference
@@ -96,11 +97,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     module = session.module
 
     def test_accuracy(m):
-        if not labelled:
-            return None
-        if rt.device.type != "cpu":
-            m = session.model_copy(m.state_dict()).to(rt.device)
-        return evaluate(m, ds, "test", cancel=cancel, runtime=rt).accuracy
+        return evaluate(on_device(m, rt.device), ds, "test", cancel=cancel, runtime=rt).accuracy if labelled else None
 
     session.apply(Plan())
     dense_acc = test_accuracy(module)
@@ -151,7 +148,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         if diff > 1e-3 * max(1.0, scale):
             raise ExplorerError(f"The compacted model's outputs differ from the masked model's by {diff:.3g}; "
                                 "not exporting it.")
-        c_acc = evaluate(compacted, ds, "test", cancel=cancel).accuracy if labelled else None
+        c_acc = (evaluate(on_device(compacted, rt.device), ds, "test", cancel=cancel).accuracy   # rank 0 alone
+                 if labelled else None)
         compact_info = compact_block(compacted, session.require().input_shape, c_acc, None)
         compact_info["max_output_difference"] = diff
         log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs")
@@ -161,6 +159,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         # all variants on the same input, runs interleaved (dense, pruned, compact, dense, ...), so drift in the
         # machine's load hits them alike
         models = {"dense": dense_model, "pruned": module, **({"compact": compacted} if compacted is not None else {})}
+        models = {k: on_device(m, rt.device) for k, m in models.items()}
         lat = measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)
         for k, v in lat.items():
             log(f"latency {k}: {v}")

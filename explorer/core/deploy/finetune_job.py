@@ -14,7 +14,7 @@ cluster; the folder the cluster writes back is read in with :func:`read_result`.
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ExplorerError, PlanError
@@ -143,3 +143,52 @@ def write_job(folder: str | Path, recipe: dict, nproc: int = 4, nnodes: int = 1,
     atomic_write(script_file, lambda tmp: Path(tmp).write_text(script))
     script_file.chmod(0o755)
     return {"recipe": recipe_file, "script": script_file}
+
+
+@dataclass
+class ImportedResult:
+    """A results folder read back (File ▸ Import result): weights, plan, and what its report measured."""
+
+    state: dict
+    plan: object
+    label: str
+    accuracy: float | None        # test accuracy of the pruned model, when measured on the session's dataset
+    report: dict
+
+
+def read_result(folder: str | Path, session) -> ImportedResult:
+    """Read a results folder (``model.pt`` + ``recipe.json``, ``report.json`` if there) written by ``finetune``,
+    ``prune`` or "Export everything" for the session's model; refused clearly when it is for another model."""
+    from ..model.files import read_state_dict
+    from ..model.zoo import load_state_into
+    from ..prune.recipe import read_recipe
+    from ..safe_read import read_json
+
+    folder = expand(folder)
+    if not folder.is_dir():
+        raise ExplorerError(f"{folder} is not a folder.", "Choose the results folder (it holds model.pt and "
+                                                          "recipe.json).")
+    missing = [n for n in ("model.pt", "recipe.json") if not (folder / n).is_file()]
+    if missing:
+        raise ExplorerError(f"{folder} is not a results folder: {' and '.join(missing)} missing.",
+                            "Choose the folder `pruning-explorer finetune` or `prune` wrote (--out DIR).")
+    plan, recipe = read_recipe(folder / "recipe.json")
+    plan = plan.validated(session.layer_names)
+    module = session.model_copy()
+    load_state_into(module, read_state_dict(folder / "model.pt"), session.model_spec, "model.pt")
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    for name, lp in plan.active().items():
+        w = state[f"{name}.weight"]
+        zero = float((w == 0).sum()) / max(1, w.numel())
+        if zero < lp.sparsity - 0.01:
+            raise ExplorerError(f"In {folder}, model.pt's layer {name} is {zero:.1%} zero but recipe.json prunes "
+                                f"{lp.sparsity:.1%} of it: the two files do not belong together.")
+    report = read_json(folder / "report.json", "report") if (folder / "report.json").is_file() else {}
+    same_data = recipe.get("dataset") in (None, session.dataset.spec)
+    pruned = report.get("pruned") if isinstance(report.get("pruned"), dict) else {}
+    acc = pruned.get("accuracy") if same_data and isinstance(pruned.get("accuracy"), (int, float)) else None
+    world = report.get("world_size")
+    how = f"fine-tuned on {world} processes" if isinstance(world, int) and world > 1 else \
+        ("fine-tuned" if recipe.get("finetune") else "pruned")
+    return ImportedResult(state=state, plan=plan, label=f"imported: {how} ({folder.name})", accuracy=acc,
+                          report=report)

@@ -117,14 +117,14 @@ def _builtin(name: str, weights, trust: bool) -> LoadedModel:
     module = seeded(b.factory)
     notes = []
     if weights is not None:
-        _load_state_into(module, read_state_dict(Path(weights), trust), name, Path(weights).name)
+        load_state_into(module, read_state_dict(Path(weights), trust), name, Path(weights).name)
         source_weights = str(weights)
     elif b.weights_file:
         f = RESOURCES / "models" / b.weights_file
         if not f.exists():
             raise ModelLoadError(f"The built-in weights {f} are missing.",
                                  "Re-create them with `make retrain` (pruning-explorer train-builtin).")
-        _load_state_into(module, read_state_dict(f, trust=False), name, f.name)
+        load_state_into(module, read_state_dict(f, trust=False), name, f.name)
         source_weights = str(f)
     else:
         source_weights = None
@@ -169,7 +169,7 @@ def _torchvision(spec: str, weights, trust: bool) -> LoadedModel:
     else:
         module = seeded(lambda: torchvision.models.get_model(arch, weights=None))
         if weights is not None:
-            _load_state_into(module, read_state_dict(Path(weights), trust), spec, Path(weights).name)
+            load_state_into(module, read_state_dict(Path(weights), trust), spec, Path(weights).name)
             source_weights = str(weights)
         else:
             source_weights = None
@@ -182,7 +182,7 @@ def _torchvision(spec: str, weights, trust: bool) -> LoadedModel:
 
 # ---------------------------------------------------------------- files (reading them safely: files.py)
 
-def _load_state_into(module: nn.Module, sd: dict[str, torch.Tensor], arch: str, fname: str) -> None:
+def load_state_into(module: nn.Module, sd: dict[str, torch.Tensor], arch: str, fname: str) -> None:
     """load_state_dict(strict) with a readable list of mismatching keys and shapes."""
     own = module.state_dict()
     # tolerate 'module.' prefixes from DataParallel checkpoints
@@ -263,7 +263,7 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
         raise ModelLoadError(f"Unknown architecture '{arch}' for {path.name}.",
                              f"Use a built-in ({', '.join(BUILTINS)}) or torchvision:<arch>.")
     module = BUILTINS[arch].factory() if arch in BUILTINS else base.module
-    _load_state_into(module, sd, arch, path.name)
+    load_state_into(module, sd, arch, path.name)
     module.eval()
     return LoadedModel(spec=str(path), module=module, input_shape=base.input_shape, num_classes=base.num_classes,
                        default_dataset=base.default_dataset, source="state_dict", arch=arch, weights=str(path),

@@ -51,9 +51,10 @@ class CentroidResult:
 class _Shared:
     def __init__(self, weight: nn.Parameter, layer: SharedLayer):
         self.weight = weight
-        self.pos = torch.from_numpy(np.ascontiguousarray(layer.positions, dtype=np.int64))
-        self.lab = torch.from_numpy(np.ascontiguousarray(layer.labels, dtype=np.int64))
-        self.centroids = nn.Parameter(torch.from_numpy(np.array(layer.centroids, dtype=np.float32)))
+        dev = weight.device
+        self.pos = torch.from_numpy(np.ascontiguousarray(layer.positions, dtype=np.int64)).to(dev)
+        self.lab = torch.from_numpy(np.ascontiguousarray(layer.labels, dtype=np.int64)).to(dev)
+        self.centroids = nn.Parameter(torch.from_numpy(np.array(layer.centroids, dtype=np.float32)).to(dev))
         self.write()
 
     @torch.no_grad()
@@ -84,8 +85,10 @@ def _optimizer(cfg: FinetuneConfig, centroids: list, others: list) -> torch.opti
 
 def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str, SharedLayer],
                     cfg: FinetuneConfig = DEFAULT_CONFIG, train_others: bool = True,
-                    progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> CentroidResult:
-    """Fine-tune the shared values of ``layers`` (module names) on a copy of ``module``; see the module doc."""
+                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                    device: torch.device | None = None) -> CentroidResult:
+    """Fine-tune the shared values of ``layers`` (module names) on a copy of ``module`` (on ``device``, the data
+    moved there once); see the module doc. The result is on the CPU."""
     cfg = cfg.validated()
     if not dataset.has_labels or dataset.size("train") == 0:
         raise ExplorerError(f"Training the shared values needs labelled training data; {dataset.spec} has none.",
@@ -93,6 +96,8 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
     progress = progress or (lambda p: None)
     torch.manual_seed(cfg.seed)
     model = copy.deepcopy(module)
+    if device is not None:
+        model = model.to(device)
     params = dict(model.named_parameters())
     shared = {n: _Shared(params[f"{n}.weight"], l) for n, l in layers.items()}
     weight_ids = {id(s.weight) for s in shared.values()}
@@ -112,8 +117,8 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
     sparsity = 1.0 - sum(len(s.pos) for s in shared.values()) / numel if numel else 0.0
 
     def snapshot():
-        return ({n: s.centroids.detach().numpy().copy() for n, s in shared.items()},
-                {k: v.detach().clone() for k, v in model.state_dict().items()})
+        return ({n: s.centroids.detach().cpu().numpy().copy() for n, s in shared.items()},
+                {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
     def score() -> float | None:
         return evaluate(model, dataset, cfg.eval_split, cancel=cancel).accuracy if has_val else None
@@ -131,7 +136,7 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
         lr_epoch = opt.param_groups[0]["lr"]
         loss_sum, seen = 0.0, 0
         for b, (x, y) in enumerate(dataset.batches("train", batch_size=cfg.batch_size, shuffle=True,
-                                                    seed=cfg.seed * 10007 + epoch)):
+                                                    seed=cfg.seed * 10007 + epoch, device=device)):
             if cfg.max_batches and b >= cfg.max_batches:
                 break
             if cancel is not None:
