@@ -200,3 +200,10 @@ def test_ddp_run_killed_after_its_first_epoch_resumes_to_the_same_model(recipe, 
     rep = json.loads((out / "report.json").read_text())
     assert rep["finetune"]["resumed_from_epoch"] == 1 and [h["epoch"] for h in rep["finetune"]["history"]] == [1, 2, 3]
     assert (out / "model.pt").read_bytes() == (ddp[0] / "model.pt").read_bytes()
+
+
+def test_prune_with_a_recipe_and_no_model_takes_the_recipes_model(tmp_path):
+    assert main(["prune", "--model", "digits-mlp", "--sparsity", "0.5", "--no-latency", "--out", str(tmp_path / "a")]) == 0
+    assert main(["prune", "--recipe", str(tmp_path / "a" / "recipe.json"), "--no-latency",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()

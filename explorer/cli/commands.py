@@ -234,8 +234,11 @@ def cmd_prune(args) -> int:
     from explorer.core.deploy.bundle import run_prune
     from explorer.core.prune.recipe import finetune_from_recipe
 
+    from .compress_args import model_from_recipe
+
     check_prune_flags(args)
     out_dir = expand(args.out)
+    model_from_recipe(args)          # --recipe without --model: the recipe's own model and dataset
     session = open_session(args)
     for note in session.require().notes:
         if note.startswith("non-finite"):

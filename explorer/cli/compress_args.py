@@ -16,7 +16,7 @@ def _config(d: dict, what: str):
 
 
 def model_from_recipe(args) -> None:
-    """``compress --recipe R.json`` without --model/--dataset: the recipe's own model and dataset."""
+    """``prune/compress --recipe R.json`` without --model/--dataset: the recipe's own model and dataset."""
     if args.recipe and args.model is None:
         from explorer.core.prune.recipe import read_recipe
 
