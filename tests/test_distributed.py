@@ -207,3 +207,18 @@ def test_prune_with_a_recipe_and_no_model_takes_the_recipes_model(tmp_path):
     assert main(["prune", "--recipe", str(tmp_path / "a" / "recipe.json"), "--no-latency",
                  "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+
+
+def test_the_exported_job_script_runs_as_written(recipe, tmp_path):
+    from explorer.core.deploy.finetune_job import write_job
+
+    if not (BIN / "pruning-explorer").exists():
+        pytest.skip("the pruning-explorer script is not installed next to this Python")
+    d = json.loads((recipe / "recipe.json").read_text())
+    files = write_job(tmp_path / "job", d, nproc=2, device="cpu", epochs=1)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["sh", str(files["script"]), "--no-latency"], capture_output=True, text=True, timeout=300,
+                       env=env, cwd=str(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "job" / "result" / "report.json").read_text())
+    assert rep["world_size"] == 2 and rep["finetune"]["epochs"] == 1

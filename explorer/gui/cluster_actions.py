@@ -3,6 +3,7 @@ torchrun command (core: ``deploy.finetune_job.write_job``); File ▸ Import resu
 wrote back into the History (``read_result`` + ``Session.adopt_result``)."""
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Callable
 
@@ -116,10 +117,11 @@ class ClusterActions:
     def _show_command(self, folder: Path, line: str) -> None:
         dlg = QDialog(self.parent)
         dlg.setWindowTitle("Fine-tune job written")
-        text = QPlainTextEdit(f"cd {folder}\n{line}")
+        text = QPlainTextEdit(f"cd {shlex.quote(str(folder))}\n{line}")
         text.setReadOnly(True)
         text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         text.setMinimumSize(640, 90)
+        text.setMaximumHeight(110)
         info = QLabel(f"<b>{folder / 'recipe.json'}</b> and <b>{folder / JOB_SCRIPT}</b> are written. Run the "
                       "script (or this line) where the GPUs are; add <code>--resume</code> after an interruption. "
                       "Then File ▸ Import result… and choose its <code>result</code> folder.")

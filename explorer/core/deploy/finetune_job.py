@@ -105,8 +105,10 @@ def run_finetune_job(recipe_path: str | Path, out_dir: str | Path, model: str | 
 
 
 def torchrun_command(recipe: str, out: str, nproc: int = 4, nnodes: int = 1, device: str = "auto",
-                     model: str | None = None, dataset: str | None = None, epochs: int | None = None) -> str:
-    """A ready command line for a cluster (multi-node: run it on every node with NODE_RANK and MASTER_ADDR set)."""
+                     model: str | None = None, dataset: str | None = None, epochs: int | None = None,
+                     passthrough: bool = False) -> str:
+    """A ready command line for a cluster (multi-node: run it on every node with NODE_RANK and MASTER_ADDR set).
+    ``passthrough``: end with "$@" (a script's own arguments, e.g. --resume, go to the command)."""
     rdzv = ("--standalone" if nnodes == 1 else
             f"--nnodes={nnodes} --node_rank=${{NODE_RANK:-0}} --master_addr=${{MASTER_ADDR:?set MASTER_ADDR}} "
             "--master_port=${MASTER_PORT:-29500}")
@@ -117,8 +119,8 @@ def torchrun_command(recipe: str, out: str, nproc: int = 4, nnodes: int = 1, dev
         args += ["--dataset", dataset]
     if epochs:
         args += ["--epochs", str(epochs)]
-    return f"torchrun {rdzv} --nproc_per_node={nproc} --no-python " + " ".join(shlex.quote(a) for a in args) + \
-        " \"$@\""
+    line = f"torchrun {rdzv} --nproc_per_node={nproc} --no-python " + " ".join(shlex.quote(a) for a in args)
+    return line + ' "$@"' if passthrough else line
 
 
 def write_job(folder: str | Path, recipe: dict, nproc: int = 4, nnodes: int = 1, device: str = "auto",
@@ -131,7 +133,8 @@ def write_job(folder: str | Path, recipe: dict, nproc: int = 4, nnodes: int = 1,
     folder.mkdir(parents=True, exist_ok=True)
     recipe_file = folder / JOB_RECIPE
     export_recipe(recipe, recipe_file)
-    line = torchrun_command(JOB_RECIPE, "result", nproc, nnodes, device, dataset=dataset, epochs=epochs)
+    line = torchrun_command(JOB_RECIPE, "result", nproc, nnodes, device, dataset=dataset, epochs=epochs,
+                            passthrough=True)
     script = ("#!/bin/sh\n"
               "# Fine-tune the recipe with PyTorch distributed data parallel (written by Pruning Explorer).\n"
               "# One node: run as is. Several: run on every node with NODE_RANK (0..N-1) and MASTER_ADDR set.\n"
