@@ -37,6 +37,10 @@ LIMITS = {"widgets": 5.0, "qobjects": 20.0, "pyobjects": 1500.0, "threads": 0.5,
 # action, +27 MB per 100, still fails); widgets and QObjects are judged tightly at every length.
 SHORT_RUN_ACTIONS = 1000
 SHORT_RUN_RSS_MB = 15.0
+# Python objects level off later still (pyqtgraph's item caches, the History's entries, torch's dispatcher
+# caches): 360 actions measured up to +1,561 per 100 on the CI machine, 2,500 actions +78. Leaked widgets and
+# QObjects are still judged tightly in short runs.
+SHORT_RUN_PYOBJECTS = 4000.0
 WARMUP = 0.25          # share of the run before slopes are measured (after every action ran once: caches fill)
 JOB_TIMEOUT_S = 120
 
@@ -72,7 +76,7 @@ class Report:
 
     def limits(self) -> dict[str, float]:
         if self.actions < SHORT_RUN_ACTIONS:
-            return {**LIMITS, "rss_mb": SHORT_RUN_RSS_MB}
+            return {**LIMITS, "rss_mb": SHORT_RUN_RSS_MB, "pyobjects": SHORT_RUN_PYOBJECTS}
         return dict(LIMITS)
 
     def failures(self) -> list[str]:
