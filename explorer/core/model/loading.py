@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from contextlib import contextmanager
 from typing import Callable
 
 import torch
@@ -143,6 +144,24 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
     return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
 
 
+SMALL_MODEL_PARAMS = 5_000_000   # profiled on one thread: waking a thread pool costs more than such a forward
+
+
+@contextmanager
+def _threads_for(module: torch.nn.Module):
+    """One intra-op thread while profiling a small model: its batch-1 forward takes a few ms on one thread, and
+    10-300 ms with the pool's first wake-up on a busy machine (part of every start-up); big models keep all."""
+    small = sum(p.numel() for p in module.parameters()) < SMALL_MODEL_PARAMS
+    before = torch.get_num_threads()
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple[torch.Tensor, ModelProfile]:
     """(an example input, the model's profile) on the dataset; a model that cannot take its inputs is refused."""
     try:
@@ -150,7 +169,8 @@ def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple
     except ExplorerError:
         example = torch.zeros(1, *shape)
     try:
-        return example, profile_model(lm.module, shape, example=example)
+        with _threads_for(lm.module):
+            return example, profile_model(lm.module, shape, example=example)
     except ShapeMismatchError as e:
         raise ShapeMismatchError(
             f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
