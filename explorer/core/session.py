@@ -34,6 +34,7 @@ from .session_results import SessionResults
 from .undo import Edit, UndoStack
 
 LOADED = "loaded weights"
+READY_LAYER_PARAMS = 2_000_000   # rankings up to this many weights take well under a second to build
 
 
 class Session(SessionCalibration, SessionResults):
@@ -83,7 +84,9 @@ class Session(SessionCalibration, SessionResults):
         with self.lock:
             self.result = result
             module = result.model.module
-            self._original = {k: v.detach().clone() for k, v in module.state_dict().items()}
+            # the loaded tensors themselves, not a copy: the module's tensors are never written in place by the
+            # session (applying a plan rebinds them to new tensors, see _write_state), so these stay as loaded
+            self._original = {k: v.detach() for k, v in module.state_dict().items()}
             self._base = self._original   # never mutated in place: masks produce new tensors
             self.weights.clear()
             self.weights.budget = max(MIN_BUDGET_BYTES, 2 * state_bytes(self._original))
@@ -111,7 +114,8 @@ class Session(SessionCalibration, SessionResults):
         r = self.require()
         with self.lock:
             r.dataset, r.input_shape = new.dataset, new.input_shape
-            r.profile, r.groups, r.notes = new.profile, new.groups, new.notes
+            r.profile, r.notes = new.profile, new.notes
+            r.take_groups_of(new)
             self._grads = None
             self.measurements.clear()
             self.masks.set_profile(r.profile)
@@ -163,8 +167,24 @@ class Session(SessionCalibration, SessionResults):
             raise PlanError(f"Unknown layer '{name}'.", "Run `pruning-explorer info` to list the prunable layers.") from None
 
     def default_layer(self) -> str | None:
+        """The layer selected on load: the largest one whose ranking is quick to build (at most
+        ``READY_LAYER_PARAMS`` weights), so the window opens on a layer it can show at once; the smallest
+        layer when every one is bigger."""
         ls = self.require().profile.layers
-        return max(ls, key=lambda l: l.params).name if ls else None
+        if not ls:
+            return None
+        ready = [l for l in ls if l.params <= READY_LAYER_PARAMS]
+        return max(ready, key=lambda l: l.params).name if ready else min(ls, key=lambda l: l.params).name
+
+    @property
+    def groups_ready(self) -> bool:
+        """The channel groups (which layers share channels) are known; until then the window runs the analysis
+        in the background, and anything that needs them waits for it."""
+        return self.require().groups_ready
+
+    def ensure_groups(self, progress=None, cancel=None) -> None:
+        """Run the channel-group analysis now if it was deferred (a job in the window)."""
+        self.require().groups
 
     def select(self, name: str) -> None:
         self.layer(name)
@@ -249,7 +269,7 @@ class Session(SessionCalibration, SessionResults):
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         """Validate one layer's plan: values, and that the granularity fits the layer."""
-        lp = rules.check_layer_plan(name, lp, self.layer(name), self.channel_group(name), self.dataset)
+        lp = rules.check_layer_plan(name, lp, self.layer(name), lambda: self.channel_group(name), self.dataset)
         self._check_criterion(name, lp)
         return lp
 
@@ -414,13 +434,15 @@ class Session(SessionCalibration, SessionResults):
     def materialize(self, plan: Plan | None = None):
         return self.masks.materialize(plan or self.plan)
 
-    def masked_state(self, plan: Plan | None = None) -> dict[str, torch.Tensor]:
-        return self.masks.masked_state(plan or self.plan)
+    def masked_state(self, plan: Plan | None = None, share: bool = False) -> dict[str, torch.Tensor]:
+        """base * mask for every tensor of the state. ``share``: the tensors the plan leaves alone are the kept
+        weights themselves, not copies (for the model's own state; never write into them)."""
+        return self.masks.masked_state(plan or self.plan, share=share)
 
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan`` (undoable)."""
         plan = (plan or self.plan).copy()
-        self.apply_state(plan, self.masked_state(plan))
+        self.apply_state(plan, self.masked_state(plan, share=True))
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         """Apply with the masked state computed elsewhere (a worker); undoable like :meth:`apply`."""
@@ -431,13 +453,22 @@ class Session(SessionCalibration, SessionResults):
         self.history_changed.emit()
 
     def _write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
+        """The model's tensors become ``state``'s (rebound, not copied in place: the kept weights that the model
+        shared stay untouched, and unchanged tensors stay shared)."""
+        from .model.sharing import rebind_state
+
         with torch.no_grad(), self.lock:
-            own = self.module.state_dict()
-            for k, v in state.items():
-                if k in own:
-                    own[k].copy_(v)
+            rebind_state(self.module, state)
             self.applied_plan = plan.copy()
             self.version += 1
+
+    def own_module_tensors(self) -> None:
+        """Give the model private copies of the tensors it shares with the kept/loaded weights, before code
+        trains it in place (the prune and compress flows fine-tune ``session.module`` itself)."""
+        from .model.sharing import unshare
+
+        with torch.no_grad(), self.lock:
+            unshare(self.module, [self._original, self._base])
 
     def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
         """Take a copy of ``state`` as the new kept weights (masks apply to them from now on); the model's own

@@ -7,11 +7,14 @@ import sys
 from explorer import RESOURCES
 
 
-def make_app():
-    import pyqtgraph as pg
+def make_app(plots: bool = True):
+    """The QApplication with the app's style; ``plots=False`` leaves pyqtgraph for later (it is imported and
+    configured when the first plot is built: the window's first frame does not need it)."""
     from PySide6.QtWidgets import QApplication
 
-    pg.setConfigOptions(background="w", foreground=(40, 44, 52), antialias=False, imageAxisOrder="row-major")
+    if plots:
+        from .plots import pyqtgraph
+        pyqtgraph()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Pruning Explorer")
     app.setOrganizationName("PruningExplorer")
@@ -60,12 +63,14 @@ def run_gui(args) -> int:
     from .main_window import MainWindow
 
     size = parse_size(args.size or "1440x900")
-    app = make_app()
-    # load before showing: a bad --model on the command line is a clear CLI error, not an empty window
+    app = make_app(plots=False)
+    # load before showing: a bad --model on the command line is a clear CLI error, not an empty window. The
+    # channel-group analysis, the plots, the panels and the first ranking come after the first frame
+    # (MainWindow(deferred=True), see startup.py)
     session = Session()
     session.apply_load(resolve(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
-                               input_shape=parse_input_shape(args.input_shape)))
-    win = MainWindow(session)
+                               input_shape=parse_input_shape(args.input_shape), defer_groups=True))
+    win = MainWindow(session, deferred=True)
     win.resize(*size)
     if getattr(args, "recipe", None):
         win.open_recipe(args.recipe)
@@ -87,6 +92,8 @@ def run_gui(args) -> int:
     if getattr(args, "detail", False):
         win.weight_view.detail_btn.setChecked(True)
     if screenshot:
+        app.processEvents()
+        win.finish_start()
         wait_idle(app, win)
         win._initial_split()
         win._redraw()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -25,7 +24,7 @@ class GlobalPanel(QWidget):
 
     requested = Signal(str, float, str, str, str, float)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, lazy: bool = False):
         super().__init__(parent)
         box = QGroupBox("Many layers at once")
         self.editor = SparsityEditor()
@@ -67,6 +66,20 @@ class GlobalPanel(QWidget):
         grid.addWidget(self.only_selected, 2, 0, 1, 3)
         grid.addWidget(self.set_btn, 2, 3, 1, 3)
 
+        self._lay = QVBoxLayout(self)
+        self._lay.setContentsMargins(0, 0, 0, 0)
+        self._lay.addWidget(box)
+        self.bars = None
+        self._last_plan = None
+        if not lazy:
+            self.build_plots()
+
+    def build_plots(self) -> None:
+        """Create the bar chart (imports pyqtgraph); once. A lazy panel draws the last plan it was shown then."""
+        if self.bars is not None:
+            return
+        from .plots import pyqtgraph
+        pg = pyqtgraph()
         self.bars = pg.PlotWidget()
         self.bars.setMenuEnabled(False)
         self.bars.setMouseEnabled(False, False)
@@ -76,10 +89,9 @@ class GlobalPanel(QWidget):
         self.bars.setToolTip("Per-layer sparsity of the plan; orange = not applied yet")
         self.bar_item = pg.BarGraphItem(x=[], height=[], width=0.7, brush=(66, 133, 244))
         self.bars.addItem(self.bar_item)
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(box)
-        lay.addWidget(self.bars, 1)
+        self._lay.addWidget(self.bars, 1)
+        if self._last_plan is not None:
+            self.show_plan(*self._last_plan)
 
     def _scope_changed(self, scope: str) -> None:
         is_global = scope == "global"
@@ -92,6 +104,11 @@ class GlobalPanel(QWidget):
                             self.cap.value() / 100.0)
 
     def show_plan(self, names: list[str], sparsities: list[float], pending: list[bool], selected: str | None) -> None:
+        self._last_plan = (names, sparsities, pending, selected)
+        if self.bars is None:
+            return
+        from .plots import pyqtgraph
+        pg = pyqtgraph()
         x = np.arange(len(names))
         brushes = [pg.mkBrush(230, 145, 56) if p else pg.mkBrush(66, 133, 244) for p in pending]
         if selected in names:

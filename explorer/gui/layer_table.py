@@ -118,7 +118,7 @@ class LayerTable(QTableWidget):
             gtips, ctips = granularity_tips(), criterion_tips()
             for r, l in enumerate(s.layers):
                 self._rows[l.name] = r
-                linked = len(s.linked_layers(l.name)) > 1
+                linked = s.groups_ready and len(s.linked_layers(l.name)) > 1   # known once analysed
                 name = QTableWidgetItem(("⇄ " if linked else "") + l.name)
                 tip = f"{l.name}: {l.kind}, weight {tuple(l.weight_shape)}, output {tuple(l.output_shape)}"
                 if linked:
@@ -143,6 +143,8 @@ class LayerTable(QTableWidget):
                 model: QStandardItemModel = gc.model()
                 for i, g in enumerate(GRANULARITY_CHOICES):
                     item = model.item(i)
+                    if g == "channel" and not s.groups_ready:
+                        continue          # checked when the channel groups arrive (the table is rebuilt then)
                     try:
                         s.check_layer_plan(l.name, LayerPlan(0.0, g, "l1"))
                     except PlanError as e:
@@ -158,7 +160,7 @@ class LayerTable(QTableWidget):
                 self.setCellWidget(r, 7, cc)
                 self._editors[l.name] = (ed, gc, cc)
             fm = self.fontMetrics()
-            longest = max((fm.horizontalAdvance(("⇄ " if len(s.linked_layers(l.name)) > 1 else "") + l.name)
+            longest = max((fm.horizontalAdvance(("⇄ " if s.groups_ready and len(s.linked_layers(l.name)) > 1 else "") + l.name)
                            for l in s.layers), default=100)
             self.setColumnWidth(0, min(max(longest + 18, 90), 280))
             self.refresh()
@@ -207,6 +209,8 @@ class LayerTable(QTableWidget):
             model: QStandardItemModel = combo.model()
             for i in range(combo.count()):
                 text = combo.itemText(i)
+                if not self.session.groups_ready and str(plan_of(text).granularity) == "channel":
+                    continue      # the channel groups are still being analysed (rebuilt when they arrive)
                 try:
                     self.session.check_layer_plan(name, plan_of(text))
                     ok, tip = True, tips.get(text, "")

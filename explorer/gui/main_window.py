@@ -18,25 +18,20 @@ from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from . import help as help_dialogs
+from . import startup
 from .cluster_actions import ClusterActions
-from .compare_panel import ComparePanel
-from .compress_panel import CompressPanel
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
 from .device_box import DeviceBox
 from .dialogs import error_text, show_error
 from .export_actions import ExportActions
-from .finetune_panel import FinetunePanel
 from .global_panel import GlobalPanel
-from .history_panel import HistoryPanel
 from .job_bar import JobBar
 from .jobs import JobRunner
-from .latency_panel import LatencyPanel
 from .layer_table import LayerTable
 from .measure import MeasureActions
 from .model_actions import ModelActions
 from .reconstruct_action import ReconstructOption
-from .sensitivity_panel import SensitivityPanel
 from .weight_view import WeightView
 
 SYNC_BUILD_LIMIT = 2_000_000   # rankings of layers up to this many weights are built on the GUI thread (< ~50 ms)
@@ -44,8 +39,11 @@ REDRAW_MS = 15
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, session: Session | None = None, settings: QSettings | None = None):
+    def __init__(self, session: Session | None = None, settings: QSettings | None = None, deferred: bool = False):
+        """``deferred``: show the first frame before the plots, panels, first ranking and channel groups
+        (``startup.py``); it fills itself in after its first paint (or on :meth:`finish_start`)."""
         super().__init__()
+        self.started = not deferred
         self.session = session or Session()
         self.settings = settings or QSettings("PruningExplorer", "pruning-explorer")
         self.runner = JobRunner(self)
@@ -84,9 +82,9 @@ class MainWindow(QMainWindow):
         self.totals_label = QLabel(" ")
         self.totals_label.setObjectName("totalsLabel")
         self.totals_label.setWordWrap(True)
-        self.global_panel = GlobalPanel()
+        self.global_panel = GlobalPanel(lazy=not self.started)
         self.global_panel.requested.connect(self._set_many)
-        self.weight_view = WeightView()
+        self.weight_view = WeightView(lazy=not self.started)
         self.dashboard = Dashboard()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.weight_view, "Weights")
@@ -174,40 +172,24 @@ class MainWindow(QMainWindow):
     def _build_panels(self) -> None:
         ctx = self.ctx
         self.measure = MeasureActions(ctx, self.run_menu, self.toolbar)
-        self.finetune_panel = FinetunePanel(ctx, evaluate_after=self.measure.evaluate)
-        self.latency_panel = LatencyPanel(ctx, measure=self.measure.measure_latency)
-        self.sensitivity_panel = SensitivityPanel(ctx, finetune_config=self.finetune_panel.config)
-        self.history_panel = HistoryPanel(ctx)
-        self.compress_panel = CompressPanel(ctx)
-        self.compare_panel = ComparePanel(ctx, finetune_config=self.finetune_panel.config)
         self.reconstruct = ReconstructOption(ctx, self.edit_menu, self.toolbar, self.act_undo, self.measure.evaluate)
         self.exports = ExportActions(ctx, self.export_menu, self)
         self.device_box = DeviceBox(ctx, self.statusBar())
-        self.cluster = ClusterActions(ctx, self, self.finetune_panel.config)
+        self.cluster = ClusterActions(ctx, self, self._finetune_config)
         self.export_menu.addSeparator()
         self.export_menu.addAction(self.cluster.act_job)
         self.file_menu.insertAction(self.export_menu.menuAction(), self.cluster.act_import)
-        tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
-                (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
-                (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),
-                (self.history_panel, "History", "Every evaluated state: accuracy vs compression and latency"),
-                (self.compress_panel, "Compress", "Deep Compression: weight sharing (k-means per layer) and Huffman "
-                                                  "coding after pruning, measured to the byte"),
-                (self.compare_panel, "Criteria", "Compare pruning criteria on the same plan: accuracy vs sparsity")]
         self.tabs.setTabToolTip(0, "The selected layer's weights and mask")
-        for w, title, tip in tabs:
-            self.tabs.setTabToolTip(self.tabs.addTab(w, title), tip)
-        ctx.action("&Fine-tune", lambda: self._start_on_tab(self.finetune_panel, self.finetune_panel.start),
+        startup.add_tabs(self, placeholders=not self.started)   # the panels (deferred: after the first frame)
+        ctx.action("&Fine-tune", lambda: self._start_on_tab("finetune_panel", "start"),
                    QKeySequence("F7"), "Fine-tune the pruned model with masks enforced", self.run_menu)
-        ctx.action("&Sensitivity scan", lambda: self._start_on_tab(self.sensitivity_panel,
-                                                                    self.sensitivity_panel.start_scan),
+        ctx.action("&Sensitivity scan", lambda: self._start_on_tab("sensitivity_panel", "start_scan"),
                    QKeySequence("F8"), "Prune each layer alone at several sparsities and measure accuracy",
                    self.run_menu)
-        ctx.action("&Compress (Deep Compression)", lambda: self._start_on_tab(self.compress_panel,
-                                                                           self.compress_panel.start),
+        ctx.action("&Compress (Deep Compression)", lambda: self._start_on_tab("compress_panel", "start"),
                    QKeySequence("F9"), "Share weights by k-means, train the shared values and Huffman-code the "
                    "applied model", self.run_menu)
-        ctx.action("&Compare criteria", lambda: self._start_on_tab(self.compare_panel, self.compare_panel.start),
+        ctx.action("&Compare criteria", lambda: self._start_on_tab("compare_panel", "start"),
                    QKeySequence("Shift+F9"), "Accuracy vs sparsity of several criteria on the same plan", self.run_menu)
         m = self.view_menu
         for i in range(self.tabs.count()):
@@ -222,9 +204,19 @@ class MainWindow(QMainWindow):
             a.setCheckable(True)
             box.toggled.connect(a.setChecked)
 
-    def _start_on_tab(self, panel, start) -> None:
+    def _start_on_tab(self, attr: str, start: str) -> None:
+        self.finish_start()
+        panel = getattr(self, attr)
         self.tabs.setCurrentWidget(panel)
-        start()
+        getattr(panel, start)()
+
+    def _finetune_config(self):
+        self.finish_start()          # the Fine-tune panel holds the settings (built after the first frame)
+        return self.finetune_panel.config()
+
+    def finish_start(self) -> None:
+        """Fill a deferred window in now (plots, panels, first ranking; channel groups in the background)."""
+        startup.finish(self)
 
     # ------------------------------------------------------------------ errors & status
     def report_error(self, e: Exception, details: str = "") -> None:
@@ -303,6 +295,12 @@ class MainWindow(QMainWindow):
         """Rows, weight view, dashboard, bars. Builds missing rankings first (in a worker if big)."""
         s = self.session
         if not s.loaded_ok:
+            return
+        if not self.started:    # first frame: no ranking yet (see startup.py)
+            self.table.refresh(None)
+            self.weight_view.show_message(f"{s.selected or ''}: {startup.MEASURING}")
+            self._update_dashboard()
+            self._update_actions()
             return
         missing = s.uncached(extra=[s.selected] if s.selected else None)
         big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(s.plan.get(n))]
@@ -477,6 +475,12 @@ class MainWindow(QMainWindow):
             self.report_error(e)
 
     # ------------------------------------------------------------------ showing and closing
+    def paintEvent(self, e) -> None:
+        super().paintEvent(e)
+        if not self.started and not getattr(self, "_start_queued", False):
+            self._start_queued = True
+            QTimer.singleShot(0, self.finish_start)   # after this first paint pass: fill the window in
+
     def showEvent(self, e) -> None:
         super().showEvent(e)
         if not getattr(self, "_sized", False):

@@ -8,7 +8,6 @@ step costs a comparison over at most 2048x2048 pixels and one bincount.
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
@@ -39,9 +38,10 @@ class WeightView(QWidget):
 
     hovered = Signal(str)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, lazy: bool = False):
+        """``lazy``: the plots (pyqtgraph) are built on the first :meth:`set_view` or :meth:`build_plots`; until
+        then the view shows its title ("measuring…") over an empty area."""
         super().__init__(parent)
-        pg.setConfigOptions(antialias=False, imageAxisOrder="row-major")
         self.view: LayerMask | None = None
         self.sparsity = 0.0
         self._level = 1.0
@@ -55,6 +55,46 @@ class WeightView(QWidget):
         self.hover_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.hover_label.setMinimumWidth(50)
 
+        self.abs_box = QCheckBox("|w|")
+        self.abs_box.setToolTip("Histogram of |w| (magnitudes) instead of signed values")
+        self.log_box = QCheckBox("log counts")
+        self.log_box.setToolTip("Logarithmic count axis: shows the sparse tails")
+        self.abs_box.toggled.connect(lambda _: self.redraw_hist())
+        self.log_box.toggled.connect(self._set_log)
+        self.detail_btn = QPushButton("Detail")
+        self.detail_btn.setCheckable(True)
+        self.detail_btn.setToolTip("Zoom the heatmap to the top-left 32×64 weights, where single weights, kernel rows "
+                                   "and n:m runs are visible (mouse wheel and drag also zoom and pan)")
+        self.detail_btn.toggled.connect(self._detail)
+        self.hist_info = QLabel(" ")
+        self.hist_info.setObjectName("hoverLabel")
+        self.hist_info.setWordWrap(True)
+
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.detail_btn)
+        top.addWidget(self.abs_box)
+        top.addWidget(self.log_box)
+        self.split = QSplitter(Qt.Vertical)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addLayout(top)
+        lay.addWidget(self.split, 1)
+        lay.addWidget(self.hover_label)
+        self.heat = None
+        if not lazy:
+            self.build_plots()
+
+    @property
+    def plots_built(self) -> bool:
+        return self.heat is not None
+
+    def build_plots(self) -> None:
+        """Create the heatmap and histogram plots (imports pyqtgraph); once."""
+        if self.heat is not None:
+            return
+        from .plots import pyqtgraph
+        pg = pyqtgraph()
         self.heat = pg.PlotWidget()
         self.heat.setMenuEnabled(False)
         self.heat.invertY(True)
@@ -87,49 +127,25 @@ class WeightView(QWidget):
                                          label="−t", labelOpts={"position": 0.92, "color": (220, 50, 47)})
         self.hist.addItem(self.tline_pos)
         self.hist.addItem(self.tline_neg)
-        self.hist_info = QLabel(" ")
-        self.hist_info.setObjectName("hoverLabel")
-        self.hist_info.setWordWrap(True)
         self.hist.setToolTip("Histogram of the layer's weights (like the lab's weight-distribution plot): blue kept, "
                              "grey pruned; dashed lines at ±t when the threshold is on |w|.")
 
-        self.abs_box = QCheckBox("|w|")
-        self.abs_box.setToolTip("Histogram of |w| (magnitudes) instead of signed values")
-        self.log_box = QCheckBox("log counts")
-        self.log_box.setToolTip("Logarithmic count axis: shows the sparse tails")
-        self.abs_box.toggled.connect(lambda _: self.redraw_hist())
-        self.log_box.toggled.connect(self._set_log)
-        self.detail_btn = QPushButton("Detail")
-        self.detail_btn.setCheckable(True)
-        self.detail_btn.setToolTip("Zoom the heatmap to the top-left 32×64 weights, where single weights, kernel rows "
-                                   "and n:m runs are visible (mouse wheel and drag also zoom and pan)")
-        self.detail_btn.toggled.connect(self._detail)
-
-        top = QHBoxLayout()
-        top.addWidget(self.title, 1)
-        top.addWidget(self.detail_btn)
-        top.addWidget(self.abs_box)
-        top.addWidget(self.log_box)
-        split = QSplitter(Qt.Vertical)
-        split.addWidget(self.heat)
+        self.split.addWidget(self.heat)
         hbox = QWidget()
         hl = QVBoxLayout(hbox)
         hl.setContentsMargins(0, 0, 0, 0)
         hl.setSpacing(0)
         hl.addWidget(self.hist_info)
         hl.addWidget(self.hist, 1)
-        split.addWidget(hbox)
-        split.setSizes([620, 300])
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(4, 4, 4, 4)
-        lay.addLayout(top)
-        lay.addWidget(split, 1)
-        lay.addWidget(self.hover_label)
+        self.split.addWidget(hbox)
+        self.split.setSizes([620, 300])
 
     # ------------------------------------------------------------------ drawing
     def show_message(self, text: str) -> None:
         self.view = None
         self.title.setText(text)
+        if self.heat is None:
+            return
         self.image.clear()
         self.kept_curve.setData([], [])
         self.pruned_curve.setData([], [])
@@ -138,6 +154,7 @@ class WeightView(QWidget):
         self.hist_info.setText("")
 
     def set_view(self, view: LayerMask, sparsity: float) -> None:
+        self.build_plots()
         new_layer = self.view is None or self.view.layer.name != view.layer.name
         self.view = view
         self.sparsity = sparsity
@@ -172,7 +189,7 @@ class WeightView(QWidget):
 
     def redraw_hist(self) -> None:
         v = self.view
-        if v is None:
+        if v is None or self.heat is None:
             return
         absolute = self.abs_box.isChecked()
         edges, kept, pruned = v.histogram(self.sparsity, absolute)
@@ -208,7 +225,7 @@ class WeightView(QWidget):
 
     def _detail(self, on: bool) -> None:
         v = self.view
-        if v is None:
+        if v is None or self.heat is None:
             return
         R, C = v.layer.matrix_shape
         if on:

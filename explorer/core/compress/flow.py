@@ -198,6 +198,7 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
     if finetune_cfg is not None:
         start = plan if finetune_cfg.schedule == "oneshot" else Plan()
         session.apply(start)
+        session.own_module_tensors()   # it trains in place: not into the loaded tensors it shares
         r = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
                      progress=_phase(progress, 0.0, 0.4), cancel=cancel,
                      runtime=Runtime(device=device) if device is not None else None)

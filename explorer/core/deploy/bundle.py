@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from ..errors import ExplorerError
-from ..fileio import StagedFolder, atomic_write_json, bit_equal
+from ..fileio import StagedFolder, atomic_write_json
 from ..jobs import CancelToken, ProgressFn
+from ..model.sharing import twin
 from ..prune.plan import Plan
 from ..prune.recipe import plan_to_recipe
 from ..train.evaluate import evaluate
@@ -93,7 +94,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     ds = session.dataset
     labelled = ds.has_labels and ds.size("test") > 0
     plan = session.plan.copy()
-    dense_state = {k: v.clone() for k, v in session.original_state().items()}
+    # the loaded tensors themselves: the session never writes into them (applying rebinds the model's tensors)
+    dense_state = dict(session.original_state())
     module = session.module
 
     def test_accuracy(m):
@@ -102,7 +104,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     session.apply(Plan())
     dense_acc = test_accuracy(module)
     example = latency_input(ds, session.require().input_shape, latency_batch)
-    dense_model = session.model_copy(dense_state) if measure else None   # timed later, interleaved with the others
+    # timed later, interleaved with the others; it shares the loaded tensors (it is only run, never trained)
+    dense_model = twin(module, dense_state) if measure else None
     if dense_acc is not None:
         log(f"dense: test accuracy {dense_acc:.2f}%")
     fits = _reconstruct(session, plan, finetune_cfg, progress, cancel, log) if reconstruct else None
@@ -112,6 +115,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
         start = plan if finetune_cfg.schedule == "oneshot" else Plan()
         session.apply(start)
+        session.own_module_tensors()   # it trains in place: not into the loaded tensors it shares
         result = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
                           progress=progress, cancel=cancel, runtime=rt, checkpoint=checkpoint, resume=resume)
         if result.resumed_from_epoch is not None:
@@ -126,7 +130,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         session.adopt(result.state, result.plan, "fine-tuned")
     else:
         session.apply(plan)
-    pruned_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    # the model's own tensors (not copied): nothing below writes into them
+    pruned_state = {k: v.detach() for k, v in module.state_dict().items()}
     pruned_acc = test_accuracy(module)
     if not rt.is_main:          # rank 0 measures and writes; the others wait until the folder is in place
         rt.barrier()
@@ -175,10 +180,9 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                    **session.calibration_record(), "reconstruct": bool(reconstruct)})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
-        check = session.masked_state(session.applied_plan)
-        for k, v in pruned_state.items():
-            if not bit_equal(check[k], v):
-                raise ExplorerError(f"Internal check failed: the recipe does not reproduce tensor {k}.")
+        bad = session.masks.mismatches(session.applied_plan, pruned_state)   # one layer at a time
+        if bad:
+            raise ExplorerError(f"Internal check failed: the recipe does not reproduce tensor {bad[0]}.")
     report = build_report(session, session.applied_plan, dense_state, pruned_state, dense_acc, pruned_acc,
                           dense_lat.median_ms if dense_lat else None, pruned_lat.median_ms if pruned_lat else None,
                           compact_info,
@@ -196,6 +200,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                  **(report_extra or {}),
                                  "reconstruct": fits,
                                  "tool_version": recipe["tool_version"]})
+    dense_model = None   # its tensors are the session's; only the model object goes
     meta = {"model": session.model_spec, "arch": session.require().model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, session.layer_names,
                          archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log)

@@ -3,7 +3,9 @@ groups, notes). Pure and possibly slow; the window runs it in a worker and hands
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+import threading
+from contextlib import contextmanager
+from typing import Callable
 
 import torch
 
@@ -14,16 +16,52 @@ from . import zoo
 from .layers import ModelProfile, profile_model
 
 
-@dataclass
 class LoadResult:
-    """Everything :meth:`Session.resolve` built; applied atomically by :meth:`Session.apply_load`."""
+    """Everything :meth:`Session.resolve` built; applied atomically by :meth:`Session.apply_load`.
 
-    model: zoo.LoadedModel
-    dataset: data_mod.DatasetBundle
-    profile: ModelProfile
-    groups: ChannelGroups
-    input_shape: tuple[int, ...]
-    notes: list[str] = field(default_factory=list)
+    ``groups`` may be given as a function: the channel-group analysis (Torch-Pruning's dependency graph, whose
+    import alone takes seconds) then runs on first use of :attr:`groups` -- the window starts it in the
+    background after its first frame -- and its note joins :attr:`notes` then."""
+
+    def __init__(self, model: zoo.LoadedModel, dataset: data_mod.DatasetBundle, profile: ModelProfile,
+                 groups: ChannelGroups | Callable[[], ChannelGroups], input_shape: tuple[int, ...],
+                 notes: list[str] | None = None):
+        self.model, self.dataset, self.profile = model, dataset, profile
+        self.input_shape = tuple(input_shape)
+        self.notes = list(notes or [])
+        self._groups_lock = threading.Lock()
+        self._groups: ChannelGroups | None = None
+        self._groups_fn: Callable[[], ChannelGroups] | None = None
+        if callable(groups) and not isinstance(groups, ChannelGroups):
+            self._groups_fn = groups
+        else:
+            self._groups = groups
+
+    @property
+    def groups_ready(self) -> bool:
+        """The channel groups are known (False while a deferred analysis has not run yet)."""
+        return self._groups is not None
+
+    @property
+    def groups(self) -> ChannelGroups:
+        if self._groups is None:
+            with self._groups_lock:
+                if self._groups is None:
+                    g = self._groups_fn()
+                    if g.note:
+                        self.notes.append(g.note)
+                    self._groups, self._groups_fn = g, None
+        return self._groups
+
+    @groups.setter
+    def groups(self, value: ChannelGroups) -> None:
+        with self._groups_lock:
+            self._groups, self._groups_fn = value, None
+
+    def take_groups_of(self, other: "LoadResult") -> None:
+        """Adopt ``other``'s channel groups, still deferred if they are (switching datasets)."""
+        with self._groups_lock:
+            self._groups, self._groups_fn = other._groups, other._groups_fn
 
 
 MAX_INPUT_ELEMENTS = 3 * 4096 * 4096     # one sample of at most 192 MiB in fp32
@@ -45,13 +83,17 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def resolve(model: str | None = None, dataset: str | None = None, weights: str | None = None,
-            arch: str | None = None, trust: bool = False, input_shape: tuple[int, ...] | None = None) -> LoadResult:
-    """Load a model and a dataset and check that they fit. Pure and possibly slow (run it in a worker)."""
+            arch: str | None = None, trust: bool = False, input_shape: tuple[int, ...] | None = None,
+            defer_groups: bool = False) -> LoadResult:
+    """Load a model and a dataset and check that they fit. Pure and possibly slow (run it in a worker).
+
+    ``defer_groups``: leave the channel-group analysis for the first use of ``result.groups`` (the window
+    shows itself first and runs it in the background)."""
     lm = zoo.load_model(model, weights=weights, arch=arch, trust=trust)
     if lm.input_shape is None and not dataset and not input_shape:
         # a TorchScript/pickled model does not say what it eats: try the built-in digits, else ask
         try:
-            return resolve(model, "digits", weights, arch, trust, None)
+            return resolve(model, "digits", weights, arch, trust, None, defer_groups)
         except ShapeMismatchError:
             raise ShapeMismatchError(
                 f"The input shape of {lm.name} is unknown (it does not take the built-in 1x8x8 digits).",
@@ -86,9 +128,12 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
         if out_dim != ds.num_classes:
             notes.append(f"model outputs {out_dim} classes, dataset has {ds.num_classes}: accuracy uses the first "
                          f"{ds.num_classes}")
-    groups = channel_groups(lm.module, profile, example)
-    if groups.note:
-        notes.append(groups.note)
+    if defer_groups:
+        groups = (lambda: channel_groups(lm.module, profile, example))
+    else:
+        groups = channel_groups(lm.module, profile, example)
+        if groups.note:
+            notes.append(groups.note)
     nonfinite = [n for n, p in lm.module.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
     if nonfinite:
         notes.append(f"non-finite weights (NaN/inf) in {len(nonfinite)} tensor(s): {', '.join(nonfinite[:3])}"
@@ -99,6 +144,24 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
     return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
 
 
+SMALL_MODEL_PARAMS = 5_000_000   # profiled on one thread: waking a thread pool costs more than such a forward
+
+
+@contextmanager
+def _threads_for(module: torch.nn.Module):
+    """One intra-op thread while profiling a small model: its batch-1 forward takes a few ms on one thread, and
+    10-300 ms with the pool's first wake-up on a busy machine (part of every start-up); big models keep all."""
+    small = sum(p.numel() for p in module.parameters()) < SMALL_MODEL_PARAMS
+    before = torch.get_num_threads()
+    if small and before > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple[torch.Tensor, ModelProfile]:
     """(an example input, the model's profile) on the dataset; a model that cannot take its inputs is refused."""
     try:
@@ -106,7 +169,8 @@ def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple
     except ExplorerError:
         example = torch.zeros(1, *shape)
     try:
-        return example, profile_model(lm.module, shape, example=example)
+        with _threads_for(lm.module):
+            return example, profile_model(lm.module, shape, example=example)
     except ShapeMismatchError as e:
         raise ShapeMismatchError(
             f"{lm.name} does not fit the dataset {ds.spec} (inputs {tuple(shape)}): {e.message}",
@@ -114,7 +178,7 @@ def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple
             + (f" {lm.input_shape}" if lm.input_shape else "") + ", or another model.") from None
 
 
-def resolve_dataset_for(r: LoadResult, spec: str) -> LoadResult:
+def resolve_dataset_for(r: LoadResult, spec: str, defer_groups: bool = False) -> LoadResult:
     """Re-resolve only the dataset for an already-loaded model (keeps the module object)."""
     lm = r.model
     ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder")
@@ -124,5 +188,6 @@ def resolve_dataset_for(r: LoadResult, spec: str) -> LoadResult:
     if [l.name for l in profile.layers] != [l.name for l in r.profile.layers]:
         raise ShapeMismatchError(f"{lm.name} uses different layers on {ds.spec}; reload the model instead.")
     notes = [n for n in r.notes if not n.startswith("model outputs")]
-    return LoadResult(model=lm, dataset=ds, profile=profile, groups=channel_groups(lm.module, profile, example),
-                      input_shape=tuple(shape), notes=notes)
+    groups = (lambda: channel_groups(lm.module, profile, example)) if defer_groups else \
+        channel_groups(lm.module, profile, example)
+    return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)

@@ -13,7 +13,8 @@ import torch
 from ..jobs import ProgressMeter
 from ..model.layers import ModelProfile
 from ..model.metrics import LayerCounts, Totals, totals
-from .masks import LayerMask, MaskEngine, masked_state
+from . import oneoff
+from .masks import LayerMask, MaskEngine, masked_state, masked_tensors
 from .plan import LayerPlan, Plan
 
 
@@ -128,9 +129,53 @@ class PlanMasks:
         """Full masks of a plan on the kept weights: ({layer: bool mask}, {aux param: bool mask})."""
         return self.engine.materialize(plan, self.base)
 
-    def masked_state(self, plan: Plan) -> dict[str, torch.Tensor]:
-        """base * mask for every parameter/buffer: what the pruned model's state_dict is."""
-        return masked_state(self.base, *self.materialize(plan))
+    def masked_state(self, plan: Plan, share: bool = False) -> dict[str, torch.Tensor]:
+        """base * mask for every parameter/buffer: what the pruned model's state_dict is.
+
+        ``share``: tensors the plan leaves alone are the kept weights themselves (not copies), and big layers
+        whose ranking is not cached and whose mask needs none (element, |w|) are masked one-off, without
+        building a ranking (``oneoff.py``: same mask, a fraction of the time and memory)."""
+        if not share:
+            return masked_state(self.base, *self.materialize(plan))
+        out = dict(self.base)
+        direct = {n: lp for n, lp in plan.active().items() if self._one_off(n, lp)}
+        rest = Plan({n: lp for n, lp in plan.active().items() if n not in direct})
+        out.update(masked_tensors(self.base, *self.materialize(rest)))
+        for n, lp in direct.items():
+            out[f"{n}.weight"] = oneoff.masked_weight(self.base[f"{n}.weight"], lp.sparsity)
+        return out
+
+    def _one_off(self, name: str, lp: LayerPlan) -> bool:
+        return oneoff.supports(lp.criterion, lp.granularity, self.profile.layer(name).params) \
+            and self.needs_build(name, lp)
+
+    def mismatches(self, plan: Plan, state: dict[str, torch.Tensor]) -> list[str]:
+        """Tensors of ``state`` that differ (bitwise) from the plan's masked state, computed one layer at a time
+        (the check that a recipe reproduces a model, without a second copy of the model)."""
+        from ..fileio import bit_equal
+
+        bad = []
+        active = plan.active()
+        changed = set()
+        for n, lp in active.items():
+            if self._one_off(n, lp):
+                t = {f"{n}.weight": oneoff.masked_weight(self.base[f"{n}.weight"], lp.sparsity)}
+            else:
+                t = masked_tensors(self.base, self.materialize(Plan({n: lp}))[0], {})
+            for k, v in t.items():
+                changed.add(k)
+                if k in state and not bit_equal(v, state[k]):
+                    bad.append(k)
+            del t
+        if any(lp.granularity == "channel" for lp in active.values()):
+            # channel plans also zero BatchNorm/bias entries; their combined masks come from the whole plan
+            _, aux = self.materialize(Plan({n: lp for n, lp in active.items() if lp.granularity == "channel"}))
+            for k, v in masked_tensors(self.base, {}, aux).items():
+                changed.add(k)
+                if k in state and not bit_equal(v, state[k]) and k not in bad:
+                    bad.append(k)
+        bad += [k for k, v in state.items() if k not in changed and k in self.base and not bit_equal(self.base[k], v)]
+        return bad
 
     def nonfinite_layers(self) -> dict[str, int]:
         out = {}

@@ -17,10 +17,14 @@ def check_criterion_data(lp: LayerPlan, dataset) -> None:
                         f"{dataset.spec} has no labels; use l1, l2, wanda or random.")
 
 
-def check_layer_plan(name: str, lp: LayerPlan, layer: LayerInfo, group: ChannelGroup, dataset) -> LayerPlan:
-    """One layer's plan, validated: values, the granularity fits the layer, the criterion has its data."""
+def check_layer_plan(name: str, lp: LayerPlan, layer: LayerInfo, group: ChannelGroup | Callable[[], ChannelGroup],
+                     dataset) -> LayerPlan:
+    """One layer's plan, validated: values, the granularity fits the layer, the criterion has its data.
+    ``group``: the layer's ChannelGroup, or a function giving it (asked only for channel plans)."""
     lp = lp.validated(name)
     lp.granularity.check(layer)
+    if isinstance(lp.granularity, Channel) and callable(group):
+        group = group()
     if isinstance(lp.granularity, Channel) and group.blocked:
         raise PlanError(f"'channel' granularity does not fit layer {name}: {group.blocked}.",
                         "Its output channels must all stay; use element, n:m, vector or kernel for it.")

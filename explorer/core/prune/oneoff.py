@@ -1,0 +1,95 @@
+"""One mask at one sparsity without a ranking: what applying a plan to a big layer needs, in little memory.
+
+A ranking (``ranking.py``) sorts all of a layer's scores once so that every sparsity is a lookup; for a
+102 M-weight layer that sort takes seconds and ~20 bytes per weight. Applying one plan needs only the mask
+at one sparsity, and for element granularity with a magnitude criterion (``l1``, ``l2``: the score is |w|)
+that mask is fixed by the k-th smallest score alone. It is found here by a radix select on the scores'
+int32 bit patterns (two histogram passes over the weight in chunks), and the masked weight is written
+chunk by chunk: a few MB of temporaries instead of a sort.
+
+The result is bit-identical to the ranking's: the same keys (a zero weight scores 0, a non-finite one
++inf, every other at least the smallest subnormal), the same count ``k = round(s * N)``, and ties broken by
+position (among weights whose key equals the k-th, the first ones by index go), as the stable sort does.
+"""
+from __future__ import annotations
+
+import torch
+
+from .ranking import pruned_units
+
+CHUNK = 1 << 22                     # elements per pass step (16 MB of float32 keys)
+MIN_PARAMS = 1 << 20                # smaller layers go through the cached ranking as before
+MAGNITUDE = ("l1", "l2")            # criteria whose element score is |w|
+_TINY = torch.finfo(torch.float32).smallest_normal * torch.finfo(torch.float32).eps   # smallest subnormal
+
+
+def supports(criterion: str, granularity: str, params: int) -> bool:
+    """Whether a layer's one-off mask can be computed here (element granularity, magnitude, a big layer)."""
+    return str(granularity) == "element" and str(criterion) in MAGNITUDE and params >= MIN_PARAMS
+
+
+_INF_BITS = 0x7F800000
+
+
+def _keys(w: torch.Tensor) -> torch.Tensor:
+    """int32 keys of |w| exactly as the mask engine ranks them (see masks.MaskEngine._element_scores)."""
+    if w.dtype == torch.float32:
+        # the bits of |w| are the bits of w without the sign; zero is 0 (so the clamp to the smallest subnormal
+        # changes nothing), and inf/NaN (every pattern from 0x7F800000 up) score +inf
+        return (w.view(torch.int32) & 0x7FFFFFFF).clamp_max_(_INF_BITS)
+    a = w.detach().abs().float().clamp_min(_TINY)
+    a = a.masked_fill(w == 0, 0.0)
+    a = a.masked_fill(~torch.isfinite(w), float("inf"))
+    return a.view(torch.int32)
+
+
+def _chunks(flat: torch.Tensor):
+    for i in range(0, flat.numel(), CHUNK):
+        yield i, flat[i:i + CHUNK]
+
+
+def kth_key(w: torch.Tensor, k: int) -> tuple[int, int]:
+    """(key of the k-th smallest score (1-based), how many keys are smaller) by a two-pass radix select."""
+    flat = w.detach().contiguous().view(-1)
+    hist = torch.zeros(1 << 15, dtype=torch.int64)
+    for _, c in _chunks(flat):
+        hist += torch.bincount(_keys(c) >> 16, minlength=1 << 15)
+    cum = torch.cumsum(hist, 0)
+    hi = int(torch.searchsorted(cum, k))            # first bin whose cumulative count reaches k
+    below = int(cum[hi - 1]) if hi > 0 else 0
+    low = torch.zeros(1 << 16, dtype=torch.int64)
+    for _, c in _chunks(flat):
+        kk = _keys(c)
+        low += torch.bincount(kk[(kk >> 16) == hi] & 0xFFFF, minlength=1 << 16)
+    cum2 = torch.cumsum(low, 0)
+    lo = int(torch.searchsorted(cum2, k - below))
+    less = below + (int(cum2[lo - 1]) if lo > 0 else 0)
+    return (hi << 16) | lo, less
+
+
+def masked_weight(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """A new tensor: ``w`` with its ``round(sparsity * N)`` smallest-|w| weights at +0.0 (ties by position)."""
+    n = w.numel()
+    k = pruned_units(sparsity, n)
+    out = torch.empty_like(w, memory_format=torch.contiguous_format)
+    src, dst = w.detach().contiguous().view(-1), out.view(-1)
+    zero = torch.zeros((), dtype=w.dtype)
+    if k == 0:
+        dst.copy_(src)
+        return out
+    if k >= n:
+        dst.zero_()
+        return out
+    kth, less = kth_key(w, k)
+    need = k - less                                  # weights with key == kth that go (the first ones by index)
+    seen = 0
+    for i, c in _chunks(src):
+        kk = _keys(c)
+        keep = kk > kth
+        eq = kk == kth
+        if bool(eq.any()):
+            order = torch.cumsum(eq, 0, dtype=torch.int64) + seen   # 1-based index among the equal keys so far
+            keep |= eq & (order > need)
+            seen += int(eq.sum())
+        torch.where(keep, c, zero, out=dst[i:i + c.numel()])
+    return out

@@ -1,0 +1,99 @@
+"""The window's fast start: first frame first, the rest as it arrives.
+
+``MainWindow(session, deferred=True)`` (what ``pruning-explorer gui`` opens) shows the layer table, the
+dashboard and the controls at once, with the weight view saying "measuring…" and the other tabs as empty
+pages. After the first paint the window fills itself in, in this order: the plots (pyqtgraph is imported
+only now), the tab panels, the selected layer's ranking (the session opens on a layer that is quick to
+rank), and -- in the background, as a quiet job -- the channel-group analysis (Torch-Pruning's dependency
+graph; importing it alone takes seconds), after which the table marks channel-coupled layers.
+"""
+from __future__ import annotations
+
+from PySide6.QtWidgets import QLabel
+
+TABS = [("finetune_panel", "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
+        ("latency_panel", "Latency", "Measured latency: dense vs masked vs compacted"),
+        ("sensitivity_panel", "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),
+        ("history_panel", "History", "Every evaluated state: accuracy vs compression and latency"),
+        ("compress_panel", "Compress", "Deep Compression: weight sharing (k-means per layer) and Huffman coding after "
+                                       "pruning, measured to the byte"),
+        ("compare_panel", "Criteria", "Compare pruning criteria on the same plan: accuracy vs sparsity")]
+MEASURING = "measuring…"
+
+
+def add_tabs(win, placeholders: bool) -> None:
+    """The tab pages after Weights: the panels, or (deferred) empty pages with the same titles."""
+    if placeholders:
+        for _, title, tip in TABS:
+            page = QLabel(MEASURING)
+            page.setObjectName("placeholderPage")
+            win.tabs.setTabToolTip(win.tabs.addTab(page, title), tip)
+        return
+    for attr, title, tip in TABS:
+        win.tabs.setTabToolTip(win.tabs.addTab(_make_panel(win, attr), title), tip)
+
+
+def _make_panel(win, attr: str):
+    ctx = win.ctx
+    if attr == "finetune_panel":
+        from .finetune_panel import FinetunePanel
+        w = FinetunePanel(ctx, evaluate_after=win.measure.evaluate)
+    elif attr == "latency_panel":
+        from .latency_panel import LatencyPanel
+        w = LatencyPanel(ctx, measure=win.measure.measure_latency)
+    elif attr == "sensitivity_panel":
+        from .sensitivity_panel import SensitivityPanel
+        w = SensitivityPanel(ctx, finetune_config=win.finetune_panel.config)
+    elif attr == "history_panel":
+        from .history_panel import HistoryPanel
+        w = HistoryPanel(ctx)
+    elif attr == "compress_panel":
+        from .compress_panel import CompressPanel
+        w = CompressPanel(ctx)
+    else:
+        from .compare_panel import ComparePanel
+        w = ComparePanel(ctx, finetune_config=win.finetune_panel.config)
+    setattr(win, attr, w)
+    return w
+
+
+def replace_placeholders(win) -> None:
+    """Build the panels into the placeholder pages (keeping the current tab)."""
+    current = win.tabs.currentIndex()
+    for i, (attr, title, tip) in enumerate(TABS, start=1):
+        old = win.tabs.widget(i)
+        w = _make_panel(win, attr)
+        win.tabs.removeTab(i)
+        win.tabs.insertTab(i, w, title)
+        win.tabs.setTabToolTip(i, tip)
+        old.deleteLater()
+    win.tabs.setCurrentIndex(current)
+
+
+def finish(win) -> None:
+    """Fill a deferred window in (idempotent): plots, panels, the selected layer, then channel groups."""
+    if win.started:
+        return
+    win.started = True
+    win.weight_view.build_plots()
+    win.global_panel.build_plots()
+    replace_placeholders(win)
+    win._changed_rows = None
+    win._redraw()
+    s = win.session
+    if s.loaded_ok and not s.groups_ready:
+        win.runner.run("Analysing channel groups", lambda p, c: s.ensure_groups(p, c),
+                       on_done=lambda _=None: groups_arrived(win), on_error=lambda e=None: groups_arrived(win),
+                       quiet=True)
+
+
+def groups_arrived(win) -> None:
+    """The channel groups are known: the table marks coupled layers, the model's notes gain the analysis's."""
+    s = win.session
+    if not s.loaded_ok or win.ctx.is_closing():
+        return
+    r = s.require()
+    win.model_label.setToolTip(f"{r.model.spec}\n" + "\n".join(r.notes))
+    win.table.rebuild()
+    win._changed_rows = None
+    win._redraw_soon()

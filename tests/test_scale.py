@@ -1,0 +1,198 @@
+"""Issue 13 (goals 1-2): start-up defers what the first frame does not need; big models keep one copy of their
+weights (shared, rebound on apply), one-off masks equal the ranking's, the window opens on a ready layer."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from explorer.core.model.layers import LayerInfo
+from explorer.core.model.sharing import shares_storage, twin, unshare
+from explorer.core.prune import oneoff
+from explorer.core.prune.masks import MaskEngine, masked_tensors
+from explorer.core.prune.plan import LayerPlan, Plan
+from explorer.core.session import READY_LAYER_PARAMS, Session
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torchvision", "torch_pruning", "timm", "scipy", "sklearn", "matplotlib", "pyqtgraph", "sympy")
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + "\nimport sys, json\n"
+                          "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_gui_import_is_light():
+    mods = _modules_after("import explorer.gui.app, explorer.gui.main_window")
+    assert not mods & set(HEAVY), mods & set(HEAVY)
+
+
+def test_first_frame_needs_no_heavy_module():
+    """The deferred window, loaded and painted once, has imported none of the heavy modules; filling it in
+    (finish_start) brings the plots and, in the background, the channel groups."""
+    mods = _modules_after("""
+        import sys
+        sys.path.insert(0, '.')
+        from explorer.gui.app import make_app
+        from explorer.gui.main_window import MainWindow
+        from explorer.core.session import Session
+        from explorer.core.model.loading import resolve
+        app = make_app(plots=False)
+        s = Session(); s.apply_load(resolve('digits-cnn', defer_groups=True))
+        w = MainWindow(s, deferred=True); w.show(); w.repaint(); app.processEvents()
+        assert not w.started and not s.groups_ready and w.weight_view.view is None
+        assert 'measuring' in w.weight_view.title.text()
+    """)
+    assert not mods & set(HEAVY), mods & set(HEAVY)
+
+
+def test_deferred_window_fills_in(qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    from explorer.core.model.loading import resolve
+    from explorer.gui.app import wait_idle
+    from explorer.gui.main_window import MainWindow
+
+    s = Session()
+    s.apply_load(resolve("digits-cnn", defer_groups=True))
+    assert not s.groups_ready
+    win = MainWindow(s, deferred=True)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.started, timeout=20000)   # the first paint queues finish_start
+    wait_idle(QApplication.instance(), win)
+    assert s.groups_ready
+    assert win.weight_view.view is not None and win.weight_view.view.layer.name == s.selected
+    assert [win.tabs.tabText(i) for i in range(win.tabs.count())][:3] == ["Weights", "Fine-tune", "Latency"]
+    assert win.tabs.widget(1) is win.finetune_panel
+    # channel-coupled layers are marked once the groups are known (digits-cnn: none, but the channel choice
+    # is checked now: the output layer refuses it)
+    out = [l.name for l in s.layers if l.is_output][0]
+    gc = win.table._editors[out][1]
+    idx = gc.findText("channel")
+    assert not gc.model().item(idx).isEnabled()
+
+
+def test_default_layer_is_ready():
+    s = Session.open("digits-cnn")
+    # digits-cnn: every layer is small, so the largest as before
+    assert s.selected == max(s.layers, key=lambda l: l.params).name
+    big = LayerInfo("big", "Linear", (4096, 1024), 4096 * 1024, False, 1, 0)
+    small = LayerInfo("small", "Linear", (64, 64), 4096, False, 1, 1)
+    s.result.profile.layers = [big, small]
+    assert big.params > READY_LAYER_PARAMS
+    assert s.default_layer() == "small"
+    s.result.profile.layers = [big]
+    assert s.default_layer() == "big"        # nothing smaller: the smallest there is
+
+
+def test_apply_does_not_copy_the_loaded_weights():
+    s = Session.open("digits-cnn")
+    orig = s.original_state()
+    module_state = s.module.state_dict()
+    for k, v in orig.items():                      # loaded weights are the module's tensors, not clones
+        assert shares_storage(v, module_state[k]), k
+    before = {k: v.clone() for k, v in orig.items()}
+    name = s.layer_names[1]
+    s.set_layer(name, sparsity=0.6)
+    s.apply()
+    after = s.module.state_dict()
+    assert not shares_storage(after[f"{name}.weight"], orig[f"{name}.weight"])    # a new masked tensor
+    for k in orig:                                                               # unchanged: still shared
+        if k != f"{name}.weight":
+            assert shares_storage(after[k], orig[k]), k
+    assert int((after[f"{name}.weight"] == 0).sum()) >= round(0.6 * s.layer(name).params)
+    for k, v in orig.items():                      # the loaded weights were never written
+        assert torch.equal(v, before[k]), k
+    s.reset()
+    for k, v in s.module.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_masks_identical_to_the_copying_apply():
+    """The shared masked state equals the full masked state bit for bit, and the model holds it after apply."""
+    s = Session.open("digits-cnn")
+    plan = Plan({n: LayerPlan(0.7, "element", "l1") for n in s.layer_names})
+    plan.layers[s.layer_names[0]] = LayerPlan(0.5, "channel", "l2")
+    s.set_plan(plan)
+    full = s.masked_state(s.plan)
+    shared = s.masked_state(s.plan, share=True)
+    assert set(full) == set(shared)
+    for k in full:
+        assert torch.equal(full[k].view(torch.int32) if full[k].is_floating_point() else full[k],
+                           shared[k].view(torch.int32) if shared[k].is_floating_point() else shared[k]), k
+    s.apply()
+    assert s.masks.mismatches(s.plan, s.module.state_dict()) == []
+    assert s.masks.mismatches(Plan(), s.module.state_dict())   # a dense plan does not reproduce a pruned model
+
+
+def _ranked(w: torch.Tensor, s: float, crit: str) -> torch.Tensor:
+    layer = LayerInfo("l", "Linear", tuple(w.shape), w.numel(), False, w.numel(), 0)
+    eng = MaskEngine({"l": layer}, weight=lambda _: w)
+    return masked_tensors({"l.weight": w}, {"l": eng.view("l", crit, "element").element_mask(s)}, {})["l.weight"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_off_mask_equals_the_ranking(monkeypatch, dtype):
+    monkeypatch.setattr(oneoff, "CHUNK", 777)     # several chunks, ties across chunk borders
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(300, 17, generator=g)
+    w[torch.rand(w.shape, generator=g) < 0.2] = 0.0
+    w[torch.rand(w.shape, generator=g) < 0.1] = 0.25           # many exact ties
+    w[torch.rand(w.shape, generator=g) < 0.05] = -0.25
+    w[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+    w = w.to(dtype)
+    iv = torch.int64 if dtype == torch.float64 else torch.int32
+    for s in (0.0, 0.05, 0.2, 0.31, 0.5, 0.777, 0.99, 1.0):
+        for crit in ("l1", "l2"):
+            assert torch.equal(oneoff.masked_weight(w, s).view(iv), _ranked(w, s, crit).view(iv)), (s, crit)
+
+
+def test_one_off_path_is_used_for_big_layers(monkeypatch):
+    s = Session.open("digits-cnn")
+    name = max(s.layers, key=lambda l: l.params).name
+    monkeypatch.setattr(oneoff, "MIN_PARAMS", 1)
+    calls = []
+    real = oneoff.masked_weight
+    monkeypatch.setattr(oneoff, "masked_weight", lambda w, sp: calls.append(sp) or real(w, sp))
+    s.set_layer(name, sparsity=0.8)
+    state = s.masked_state(s.plan, share=True)
+    assert calls == [0.8]
+    assert s.needs_build(name)                      # no ranking was built for it
+    assert torch.equal(state[f"{name}.weight"], s.masked_state(s.plan)[f"{name}.weight"])
+
+
+def test_twin_shares_and_unshare_copies():
+    m = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval()
+    state = {k: v.detach() for k, v in m.state_dict().items()}
+    t = twin(m, state)
+    for k, v in t.state_dict().items():
+        assert shares_storage(v, state[k]), k
+    x = torch.randn(2, 4)
+    assert torch.equal(t(x), m(x))
+    assert unshare(m, [state]) == len(state)
+    for k, v in m.state_dict().items():
+        assert not shares_storage(v, state[k]) and torch.equal(v, state[k]), k
+
+
+def test_finetune_in_the_prune_flow_leaves_the_loaded_weights(tmp_path):
+    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.train.finetune import FinetuneConfig
+
+    s = Session.open("digits-cnn")
+    before = {k: v.clone() for k, v in s.original_state().items()}
+    s.set_uniform(s.layer_names, 0.5)
+    run_prune(s, tmp_path / "out", finetune_cfg=FinetuneConfig(epochs=1), measure=False)
+    for k, v in s.original_state().items():
+        assert torch.equal(v, before[k]), k
+    assert (tmp_path / "out" / "model.pt").exists()
