@@ -21,7 +21,7 @@ from .errors import ExplorerError, PlanError
 from .history import MIN_BUDGET_BYTES, History, HistoryEntry, WeightStore, state_bytes, state_label
 from .measurements import LatencyComparison, Measured, Measurements
 from .model import data as data_mod
-from .model.layers import LayerInfo, ModelProfile
+from .model.layers import LayerInfo, ModelProfile, load_state
 from .model.loading import LoadResult, resolve, resolve_dataset_for
 from .model.metrics import LayerCounts, Totals, param_bytes
 from .prune import plan_rules as rules
@@ -169,7 +169,7 @@ class Session:
 
     def base_weight(self, name: str) -> torch.Tensor:
         """The kept (unmasked) weight of a prunable layer that masks apply to."""
-        return self._base[f"{name}.weight"]
+        return self._base[self.profile.weight_key(name)]
 
     def original_state(self) -> dict[str, torch.Tensor]:
         return self._original
@@ -182,7 +182,7 @@ class Session:
         with self.lock:
             m = copy.deepcopy(self.module)
         if state is not None:
-            m.load_state_dict(state)
+            load_state(m, state)
         return m.eval()
 
     def channel_group(self, name: str):

@@ -17,6 +17,7 @@ import torch
 
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
+from ..model.layers import load_state
 from ..prune.plan import Plan
 from ..train.evaluate import evaluate
 from ..train.finetune import FinetuneConfig, finetune
@@ -86,7 +87,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
     def trial(target: float, i: int):
         alloc = allocate(target)
         module = copy.deepcopy(template)
-        module.load_state_dict(session.masked_state(alloc.plan))
+        load_state(module, session.masked_state(alloc.plan))
         done = i / total
 
         def sub(p: Progress) -> None:
@@ -94,7 +95,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
                               f"{target:.1%} — {p.message}", None, None))
         r = finetune(module, ds, session.layer_names, alloc.plan, alloc.plan, session.masks_for_state, cfg, sub,
                      cancel)
-        module.load_state_dict(r.state)
+        load_state(module, r.state)
         val = evaluate(module, ds, "val", cancel=cancel).accuracy
         t = Trial(target=target, sparsity=alloc.sparsity, val_accuracy=val, ok=val >= floor)
         progress(Progress((i + 1) / total, f"target {target:.1%}: val {val:.2f}% "
@@ -121,7 +122,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
                             "Allow a larger drop, fine-tune longer, or scan lower sparsities.")
     t, plan, state = best
     module = copy.deepcopy(template)
-    module.load_state_dict(state)
+    load_state(module, state)
     test = evaluate(module, ds, "test", cancel=cancel).accuracy if ds.size("test") else None
     return SearchResult(plan=plan, state=state, sparsity=t.sparsity, val_accuracy=t.val_accuracy,
                         test_accuracy=test, dense_val_accuracy=dense_val, trials=trials)

@@ -261,7 +261,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         # check that replaying reproduces the full forward (dense weights as the only variant)
         first = units[0][1]
         current = dict(module.named_parameters())
-        dense_variant = {f"{n}.weight": current[f"{n}.weight"].detach() for n in first}
+        keys = session.profile.weight_keys
+        dense_variant = {keys[n]: current[keys[n]].detach() for n in first}
         try:
             again = replayer.run_variants(set(first), [dense_variant])
             ok = again.shape == replayer.output.shape and torch.allclose(again, replayer.output, rtol=1e-4, atol=1e-5)

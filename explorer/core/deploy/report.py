@@ -15,10 +15,10 @@ def counts_from_state(session, state: dict[str, torch.Tensor]) -> tuple[list[Lay
     prof = session.profile
     counts = []
     for l in prof.layers:
-        nz = int(torch.count_nonzero(state[f"{l.name}.weight"]))
+        nz = int(torch.count_nonzero(state[l.key]))
         counts.append(LayerCounts(l.params, nz, l.matrix_shape[0], l.macs, nz * l.uses))
     params = {n for n, _ in session.module.named_parameters()}
-    prunable = {f"{n}.weight" for n in prof.names}
+    prunable = set(prof.weight_keys.values())
     other_nz = sum(int(torch.count_nonzero(v)) for k, v in state.items() if k in params and k not in prunable)
     model_bytes = sum(state[k].numel() * state[k].element_size() for k in params if k in state)
     return counts, totals(counts, prof.total_params, model_bytes, prof.total_macs, other_nonzero=other_nz)

@@ -25,19 +25,21 @@ class PlanMasks:
         self.gradient = gradient
         self.param_names = param_names
         self.param_bytes = param_bytes
-        self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[f"{n}.weight"],
+        self.keys = profile.weight_keys
+        self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[self.keys[n]],
                                  channel_group=channel_group, gradient=gradient, seed=seed)
         self.set_base(base)
 
     def set_base(self, base: dict[str, torch.Tensor]) -> None:
         """New kept weights: counts are redone, rankings rebuilt lazily."""
         self.base = base
-        self._dense_nonzero = {l.name: int(torch.count_nonzero(base[f"{l.name}.weight"])) for l in self.profile.layers}
+        self._dense_nonzero = {l.name: int(torch.count_nonzero(base[l.key])) for l in self.profile.layers}
         self._other_nz: int | None = None
         self.engine.invalidate()
 
     def set_profile(self, profile: ModelProfile) -> None:
         self.profile = profile
+        self.keys = profile.weight_keys
         self.engine.layers = {l.name: l for l in profile.layers}
         self.engine.invalidate()
 
@@ -89,7 +91,7 @@ class PlanMasks:
     def _other_nonzero(self, plan: Plan) -> int:
         """Nonzero non-prunable parameters (biases, BatchNorm), with channel-pruned entries zeroed."""
         if self._other_nz is None:
-            prunable = {f"{n}.weight" for n in self.profile.names}
+            prunable = set(self.keys.values())
             self._other_nz = sum(int(torch.count_nonzero(v)) for k, v in self.base.items()
                                  if k in self.param_names and k not in prunable)
         removed = 0
@@ -111,7 +113,8 @@ class PlanMasks:
     # ------------------------------------------------------------------ full masks
     def engine_for(self, state: dict[str, torch.Tensor]) -> MaskEngine:
         """A throwaway engine ranking other weights (e.g. mid-fine-tuning); thread-safe."""
-        return MaskEngine({l.name: l for l in self.profile.layers}, weight=lambda n: state[f"{n}.weight"],
+        keys = self.keys
+        return MaskEngine({l.name: l for l in self.profile.layers}, weight=lambda n: state[keys[n]],
                           channel_group=self.channel_group, gradient=self.gradient, seed=self.engine.seed)
 
     def materialize(self, plan: Plan):
@@ -125,7 +128,7 @@ class PlanMasks:
     def nonfinite_layers(self) -> dict[str, int]:
         out = {}
         for l in self.profile.layers:
-            n = int((~torch.isfinite(self.base[f"{l.name}.weight"])).sum())
+            n = int((~torch.isfinite(self.base[l.key])).sum())
             if n:
                 out[l.name] = n
         return out

@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
+from ..model.layers import load_state, weight_key
 from ..prune.plan import LayerPlan, Plan
 from .evaluate import evaluate, logits_of
 
@@ -116,8 +117,8 @@ class MaskEnforcer:
     def __init__(self, module: nn.Module, masks: dict[str, torch.Tensor], aux: dict[str, torch.Tensor]):
         params = dict(module.named_parameters())
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for name, m in masks.items():
-            p = params[f"{name}.weight"]
+        for key, m in masks.items():      # state_dict keys of the pruned weights
+            p = params[key]
             self.pairs.append((p, ~m.to(torch.bool)))
         for pname, m in aux.items():
             p = params.get(pname)
@@ -135,7 +136,7 @@ def sparsity_of(module: nn.Module, layer_names: list[str]) -> float:
     params = dict(module.named_parameters())
     total = zeros = 0
     for n in layer_names:
-        w = params[f"{n}.weight"]
+        w = params[weight_key(module, n)]
         total += w.numel()
         zeros += int((w == 0).sum())
     return zeros / total if total else 0.0
@@ -281,7 +282,7 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
         if step_best_state is None:
             step_best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         # continue from the best weights of this step (masks are already in them)
-        model.load_state_dict(step_best_state)
+        load_state(model, step_best_state)
         snapshots.append(Snapshot(label=f"step {step}/{steps}" if steps > 1 else "fine-tuned",
                                   plan=current_plan, state=step_best_state,
                                   val_accuracy=step_best_acc if step_best_acc is not None and step_best_acc >= 0 else None,
