@@ -116,9 +116,14 @@ def compact_checked(module: nn.Module, state: dict[str, torch.Tensor], removals:
     masked = copy.deepcopy(module)
     load_state(masked, state)
     masked.eval()
-    m = compact_model(module, state, removals, example, progress, cancel)
-    if not removals or relative_difference(masked, m, example) <= COMPACT_RTOL:
-        return m, {}
+    if not removals:
+        return compact_model(module, state, removals, example, progress, cancel), {}
+    try:
+        m = compact_model(module, state, removals, example, progress, cancel)
+        if _difference(masked, m, example)[0] <= COMPACT_RTOL:
+            return m, {}
+    except ExplorerError:
+        pass
     kept: dict[str, str] = {}
     for root, idxs in removals.items():
         if cancel is not None:
@@ -128,18 +133,29 @@ def compact_checked(module: nn.Module, state: dict[str, torch.Tensor], removals:
         except ExplorerError as e:
             kept[root] = e.message
             continue
-        rel = relative_difference(masked, one, example)
-        if rel > COMPACT_RTOL:
+        rel, failure = _difference(masked, one, example)
+        if failure:
+            kept[root] = (f"the model no longer runs without them ({failure}): its layers need this width (e.g. "
+                          "attention heads of a fixed size)")
+        elif rel > COMPACT_RTOL:
             kept[root] = (f"removing them changes the outputs (relative error {rel:.1e}): Torch-Pruning does not "
                           "follow how these channels are coupled (a channel shuffle or a reshape)")
     rest = {k: v for k, v in removals.items() if k not in kept}
     m = compact_model(module, state, rest, example, progress, cancel)
-    rel = relative_difference(masked, m, example)
-    if rel > COMPACT_RTOL:
+    rel, failure = _difference(masked, m, example)
+    if failure or rel > COMPACT_RTOL:
         raise ExplorerError(f"The compacted model's outputs differ from the masked model's (relative error "
                             f"{rel:.2g}), so it is not used.", "The masked model is still valid; export it "
                             "without --compact.")
     return m, kept
+
+
+def _difference(masked: nn.Module, compacted: nn.Module, example: torch.Tensor) -> tuple[float, str | None]:
+    """(relative output difference, None) -- or (inf, why) when the compacted model fails to run."""
+    try:
+        return relative_difference(masked, compacted, example), None
+    except Exception as e:     # e.g. a reshape to a fixed head size: the width cannot change there
+        return float("inf"), f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
 
 
 def _logits(out) -> torch.Tensor:

@@ -393,12 +393,13 @@ def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torc
     by_name = {r.name: r for r in refs}
     out_dim = out.shape[-1] if out.dim() == 3 and x.dim() == 2 else (out.shape[1] if out.dim() >= 2 else out.shape[-1])
     output_layer = None
-    for name in reversed(used):
+    sequence = out.dim() == 3 and x.dim() == 2      # a language model: (batch, positions, vocabulary)
+    for name in reversed(used[-1:] if sequence else used):
         r = by_name[name]
         if r.weight.shape[1 if r.transposed else 0] == out_dim:
             output_layer = name
             break
-    if output_layer is None and used:
+    if output_layer is None and used and not sequence:   # (a tied output layer is not listed at all)
         output_layer = used[-1]
     for name, other in tied.items():
         skipped.append(f"{name} (its weight is tied to {other})")

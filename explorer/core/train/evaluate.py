@@ -1,6 +1,7 @@
-"""Top-1 accuracy and loss of a model on a dataset split."""
+"""Top-1 accuracy (classifiers) or perplexity (causal language models) and loss of a model on a split."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -15,11 +16,15 @@ from ..model.data import DatasetBundle
 class EvalResult:
     split: str
     samples: int
-    accuracy: float | None   # percent, None without labels
-    loss: float | None
+    accuracy: float | None   # percent, None without labels (and for language models)
+    loss: float | None       # mean cross-entropy per sample (per token for language models)
+    perplexity: float | None = None   # language models: exp(mean next-token cross-entropy)
 
     def as_dict(self) -> dict:
-        return {"split": self.split, "samples": self.samples, "accuracy": self.accuracy, "loss": self.loss}
+        d = {"split": self.split, "samples": self.samples, "accuracy": self.accuracy, "loss": self.loss}
+        if self.perplexity is not None:
+            d["perplexity"] = self.perplexity
+        return d
 
 
 def logits_of(out) -> torch.Tensor:
@@ -28,6 +33,19 @@ def logits_of(out) -> torch.Tensor:
     if hasattr(out, "logits"):
         out = out.logits
     return out
+
+
+def is_sequence(out: torch.Tensor, y: torch.Tensor | None) -> bool:
+    """Next-token outputs (batch, positions, vocab) with labels (batch, positions)."""
+    return out.dim() == 3 and y is not None and y.dim() == 2
+
+
+def loss_of(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of class scores (batch, classes), or of next-token scores (batch, positions, vocab)
+    against token labels (batch, positions): the training loss of both tasks."""
+    if is_sequence(out, y):
+        return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
+    return nn.functional.cross_entropy(out, y, reduction=reduction)
 
 
 def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", batch_size: int = 256,
@@ -42,7 +60,7 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
     module.eval()
     correct = 0
     loss_sum = 0.0
-    seen = 0
+    seen = tokens = 0
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     try:
         with torch.inference_mode():
@@ -52,7 +70,10 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
                 out = logits_of(module(x))
                 if not torch.isfinite(out).all():
                     out = torch.nan_to_num(out, nan=0.0, posinf=1e4, neginf=-1e4)
-                if y is not None:
+                if is_sequence(out, y):
+                    loss_sum += float(loss_of(out, y, "sum"))
+                    tokens += y.numel()
+                elif y is not None:
                     if dataset.num_classes and out.shape[1] > dataset.num_classes:
                         out = out[:, :dataset.num_classes]
                     correct += int((out.argmax(1) == y).sum())
@@ -65,4 +86,7 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
         module.train(was)
     if not dataset.has_labels:
         return EvalResult(split, seen, None, None)
+    if tokens:
+        mean = loss_sum / tokens
+        return EvalResult(split, seen, None, mean, math.exp(min(mean, 700.0)))
     return EvalResult(split, seen, 100.0 * correct / seen, loss_sum / seen)

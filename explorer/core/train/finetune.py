@@ -26,7 +26,7 @@ from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
 from ..model.layers import load_state, weight_key
 from ..prune.plan import LayerPlan, Plan
-from .evaluate import evaluate, logits_of
+from .evaluate import evaluate, logits_of, loss_of
 
 SCHEDULES = ("oneshot", "iterative", "agp")
 AGP_PRUNE_FRACTION = 0.75   # AGP: sparsity reaches its target after this share of training
@@ -81,6 +81,7 @@ class EpochRecord:
     sparsity: float       # of the prunable weights during this epoch
     lr: float
     seconds: float
+    val_perplexity: float | None = None   # language models (their val_accuracy is None)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -198,7 +199,6 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
     if partial is not None:
         partial["snapshots"] = snapshots
     best_state, best_acc, best_epoch = None, None, 0
-    loss_fn = nn.CrossEntropyLoss()
     t_start = time.perf_counter()
     done_batches = 0
     epoch_no = 0
@@ -243,7 +243,7 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
                             enforcer = remask(current_plan)
                 opt.zero_grad(set_to_none=True)
                 out = logits_of(model(x))
-                loss = loss_fn(out, y)
+                loss = loss_of(out, y)
                 if not torch.isfinite(loss):
                     raise ExplorerError("Fine-tuning diverged (the loss became NaN/inf).",
                                         "Lower the learning rate and try again.")
@@ -267,13 +267,18 @@ def finetune(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], 
             rec = EpochRecord(epoch=epoch_no, step=step, train_loss=loss_sum / max(1, n_seen),
                               val_accuracy=ev.accuracy if ev else None, val_loss=ev.loss if ev else None,
                               sparsity=sparsity_of(model, layer_names),
-                              lr=lr_epoch, seconds=time.perf_counter() - t0)
+                              lr=lr_epoch, seconds=time.perf_counter() - t0,
+                              val_perplexity=ev.perplexity if ev else None)
             history.append(rec)
             frac = done_batches / total_batches
             progress(Progress(frac, f"epoch {epoch_no}/{total_epochs}: val {rec.val_accuracy:.2f}%"
-                              if rec.val_accuracy is not None else f"epoch {epoch_no}/{total_epochs}", rec))
+                              if rec.val_accuracy is not None else
+                              (f"epoch {epoch_no}/{total_epochs}: val perplexity {rec.val_perplexity:.2f}"
+                               if rec.val_perplexity is not None else f"epoch {epoch_no}/{total_epochs}"), rec))
             final_sparsity_reached = cfg.schedule != "agp" or current_plan.layers == target.layers
-            acc = rec.val_accuracy if rec.val_accuracy is not None else -rec.train_loss
+            # best epoch: highest val accuracy, else lowest val loss (= lowest perplexity), else lowest train loss
+            acc = rec.val_accuracy if rec.val_accuracy is not None else \
+                -(rec.val_loss if rec.val_loss is not None else rec.train_loss)
             if final_sparsity_reached and (step_best_acc is None or acc > step_best_acc):
                 step_best_acc = acc
                 step_best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
