@@ -120,6 +120,9 @@ def _generic(why: str) -> str:
     """A reason without the layer name, so equal reasons group together."""
     import re
 
+    why = re.sub(r"\(or of \S+'s, a layer like it\) ", "", why)
+    why = re.sub(r"\(relative error [^)]*\)", "", why)
+    why = re.sub(r"\((RuntimeError|ValueError|IndexError)[^)]*\)", "", why)
     why = re.sub(r"(LayerNorm|GroupNorm|LayerNorm2d) \S+", r"\1 <layer>", why)
     why = re.sub(r"nn\.MultiheadAttention \S+", "nn.MultiheadAttention <layer>", why)
     why = re.sub(r"the parameter \S+", "the parameter <p>", why)

@@ -17,6 +17,11 @@ Models that torch.fx cannot trace, or whose suffix replay does not reproduce
 the full forward, fall back to the naive loop (same numbers, slower). With
 ``channel`` granularity a layer's scan prunes its whole dependency group.
 An optional early stop marks skipped points as not measured (None).
+
+A language model's scan measures perplexity (lower is better) instead of accuracy, always with the
+plain loop; the JSON then says ``"metric": "perplexity"`` and names its values ``dense_perplexity`` and
+``perplexity`` (in memory they sit where accuracies do: ``dense_accuracy`` and ``layer["accuracy"]``
+hold the scan's metric values, and ``ScanResult.metric`` says which metric that is).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from ..prune.granularity import Channel, Granularity, get_granularity
 from ..prune.masks import masked_tensors
 from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
+from ..train.metric import METRICS, metric_of
 from .replay import Replayer
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -105,13 +111,24 @@ class ScanResult:
     dense_latency_ms: float | None = None
     samples: int = 0
     skipped: dict = field(default_factory=dict)   # layer -> why it was not scanned
+    metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
+
+    @property
+    def measure(self):
+        """The scan's :class:`~explorer.core.train.metric.Metric`."""
+        return METRICS[self.metric]
 
     def to_json(self) -> dict:
-        return {"model": self.model, "dataset": self.dataset, "granularity": self.granularity,
-                "criterion": self.criterion, "dense_accuracy": self.dense_accuracy, "sparsities": self.sparsities,
-                "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
-                "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
-                "skipped": self.skipped}
+        d = {"model": self.model, "dataset": self.dataset, "granularity": self.granularity,
+             "criterion": self.criterion, "dense_accuracy": self.dense_accuracy, "sparsities": self.sparsities,
+             "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
+             "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
+             "skipped": self.skipped}
+        if self.metric != "accuracy":   # the values are named by their metric
+            d = {("dense_" + self.metric if k == "dense_accuracy" else k): v for k, v in d.items()}
+            d["layers"] = [{(self.metric if k == "accuracy" else k): v for k, v in l.items()} for l in self.layers]
+            d["metric"] = self.metric
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ScanResult":
@@ -123,6 +140,15 @@ class ScanResult:
 
         if not isinstance(d, dict):
             raise bad("the file does not hold a JSON object")
+        metric = d.get("metric", "accuracy")
+        if metric not in METRICS:
+            raise bad(f"unknown metric {metric!r}")
+        if metric != "accuracy":
+            d = {("dense_accuracy" if k == "dense_" + metric else k): v for k, v in d.items()}
+            if isinstance(d.get("layers"), list):
+                d["layers"] = [{("accuracy" if k == metric else k): v for k, v in l.items()} if isinstance(l, dict)
+                               else l for l in d["layers"]]
+        top = 100.0 if metric == "accuracy" else float("inf")
         missing = [k for k in ("sparsities", "dense_accuracy", "model", "dataset", "layers") if k not in d]
         if missing:
             raise bad(f"missing entry '{missing[0]}'")
@@ -130,7 +156,7 @@ class ScanResult:
             if not isinstance(d["sparsities"], list):
                 raise PlanError("'sparsities' must be a list")
             sparsities = [number(x, "a sparsity") for x in d["sparsities"]]
-            dense = number(d["dense_accuracy"], "dense_accuracy", 0.0, 100.0)
+            dense = number(d["dense_accuracy"], "dense_" + metric, 0.0, top)
         except PlanError as e:
             raise bad(e.message.rstrip(".")) from None
         model, dataset, layers = d["model"], d["dataset"], d["layers"]
@@ -157,8 +183,8 @@ class ScanResult:
             if not isinstance(accs, list) or len(accs) != len(sparsities):
                 raise bad(f"layer {l['name']} does not have one accuracy per sparsity")
             if any(a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
-                                      or not 0 <= a <= 100) for a in accs):
-                raise bad(f"layer {l['name']} has accuracies that are not percentages (or null for 'not measured')")
+                                      or not 0 <= a <= top) for a in accs):
+                raise bad(f"layer {l['name']} has {metric} values out of range (or null for 'not measured')")
             entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
             lat = l.get("latency_ms")
             if isinstance(lat, list) and len(lat) == len(sparsities):
@@ -169,7 +195,7 @@ class ScanResult:
                    dense_accuracy=dense, sparsities=[sparsities[i] for i in order], layers=clean,
                    method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
-                   samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}))
+                   samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}), metric=metric)
 
     def layer(self, name: str) -> dict:
         for l in self.layers:
@@ -231,9 +257,12 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     masked state of a plan not applied yet. Emits a Progress per point with ``data`` = :class:`ScanPoint`."""
     progress = progress or (lambda p: None)
     ds = session.dataset
+    measure = metric_of(ds)
     if not ds.has_labels:
-        raise ExplorerError(f"A sensitivity scan measures accuracy, which needs labels; {ds.spec} has none.",
+        raise ExplorerError(f"A sensitivity scan measures {measure.name}, which needs labels; {ds.spec} has none.",
                             "Choose a labelled dataset.")
+    if measure.name != "accuracy":
+        naive = True            # the fast replay computes accuracy from cached logits
     sparsities = parse_sparsities(spec.sparsities)
     units, skipped = _scan_units(session, spec)
     t0 = time.perf_counter()
@@ -256,7 +285,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         except Exception:
             replayer, method = None, "naive"
     if replayer is None:
-        dense_acc = evaluate(module, ds, spec.split, cancel=cancel).accuracy
+        dense_acc = measure.value(evaluate(module, ds, spec.split, cancel=cancel))
     else:
         # check that replaying reproduces the full forward (dense weights as the only variant)
         first = units[0][1]
@@ -270,7 +299,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
             ok = False
         if not ok:
             replayer, method = None, "naive"
-            dense_acc = evaluate(module, ds, spec.split, cancel=cancel).accuracy
+            dense_acc = measure.value(evaluate(module, ds, spec.split, cancel=cancel))
 
     dense_latency = None
     example = None
@@ -285,7 +314,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     result = ScanResult(model=session.model_spec, dataset=ds.spec, granularity=lp_for.granularity,
                         criterion=spec.criterion, split=spec.split, dense_accuracy=dense_acc,
                         sparsities=sparsities, method=method, early_stop=spec.early_stop,
-                        dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped)
+                        dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped,
+                        metric=measure.name)
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
@@ -327,7 +357,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                             saved[pname] = params_by_name[pname].data
                             params_by_name[pname].data = t
                     try:
-                        accs[i] = evaluate(module, ds, spec.split, cancel=cancel).accuracy
+                        accs[i] = measure.value(evaluate(module, ds, spec.split, cancel=cancel))
                     finally:
                         for pname, t in saved.items():
                             params_by_name[pname].data = t
@@ -337,9 +367,9 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                                              cancel)
             for i in idx:
                 done += 1
-                progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {accs[i]:.2f}%",
+                progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {measure.format(accs[i])}",
                                   ScanPoint(row, i, sparsities[i], accs[i], lats[i])))
-                if spec.early_stop is not None and accs[i] is not None and accs[i] < spec.early_stop:
+                if spec.early_stop is not None and accs[i] is not None and not measure.ok(accs[i], spec.early_stop):
                     stop = True
         entry = {"name": row, "params": session.layer(row).params, "accuracy": accs}
         if len(members) > 1:

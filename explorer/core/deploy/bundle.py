@@ -3,7 +3,7 @@
 ``run_prune`` is the prune flow as a plain function on a session: evaluate dense -> apply the plan ->
 optional fine-tune -> evaluate -> optional compaction -> measure latencies -> write the bundle.
 ``write_bundle`` writes ``model.pt``, ``recipe.json``, ``report.json`` (and ``model_compact.pt`` /
-``.ts``, ``model_sparse.npz``) into a staged folder that replaces the destination in one step, so
+``.ts``, ``model_sparse.npz``, ``model.safetensors``, ``model.onnx``, ``model_hf/``) into a staged folder that replaces the destination in one step, so
 a folder never mixes two runs. The CLI's ``prune`` and the window's "Export everything" both end here.
 Re-running with the written recipe.json reproduces model.pt exactly.
 """
@@ -22,6 +22,7 @@ from ..jobs import CancelToken, ProgressFn
 from ..prune.plan import Plan
 from ..prune.recipe import plan_to_recipe
 from ..train.evaluate import evaluate
+from ..train.metric import metric_of
 from . import export
 
 Log = Callable[[str], None]
@@ -39,11 +40,15 @@ class PruneOutcome:
 
 def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: dict, report: dict,
                  layer_names: list[str], archive_meta: dict | None = None, compacted: nn.Module | None = None,
-                 example: torch.Tensor | None = None, log: Log = _quiet) -> dict[str, str]:
+                 example: torch.Tensor | None = None, log: Log = _quiet, exports: tuple[str, ...] = (),
+                 module: nn.Module | None = None) -> dict[str, str]:
     """Write a results folder as a whole; every file is reloaded and checked before the folder is swapped in.
 
     ``archive_meta`` set: also ``model_sparse.npz``; ``compacted`` set: also ``model_compact.pt`` and,
-    when it traces, ``model_compact.ts``. Returns {file name: final path}.
+    when it traces, ``model_compact.ts``. ``exports`` may hold ``safetensors`` (``model.safetensors``, the
+    tensors of model.pt) and ``onnx`` (``model.onnx``: the compacted model if there is one, else ``module``,
+    the pruned model). A Hugging Face ``module`` is also written back as the folder ``model_hf/``
+    (``from_pretrained`` loads it). Returns {file name: final path}.
     """
     out = Path(out_dir)
     names: list[str] = []
@@ -51,25 +56,64 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
         if compacted is not None:
             export.export_module(compacted, stage / "model_compact.pt", example)
             names.append("model_compact.pt")
-            try:
-                export.export_torchscript(compacted, stage / "model_compact.ts", example)
-                names.append("model_compact.ts")
-            except Exception as e:  # tracing can fail on exotic models; the whole-module export stands
-                log(f"note: TorchScript export of the compacted model skipped ({type(e).__name__}: {e})")
+            if _is_hf(compacted):
+                log("note: no TorchScript export of a transformers model (tracing does not capture its masking code "
+                    "reliably); model.onnx (--export onnx) is the deployable graph")
+            else:
+                try:
+                    export.export_torchscript(compacted, stage / "model_compact.ts", example)
+                    names.append("model_compact.ts")
+                except Exception as e:  # tracing can fail on exotic models; the whole-module export stands
+                    log(f"note: TorchScript export of the compacted model skipped ({type(e).__name__}: {e})")
         export.export_checkpoint(state, stage / "model.pt")
         export.export_recipe(recipe, stage / "recipe.json")
         names += ["model.pt", "recipe.json"]
         if archive_meta is not None:
             export.export_sparse_archive(state, layer_names, archive_meta, stage / "model_sparse.npz")
             names.append("model_sparse.npz")
+        names += _deploy_exports(stage, state, exports, module, compacted, example, log)
         atomic_write_json(stage / "report.json", report)
         names.append("report.json")
     return {n: str(out / n) for n in names}
 
 
+def _is_hf(module) -> bool:
+    from ..model.hf import is_hf
+
+    return is_hf(module)
+
+
+def _deploy_exports(stage: Path, state, exports, module, compacted, example, log: Log) -> list[str]:
+    """model.safetensors, model.onnx and model_hf/ (see :func:`write_bundle`)."""
+    from ..model.hf import is_hf, save_folder
+    from .formats import export_onnx, export_safetensors
+
+    names = []
+    if "safetensors" in exports:
+        export_safetensors(state, stage / "model.safetensors")
+        names.append("model.safetensors")
+    if "onnx" in exports:
+        target = compacted if compacted is not None else module
+        if target is None or example is None:
+            raise ExplorerError("The ONNX export needs the model and an example input.")
+        if target is module:
+            import copy
+
+            from ..model.layers import load_state
+            target = copy.deepcopy(module)
+            load_state(target, state)
+        export_onnx(target, example, stage / "model.onnx")
+        names.append("model.onnx")
+    if module is not None and is_hf(module) and example is not None:
+        save_folder(module, state, stage / "model_hf", example)
+        names.append("model_hf")
+    return names
+
+
 def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, sparse_archive: bool = False,
               latency_runs: int = 30, latency_batch: int = 1, measure: bool = True,
-              progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet) -> PruneOutcome:
+              progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
+              exports: tuple[str, ...] = ()) -> PruneOutcome:
     """Apply the session's plan (fine-tune, compact), measure, and write the results bundle into ``out_dir``."""
     from ..analyse.latency import latency_input, measure_latencies, spread_note
     from ..train.finetune import finetune
@@ -85,12 +129,13 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     dense_state = {k: v.clone() for k, v in session.original_state().items()}
     module = session.module
 
+    quality = metric_of(ds)          # accuracy, or perplexity for a language model
     session.apply(Plan())
-    dense_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
+    dense_acc = quality.value(evaluate(module, ds, "test", cancel=cancel)) if labelled else None
     example = latency_input(ds, session.require().input_shape, latency_batch)
     dense_model = session.model_copy(dense_state) if measure else None   # timed later, interleaved with the others
     if dense_acc is not None:
-        log(f"dense: test accuracy {dense_acc:.2f}%")
+        log(f"dense: test {quality.name} {quality.format(dense_acc)}")
 
     if finetune_cfg is not None:
         # one-shot starts from the pruned weights; iterative/AGP start dense and prune along the way
@@ -99,16 +144,17 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         result = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
                           progress=progress, cancel=cancel)
         for r in result.history:
-            log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val acc "
-                + (f"{r.val_accuracy:.2f}%" if r.val_accuracy is not None else "n/a") + f", sparsity {r.sparsity:.1%}")
+            val = r.val_accuracy if quality.name == "accuracy" else getattr(r, "val_perplexity", None)
+            log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val {quality.name} {quality.format(val)}, "
+                f"sparsity {r.sparsity:.1%}")
         session.adopt(result.state, result.plan, "fine-tuned")
     else:
         session.apply(plan)
     pruned_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    pruned_acc = evaluate(module, ds, "test", cancel=cancel).accuracy if labelled else None
+    pruned_acc = quality.value(evaluate(module, ds, "test", cancel=cancel)) if labelled else None
     nonzero = sum(int(torch.count_nonzero(pruned_state[k])) for k in session.profile.weight_keys.values())
     log(f"pruned: sparsity of prunable weights {1 - nonzero / session.profile.prunable_params:.1%}"
-        + (f", test accuracy {pruned_acc:.2f}%" if pruned_acc is not None else ""))
+        + (f", test {quality.name} {quality.format(pruned_acc)}" if pruned_acc is not None else ""))
 
     compact_info = None
     compacted = None
@@ -121,8 +167,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         for root, why in kept.items():
             log(f"note: --compact: the pruned channels of {root} stay in the compact model (zeroed): {why}")
         diff = max_output_difference(module, compacted, example)
-        c_acc = evaluate(compacted, ds, "test", cancel=cancel).accuracy if labelled else None
-        compact_info = compact_block(compacted, session.require().input_shape, c_acc, None)
+        c_acc = quality.value(evaluate(compacted, ds, "test", cancel=cancel)) if labelled else None
+        compact_info = compact_block(compacted, session.require().input_shape, c_acc, None, quality.name, example[:1])
         compact_info["max_output_difference"] = diff
         compact_info["kept_zeroed"] = kept
         log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs")
@@ -163,9 +209,10 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                                "steps": finetune_cfg.steps, "lr": finetune_cfg.lr,
                                                "optimizer": finetune_cfg.optimizer}
                                               if finetune_cfg else None),
-                                 "tool_version": recipe["tool_version"]})
+                                 "tool_version": recipe["tool_version"]}, metric=quality.name)
     meta = {"model": session.model_spec, "arch": session.require().model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, session.layer_names,
-                         archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log)
+                         archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log,
+                         exports=exports, module=module)
     session.mark_saved(session.applied_plan)
     return PruneOutcome(report=report, files=files)

@@ -151,7 +151,12 @@ class LogitsOnly(nn.Module):
         self.model = model
 
     def forward(self, x):
-        out = self.model(x)
+        if x.dtype in (torch.int64, torch.int32):
+            # an explicit all-ones attention mask: transformers then skips its packed-sequence check (torch.diff,
+            # which the ONNX exporter lacks); the logits are the same
+            out = self.model(x, attention_mask=torch.ones_like(x))
+        else:
+            out = self.model(x)
         if hasattr(out, "logits"):
             return out.logits
         return out[0] if isinstance(out, (tuple, list)) else out
@@ -181,4 +186,9 @@ def save_folder(module: nn.Module, state: dict[str, torch.Tensor], path: Path, e
         a, b = LogitsOnly(m)(example), LogitsOnly(back)(example)
     if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
         raise ExplorerError(f"The Hugging Face folder {path.name} did not load back to the same model.")
+    from ..fileio import file_mode
+
+    for f in path.iterdir():        # transformers writes some files private; exports get the usual permissions
+        if f.is_file():
+            f.chmod(file_mode(path / ".none"))
     return path

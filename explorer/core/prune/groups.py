@@ -302,7 +302,7 @@ def _read_groups(module, profile: ModelProfile, an: "_Analysis", mods) -> Channe
             groups.append(g)
             by_layer[layer.name] = g
             continue
-        like = (type(parent).__name__, layer.kind, layer.weight_shape)
+        like = (type(parent).__name__, layer.kind, layer.name.rpartition(".")[2])   # the same place in a block
         try:
             if like in slow:
                 raise AnalysisTimeout()
