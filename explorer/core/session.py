@@ -29,6 +29,7 @@ from .prune.granularity import NM, Channel
 from .prune.masks import LayerMask, masked_state
 from .prune.plan import LayerPlan, Plan
 from .prune.plan_masks import PlanMasks
+from .train.metric import metric_of
 from .undo import Edit, UndoStack
 
 LOADED = "loaded weights"
@@ -457,12 +458,11 @@ class Session:
 
     def adopt_search(self, result, label: str) -> None:
         """A search's winner: its fine-tuned weights and plan, with the test accuracy it was reported at."""
-        from .train.evaluate import EvalResult
-
         self.adopt(result.state, result.plan, "fine-tuned (search)")
         self._replace_plan(result.plan.copy())
-        self.measurements.current = Measured(EvalResult("test", self.dataset.size("test"), result.test_accuracy,
-                                                        None), self._base_id, self.applied_plan.copy())
+        self.measurements.current = Measured(metric_of(self.dataset).result("test", self.dataset.size("test"),
+                                                                            result.test_accuracy),
+                                             self._base_id, self.applied_plan.copy())
         self.record(label, accuracy=result.test_accuracy)
         self.measurements.changed.emit()
 
@@ -496,8 +496,8 @@ class Session:
         if dense is not None:
             self.measurements.dense = dense
         self.measurements.current = Measured(current, base_id, plan.copy())
-        if base_id == self._base_id:
-            self.record(self.state_label(plan), accuracy=current.accuracy, plan=plan)
+        if base_id == self._base_id:   # History keeps the dataset's metric (accuracy, or perplexity)
+            self.record(self.state_label(plan), accuracy=metric_of(self.dataset).value(current), plan=plan)
         self.measurements.changed.emit()
 
     def record_latency(self, plan: Plan, base_id: int, comparison: LatencyComparison) -> None:

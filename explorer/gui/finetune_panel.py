@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from explorer.core.train.evaluate import evaluate
 from explorer.core.train.finetune import FinetuneConfig, default_lr, finetune
+from explorer.core.train.metric import metric_of
 
 from .context import AppContext
 
@@ -146,17 +147,22 @@ class FinetunePanel(QWidget):
         self._forget_partial()
         self.loss_curve.setData([], [])
         self.acc_curve.setData([], [])
+        metric = metric_of(s.dataset)          # accuracy, or a language model's perplexity (lower is better)
+        self.acc_plot.setTitle(f"validation {metric.label}" + ("" if metric.higher_is_better else " (lower is better)"))
         dense = s.measurements.dense
-        if dense is not None and dense.accuracy is not None:
-            self.dense_line.setValue(dense.accuracy)
+        if metric.value(dense) is not None:
+            self.dense_line.setValue(metric.value(dense))
             self.dense_line.show()
+
+        def val_of(r):
+            return r.val_accuracy if metric.higher_is_better else getattr(r, "val_perplexity", None)
 
         def work(progress, cancel):
             module = s.model_copy(s.masked_state(start))     # in the worker: big models copy slowly
             result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
                               partial=partial)
-            for snap in result.snapshots:   # test accuracy of every step, for the History (Pareto) view
-                snap.test_accuracy = evaluate(s.model_copy(snap.state), s.dataset, "test", cancel=cancel).accuracy
+            for snap in result.snapshots:   # test accuracy (or perplexity) of every step, for the History view
+                snap.test_accuracy = metric.value(evaluate(s.model_copy(snap.state), s.dataset, "test", cancel=cancel))
             return result
 
         def on_progress(p):
@@ -164,18 +170,19 @@ class FinetunePanel(QWidget):
                 self.history.append(p.data)
                 xs = [r.epoch for r in self.history]
                 self.loss_curve.setData(xs, [r.train_loss for r in self.history])
-                accs = [(r.epoch, r.val_accuracy) for r in self.history if r.val_accuracy is not None]
+                accs = [(r.epoch, val_of(r)) for r in self.history if val_of(r) is not None]
                 if accs:
                     self.acc_curve.setData([a for a, _ in accs], [b for _, b in accs])
                 self.status.setText(f"epoch {p.data.epoch}: loss {p.data.train_loss:.4f}"
-                                    + (f", val {p.data.val_accuracy:.2f}%" if p.data.val_accuracy is not None else "")
+                                    + (f", val {metric.name} {metric.format(val_of(p.data))}"
+                                       if val_of(p.data) is not None else "")
                                     + f", sparsity {p.data.sparsity:.1%}")
 
         def done(result):
             self._set_running(False)
             s.adopt_finetune(result.snapshots, result.state, result.plan)
             self.status.setText("done" + (f": best epoch {result.best_epoch} kept" if result.best_epoch else "")
-                                + "; its test accuracy goes to the dashboard and the History tab.")
+                                + f"; its test {metric.name} goes to the dashboard and the History tab.")
             self.evaluate_after()
 
         def cancelled():

@@ -22,6 +22,7 @@ from .compress_panel import CompressPanel
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
 from .dialogs import error_text, show_error
+from .deploy_exports import DeployExports
 from .export_actions import ExportActions
 from .finetune_panel import FinetunePanel
 from .global_panel import GlobalPanel
@@ -176,6 +177,7 @@ class MainWindow(QMainWindow):
         self.history_panel = HistoryPanel(ctx)
         self.compress_panel = CompressPanel(ctx)
         self.exports = ExportActions(ctx, self.export_menu, self)
+        self.deploy_exports = DeployExports(ctx, self.export_menu, self)
         tabs = [(self.finetune_panel, "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
                 (self.latency_panel, "Latency", "Measured latency: dense vs masked vs compacted"),
                 (self.sensitivity_panel, "Sensitivity", "Per-layer sensitivity scan and automatic allocation"),

@@ -58,6 +58,14 @@ class Metric:
     def better(self, a: float | None, b: float | None) -> bool:
         return self.score(a) > self.score(b)
 
+    def result(self, split: str, samples: int, value: float | None):
+        """An evaluate() result holding ``value`` as this metric (for values measured elsewhere, e.g. a search)."""
+        from .evaluate import EvalResult
+
+        if self.name == "accuracy":
+            return EvalResult(split, samples, value, None)
+        return EvalResult(split, samples, None, None, **{self.name: value})
+
 
 ACCURACY = Metric("accuracy", "accuracy (%)", True, "%", "accuracy drop (points)",
                   "Top-1 accuracy: the share of samples whose highest score is the right class (higher is better).")
