@@ -140,8 +140,11 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
         return _digits(spec, input_shape)
     if kind == "synthetic":
         if tokens and input_shape:
-            from .text_data import synthetic_tokens
-            return synthetic_tokens(input_shape, tokens["vocab_size"], SYNTHETIC_SAMPLES // 4)
+            from .text_data import token_splits
+            return DatasetBundle(spec="synthetic", name="synthetic", input_shape=tuple(input_shape), num_classes=None,
+                                 splits=token_splits(input_shape, tokens["vocab_size"], SYNTHETIC_SAMPLES // 4,
+                                                     SPLIT_SEED), has_labels=False,
+                                 notes=["random token ids without labels: latency and size only, no perplexity"])
         return _synthetic(spec, input_shape)
     if kind in ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"):
         if not arg:
@@ -159,7 +162,7 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
 
 
 def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundle:
-    from .text_data import load_text
+    from .text_data import text_splits
 
     if not arg:
         raise DatasetError("The dataset spec 'text:' needs a file: write it as text:FILE (a UTF-8 text file).")
@@ -167,7 +170,10 @@ def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundl
         raise DatasetError(f"{spec} is text, for a causal language model; this model takes other inputs.",
                            "Open a language model (hf:DIR with a …ForCausalLM), or choose an image dataset.")
     block = int(input_shape[0]) if input_shape and len(input_shape) == 1 else 128
-    return load_text(spec, arg, block, tokens.get("tokenizer"), tokens.get("vocab_size"))
+    vocab = tokens.get("vocab_size")
+    splits, note = text_splits(arg, block, tokens.get("tokenizer"), vocab)
+    return DatasetBundle(spec=spec, name="text", splits=splits, input_shape=(block,), num_classes=vocab, notes=[note],
+                         metric="perplexity")
 
 
 def _seeded_split(n: int, sizes: tuple[int, int], seed: int = SPLIT_SEED):

@@ -65,9 +65,9 @@ def tokenize(text: str, tokenizer_dir: str | None, vocab_size: int | None) -> tu
     return ids, how
 
 
-def load_text(spec: str, path: str, block: int, tokenizer_dir: str | None = None, vocab_size: int | None = None):
-    from .data import DatasetBundle
-
+def text_splits(path: str, block: int, tokenizer_dir: str | None = None,
+                vocab_size: int | None = None) -> tuple[dict[str, TensorDataset], str]:
+    """({split: (inputs, labels) blocks}, a note saying how the text was cut)."""
     if block < 1:
         raise DatasetError(f"The block length must be at least 1 token (got {block}).")
     ids, how = tokenize(read_text(path), tokenizer_dir, vocab_size)
@@ -86,20 +86,13 @@ def load_text(spec: str, path: str, block: int, tokenizer_dir: str | None = None
     splits = {"train": TensorDataset(x[:n_train], y[:n_train]),
               "val": TensorDataset(x[n_train:n_train + n_val], y[n_train:n_train + n_val]),
               "test": TensorDataset(x[n_train + n_val:], y[n_train + n_val:])}
-    return DatasetBundle(spec=spec, name="text", splits=splits, input_shape=(block,), num_classes=vocab_size,
-                         notes=[f"{ids.numel():,} tokens ({how}) in {n} blocks of {block}: {n_train} train, "
-                                f"{n_val} val, {n_test} test"], metric="perplexity")
+    return splits, f"{ids.numel():,} tokens ({how}) in {n} blocks of {block}: {n_train} train, {n_val} val, {n_test} test"
 
 
-def synthetic_tokens(input_shape, vocab_size: int, samples: int):
+def token_splits(input_shape, vocab_size: int, samples: int, seed: int) -> dict[str, TensorDataset]:
     """Random token ids of a language model's block length, without labels (latency and size only)."""
-    from .data import SPLIT_SEED, DatasetBundle
-
-    g = torch.Generator().manual_seed(SPLIT_SEED)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randint(0, vocab_size, (samples, *input_shape), generator=g)
     half = samples // 2
-    splits = {"train": TensorDataset(x[:half]), "val": TensorDataset(x[half:3 * half // 2]),
-              "test": TensorDataset(x[3 * half // 2:])}
-    return DatasetBundle(spec="synthetic", name="synthetic", splits=splits, input_shape=tuple(input_shape),
-                         num_classes=None, has_labels=False,
-                         notes=["random token ids without labels: latency and size only, no perplexity"])
+    return {"train": TensorDataset(x[:half]), "val": TensorDataset(x[half:3 * half // 2]),
+            "test": TensorDataset(x[3 * half // 2:])}
