@@ -24,6 +24,7 @@ from .dashboard import Dashboard, totals_text
 from .dialogs import error_text, show_error
 from .deploy_exports import DeployExports
 from .export_actions import ExportActions
+from .source_actions import SourceActions
 from .finetune_panel import FinetunePanel
 from .global_panel import GlobalPanel
 from .history_panel import HistoryPanel
@@ -121,6 +122,7 @@ class MainWindow(QMainWindow):
         act("&Quit", self.close, QKeySequence.Quit, "", fm)
         models_menu = mb.addMenu("&Built-in models")
         self.models = ModelActions(self.ctx, self, recent, models_menu)
+        self.sources = SourceActions(self.ctx, self, models_menu, self.models.load_model)
         self.dataset_combo = self.models.dataset_combo
 
         em = mb.addMenu("&Edit")
