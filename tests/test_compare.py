@@ -116,7 +116,7 @@ def test_predicted_loss_increase_is_the_obd_sum_over_pruned_weights(cnn):
         w = cnn.base_weight(name).double()
         curve = p.layer(name)["delta_loss"]
         for s, got in zip([0.5, 0.9], curve):
-            mask = cnn.materialize(Plan({name: LayerPlan(s, "element", "l1")}))[0][name]
+            mask = cnn.materialize(Plan({name: LayerPlan(s, "element", "l1")}))[0][f"{name}.weight"]
             expect = float((0.5 * fisher[name].double() * w * w)[~mask].sum())
             assert got == pytest.approx(expect, rel=1e-9) and got > 0
         assert curve[1] > curve[0]

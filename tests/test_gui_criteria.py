@@ -85,7 +85,7 @@ def test_reconstruct_on_apply_keeps_the_mask_and_adopts_the_weights(win, qtbot):
     assert s.base_label.startswith("reconstructed") and not s.pending
     state = s.module.state_dict()
     for n, m in masks.items():
-        w = state[f"{n}.weight"]
+        w = state[n]
         assert torch.equal(bits(w[~m]), torch.zeros_like(bits(w[~m]))) and int((w[m] == 0).sum()) == 0
     assert not torch.equal(state["backbone.conv2.weight"], masked["backbone.conv2.weight"])
     assert s.totals().sparsity == pytest.approx(0.8, abs=1e-3)          # the same mask after re-ranking

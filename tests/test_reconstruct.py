@@ -33,7 +33,7 @@ def check_reconstruction(s, plan):
     r = reconstruct_plan(s, plan)
     # the mask is unchanged: every pruned weight (and removed channel's bias) is exactly +0.0, no other change
     for n, m in masks.items():
-        w = r.state[f"{n}.weight"]
+        w = r.state[n]
         assert torch.equal(bits(w[~m]), torch.zeros_like(bits(w[~m])))
         assert int((w[m] == 0).sum()) == 0          # the kept weights are all still there (none became 0)
     for p, m in aux.items():
@@ -74,7 +74,7 @@ def test_channel_reconstruction_refits_the_next_layer(mlp):
     assert layers_to_refit(mlp, plan) == ["fc1", "fc2"]          # least squares on the consumer
     r = check_reconstruction(mlp, plan)
     assert not torch.equal(r.state["fc2.weight"], mlp.base_state()["fc2.weight"])
-    kept_rows = mlp.materialize(plan)[0]["fc1"].all(dim=1)
+    kept_rows = mlp.materialize(plan)[0]["fc1.weight"].all(dim=1)
     # fc1's kept rows see the same input as before: nothing to correct there
     torch.testing.assert_close(r.state["fc1.weight"][kept_rows], mlp.base_state()["fc1.weight"][kept_rows])
 

@@ -139,7 +139,7 @@ def test_masks_identical_to_the_copying_apply():
 def _ranked(w: torch.Tensor, s: float, crit: str) -> torch.Tensor:
     layer = LayerInfo("l", "Linear", tuple(w.shape), w.numel(), False, w.numel(), 0)
     eng = MaskEngine({"l": layer}, weight=lambda _: w)
-    return masked_tensors({"l.weight": w}, {"l": eng.view("l", crit, "element").element_mask(s)}, {})["l.weight"]
+    return masked_tensors({"l.weight": w}, {"l.weight": eng.view("l", crit, "element").element_mask(s)}, {})["l.weight"]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -232,11 +232,13 @@ def check_prune_flags(args) -> None:
 
 def cmd_prune(args) -> int:
     from explorer.core.deploy.bundle import run_prune
+    from explorer.core.deploy.formats import parse_exports
     from explorer.core.prune.recipe import finetune_from_recipe
 
     from .compress_args import model_from_recipe
 
     check_prune_flags(args)
+    exports = parse_exports(getattr(args, "export", None))
     out_dir = expand(args.out)
     model_from_recipe(args)          # --recipe without --model: the recipe's own model and dataset
     session = open_session(args)
@@ -267,13 +269,15 @@ def cmd_prune(args) -> int:
         out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,
                         sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
-                        reconstruct=args.reconstruct, runtime=_runtime(args))
+                        reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports)
     finally:
         bar.close()
     r = out.report
-    print(json.dumps({"sparsity": r["sparsity"], "compression_ratio": r["compression_ratio"],
-                      "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"],
-                      "files": out.files}, indent=2))
+    summary = {"sparsity": r["sparsity"], "compression_ratio": r["compression_ratio"],
+               "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"]}
+    if "perplexity" in r["dense"]:
+        summary.update(dense_perplexity=r["dense"]["perplexity"], pruned_perplexity=r["pruned"]["perplexity"])
+    print(json.dumps({**summary, "files": out.files}, indent=2))
     return 0
 
 

@@ -25,17 +25,23 @@ def _sub(sub, name: str, help: str) -> argparse.ArgumentParser:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=None,
-                   help="model spec: digits-cnn (default), digits-mlp, lab-vgg, torchvision:<arch>[:WEIGHTS], or a "
-                        "file (state_dict, sparse archive; TorchScript or a whole pickled module only with --trust)")
+                   help="model spec: digits-cnn (default), digits-mlp, lab-vgg, torchvision:<arch>[:WEIGHTS], "
+                        "timm:<arch>, hf:DIR (a Hugging Face folder), or a file (state_dict .pt/.safetensors, sparse "
+                        "archive; TorchScript or a whole pickled module only with --trust)")
     p.add_argument("--dataset", "-d", default=None,
                    help="dataset spec: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, cifar100:ROOT, "
-                        "imagefolder:DIR, synthetic (default: digits for the digits models, else synthetic)")
-    p.add_argument("--weights", default=None, help="state_dict file to load into a built-in/torchvision architecture")
+                        "imagefolder:DIR, synthetic, text:FILE (language models) (default: digits for the digits "
+                        "models, else synthetic)")
+    p.add_argument("--weights", default=None,
+                   help="state_dict file (.pt or .safetensors) to load into a built-in, torchvision, timm or your own "
+                        "architecture")
     p.add_argument("--arch", default=None,
-                   help="architecture of a state_dict file (a model spec, e.g. torchvision:resnet18)")
+                   help="architecture of a state_dict file (a model spec, e.g. torchvision:resnet18), or your own "
+                        "class as module.path:ClassName (built with no arguments; needs --trust)")
     p.add_argument("--trust", action="store_true",
-                   help="allow files that are code: TorchScript archives and whole pickled modules run code from "
-                        "the file when loaded -- only for files you trust")
+                   help="allow what is code: TorchScript archives and whole pickled modules (they run code from "
+                        "the file when loaded) and --arch module.path:ClassName (importing runs the module) -- only "
+                        "for code you trust")
     p.add_argument("--input-shape", default=None, metavar="C,H,W", help="model input shape when it cannot be inferred")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -133,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
     add_device(p)
     _add_calibration_args(p, reconstruct=True)
+    p.add_argument("--export", default=None, metavar="safetensors,onnx",
+                   help="also write model.safetensors (the tensors of model.pt) and/or model.onnx (the pruned model, "
+                        "or the compacted one with --compact; checked with onnxruntime)")
     p.add_argument("--out", "-o", required=True, metavar="DIR",
                    help="results folder (written as a whole: it holds one run's files, never a mix)")
 

@@ -35,6 +35,7 @@ class LatencyComparison:
     compact_macs: int | None
     compact_params: int | None
     batch: int
+    onnx: dict | None = None      # {"dense": Latency, "masked"/"compacted": Latency} under onnxruntime, if timed
 
     @property
     def best(self):

@@ -21,7 +21,7 @@ from .errors import ExplorerError, PlanError
 from .history import MIN_BUDGET_BYTES, History, WeightStore, state_bytes
 from .measurements import Measurements
 from .model import data as data_mod
-from .model.layers import LayerInfo, ModelProfile
+from .model.layers import LayerInfo, ModelProfile, load_state
 from .model.loading import LoadResult, resolve, resolve_dataset_for
 from .model.metrics import LayerCounts, Totals, param_bytes
 from .prune import plan_rules as rules
@@ -194,7 +194,7 @@ class Session(SessionCalibration, SessionResults):
 
     def base_weight(self, name: str) -> torch.Tensor:
         """The kept (unmasked) weight of a prunable layer that masks apply to."""
-        return self._base[f"{name}.weight"]
+        return self._base[self.profile.weight_key(name)]
 
     def original_state(self) -> dict[str, torch.Tensor]:
         return self._original
@@ -207,7 +207,7 @@ class Session(SessionCalibration, SessionResults):
         with self.lock:
             m = copy.deepcopy(self.module)
         if state is not None:
-            m.load_state_dict(state)
+            load_state(m, state)
         return m.eval()
 
     def job_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:

@@ -12,6 +12,7 @@ from .history import HistoryEntry, state_label
 from .measurements import LatencyComparison, Measured
 from .prune.masks import masked_state
 from .prune.plan import Plan
+from .train.metric import metric_of
 
 
 class SessionResults:
@@ -40,23 +41,21 @@ class SessionResults:
 
     def adopt_search(self, result, label: str) -> None:
         """A search's winner: its fine-tuned weights and plan, with the test accuracy it was reported at."""
-        from .train.evaluate import EvalResult
-
         self.adopt(result.state, result.plan, "fine-tuned (search)")
         self._replace_plan(result.plan.copy())
-        self.measurements.current = Measured(EvalResult("test", self.dataset.size("test"), result.test_accuracy,
-                                                        None), self._base_id, self.applied_plan.copy())
+        self.measurements.current = Measured(metric_of(self.dataset).result("test", self.dataset.size("test"),
+                                                                            result.test_accuracy),
+                                             self._base_id, self.applied_plan.copy())
         self.record(label, accuracy=result.test_accuracy)
         self.measurements.changed.emit()
 
     def adopt_result(self, result) -> None:
         """A results folder read back (``deploy.finetune_job.read_result``), e.g. fine-tuned on a cluster: its
         weights become the kept weights and the plan follows (undoable); a History entry with its test accuracy."""
-        from .train.evaluate import EvalResult
-
         self.adopt(result.state, result.plan, result.label)
         self._replace_plan(result.plan.copy())
-        self.measurements.current = (Measured(EvalResult("test", self.dataset.size("test"), result.accuracy, None),
+        self.measurements.current = (Measured(metric_of(self.dataset).result("test", self.dataset.size("test"),
+                                                                             result.accuracy),
                                               self._base_id, self.applied_plan.copy())
                                      if result.accuracy is not None else None)
         self.record(result.label, accuracy=result.accuracy)
@@ -92,8 +91,8 @@ class SessionResults:
         if dense is not None:
             self.measurements.dense = dense
         self.measurements.current = Measured(current, base_id, plan.copy())
-        if base_id == self._base_id:
-            self.record(self.state_label(plan), accuracy=current.accuracy, plan=plan)
+        if base_id == self._base_id:   # History keeps the dataset's metric (accuracy, or perplexity)
+            self.record(self.state_label(plan), accuracy=metric_of(self.dataset).value(current), plan=plan)
         self.measurements.changed.emit()
 
     def record_latency(self, plan: Plan, base_id: int, comparison: LatencyComparison) -> None:

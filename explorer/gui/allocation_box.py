@@ -5,6 +5,7 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel, QPushButton, QSlider
 
 from explorer.core.analyse.allocate import allocate_by_drop, allocate_to_target
+from explorer.core.train.metric import metric_of
 
 from .context import AppContext
 
@@ -77,14 +78,16 @@ class AllocationBox(QGroupBox):
     def set_scan(self, result) -> None:
         """A new scan: the default drop follows the lab's reference line, 100 - (100 - dense) * 1.5."""
         self.result = result
-        d = result.dense_accuracy
-        ref = 100 - (100 - d) * 1.5
-        if self.mode_key == "drop" and self.value.value() == 1.0 and d - ref > 1:
-            self.value.setValue(round(d - ref, 2))
+        d, m = result.dense_accuracy, result.measure
+        self.mode.setItemText(0, f"max {m.drop_label}")
+        if m.higher_is_better:
+            ref = 100 - (100 - d) * 1.5
+            if self.mode_key == "drop" and self.value.value() == 1.0 and d - ref > 1:
+                self.value.setValue(round(d - ref, 2))
         self.balance.setEnabled(all(l.get("latency_ms") for l in result.layers))
         self.alloc_info.setText(f"{len(result.layers)} layers scanned ({result.method}, {result.seconds:.1f}s); "
-                                f"dense {d:.2f}%." + (f" Not scannable: {', '.join(result.skipped)}"
-                                                      if result.skipped else ""))
+                                f"dense {m.format(d)}." + (f" Not scannable: {', '.join(result.skipped)}"
+                                                           if result.skipped else ""))
 
     def allowed_drop(self) -> float | None:
         return self.value.value() if self.mode_key == "drop" else None
@@ -132,7 +135,8 @@ class AllocationBox(QGroupBox):
             return
         self.predicted = a.predicted_accuracy
         self.predicted_plan = s.plan.copy()
-        self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted accuracy {a.predicted_accuracy:.2f}% "
+        m = self.result.measure
+        self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted {m.name} {m.format(a.predicted_accuracy)} "
                                 f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")
 
     def search(self) -> None:
@@ -150,6 +154,8 @@ class AllocationBox(QGroupBox):
             ctx.report_error(e)
             return
         result, cap = self.result, self.cap.value() / 100
+        m = result.measure
+        unit = "points" if m.higher_is_better else "% perplexity"
 
         def work(progress, cancel):
             return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel,
@@ -158,15 +164,15 @@ class AllocationBox(QGroupBox):
         def on_progress(p):
             if p.data is not None and hasattr(p.data, "target"):
                 t = p.data
-                self.alloc_info.setText(f"tried {t.sparsity:.1%}: val {t.val_accuracy:.2f}% "
-                                        f"({'within' if t.ok else 'beyond'} {drop:g} points) …")
+                self.alloc_info.setText(f"tried {t.sparsity:.1%}: val {m.format(t.val_accuracy)} "
+                                        f"({'within' if t.ok else 'beyond'} {drop:g} {unit}) …")
 
         def done(r):
-            s.adopt_search(r, f"search ≤{drop:g} pt: {r.sparsity:.0%}")
-            self.alloc_info.setText(f"Sparsest within {drop:g} points after fine-tuning: {r.sparsity:.1%} "
-                                    f"(val {r.val_accuracy:.2f}% vs dense {r.dense_val_accuracy:.2f}%; test "
-                                    f"{r.test_accuracy:.2f}%), after {len(r.trials)} trial(s). Applied; undo restores "
-                                    "the plan, History returns to earlier weights.")
+            s.adopt_search(r, f"search ≤{drop:g} {'pt' if m.higher_is_better else '%'}: {r.sparsity:.0%}")
+            self.alloc_info.setText(f"Sparsest within {drop:g} {unit} after fine-tuning: {r.sparsity:.1%} "
+                                    f"(val {m.format(r.val_accuracy)} vs dense {m.format(r.dense_val_accuracy)}; test "
+                                    f"{m.format(r.test_accuracy)}), after {len(r.trials)} trial(s). Applied; undo "
+                                    "restores the plan, History returns to earlier weights.")
 
         ctx.start_job("Searching allocation", work, on_done=done, on_progress=on_progress)
 
@@ -176,6 +182,7 @@ class AllocationBox(QGroupBox):
             return
         cur = s.measurements.current
         if cur and cur.plan == self.predicted_plan and s.is_fresh(cur):
-            self.alloc_info.setText(f"Predicted {self.predicted:.2f}% → measured {cur.value.accuracy:.2f}% at "
+            m = self.result.measure if self.result is not None else metric_of(s.dataset)
+            self.alloc_info.setText(f"Predicted {m.format(self.predicted)} → measured {m.format(m.value(cur.value))} at "
                                     f"{s.totals().sparsity:.1%} sparsity ({s.base_label}). Pruning all layers at "
                                     "once compounds their drops; fine-tuning recovers most of it.")

@@ -1,9 +1,10 @@
-"""The dashboard: params, nonzeros, MACs, sizes, compression ratio, accuracy, latency."""
+"""The dashboard: params, nonzeros, MACs, sizes, compression ratio, accuracy (or perplexity), latency."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from explorer.core.model.metrics import Totals, format_bytes, format_count
+from explorer.core.train.metric import ACCURACY, Metric, metric_of
 
 
 class Card(QFrame):
@@ -95,22 +96,27 @@ class Dashboard(QWidget):
                        f"{st['quantized']['ratio']:.1f}× → Huffman", "good")
 
     def show_accuracy(self, dense: float | None, current: float | None, stale: bool,
-                      losses: tuple[float | None, float | None] = (None, None)) -> None:
+                      losses: tuple[float | None, float | None] = (None, None), metric: Metric = ACCURACY) -> None:
+        """The quality card: accuracy, or a language model's perplexity (lower is better) -- ``metric`` says."""
         card = self.cards["accuracy"]
+        title = f"{metric.name.capitalize()} (test)"
+        if card.title.text() != title:
+            card.title.setText(title)
         dl, cl = losses
-        card.setToolTip("Top-1 accuracy on the test split: dense, and the evaluated plan"
+        card.setToolTip(metric.tooltip + " Measured on the test split: dense, and the evaluated plan."
                         + (f"\ncross-entropy loss: dense {dl:.4f}" if dl is not None else "")
                         + (f", current {cl:.4f}" if cl is not None else ""))
         if dense is None and current is None:
             card.set("—", "Run ▸ Evaluate (F5)")
             return
         if current is None:
-            card.set(f"{dense:.2f}%", "dense; current not evaluated")
+            card.set(metric.format(dense), "dense; current not evaluated")
             return
         delta = current - dense if dense is not None else None
-        tone = None if delta is None else ("bad" if delta < -1.0 else ("good" if delta >= -0.1 else None))
-        sub = f"dense {dense:.2f}%  Δ {delta:+.2f}" if delta is not None else "dense not evaluated"
-        card.set(f"{current:.2f}%", sub + ("  (stale)" if stale else ""), tone)
+        worse = metric.drop(dense, current) if dense is not None else None   # points, or % more perplexity
+        tone = None if worse is None else ("bad" if worse > 1.0 else ("good" if worse <= 0.1 else None))
+        sub = f"dense {metric.format(dense)}  Δ {delta:+.2f}" if delta is not None else "dense not evaluated"
+        card.set(metric.format(current), sub + ("  (stale)" if stale else ""), tone)
 
     def show_latency(self, text: str, sub: str) -> None:
         self.cards["latency"].set(text, sub)
@@ -121,9 +127,10 @@ class Dashboard(QWidget):
         if m.compression is not None and session.is_fresh(m.compression):
             self.show_compression(m.compression.value)
         dense, cur = m.dense, m.current
-        self.show_accuracy(dense.accuracy if dense else None, cur.value.accuracy if cur else None,
+        metric = metric_of(session.dataset if session.loaded_ok else None)
+        self.show_accuracy(metric.value(dense), metric.value(cur.value) if cur else None,
                            cur is not None and not session.is_fresh(cur),
-                           (dense.loss if dense else None, cur.value.loss if cur else None))
+                           (dense.loss if dense else None, cur.value.loss if cur else None), metric)
         if m.latency is None:
             self.show_latency("—", "Run ▸ Measure latency (F6)")
             return

@@ -14,9 +14,10 @@ from PySide6.QtWidgets import QFileDialog
 from explorer.core.analyse.latency import latency_input
 from explorer.core.deploy import export
 from explorer.core.deploy.bundle import write_bundle
-from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
+from explorer.core.deploy.compact import channel_removals, compact_checked, has_structure
 from explorer.core.jobs import Progress
 from explorer.core.prune.recipe import plan_to_recipe
+from explorer.core.train.metric import metric_of
 
 from .context import AppContext
 
@@ -98,7 +99,7 @@ class ExportActions:
 
         def work(plan, progress, cancel):
             state = s.masked_state(plan)
-            m = compact_model(s.model_copy(state), state, removals, example, progress, cancel)
+            m, _ = compact_checked(s.model_copy(state), state, removals, example, progress, cancel)
             out = export.export_module(m, Path(path), example)
             progress(Progress(0.9, "writing TorchScript"))
             ts = Path(path).with_suffix(".ts")
@@ -122,7 +123,8 @@ class ExportActions:
             return None
         recipe, meta = self._recipe(), self._archive_meta()
         m = s.measurements
-        fresh_acc = m.current.value.accuracy if s.is_fresh(m.current) else None
+        metric = metric_of(s.dataset)        # accuracy, or a language model's perplexity
+        fresh_acc = metric.value(m.current.value) if s.is_fresh(m.current) else None
         lat = m.latency.value if s.is_fresh(m.latency) else None
 
         def work(plan, progress, cancel):
@@ -130,12 +132,13 @@ class ExportActions:
             compacted = compact = None
             if structured:
                 progress(Progress(0.3, "compacting"))
-                compacted = compact_model(s.model_copy(state), state, removals, example, cancel=cancel)
+                compacted, _ = compact_checked(s.model_copy(state), state, removals, example, cancel=cancel)
                 compact = compact_block(compacted, s.require().input_shape, None,
-                                        lat.compact.median_ms if lat and lat.compact else None)
-            report = build_report(s, plan, s.original_state(), state, m.dense.accuracy if m.dense else None,
-                                  fresh_acc,
-                                  lat.dense.median_ms if lat else None, lat.masked.median_ms if lat else None, compact)
+                                        lat.compact.median_ms if lat and lat.compact else None, metric.name,
+                                        example[:1])
+            report = build_report(s, plan, s.original_state(), state, metric.value(m.dense), fresh_acc,
+                                  lat.dense.median_ms if lat else None, lat.masked.median_ms if lat else None, compact,
+                                  metric=metric.name)
             progress(Progress(0.6, "writing the results folder"))
             write_bundle(folder, state, recipe, report, s.layer_names, archive_meta=meta, compacted=compacted,
                          example=example)

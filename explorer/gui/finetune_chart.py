@@ -50,8 +50,9 @@ class RunTrace:
         if r.step_sparsity is not None and abs(100.0 * r.step_sparsity - prev_s) > 1e-9:   # pruned, then trained
             self.sparsity.append((x0, 100.0 * r.step_sparsity))
             self.markers.append((x0, 100.0 * r.step_sparsity))
-        if r.val_accuracy is not None:
-            self.acc.append((x1, r.val_accuracy))
+        val = r.val_accuracy if r.val_accuracy is not None else getattr(r, "val_perplexity", None)
+        if val is not None:             # a language model's curve is its validation perplexity
+            self.acc.append((x1, val))
         if abs(self.sparsity[-1][1] - s1) > 1e-9:                       # gradual (AGP) within the epoch
             self.markers.append((x1, s1))
         self.sparsity.append((x1, s1))
@@ -102,6 +103,13 @@ class RunChart(pg.PlotWidget):
         self.svb.linkedViewChanged(self.getPlotItem().vb, self.svb.XAxis)
 
     # -- data
+
+    def set_metric(self, metric) -> None:
+        """Label the left axis by the dataset's metric (accuracy, or a language model's perplexity)."""
+        pi = self.getPlotItem()
+        lower = "" if metric.higher_is_better else " (lower is better)"
+        pi.setTitle(f"validation {metric.label}{lower} and sparsity per epoch")
+        pi.setLabel("left", f"validation {metric.label}")
 
     def start_run(self, trace: RunTrace, dense_val: float | None) -> None:
         if self.current is not None and self.current.acc:

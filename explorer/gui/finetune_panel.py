@@ -21,6 +21,7 @@ from explorer.core.train.defaults import finetune_defaults
 from explorer.core.train.evaluate import evaluate
 from explorer.core.train.finetune import FinetuneConfig, finetune
 from explorer.core.train.masking import sparsity_of
+from explorer.core.train.metric import metric_of
 from explorer.core.train.schedules import AGP_END
 
 from .context import AppContext
@@ -235,23 +236,28 @@ class FinetunePanel(QWidget):
         key = id(s.require())
         dense_val = self._dense_val.get(key)
         total = s.totals(target)
+        metric = metric_of(s.dataset)          # accuracy, or a language model's perplexity (lower is better)
+        self.run_chart.set_metric(metric)
         label = (f"{cfg.schedule}" + (f" ×{cfg.steps}" if cfg.schedule == "iterative" else "")
                  + f" {total.sparsity:.0%}, {cfg.optimizer} {cfg.lr:g}")
         self.run_chart.start_run(RunTrace(label, cfg.schedule, start_sparsity=sparsity_of(s.module, names)), dense_val)
         self.loss_chart.show_trace(self.run_chart.current)
         dense = s.measurements.dense
-        self.schedule_chart.set_dense(dense.accuracy if dense is not None else None)
+        self.schedule_chart.set_dense(metric.value(dense))
+
+        def val_of(r):
+            return r.val_accuracy if metric.higher_is_better else getattr(r, "val_perplexity", None)
 
         def work(progress, cancel):
             out = {}
             if dense_val is None and s.dataset.size(cfg.eval_split):   # the reference line: dense, on validation
-                out["dense_val"] = evaluate(s.job_copy(s.original_state()), s.dataset, cfg.eval_split,
-                                            cancel=cancel).accuracy
+                out["dense_val"] = metric.value(evaluate(s.job_copy(s.original_state()), s.dataset, cfg.eval_split,
+                                                         cancel=cancel))
             module = s.model_copy(s.masked_state(start))     # in the worker: big models copy slowly
             result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
                               partial=partial, runtime=s.runtime())
-            for snap in result.snapshots:   # test accuracy of every step, for the History (Pareto) view
-                snap.test_accuracy = evaluate(s.job_copy(snap.state), s.dataset, "test", cancel=cancel).accuracy
+            for snap in result.snapshots:   # test accuracy (or perplexity) of every step, for the History view
+                snap.test_accuracy = metric.value(evaluate(s.job_copy(snap.state), s.dataset, "test", cancel=cancel))
             out["result"] = result
             return out
 
@@ -262,7 +268,8 @@ class FinetunePanel(QWidget):
                 self.run_chart.add_record(r)
                 self.loss_chart.show_trace(self.run_chart.current)
                 self.status.setText(f"epoch {r.epoch}: loss {r.train_loss:.4f}"
-                                    + (f", val {r.val_accuracy:.2f}%" if r.val_accuracy is not None else "")
+                                    + (f", val {metric.name} {metric.format(val_of(r))}"
+                                       if val_of(r) is not None else "")
                                     + f", sparsity {r.sparsity:.1%}"
                                     + (f" (just pruned: val {r.pruned_accuracy:.2f}%)"
                                        if r.pruned_accuracy is not None else ""))
@@ -279,7 +286,8 @@ class FinetunePanel(QWidget):
             s.adopt_finetune(result.snapshots, result.state, result.plan)
             self.status.setText("done" + (f": best epoch {result.best_epoch} (on validation) kept"
                                           if result.best_epoch else "")
-                                + (f", test {final.test_accuracy:.2f}%" if final and final.test_accuracy else "")
+                                + (f", test {metric.name} {metric.format(final.test_accuracy)}"
+                                   if final and final.test_accuracy is not None else "")
                                 + "; it goes to the dashboard and the History tab.")
             self.evaluate_after()
 

@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from explorer.core.model.metrics import format_bytes
+from explorer.core.train.metric import ACCURACY, metric_of
 
 from .context import AppContext
 
@@ -24,6 +25,7 @@ class HistoryPanel(QWidget):
         super().__init__()
         self.ctx = ctx
         self.session = ctx.session
+        self._metric = ACCURACY
         self.plot = pg.PlotWidget(title="accuracy vs compression ratio")
         self.plot.setLabel("bottom", "compression ratio (×)")
         self.plot.setLabel("left", "test accuracy (%)")
@@ -67,13 +69,27 @@ class HistoryPanel(QWidget):
         lay.addLayout(bottom)
         self.session.history_changed.connect(self.update_results)
 
+    def _label_metric(self, metric) -> None:
+        """Axis titles and the table header name the dataset's metric (accuracy, or perplexity: lower is better)."""
+        if getattr(self, "_metric", None) is metric:
+            return
+        self._metric = metric
+        better = "" if metric.higher_is_better else " (lower is better)"
+        self.plot.setTitle(f"{metric.name} vs compression ratio")
+        self.lat_plot.setTitle(f"{metric.name} vs measured latency")
+        self.plot.setLabel("left", f"test {metric.label}{better}")
+        self.lat_plot.setLabel("left", f"test {metric.label}{better}")
+        self.table.setHorizontalHeaderItem(4, QTableWidgetItem(metric.name))
+
     def update_results(self) -> None:
         s = self.session
         hist = s.history if s.loaded_ok else []
+        metric = metric_of(s.dataset if s.loaded_ok else None)   # History keeps the dataset's metric per entry
+        self._label_metric(metric)
         self.table.setRowCount(len(hist))
         for r, e in enumerate(hist):
             vals = [str(e.id), e.label, f"{e.sparsity:.1%}", f"{e.compression_ratio:.2f}×",
-                    "—" if e.accuracy is None else f"{e.accuracy:.2f}%",
+                    "—" if e.accuracy is None else metric.format(e.accuracy),
                     "—" if e.latency_ms is None else f"{e.latency_ms:.3g} ms"]
             for c, v in enumerate(vals):
                 it = QTableWidgetItem(v)
@@ -84,7 +100,7 @@ class HistoryPanel(QWidget):
         acc = [e for e in hist if e.accuracy is not None]
         self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id} for e in acc])
         pts = [(e.compression_ratio, e.accuracy) for e in acc]
-        front = pareto_front(pts)
+        front = pareto_front([(x, metric.score(y)) for x, y in pts])   # the front follows the metric's direction
         self.front.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
         lat = [e for e in acc if e.latency_ms is not None]
         self.lat_scatter.setData([{"pos": (e.latency_ms, e.accuracy), "data": e.id} for e in lat])
@@ -98,7 +114,7 @@ class HistoryPanel(QWidget):
     def _tip(self, x, y, data) -> str:
         for e in self.session.history:
             if e.id == data:
-                return f"#{e.id} {e.label}\n{e.compression_ratio:.2f}×, {e.accuracy:.2f}%"
+                return f"#{e.id} {e.label}\n{e.compression_ratio:.2f}×, {self._metric.format(e.accuracy)}"
         return ""
 
     def _clicked(self, item, points, ev=None) -> None:

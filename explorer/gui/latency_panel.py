@@ -1,10 +1,12 @@
-"""Latency tab: dense vs masked vs compacted, speedup next to MAC ratio, and why they differ."""
+"""Latency tab: dense vs masked vs compacted (and optionally onnxruntime), speedup next to MAC ratio, and why
+they differ."""
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -55,7 +57,7 @@ class LatencyPanel(QWidget):
         self.table.setHorizontalHeaderLabels(["model", "median ms", "p10–p90 ms", "speedup", "MAC ratio"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.table.setMaximumHeight(130)
+        self.table.setMaximumHeight(190)
         for i, w in enumerate((110, 90, 120, 80, 80)):
             self.table.setColumnWidth(i, w)
         self.plot = pg.PlotWidget()
@@ -85,6 +87,12 @@ class LatencyPanel(QWidget):
         self.threads.setToolTip("torch threads during timing (fixed for all models); 0 = torch's default")
         for sb, key in ((self.batch, "batch"), (self.runs, "runs"), (self.threads, "threads")):
             sb.valueChanged.connect(lambda v, k=key: settings.setValue(f"latency/{k}", v))
+        self.onnx = QCheckBox("also onnxruntime")
+        self.onnx.setChecked(str(settings.value("latency/onnx", "false")).lower() == "true")
+        self.onnx.setToolTip("Also time the dense and the pruned model exported to ONNX and run by onnxruntime "
+                             "(the runtime many deploy with), interleaved with PyTorch on the same input and threads "
+                             "(needs the onnx extra)")
+        self.onnx.toggled.connect(lambda on: settings.setValue("latency/onnx", "true" if on else "false"))
         self.btn = QPushButton("Measure (F6)")
         self.btn.setObjectName("primary")
         self.btn.clicked.connect(measure)
@@ -92,6 +100,7 @@ class LatencyPanel(QWidget):
         form.addRow("batch", self.batch)
         form.addRow("timed runs", self.runs)
         form.addRow("threads", self.threads)
+        form.addRow("", self.onnx)
         top = QHBoxLayout()
         top.addLayout(form)
         top.addStretch(1)
@@ -115,6 +124,10 @@ class LatencyPanel(QWidget):
         rows = [("dense", L.dense, L.dense_macs), ("masked", L.masked, L.masked_macs)]
         if L.compact is not None:
             rows.append(("compacted", L.compact, L.compact_macs))
+        macs_of = {"dense": L.dense_macs, "masked": L.masked_macs, "compact": L.compact_macs}
+        torch_rows = len(rows)
+        for k, lat in (getattr(L, "onnx", None) or {}).items():     # onnxruntime, next to PyTorch
+            rows.append((f"{'compacted' if k == 'compact' else k} · ORT", lat, macs_of.get(k)))
         self.table.setRowCount(len(rows))
         d = L.dense.median_ms
         speeds, macr = [], []
@@ -137,5 +150,9 @@ class LatencyPanel(QWidget):
         self.bar_lat.setOpts(x=x + 0.18, height=speeds, width=0.35)
         self.plot.getAxis("bottom").setTicks([[(i, rows[i][0]) for i in range(len(rows))]])
         texts = [f"Batch {L.batch}, {L.dense.runs} timed runs (interleaved), {L.dense.threads} thread(s).",
-                 explain(speeds[1], macr[1], speeds[2] if len(rows) > 2 else None, macr[2] if len(rows) > 2 else None)]
+                 explain(speeds[1], macr[1], speeds[2] if torch_rows > 2 else None,
+                         macr[2] if torch_rows > 2 else None)]
+        if len(rows) > torch_rows:
+            texts.append("· ORT rows: the same models exported to ONNX and run by onnxruntime (speedup vs PyTorch's "
+                         "dense model).")
         self.explain.setText(" ".join(texts))

@@ -22,6 +22,7 @@ from . import startup
 from .cluster_actions import ClusterActions
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
+from .deploy_exports import DeployExports
 from .device_box import DeviceBox
 from .dialogs import error_text, show_error
 from .export_actions import ExportActions
@@ -32,6 +33,7 @@ from .layer_table import LayerTable
 from .measure import MeasureActions
 from .model_actions import ModelActions
 from .reconstruct_action import ReconstructOption
+from .source_actions import SourceActions
 from .weight_view import WeightView
 
 SYNC_BUILD_LIMIT = 2_000_000   # rankings of layers up to this many weights are built on the GUI thread (< ~50 ms)
@@ -122,6 +124,7 @@ class MainWindow(QMainWindow):
         act("&Quit", self.close, QKeySequence.Quit, "", fm)
         models_menu = mb.addMenu("&Built-in models")
         self.models = ModelActions(self.ctx, self, recent, models_menu)
+        self.sources = SourceActions(self.ctx, self, models_menu, self.models.load_model)
         self.dataset_combo = self.models.dataset_combo
 
         em = self.edit_menu = mb.addMenu("&Edit")
@@ -174,6 +177,7 @@ class MainWindow(QMainWindow):
         self.measure = MeasureActions(ctx, self.run_menu, self.toolbar)
         self.reconstruct = ReconstructOption(ctx, self.edit_menu, self.toolbar, self.act_undo, self.measure.evaluate)
         self.exports = ExportActions(ctx, self.export_menu, self)
+        self.deploy_exports = DeployExports(ctx, self.export_menu, self)
         self.device_box = DeviceBox(ctx, self.statusBar())
         self.cluster = ClusterActions(ctx, self, self._finetune_config)
         self.export_menu.addSeparator()

@@ -9,10 +9,11 @@ from __future__ import annotations
 from PySide6.QtGui import QKeySequence
 
 from explorer.core.analyse.latency import latency_input, measure_latencies
-from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
+from explorer.core.deploy.compact import channel_removals, compact_checked, has_structure
 from explorer.core.jobs import Progress
 from explorer.core.measurements import LatencyComparison
 from explorer.core.train.evaluate import evaluate
+from explorer.core.train.metric import metric_of
 
 from .context import AppContext
 
@@ -38,7 +39,7 @@ class MeasureActions:
 
     def evaluate(self) -> None:
         s, ctx = self.session, self.ctx
-        if not s.loaded_ok or not ctx.require_labels("Measuring accuracy"):
+        if not s.loaded_ok or not ctx.require_labels(f"Measuring {metric_of(s.dataset).name}"):
             return
         plan, base_id = s.plan.copy(), s.base_id
         need_dense = s.measurements.dense is None
@@ -66,6 +67,7 @@ class MeasureActions:
         batch = int(ctx.settings.value("latency/batch", 1))
         runs = int(ctx.settings.value("latency/runs", 30))
         threads = int(ctx.settings.value("latency/threads", 0)) or None
+        with_onnx = str(ctx.settings.value("latency/onnx", "false")).lower() == "true"
         structured = has_structure(plan)
         try:
             removals = channel_removals(s, plan) if structured else {}
@@ -83,12 +85,23 @@ class MeasureActions:
             compact_macs = compact_params = None
             if structured:
                 progress(Progress(None, "compacting"))
-                models["compact"] = compact_model(models["masked"], state, removals, example, cancel=cancel)
-                compact_macs = profile_model(models["compact"], s.require().input_shape).total_macs
+                models["compact"], _ = compact_checked(models["masked"], state, removals, example, cancel=cancel)
+                compact_macs = profile_model(models["compact"], s.require().input_shape, example=example[:1]).total_macs
                 compact_params = sum(p.numel() for p in models["compact"].parameters())
-            models = {k: m.to(s.device) for k, m in models.items()}   # built on the CPU, timed on the device
+            if with_onnx:   # onnxruntime next to PyTorch: the dense model and the best pruned one, interleaved
+                from explorer.core.analyse.latency import torch_threads
+                from explorer.core.analyse.onnx_latency import onnx_runner
+
+                best = "compact" if "compact" in models else "masked"
+                progress(Progress(None, "exporting to ONNX for onnxruntime"))
+                with torch_threads(threads):
+                    models["onnx:dense"] = onnx_runner(models["dense"], example, threads)
+                    models[f"onnx:{best}"] = onnx_runner(models[best], example, threads)
+            # built on the CPU, the PyTorch ones timed on the device (onnxruntime runs on the CPU)
+            models = {k: (m if k.startswith("onnx:") else m.to(s.device)) for k, m in models.items()}
             lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
+            onnx = {k[5:]: v for k, v in lat.items() if k.startswith("onnx:")} or None
             return LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
-                                     totals.nonzero_macs, compact_macs, compact_params, batch)
+                                     totals.nonzero_macs, compact_macs, compact_params, batch, onnx)
 
         ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, base_id, r))

@@ -18,7 +18,8 @@ from .context import AppContext
 from .dialogs import OpenModelDialog, ask_folder, ask_model_file
 
 MAX_RECENT = 8
-DATASET_CHOICES = ["digits", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…", "imagefolder:…"]
+DATASET_CHOICES = ["digits", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…", "imagefolder:…",
+                   "text:…"]
 POPULAR_TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "vgg16", "vgg11_bn",
                        "efficientnet_b0", "densenet121", "squeezenet1_1", "alexnet", "vit_b_16"]
 
@@ -89,7 +90,11 @@ class ModelActions:
         choice = self.dataset_combo.itemText(index)
         if choice.endswith(":…"):
             kind = choice[:-2]
-            folder = ask_folder(self.parent, f"Folder of {kind}")
+            if kind == "text":      # a language model's UTF-8 text file, not a folder
+                from PySide6.QtWidgets import QFileDialog
+                folder, _ = QFileDialog.getOpenFileName(self.parent, "UTF-8 text file", "", "Text (*.txt);;All (*)")
+            else:
+                folder = ask_folder(self.parent, f"Folder of {kind}")
             if not folder:
                 self.sync_dataset_combo()
                 return

@@ -28,6 +28,7 @@ from explorer.core.analyse.sensitivity import ScanResult, ScanSpec, parse_sparsi
 from explorer.core.errors import ExplorerError
 from explorer.core.fileio import atomic_write_json
 from explorer.core.prune.criteria import CRITERIA
+from explorer.core.train.metric import ACCURACY, metric_of
 
 from .allocation_box import AllocationBox
 from .context import AppContext
@@ -46,6 +47,7 @@ class SensitivityPanel(QWidget):
         self.ctx = ctx
         self.session = ctx.session
         self.result: ScanResult | None = None
+        self.quality = ACCURACY           # what the curves show: accuracy, or perplexity (lower is better)
         self._partial: dict[str, list] = {}
         self._curves: dict[str, pg.PlotDataItem] = {}
 
@@ -160,10 +162,33 @@ class SensitivityPanel(QWidget):
         self.plot.scene().sigMouseMoved.connect(self._mouse_moved)
 
     # ------------------------------------------------------------------ scanning
+    def follow_metric(self, metric) -> None:
+        """Label the curves, the allowed line and the early stop for ``metric`` (the scan's or the dataset's)."""
+        if metric is self.quality:
+            return
+        self.quality = metric
+        split = self.plot.getAxis("left").labelText.split(",")[-1].strip(" )") or "validation split"
+        self.plot.setLabel("left", f"{metric.name} ({metric.unit + ', ' if metric.unit else ''}{split})")
+        if metric.higher_is_better:
+            self.early.setText("early stop <")
+            self.floor.setRange(0, 100)
+            self.floor.setSuffix(" %")
+            self.floor.setValue(50)
+        else:
+            self.early.setText("early stop >")
+            self.floor.setRange(1, 1e9)
+            self.floor.setSuffix("")
+            self.floor.setValue(1000)
+        self.early.setToolTip(f"Skip a layer's higher sparsities once its {metric.name} is worse than this "
+                              "(points skipped are marked not measured, never extrapolated)")
+        self.drop_line.setToolTip(f"Allowed {metric.name}: layers whose curve stays on the good side of it may be "
+                                  "pruned that far")
+
     def start_scan(self) -> None:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return
+        self.follow_metric(metric_of(s.dataset))
         if ctx.runner.busy:
             ctx.status("another job is running; wait or cancel it", 4000)
             return
@@ -177,7 +202,7 @@ class SensitivityPanel(QWidget):
                             layers=layers, early_stop=self.floor.value() if self.early.isChecked() else None,
                             latency=self.latency.isChecked() and self.latency.isEnabled())
             if not s.dataset.has_labels:
-                raise ExplorerError(f"A scan measures accuracy, which needs labels; {s.dataset.spec} has none.",
+                raise ExplorerError(f"A scan measures {self.quality.name}, which needs labels; {s.dataset.spec} has none.",
                                     "Choose a labelled dataset.")
         except Exception as e:
             ctx.report_error(e)
@@ -293,6 +318,7 @@ class SensitivityPanel(QWidget):
                 and pred.granularity == result.granularity:
             self.prediction.set_prediction(pred)
         self.prediction.set_measured(result)
+        self.follow_metric(result.measure)
         for l in result.layers:
             accs = l["accuracy"]
             xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
@@ -304,7 +330,11 @@ class SensitivityPanel(QWidget):
         self.dense_line.show()
         self.alloc.set_scan(result)
         drop = self.alloc.allowed_drop()
-        self.drop_line.setValue(d - drop if drop is not None else 100 - (100 - d) * 1.5)   # the lab's reference line
+        m = self.quality
+        if drop is not None:
+            self.drop_line.setValue(m.floor(d, drop))
+        else:   # the lab's reference line (accuracy); half again the dense perplexity
+            self.drop_line.setValue(100 - (100 - d) * 1.5 if m.higher_is_better else d * 1.5)
         self.drop_line.show()
         self._label_line()
         self.plot.enableAutoRange()
@@ -325,10 +355,11 @@ class SensitivityPanel(QWidget):
             if a is None:
                 it.setToolTip("not measured (early stop)" if self.result else "pending")
             elif dense is not None:
-                drop = max(0.0, dense - a)
-                t = min(1.0, drop / 10.0)
+                m = self.quality
+                drop = max(0.0, m.drop(dense, a))       # points, or % more perplexity
+                t = min(1.0, drop / (10.0 if m.higher_is_better else 50.0))
                 it.setBackground(QColor(int(120 + 135 * t), int(200 - 120 * t), int(120 - 60 * t)))
-                it.setToolTip(f"{name} at {self._spec.sparsities[c]:.0%}: {a:.2f}% (drop {drop:.2f})")
+                it.setToolTip(f"{name} at {self._spec.sparsities[c]:.0%}: {m.format(a)} ({m.drop_label} {drop:.2f})")
             self.heat.setItem(r, c, it)
 
     # ------------------------------------------------------------------ interaction
@@ -371,7 +402,7 @@ class SensitivityPanel(QWidget):
             if bd is None or d[i] < bd:
                 best, bd = (name, xs[i], ys[i]), d[i]
         if best and bd < 0.002:
-            self.hover.setText(f"{best[0]}: {best[1]:.0%} → {best[2]:.2f}%  (click to plan)")
+            self.hover.setText(f"{best[0]}: {best[1]:.0%} → {self.quality.format(best[2])}  (click to plan)")
             for name, c in self._curves.items():
                 c.setPen(pg.mkPen(c.opts["symbolBrush"], width=4 if name == best[0] else 1.5))
         else:
@@ -381,17 +412,21 @@ class SensitivityPanel(QWidget):
         if self.result is None:
             return
         self._label_line()
-        self.alloc.set_drop(self.result.dense_accuracy - self.drop_line.value())
+        self.alloc.set_drop(max(0.0, self.quality.drop(self.result.dense_accuracy, self.drop_line.value())))
 
     def _drop_changed(self, v: float) -> None:
         if self.result is not None:
-            self.drop_line.setValue(self.result.dense_accuracy - v)
+            self.drop_line.setValue(self.quality.floor(self.result.dense_accuracy, v))
         self._label_line()
 
     def _label_line(self) -> None:
         if self.result is not None:
-            y = self.drop_line.value()
-            self.drop_line.label.setFormat(f"allowed ≥ {y:.2f}% (drop {self.result.dense_accuracy - y:.2f})")
+            y, m = self.drop_line.value(), self.quality
+            worse = m.drop(self.result.dense_accuracy, y)
+            if m.higher_is_better:
+                self.drop_line.label.setFormat(f"allowed ≥ {y:.2f}% (drop {worse:.2f})")
+            else:
+                self.drop_line.label.setFormat(f"allowed ≤ {y:.2f} (+{worse:.1f}%)")
 
     # ------------------------------------------------------------------ files
     def open_scan_dialog(self) -> None:

@@ -75,8 +75,9 @@ def _entities(session, scan: ScanResult) -> list[_Entity]:
     return out
 
 
-def _drop(dense: float, acc: float | None) -> float:
-    return max(0.0, dense - acc) if acc is not None else float("inf")
+def _drop(scan: ScanResult, acc: float | None) -> float:
+    """How much worse than dense (accuracy points, or perplexity increase in percent): never negative."""
+    return max(0.0, scan.measure.drop(scan.dense_accuracy, acc)) if acc is not None else float("inf")
 
 
 def _finish(session, scan: ScanResult, ents: list[_Entity], notes: list[str]) -> Allocation:
@@ -87,10 +88,11 @@ def _finish(session, scan: ScanResult, ents: list[_Entity], notes: list[str]) ->
         for n in e.names:
             sps[n] = s
         if e.level >= 0:
-            drop += _drop(scan.dense_accuracy, e.accs[e.level])
+            drop += _drop(scan, e.accs[e.level])
     plan = _plan(scan, ents)
     # additive estimate, floored at 0: layers pruned together interact, so this is a first-order guide
-    return Allocation(plan=plan, sparsities=sps, predicted_accuracy=max(0.0, scan.dense_accuracy - drop),
+    predicted = scan.measure.floor(scan.dense_accuracy, drop)
+    return Allocation(plan=plan, sparsities=sps, predicted_accuracy=max(0.0, predicted),
                       predicted_drop=drop, sparsity=session.totals(plan).sparsity, notes=notes)
 
 
@@ -112,10 +114,11 @@ def allocate_by_drop(session, scan: ScanResult, max_drop: float, cap: float = 0.
             a = e.accs[i]
             if a is None:
                 break                 # not measured: never extrapolate beyond it
-            if _drop(scan.dense_accuracy, a) <= max_drop:
+            if _drop(scan, a) <= max_drop:
                 best = i
         e.level = best
-    return _finish(session, scan, ents, [f"each layer: highest measured sparsity within {max_drop:g} points"])
+    unit = "points" if scan.measure.higher_is_better else "% perplexity increase"
+    return _finish(session, scan, ents, [f"each layer: highest measured sparsity within {max_drop:g} {unit}"])
 
 
 def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sparsity", cap: float = 0.95,
@@ -138,7 +141,6 @@ def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sp
     if kind == "sparsity" and not 0.0 <= target <= 1.0:
         raise PlanError(f"Target sparsity {target} is outside [0, 1].")
     sps = scan.sparsities
-    dense = scan.dense_accuracy
 
     def level_s(e, lvl):
         return sps[lvl] if lvl >= 0 else 0.0
@@ -163,8 +165,8 @@ def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sp
             nxt = e.level + 1
             if nxt >= len(sps) or sps[nxt] > cap + 1e-12 or e.accs[nxt] is None:
                 continue
-            d_now = _drop(dense, e.accs[e.level]) if e.level >= 0 else 0.0
-            cost = max(0.0, _drop(dense, e.accs[nxt]) - d_now) + 1e-3
+            d_now = _drop(scan, e.accs[e.level]) if e.level >= 0 else 0.0
+            cost = max(0.0, _drop(scan, e.accs[nxt]) - d_now) + 1e-3
             ds = sps[nxt] - level_s(e, e.level)
             gain = (e.macs if kind == "macs" else e.params) * ds / max(1, prof.total_macs if kind == "macs" else total_params)
             if balance > 0:

@@ -72,11 +72,12 @@ def predict_loss_increase(session, sparsities: list[float], granularity="element
             out.layers.append({"name": n, "delta_loss": list(curves[members]), "group": list(members)})
             meter.step(len(sparsities))
             continue
-        saliency = {m: 0.5 * fisher[m].double() * base[f"{m}.weight"].double() ** 2 for m in members}
+        keys = {m: session.profile.weight_key(m) for m in members}
+        saliency = {m: 0.5 * fisher[m].double() * base[keys[m]].double() ** 2 for m in members}
         curve = []
         for s in sparsities:
             masks, _ = session.materialize(Plan({m: LayerPlan(s, gran, criterion) for m in members}))
-            curve.append(float(sum(saliency[m][~masks[m]].sum() for m in members if m in masks)))
+            curve.append(float(sum(saliency[m][~masks[keys[m]]].sum() for m in members if keys[m] in masks)))
             meter.step(1)
         curves[members] = curve
         out.layers.append({"name": n, "delta_loss": curve})

@@ -17,10 +17,12 @@ import torch
 
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
+from ..model.layers import load_state
 from ..prune.plan import Plan
 from ..train.distributed import Runtime
 from ..train.evaluate import evaluate
 from ..train.finetune import FinetuneConfig, finetune
+from ..train.metric import metric_of
 from .allocate import allocate_to_target
 from .sensitivity import ScanResult
 
@@ -82,14 +84,15 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
     cfg = (cfg or FinetuneConfig()).validated()
     progress = progress or (lambda p: None)
     template = session.model_copy(session.base_state()).to(device or torch.device("cpu"))
-    dense_val = evaluate(template, ds, "val", cancel=cancel).accuracy
-    floor = dense_val - max_drop
+    measure = metric_of(ds)
+    dense_val = measure.value(evaluate(template, ds, "val", cancel=cancel))
+    floor = measure.floor(dense_val, max_drop)       # the worst validation value the budget allows
     total = len(grid)
 
     def trial(target: float, i: int):
         alloc = allocate(target)
         module = copy.deepcopy(template)
-        module.load_state_dict(session.masked_state(alloc.plan))
+        load_state(module, session.masked_state(alloc.plan))
         done = i / total
 
         def sub(p: Progress) -> None:
@@ -97,11 +100,11 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
                               f"{target:.1%} — {p.message}", None, None))
         r = finetune(module, ds, session.layer_names, alloc.plan, alloc.plan, session.masks_for_state, cfg, sub,
                      cancel, runtime=Runtime(device=device) if device is not None else None)
-        module.load_state_dict(r.state)
-        val = evaluate(module, ds, "val", cancel=cancel).accuracy
-        t = Trial(target=target, sparsity=alloc.sparsity, val_accuracy=val, ok=val >= floor)
-        progress(Progress((i + 1) / total, f"target {target:.1%}: val {val:.2f}% "
-                          f"({'within' if t.ok else 'beyond'} {max_drop:g} points)", t))
+        load_state(module, r.state)
+        val = measure.value(evaluate(module, ds, "val", cancel=cancel))
+        t = Trial(target=target, sparsity=alloc.sparsity, val_accuracy=val, ok=measure.ok(val, floor))
+        progress(Progress((i + 1) / total, f"target {target:.1%}: val {measure.format(val)} "
+                          f"({'within' if t.ok else 'beyond'} the allowed {measure.drop_label} {max_drop:g})", t))
         return t, alloc.plan, r.state
 
     top = allocate(1.0).sparsity          # the most the scan's measured points can reach
@@ -120,11 +123,11 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
             break
     if best is None:
         raise ExplorerError(f"No allocation stayed within {max_drop:g} points after fine-tuning "
-                            f"(dense validation accuracy {dense_val:.2f}%).",
+                            f"(dense validation {measure.name} {measure.format(dense_val)}).",
                             "Allow a larger drop, fine-tune longer, or scan lower sparsities.")
     t, plan, state = best
     module = copy.deepcopy(template)
-    module.load_state_dict(state)
-    test = evaluate(module, ds, "test", cancel=cancel).accuracy if ds.size("test") else None
+    load_state(module, state)
+    test = measure.value(evaluate(module, ds, "test", cancel=cancel)) if ds.size("test") else None
     return SearchResult(plan=plan, state=state, sparsity=t.sparsity, val_accuracy=t.val_accuracy,
                         test_accuracy=test, dense_val_accuracy=dense_val, trials=trials)

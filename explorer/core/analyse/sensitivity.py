@@ -17,6 +17,11 @@ Models that torch.fx cannot trace, or whose suffix replay does not reproduce
 the full forward, fall back to the naive loop (same numbers, slower). With
 ``channel`` granularity a layer's scan prunes its whole dependency group.
 An optional early stop marks skipped points as not measured (None).
+
+A language model's scan measures perplexity (lower is better) instead of accuracy, always with the
+plain loop; the JSON then says ``"metric": "perplexity"`` and names its values ``dense_perplexity`` and
+``perplexity`` (in memory they sit where accuracies do: ``dense_accuracy`` and ``layer["accuracy"]``
+hold the scan's metric values, and ``ScanResult.metric`` says which metric that is).
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from ..prune.granularity import Channel, Granularity, get_granularity
 from ..prune.masks import masked_tensors
 from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
+from ..train.metric import METRICS, metric_of
 from .replay import Replayer
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -108,13 +114,25 @@ class ScanResult:
     samples: int = 0
     skipped: dict = field(default_factory=dict)   # layer -> why it was not scanned
     dense_loss: float | None = None
+    metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
+
+    @property
+    def measure(self):
+        """The scan's :class:`~explorer.core.train.metric.Metric`."""
+        return METRICS[self.metric]
 
     def to_json(self) -> dict:
-        return {"dense_loss": self.dense_loss, "model": self.model, "dataset": self.dataset, "granularity": self.granularity,
-                "criterion": self.criterion, "dense_accuracy": self.dense_accuracy, "sparsities": self.sparsities,
-                "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
-                "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
-                "skipped": self.skipped}
+        d = {"dense_loss": self.dense_loss, "model": self.model, "dataset": self.dataset,
+             "granularity": self.granularity,
+             "criterion": self.criterion, "dense_accuracy": self.dense_accuracy, "sparsities": self.sparsities,
+             "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
+             "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
+             "skipped": self.skipped}
+        if self.metric != "accuracy":   # the values are named by their metric
+            d = {("dense_" + self.metric if k == "dense_accuracy" else k): v for k, v in d.items()}
+            d["layers"] = [{(self.metric if k == "accuracy" else k): v for k, v in l.items()} for l in self.layers]
+            d["metric"] = self.metric
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> "ScanResult":
@@ -126,6 +144,15 @@ class ScanResult:
 
         if not isinstance(d, dict):
             raise bad("the file does not hold a JSON object")
+        metric = d.get("metric", "accuracy")
+        if metric not in METRICS:
+            raise bad(f"unknown metric {metric!r}")
+        if metric != "accuracy":
+            d = {("dense_accuracy" if k == "dense_" + metric else k): v for k, v in d.items()}
+            if isinstance(d.get("layers"), list):
+                d["layers"] = [{("accuracy" if k == metric else k): v for k, v in l.items()} if isinstance(l, dict)
+                               else l for l in d["layers"]]
+        top = 100.0 if metric == "accuracy" else float("inf")
         missing = [k for k in ("sparsities", "dense_accuracy", "model", "dataset", "layers") if k not in d]
         if missing:
             raise bad(f"missing entry '{missing[0]}'")
@@ -133,7 +160,7 @@ class ScanResult:
             if not isinstance(d["sparsities"], list):
                 raise PlanError("'sparsities' must be a list")
             sparsities = [number(x, "a sparsity") for x in d["sparsities"]]
-            dense = number(d["dense_accuracy"], "dense_accuracy", 0.0, 100.0)
+            dense = number(d["dense_accuracy"], "dense_" + metric, 0.0, top)
         except PlanError as e:
             raise bad(e.message.rstrip(".")) from None
         model, dataset, layers = d["model"], d["dataset"], d["layers"]
@@ -160,8 +187,8 @@ class ScanResult:
             if not isinstance(accs, list) or len(accs) != len(sparsities):
                 raise bad(f"layer {l['name']} does not have one accuracy per sparsity")
             if any(a is not None and (isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a)
-                                      or not 0 <= a <= 100) for a in accs):
-                raise bad(f"layer {l['name']} has accuracies that are not percentages (or null for 'not measured')")
+                                      or not 0 <= a <= top) for a in accs):
+                raise bad(f"layer {l['name']} has {metric} values out of range (or null for 'not measured')")
             entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
             for key in ("latency_ms", "loss"):
                 vals = l.get(key)
@@ -174,7 +201,7 @@ class ScanResult:
                    method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
                    samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
-                   dense_loss=d.get("dense_loss"))
+                   dense_loss=d.get("dense_loss"), metric=metric)
 
     def layer(self, name: str) -> dict:
         for l in self.layers:
@@ -244,9 +271,12 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
     ``device``: where the forward passes run (the scanned split is moved there once)."""
     progress = progress or (lambda p: None)
     ds = session.dataset
+    measure = metric_of(ds)
     if not ds.has_labels:
-        raise ExplorerError(f"A sensitivity scan measures accuracy, which needs labels; {ds.spec} has none.",
+        raise ExplorerError(f"A sensitivity scan measures {measure.name}, which needs labels; {ds.spec} has none.",
                             "Choose a labelled dataset.")
+    if measure.name != "accuracy":
+        naive = True            # the fast replay computes accuracy from cached logits
     sparsities = parse_sparsities(spec.sparsities)
     units, skipped = _scan_units(session, spec)
     t0 = time.perf_counter()
@@ -273,12 +303,13 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
             replayer, method = None, "naive"
     if replayer is None:
         ev = evaluate(module, ds, spec.split, cancel=cancel)
-        dense_acc, dense_loss = ev.accuracy, ev.loss
+        dense_acc, dense_loss = measure.value(ev), ev.loss
     else:
         # check that replaying reproduces the full forward (dense weights as the only variant)
         first = units[0][1]
         current = dict(module.named_parameters())
-        dense_variant = {f"{n}.weight": current[f"{n}.weight"].detach() for n in first}
+        keys = session.profile.weight_keys
+        dense_variant = {keys[n]: current[keys[n]].detach() for n in first}
         try:
             again = replayer.run_variants(set(first), [dense_variant])
             ok = again.shape == replayer.output.shape and torch.allclose(again, replayer.output, rtol=1e-4, atol=1e-5)
@@ -287,7 +318,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         if not ok:
             replayer, method = None, "naive"
             ev = evaluate(module, ds, spec.split, cancel=cancel)
-            dense_acc, dense_loss = ev.accuracy, ev.loss
+            dense_acc, dense_loss = measure.value(ev), ev.loss
 
     dense_latency = None
     example = None
@@ -303,7 +334,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                         criterion=spec.criterion, split=spec.split, dense_accuracy=dense_acc,
                         sparsities=sparsities, method=method, early_stop=spec.early_stop,
                         dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped,
-                        dense_loss=dense_loss)
+                        dense_loss=dense_loss, metric=measure.name)
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
@@ -350,7 +381,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                             params_by_name[pname].data = t
                     try:
                         ev = evaluate(module, ds, spec.split, cancel=cancel)
-                        accs[i], losses[i] = ev.accuracy, ev.loss
+                        accs[i], losses[i] = measure.value(ev), ev.loss
                     finally:
                         for pname, t in saved.items():
                             params_by_name[pname].data = t
@@ -360,9 +391,9 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                                              cancel)
             for i in idx:
                 done += 1
-                progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {accs[i]:.2f}%",
+                progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {measure.format(accs[i])}",
                                   ScanPoint(row, i, sparsities[i], accs[i], lats[i], losses[i], dense_loss)))
-                if spec.early_stop is not None and accs[i] is not None and accs[i] < spec.early_stop:
+                if spec.early_stop is not None and accs[i] is not None and not measure.ok(accs[i], spec.early_stop):
                     stop = True
         entry = {"name": row, "params": session.layer(row).params, "accuracy": accs, "loss": losses}
         if len(members) > 1:

@@ -36,7 +36,7 @@ def stage_rows(dense_size: int, sizes: dict[str, int], accuracy: dict[str, float
 def layer_rows(names: list[str], quantized: Encoded, huffman: Encoded) -> list[dict]:
     rows = []
     for n in names:
-        q, h = quantized.record(f"{n}.weight"), huffman.record(f"{n}.weight")
+        q, h = quantized.layer_record(n), huffman.layer_record(n)
         params = q.numel
         rows.append({"name": n, "params": params, "kept": q.kept / params if params else 0.0,
                      "weight_bits": q.weight_bits, "index_bits": q.index_bits,

@@ -36,6 +36,7 @@ import torch
 
 from ..errors import ModelLoadError
 from ..fileio import atomic_write, bit_equal
+from ..model.layers import state_weight_key
 from . import huffman
 from .relindex import (
     MAX_INDEX_BITS,
@@ -93,6 +94,10 @@ class Encoded:
 
     def record(self, name: str) -> RecordInfo:
         return next(r for r in self.records if r.name == name)
+
+    def layer_record(self, layer: str) -> RecordInfo:
+        """The record of a prunable layer's weight (``layer.weight``, or an attention projection's)."""
+        return self.record(state_weight_key({r.name for r in self.records}, layer))
 
 
 # ---------------------------------------------------------------- writing
@@ -192,7 +197,7 @@ def encode_archive(state: dict[str, torch.Tensor], meta: dict, stage: str, quant
     ``huffman`` (``quants``: the layers' weight sharing, whose weights replace those in ``state``)."""
     kind = STAGE_KIND[stage]
     layers = dict(index_bits or {}) if kind == SPARSE else dict(quants or {})
-    keys = {f"{n}.weight": n for n in layers}
+    keys = {state_weight_key(state, n): n for n in layers}
     missing = [k for k in keys if k not in state]
     if missing:
         raise ValueError(f"no tensor {missing[0]} in the state")

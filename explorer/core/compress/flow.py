@@ -21,6 +21,7 @@ from ..errors import ExplorerError
 from ..fileio import StagedFolder, atomic_write_json, bit_equal
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
+from ..model.layers import load_state
 from ..prune.plan import Plan
 from ..prune.recipe import plan_to_recipe
 from ..train.evaluate import evaluate
@@ -90,7 +91,7 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
     def test_acc(st: dict[str, torch.Tensor]) -> float | None:
         if not labelled:
             return None
-        module.load_state_dict(st)
+        load_state(module, st)
         return evaluate(on_device(module, device), dataset, "test", cancel=cancel).accuracy
 
     if "pruned" not in acc:
@@ -105,7 +106,7 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
     history, best_epoch = [], 0
     if quantize_cfg is not None:
         t = time.perf_counter()
-        module.load_state_dict(q_state)
+        load_state(module, q_state)
         layers = {n: SharedLayer(q.positions, q.labels, q.centroids) for n, q in quants.items()}
         r = train_centroids(module, dataset, layers, quantize_cfg, progress=_phase(progress, 0.1, 0.85),
                             cancel=cancel, device=device)

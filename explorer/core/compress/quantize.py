@@ -17,6 +17,7 @@ import torch
 
 from ..errors import PlanError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
+from ..model.layers import state_weight_key
 from .kmeans import check_init, kmeans_1d
 from .relindex import MAX_INDEX_BITS, filler_count
 
@@ -170,13 +171,14 @@ def quantize_layer(name: str, weight: torch.Tensor, bits: int, index_bits: int, 
 def quantize_state(state: dict[str, torch.Tensor], settings: QuantSettings, progress: ProgressFn | None = None,
                    cancel: CancelToken | None = None) -> dict[str, LayerQuant]:
     """Weight sharing for every layer of ``settings`` on the weights in ``state`` (largest layers first)."""
-    names = sorted(settings.bits, key=lambda n: -state[f"{n}.weight"].numel())
-    meter = ProgressMeter(progress, sum(state[f"{n}.weight"].numel() for n in names) + 1, "clustering weights")
+    key = {n: state_weight_key(state, n) for n in settings.bits}
+    names = sorted(settings.bits, key=lambda n: -state[key[n]].numel())
+    meter = ProgressMeter(progress, sum(state[key[n]].numel() for n in names) + 1, "clustering weights")
     out = {}
     for n in names:
         if cancel is not None:
             cancel.check()
-        w = state[f"{n}.weight"]
+        w = state[key[n]]
         out[n] = quantize_layer(n, w, settings.bits[n], settings.index_bits[n], settings.init, settings.seed)
         meter.step(w.numel(), f"clustering {n}")
     return {n: out[n] for n in settings.bits}
@@ -186,5 +188,5 @@ def quantized_state(state: dict[str, torch.Tensor], quants: dict[str, LayerQuant
     """``state`` with every quantized layer's weight replaced by its shared values."""
     out = dict(state)
     for n, q in quants.items():
-        out[f"{n}.weight"] = q.weight()
+        out[state_weight_key(state, n)] = q.weight()
     return out

@@ -3,7 +3,7 @@
 ``run_prune`` is the prune flow as a plain function on a session: evaluate dense -> apply the plan ->
 optional fine-tune -> evaluate -> optional compaction -> measure latencies -> write the bundle.
 ``write_bundle`` writes ``model.pt``, ``recipe.json``, ``report.json`` (and ``model_compact.pt`` /
-``.ts``, ``model_sparse.npz``) into a staged folder that replaces the destination in one step, so
+``.ts``, ``model_sparse.npz``, ``model.safetensors``, ``model.onnx``, ``model_hf/``) into a staged folder that replaces the destination in one step, so
 a folder never mixes two runs. The CLI's ``prune`` and the window's "Export everything" both end here.
 Re-running with the written recipe.json reproduces model.pt exactly.
 """
@@ -23,6 +23,7 @@ from ..model.sharing import twin
 from ..prune.plan import Plan
 from ..prune.recipe import plan_to_recipe
 from ..train.evaluate import evaluate
+from ..train.metric import metric_of
 from . import export
 
 Log = Callable[[str], None]
@@ -40,11 +41,15 @@ class PruneOutcome:
 
 def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: dict, report: dict,
                  layer_names: list[str], archive_meta: dict | None = None, compacted: nn.Module | None = None,
-                 example: torch.Tensor | None = None, log: Log = _quiet) -> dict[str, str]:
+                 example: torch.Tensor | None = None, log: Log = _quiet, exports: tuple[str, ...] = (),
+                 module: nn.Module | None = None) -> dict[str, str]:
     """Write a results folder as a whole; every file is reloaded and checked before the folder is swapped in.
 
     ``archive_meta`` set: also ``model_sparse.npz``; ``compacted`` set: also ``model_compact.pt`` and,
-    when it traces, ``model_compact.ts``. Returns {file name: final path}.
+    when it traces, ``model_compact.ts``. ``exports`` may hold ``safetensors`` (``model.safetensors``, the
+    tensors of model.pt) and ``onnx`` (``model.onnx``: the compacted model if there is one, else ``module``,
+    the pruned model). A Hugging Face ``module`` is also written back as the folder ``model_hf/``
+    (``from_pretrained`` loads it). Returns {file name: final path}.
     """
     out = Path(out_dir)
     names: list[str] = []
@@ -52,39 +57,85 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
         if compacted is not None:
             export.export_module(compacted, stage / "model_compact.pt", example)
             names.append("model_compact.pt")
-            try:
-                export.export_torchscript(compacted, stage / "model_compact.ts", example)
-                names.append("model_compact.ts")
-            except Exception as e:  # tracing can fail on exotic models; the whole-module export stands
-                log(f"note: TorchScript export of the compacted model skipped ({type(e).__name__}: {e})")
+            if _is_hf(compacted):
+                log("note: no TorchScript export of a transformers model (tracing does not capture its masking code "
+                    "reliably); model.onnx (--export onnx) is the deployable graph")
+            else:
+                try:
+                    export.export_torchscript(compacted, stage / "model_compact.ts", example)
+                    names.append("model_compact.ts")
+                except Exception as e:  # tracing can fail on exotic models; the whole-module export stands
+                    log(f"note: TorchScript export of the compacted model skipped ({type(e).__name__}: {e})")
         export.export_checkpoint(state, stage / "model.pt")
         export.export_recipe(recipe, stage / "recipe.json")
         names += ["model.pt", "recipe.json"]
         if archive_meta is not None:
             export.export_sparse_archive(state, layer_names, archive_meta, stage / "model_sparse.npz")
             names.append("model_sparse.npz")
+        names += _deploy_exports(stage, state, exports, module, compacted, example, log)
         atomic_write_json(stage / "report.json", report)
         names.append("report.json")
     return {n: str(out / n) for n in names}
+
+
+def _is_hf(module) -> bool:
+    from ..model.hf import is_hf
+
+    return is_hf(module)
+
+
+def _deploy_exports(stage: Path, state, exports, module, compacted, example, log: Log) -> list[str]:
+    """model.safetensors, model.onnx and model_hf/ (see :func:`write_bundle`)."""
+    from ..model.hf import is_hf, save_folder
+    from .formats import export_onnx, export_safetensors
+
+    names = []
+    if "safetensors" in exports:
+        export_safetensors(state, stage / "model.safetensors")
+        names.append("model.safetensors")
+    if "onnx" in exports:
+        target = compacted if compacted is not None else module
+        if target is None or example is None:
+            raise ExplorerError("The ONNX export needs the model and an example input.")
+        if target is module:
+            import copy
+
+            from ..model.layers import load_state
+            target = copy.deepcopy(module)
+            load_state(target, state)
+        export_onnx(target, example, stage / "model.onnx")
+        names.append("model.onnx")
+    if module is not None and is_hf(module) and example is not None:
+        save_folder(module, state, stage / "model_hf", example)
+        names.append("model_hf")
+    return names
 
 
 def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, sparse_archive: bool = False,
               latency_runs: int = 30, latency_batch: int = 1, measure: bool = True,
               progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
               reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
-              resume: bool = False, report_extra: dict | None = None) -> PruneOutcome:
+              resume: bool = False, report_extra: dict | None = None,
+              exports: tuple[str, ...] = ()) -> PruneOutcome:
     """Apply the session's plan (reconstruct, fine-tune, compact), measure, and write the results bundle into
     ``out_dir``.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
     on, and the process group of a data-parallel run (then every rank calls this; only rank 0 measures latency
     and writes, and the others return an empty outcome). ``checkpoint``/``resume``: see
-    :func:`~explorer.core.train.finetune.finetune`."""
+    :func:`~explorer.core.train.finetune.finetune`. ``exports``: also ``safetensors``/``onnx`` files."""
     from ..analyse.latency import latency_input, measure_latencies, spread_note
     from ..device import on_device
     from ..train.distributed import Runtime
     from ..train.finetune import finetune
-    from .compact import channel_removals, compact_model, has_structure, max_output_difference
+    from .compact import (
+        COMPACT_RTOL,
+        compact_checked,
+        compaction_plan,
+        has_structure,
+        max_output_difference,
+        relative_difference,
+    )
     from .report import build_report, compact_block
 
     out_dir = Path(out_dir)
@@ -98,16 +149,19 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     dense_state = dict(session.original_state())
     module = session.module
 
-    def test_accuracy(m):
-        return evaluate(on_device(m, rt.device), ds, "test", cancel=cancel, runtime=rt).accuracy if labelled else None
+    quality = metric_of(ds)          # accuracy, or perplexity for a language model
+
+    def test_quality(m):
+        return quality.value(evaluate(on_device(m, rt.device), ds, "test", cancel=cancel, runtime=rt)) \
+            if labelled else None
 
     session.apply(Plan())
-    dense_acc = test_accuracy(module)
+    dense_acc = test_quality(module)
     example = latency_input(ds, session.require().input_shape, latency_batch)
     # timed later, interleaved with the others; it shares the loaded tensors (it is only run, never trained)
     dense_model = twin(module, dense_state) if measure else None
     if dense_acc is not None:
-        log(f"dense: test accuracy {dense_acc:.2f}%")
+        log(f"dense: test {quality.name} {quality.format(dense_acc)}")
     fits = _reconstruct(session, plan, finetune_cfg, progress, cancel, log) if reconstruct else None
 
     ft_run: dict | None = None
@@ -125,38 +179,41 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                   "state_digests": result.state_digests,
                   "history": [r.as_dict() for r in result.history]}
         for r in result.history:
-            log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val acc "
-                + (f"{r.val_accuracy:.2f}%" if r.val_accuracy is not None else "n/a") + f", sparsity {r.sparsity:.1%}")
+            val = r.val_accuracy if quality.name == "accuracy" else getattr(r, "val_perplexity", None)
+            log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val {quality.name} {quality.format(val)}, "
+                f"sparsity {r.sparsity:.1%}")
         session.adopt(result.state, result.plan, "fine-tuned")
     else:
         session.apply(plan)
     # the model's own tensors (not copied): nothing below writes into them
     pruned_state = {k: v.detach() for k, v in module.state_dict().items()}
-    pruned_acc = test_accuracy(module)
+    pruned_acc = test_quality(module)
     if not rt.is_main:          # rank 0 measures and writes; the others wait until the folder is in place
         rt.barrier()
         return PruneOutcome(report={})
-    nonzero = sum(int(torch.count_nonzero(pruned_state[f"{n}.weight"])) for n in session.layer_names)
+    nonzero = sum(int(torch.count_nonzero(pruned_state[k])) for k in session.profile.weight_keys.values())
     log(f"pruned: sparsity of prunable weights {1 - nonzero / session.profile.prunable_params:.1%}"
-        + (f", test accuracy {pruned_acc:.2f}%" if pruned_acc is not None else ""))
+        + (f", test {quality.name} {quality.format(pruned_acc)}" if pruned_acc is not None else ""))
 
     compact_info = None
     compacted = None
     if compact:
         if not has_structure(session.applied_plan):
             log("note: --compact: the plan has no channel-pruned layers, so compaction removes nothing")
-        compacted = compact_model(module, pruned_state, channel_removals(session, session.applied_plan), example,
-                                  cancel=cancel)
+        removals, kept = compaction_plan(session, session.applied_plan)
+        compacted, dropped = compact_checked(module, pruned_state, removals, example, cancel=cancel)
+        kept.update(dropped)
+        for root, why in kept.items():
+            log(f"note: --compact: the pruned channels of {root} stay in the compact model (zeroed): {why}")
         diff = max_output_difference(module, compacted, example)
-        with torch.inference_mode():
-            scale = float(module.eval()(example).abs().max())
-        if diff > 1e-3 * max(1.0, scale):
+        if relative_difference(module, compacted, example) > 10 * COMPACT_RTOL:
             raise ExplorerError(f"The compacted model's outputs differ from the masked model's by {diff:.3g}; "
                                 "not exporting it.")
-        c_acc = (evaluate(on_device(compacted, rt.device), ds, "test", cancel=cancel).accuracy   # rank 0 alone
+        c_acc = (quality.value(evaluate(on_device(compacted, rt.device), ds, "test", cancel=cancel))  # rank 0 alone
                  if labelled else None)
-        compact_info = compact_block(compacted, session.require().input_shape, c_acc, None)
+        compact_info = compact_block(compacted, session.require().input_shape, c_acc, None, quality.name, example[:1])
         compact_info["max_output_difference"] = diff
+        compact_info["kept_zeroed"] = kept
         log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs")
 
     lat, latency_note = {}, None
@@ -199,11 +256,12 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                               if finetune_cfg else None),
                                  **(report_extra or {}),
                                  "reconstruct": fits,
-                                 "tool_version": recipe["tool_version"]})
+                                 "tool_version": recipe["tool_version"]}, metric=quality.name)
     dense_model = None   # its tensors are the session's; only the model object goes
     meta = {"model": session.model_spec, "arch": session.require().model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, session.layer_names,
-                         archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log)
+                         archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log,
+                         exports=exports, module=module)
     if checkpoint is not None:   # the run is complete and written: its checkpoint has served
         Path(checkpoint).unlink(missing_ok=True)
     rt.barrier()

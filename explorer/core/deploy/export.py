@@ -49,16 +49,24 @@ def export_module(module: torch.nn.Module, path: Path, example: torch.Tensor | N
         back = torch.load(tmp, map_location="cpu", weights_only=False)   # trusted: we just wrote it
         if example is not None:
             with torch.inference_mode():
-                a, b = module.eval()(example), back.eval()(example)
+                a, b = _logits(module.eval()(example)), _logits(back.eval()(example))
             if not torch.allclose(a, b, rtol=1e-4, atol=1e-5):
                 from ..errors import ExplorerError
                 raise ExplorerError(f"The exported module {Path(path).name} does not reproduce the model's outputs.")
     return atomic_torch_save(module, Path(path), verify)
 
 
+def _logits(out) -> torch.Tensor:
+    if hasattr(out, "logits"):
+        return out.logits
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def export_torchscript(module: torch.nn.Module, path: Path, example: torch.Tensor) -> Path:
     """TorchScript (traced) archive; reloaded with torch.jit.load and compared on the example."""
-    module = module.eval()
+    from .formats import graph_module
+
+    module = graph_module(module)
     with torch.no_grad():
         traced = torch.jit.trace(module, example, check_trace=False)
 

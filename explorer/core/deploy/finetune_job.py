@@ -181,7 +181,7 @@ def read_result(folder: str | Path, session) -> ImportedResult:
     load_state_into(module, read_state_dict(folder / "model.pt"), session.model_spec, "model.pt")
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
     for name, lp in plan.active().items():
-        w = state[f"{name}.weight"]
+        w = state[session.profile.weight_key(name)]
         zero = float((w == 0).sum()) / max(1, w.numel())
         if zero < lp.sparsity - 0.01:
             raise ExplorerError(f"In {folder}, model.pt's layer {name} is {zero:.1%} zero but recipe.json prunes "

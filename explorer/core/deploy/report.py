@@ -15,22 +15,31 @@ def counts_from_state(session, state: dict[str, torch.Tensor]) -> tuple[list[Lay
     prof = session.profile
     counts = []
     for l in prof.layers:
-        nz = int(torch.count_nonzero(state[f"{l.name}.weight"]))
+        nz = int(torch.count_nonzero(state[l.key]))
         counts.append(LayerCounts(l.params, nz, l.matrix_shape[0], l.macs, nz * l.uses))
     params = {n for n, _ in session.module.named_parameters()}
-    prunable = {f"{n}.weight" for n in prof.names}
+    prunable = set(prof.weight_keys.values())
     other_nz = sum(int(torch.count_nonzero(v)) for k, v in state.items() if k in params and k not in prunable)
     model_bytes = sum(state[k].numel() * state[k].element_size() for k in params if k in state)
     return counts, totals(counts, prof.total_params, model_bytes, prof.total_macs, other_nonzero=other_nz)
 
 
-def model_block(accuracy, params, nonzero_params, macs, size_bytes, latency_ms) -> dict:
-    return {"accuracy": accuracy, "params": int(params), "nonzero_params": int(nonzero_params), "macs": int(macs),
-            "size_bytes": int(size_bytes), "latency_ms": latency_ms}
+def model_block(accuracy, params, nonzero_params, macs, size_bytes, latency_ms, metric: str = "accuracy") -> dict:
+    """One model's numbers; ``accuracy`` is the value of ``metric`` -- for a language model the block says
+    ``"perplexity"`` and its ``"accuracy"`` is null."""
+    block = {"accuracy": accuracy if metric == "accuracy" else None, "params": int(params),
+             "nonzero_params": int(nonzero_params), "macs": int(macs), "size_bytes": int(size_bytes),
+             "latency_ms": latency_ms}
+    if metric != "accuracy":
+        block[metric] = accuracy
+    return block
 
 
 def build_report(session, plan, dense_state: dict, pruned_state: dict, dense_acc=None, pruned_acc=None,
-                 dense_latency=None, pruned_latency=None, compact: dict | None = None, extra: dict | None = None) -> dict:
+                 dense_latency=None, pruned_latency=None, compact: dict | None = None, extra: dict | None = None,
+                 metric: str = "accuracy") -> dict:
+    """report.json; ``dense_acc``/``pruned_acc`` are values of ``metric`` (accuracy, or a language model's
+    perplexity)."""
     _, dense_t = counts_from_state(session, dense_state)
     pruned_counts, pruned_t = counts_from_state(session, pruned_state)
     layers = []
@@ -44,23 +53,26 @@ def build_report(session, plan, dense_state: dict, pruned_state: dict, dense_acc
         "split": "test",                  # every accuracy in a report is measured on the test split
         "dataset": session.dataset.spec,
         "dense": model_block(dense_acc, dense_t.params, dense_t.nonzero_params, dense_t.macs, dense_t.dense_bytes,
-                             dense_latency),
+                             dense_latency, metric),
         "pruned": model_block(pruned_acc, pruned_t.params, pruned_t.nonzero_params, pruned_t.nonzero_macs,
-                              pruned_t.sparse_bytes, pruned_latency),
+                              pruned_t.sparse_bytes, pruned_latency, metric),
         "compact": compact,
         "sparsity": pruned_t.sparsity,
         "compression_ratio": dense_t.dense_bytes / pruned_t.sparse_bytes if pruned_t.sparse_bytes else None,
         "layers": layers,
     }
+    if metric != "accuracy":
+        report["metric"] = metric
     if extra:
         report.update(extra)
     return report
 
 
-def compact_block(module: nn.Module, input_shape, accuracy=None, latency_ms=None) -> dict:
+def compact_block(module: nn.Module, input_shape, accuracy=None, latency_ms=None, metric: str = "accuracy",
+                  example=None) -> dict:
     from ..model.layers import profile_model
     from ..model.metrics import nonzero_count, param_bytes, param_count
 
-    prof = profile_model(module, input_shape)
+    prof = profile_model(module, input_shape, example=example)
     return model_block(accuracy, param_count(module), nonzero_count(module), prof.total_macs, param_bytes(module),
-                       latency_ms)
+                       latency_ms, metric)

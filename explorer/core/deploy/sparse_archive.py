@@ -22,6 +22,7 @@ import torch
 from explorer import __version__
 
 from ..errors import ModelLoadError
+from ..model.layers import state_weight_key
 from ..safe_read import regular_file
 
 ARCHIVE_FORMAT = "pruning-explorer-sparse"
@@ -34,7 +35,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 def archive_arrays(state: dict[str, torch.Tensor], prunable: list[str], meta: dict) -> dict[str, np.ndarray]:
     """The arrays of a sparse archive for a state_dict; ``prunable`` are the layer names (their .weight goes CSR)."""
-    sparse_keys = {f"{n}.weight" for n in prunable}
+    sparse_keys = {state_weight_key(state, n) for n in prunable}
     arrays: dict[str, np.ndarray] = {}
     for key, t in state.items():
         negative_zero = t.is_floating_point() and bool(((t == 0) & torch.signbit(t)).any())

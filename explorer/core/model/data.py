@@ -3,8 +3,10 @@
 Spec strings (a contract; the README's table lists them): ``digits`` (scikit-learn's bundled
 8x8 handwritten digits, no download), ``mnist:ROOT``, ``fashion-mnist:ROOT``,
 ``cifar10:ROOT``, ``cifar100:ROOT`` (torchvision's on-disk formats, never
-downloaded), ``imagefolder:DIR`` and ``synthetic`` (random inputs of the
-model's input shape, no labels: latency and size only).
+downloaded), ``imagefolder:DIR``, ``synthetic`` (random inputs of the
+model's input shape, no labels: latency and size only; random token ids for a
+language model) and ``text:FILE`` (UTF-8 text as next-token blocks for a causal
+language model: ``text_data.py``).
 """
 from __future__ import annotations
 
@@ -52,6 +54,7 @@ class DatasetBundle:
     has_labels: bool = True
     notes: list[str] = field(default_factory=list)
     _device_tensors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+    metric: str = "accuracy"        # "perplexity" for next-token data (train.metric)
 
     def split(self, split: str) -> Dataset:
         if split not in SPLITS:
@@ -173,17 +176,31 @@ def _tensors_of(ds: Dataset):
 
 def dataset_names() -> list[str]:
     return ["digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
-            "imagefolder:DIR", "synthetic"]
+            "imagefolder:DIR", "synthetic", "text:FILE"]
 
 
-def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None) -> DatasetBundle:
-    """Resolve a dataset spec. ``input_shape`` is needed for ``synthetic`` and used to size images."""
+def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
+                 tokens: dict | None = None) -> DatasetBundle:
+    """Resolve a dataset spec. ``input_shape`` is needed for ``synthetic`` and used to size images.
+    ``tokens`` describes a language model's inputs (``vocab_size``, ``tokenizer`` folder): synthetic data
+    are then token ids, and ``text:FILE`` is tokenized for it."""
     spec = (spec or "digits").strip()
     kind, _, arg = spec.partition(":")
     kind = kind.lower()
+    if kind == "text":
+        return _text(spec, arg, input_shape, tokens)
+    if tokens and kind != "synthetic":
+        raise DatasetError(f"A language model reads text, not the image dataset {spec}.",
+                           "Use text:FILE (a UTF-8 text file) or synthetic.")
     if kind == "digits":
         return _digits(spec, input_shape)
     if kind == "synthetic":
+        if tokens and input_shape:
+            from .text_data import token_splits
+            return DatasetBundle(spec="synthetic", name="synthetic", input_shape=tuple(input_shape), num_classes=None,
+                                 splits=token_splits(input_shape, tokens["vocab_size"], SYNTHETIC_SAMPLES // 4,
+                                                     SPLIT_SEED), has_labels=False,
+                                 notes=["random token ids without labels: latency and size only, no perplexity"])
         return _synthetic(spec, input_shape)
     if kind in ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder"):
         if not arg:
@@ -198,6 +215,21 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None) -
         return _torchvision_dataset(spec, kind, root)
     raise DatasetError(f"Unknown dataset spec '{spec}'.",
                        f"Use one of: {', '.join(dataset_names())}.")
+
+
+def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundle:
+    from .text_data import text_splits
+
+    if not arg:
+        raise DatasetError("The dataset spec 'text:' needs a file: write it as text:FILE (a UTF-8 text file).")
+    if not tokens:
+        raise DatasetError(f"{spec} is text, for a causal language model; this model takes other inputs.",
+                           "Open a language model (hf:DIR with a …ForCausalLM), or choose an image dataset.")
+    block = int(input_shape[0]) if input_shape and len(input_shape) == 1 else 128
+    vocab = tokens.get("vocab_size")
+    splits, note = text_splits(arg, block, tokens.get("tokenizer"), vocab)
+    return DatasetBundle(spec=spec, name="text", splits=splits, input_shape=(block,), num_classes=vocab, notes=[note],
+                         metric="perplexity")
 
 
 def _seeded_split(n: int, sizes: tuple[int, int], seed: int = SPLIT_SEED):

@@ -1,7 +1,7 @@
 """Reading model files safely: what kind of file it is, and loading it without running its code.
 
 Loading never runs code from a file the user did not trust: a state_dict is read with
-``torch.load(weights_only=True)``; a whole pickled module and a TorchScript archive are *code* (unpickling
+``torch.load(weights_only=True)`` or from a ``.safetensors`` file (tensors and a JSON header only); a whole pickled module and a TorchScript archive are *code* (unpickling
 calls functions the file names; TorchScript runs its ``__setstate__`` while loading and its ``forward``
 when called), so both need ``trust``. Only regular files are read, only their first bytes to sniff the
 kind, and a zip's checksums are verified before torch reads it (torch's reader does not check them, so
@@ -130,8 +130,8 @@ def corrupt(path: Path, detail: str) -> ModelLoadError:
     return ModelLoadError(
         f"'{path.name}' is not a readable PyTorch checkpoint: it is corrupt, truncated, or another kind of file"
         + (f" ({detail})." if detail else "."),
-        "Open a file written by torch.save (a state_dict), a sparse archive exported by this app, or a "
-        "TorchScript archive.")
+        "Open a file written by torch.save (a state_dict), a .safetensors file, a sparse archive exported by this "
+        "app, or a TorchScript archive.")
 
 
 def state_dict_of(obj) -> dict[str, torch.Tensor] | None:
@@ -147,9 +147,32 @@ def state_dict_of(obj) -> dict[str, torch.Tensor] | None:
     return None
 
 
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file: 8 bytes of header length, then a JSON header (tensors only: loading runs no code)."""
+    head = read_head(path, 10)
+    if len(head) < 10 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= min(path.stat().st_size - 8, 100 * 2**20)
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors state_dict. The format holds tensors and a JSON header only, so no trust is needed."""
+    from ..extras import require
+
+    st = require("safetensors.torch", f"Reading {path.name}")
+    try:
+        return dict(st.load_file(str(path), device="cpu"))
+    except Exception as e:
+        raise corrupt(path, f"{type(e).__name__}: {e}") from None
+
+
 def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """A state_dict from a torch.save file, a sparse archive (.npz) or a Deep Compression archive (.dcz)."""
+    """A state_dict from a torch.save file, a .safetensors file, a sparse archive (.npz) or a Deep Compression
+    archive (.dcz)."""
     path = model_file(path)
+    if path.suffix == ".safetensors" or is_safetensors(path):
+        return load_safetensors(path)
     if path.suffix == ".npz":
         from ..deploy.sparse_archive import load_sparse_archive
         return load_sparse_archive(path)

@@ -7,6 +7,13 @@ and element-wise products count; additions, activations and max-pooling are
 free) and attributed to the prunable layer whose weight the op reads. That
 works for plain modules and TorchScript alike, and needs no per-architecture
 code.
+
+Besides Conv/Linear modules, two weights that are not a module's ``weight`` are listed:
+``nn.MultiheadAttention``'s fused ``in_proj_weight`` (as the layer ``<attention>.in_proj``; its
+``out_proj`` is a Linear) -- the fused fast path is turned off while counting so every projection is
+seen as the matrix product it is -- and transformers' ``Conv1D`` (GPT-2), whose weight is stored
+inputs x outputs (``LayerInfo.transposed``). A prunable layer whose weight is tied to another parameter
+(a language model's output layer sharing the token embedding) is not listed: pruning one would prune both.
 """
 from __future__ import annotations
 
@@ -37,6 +44,26 @@ class LayerInfo:
     groups: int = 1
     output_shape: tuple[int, ...] = ()
     is_output: bool = False
+    param: str = ""                # state_dict key of the weight when it is not f"{name}.weight" (MHA in_proj)
+    transposed: bool = False       # weight stored inputs x outputs (transformers' Conv1D)
+    bias_param: str = ""           # state_dict key of the bias when it is not f"{name}.bias"
+
+    @property
+    def key(self) -> str:
+        """The weight's key in the model's state_dict."""
+        return self.param or f"{self.name}.weight"
+
+    @property
+    def bias_key(self) -> str | None:
+        if not self.bias:
+            return None
+        return self.bias_param or f"{self.name}.bias"
+
+    @property
+    def logical_shape(self) -> tuple[int, ...]:
+        """(out, in, *kernel) whatever the storage order."""
+        s = self.weight_shape
+        return (s[1], s[0], *s[2:]) if self.transposed else s
 
     @property
     def uses(self) -> int:
@@ -49,12 +76,16 @@ class LayerInfo:
 
     @property
     def out_channels(self) -> int:
-        return self.weight_shape[0]
+        return self.logical_shape[0]
 
     @property
     def matrix_shape(self) -> tuple[int, int]:
         """The weight viewed as a matrix: out-channels x (in * kernel)."""
-        return self.weight_shape[0], self.params // self.weight_shape[0]
+        return self.out_channels, self.params // self.out_channels
+
+    def flat_index(self, rows, cols):
+        """Flat (storage-order) index of the element at (output row, input*kernel column) of matrix_shape."""
+        return cols * self.out_channels + rows if self.transposed else rows * self.matrix_shape[1] + cols
 
 
 @dataclass
@@ -79,6 +110,15 @@ class ModelProfile:
     @property
     def prunable_params(self) -> int:
         return sum(l.params for l in self.layers)
+
+    def weight_key(self, name: str) -> str:
+        """The state_dict key of a prunable layer's weight."""
+        return self.layer(name).key
+
+    @property
+    def weight_keys(self) -> dict[str, str]:
+        """{layer name: state_dict key of its weight} in forward order."""
+        return {l.name: l.key for l in self.layers}
 
 
 def _storage(t) -> int | None:
@@ -170,21 +210,121 @@ if _raw_dispatch is not None:
     _raw_dispatch.__dynamo_disable = _raw_dispatch
 
 
-def prunable_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
-    """(name, module) for every Conv/Linear with a weight, plain or TorchScript."""
+def is_conv1d_transposed(m: nn.Module) -> bool:
+    """transformers' Conv1D (GPT-2): a Linear whose weight is stored inputs x outputs (no import needed)."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and isinstance(getattr(m, "weight", None), torch.Tensor)
+
+
+@dataclass(frozen=True)
+class WeightRef:
+    """A prunable weight: the module that owns it, the parameter's attribute name, and how it is stored."""
+
+    name: str              # the layer's name
+    module: nn.Module
+    attr: str = "weight"
+    bias_attr: str | None = "bias"
+    transposed: bool = False
+    kind: str = ""
+    owner: str = ""        # the module's own name when the weight is not its ``weight`` (attention)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return getattr(self.module, self.attr)
+
+    def _key(self, attr: str) -> str:
+        if self.attr == "weight":
+            return f"{self.name}.{attr}"
+        return f"{self.owner}.{attr}" if self.owner else attr
+
+    @property
+    def key(self) -> str:
+        return self._key(self.attr)
+
+    @property
+    def bias_key(self) -> str | None:
+        return self._key(self.bias_attr) if self.has_bias else None
+
+    @property
+    def has_bias(self) -> bool:
+        return self.bias_attr is not None and getattr(self.module, self.bias_attr, None) is not None
+
+
+def _mha_refs(name: str, m: nn.MultiheadAttention) -> list[WeightRef]:
+    if getattr(m, "in_proj_weight", None) is not None:
+        return [WeightRef(f"{name}.in_proj" if name else "in_proj", m, "in_proj_weight", "in_proj_bias",
+                          kind="Linear", owner=name)]
+    return [WeightRef(f"{name}.{p}" if name else p, m, f"{p}_weight", None, kind="Linear", owner=name)
+            for p in ("q_proj", "k_proj", "v_proj") if getattr(m, f"{p}_weight", None) is not None]
+
+
+def prunable_weights(module: nn.Module) -> list[WeightRef]:
+    """Every prunable weight: Conv/Linear modules (plain or TorchScript), transformers' Conv1D, and the
+    q/k/v projections of nn.MultiheadAttention (which are parameters of the attention module itself)."""
     found = []
     for name, m in module.named_modules():
+        if isinstance(m, nn.MultiheadAttention):
+            found += _mha_refs(name, m)
+            continue
         if not name:
             continue
+        transposed = False
         if isinstance(m, PRUNABLE_TYPES):
             ok = isinstance(getattr(m, "weight", None), torch.Tensor)
         elif isinstance(m, torch.jit.ScriptModule):
             ok = getattr(m, "original_name", "") in _SCRIPT_NAMES and hasattr(m, "weight")
         else:
-            ok = False
+            ok = transposed = is_conv1d_transposed(m)
         if ok and m.weight is not None and m.weight.dim() >= 2:
-            found.append((name, m))
+            found.append(WeightRef(name, m, transposed=transposed, kind=_kind(m)))
     return found
+
+
+def prunable_modules(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(name, module) for every Conv/Linear module with a weight (the weights of prunable_weights that are a
+    module's own ``weight``)."""
+    return [(r.name, r.module) for r in prunable_weights(module) if r.attr == "weight"]
+
+
+_ATTENTION_PROJ = {"in_proj": "in_proj_weight", "q_proj": "q_proj_weight", "k_proj": "k_proj_weight",
+                   "v_proj": "v_proj_weight"}
+
+
+def weight_key(module: nn.Module, name: str) -> str:
+    """The state_dict key of the weight of the prunable layer ``name`` of ``module`` (its ``weight``, or the
+    projection parameter of an nn.MultiheadAttention for ``<attention>.in_proj`` and its kind)."""
+    owner, _, last = name.rpartition(".")
+    if last in _ATTENTION_PROJ:
+        try:
+            parent = module.get_submodule(owner) if owner else module
+        except AttributeError:
+            parent = None
+        if isinstance(parent, nn.MultiheadAttention):
+            return f"{owner}.{_ATTENTION_PROJ[last]}" if owner else _ATTENTION_PROJ[last]
+    return f"{name}.weight"
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], strict: bool = True):
+    """``module.load_state_dict(state)`` for a plain dict of tensors: the module's own version metadata is
+    attached first (some modules, e.g. torchvision's MNASNet, refuse a state_dict without it)."""
+    if getattr(state, "_metadata", None) is None:
+        from collections import OrderedDict
+
+        meta = getattr(module.state_dict(keep_vars=True), "_metadata", None)
+        state = OrderedDict(state)
+        if meta is not None:
+            state._metadata = meta
+    return module.load_state_dict(state, strict=strict)
+
+
+def state_weight_key(state, name: str) -> str:
+    """The key of layer ``name``'s weight in a state_dict (``name.weight``, or an attention projection's
+    ``<attention>.in_proj_weight`` for ``<attention>.in_proj``)."""
+    key = f"{name}.weight"
+    if key in state:
+        return key
+    owner, _, last = name.rpartition(".")
+    alt = f"{owner}.{_ATTENTION_PROJ[last]}" if owner and last in _ATTENTION_PROJ else None
+    return alt if alt is not None and alt in state else key
 
 
 def _kind(m: nn.Module) -> str:
@@ -194,22 +334,42 @@ def _kind(m: nn.Module) -> str:
     return "Linear" if isinstance(m, nn.Linear) else type(m).__name__
 
 
+def _tied(refs: list[WeightRef], module: nn.Module) -> dict[str, str]:
+    """{layer: the other parameter its weight is tied to} for weights shared with a parameter of another name."""
+    by_ptr: dict[int, list[str]] = {}
+    for pname, p in module.named_parameters(remove_duplicate=False):
+        ptr = _storage(p)
+        if ptr is not None:
+            by_ptr.setdefault(ptr, []).append(pname)
+    out = {}
+    for r in refs:
+        others = [n for n in by_ptr.get(_storage(r.weight), []) if n != r.key]
+        if others:
+            out[r.name] = others[0]
+    return out
+
+
 def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torch.Tensor | None = None) -> ModelProfile:
     """Run one forward pass (batch 1) and return the prunable layers with their MACs.
 
     Raises :class:`ShapeMismatchError` when the model cannot take inputs of ``input_shape``.
     """
-    mods = prunable_modules(module)
+    refs = prunable_weights(module)
+    tied = _tied(refs, module)
+    refs = [r for r in refs if r.name not in tied]
     owner = {}
-    for name, m in mods:
-        p = _storage(m.weight)
+    for r in refs:
+        p = _storage(r.weight)
         if p is not None:
-            owner[p] = name
+            owner[p] = r.name
     x = example[:1] if example is not None else torch.zeros(1, *input_shape)
     counter = _MacCounter(owner)
     was_training = module.training
     module.eval()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # the fused attention kernel reads in_proj/out_proj inside one op: count them as the matmuls they are
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad(), counter:
             out = module(x)
     except Exception as e:  # the model's own error, e.g. a shape mismatch deep inside
@@ -219,6 +379,7 @@ def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torc
             f"The model cannot take inputs of shape {tuple(input_shape)} (C,H,W): {msg}",
             "Choose a dataset that matches the model, or give the model's input shape with --input-shape C,H,W.") from None
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         module.train(was_training)
     if isinstance(out, (tuple, list)):
         out = out[0]
@@ -229,25 +390,32 @@ def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torc
     layers: list[LayerInfo] = []
     skipped = []
     used = [n for n in counter.order]
-    by_name = dict(mods)
-    out_dim = out.shape[1] if out.dim() >= 2 else out.shape[-1]
+    by_name = {r.name: r for r in refs}
+    out_dim = out.shape[-1] if out.dim() == 3 and x.dim() == 2 else (out.shape[1] if out.dim() >= 2 else out.shape[-1])
     output_layer = None
-    for name in reversed(used):
-        if by_name[name].weight.shape[0] == out_dim:
+    sequence = out.dim() == 3 and x.dim() == 2      # a language model: (batch, positions, vocabulary)
+    for name in reversed(used[-1:] if sequence else used):
+        r = by_name[name]
+        if r.weight.shape[1 if r.transposed else 0] == out_dim:
             output_layer = name
             break
-    if output_layer is None and used:
+    if output_layer is None and used and not sequence:   # (a tied output layer is not listed at all)
         output_layer = used[-1]
-    for name, m in mods:
+    for name, other in tied.items():
+        skipped.append(f"{name} (its weight is tied to {other})")
+    for r in refs:
+        name = r.name
         if name not in counter.per_layer:
             skipped.append(name)
             continue
-        w = m.weight
+        w, m = r.weight, r.module
         layers.append(LayerInfo(
-            name=name, kind=_kind(m), weight_shape=tuple(w.shape), params=w.numel(),
-            bias=getattr(m, "bias", None) is not None, macs=int(counter.per_layer[name]),
-            order=used.index(name), groups=int(getattr(m, "groups", 1)),
-            output_shape=tuple(counter.out_shape.get(name, ()))[1:], is_output=(name == output_layer)))
+            name=name, kind=r.kind, weight_shape=tuple(w.shape), params=w.numel(),
+            bias=r.has_bias, macs=int(counter.per_layer[name]),
+            order=used.index(name), groups=int(getattr(m, "groups", 1)) if r.attr == "weight" else 1,
+            output_shape=tuple(counter.out_shape.get(name, ()))[1:], is_output=(name == output_layer),
+            param="" if r.attr == "weight" else r.key, transposed=r.transposed,
+            bias_param="" if r.attr == "weight" or not r.has_bias else r.bias_key))
     layers.sort(key=lambda l: l.order)
     total_params = sum(p.numel() for p in module.parameters())
     return ModelProfile(layers=layers, total_params=total_params, total_macs=int(counter.total),

@@ -102,14 +102,18 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
     ds_spec = dataset or lm.default_dataset
     shape = tuple(input_shape) if input_shape else None
     notes = list(lm.notes)
+    tokens = token_inputs(lm)
+    if tokens and shape is not None and len(shape) != 1:
+        raise ShapeMismatchError(f"{lm.name} is a language model: its input is a block of tokens, so --input-shape "
+                                 f"is one number (tokens per block), not {shape}.")
     if ds_spec.split(":")[0] == "synthetic":
         shape = shape or lm.input_shape
         if shape is None:
             raise ShapeMismatchError(f"The input shape of {lm.name} is unknown.",
                                      "Give it with --input-shape C,H,W (e.g. 3,224,224), or choose a dataset.")
-        ds = data_mod.load_dataset(ds_spec, input_shape=shape)
+        ds = data_mod.load_dataset(ds_spec, input_shape=shape, tokens=tokens)
     else:
-        ds = data_mod.load_dataset(ds_spec, input_shape=shape or lm.input_shape)
+        ds = data_mod.load_dataset(ds_spec, input_shape=shape or lm.input_shape, tokens=tokens)
         if shape and tuple(shape) != tuple(ds.input_shape):
             notes.append(f"dataset gives {ds.input_shape}, --input-shape said {shape}: using the dataset's")
         shape = ds.input_shape
@@ -139,8 +143,10 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
         notes.append(f"non-finite weights (NaN/inf) in {len(nonfinite)} tensor(s): {', '.join(nonfinite[:3])}"
                      " -- they are never pruned silently")
     if profile.skipped:
-        notes.append(f"{len(profile.skipped)} layer(s) not used by the forward pass are not listed: "
-                     + ", ".join(profile.skipped[:3]))
+        notes.append(f"{len(profile.skipped)} layer(s) not listed (not used by the forward pass, or tied to another "
+                     "weight): " + ", ".join(profile.skipped[:3]))
+    if ds.metric != "accuracy":
+        notes += ds.notes
     return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
 
 
@@ -162,12 +168,19 @@ def _threads_for(module: torch.nn.Module):
             torch.set_num_threads(before)
 
 
+def token_inputs(lm: zoo.LoadedModel) -> dict | None:
+    """What a language model's datasets need (vocabulary, tokenizer folder); None for other models."""
+    if lm.task != "causal-lm":
+        return None
+    return {"vocab_size": lm.vocab_size, "tokenizer": lm.tokenizer}
+
+
 def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple[torch.Tensor, ModelProfile]:
     """(an example input, the model's profile) on the dataset; a model that cannot take its inputs is refused."""
     try:
         example = ds.example_input(1)
     except ExplorerError:
-        example = torch.zeros(1, *shape)
+        example = torch.zeros(1, *shape, dtype=torch.long if lm.task == "causal-lm" else torch.float32)
     try:
         with _threads_for(lm.module):
             return example, profile_model(lm.module, shape, example=example)
@@ -181,8 +194,9 @@ def _profile_on(lm: zoo.LoadedModel, ds: data_mod.DatasetBundle, shape) -> tuple
 def resolve_dataset_for(r: LoadResult, spec: str, defer_groups: bool = False) -> LoadResult:
     """Re-resolve only the dataset for an already-loaded model (keeps the module object)."""
     lm = r.model
-    ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder")
-                               else lm.input_shape)
+    ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder",
+                                                                                         "text")
+                               else lm.input_shape, tokens=token_inputs(lm))
     shape = ds.input_shape
     example, profile = _profile_on(lm, ds, shape)
     if [l.name for l in profile.layers] != [l.name for l in r.profile.layers]:

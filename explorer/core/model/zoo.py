@@ -9,9 +9,14 @@ Spec strings (a contract; the README's table lists them):
   random weights (``weights=FILE`` loads a local state_dict);
   ``torchvision:<arch>:<WEIGHTS>`` (e.g. ``IMAGENET1K_V1``) downloads
   torchvision's weights, which needs the internet;
-- a file path: a state_dict (``arch`` names the architecture), a TorchScript
-  archive, or a whole pickled module -- the last only with ``trust=True``,
-  because unpickling arbitrary objects runs code from the file.
+- ``hf:DIR``: a local Hugging Face model folder (``hf.py``); ``timm:<arch>``:
+  a timm architecture with random weights; ``module.path:ClassName``: the
+  user's own class, built with no arguments -- only with ``trust=True``
+  (``sources.py``);
+- a file path: a state_dict (.pt or .safetensors; ``arch`` names the
+  architecture, any spec above), a TorchScript archive, or a whole pickled
+  module -- the last two only with ``trust=True``, because loading them runs
+  code from the file.
 """
 from __future__ import annotations
 
@@ -26,7 +31,16 @@ from explorer import RESOURCES
 
 from ..errors import ModelLoadError, OfflineError
 from . import nets
-from .files import is_torchscript, load_torch, load_torchscript, model_file, read_state_dict, state_dict_of
+from .files import (
+    is_safetensors,
+    is_torchscript,
+    load_torch,
+    load_torchscript,
+    model_file,
+    read_state_dict,
+    state_dict_of,
+)
+from .sources import build_timm, build_user_class, is_user_class, user_input_shape
 
 DEFAULT_MODEL = "digits-cnn"
 
@@ -65,10 +79,13 @@ class LoadedModel:
     input_shape: tuple[int, ...] | None
     num_classes: int | None
     default_dataset: str
-    source: str  # "builtin" | "torchvision" | "state_dict" | "torchscript" | "pickle"
+    source: str  # "builtin" | "torchvision" | "state_dict" | "torchscript" | "pickle" | "hf" | "timm" | "class"
     arch: str | None = None
     weights: str | None = None
     notes: list[str] = field(default_factory=list)
+    task: str = "classification"        # or "causal-lm" (inputs: token ids; metric: perplexity)
+    vocab_size: int | None = None       # causal language models
+    tokenizer: str | None = None        # a folder with the model's tokenizer (hf:DIR), if it has one
 
     @property
     def name(self) -> str:
@@ -88,17 +105,52 @@ def torchvision_input_shape(arch: str) -> tuple[int, int, int]:
 def load_model(spec: str | None = None, weights: str | Path | None = None, arch: str | None = None,
                trust: bool = False) -> LoadedModel:
     """Resolve a model spec (see module docstring). Raises :class:`ModelLoadError` with a clear message."""
+    if not spec and arch:
+        spec, arch = arch, None             # --arch alone names the model (e.g. your own class)
     spec = (spec or DEFAULT_MODEL).strip()
     if spec in BUILTINS:
         return _builtin(spec, weights, trust)
     if spec.startswith("torchvision:"):
         return _torchvision(spec, weights, trust)
+    if spec.startswith(("hf:", "timm:")) or is_user_class(spec):
+        return _other_source(spec, weights, trust)
     path = Path(spec).expanduser()
     if path.exists() or any(sep in spec for sep in ("/", "\\")) or path.suffix:
         return _from_file(spec, path, arch, trust)
     raise ModelLoadError(f"Unknown model '{spec}'.",
                          f"Use a built-in ({', '.join(BUILTINS)}), torchvision:<arch> (e.g. torchvision:resnet18), "
-                         "or the path of a checkpoint file.")
+                         "timm:<arch>, hf:DIR, module.path:ClassName (with --trust), or the path of a checkpoint "
+                         "file.")
+
+
+def _other_source(spec: str, weights, trust: bool) -> LoadedModel:
+    """hf:DIR, timm:<arch>, module.path:ClassName."""
+    if spec.startswith("hf:"):
+        from .hf import load_folder
+
+        if weights is not None:
+            raise ModelLoadError("An hf:DIR folder holds its own weights; --weights does not apply to it.",
+                                 "Open another folder, or a state_dict with --arch hf:DIR.")
+        module, info = load_folder(spec)
+        task = info["task"]
+        return LoadedModel(spec=spec, module=module, input_shape=info["input_shape"], num_classes=info["num_classes"],
+                           default_dataset="synthetic", source="hf", arch=spec, weights=spec[3:],
+                           notes=info["notes"], task="causal-lm" if task == "causal-lm" else "classification",
+                           vocab_size=info["vocab_size"], tokenizer=info["tokenizer"])
+    if spec.startswith("timm:"):
+        module, shape, classes = seeded(lambda: build_timm(spec[len("timm:"):].strip()))
+        source = "timm"
+    else:
+        module = seeded(lambda: build_user_class(spec, trust))
+        shape, classes, source = user_input_shape(module), None, "class"
+    notes = []
+    if weights is not None:
+        load_state_into(module, read_state_dict(Path(weights), trust), spec, Path(weights).name)
+    else:
+        notes.append("random weights")
+    module.eval()
+    return LoadedModel(spec=spec, module=module, input_shape=shape, num_classes=classes, default_dataset="synthetic",
+                       source=source, arch=spec, weights=str(weights) if weights is not None else None, notes=notes)
 
 
 RANDOM_INIT_SEED = 0
@@ -229,7 +281,7 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
         raise ModelLoadError(f"The model file '{path}' does not exist.",
                              "Check the path, or use a built-in model (digits-cnn, digits-mlp) or torchvision:<arch>.")
     path = model_file(path)
-    if path.suffix in (".npz", ".dcz"):
+    if path.suffix in (".npz", ".dcz", ".safetensors") or is_safetensors(path):
         obj = read_state_dict(path)
     elif is_torchscript(path):
         module = load_torchscript(path, trust)
@@ -256,15 +308,18 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
     if not arch:
         raise ModelLoadError(
             f"'{path.name}' is a state_dict (weights only), so the architecture must be named.",
-            "Pass --arch with a model spec such as digits-cnn, lab-vgg or torchvision:resnet18 "
-            "(in the window, pick it in the dialog).")
-    base = load_model(arch) if arch in BUILTINS or arch.startswith("torchvision:") else None
+            "Pass --arch with a model spec such as digits-cnn, lab-vgg, torchvision:resnet18, timm:resnet18, "
+            "hf:DIR or mypkg.models:Net (in the window, pick it in the dialog).")
+    known = arch in BUILTINS or arch.startswith(("torchvision:", "timm:", "hf:")) or is_user_class(arch)
+    base = load_model(arch, trust=trust) if known else None
     if base is None:
         raise ModelLoadError(f"Unknown architecture '{arch}' for {path.name}.",
-                             f"Use a built-in ({', '.join(BUILTINS)}) or torchvision:<arch>.")
+                             f"Use a built-in ({', '.join(BUILTINS)}), torchvision:<arch>, timm:<arch>, hf:DIR or "
+                             "module.path:ClassName (with --trust).")
     module = BUILTINS[arch].factory() if arch in BUILTINS else base.module
     load_state_into(module, sd, arch, path.name)
     module.eval()
     return LoadedModel(spec=str(path), module=module, input_shape=base.input_shape, num_classes=base.num_classes,
                        default_dataset=base.default_dataset, source="state_dict", arch=arch, weights=str(path),
-                       notes=[f"state_dict for {arch}"])
+                       notes=[f"state_dict for {arch}"], task=base.task, vocab_size=base.vocab_size,
+                       tokenizer=base.tokenizer)

@@ -22,7 +22,7 @@ def display_column_order(layer: LayerInfo, gran: Granularity) -> np.ndarray:
     the pattern is visible.
     """
     R, C = layer.matrix_shape
-    shape = layer.weight_shape
+    shape = layer.logical_shape
     k = int(np.prod(shape[2:])) if len(shape) > 2 else 1
     if isinstance(gran, NM) and k > 1:
         cin = shape[1]
@@ -57,7 +57,7 @@ class DisplaySample:
         col_order = display_column_order(layer, m.granularity)
         pos = np.unique(np.linspace(0, C - 1, min(C, MAX_DISPLAY)).round().astype(np.int64))
         cols = col_order[pos]
-        flat = (rows[:, None] * C + cols[None, :]).reshape(-1)
+        flat = layer.flat_index(rows[:, None], cols[None, :]).reshape(-1)
         own_units = m.unit_layout.groups_of(flat)
         wflat = w.reshape(-1)
         display_values = wflat[torch.as_tensor(flat)].float().numpy().reshape(len(rows), len(cols))

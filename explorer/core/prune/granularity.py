@@ -12,7 +12,10 @@ The lecture's taxonomy, irregular -> regular:
 
 Each granularity describes groups as a permutation of the weight's
 dimensions followed by a reshape to ``(groups, group_size)``; group values
-expand back to element masks the same way.
+expand back to element masks the same way. Layouts are written for the logical
+``(out, in, *kernel)`` order; a weight stored inputs x outputs (transformers'
+``Conv1D``, ``LayerInfo.transposed``) gets the same groups through its stored order
+(:func:`stored`), so n:m runs and channels follow its input and output dimensions.
 """
 from __future__ import annotations
 
@@ -85,6 +88,15 @@ class Granularity(Named):
             return False
 
 
+def stored(layer: LayerInfo, lay: GroupLayout) -> GroupLayout:
+    """A layout written for the logical (out, in, ...) order, applied to the weight as it is stored."""
+    if not layer.transposed:
+        return lay
+    swap = {0: 1, 1: 0}
+    return GroupLayout(tuple(layer.weight_shape), tuple(swap.get(d, d) for d in lay.perm), lay.num_groups,
+                       lay.group_size)
+
+
 def _refuse(g: str, layer: LayerInfo, why: str) -> PlanError:
     return PlanError(f"'{g}' granularity does not fit layer {layer.name} {tuple(layer.weight_shape)}: {why}.")
 
@@ -96,6 +108,7 @@ class Element(Granularity):
 
     def layout(self, layer):
         return GroupLayout(layer.weight_shape, tuple(range(len(layer.weight_shape))), layer.params, 1)
+
 
 
 class NM(Granularity):
@@ -116,13 +129,13 @@ class NM(Granularity):
         return (self.m - self.n) / self.m
 
     def layout(self, layer):
-        shape = layer.weight_shape
+        shape = layer.logical_shape
         cin = shape[1]
         if cin % self.m:
             raise _refuse(self.name, layer, f"its input width {cin} is not divisible by {self.m}")
         # groups of m consecutive weights along the input dimension: move 'in' last
         perm = (0, *range(2, len(shape)), 1)
-        return GroupLayout(shape, perm, layer.params // self.m, self.m)
+        return stored(layer, GroupLayout(shape, perm, layer.params // self.m, self.m))
 
 
 class Vector(Granularity):
@@ -131,13 +144,13 @@ class Vector(Granularity):
                "Linear, goes at once.")
 
     def layout(self, layer):
-        shape = layer.weight_shape
+        shape = layer.logical_shape
         kernel = prod(shape[2:]) if len(shape) > 2 else 1
         if kernel > 1:
             return GroupLayout(shape, tuple(range(len(shape))), layer.params // shape[-1], shape[-1])
         if shape[1] % VECTOR_BLOCK:
             raise _refuse(self.name, layer, f"its input width {shape[1]} is not divisible by {VECTOR_BLOCK}")
-        return GroupLayout(shape, tuple(range(len(shape))), layer.params // VECTOR_BLOCK, VECTOR_BLOCK)
+        return stored(layer, GroupLayout(shape, tuple(range(len(shape))), layer.params // VECTOR_BLOCK, VECTOR_BLOCK))
 
 
 class Kernel(Granularity):
@@ -159,8 +172,8 @@ class Channel(Granularity):
     structured = True
 
     def layout(self, layer):
-        shape = layer.weight_shape
-        return GroupLayout(shape, tuple(range(len(shape))), shape[0], layer.params // shape[0])
+        shape = layer.logical_shape
+        return stored(layer, GroupLayout(shape, tuple(range(len(shape))), shape[0], layer.params // shape[0]))
 
     def check(self, layer):
         if layer.is_output:

@@ -33,7 +33,7 @@ from .criteria import ScoreContext, get_criterion
 from .display import DisplaySample
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
 from .groups import ChannelGroup
-from .ranking import Ranking, pruned_units, rank_nm, rank_rows, rank_scores
+from .ranking import Ranking, pruned_units, rank_balanced, rank_nm, rank_rows, rank_scores
 
 HIST_BINS = 101
 CACHE_BUDGET_BYTES = 6 * 2**30
@@ -169,6 +169,32 @@ class LayerMask:
         rows = self.group.member_index[member or self.layer.name]
         return [int(rows[c]) for c in gone]
 
+    def removable_rows(self, sparsity: float, member: str | None = None) -> list[int]:
+        """Channel granularity: the pruned output rows of ``member`` that compaction can take out exactly --
+        none when the group's channels cannot be removed (``ChannelGroup.no_compact``), and for grouped
+        convolutions the same number from every block (the ranking prunes blocks in turn; an unfinished
+        round stays in the compact model as zeroed channels)."""
+        if self.group is not None and self.group.no_compact:
+            return []
+        gone = torch.nonzero(~self.kept_units(sparsity)).flatten()
+        if self.group is not None and self.group.blocks and gone.numel():
+            blocks = torch.as_tensor(self.group.blocks)
+            counts = torch.bincount(blocks[gone], minlength=self.group.num_blocks)
+            r = int(counts.min())
+            order = gone[torch.argsort(self.ranking.rank[gone].long())]
+            taken = torch.zeros(self.group.num_blocks, dtype=torch.long)
+            keep = []
+            for c in order.tolist():
+                b = int(blocks[c])
+                if taken[b] < r:
+                    taken[b] += 1
+                    keep.append(c)
+            gone = torch.as_tensor(sorted(keep), dtype=torch.long)
+        if self.group is None:
+            return [int(c) for c in gone.tolist()]
+        rows = self.group.member_index[member or self.layer.name]
+        return [int(rows[c]) for c in gone.tolist()]
+
     def element_mask(self, sparsity: float) -> torch.Tensor:
         """bool tensor of the weight's shape: True = kept. Full size: only for apply/export."""
         keep = self.kept_units(sparsity)
@@ -283,7 +309,10 @@ class MaskEngine:
                 return ranking, None
             unit_scores = elem.reshape(-1) if lay.group_size == 1 else crit.group_scores(lay.group_view(elem))
             comparable = (lambda sc, size=lay.group_size: crit.comparable(sc, size))
-        sorted_keys, rank, order = rank_scores(unit_scores)
+        if group is not None and group.blocks and isinstance(gran, Channel):
+            sorted_keys, rank, order = rank_balanced(unit_scores, group.blocks)
+        else:
+            sorted_keys, rank, order = rank_scores(unit_scores)
         w = self.weight(name)
         ranking = Ranking(sorted_keys, rank, comparable, int((~torch.isfinite(w)).sum()), order)
         self._rankings[key] = ranking
@@ -351,13 +380,14 @@ class MaskEngine:
     # ------------------------------------------------------------ full masks (apply / export)
     def materialize(self, plan, base: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
                                                                          dict[str, torch.Tensor]]:
-        """Full masks of a plan: ({layer: bool weight mask}, {aux param: bool mask}) for pruned layers only.
-        Channel plans also mask the BatchNorm / bias entries of their channels (``base`` says their size)."""
+        """Full masks of a plan: ({weight key: bool weight mask}, {aux param: bool mask}) for pruned layers only
+        (keys are state_dict keys: ``LayerInfo.key``). Channel plans also mask the BatchNorm / bias entries of
+        their channels (``base`` says their size)."""
         masks: dict[str, torch.Tensor] = {}
         aux: dict[str, torch.Tensor] = {}
         for name, lp in plan.active().items():
             view = self.view(name, lp.criterion, lp.granularity)
-            masks[name] = view.element_mask(lp.sparsity)
+            masks[view.layer.key] = view.element_mask(lp.sparsity)
             if isinstance(view.granularity, Channel) and view.group is not None:
                 # zero the BatchNorm / bias entries of pruned channels so the channel output is exactly 0
                 keep = view.kept_units(lp.sparsity)
@@ -375,8 +405,7 @@ def masked_tensors(base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
                    aux: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The masked tensors only: weights and channel entries with pruned positions at +0.0 (never -0.0)."""
     out = {}
-    for name, m in masks.items():
-        key = f"{name}.weight"
+    for key, m in masks.items():
         out[key] = torch.where(m, base[key], torch.zeros((), dtype=base[key].dtype))
     for pname, m in aux.items():
         t = base[pname]

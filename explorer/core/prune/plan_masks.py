@@ -28,19 +28,21 @@ class PlanMasks:
         self.gradient = gradient
         self.param_names = param_names
         self.param_bytes = param_bytes
-        self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[f"{n}.weight"],
+        self.keys = profile.weight_keys
+        self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[self.keys[n]],
                                  channel_group=channel_group, gradient=gradient, seed=seed, statistic=statistic)
         self.set_base(base)
 
     def set_base(self, base: dict[str, torch.Tensor]) -> None:
         """New kept weights: counts are redone, rankings rebuilt lazily."""
         self.base = base
-        self._dense_nonzero = {l.name: int(torch.count_nonzero(base[f"{l.name}.weight"])) for l in self.profile.layers}
+        self._dense_nonzero = {l.name: int(torch.count_nonzero(base[l.key])) for l in self.profile.layers}
         self._other_nz: int | None = None
         self.engine.invalidate()
 
     def set_profile(self, profile: ModelProfile) -> None:
         self.profile = profile
+        self.keys = profile.weight_keys
         self.engine.layers = {l.name: l for l in profile.layers}
         self.engine.invalidate()
 
@@ -99,7 +101,7 @@ class PlanMasks:
     def _other_nonzero(self, plan: Plan) -> int:
         """Nonzero non-prunable parameters (biases, BatchNorm), with channel-pruned entries zeroed."""
         if self._other_nz is None:
-            prunable = {f"{n}.weight" for n in self.profile.names}
+            prunable = set(self.keys.values())
             self._other_nz = sum(int(torch.count_nonzero(v)) for k, v in self.base.items()
                                  if k in self.param_names and k not in prunable)
         removed = 0
@@ -121,7 +123,8 @@ class PlanMasks:
     # ------------------------------------------------------------------ full masks
     def engine_for(self, state: dict[str, torch.Tensor]) -> MaskEngine:
         """A throwaway engine ranking other weights (e.g. mid-fine-tuning); thread-safe."""
-        return MaskEngine({l.name: l for l in self.profile.layers}, weight=lambda n: state[f"{n}.weight"],
+        keys = self.keys
+        return MaskEngine({l.name: l for l in self.profile.layers}, weight=lambda n: state[keys[n]],
                           channel_group=self.channel_group, gradient=self.gradient, seed=self.engine.seed,
                           statistic=self.statistic)
 
@@ -142,7 +145,7 @@ class PlanMasks:
         rest = Plan({n: lp for n, lp in plan.active().items() if n not in direct})
         out.update(masked_tensors(self.base, *self.materialize(rest)))
         for n, lp in direct.items():
-            out[f"{n}.weight"] = oneoff.masked_weight(self.base[f"{n}.weight"], lp.sparsity)
+            out[self.keys[n]] = oneoff.masked_weight(self.base[self.keys[n]], lp.sparsity)
         return out
 
     def _one_off(self, name: str, lp: LayerPlan) -> bool:
@@ -159,7 +162,7 @@ class PlanMasks:
         changed = set()
         for n, lp in active.items():
             if self._one_off(n, lp):
-                t = {f"{n}.weight": oneoff.masked_weight(self.base[f"{n}.weight"], lp.sparsity)}
+                t = {self.keys[n]: oneoff.masked_weight(self.base[self.keys[n]], lp.sparsity)}
             else:
                 t = masked_tensors(self.base, self.materialize(Plan({n: lp}))[0], {})
             for k, v in t.items():
@@ -180,7 +183,7 @@ class PlanMasks:
     def nonfinite_layers(self) -> dict[str, int]:
         out = {}
         for l in self.profile.layers:
-            n = int((~torch.isfinite(self.base[f"{l.name}.weight"])).sum())
+            n = int((~torch.isfinite(self.base[l.key])).sum())
             if n:
                 out[l.name] = n
         return out

@@ -49,7 +49,8 @@ class Ranking:
             return None
         if self._comparable is None:
             scores = self.sorted_keys.view(torch.float32).double()
-            self._comparable = self.comparable_fn(scores).numpy()
+            # a balanced (per-block) ranking is not sorted by score: a unit is reached once all before it are
+            self._comparable = np.maximum.accumulate(self.comparable_fn(scores).numpy())
         return self._comparable
 
     @property
@@ -118,3 +119,20 @@ def rank_rows(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     rank = torch.empty(order.numel(), dtype=torch.int32)
     rank[order] = torch.arange(order.numel(), dtype=torch.int32)
     return flat[order], rank, order
+
+
+def rank_balanced(scores: torch.Tensor, blocks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Channel ranking balanced across equal-sized blocks (the groups of a grouped convolution): first the
+    weakest unit of every block (by score), then the second weakest of every block, and so on. Any prefix
+    prunes the same number from every block, give or take one."""
+    keys = _sort_keys(scores.flatten())
+    b = np.asarray(blocks, dtype=np.int64)
+    k = keys.numpy()
+    by_block = np.lexsort((np.arange(len(k)), k, b))           # block-major, by score inside each block
+    starts = np.searchsorted(b[by_block], b[by_block], side="left")
+    tier = np.empty(len(k), dtype=np.int64)
+    tier[by_block] = np.arange(len(k)) - starts
+    order = torch.as_tensor(np.lexsort((np.arange(len(k)), k, tier)))
+    rank = torch.empty(order.numel(), dtype=torch.int32)
+    rank[order] = torch.arange(order.numel(), dtype=torch.int32)
+    return keys[order], rank, order

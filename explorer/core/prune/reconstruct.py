@@ -186,7 +186,7 @@ def reconstruct(make_model, dense_state: dict[str, torch.Tensor], pruned_state: 
             continue
         meter.note(f"reconstructing {name}")
         Wd = dense_state[f"{name}.weight"].double().reshape(m.weight.shape[0], -1)
-        keep = masks.get(name, torch.ones(m.weight.shape, dtype=torch.bool)).reshape(Wd.shape[0], -1)
+        keep = masks.get(f"{name}.weight", torch.ones(m.weight.shape, dtype=torch.bool)).reshape(Wd.shape[0], -1)
         if m.bias is not None:
             Wd = torch.cat([Wd, dense_state[f"{name}.bias"].double()[:, None]], dim=1)
             bias_keep = aux.get(f"{name}.bias", torch.ones(Wd.shape[0], dtype=torch.bool))

@@ -1,6 +1,7 @@
-"""Top-1 accuracy and loss of a model on a dataset split."""
+"""Top-1 accuracy (classifiers) or perplexity (causal language models) and loss of a model on a split."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -20,11 +21,15 @@ if TYPE_CHECKING:
 class EvalResult:
     split: str
     samples: int
-    accuracy: float | None   # percent, None without labels
-    loss: float | None
+    accuracy: float | None   # percent, None without labels (and for language models)
+    loss: float | None       # mean cross-entropy per sample (per token for language models)
+    perplexity: float | None = None   # language models: exp(mean next-token cross-entropy)
 
     def as_dict(self) -> dict:
-        return {"split": self.split, "samples": self.samples, "accuracy": self.accuracy, "loss": self.loss}
+        d = {"split": self.split, "samples": self.samples, "accuracy": self.accuracy, "loss": self.loss}
+        if self.perplexity is not None:
+            d["perplexity"] = self.perplexity
+        return d
 
 
 def logits_of(out) -> torch.Tensor:
@@ -33,6 +38,19 @@ def logits_of(out) -> torch.Tensor:
     if hasattr(out, "logits"):
         out = out.logits
     return out
+
+
+def is_sequence(out: torch.Tensor, y: torch.Tensor | None) -> bool:
+    """Next-token outputs (batch, positions, vocab) with labels (batch, positions)."""
+    return out.dim() == 3 and y is not None and y.dim() == 2
+
+
+def loss_of(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of class scores (batch, classes), or of next-token scores (batch, positions, vocab)
+    against token labels (batch, positions): the training loss of both tasks."""
+    if is_sequence(out, y):
+        return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
+    return nn.functional.cross_entropy(out, y, reduction=reduction)
 
 
 def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", batch_size: int = 256,
@@ -52,7 +70,7 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
     device = module_device(module)
     correct = torch.zeros((), dtype=torch.int64, device=device)   # summed on the device: no sync per batch
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen = 0
+    seen = tokens = 0
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     shard = runtime.shard(pad=False) if runtime is not None else None
     try:
@@ -63,7 +81,10 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
                 out = logits_of(module(x))
                 if not torch.isfinite(out).all():
                     out = torch.nan_to_num(out, nan=0.0, posinf=1e4, neginf=-1e4)
-                if y is not None:
+                if is_sequence(out, y):
+                    loss_sum += loss_of(out.float(), y, "sum").double()
+                    tokens += y.numel()
+                elif y is not None:
                     if dataset.num_classes and out.shape[1] > dataset.num_classes:
                         out = out[:, :dataset.num_classes]
                     correct += (out.argmax(1) == y).sum()
@@ -76,10 +97,13 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
         module.train(was)
     n_correct, total_loss = int(correct), float(loss_sum)
     if runtime is not None and runtime.distributed:
-        n_correct, total_loss, seen = runtime.sum(n_correct, total_loss, seen)
-        n_correct, seen = int(n_correct), int(seen)
+        n_correct, total_loss, seen, tokens = runtime.sum(n_correct, total_loss, seen, tokens)
+        n_correct, seen, tokens = int(n_correct), int(seen), int(tokens)
     if not dataset.has_labels:
         return EvalResult(split, seen, None, None)
+    if tokens:
+        mean = total_loss / tokens
+        return EvalResult(split, seen, None, mean, math.exp(min(mean, 700.0)))
     return EvalResult(split, seen, 100.0 * n_correct / seen, total_loss / seen)
 
 

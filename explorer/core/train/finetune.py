@@ -27,11 +27,12 @@ from torch import nn
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
+from ..model.layers import load_state, weight_key
 from ..prune.plan import Plan
 from . import evaluate as _evaluate_mod
 from .checkpoint import LoopState, job_identity, load_loop_state, save_loop_state
 from .distributed import Runtime, digest, kill_after
-from .evaluate import evaluate, logits_of
+from .evaluate import evaluate, logits_of, loss_of
 from .masking import MaskEnforcer, sparsity_of  # noqa: F401  (re-exported: the fine-tuning API)
 from .records import EpochRecord, Snapshot
 from .schedules import AGP_END, AGP_UPDATES, SPACINGS, agp_fraction, agp_timetable, iterative_plans, lr_phases, plan_at
@@ -211,7 +212,7 @@ class _Training:
         self.model.train()
         self.net = runtime.wrap(self.model)          # DistributedDataParallel when distributed
         params = dict(self.model.named_parameters())
-        self.plans = step_plans(cfg, target, start, {n: params[f"{n}.weight"].numel() for n in layer_names})
+        self.plans = step_plans(cfg, target, start, {n: params[weight_key(self.model, n)].numel() for n in layer_names})
         self.steps = len(self.plans)
         per_epoch = batches_per_epoch(dataset.size("train"), cfg.batch_size, runtime.world_size)
         self.per_epoch = min(per_epoch, cfg.max_batches) if cfg.max_batches else per_epoch
@@ -222,7 +223,6 @@ class _Training:
         self.phases = {p[0]: p for p in lr_phases(cfg.schedule, self.steps, cfg.epochs, self.per_epoch, cfg.rewind,
                                                   self.agp.end_iteration if self.agp else 0)}
         self.has_val = dataset.size(cfg.eval_split) > 0
-        self.loss_fn = nn.CrossEntropyLoss()
         self.opt: torch.optim.Optimizer | None = None
         self.sched = None
         self.enforcer: MaskEnforcer | None = None
@@ -336,7 +336,7 @@ class _Training:
                 lr_epoch = self.opt.param_groups[0]["lr"]   # the rate this epoch started with
             self.opt.zero_grad(set_to_none=True)
             out = logits_of(self.net(x))
-            loss = self.loss_fn(out, y)
+            loss = loss_of(out, y)
             if not torch.isfinite(loss):
                 raise ExplorerError("Fine-tuning diverged (the loss became NaN/inf).",
                                     "Lower the learning rate and try again.")
@@ -363,14 +363,18 @@ class _Training:
                           lr=lr_epoch if lr_epoch is not None else cfg.lr, seconds=time.perf_counter() - t0,
                           sparsity_before=st.before, step_sparsity=st.after if e == 0 else None,
                           pruned_accuracy=st.pruned_acc if e == 0 else None,
-                          mask_updates=st.step_updates)
+                          mask_updates=st.step_updates, val_perplexity=ev.perplexity if ev else None)
         st.before, st.step_updates = rec.sparsity, 0
         st.history.append(rec)
         frac = st.it / self.total_batches
-        self.progress(Progress(frac, f"epoch {st.epoch_no}/{self.total_epochs}: val {rec.val_accuracy:.2f}%"
-                               if rec.val_accuracy is not None else f"epoch {st.epoch_no}/{self.total_epochs}", rec))
+        head = f"epoch {st.epoch_no}/{self.total_epochs}"
+        self.progress(Progress(frac, f"{head}: val {rec.val_accuracy:.2f}%" if rec.val_accuracy is not None else
+                               (f"{head}: val perplexity {rec.val_perplexity:.2f}"
+                                if rec.val_perplexity is not None else head), rec))
         final_sparsity_reached = cfg.schedule != "agp" or st.current_plan.layers == self.target.layers
-        acc = rec.val_accuracy if rec.val_accuracy is not None else -rec.train_loss
+        # best epoch: highest val accuracy, else lowest val loss (= lowest perplexity), else lowest train loss
+        acc = rec.val_accuracy if rec.val_accuracy is not None else \
+            -(rec.val_loss if rec.val_loss is not None else rec.train_loss)
         if final_sparsity_reached and (st.step_best_acc is None or acc > st.step_best_acc):
             st.step_best_acc = acc
             st.step_best_state = self.state_copy()
@@ -387,7 +391,7 @@ class _Training:
             # own batches: everyone takes rank 0's, so all ranks hold exactly the model rank 0 writes
             names = [k for k, _ in self.model.named_buffers() if k in st.step_best_state]
             st.step_best_state.update(self.rt.broadcast({k: st.step_best_state[k] for k in names}))
-        self.model.load_state_dict(st.step_best_state)
+        load_state(self.model, st.step_best_state)
         st.snapshots.append(Snapshot(label=f"step {step}/{self.steps}" if self.steps > 1 else "fine-tuned",
                                      plan=st.current_plan, state=st.step_best_state,
                                      val_accuracy=(st.step_best_acc if st.step_best_acc is not None
@@ -410,7 +414,7 @@ class _Training:
         if path is None:
             raise ExplorerError("Resuming needs a checkpoint file.")
         self.st = load_loop_state(path, self.job, self.rt.device)
-        self.model.load_state_dict(self.st.model_state)
+        load_state(self.model, self.st.model_state)
         self.st.model_state = None
         self._set_masks(self.st.masks, self.st.aux)
         if self.st.phase_start is not None:

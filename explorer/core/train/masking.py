@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..model.layers import weight_key
+
 
 class MaskEnforcer:
     """Keeps pruned entries (and, once an optimizer is attached, their optimizer state) at exactly zero."""
@@ -18,8 +20,8 @@ class MaskEnforcer:
                  optimizer: torch.optim.Optimizer | None = None):
         params = dict(module.named_parameters())
         self.pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for name, m in masks.items():
-            p = params[f"{name}.weight"]
+        for key, m in masks.items():      # state_dict keys of the pruned weights (LayerInfo.key)
+            p = params[key]
             self.pairs.append((p, ~m.to(torch.bool)))
         for pname, m in aux.items():
             p = params.get(pname)
@@ -57,7 +59,7 @@ def sparsity_of(module: nn.Module, layer_names: list[str]) -> float:
     params = dict(module.named_parameters())
     total = zeros = 0
     for n in layer_names:
-        w = params[f"{n}.weight"]
+        w = params[weight_key(module, n)]
         total += w.numel()
         zeros += int((w == 0).sum())
     return zeros / total if total else 0.0

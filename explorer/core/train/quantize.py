@@ -24,6 +24,7 @@ from torch import nn
 from ..errors import ExplorerError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
+from ..model.layers import weight_key
 from .evaluate import evaluate, logits_of
 from .finetune import EpochRecord, FinetuneConfig
 
@@ -99,7 +100,7 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
     if device is not None:
         model = model.to(device)
     params = dict(model.named_parameters())
-    shared = {n: _Shared(params[f"{n}.weight"], l) for n, l in layers.items()}
+    shared = {n: _Shared(params[weight_key(model, n)], l) for n, l in layers.items()}
     weight_ids = {id(s.weight) for s in shared.values()}
     others = [p for p in model.parameters() if id(p) not in weight_ids and p.requires_grad] if train_others else []
     if not train_others:

@@ -24,6 +24,7 @@ class EpochRecord:
     step_sparsity: float | None = None     # right after the pruning step that opened this epoch (if one did)
     pruned_accuracy: float | None = None   # val accuracy right after that pruning step, before training
     mask_updates: int = 0                  # times the masks changed in this epoch (a pruning step counts 1)
+    val_perplexity: float | None = None    # language models (their val_accuracy is None)
 
     def as_dict(self) -> dict:
         return asdict(self)
