@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QKeySequence
 
-from explorer.core.analyse.latency import latency_input, measure_latencies
-from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
-from explorer.core.jobs import Progress
-from explorer.core.measurements import LatencyComparison
-from explorer.core.train.evaluate import evaluate
+from explorer.core.measure_plan import DENSE_ON_OPEN_S, dense_eval_seconds, evaluate_plan, latency_job
 
 from .context import AppContext
 
@@ -42,52 +38,33 @@ class MeasureActions:
             return
         plan, base_id = s.plan.copy(), s.base_id
         need_dense = s.measurements.dense is None
-        original = s.original_state()
-
-        def work(progress, cancel):
-            state = s.masked_state(plan)
-            dense = None
-            if need_dense:
-                dense = evaluate(s.model_copy(original), s.dataset, "test", progress=lambda p: progress(
-                    Progress((p.fraction or 0) * 0.5, "evaluating dense model")), cancel=cancel)
-            current = evaluate(s.model_copy(state), s.dataset, "test", progress=lambda p: progress(
-                Progress(0.5 + (p.fraction or 0) * 0.5, "evaluating current model")), cancel=cancel)
-            return current, dense
-
         # measured on a copy: evaluating a plan never applies it, so later jobs start where the user left them
-        ctx.runner.run("Evaluating", work, on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
+        ctx.runner.run("Evaluating", lambda p, c: evaluate_plan(s, plan, need_dense, p, c),
+                       on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
+
+    def evaluate_dense_on_open(self) -> None:
+        """The dense baseline, right after a model opens, when evaluating it takes about a second or less."""
+        s = self.session
+        if not s.loaded_ok or s.measurements.dense is not None or not s.dataset.has_labels or s.plan.active():
+            return
+        try:
+            quick = dense_eval_seconds(s) <= DENSE_ON_OPEN_S
+        except Exception:   # an odd model is measured when the user asks, with a proper error then
+            return
+        if quick:
+            self.evaluate()
 
     def measure_latency(self) -> None:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return
         plan, base_id = s.plan.copy(), s.base_id
-        original = s.original_state()
         batch = int(ctx.settings.value("latency/batch", 1))
         runs = int(ctx.settings.value("latency/runs", 30))
         threads = int(ctx.settings.value("latency/threads", 0)) or None
-        structured = has_structure(plan)
         try:
-            removals = channel_removals(s, plan) if structured else {}
+            work = latency_job(s, plan, batch, runs, threads)
         except Exception as e:
             ctx.report_error(e)
             return
-        example = latency_input(s.dataset, s.require().input_shape, batch)
-        totals = s.totals(plan)
-
-        def work(progress, cancel):
-            from explorer.core.model.layers import profile_model
-
-            state = s.masked_state(plan)
-            models = {"dense": s.model_copy(original), "masked": s.model_copy(state)}
-            compact_macs = compact_params = None
-            if structured:
-                progress(Progress(None, "compacting"))
-                models["compact"] = compact_model(models["masked"], state, removals, example, cancel=cancel)
-                compact_macs = profile_model(models["compact"], s.require().input_shape).total_macs
-                compact_params = sum(p.numel() for p in models["compact"].parameters())
-            lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
-            return LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
-                                     totals.nonzero_macs, compact_macs, compact_params, batch)
-
         ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, base_id, r))
