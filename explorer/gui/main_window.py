@@ -271,7 +271,7 @@ class MainWindow(QMainWindow):
         for n in r.notes:
             if n.startswith("non-finite"):
                 self.status(f"warning: {n}", 10000)
-        QTimer.singleShot(0, self.measure.evaluate_dense_on_open)   # the baseline, when it takes ~1 s or less
+        self.measure.evaluate_dense_on_open()   # the baseline, at once, when that takes about a second or less
 
     def _on_plan_changed(self, names) -> None:
         if names is None or self._changed_rows is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QKeySequence
 
-from explorer.core.measure_plan import DENSE_ON_OPEN_S, dense_eval_seconds, evaluate_plan, latency_job
+from explorer.core.measure_plan import evaluate_dense_if_quick, evaluate_plan, latency_job
 
 from .context import AppContext
 
@@ -43,16 +43,12 @@ class MeasureActions:
                        on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
 
     def evaluate_dense_on_open(self) -> None:
-        """The dense baseline, right after a model opens, when evaluating it takes about a second or less."""
-        s = self.session
-        if not s.loaded_ok or s.measurements.dense is not None or not s.dataset.has_labels or s.plan.active():
-            return
+        """The dense baseline, right after a model opens, when evaluating it takes about a second or less: done
+        at once (no job), so the cards compare with it from the start and the job queue stays free."""
         try:
-            quick = dense_eval_seconds(s) <= DENSE_ON_OPEN_S
+            evaluate_dense_if_quick(self.session)
         except Exception:   # an odd model is measured when the user asks, with a proper error then
-            return
-        if quick:
-            self.evaluate()
+            pass
 
     def measure_latency(self) -> None:
         s, ctx = self.session, self.ctx
