@@ -147,7 +147,9 @@ def test_evaluate_latency_and_history(win, qtbot):
     cur = s.measurements.current.value.accuracy
     assert dense > 97 and 0 < cur <= 100
     assert "%" in win.dashboard.cards["accuracy"].value.text()
-    assert len(s.history) == 1 and s.history[0].accuracy == cur
+    # the dense baseline was evaluated on open (digits-cnn takes milliseconds): a History point of its own
+    assert len(s.history) == 2 and s.history[0].accuracy == dense and not s.history[0].plan.active()
+    assert s.history[-1].accuracy == cur
     s.set_uniform(s.layer_names, 0.5, "channel")
     win.settings.setValue("latency/runs", 5)
     win.measure.measure_latency()
@@ -350,8 +352,9 @@ def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
     s.set_uniform(s.layer_names, 0.7)
     win.measure.evaluate()
     wait_jobs(qtbot, win)
-    assert len(s.history) == 2 and win.history_panel.table.rowCount() == 2
-    win.history_panel.restore_row(0)
+    # the dense point (evaluated on open), then the two plans
+    assert len(s.history) == 3 and win.history_panel.table.rowCount() == 3
+    win.history_panel.restore_row(1)
     wait_jobs(qtbot, win)
     assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.3) and not s.pending
     for k, v in s.module.state_dict().items():

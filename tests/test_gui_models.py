@@ -54,7 +54,7 @@ def test_language_model_shows_perplexity_everywhere(lm_win, qtbot):
     assert s.history[-1].accuracy == pytest.approx(ppl)        # History keeps the dataset's metric
     w.history_panel.update_results()
     assert "perplexity" in w.history_panel.table.horizontalHeaderItem(4).text()
-    assert w.history_panel.table.item(0, 4).text() == f"{ppl:.2f}"
+    assert w.history_panel.table.item(len(s.history) - 1, 4).text() == f"{ppl:.2f}"   # after the dense row
 
 
 def test_export_menu_writes_safetensors_and_a_checked_onnx(lm_win, qtbot, tmp_path):

@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tab", default=None,
                    help="show this tab first: weights, fine-tune, latency, sensitivity, history, ...")
     g.add_argument("--detail", action="store_true", help="zoom the heatmap to its top-left corner (screenshots)")
+    g.add_argument("--lesson", default=None, metavar="NAME",
+                   help="open a lesson: a built-in name (magnitude, granularity, speedup, iterative, sensitivity, "
+                        "criteria, deep-compression) or the path of a lesson .json")
+    g.add_argument("--step", type=int, default=None, metavar="N", help="with --lesson: start at step N (from 1)")
+    g.add_argument("--presentation", action="store_true",
+                   help="presentation mode: fonts x1.5, thicker lines, advanced controls hidden (fits 1024x768)")
 
     i = _sub(sub, "info", "list the prunable layers (name, type, shape, params, MACs, sparsity)")
     _common(i)

@@ -30,6 +30,7 @@ from .prune.masks import LayerMask
 from .prune.plan import LayerPlan, Plan
 from .prune.plan_masks import PlanMasks
 from .session_calibration import SessionCalibration
+from .session_manual import SessionManual
 from .session_results import SessionResults
 from .undo import Edit, UndoStack
 
@@ -37,7 +38,7 @@ LOADED = "loaded weights"
 READY_LAYER_PARAMS = 2_000_000   # rankings up to this many weights take well under a second to build
 
 
-class Session(SessionCalibration, SessionResults):
+class Session(SessionCalibration, SessionResults, SessionManual):
     """Model + dataset + plan + masks + history, with events for the GUI."""
 
     loaded = Signal()                 # a new model/dataset is in place
@@ -277,6 +278,8 @@ class Session(SessionCalibration, SessionResults):
                   criterion: str | None = None, coalesce: object = None) -> list[str]:
         """Change one layer's plan (and its linked layers under channel granularity). Returns changed names."""
         cur = self.plan.get(name)
+        if cur.is_manual and criterion is None:   # a slider or granularity edit leaves the hand-made choice
+            cur = LayerPlan(cur.sparsity, cur.granularity, "l1")
         new = LayerPlan(cur.sparsity if sparsity is None else sparsity,
                         cur.granularity if granularity is None else granularity,
                         cur.criterion if criterion is None else criterion)
@@ -350,8 +353,8 @@ class Session(SessionCalibration, SessionResults):
 
     def set_plan(self, plan: Plan, record: bool = True) -> None:
         plan = self.linked_plan(plan.validated(self.layer_names))
-        for n, lp in plan.layers.items():
-            self.check_layer_plan(n, lp)
+        for n, lp in list(plan.layers.items()):
+            plan.layers[n] = self.check_layer_plan(n, lp)
         self._replace_plan(plan, record=record)
 
     def linked_plan(self, plan: Plan) -> Plan:

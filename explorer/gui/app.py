@@ -50,6 +50,29 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def open_lesson(win, args) -> None:
+    """``--lesson NAME [--step N]``: a wrong name or step is a clear CLI error before the window shows."""
+    from explorer.core.errors import ExplorerError
+    from explorer.core.lessons.lesson import load_lesson
+
+    def refuse(e):
+        win._force_close = True
+        win.close()
+        raise e
+
+    if not getattr(args, "lesson", None):
+        refuse(ExplorerError("--step needs --lesson NAME.", "For example: gui --lesson magnitude --step 2"))
+    try:
+        lesson = load_lesson(args.lesson)
+    except ExplorerError as e:
+        refuse(e)
+    n = len(lesson.steps)
+    step = 1 if args.step is None else args.step
+    if not 1 <= step <= n:
+        refuse(ExplorerError(f"--step {step} is outside 1-{n}: lesson '{lesson.name}' has {n} steps."))
+    win.classroom.open(str(lesson.path), step - 1)
+
+
 def run_gui(args) -> int:
     screenshot = getattr(args, "screenshot", None)
     if screenshot and not os.environ.get("QT_QPA_PLATFORM") and not os.environ.get("DISPLAY"):
@@ -72,6 +95,10 @@ def run_gui(args) -> int:
                                input_shape=parse_input_shape(args.input_shape), defer_groups=True))
     win = MainWindow(session, deferred=True)
     win.resize(*size)
+    if getattr(args, "presentation", False):
+        win.classroom.presentation.set_on(True)
+    if getattr(args, "lesson", None) or getattr(args, "step", None) is not None:
+        open_lesson(win, args)
     if getattr(args, "recipe", None):
         win.open_recipe(args.recipe)
     if getattr(args, "layer", None):

@@ -26,7 +26,7 @@ class GlobalPanel(QWidget):
 
     def __init__(self, parent=None, lazy: bool = False):
         super().__init__(parent)
-        box = QGroupBox("Many layers at once")
+        box = self.box = QGroupBox("Many layers at once")
         self.editor = SparsityEditor()
         self.editor.set_sparsity(0.5)
         self.gran = make_combo(GRANULARITY_CHOICES, granularity_tips())
@@ -89,7 +89,13 @@ class GlobalPanel(QWidget):
         self.bars.setToolTip("Per-layer sparsity of the plan; orange = not applied yet")
         self.bar_item = pg.BarGraphItem(x=[], height=[], width=0.7, brush=(66, 133, 244))
         self.bars.addItem(self.bar_item)
+        self.legend = QLabel("<span style='color:#4285f4'>■</span> applied &nbsp; "
+                             "<span style='color:#e69138'>■</span> planned, not applied yet (Apply: Ctrl+Enter) "
+                             "&nbsp; darker = the selected layer")
+        self.legend.setObjectName("legendLabel")
+        self.legend.setWordWrap(True)
         self._lay.addWidget(self.bars, 1)
+        self._lay.addWidget(self.legend)
         if self._last_plan is not None:
             self.show_plan(*self._last_plan)
 
@@ -118,6 +124,7 @@ class GlobalPanel(QWidget):
         ax = self.bars.getAxis("bottom")
         width = max(200, self.bars.width() - 60)
         longest = max((len(n) for n in names), default=1)
-        step = max(1, -(-len(names) * (longest * 7 + 12) // width))
+        char = max(7, self.bars.fontMetrics().averageCharWidth())   # 7 px at 10 pt; more in presentation mode
+        step = max(1, -(-len(names) * (longest * char + 12) // width))
         ax.setTicks([[(i, names[i]) for i in range(0, len(names), step)]])
         self.bars.setXRange(-0.6, max(len(names) - 0.4, 0.4), padding=0)

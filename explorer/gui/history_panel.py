@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget
 
 from explorer.core.model.metrics import format_bytes
+from explorer.core.prune.plan import Plan
 from explorer.core.train.metric import ACCURACY, metric_of
 
 from .context import AppContext
@@ -20,29 +21,83 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(idx, key=lambda i: points[i][0])
 
 
+def _is_dense(e) -> bool:
+    return not e.plan.active() and e.base_label == "loaded weights"
+
+
+def _point_label(e) -> str:
+    return f"#{e.id} dense" if _is_dense(e) else f"#{e.id}"
+
+
+def _pad_range(plot, xs: list[float], ys: list[float]) -> None:
+    """Auto range, but never narrower than a few units around the points: one point is not a tick-label storm."""
+    if not xs or not ys:
+        plot.enableAutoRange()
+        return
+    lo, hi = min(ys), max(ys)
+    span = max(hi - lo, 4.0 if hi > lo else 8.0)
+    plot.setYRange(lo - 0.15 * span, hi + 0.15 * span, padding=0)
+    xlo, xhi = min(xs), max(xs)
+    xspan = max(xhi - xlo, 0.5 * max(abs(xhi), 1e-3))
+    plot.setXRange(xlo - 0.1 * xspan, xhi + 0.25 * xspan, padding=0)
+
+
+class PointLabels:
+    """'#id' beside every point of a plot; the text items are reused, so redraws never pile them up."""
+
+    def __init__(self, plot):
+        self.plot = plot
+        self.items: list[pg.TextItem] = []
+
+    def show(self, points: list[tuple[float, float, str]]) -> None:
+        while len(self.items) < len(points):
+            t = pg.TextItem(color=(50, 56, 66), anchor=(-0.15, 1.0))
+            self.plot.addItem(t)
+            self.items.append(t)
+        for t, (x, y, text) in zip(self.items, points):
+            t.setText(text)
+            t.setPos(x, y)
+            t.show()
+        for t in self.items[len(points):]:
+            t.hide()
+
+
 class HistoryPanel(QWidget):
     def __init__(self, ctx: AppContext):
         super().__init__()
         self.ctx = ctx
         self.session = ctx.session
         self._metric = ACCURACY
-        self.plot = pg.PlotWidget(title="accuracy vs compression ratio")
+        self.plot = pg.PlotWidget()
         self.plot.setLabel("bottom", "compression ratio (×)")
         self.plot.setLabel("left", "test accuracy (%)")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.scatter = pg.ScatterPlotItem(size=10, brush=(66, 133, 244, 200), pen=pg.mkPen((30, 60, 140)),
                                           hoverable=True, hoverSize=14, tip=self._tip)
         self.front = pg.PlotDataItem([], [], pen=pg.mkPen((230, 145, 56), width=2, style=Qt.DashLine))
+        self.dense_mark = pg.ScatterPlotItem(size=16, symbol="star", brush=(230, 145, 56, 230),
+                                             pen=pg.mkPen((120, 70, 10)))
+        self.legend = QLabel("<span style='color:#4285f4'>●</span> evaluated state (#number as in the table)"
+                             "&nbsp;&nbsp; <span style='color:#e69138'>★</span> dense model"
+                             "&nbsp;&nbsp; <span style='color:#e69138'>– –</span> Pareto front "
+                             "&nbsp;&nbsp; <span style='color:#2ca02c'>●</span> with latency")
+        self.legend.setObjectName("legendLabel")
+        self.legend.setWordWrap(True)
         self.plot.addItem(self.front)
         self.plot.addItem(self.scatter)
+        self.plot.addItem(self.dense_mark)
+        self.labels = PointLabels(self.plot)
+        self.lat_labels = None
         self.scatter.sigClicked.connect(self._clicked)
-        self.lat_plot = pg.PlotWidget(title="accuracy vs measured latency")
+        self.lat_plot = pg.PlotWidget()
         self.lat_plot.setLabel("bottom", "latency (ms)")
+        self.lat_plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.lat_plot.setLabel("left", "test accuracy (%)")
         self.lat_plot.showGrid(x=True, y=True, alpha=0.2)
         self.lat_scatter = pg.ScatterPlotItem(size=10, brush=(44, 160, 44, 200), hoverable=True, hoverSize=14,
                                               tip=self._tip)
         self.lat_plot.addItem(self.lat_scatter)
+        self.lat_labels = PointLabels(self.lat_plot)
         self.lat_scatter.sigClicked.connect(self._clicked)
         self.table = QTableWidget(0, 6)
         self.table.setHorizontalHeaderLabels(["#", "state", "sparsity", "compression", "accuracy", "latency"])
@@ -65,9 +120,11 @@ class HistoryPanel(QWidget):
         bottom.addWidget(self.restore_btn)
         lay = QVBoxLayout(self)
         lay.addLayout(plots, 3)
+        lay.addWidget(self.legend)
         lay.addWidget(self.table, 2)
         lay.addLayout(bottom)
         self.session.history_changed.connect(self.update_results)
+        self.session.measurements.changed.connect(self.update_results)
 
     def _label_metric(self, metric) -> None:
         """Axis titles and the table header name the dataset's metric (accuracy, or perplexity: lower is better)."""
@@ -99,11 +156,20 @@ class HistoryPanel(QWidget):
         self.table.resizeColumnsToContents()
         acc = [e for e in hist if e.accuracy is not None]
         self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id} for e in acc])
+        self.labels.show([(e.compression_ratio, e.accuracy, _point_label(e)) for e in acc])
+        dense = [(e.compression_ratio, e.accuracy) for e in acc if _is_dense(e)]
+        dense_value = metric.value(s.measurements.dense) if s.loaded_ok else None
+        if not dense and dense_value is not None:
+            dense = [(s.totals(Plan()).compression_ratio, dense_value)]   # measured, not a state
+        self.dense_mark.setData([x for x, _ in dense], [y for _, y in dense])
         pts = [(e.compression_ratio, e.accuracy) for e in acc]
         front = pareto_front([(x, metric.score(y)) for x, y in pts])   # the front follows the metric's direction
         self.front.setData([pts[i][0] for i in front], [pts[i][1] for i in front])
         lat = [e for e in acc if e.latency_ms is not None]
         self.lat_scatter.setData([{"pos": (e.latency_ms, e.accuracy), "data": e.id} for e in lat])
+        self.lat_labels.show([(e.latency_ms, e.accuracy, _point_label(e)) for e in lat])
+        _pad_range(self.plot, [p[0] for p in pts], [p[1] for p in pts] + [y for _, y in dense])
+        _pad_range(self.lat_plot, [e.latency_ms for e in lat], [e.accuracy for e in lat])
         mem, disk = s.weights.counts if s.loaded_ok else (0, 0)
         kept = (f" Fine-tuned weights kept for returning: {mem} in memory ({format_bytes(s.weights.memory_bytes)})"
                 + (f", {disk} on disk ({format_bytes(s.weights.disk_bytes)})" if disk else "") + ".") if mem + disk else ""

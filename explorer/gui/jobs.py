@@ -21,6 +21,8 @@ from superqt.utils import WorkerBase
 from explorer.core.errors import Cancelled, ExplorerError
 from explorer.core.jobs import CancelToken, Progress
 
+from . import gc_guard
+
 PROGRESS_INTERVAL_S = 0.05
 
 
@@ -138,6 +140,7 @@ class JobRunner(QObject):
         self.job_started.emit(job)
         # the runner keeps the worker alive until it finishes; superqt's own start() would also register it in
         # a class-level set through a classmethod slot, which leaves two small objects behind per job
+        gc_guard.job_started()      # no cyclic GC in the worker thread (it could destroy Qt widgets there)
         QThreadPool.globalInstance().start(w)
 
     def _on_progress(self, p: Progress) -> None:
@@ -160,6 +163,7 @@ class JobRunner(QObject):
     def _on_finished(self) -> None:
         job, (status, payload) = self.current, self._outcome or ("cancelled", None)
         self._worker, self.current, self._outcome = None, None, None
+        gc_guard.job_ended()
         try:
             if status == "done" and job.on_done:
                 job.on_done(payload)

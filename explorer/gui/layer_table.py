@@ -18,6 +18,7 @@ GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
 SPARSITY_DECIMALS = 4   # 0.1 % steps of the slider, as a fraction
 
 COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity %", "Granularity", "Criterion", "Nonzero")
+COLUMN_WIDTHS = (90, 62, 96, 62, 62, 160, 90, 86, 64)
 COL_TIPS = {
     "Layer": "Module name; ⇄ marks layers whose output channels are coupled (a residual add or a depthwise conv): "
              "under channel granularity they share one channel choice.",
@@ -96,10 +97,9 @@ class LayerTable(QTableWidget):
         self.setAlternatingRowColors(True)
         h = self.horizontalHeader()
         h.setSectionResizeMode(QHeaderView.Interactive)
-        h.setStretchLastSection(False)
-        for i, w in enumerate((150, 62, 96, 62, 62, 150, 90, 86, 64)):
+        h.setStretchLastSection(True)   # the slider keeps its width; spare room goes to the last column
+        for i, w in enumerate(COLUMN_WIDTHS):
             self.setColumnWidth(i, w)
-        h.setSectionResizeMode(5, QHeaderView.Stretch)
         self.itemSelectionChanged.connect(self._selection_changed)
 
     # ------------------------------------------------------------------ build
@@ -159,10 +159,10 @@ class LayerTable(QTableWidget):
                 self.setCellWidget(r, 6, gc)
                 self.setCellWidget(r, 7, cc)
                 self._editors[l.name] = (ed, gc, cc)
-            fm = self.fontMetrics()
-            longest = max((fm.horizontalAdvance(("⇄ " if s.groups_ready and len(s.linked_layers(l.name)) > 1 else "") + l.name)
-                           for l in s.layers), default=100)
-            self.setColumnWidth(0, min(max(longest + 18, 90), 280))
+            self.fit_columns()
+            # every row visible up to six, however much room the panels below want
+            self.setMinimumHeight(self.horizontalHeader().sizeHint().height() + 30 * min(len(s.layers), 6)
+                                  + self.horizontalScrollBar().sizeHint().height() + 6)
             self.refresh()
             if s.selected in self._rows:
                 self.selectRow(self._rows[s.selected])
@@ -182,6 +182,9 @@ class LayerTable(QTableWidget):
                     gc.addItem(lp.granularity)
                 gc.setCurrentText(lp.granularity)
             with QSignalBlocker(cc):
+                if cc.findText(lp.criterion) < 0:     # 'manual' appears once a row is pruned by hand
+                    cc.addItem(lp.criterion)
+                    cc.setItemData(cc.count() - 1, lp.criterion.tooltip, Qt.ToolTipRole)
                 cc.setCurrentText(lp.criterion)
             self._update_choices(name, lp)
             item = self.item(r, 8)
@@ -221,8 +224,26 @@ class LayerTable(QTableWidget):
                     item.setEnabled(ok)
                     item.setToolTip(tip)
 
+    def column_index(self, name: str) -> int | None:
+        return COLUMNS.index(name) if name in COLUMNS else None
+
+    def fit_columns(self) -> None:
+        """Widths from the current font: every header and value readable (names, shapes), the slider usable."""
+        fm = self.fontMetrics()
+        hf = self.horizontalHeader().fontMetrics()
+        scale = max(1.0, fm.height() / 17.0)     # 17 px: the line height of the normal 10 pt font
+        s = self.session
+        texts = {0: [("⇄ " if s.groups_ready and len(s.linked_layers(l.name)) > 1 else "") + l.name for l in s.layers]
+                 if s.loaded_ok else [],
+                 2: ["×".join(map(str, l.weight_shape)) for l in s.layers] if s.loaded_ok else []}
+        for i, name in enumerate(COLUMNS):
+            w = max(int(COLUMN_WIDTHS[i] * scale), hf.horizontalAdvance(name) + 26)
+            if texts.get(i):
+                w = max(w, max(fm.horizontalAdvance(t) for t in texts[i]) + 18)
+            self.setColumnWidth(i, min(w, 320))
+
     def preferred_width(self) -> int:
-        return sum(self.columnWidth(i) for i in range(self.columnCount())) + 24
+        return sum(self.columnWidth(i) for i in range(self.columnCount()) if not self.isColumnHidden(i)) + 24
 
     def select_layer(self, name: str) -> None:
         r = self._rows.get(name)
@@ -269,6 +290,10 @@ class LayerTable(QTableWidget):
 
     def _criterion_edited(self, name: str, c: str) -> None:
         try:
+            if c == "manual":      # by hand, starting from what the row prunes now
+                g = self.session.plan.get(name).granularity.name
+                self.session.set_manual(name, self.session.manual_units(name, g), g)
+                return
             self.session.set_layer(name, criterion=c)
         except Exception as e:
             self.report_error(e)

@@ -19,6 +19,7 @@ from explorer.core.session import Session
 
 from . import help as help_dialogs
 from . import startup
+from .classroom import Classroom
 from .cluster_actions import ClusterActions
 from .context import AppContext
 from .dashboard import Dashboard, totals_text
@@ -152,9 +153,11 @@ class MainWindow(QMainWindow):
         tb.addAction(self.act_open)
         self.model_label = QLabel("no model")
         self.model_label.setToolTip("The loaded model spec")
-        tb.addWidget(QLabel(" Model: "))
+        self.model_label.setObjectName("modelLabel")
+        tb.addWidget(QLabel(" "))
         tb.addWidget(self.model_label)
-        tb.addWidget(QLabel("   Dataset: "))
+        self.dataset_label = QLabel("   Dataset: ")
+        tb.addWidget(self.dataset_label)
         tb.addWidget(self.dataset_combo)
         for a, short in ((self.act_open, "Open…"), (self.act_apply, "Apply"), (self.act_reset, "Reset")):
             a.setIconText(short)       # compact toolbar labels; menus keep the full text
@@ -200,6 +203,7 @@ class MainWindow(QMainWindow):
             ctx.action(self.tabs.tabText(i), lambda _=False, i=i: self.tabs.setCurrentIndex(i),
                        QKeySequence(f"Ctrl+{i + 1}"), self.tabs.tabToolTip(i), m)
         m.addSeparator()
+        self.classroom = Classroom(self)     # lessons, presentation mode, pruning by hand
         wv = self.weight_view
         for box, text, key in ((wv.abs_box, "Histogram of |w|", "Ctrl+Shift+A"),
                                (wv.log_box, "Log counts", "Ctrl+Shift+L"),
@@ -274,6 +278,7 @@ class MainWindow(QMainWindow):
         for n in r.notes:
             if n.startswith("non-finite"):
                 self.status(f"warning: {n}", 10000)
+        self.measure.evaluate_dense_on_open()   # the baseline, at once, when that takes about a second or less
 
     def _on_plan_changed(self, names) -> None:
         if names is None or self._changed_rows is None:

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QKeySequence
 
-from explorer.core.analyse.latency import latency_input, measure_latencies
-from explorer.core.deploy.compact import channel_removals, compact_checked, has_structure
-from explorer.core.jobs import Progress
-from explorer.core.measurements import LatencyComparison
-from explorer.core.train.evaluate import evaluate
+from explorer.core.measure_plan import evaluate_dense_if_quick, evaluate_plan, latency_job
 from explorer.core.train.metric import metric_of
 
 from .context import AppContext
@@ -43,65 +39,30 @@ class MeasureActions:
             return
         plan, base_id = s.plan.copy(), s.base_id
         need_dense = s.measurements.dense is None
-        original = s.original_state()
-
-        def work(progress, cancel):
-            state = s.masked_state(plan)
-            dense = None
-            if need_dense:
-                dense = evaluate(s.job_copy(original), s.dataset, "test", progress=lambda p: progress(
-                    Progress((p.fraction or 0) * 0.5, "evaluating dense model")), cancel=cancel)
-            current = evaluate(s.job_copy(state), s.dataset, "test", progress=lambda p: progress(
-                Progress(0.5 + (p.fraction or 0) * 0.5, "evaluating current model")), cancel=cancel)
-            return current, dense
-
         # measured on a copy: evaluating a plan never applies it, so later jobs start where the user left them
-        ctx.runner.run("Evaluating", work, on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
+        ctx.runner.run("Evaluating", lambda p, c: evaluate_plan(s, plan, need_dense, p, c),
+                       on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
+
+    def evaluate_dense_on_open(self) -> None:
+        """The dense baseline, right after a model opens, when evaluating it takes about a second or less: done
+        at once (no job), so the cards compare with it from the start and the job queue stays free."""
+        try:
+            evaluate_dense_if_quick(self.session)
+        except Exception:   # an odd model is measured when the user asks, with a proper error then
+            pass
 
     def measure_latency(self) -> None:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return
         plan, base_id = s.plan.copy(), s.base_id
-        original = s.original_state()
         batch = int(ctx.settings.value("latency/batch", 1))
         runs = int(ctx.settings.value("latency/runs", 30))
         threads = int(ctx.settings.value("latency/threads", 0)) or None
         with_onnx = str(ctx.settings.value("latency/onnx", "false")).lower() == "true"
-        structured = has_structure(plan)
         try:
-            removals = channel_removals(s, plan) if structured else {}
+            work = latency_job(s, plan, batch, runs, threads, with_onnx)
         except Exception as e:
             ctx.report_error(e)
             return
-        example = latency_input(s.dataset, s.require().input_shape, batch)
-        totals = s.totals(plan)
-
-        def work(progress, cancel):
-            from explorer.core.model.layers import profile_model
-
-            state = s.masked_state(plan)
-            models = {"dense": s.model_copy(original), "masked": s.model_copy(state)}
-            compact_macs = compact_params = None
-            if structured:
-                progress(Progress(None, "compacting"))
-                models["compact"], _ = compact_checked(models["masked"], state, removals, example, cancel=cancel)
-                compact_macs = profile_model(models["compact"], s.require().input_shape, example=example[:1]).total_macs
-                compact_params = sum(p.numel() for p in models["compact"].parameters())
-            if with_onnx:   # onnxruntime next to PyTorch: the dense model and the best pruned one, interleaved
-                from explorer.core.analyse.latency import torch_threads
-                from explorer.core.analyse.onnx_latency import onnx_runner
-
-                best = "compact" if "compact" in models else "masked"
-                progress(Progress(None, "exporting to ONNX for onnxruntime"))
-                with torch_threads(threads):
-                    models["onnx:dense"] = onnx_runner(models["dense"], example, threads)
-                    models[f"onnx:{best}"] = onnx_runner(models[best], example, threads)
-            # built on the CPU, the PyTorch ones timed on the device (onnxruntime runs on the CPU)
-            models = {k: (m if k.startswith("onnx:") else m.to(s.device)) for k, m in models.items()}
-            lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
-            onnx = {k[5:]: v for k, v in lat.items() if k.startswith("onnx:")} or None
-            return LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs,
-                                     totals.nonzero_macs, compact_macs, compact_params, batch, onnx)
-
         ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, base_id, r))

@@ -15,6 +15,9 @@ from explorer.core.model.metrics import format_count
 from explorer.core.prune.masks import LayerMask
 
 PRUNED_RGB = (38, 38, 46)
+HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned &nbsp; <span style='color:#2166ac'>■</span> − "
+               "<span style='color:#b2182b'>■</span> + (scale at right)")
+HEAT_HINT = "click a row: prune / restore that channel (Detail: a kernel or a weight)"
 
 
 def diverging_lut() -> np.ndarray:
@@ -37,6 +40,7 @@ class WeightView(QWidget):
     """Heatmap (top) and histogram (bottom) of one layer, redrawn on demand."""
 
     hovered = Signal(str)
+    clicked = Signal(int, int, bool)   # output row, input·kernel column of the weight, Detail view on
 
     def __init__(self, parent=None, lazy: bool = False):
         """``lazy``: the plots (pyqtgraph) are built on the first :meth:`set_view` or :meth:`build_plots`; until
@@ -70,11 +74,15 @@ class WeightView(QWidget):
         self.hist_info.setObjectName("hoverLabel")
         self.hist_info.setWordWrap(True)
 
-        top = QHBoxLayout()
-        top.addWidget(self.title, 1)
-        top.addWidget(self.detail_btn)
-        top.addWidget(self.abs_box)
-        top.addWidget(self.log_box)
+        top = QVBoxLayout()      # the title gets the whole width (two lines at most), the toggles a row below
+        top.setSpacing(2)
+        top.addWidget(self.title)
+        toggles = QHBoxLayout()
+        toggles.addWidget(self.detail_btn)
+        toggles.addWidget(self.abs_box)
+        toggles.addWidget(self.log_box)
+        toggles.addStretch(1)
+        top.addLayout(toggles)
         self.split = QSplitter(Qt.Vertical)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -106,6 +114,16 @@ class WeightView(QWidget):
         self.image.setLookupTable(LUT)
         self.heat.addItem(self.image)
         self.heat.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.heat.scene().sigMouseClicked.connect(self._mouse_clicked)
+        self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=pg.ColorMap(np.linspace(0, 1, 255), LUT[1:, :3]),
+                                        interactive=False, width=12, label="w")
+        self.heat.getPlotItem().layout.addItem(self.colorbar, 2, 5)
+        self.heat_legend = QLabel(HEAT_LEGEND)
+        self.heat_legend.setObjectName("legendLabel")
+        self.heat_legend.setWordWrap(True)
+        self.heat_hint = QLabel(HEAT_HINT)
+        self.heat_hint.setObjectName("legendLabel")
+        self.heat_hint.setWordWrap(True)
         self.heat.setToolTip("Weights of the selected layer as out-channels × (in·kh·kw). Blue negative, red "
                             "positive; dark cells are pruned. Large layers are shown as a screen-sized sample.")
 
@@ -127,18 +145,36 @@ class WeightView(QWidget):
                                          label="−t", labelOpts={"position": 0.92, "color": (220, 50, 47)})
         self.hist.addItem(self.tline_pos)
         self.hist.addItem(self.tline_neg)
+        self.hist_legend = QLabel("<span style='color:#4285f4'>■</span> kept &nbsp; "
+                                  "<span style='color:#50505a'>■</span> pruned (on top) &nbsp; "
+                                  "<span style='color:#dc322f'>- -</span> ±t")
+        self.hist_legend.setObjectName("legendLabel")
+        self.hist_legend.setWordWrap(True)
         self.hist.setToolTip("Histogram of the layer's weights (like the lab's weight-distribution plot): blue kept, "
                              "grey pruned; dashed lines at ±t when the threshold is on |w|.")
 
-        self.split.addWidget(self.heat)
+        heatbox = QWidget()
+        hv = QVBoxLayout(heatbox)
+        hv.setContentsMargins(0, 0, 0, 0)
+        hv.setSpacing(0)
+        hv.addWidget(self.heat, 1)
+        legend_row = QHBoxLayout()
+        legend_row.addWidget(self.heat_legend)
+        legend_row.addWidget(self.heat_hint, 1)
+        hv.addLayout(legend_row)
+        self.split.addWidget(heatbox)
         hbox = QWidget()
         hl = QVBoxLayout(hbox)
         hl.setContentsMargins(0, 0, 0, 0)
         hl.setSpacing(0)
         hl.addWidget(self.hist_info)
         hl.addWidget(self.hist, 1)
+        hl.addWidget(self.hist_legend)
+        self.hist.setMinimumHeight(90)
+        self.heat.setMinimumHeight(120)
         self.split.addWidget(hbox)
         self.split.setSizes([620, 300])
+        self.split.setChildrenCollapsible(False)
 
     # ------------------------------------------------------------------ drawing
     def show_message(self, text: str) -> None:
@@ -161,6 +197,7 @@ class WeightView(QWidget):
         finite = view.sample.display_values[np.isfinite(view.sample.display_values)]
         self._level = float(np.percentile(np.abs(finite), 99.5)) if finite.size else 1.0
         self._level = self._level if self._level > 0 else 1.0
+        self.colorbar.setLevels((-self._level, self._level))
         self.redraw(auto_range=new_layer)
 
     def set_sparsity(self, sparsity: float) -> None:
@@ -236,20 +273,37 @@ class WeightView(QWidget):
     def _set_log(self, _):
         self.redraw_hist()
 
-    # ------------------------------------------------------------------ hover
-    def _mouse_moved(self, pos) -> None:
+    # ------------------------------------------------------------------ hover and click
+    def _cell_at(self, pos):
+        """(sample row, sample column, weight row, weight column) under a scene position, or None."""
         v = self.view
         if v is None or not self.heat.sceneBoundingRect().contains(pos):
-            return
+            return None
         p = self.heat.getViewBox().mapSceneToView(pos)
         R, C = v.layer.matrix_shape
         row, col = int(np.floor(p.y())), int(np.floor(p.x()))
         if not (0 <= row < R and 0 <= col < C):
-            self.hover_label.setText(" ")
-            return
+            return None
         ri = int(np.clip(np.searchsorted(v.sample.rows, row, side="right") - 1, 0, len(v.sample.rows) - 1))
         ci = int(np.clip(np.searchsorted(v.sample.pos, col, side="right") - 1, 0, len(v.sample.pos) - 1))
-        r, c = int(v.sample.rows[ri]), int(v.sample.cols[ci])
+        return ri, ci, int(v.sample.rows[ri]), int(v.sample.cols[ci])
+
+    def _mouse_clicked(self, ev) -> None:
+        if ev.button() != Qt.LeftButton or ev.double():
+            return
+        cell = self._cell_at(ev.scenePos())
+        if cell is not None:
+            ev.accept()
+            self.clicked.emit(cell[2], cell[3], self.detail_btn.isChecked())
+
+    def _mouse_moved(self, pos) -> None:
+        v = self.view
+        cell = self._cell_at(pos)
+        if cell is None:
+            if v is not None:
+                self.hover_label.setText(" ")
+            return
+        ri, ci, r, c = cell
         value = float(v.sample.display_values[ri, ci])
         kept = bool(v.display_keep(self.sparsity)[ri, ci])
         shape = v.layer.weight_shape

@@ -93,8 +93,8 @@ class DigitsVGG(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.backbone = _vgg_backbone(self.ARCH, 1)
-        self.classifier = nn.Linear(64, num_classes)
+        self.classifier = nn.Linear([c for c in self.ARCH if c != "M"][-1], num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.backbone(x)  # N x 64 x 2 x 2
+        x = self.backbone(x)  # N x C x 2 x 2
         return self.classifier(x.mean([2, 3]))

@@ -180,6 +180,19 @@ class APoZ(Criterion):
         return group_scores
 
 
+class Manual(Criterion):
+    """Pruning by hand: the plan names the pruned units itself (``LayerPlan.units``; see :mod:`manual`). Not one
+    of :data:`CRITERIA` -- it is chosen by clicking the heatmap, never from a list -- but plans and recipes
+    name it like any other."""
+
+    NAME, label = "manual", "Manual (by hand)"
+    tooltip = "By hand: exactly the channels, kernels or weights you clicked are pruned (click again to restore)."
+
+    def element_scores(self, weight, ctx):
+        raise PlanError("The manual criterion has no scores of its own: its plan lists the pruned units.")
+
+
+MANUAL = Manual()
 CRITERIA: dict[str, Criterion] = {c.name: c for c in (L1(), L2(), Random(), Taylor(), Hessian(), Wanda(),
                                                       BNScale(), APoZ())}
 DATA_CRITERIA = tuple(n for n, c in CRITERIA.items() if c.needs)
@@ -189,6 +202,8 @@ def get_criterion(name: str) -> Criterion:
     """Parse a criterion name (a Criterion passes through)."""
     if isinstance(name, Criterion):
         return name
+    if isinstance(name, str) and name.strip().lower() == MANUAL.name:
+        return MANUAL
     try:
         return CRITERIA[name.strip().lower() if isinstance(name, str) else name]
     except (KeyError, TypeError):

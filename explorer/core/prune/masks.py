@@ -33,6 +33,7 @@ from .criteria import ScoreContext, get_criterion
 from .display import DisplaySample
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
 from .groups import ChannelGroup
+from .manual import manual_scores
 from .ranking import Ranking, pruned_units, rank_balanced, rank_nm, rank_rows, rank_scores
 
 HIST_BINS = 101
@@ -54,6 +55,7 @@ class LayerMask:
     weight: torch.Tensor = field(repr=False)   # the ranked weight (for the display samples)
     group: ChannelGroup | None = None
     zeros_first: int | None = None      # element + magnitude: the zero weights are exactly the first Z units
+    manual_k: int | None = None         # the manual criterion: how many units were chosen (ranked first)
     _sample: DisplaySample | None = field(default=None, repr=False)
     _bins: dict = field(default_factory=dict, repr=False)
 
@@ -75,6 +77,8 @@ class LayerMask:
         return self.layer.params // self.units if self.units else 0
 
     def units_for(self, sparsity: float) -> int:
+        if self.manual_k is not None:     # a hand-made plan prunes exactly its chosen units
+            return self.manual_k
         return pruned_units(sparsity, self.units)
 
     def counts(self, sparsity: float) -> LayerCounts:
@@ -236,9 +240,9 @@ class MaskEngine:
                 for key in [k for k in list(d) if stale(k)]:
                     d.pop(key, None)
 
-    def is_cached(self, layer: str, criterion: str, granularity: str | Granularity) -> bool:
+    def is_cached(self, layer: str, criterion: str, granularity: str | Granularity, units: tuple | None = None) -> bool:
         g = granularity.name if isinstance(granularity, Granularity) else get_granularity(granularity).name
-        return (layer, criterion, g) in self._views
+        return _key(layer, criterion, g, units) in self._views
 
     def _trim(self) -> None:
         total = sum(v.nbytes for v in self._views.values()) + sum(r.nbytes for r in self._rankings.values())
@@ -266,7 +270,8 @@ class MaskEngine:
             scores = scores.masked_fill(bad, float("inf"))
         return scores
 
-    def _ranking(self, name: str, criterion: str, gran: Granularity) -> tuple[Ranking, ChannelGroup | None]:
+    def _ranking(self, name: str, criterion: str, gran: Granularity,
+                 units: tuple | None = None) -> tuple[Ranking, ChannelGroup | None]:
         layer = self.layers[name]
         crit = get_criterion(criterion)
         group = None
@@ -275,6 +280,10 @@ class MaskEngine:
             if group.blocked:
                 raise PlanError(f"'channel' granularity does not fit layer {name}: {group.blocked}.",
                                 "Its output channels must all stay; use element, n:m, vector or kernel for it.")
+        if crit.name == "manual":    # the chosen units first, the rest by position: never cached across choices
+            sorted_keys, rank, order = rank_scores(manual_scores(layer, gran, units or (), group))
+            w = self.weight(name)
+            return Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order), group
         key = (group.members if group is not None else name, criterion, gran.name)
         if key in self._rankings:
             self._rankings.move_to_end(key)
@@ -318,14 +327,16 @@ class MaskEngine:
         self._rankings[key] = ranking
         return ranking, group
 
-    def view(self, name: str, criterion: str = "l1", granularity: str | Granularity = "element") -> LayerMask:
-        """The cached :class:`LayerMask`, building it on first use (may take seconds on huge layers)."""
+    def view(self, name: str, criterion: str = "l1", granularity: str | Granularity = "element",
+             units: tuple | None = None) -> LayerMask:
+        """The cached :class:`LayerMask`, building it on first use (may take seconds on huge layers).
+        ``units``: the pruned units of a manual plan (see :mod:`manual`)."""
         if name not in self.layers:
             raise PlanError(f"Unknown layer '{name}'.", "Run `pruning-explorer info` to list the prunable layers.")
         gran = granularity if isinstance(granularity, Granularity) else get_granularity(granularity)
         layer = self.layers[name]
         gran.check(layer)
-        key = (name, criterion, gran.name)
+        key = _key(name, criterion, gran.name, units)
         cached = self._views.get(key)
         if cached is not None:
             return cached
@@ -333,10 +344,14 @@ class MaskEngine:
             cached = self._views.get(key)
             if cached is not None:
                 return cached
-            return self._build(name, criterion, gran, layer, key)
+            return self._build(name, criterion, gran, layer, key, units)
 
-    def _build(self, name, criterion, gran, layer, key) -> LayerMask:
-        ranking, group = self._ranking(name, criterion, gran)
+    def _build(self, name, criterion, gran, layer, key, units=None) -> LayerMask:
+        if criterion == "manual":   # a click makes a new choice: keep the last few of this layer's, not all
+            mine = [k for k in self._views if k[0] == name and k[1] == "manual" and k[2] == gran.name]
+            for k in mine[:-3]:
+                self._views.pop(k, None)
+        ranking, group = self._ranking(name, criterion, gran, units)
         w = self.weight(name).detach()
         if isinstance(gran, NM):
             base = gran.layout(layer)
@@ -372,7 +387,8 @@ class MaskEngine:
         ranking.order = None   # only needed while building: free 8 bytes per unit
         mask = LayerMask(layer=layer, criterion=criterion, granularity=gran, ranking=ranking,
                          unit_layout=unit_layout, unit_of_own=unit_of_own, cum_nonzero=cum,
-                         nonzero_total=nonzero_total, weight=w, group=group, zeros_first=zeros_first)
+                         nonzero_total=nonzero_total, weight=w, group=group, zeros_first=zeros_first,
+                         manual_k=len(units or ()) if criterion == "manual" else None)
         self._views[key] = mask
         self._trim()
         return mask
@@ -386,7 +402,7 @@ class MaskEngine:
         masks: dict[str, torch.Tensor] = {}
         aux: dict[str, torch.Tensor] = {}
         for name, lp in plan.active().items():
-            view = self.view(name, lp.criterion, lp.granularity)
+            view = self.view(name, lp.criterion, lp.granularity, lp.units)
             masks[view.layer.key] = view.element_mask(lp.sparsity)
             if isinstance(view.granularity, Channel) and view.group is not None:
                 # zero the BatchNorm / bias entries of pruned channels so the channel output is exactly 0
@@ -399,6 +415,11 @@ class MaskEngine:
                     m[torch.as_tensor(idx)] &= keep
                     aux[pname] = m
         return masks, aux
+
+
+def _key(name: str, criterion: str, granularity: str, units: tuple | None) -> tuple:
+    """The cache key of a view: a manual plan's chosen units are part of it."""
+    return (name, criterion, granularity) if criterion != "manual" else (name, criterion, granularity, units or ())
 
 
 def masked_tensors(base: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],

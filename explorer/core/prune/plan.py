@@ -22,13 +22,29 @@ class LayerPlan:
     sparsity: float = 0.0
     granularity: Granularity = "element"
     criterion: Criterion = "l1"
+    units: tuple | None = None   # the ``manual`` criterion's pruned units (see manual.py); None otherwise
 
     def __post_init__(self):
         object.__setattr__(self, "granularity", get_granularity(self.granularity))
         object.__setattr__(self, "criterion", get_criterion(self.criterion))
+        if self.units is not None:
+            from .manual import normalize_units
+            object.__setattr__(self, "units", normalize_units(self.granularity, self.units))
+
+    @property
+    def is_manual(self) -> bool:
+        return self.criterion == "manual"
 
     def to_dict(self) -> dict:
-        return {"sparsity": self.sparsity, "granularity": self.granularity.name, "criterion": self.criterion.name}
+        d = {"sparsity": self.sparsity, "granularity": self.granularity.name, "criterion": self.criterion.name}
+        if self.is_manual:
+            from .manual import recipe_key
+            d[recipe_key(self.granularity)] = [list(u) if isinstance(u, tuple) else u for u in self.units or ()]
+        return d
+
+    def at_sparsity(self, sparsity: float) -> "LayerPlan":
+        """This plan at another sparsity (a schedule's step); a manual plan is its chosen units at every step."""
+        return self if self.is_manual else LayerPlan(sparsity, self.granularity, self.criterion)
 
     def validated(self, layer: str = "") -> "LayerPlan":
         where = f" for layer {layer}" if layer else ""
@@ -39,11 +55,16 @@ class LayerPlan:
         if math.isnan(s) or not 0.0 <= s <= 1.0:
             raise PlanError(f"Sparsity{where} is {self.sparsity}, outside [0, 1].",
                             "Sparsity is the fraction of weights removed: 0 keeps all, 1 removes all.")
-        return LayerPlan(s, self.granularity, self.criterion)
+        if self.is_manual and self.units is None:
+            raise PlanError(f"The manual criterion{where} needs the units it prunes.",
+                            "Click channel rows of the heatmap (or kernels / weights in Detail view) instead.")
+        if self.units is not None and not self.is_manual:
+            raise PlanError(f"Only the manual criterion lists pruned units{where} (here: {self.criterion}).")
+        return LayerPlan(s, self.granularity, self.criterion, self.units)
 
     @property
     def is_dense(self) -> bool:
-        return self.sparsity == 0.0
+        return self.sparsity == 0.0 and not self.units
 
 
 @dataclass

@@ -60,10 +60,10 @@ class PlanMasks:
 
     # ------------------------------------------------------------------ per layer
     def view(self, name: str, lp: LayerPlan) -> LayerMask:
-        return self.engine.view(name, lp.criterion, lp.granularity)
+        return self.engine.view(name, lp.criterion, lp.granularity, lp.units)
 
     def needs_build(self, name: str, lp: LayerPlan) -> bool:
-        return not self.engine.is_cached(name, lp.criterion, lp.granularity)
+        return not self.engine.is_cached(name, lp.criterion, lp.granularity, lp.units)
 
     def uncached(self, plan: Plan, extra: list[str] | None = None) -> list[str]:
         """Layers whose ranking for the plan is not built yet (the GUI builds big ones in a worker)."""

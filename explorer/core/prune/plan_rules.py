@@ -29,7 +29,20 @@ def check_layer_plan(name: str, lp: LayerPlan, layer: LayerInfo, group: ChannelG
         raise PlanError(f"'channel' granularity does not fit layer {name}: {group.blocked}.",
                         "Its output channels must all stay; use element, n:m, vector or kernel for it.")
     check_criterion_data(lp, dataset)
+    if lp.is_manual:
+        lp = manual_checked(name, lp, layer)
     return lp
+
+
+def manual_checked(name: str, lp: LayerPlan, layer: LayerInfo) -> LayerPlan:
+    """A manual plan whose units exist in the layer, with its sparsity the chosen share of the units."""
+    from .manual import unit_count, unit_ids
+
+    if lp.granularity.name == "channel" and layer.is_output:
+        raise PlanError(f"Layer {name} is the network's output layer, whose outputs (classes) must all stay.")
+    unit_ids(layer, lp.granularity, lp.units)
+    n = unit_count(layer, lp.granularity)
+    return LayerPlan(len(lp.units) / n if n else 0.0, lp.granularity, lp.criterion, lp.units)
 
 
 def refuse_if_none_fit(names: list[str], skipped: dict[str, str], proto: LayerPlan) -> None:
@@ -46,6 +59,8 @@ def linked_plan(plan: Plan, linked_layers: Callable[[str], tuple[str, ...]]) -> 
     for n, lp in plan.layers.items():
         if lp.granularity != "channel" or lp.is_dense:
             continue
+        if lp.is_manual:
+            continue   # the session gives every member of the group its own rows (Session.set_manual)
         for m in linked_layers(n):
             cur = out.layers.get(m)
             if cur is None or cur.granularity != "channel" or cur.sparsity < lp.sparsity:

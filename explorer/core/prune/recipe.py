@@ -13,7 +13,10 @@ from explorer import __version__
 
 from ..checks import checked_fields, number
 from ..errors import PlanError
+from .manual import RECIPE_KEYS
 from .plan import SCOPES, LayerPlan, Plan
+
+MANUAL_KEYS = tuple(RECIPE_KEYS.values())
 
 RECIPE_FORMAT = "pruning-explorer-recipe"
 RECIPE_VERSION = 1
@@ -55,11 +58,12 @@ def recipe_to_plan(d: dict) -> Plan:
             spec = {"sparsity": spec}
         if not isinstance(spec, dict):
             raise PlanError(f"The recipe entry for layer {name} must be an object, not {spec!r}.")
-        bad = set(spec) - {"sparsity", "granularity", "criterion", "params", "nonzero", "macs"}
+        bad = set(spec) - {"sparsity", "granularity", "criterion", "params", "nonzero", "macs", *MANUAL_KEYS}
         if bad:
             raise PlanError(f"The recipe entry for layer {name} has unknown key(s): {', '.join(sorted(bad))}.")
         sparsity = number(spec.get("sparsity", 0.0), f"The sparsity of layer {name}", 0.0, 1.0)
-        lp = LayerPlan(sparsity, spec.get("granularity", "element"), spec.get("criterion", "l1"))
+        lp = LayerPlan(sparsity, spec.get("granularity", "element"), spec.get("criterion", "l1"),
+                       manual_units(name, spec))
         plan_layers[name] = lp.validated(name)
     scope = d.get("scope", "local") or "local"
     if scope not in SCOPES:
@@ -70,6 +74,25 @@ def recipe_to_plan(d: dict) -> Plan:
     if d.get("seed") is not None:
         number(d["seed"], "The recipe's seed", 0, 2**31 - 1, integer=True)
     return Plan(plan_layers, scope, target)
+
+
+def manual_units(name: str, spec: dict):
+    """A manual entry's units (its ``channels``, ``kernels`` or ``weights`` list), checked; None otherwise."""
+    from .manual import normalize_units, recipe_key
+
+    given = [k for k in MANUAL_KEYS if k in spec]
+    if str(spec.get("criterion", "l1")).strip().lower() != "manual":
+        if given:
+            raise PlanError(f"The recipe entry for layer {name} lists '{given[0]}', which only the manual "
+                            "criterion takes.")
+        return None
+    gran = str(spec.get("granularity", "element"))
+    key = recipe_key(gran)
+    if given != [key]:
+        raise PlanError(f"The manual recipe entry for layer {name} ({gran} granularity) needs a '{key}' list "
+                        f"and no other" + (f" (it has: {', '.join(given)})." if given else "."),
+                        'For example {"granularity": "channel", "criterion": "manual", "channels": [0, 5, 9]}.')
+    return normalize_units(gran, spec[key], f" of layer {name}")
 
 
 # what a recipe's "finetune" entry may hold (the CLI's flags have the same limits)

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import PlanError
-from ..prune.plan import LayerPlan, Plan
+from ..prune.plan import Plan
 
 SPACINGS = ("geometric", "linear")
 AGP_END = 0.5          # AGP: the cubic reaches the target after this share of training (then recovery)
@@ -46,7 +46,7 @@ def plan_at(target: Plan, start: Plan, frac: float, spacing: str = "linear") -> 
     layers = {}
     for n, lp in target.layers.items():
         s0 = start.get(n).sparsity if start.get(n).granularity == lp.granularity else 0.0
-        layers[n] = LayerPlan(layer_sparsity_at(s0, lp.sparsity, frac, spacing), lp.granularity, lp.criterion)
+        layers[n] = lp.at_sparsity(layer_sparsity_at(s0, lp.sparsity, frac, spacing))
     return Plan(layers, target.scope, target.target_sparsity)
 
 
@@ -70,7 +70,7 @@ def plan_at_level(target: Plan, start: Plan, level: float, sizes: dict[str, int]
     for n, lp in plan.layers.items():     # uniform layers land on the level exactly, not via exp(log(.))
         t0 = start.get(n).sparsity if start.get(n).granularity == lp.granularity else 0.0
         if abs(t0 - s0) < 1e-12 and abs(target.layers[n].sparsity - s1) < 1e-12:
-            lp = LayerPlan(level, lp.granularity, lp.criterion)
+            lp = lp.at_sparsity(level)
         layers[n] = lp
     return Plan(layers, target.scope, target.target_sparsity)
 

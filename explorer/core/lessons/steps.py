@@ -1,0 +1,142 @@
+"""Setting up, measuring and drawing one lesson step on a session (the window, the CLI and the tests share this).
+
+:func:`setup` puts the session in the step's state (model, kept weights, plan, selected layer) through its
+public methods, so every change is an ordinary, undoable edit; :func:`render` fills the text's placeholders
+from the session as it is now; :func:`measure` measures synchronously what a step shows (the window runs the
+same work as jobs instead).
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+from ..errors import PlanError
+from ..prune.plan import LayerPlan, Plan
+from ..prune.recipe import recipe_to_plan
+from . import values
+from .lesson import Lesson, Step
+
+
+def model_of(lesson: Lesson, step: Step) -> str:
+    return step.model or lesson.model
+
+
+def step_plan(session, step: Step) -> Plan | None:
+    """The plan a step asks for, checked against the loaded model (None: the step keeps the plan)."""
+    if step.plan is None:
+        return None
+    if step.plan == "dense":
+        return Plan()
+    layers: dict[str, LayerPlan] = {}
+    proto = step.plan.get("all")
+    if proto is not None:
+        lp = recipe_to_plan({"layers": {"_": proto}}).layers["_"]
+        for n in session.layer_names:
+            try:
+                layers[n] = session.check_layer_plan(n, lp)
+            except PlanError:
+                pass   # a granularity that does not fit a layer leaves it dense, as "Set layers" does
+    if step.plan.get("layers"):
+        layers.update(recipe_to_plan({"layers": step.plan["layers"]}).layers)
+    return session.linked_plan(Plan(layers).validated(session.layer_names))
+
+
+def setup(session, lesson: Lesson, step: Step, progress=None) -> None:
+    """Put the session in the state the step describes. Only what the step names changes."""
+    model = model_of(lesson, step)
+    if not session.loaded_ok or session.model_spec != model:
+        if progress:
+            progress(f"loading {model}")
+        session.load(model)
+    if step.reset and (session.base_label != "loaded weights" or session.plan.active() or session.pending):
+        session.reset()
+    plan = step_plan(session, step)
+    if plan is not None and plan != session.plan:
+        session.set_plan(plan)
+    if step.apply and session.pending:
+        session.apply()
+    if step.select:
+        session.select(step.select)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A step's text with its numbers: ``parts`` alternate plain text and (name, value or None) pairs."""
+
+    parts: tuple
+    pending: tuple[str, ...]      # values not measured yet for the state on screen
+
+    @property
+    def text(self) -> str:
+        return "".join(p if isinstance(p, str) else (p[1] if p[1] is not None else "…") for p in self.parts)
+
+    def numbers(self) -> dict[str, str | None]:
+        return {p[0]: p[1] for p in self.parts if not isinstance(p, str)}
+
+
+def render(session, step: Step) -> Rendered:
+    parts: list = []
+    pending: list[str] = []
+    for literal, name, _, _ in string.Formatter().parse(step.text):
+        if literal:
+            parts.append(literal)
+        if name:
+            v = values.formatted(session, name)
+            parts.append((name, v))
+            if v is None and name not in pending:
+                pending.append(name)
+    return Rendered(tuple(parts), tuple(pending))
+
+
+def missing_measures(session, step: Step) -> list[str]:
+    """The measurements the step shows that are not there (or stale) for the state on screen."""
+    out = []
+    m = session.measurements
+    for kind in step.needs:
+        if kind == "accuracy" and session.dataset.has_labels and \
+                (m.dense is None or not session.is_fresh(m.current)):
+            out.append(kind)
+        elif kind == "latency" and not session.is_fresh(m.latency):
+            out.append(kind)
+        elif kind == "scan" and m.scan is None and session.dataset.has_labels:
+            out.append(kind)
+        elif kind == "compression" and not session.is_fresh(m.compression):
+            out.append(kind)
+    return out
+
+
+def measure(session, step: Step, runs: int = 20, progress=None, cancel=None) -> list[str]:
+    """Measure what the step shows and the session lacks, here and now (the CLI's and the tests' path; the window
+    runs the same functions as jobs). Returns the kinds measured."""
+    from ..measure_plan import evaluate_plan, latency_job
+
+    done = []
+    for kind in missing_measures(session, step):
+        plan, base_id = session.plan.copy(), session.base_id
+        if kind == "accuracy":
+            cur, dense = evaluate_plan(session, plan, session.measurements.dense is None, progress, cancel)
+            session.record_evaluation(plan, base_id, cur, dense)
+        elif kind == "latency":
+            work = latency_job(session, plan, step.latency_batch or 1, runs)
+            session.record_latency(plan, base_id, work(progress, cancel))
+        elif kind == "scan":
+            from ..analyse.sensitivity import ScanSpec, scan
+            session.record_scan(scan(session, ScanSpec([0.5, 0.7, 0.9]), progress, cancel,
+                                     state=session.masked_state(plan)))
+        elif kind == "compression":
+            session.adopt_compression(compress_now(session, plan, progress, cancel), plan)
+        done.append(kind)
+    return done
+
+
+def compress_now(session, plan: Plan, progress=None, cancel=None):
+    """Deep Compression of the planned weights with the default bits and no training of the shared values."""
+    from ..compress.accounting import state_bytes
+    from ..compress.flow import archive_meta, compress_state
+    from ..compress.quantize import QuantSettings
+
+    state = session.masked_state(plan)
+    dense = session.measurements.dense.accuracy if session.measurements.dense is not None else None
+    return compress_state(session.model_copy(state), session.dataset, state, QuantSettings.build(session.layers),
+                          archive_meta(session), None, {"dense": dense}, state_bytes(session.original_state()),
+                          progress, cancel)

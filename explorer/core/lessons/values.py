@@ -1,0 +1,170 @@
+"""The numbers a lesson may show: each is read from the session when the step is drawn, never written in the file.
+
+A lesson's text names them in braces, ``{accuracy}``; :func:`values` returns every name with its text, or
+``None`` while it is not measured for the state on screen (the window then shows "…" and measures it). Each
+value says where it comes from in :data:`VALUES` (the lesson editor's reference, and the tests').
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ..model.metrics import format_bytes, format_count
+
+
+@dataclass(frozen=True)
+class Value:
+    name: str
+    help: str
+    read: Callable   # session -> number/str or None
+    fmt: Callable = str
+    needs: str | None = None   # the measurement that produces it: accuracy, latency, scan, compression
+
+
+def _pct(v) -> str:
+    return f"{v:.1%}"
+
+
+def _acc(v) -> str:
+    return f"{v:.2f} %"
+
+
+def _ratio(v) -> str:
+    return f"{v:.2f}×"
+
+
+def _ms(v) -> str:
+    return f"{v:.3g} ms"
+
+
+def _selected_plan(s):
+    return s.plan.get(s.selected) if s.selected else None
+
+
+def _selected_mask(s):
+    lp = _selected_plan(s)
+    return None if lp is None else s.layer_mask(s.selected, lp)
+
+
+def _threshold(s):
+    m, lp = _selected_mask(s), _selected_plan(s)
+    if m is None or lp is None or lp.is_dense:
+        return None
+    t = m.threshold(lp.sparsity)
+    return t
+
+
+def _fresh(s, m):
+    return m.value if s.is_fresh(m) else None
+
+
+def _current_acc(s):
+    m = _fresh(s, s.measurements.current)
+    return None if m is None else m.accuracy
+
+
+def _dense_acc(s):
+    d = s.measurements.dense
+    return None if d is None else d.accuracy
+
+
+def _drop(s):
+    a, d = _current_acc(s), _dense_acc(s)
+    return None if a is None or d is None else d - a
+
+
+def _lat(s, which):
+    c = _fresh(s, s.measurements.latency)
+    if c is None:
+        return None
+    part = getattr(c, which)
+    return None if part is None else part.median_ms
+
+
+def _speedup(s, which):
+    d, x = _lat(s, "dense"), _lat(s, which)
+    return None if d is None or x is None or x <= 0 else d / x
+
+
+def _compact_mac_ratio(s):
+    c = _fresh(s, s.measurements.latency)
+    return None if c is None or not c.compact_macs else c.dense_macs / c.compact_macs
+
+
+def _scan_extreme(s, most: bool):
+    scan = s.measurements.scan
+    if scan is None or not scan.layers:
+        return None
+    # the accuracy at the highest scanned sparsity: the lower it is, the more sensitive the layer
+    rows = [(row["accuracy"][-1], row["name"]) for row in scan.layers if row.get("accuracy")]
+    if not rows:
+        return None
+    acc, name = (min if most else max)(rows)
+    return f"{name} ({acc:.1f} % at {scan.sparsities[-1]:.0%})"
+
+
+def _dc(s, key):
+    c = _fresh(s, s.measurements.compression)
+    if c is None:
+        return None
+    st = c.stage("huffman")
+    return st[key]
+
+
+VALUES: dict[str, Value] = {v.name: v for v in (
+    Value("model", "the loaded model", lambda s: s.model_name),
+    Value("layer", "the selected layer", lambda s: s.selected),
+    Value("granularity", "the selected layer's granularity", lambda s: _selected_plan(s).granularity.name),
+    Value("criterion", "the selected layer's criterion", lambda s: _selected_plan(s).criterion.name),
+    Value("layer_sparsity", "the selected layer's planned sparsity", lambda s: _selected_plan(s).sparsity, _pct),
+    Value("layer_pruned", "how many units (weights or groups) of the selected layer the plan prunes",
+          lambda s: _selected_mask(s).units_for(_selected_plan(s).sparsity), lambda v: f"{v:,}"),
+    Value("layer_units", "how many units the selected layer has at its granularity",
+          lambda s: _selected_mask(s).units, lambda v: f"{v:,}"),
+    Value("layer_nonzero", "nonzero weights left in the selected layer",
+          lambda s: s.layer_counts(s.selected).nonzero, lambda v: f"{v:,}"),
+    Value("layer_params", "weights of the selected layer", lambda s: s.layer(s.selected).params, lambda v: f"{v:,}"),
+    Value("threshold", "the selected layer's threshold t (the score of the last pruned unit)", _threshold,
+          lambda v: f"{v:.4g}"),
+    Value("sparsity", "sparsity of all prunable weights under the plan", lambda s: s.totals().sparsity, _pct),
+    Value("nonzero_params", "nonzero parameters of the whole model", lambda s: s.totals().nonzero_params,
+          format_count),
+    Value("params", "parameters of the whole model", lambda s: s.totals().params, format_count),
+    Value("compression", "dense size / sparse size", lambda s: s.totals().compression_ratio, _ratio),
+    Value("size_dense", "the dense model's size", lambda s: s.totals().dense_bytes, format_bytes),
+    Value("size_sparse", "the pruned model's size in sparse formats", lambda s: s.totals().sparse_bytes, format_bytes),
+    Value("mac_ratio", "dense MACs / MACs with a nonzero weight", lambda s: s.totals().mac_ratio, _ratio),
+    Value("macs", "MACs with a nonzero weight", lambda s: s.totals().nonzero_macs, format_count),
+    Value("accuracy", "test accuracy of the planned model (Evaluate)", _current_acc, _acc, "accuracy"),
+    Value("dense_accuracy", "test accuracy of the dense model", _dense_acc, _acc, "accuracy"),
+    Value("accuracy_drop", "dense minus planned test accuracy, in points", _drop, lambda v: f"{v:.2f}", "accuracy"),
+    Value("latency_dense", "measured latency of the dense model", lambda s: _lat(s, "dense"), _ms, "latency"),
+    Value("latency_masked", "measured latency of the masked model (zeros multiplied)", lambda s: _lat(s, "masked"),
+          _ms, "latency"),
+    Value("latency_compact", "measured latency of the compacted model (channels removed)",
+          lambda s: _lat(s, "compact"), _ms, "latency"),
+    Value("speedup_masked", "dense / masked latency", lambda s: _speedup(s, "masked"), _ratio, "latency"),
+    Value("speedup_compact", "dense / compacted latency", lambda s: _speedup(s, "compact"), _ratio, "latency"),
+    Value("compact_mac_ratio", "dense MACs / compacted MACs", _compact_mac_ratio, _ratio, "latency"),
+    Value("most_sensitive", "the layer whose accuracy falls most in the sensitivity scan",
+          lambda s: _scan_extreme(s, True), str, "scan"),
+    Value("least_sensitive", "the layer whose accuracy falls least in the sensitivity scan",
+          lambda s: _scan_extreme(s, False), str, "scan"),
+    Value("dc_ratio", "Deep Compression: dense size / Huffman-coded size", lambda s: _dc(s, "ratio"), _ratio,
+          "compression"),
+    Value("dc_accuracy", "Deep Compression: test accuracy after weight sharing and coding",
+          lambda s: _dc(s, "accuracy"), _acc, "compression"),
+)}
+
+
+def read(session, name: str):
+    """The raw value of ``name`` for the session's state now (None: not measured for it, or not defined)."""
+    try:
+        return VALUES[name].read(session)
+    except (AttributeError, TypeError, KeyError, ZeroDivisionError):
+        return None
+
+
+def formatted(session, name: str) -> str | None:
+    v = read(session, name)
+    return None if v is None else VALUES[name].fmt(v)

@@ -1,0 +1,122 @@
+"""Lessons: every built-in lesson steps through, and every number it shows comes from the session."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from explorer.core.errors import PlanError
+from explorer.core.lessons import steps, values
+from explorer.core.lessons.lesson import lesson_names, load_lesson, parse_lesson
+from explorer.core.session import Session
+
+
+def independent(s: Session, name: str):
+    """The value ``name`` read straight from the session's own objects (not through values.py's readers)."""
+    m = s.measurements
+    t = s.totals()
+    lp = s.plan.get(s.selected) if s.selected else None
+    lat = m.latency.value if s.is_fresh(m.latency) else None
+    return {
+        "model": s.model_name, "layer": s.selected, "sparsity": f"{t.sparsity:.1%}",
+        "compression": f"{t.compression_ratio:.2f}×", "mac_ratio": f"{t.mac_ratio:.2f}×",
+        "layer_sparsity": None if lp is None else f"{lp.sparsity:.1%}",
+        "layer_params": None if lp is None else f"{s.layer(s.selected).params:,}",
+        "layer_nonzero": None if lp is None else f"{s.layer_counts(s.selected).nonzero:,}",
+        "accuracy": f"{m.current.value.accuracy:.2f} %" if s.is_fresh(m.current) else None,
+        "dense_accuracy": None if m.dense is None else f"{m.dense.accuracy:.2f} %",
+        "latency_dense": None if lat is None else f"{lat.dense.median_ms:.3g} ms",
+        "latency_masked": None if lat is None else f"{lat.masked.median_ms:.3g} ms",
+        "latency_compact": None if lat is None or lat.compact is None else f"{lat.compact.median_ms:.3g} ms",
+    }.get(name, "skip")
+
+
+def test_at_least_five_lessons_ship():
+    names = lesson_names()
+    assert len(names) >= 5
+    for n in ("magnitude", "granularity", "speedup", "iterative", "sensitivity", "criteria"):
+        assert n in names
+
+
+@pytest.mark.parametrize("name", lesson_names())
+def test_each_lesson_steps_through_with_numbers_from_the_session(name):
+    lesson = load_lesson(name)
+    s = Session()
+    shown = 0
+    for i, step in enumerate(lesson.steps):
+        steps.setup(s, lesson, step)
+        assert s.model_spec == (step.model or lesson.model)
+        if step.select:
+            assert s.selected == step.select
+        steps.measure(s, step, runs=3)
+        r = steps.render(s, step)
+        assert not r.pending, f"{name} step {i + 1}: {r.pending} not measured"
+        assert "{" not in r.text and "…" not in r.text
+        for key, text in r.numbers().items():
+            assert text == values.formatted(s, key)
+            direct = independent(s, key)
+            if direct != "skip":
+                assert text == direct, f"{name} step {i + 1}: {{{key}}} shows {text}, the session says {direct}"
+            shown += 1
+    assert shown >= len(lesson.steps)
+
+
+def test_numbers_follow_the_session_live():
+    lesson = load_lesson("magnitude")
+    s = Session()
+    step = lesson.steps[1]
+    steps.setup(s, lesson, step)
+    steps.measure(s, step)
+    before = steps.render(s, step).numbers()
+    s.set_layer("backbone.conv3", 0.7)         # the user drags the slider: the numbers follow, nothing is canned
+    after = steps.render(s, step)
+    assert after.numbers()["layer_sparsity"] == "70.0%" != before["layer_sparsity"]
+    assert after.numbers()["threshold"] != before["threshold"]
+    assert "accuracy" in after.pending           # measured for 50 %, stale at 70 %
+    steps.measure(s, step)
+    assert steps.render(s, step).numbers()["accuracy"] == f"{s.measurements.current.value.accuracy:.2f} %"
+
+
+def test_setup_edits_are_undoable():
+    lesson = load_lesson("granularity")
+    s = Session()
+    steps.setup(s, lesson, lesson.steps[0])
+    p0 = s.plan.copy()
+    steps.setup(s, lesson, lesson.steps[1])
+    assert s.plan != p0
+    s.undo()
+    assert s.plan == p0
+
+
+def test_a_teachers_own_lesson_file(tmp_path):
+    d = {"format": "pruning-explorer-lesson", "title": "Mine", "model": "digits-mlp",
+         "steps": [{"title": "One", "text": "fc1 at {layer_sparsity}: {layer_pruned} weights gone.",
+                    "plan": {"layers": {"fc1": {"sparsity": 0.25}}}, "select": "fc1"}]}
+    p = tmp_path / "mine.json"
+    p.write_text(json.dumps(d))
+    lesson = load_lesson(str(p))
+    s = Session()
+    steps.setup(s, lesson, lesson.steps[0])
+    assert steps.render(s, lesson.steps[0]).text == f"fc1 at 25.0%: {round(0.25 * 64 * 300):,} weights gone."
+
+
+@pytest.mark.parametrize("step, words", [
+    ({"title": "x", "text": "{nonsense}"}, "not a value the app measures"),
+    ({"title": "x", "text": "a { b"}, "stray brace"),
+    ({"title": "x", "text": "ok", "tab": "nowhere"}, "unknown tab"),
+    ({"title": "x", "text": "ok", "measure": ["vibes"]}, "'measure' must be a list"),
+    ({"title": "x", "text": "ok", "colour": "red"}, "unknown key"),
+    ({"title": "x"}, "'text' must be a non-empty text"),
+    ({"title": "x", "text": "ok", "apply": "yes"}, "true or false"),
+])
+def test_bad_lessons_are_refused_with_the_step_named(step, words):
+    with pytest.raises(PlanError) as e:
+        parse_lesson({"format": "pruning-explorer-lesson", "title": "t", "steps": [{"title": "a", "text": "b"}, step]},
+                     "bad")
+    assert words in e.value.message and "step 2" in e.value.message
+
+
+def test_unknown_lesson_lists_the_built_in_ones():
+    with pytest.raises(PlanError) as e:
+        load_lesson("no-such-lesson")
+    assert "magnitude" in e.value.hint
