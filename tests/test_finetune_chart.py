@@ -3,13 +3,12 @@ markers, the dense reference on the validation split, earlier runs kept for comp
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QSettings
 
 from explorer.core.session import Session
 from explorer.core.train.evaluate import evaluate
 from explorer.core.train.finetune import EpochRecord
 from explorer.gui.finetune_chart import RunTrace
-from tests.test_gui import wait_jobs
+from tests.gui_helpers import open_window, wait_jobs
 
 
 def rec(epoch, step, val, sparsity, before, step_sparsity=None, pruned=None, updates=0):
@@ -42,20 +41,8 @@ def test_agp_trace_rises_within_epochs():
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
-    s = Session.open("digits-mlp")
-    w = MainWindow(s, settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1440, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, Session.open("digits-mlp")) as w:
+        yield w
 
 
 def test_runs_compare_on_one_chart(win, qtbot):

@@ -16,31 +16,15 @@ from PySide6.QtWidgets import QApplication, QMessageBox  # noqa: E402
 
 from explorer.core.session import Session  # noqa: E402
 
+from .gui_helpers import open_window, wait_jobs  # noqa: E402
+
 SHOTS = Path("/tmp/pe-shots")
-
-
-def wait_jobs(qtbot, win, timeout=120_000):
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
-    qtbot.wait(30)
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
-    s = Session.open("digits-cnn")
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
-    w = MainWindow(s, settings=settings)
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1440, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn")) as w:
+        yield w
 
 
 def shot(win, name):

@@ -11,31 +11,17 @@ import torch
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from explorer.cli import main  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 
-
-def wait_jobs(qtbot, win, timeout=120_000):
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
-    qtbot.wait(30)
+from .gui_helpers import open_window, wait_jobs  # noqa: E402
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
-    w = MainWindow(Session.open("digits-cnn"), settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn"), size=None) as w:
+        yield w
 
 
 @pytest.fixture(scope="module")

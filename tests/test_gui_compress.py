@@ -8,35 +8,18 @@ import torch
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from explorer.core.compress.dcz import load_dcz  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 
+from .gui_helpers import open_window, wait_jobs  # noqa: E402
 from .helpers import assert_bit_identical  # noqa: E402
-
-
-def wait_jobs(qtbot, win, timeout=120_000):
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
-    qtbot.wait(30)
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
-    s = Session.open("digits-mlp")
-    w = MainWindow(s, settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1440, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, Session.open("digits-mlp")) as w:
+        yield w
 
 
 def test_compress_tab_runs_and_shows_the_stages(win, qtbot, tmp_path):

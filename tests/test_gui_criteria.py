@@ -10,35 +10,20 @@ import torch
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings, Qt  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
 
 from explorer.core.session import Session  # noqa: E402
 
+from .gui_helpers import open_window, wait_jobs  # noqa: E402
 from .helpers import bits  # noqa: E402
-
-
-def wait_jobs(qtbot, win, timeout=120_000):
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
-    qtbot.wait(30)
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
     s = Session.open("digits-cnn")
     s.set_calibration_samples(32)
-    w = MainWindow(s, settings=QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat))
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1440, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, s) as w:
+        yield w
 
 
 def test_criteria_tab_draws_one_shot_and_finetuned_curves(win, qtbot, tmp_path):

@@ -14,32 +14,23 @@ from PySide6.QtCore import QSettings  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 from tests import tiny_models as tiny  # noqa: E402
 
+from .gui_helpers import open_window  # noqa: E402
+from .gui_helpers import wait_jobs as _wait_jobs  # noqa: E402
 
-def wait_jobs(qtbot, win, timeout=300_000):
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
-    qtbot.wait(30)
+
+def wait_jobs(qtbot, win, timeout=300_000):   # a language model's jobs are slower
+    _wait_jobs(qtbot, win, timeout)
 
 
 @pytest.fixture
 def lm_win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
     folder, text = tiny.gpt2_folder(tmp_path / "gpt2"), tiny.write_text(tmp_path / "t.txt")
     s = Session.open(f"hf:{folder}", f"text:{text}")
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     settings.setValue("latency/onnx", "true")
     settings.setValue("latency/runs", 5)
-    w = MainWindow(s, settings=settings)
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1440, 900)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, s, settings=settings) as w:
+        yield w
 
 
 def test_language_model_shows_perplexity_everywhere(lm_win, qtbot):

@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["gui", *argv]
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
+    startup = None
+    if args.command == "gui":       # no cyclic GC until the window is up (explorer.gui.startup.pause_gc)
+        from explorer.gui import startup
+        startup.pause_gc()
     try:
         from .commands import run_command
         return run_command(args)
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(e).__name__}: {e}\n(run again with --debug for the traceback, "
               "and please report it)", file=sys.stderr)
         return 1
+    finally:
+        if startup is not None:
+            startup.resume_gc()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """Measured latency: warm-up, many timed runs, median and spread, fixed threads, same input."""
 from __future__ import annotations
 
-import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -112,7 +111,7 @@ def measure_latency(module: nn.Module, example: torch.Tensor, runs: int = DEFAUL
             used = torch.get_num_threads()
     finally:
         module.train(was)
-    return Latency(median_ms=statistics.median(times), p10_ms=_quantile(times, 0.1), p90_ms=_quantile(times, 0.9),
+    return Latency(median_ms=_quantile(times, 0.5), p10_ms=_quantile(times, 0.1), p90_ms=_quantile(times, 0.9),
                    runs=runs, batch=int(example.shape[0]), threads=used)
 
 
@@ -163,7 +162,7 @@ def _interleaved(models, example, runs, warmup, threads, meter, times, cancel) -
                 times[k].append(clock.time(m, example))
                 meter.step()
         used = torch.get_num_threads()
-    return {k: Latency(statistics.median(v), _quantile(v, 0.1), _quantile(v, 0.9), runs, int(example.shape[0]), used)
+    return {k: Latency(_quantile(v, 0.5), _quantile(v, 0.1), _quantile(v, 0.9), runs, int(example.shape[0]), used)
             for k, v in times.items()}
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from ..errors import ExplorerError, ShapeMismatchError
+from ..finite import all_finite
 from ..prune.groups import ChannelGroups, channel_groups
 from . import data as data_mod
 from . import zoo
@@ -138,7 +139,7 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
         groups = channel_groups(lm.module, profile, example)
         if groups.note:
             notes.append(groups.note)
-    nonfinite = [n for n, p in lm.module.named_parameters() if p.is_floating_point() and not torch.isfinite(p).all()]
+    nonfinite = [n for n, p in lm.module.named_parameters() if not all_finite(p)]
     if nonfinite:
         notes.append(f"non-finite weights (NaN/inf) in {len(nonfinite)} tensor(s): {', '.join(nonfinite[:3])}"
                      " -- they are never pruned silently")

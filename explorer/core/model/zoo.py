@@ -30,6 +30,7 @@ from torch import nn
 from explorer import RESOURCES
 
 from ..errors import ModelLoadError, OfflineError
+from ..finite import all_finite
 from . import nets
 from .files import (
     is_safetensors,
@@ -258,7 +259,7 @@ def load_state_into(module: nn.Module, sd: dict[str, torch.Tensor], arch: str, f
                          + (" ..." if len(unexpected) > 5 else ""))
         raise ModelLoadError(f"'{fname}' does not fit the architecture {arch}: " + "; ".join(parts) + ".",
                              "Choose the architecture the checkpoint was saved from (--arch).")
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = [k for k, v in sd.items() if not all_finite(v)]
     module.load_state_dict(sd, strict=False)
     if bad:
         # loaded, but the session reports it; pruning must not silently hide NaN/inf

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import PlanError
+from ..finite import count_nonfinite
 from ..model.layers import LayerInfo
 from ..model.metrics import LayerCounts
 from .criteria import ScoreContext, get_criterion
@@ -283,7 +284,7 @@ class MaskEngine:
         if crit.name == "manual":    # the chosen units first, the rest by position: never cached across choices
             sorted_keys, rank, order = rank_scores(manual_scores(layer, gran, units or (), group))
             w = self.weight(name)
-            return Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order), group
+            return Ranking(sorted_keys, rank, None, count_nonfinite(w), order), group
         key = (group.members if group is not None else name, criterion, gran.name)
         if key in self._rankings:
             self._rankings.move_to_end(key)
@@ -307,13 +308,13 @@ class MaskEngine:
                 sorted_keys, rank, order = rank_nm(
                     crit.group_scores(lay.group_view(elem).reshape(-1, 1)).reshape(-1, gran.m), gran.n, gran.m)
                 w = self.weight(name)
-                ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order)
+                ranking = Ranking(sorted_keys, rank, None, count_nonfinite(w), order)
                 self._rankings[key] = ranking
                 return ranking, None
             if crit.per_row and lay.group_size == 1:   # e.g. wanda: compared within each output row
                 sorted_keys, rank, order = rank_rows(elem.reshape(layer.out_channels, -1))
                 w = self.weight(name)
-                ranking = Ranking(sorted_keys, rank, None, int((~torch.isfinite(w)).sum()), order)
+                ranking = Ranking(sorted_keys, rank, None, count_nonfinite(w), order)
                 self._rankings[key] = ranking
                 return ranking, None
             unit_scores = elem.reshape(-1) if lay.group_size == 1 else crit.group_scores(lay.group_view(elem))
@@ -323,7 +324,7 @@ class MaskEngine:
         else:
             sorted_keys, rank, order = rank_scores(unit_scores)
         w = self.weight(name)
-        ranking = Ranking(sorted_keys, rank, comparable, int((~torch.isfinite(w)).sum()), order)
+        ranking = Ranking(sorted_keys, rank, comparable, count_nonfinite(w), order)
         self._rankings[key] = ranking
         return ranking, group
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import torch
 
+from ..finite import count_nonfinite
 from ..jobs import ProgressMeter
 from ..model.layers import ModelProfile
 from ..model.metrics import LayerCounts, Totals, totals
@@ -183,7 +184,7 @@ class PlanMasks:
     def nonfinite_layers(self) -> dict[str, int]:
         out = {}
         for l in self.profile.layers:
-            n = int((~torch.isfinite(self.base[l.key])).sum())
+            n = count_nonfinite(self.base[l.key])
             if n:
                 out[l.name] = n
         return out
