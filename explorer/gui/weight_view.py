@@ -14,9 +14,11 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSpli
 from explorer.core.model.metrics import format_count
 from explorer.core.prune.masks import LayerMask
 
+from .legend_row import LegendRow
+
 PRUNED_RGB = (38, 38, 46)
-HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned &nbsp; <span style='color:#2166ac'>■</span> − "
-               "<span style='color:#b2182b'>■</span> + (scale at right)")
+HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned",
+               "<span style='color:#2166ac'>■</span> − <span style='color:#b2182b'>■</span> + (scale at right)")
 HEAT_HINT = "click a row: prune / restore that channel (Detail: a kernel or a weight)"
 
 
@@ -101,7 +103,7 @@ class WeightView(QWidget):
         """Create the heatmap and histogram plots (imports pyqtgraph); once."""
         if self.heat is not None:
             return
-        from .plots import pyqtgraph
+        from .plots import headroom, pyqtgraph
         pg = pyqtgraph()
         self.heat = pg.PlotWidget()
         self.heat.setMenuEnabled(False)
@@ -118,12 +120,9 @@ class WeightView(QWidget):
         self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=pg.ColorMap(np.linspace(0, 1, 255), LUT[1:, :3]),
                                         interactive=False, width=12, label="w")
         self.heat.getPlotItem().layout.addItem(self.colorbar, 2, 5)
-        self.heat_legend = QLabel(HEAT_LEGEND)
-        self.heat_legend.setObjectName("legendLabel")
-        self.heat_legend.setWordWrap(True)
-        self.heat_hint = QLabel(HEAT_HINT)
-        self.heat_hint.setObjectName("legendLabel")
-        self.heat_hint.setWordWrap(True)
+        # one row, wrapping between entries (never inside one): pruned | − + scale | the click hint
+        self.heat_legend = LegendRow([*HEAT_LEGEND, HEAT_HINT])
+        self.heat_hint = self.heat_legend.labels[-1]
         self.heat.setToolTip("Weights of the selected layer as out-channels × (in·kh·kw). Blue negative, red "
                             "positive; dark cells are pruned. Large layers are shown as a screen-sized sample.")
 
@@ -145,11 +144,9 @@ class WeightView(QWidget):
                                          label="−t", labelOpts={"position": 0.92, "color": (220, 50, 47)})
         self.hist.addItem(self.tline_pos)
         self.hist.addItem(self.tline_neg)
-        self.hist_legend = QLabel("<span style='color:#4285f4'>■</span> kept &nbsp; "
-                                  "<span style='color:#50505a'>■</span> pruned (on top) &nbsp; "
-                                  "<span style='color:#dc322f'>- -</span> ±t")
-        self.hist_legend.setObjectName("legendLabel")
-        self.hist_legend.setWordWrap(True)
+        self.hist_legend = LegendRow(["<span style='color:#4285f4'>■</span> kept",
+                                      "<span style='color:#50505a'>■</span> pruned (on top)",
+                                      "<span style='color:#dc322f'>- -</span> ±t"])
         self.hist.setToolTip("Histogram of the layer's weights (like the lab's weight-distribution plot): blue kept, "
                              "grey pruned; dashed lines at ±t when the threshold is on |w|.")
 
@@ -158,10 +155,7 @@ class WeightView(QWidget):
         hv.setContentsMargins(0, 0, 0, 0)
         hv.setSpacing(0)
         hv.addWidget(self.heat, 1)
-        legend_row = QHBoxLayout()
-        legend_row.addWidget(self.heat_legend)
-        legend_row.addWidget(self.heat_hint, 1)
-        hv.addLayout(legend_row)
+        hv.addWidget(self.heat_legend)
         self.split.addWidget(heatbox)
         hbox = QWidget()
         hl = QVBoxLayout(hbox)
@@ -172,6 +166,8 @@ class WeightView(QWidget):
         hl.addWidget(self.hist_legend)
         self.hist.setMinimumHeight(90)
         self.heat.setMinimumHeight(120)
+        headroom(self.heat)
+        headroom(self.hist)
         self.split.addWidget(hbox)
         self.split.setSizes([620, 300])
         self.split.setChildrenCollapsible(False)
