@@ -87,7 +87,7 @@ class GlobalPanel(QWidget):
         self.bars.setMouseEnabled(False, False)
         self.bars.setLabel("left", "sparsity")
         self.bars.setYRange(0, 1, padding=0.02)
-        self.bars.setMinimumHeight(140)
+        self.bars.setMinimumHeight(90)      # 1024x768 with the lesson bar open still fits
         self.bars.setToolTip("Per-layer sparsity of the plan; orange = not applied yet")
         self.bar_item = pg.BarGraphItem(x=[], height=[], width=0.7, brush=(66, 133, 244))
         self.bars.addItem(self.bar_item)
