@@ -122,7 +122,7 @@ class Presentation:
         if hasattr(w, "act_presentation"):
             with QSignalBlocker(w.act_presentation):
                 w.act_presentation.setChecked(on)
-        w.status("presentation mode: fonts ×1.5, advanced controls hidden (Ctrl+Shift+P leaves)" if on
+        w.status("presentation mode (Ctrl+Shift+P leaves it)" if on
                  else "presentation mode off", 4000)
 
     def _keep_size(self, size) -> None:
