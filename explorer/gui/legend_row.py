@@ -18,6 +18,7 @@ class FlowLayout(QLayout):
         super().__init__(parent)
         self._items = []
         self._h, self._v = hspacing, vspacing
+        self._height = 0            # the height its lines took at the width it was last laid out at
         self.setContentsMargins(0, 0, 0, 0)
 
     def addItem(self, item) -> None:          # noqa: N802 (Qt's name)
@@ -43,7 +44,10 @@ class FlowLayout(QLayout):
 
     def setGeometry(self, rect: QRect) -> None:    # noqa: N802
         super().setGeometry(rect)
-        self._arrange(rect, move=True)
+        height = self._arrange(rect, move=True)
+        if height != self._height:  # more (or fewer) lines than before: the parents' minimum heights follow
+            self._height = height
+            self.invalidate()
 
     def sizeHint(self) -> QSize:              # noqa: N802
         items = [i for i in self._items if not i.isEmpty()]
@@ -52,10 +56,11 @@ class FlowLayout(QLayout):
         return QSize(w, h)
 
     def minimumSize(self) -> QSize:           # noqa: N802
-        """One line: the height the row really needs at its width comes from heightForWidth."""
+        """The lines it took at its last width (one line before it is laid out), so that the layouts above it
+        leave it that room even where they do not ask for height-for-width (a splitter, a scroll area)."""
         items = [i for i in self._items if not i.isEmpty()]
-        return QSize(min(max((i.minimumSize().width() for i in items), default=0), 80),
-                     max((i.sizeHint().height() for i in items), default=0))
+        one_line = max((i.sizeHint().height() for i in items), default=0)
+        return QSize(min(max((i.minimumSize().width() for i in items), default=0), 80), max(one_line, self._height))
 
     def _arrange(self, rect: QRect, move: bool) -> int:
         x, y, line = rect.x(), rect.y(), 0
