@@ -55,6 +55,29 @@ def bench(spec: str, batch: int, runs: int, size: int | None) -> list[dict]:
     return rows
 
 
+def breakdown(spec: str, batch: int, reps: int = 20) -> dict:
+    """Where the time goes (torch.profiler, self CPU ms per forward by operator) in the dense and the compacted
+    model: which operators shrink with the MACs and which only with the channel count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    s = Session.open(spec)
+    x = torch.randn(batch, *s.require().input_shape, generator=torch.Generator().manual_seed(0))
+    dense = copy_with(s, s.original_state())
+    s.set_uniform(s.layer_names, 0.5, "channel")
+    compact = compact_model(dense, s.masked_state(), channel_removals(s, s.plan), x[:1]).eval()
+    out = {}
+    for name, m in (("dense", dense), ("compact", compact)):
+        with torch.inference_mode():
+            for _ in range(3):
+                m(x)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(reps):
+                    m(x)
+        out[name] = {e.key: e.self_cpu_time_total / 1000 / reps for e in prof.key_averages()
+                     if e.self_cpu_time_total / reps > 20}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", action="store_true")
@@ -62,7 +85,12 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size", type=int, default=224, help="input resolution of the torchvision models")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print the per-operator time of the dense and compacted model (torch.profiler)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
     for m in args.models:
@@ -75,6 +103,14 @@ def main() -> None:
                          "" if r["goal_met"] is None else ("yes" if r["goal_met"] else "no")] for r in rows],
                  ["model", "granularity", "sparsity", "MAC ratio", "latency ratio", "dense ms", "ms",
                   ">=0.8x MAC"], payload)
+    if args.breakdown:
+        for m in args.models:
+            b = breakdown(m, args.batch)
+            ops = sorted(b["dense"], key=lambda k: -b["dense"][k])[:5]
+            print(f"\n{m}, batch {args.batch}: self CPU ms per forward (dense -> compact, ratio)")
+            for op in ops:
+                c = b["compact"].get(op)
+                print(f"  {op:34s} {b['dense'][op]:7.2f} -> " + (f"{c:6.2f}  {b['dense'][op] / c:.2f}x" if c else "-"))
 
 
 if __name__ == "__main__":

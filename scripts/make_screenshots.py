@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/make_screenshots.py [OUT_DIR]   (default: docs/)
     .venv/bin/python scripts/make_screenshots.py docs compress   (only docs/compress.png)
+    .venv/bin/python scripts/make_screenshots.py docs classroom  (only docs/lesson-step.png, docs/presentation.png)
 
 Each picture is a state a user reaches by hand: masks of the three granularity families on a conv
 layer, a sensitivity scan with its allocation, fine-tuning curves, the latency comparison, and criteria
@@ -115,6 +116,47 @@ def main() -> None:
     compress_shot(app, win, shot)
     (out / ".screenshot-settings.ini").unlink(missing_ok=True)
     win.close()
+    classroom_shots(out)
+
+
+def classroom_shots(out: Path) -> None:
+    """The classroom at projector resolution (1024x768): a lesson step with its live numbers (lesson-step.png) and
+    presentation mode on another lesson's step (presentation.png). Each in a fresh window, as `gui --lesson`
+    and `gui --presentation` open them."""
+    from PySide6.QtCore import QSettings
+
+    from explorer.core.model.loading import resolve
+    from explorer.core.session import Session
+    from explorer.gui.app import make_app, wait_idle
+    from explorer.gui.main_window import MainWindow
+
+    app = make_app()
+    for name, lesson, step, presentation in (("lesson-step", "magnitude", 3, False),
+                                             ("presentation", "granularity", 4, True)):
+        settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.IniFormat)
+        s = Session()
+        s.apply_load(resolve("digits-cnn", None))
+        win = MainWindow(s, settings=settings)
+        win._force_close = True
+        win.resize(1024, 768)
+        if presentation:
+            win.classroom.presentation.set_on(True)
+        win.classroom.open(lesson, step - 1)
+        win.show()
+        panel = win.classroom.panel
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:      # the step's numbers are measured live: wait for them
+            wait_idle(app, win)
+            if "…" not in panel.text.text():
+                break
+        for _ in range(20):
+            app.processEvents()
+            time.sleep(0.02)
+        assert win.width() == 1024 and win.height() == 768, win.size()
+        win.grab().save(str(out / f"{name}.png"))
+        print("saved", out / f"{name}.png")
+        win.close()
+        (out / ".screenshot-settings.ini").unlink(missing_ok=True)
 
 
 def compress_shot(app, win, shot) -> None:
@@ -179,5 +221,7 @@ def compress_only(out: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[2:] == ["compress"]:
         compress_only(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["classroom"]:
+        classroom_shots(Path(sys.argv[1]))
     else:
         main()

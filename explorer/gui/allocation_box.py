@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QGridLayout, QGroupBox, QLabel, QPushButton, QSlider
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSlider,
+                               QVBoxLayout)
 
 from explorer.core.analyse.allocate import allocate_by_drop, allocate_to_target
 from explorer.core.train.metric import metric_of
@@ -30,19 +31,21 @@ class AllocationBox(QGroupBox):
         self.mode = QComboBox()
         for label, key in ALLOC_MODES:
             self.mode.addItem(label, key)
-        self.mode.setMinimumWidth(185)
+        self.mode.setSizeAdjustPolicy(QComboBox.AdjustToContents)   # never "per-layer drop ≤ (p…" (any font)
         self.mode.setToolTip("Per-layer: each layer gets the highest measured sparsity within the drop. Targets: "
                              "greedy, raising the layer that buys the most per point of predicted accuracy lost")
         self.value = QDoubleSpinBox()
         self.value.setDecimals(2)
         self.value.setRange(0, 1e9)
         self.value.setValue(1.0)
+        self.value.setMinimumWidth(90)     # its range (up to 1e9) would otherwise ask for 13 digits of width
         self.value.valueChanged.connect(self._value_changed)
         self.mode.currentIndexChanged.connect(self._mode_changed)
         self.cap = QDoubleSpinBox()
         self.cap.setRange(0, 100)
         self.cap.setValue(95)
         self.cap.setSuffix(" %")
+        self.cap.setMinimumWidth(90)
         self.cap.setToolTip("No layer above this sparsity")
         self.balance = QSlider(Qt.Horizontal)
         self.balance.setRange(0, 100)
@@ -58,17 +61,22 @@ class AllocationBox(QGroupBox):
         self.search_btn.clicked.connect(self.search)
         self.alloc_info = QLabel("Scan first.")
         self.alloc_info.setWordWrap(True)
-        ag = QGridLayout(self)
+        # two rows of their own (a grid would add the rows' widths): the mode box and the slider's label keep their
+        # text in a half-width pane
+        ag = QVBoxLayout(self)
         ag.setContentsMargins(6, 4, 6, 4)
-        ag.addWidget(self.mode, 0, 0)
-        ag.addWidget(self.value, 0, 1)
-        ag.addWidget(QLabel("cap"), 0, 2)
-        ag.addWidget(self.cap, 0, 3)
-        ag.addWidget(self.alloc_btn, 0, 4)
-        ag.addWidget(self.search_btn, 0, 5)
-        ag.addWidget(QLabel("accuracy ↔ latency"), 1, 0)
-        ag.addWidget(self.balance, 1, 1, 1, 5)
-        ag.addWidget(self.alloc_info, 2, 0, 1, 6)
+        row0, row1 = QHBoxLayout(), QHBoxLayout()
+        row0.addWidget(self.mode)
+        row0.addWidget(self.value, 1)
+        row0.addWidget(QLabel("cap"))
+        row0.addWidget(self.cap, 1)
+        row1.addWidget(QLabel("accuracy ↔ latency"))
+        row1.addWidget(self.balance, 1)
+        row1.addWidget(self.alloc_btn)
+        row1.addWidget(self.search_btn)
+        ag.addLayout(row0)
+        ag.addLayout(row1)
+        ag.addWidget(self.alloc_info)
         self.session.measurements.changed.connect(self._measured)
 
     @property

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QMenu, QScrollArea, QSizePolicy
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMenu, QScrollArea, QSizePolicy
 
 from explorer.core.lessons.lesson import lesson_names, load_lesson
 
@@ -28,6 +29,14 @@ class Classroom:
         self.scroll.setFrameShape(QFrame.NoFrame)
         win.main_split.replaceWidget(win.main_split.indexOf(win.tabs), self.scroll)
         self.scroll.setWidget(win.tabs)
+        # the layer table's side scrolls too (vertically): with the lesson bar open at 1024x768 its boxes would
+        # otherwise be squeezed over each other
+        self.left_pane = win.main_split.widget(0)
+        self.left_scroll = _FitScroll()
+        self.left_scroll.setFrameShape(QFrame.NoFrame)
+        self.left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        win.main_split.replaceWidget(0, self.left_scroll)
+        self.left_scroll.setWidget(self.left_pane)
         win.tabs.currentChanged.connect(self._size_to_current)
         win.tabs.currentChanged.connect(lambda _: self.place_lesson())
         self._size_to_current()
@@ -75,7 +84,7 @@ class Classroom:
         """The lesson bar sits under the window's views; in presentation mode beside the Weights tab it takes the
         place of the per-layer bar chart under the table, so the heatmap and histogram keep their height."""
         w = self.win
-        left = w.main_split.widget(0).layout()
+        left = self.left_pane.layout()
         beside = self.presentation.on and w.tabs.currentWidget() is w.weight_view and self.panel.lesson is not None
         target = left if beside else w.centralWidget().layout()
         if target.indexOf(self.panel) < 0:
@@ -152,3 +161,51 @@ class Classroom:
         what = {"channel": "channel", "kernel": "kernel", "element": "weight"}[gran]
         self.win.status(f"{name}: {what} {unit} {'pruned' if pruned else 'restored'} by hand (Ctrl+Z undoes)", 4000)
 
+
+class _FitScroll(QScrollArea):
+    """Scrolls its widget vertically only when the widget's minimum height does not fit; otherwise the widget fills
+    the view exactly (QScrollArea's own resizing uses the layout's height-for-width, i.e. preferred heights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.setWidgetResizable(False)
+
+    def _fit(self) -> None:
+        w = self.widget()
+        if w is not None:
+            vp = self.viewport()
+            w.resize(vp.width(), max(vp.height(), self._needed(w, vp.width())))
+
+    @staticmethod
+    def _needed(w, width: int) -> int:
+        """The widget's minimum height, with its word-wrapped labels at the lines they need at this width (a
+        layout's minimum counts them as one line)."""
+        h = w.minimumSizeHint().height()
+        lay = w.layout()
+        for i in range(lay.count() if lay is not None else 0):
+            item = lay.itemAt(i)
+            child = item.widget()
+            if isinstance(child, QLabel) and child.isVisible() and child.wordWrap():
+                h += max(0, child.heightForWidth(width) - item.minimumSize().height())
+        return h
+
+    def resizeEvent(self, e) -> None:      # noqa: N802 (Qt's name)
+        super().resizeEvent(e)
+        self._fit()
+
+    def setWidget(self, w) -> None:        # noqa: N802
+        super().setWidget(w)
+        w.installEventFilter(self)
+        self._fit()
+
+    def eventFilter(self, obj, e) -> bool:  # noqa: N802
+        if obj is self.widget() and e.type() == QEvent.LayoutRequest:
+            self._fit()
+        return False
+
+    def minimumSizeHint(self):             # noqa: N802
+        hint = super().minimumSizeHint()
+        w = self.widget()
+        if w is not None:
+            hint.setWidth(max(hint.width(), w.minimumSizeHint().width()))
+        return hint

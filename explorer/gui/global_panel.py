@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 from explorer.core.prune.criteria import CRITERIA
 
 from .layer_table import GRANULARITY_CHOICES, SparsityEditor, criterion_tips, granularity_tips, make_combo
+from .legend_row import LegendRow
 
 
 class GlobalPanel(QWidget):
@@ -78,22 +79,21 @@ class GlobalPanel(QWidget):
         """Create the bar chart (imports pyqtgraph); once. A lazy panel draws the last plan it was shown then."""
         if self.bars is not None:
             return
-        from .plots import pyqtgraph
+        from .plots import headroom, pyqtgraph
         pg = pyqtgraph()
         self.bars = pg.PlotWidget()
+        headroom(self.bars)
         self.bars.setMenuEnabled(False)
         self.bars.setMouseEnabled(False, False)
         self.bars.setLabel("left", "sparsity")
         self.bars.setYRange(0, 1, padding=0.02)
-        self.bars.setMinimumHeight(140)
+        self.bars.setMinimumHeight(90)      # 1024x768 with the lesson bar open still fits
         self.bars.setToolTip("Per-layer sparsity of the plan; orange = not applied yet")
         self.bar_item = pg.BarGraphItem(x=[], height=[], width=0.7, brush=(66, 133, 244))
         self.bars.addItem(self.bar_item)
-        self.legend = QLabel("<span style='color:#4285f4'>■</span> applied &nbsp; "
-                             "<span style='color:#e69138'>■</span> planned, not applied yet (Apply: Ctrl+Enter) "
-                             "&nbsp; darker = the selected layer")
-        self.legend.setObjectName("legendLabel")
-        self.legend.setWordWrap(True)
+        self.legend = LegendRow(["<span style='color:#4285f4'>■</span> applied",
+                                 "<span style='color:#e69138'>■</span> planned, not applied yet (Apply: Ctrl+Enter)",
+                                 "darker = the selected layer"])
         self._lay.addWidget(self.bars, 1)
         self._lay.addWidget(self.legend)
         if self._last_plan is not None:

@@ -3,11 +3,39 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QKeySequence
-from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QStatusBar
+from PySide6.QtWidgets import QLabel, QProgressBar, QPushButton, QSizePolicy, QStatusBar
 
 from explorer.core.jobs import Progress
 
 from .jobs import Job, JobRunner
+
+
+class ElidedLabel(QLabel):
+    """One line that ends in "…" where the status bar is too narrow (the whole text in its tooltip), instead of
+    being cut mid-word or widening the window."""
+
+    def __init__(self, text: str = ""):
+        super().__init__()
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.setMinimumWidth(40)
+        self.setText(text)
+
+    def setText(self, text: str) -> None:          # noqa: N802 (Qt's name)
+        self._full = text
+        self.setToolTip(text if text else "")
+        self._elide()
+
+    def text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, e) -> None:              # noqa: N802
+        super().resizeEvent(e)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.ElideRight, max(self.width(), 40))
+        super().setText(shown)
 
 
 class JobBar:
@@ -18,9 +46,9 @@ class JobBar:
         self._timer = QTimer(bar)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(lambda: self.text.setText(""))
-        self.text = QLabel("")
+        self.text = ElidedLabel("")
         self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
+        self.progress.setMaximumWidth(160)     # the percentage; the job's title and step are in the text beside it
         self.progress.setTextVisible(True)
         self.progress.hide()
         self.cancel_btn = QPushButton("Cancel")
@@ -44,7 +72,7 @@ class JobBar:
 
     def _started(self, job: Job) -> None:
         self.progress.setRange(0, 0)
-        self.progress.setFormat(job.title)
+        self.progress.setFormat("%p%")
         self.progress.show()
         self.cancel_btn.setVisible(job.cancellable)
         self.show(job.title + "…", 0)
@@ -56,9 +84,9 @@ class JobBar:
             self.progress.setRange(0, 1000)
             self.progress.setValue(int(p.fraction * 1000))
         eta = f"  ~{p.eta_s:.0f}s left" if p.eta_s is not None and p.eta_s >= 1 else ""
-        self.progress.setFormat(f"{job.title} %p%")
+        self.progress.setFormat("%p%")
         if p.message:
-            self.show(p.message + eta, 0)
+            self.show(f"{job.title}: {p.message}{eta}", 0)
 
     def _finished(self, job: Job, status: str) -> None:
         if not self.runner.busy and not self.runner.queue:

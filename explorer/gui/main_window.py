@@ -499,6 +499,7 @@ class MainWindow(QMainWindow):
     def _initial_split(self) -> None:
         w = max(self.main_split.width(), 800)
         left = max(int(w * 0.58), min(self.table.preferred_width(), int(w * 0.7)))
+        left = min(left, w - 540)      # the views keep room for their plots (the table scrolls sideways instead)
         self.main_split.setSizes([left, w - left])
 
     def closeEvent(self, e) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 import weakref
 
-from PySide6.QtCore import QSignalBlocker, QTimer
+from PySide6.QtCore import QEvent, QObject, QSignalBlocker, QTimer
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QTabBar
+from PySide6.QtWidgets import QApplication, QTabBar
 
 from explorer import RESOURCES
 
@@ -58,6 +58,13 @@ class Presentation:
         self._sizes = None
         self._tick = QFont()
         self._tick.setPointSizeF(BASE_PT * SCALE * 0.85)
+        # a resized window (e.g. moved to the projector) splits table and views again, instead of the splitter
+        # squeezing the layer table to nothing
+        self._resplit = QTimer(win)
+        self._resplit.setSingleShot(True)
+        self._resplit.setInterval(0)
+        self._resplit.timeout.connect(lambda: self._split() if self.on else None)
+        self._resize_watch = _ResizeWatch(win, self._resplit.start)
 
     # ------------------------------------------------------------------ switching
     def toggle(self) -> None:
@@ -68,6 +75,7 @@ class Presentation:
             return
         self.on = on
         w = self.win
+        size = w.size() if w.isVisible() and not (w.isMaximized() or w.isFullScreen()) else None
         w.finish_start()         # the plots and panels it restyles (built after the first frame otherwise)
         qss = (RESOURCES / "style.qss").read_text() if (RESOURCES / "style.qss").exists() else ""
         w.setStyleSheet(scaled_style(qss) if on else "")
@@ -106,11 +114,26 @@ class Presentation:
             self.restore_plots()
             if self._sizes:
                 w.main_split.setSizes(self._sizes)
+        if size is not None:
+            # the 1.5x style grows the window's minimum for a moment (before the advanced controls are hidden),
+            # and Qt grows the window with it: give it its size back (1024x768 stays 1024x768)
+            self._keep_size(size)
+            QTimer.singleShot(0, lambda: self._keep_size(size))
         if hasattr(w, "act_presentation"):
             with QSignalBlocker(w.act_presentation):
                 w.act_presentation.setChecked(on)
-        w.status("presentation mode: fonts ×1.5, advanced controls hidden (Ctrl+Shift+P leaves)" if on
+        w.status("presentation mode (Ctrl+Shift+P leaves it)" if on
                  else "presentation mode off", 4000)
+
+    def _keep_size(self, size) -> None:
+        w = self.win
+        now = w.size()
+        if w.isMaximized() or w.isFullScreen() or now == size or now.width() < size.width() \
+                or now.height() < size.height():
+            return           # only undo Qt's growth; a size someone chose since stays
+        QApplication.sendPostedEvents(None, QEvent.LayoutRequest)     # the minimum size of the new layout
+        if w.minimumSizeHint().height() <= size.height() and w.minimumSizeHint().width() <= size.width():
+            w.resize(size)
 
     def _toolbar_widget_visible(self, widget, visible: bool) -> None:
         tb = self.win.toolbar
@@ -141,7 +164,7 @@ class Presentation:
 
     def _split(self) -> None:
         w = self.win.main_split.width()
-        left = min(self.win.table.preferred_width(), int(w * 0.5))
+        left = min(self.win.table.preferred_width(), int(w * 0.6))
         self.win.main_split.setSizes([left, max(w - left, 200)])
 
     # ------------------------------------------------------------------ plots
@@ -195,6 +218,20 @@ class Presentation:
             except RuntimeError:   # the item is gone
                 pass
         self._pens.clear()
+
+
+class _ResizeWatch(QObject):
+    """Calls ``on_resize`` whenever the watched widget is resized."""
+
+    def __init__(self, widget, on_resize):
+        super().__init__(widget)
+        self._on_resize = on_resize
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:   # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Resize:
+            self._on_resize()
+        return False
 
 
 def _pg():

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from explorer.core.model.metrics import format_count
 from explorer.core.prune.masks import LayerMask
 
+from .legend_row import LegendRow
+
 PRUNED_RGB = (38, 38, 46)
-HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned &nbsp; <span style='color:#2166ac'>■</span> − "
-               "<span style='color:#b2182b'>■</span> + (scale at right)")
+HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned",
+               "<span style='color:#2166ac'>■</span> − <span style='color:#b2182b'>■</span> + (scale at right)")
 HEAT_HINT = "click a row: prune / restore that channel (Detail: a kernel or a weight)"
 
 
@@ -101,7 +104,7 @@ class WeightView(QWidget):
         """Create the heatmap and histogram plots (imports pyqtgraph); once."""
         if self.heat is not None:
             return
-        from .plots import pyqtgraph
+        from .plots import headroom, pyqtgraph
         pg = pyqtgraph()
         self.heat = pg.PlotWidget()
         self.heat.setMenuEnabled(False)
@@ -118,12 +121,9 @@ class WeightView(QWidget):
         self.colorbar = pg.ColorBarItem(values=(-1, 1), colorMap=pg.ColorMap(np.linspace(0, 1, 255), LUT[1:, :3]),
                                         interactive=False, width=12, label="w")
         self.heat.getPlotItem().layout.addItem(self.colorbar, 2, 5)
-        self.heat_legend = QLabel(HEAT_LEGEND)
-        self.heat_legend.setObjectName("legendLabel")
-        self.heat_legend.setWordWrap(True)
-        self.heat_hint = QLabel(HEAT_HINT)
-        self.heat_hint.setObjectName("legendLabel")
-        self.heat_hint.setWordWrap(True)
+        # one row, wrapping between entries (never inside one): pruned | − + scale | the click hint
+        self.heat_legend = LegendRow([*HEAT_LEGEND, HEAT_HINT])
+        self.heat_hint = self.heat_legend.labels[-1]
         self.heat.setToolTip("Weights of the selected layer as out-channels × (in·kh·kw). Blue negative, red "
                             "positive; dark cells are pruned. Large layers are shown as a screen-sized sample.")
 
@@ -145,11 +145,9 @@ class WeightView(QWidget):
                                          label="−t", labelOpts={"position": 0.92, "color": (220, 50, 47)})
         self.hist.addItem(self.tline_pos)
         self.hist.addItem(self.tline_neg)
-        self.hist_legend = QLabel("<span style='color:#4285f4'>■</span> kept &nbsp; "
-                                  "<span style='color:#50505a'>■</span> pruned (on top) &nbsp; "
-                                  "<span style='color:#dc322f'>- -</span> ±t")
-        self.hist_legend.setObjectName("legendLabel")
-        self.hist_legend.setWordWrap(True)
+        self.hist_legend = LegendRow(["<span style='color:#4285f4'>■</span> kept",
+                                      "<span style='color:#50505a'>■</span> pruned (on top)",
+                                      "<span style='color:#dc322f'>- -</span> ±t"])
         self.hist.setToolTip("Histogram of the layer's weights (like the lab's weight-distribution plot): blue kept, "
                              "grey pruned; dashed lines at ±t when the threshold is on |w|.")
 
@@ -158,10 +156,7 @@ class WeightView(QWidget):
         hv.setContentsMargins(0, 0, 0, 0)
         hv.setSpacing(0)
         hv.addWidget(self.heat, 1)
-        legend_row = QHBoxLayout()
-        legend_row.addWidget(self.heat_legend)
-        legend_row.addWidget(self.heat_hint, 1)
-        hv.addLayout(legend_row)
+        hv.addWidget(self.heat_legend)
         self.split.addWidget(heatbox)
         hbox = QWidget()
         hl = QVBoxLayout(hbox)
@@ -172,9 +167,27 @@ class WeightView(QWidget):
         hl.addWidget(self.hist_legend)
         self.hist.setMinimumHeight(90)
         self.heat.setMinimumHeight(120)
+        headroom(self.heat)
+        headroom(self.hist)
         self.split.addWidget(hbox)
         self.split.setSizes([620, 300])
         self.split.setChildrenCollapsible(False)
+
+    def _set_heat_axis(self, text: str) -> None:
+        """The heatmap's x label; where the plot is too narrow for it (2:4 at 1.5x: "kernel pos × input (4-input
+        runs side by side)"), the part in brackets moves to the axis's tooltip instead of being cut."""
+        self._heat_axis_text = text
+        ax = self.heat.getAxis("bottom")
+        short = text.split(" (")[0]
+        width = self.heat.width() - 80
+        fits = QFontMetrics(ax.label.font()).horizontalAdvance(text) <= width
+        self.heat.setLabel("bottom", text if fits or short == text else short)
+        ax.setToolTip(text)
+
+    def resizeEvent(self, e) -> None:      # noqa: N802 (Qt's name)
+        super().resizeEvent(e)
+        if self.heat is not None and getattr(self, "_heat_axis_text", None):
+            self._set_heat_axis(self._heat_axis_text)
 
     # ------------------------------------------------------------------ drawing
     def show_message(self, text: str) -> None:
@@ -219,7 +232,7 @@ class WeightView(QWidget):
         img = v.display_image(self.sparsity, lvl)
         self.image.setImage(img, levels=(-lvl - 2 * lvl / 254, lvl), autoLevels=False)
         self.image.setRect(0, 0, L.matrix_shape[1], L.matrix_shape[0])
-        self.heat.setLabel("bottom", v.display_axis_label)
+        self._set_heat_axis(v.display_axis_label)
         if auto_range:
             self._detail(self.detail_btn.isChecked())
         self.redraw_hist()
