@@ -85,10 +85,11 @@ class LabVGG(nn.Module):
 
 class DigitsVGG(nn.Module):
     """The lab VGG's shape, narrow enough to train on the digits (upscaled to 32x32) in about a minute on 2 cores,
-    and big enough per layer that compacted channels give a measured speedup close to the MAC ratio (the
-    8x8 digits-cnn is bound by per-layer call overhead)."""
+    and wide enough that compacting half the channels gives a measured speedup of about 0.8x the MAC ratio at
+    batch 32 (at 8-64 channels it was 0.5x: small convolutions and max-pooling dominated; benchmarks/README.md).
+    The 8x8 digits-cnn is bound by per-layer call overhead."""
 
-    ARCH = (8, 16, "M", 32, 32, "M", 64, 64, "M", 64, 64, "M")
+    ARCH = (24, 48, "M", 96, 96, "M", 192, 192, "M", 192, 192, "M")
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
