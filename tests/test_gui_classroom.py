@@ -6,33 +6,18 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 
 from explorer.core.lessons import steps, values  # noqa: E402
 from explorer.core.lessons.lesson import lesson_names, load_lesson  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 
-
-def wait_jobs(qtbot, win, timeout=120_000):
-    qtbot.waitUntil(lambda: not win.runner.busy and not win.runner.queue, timeout=timeout)
-    qtbot.wait(30)
+from .gui_helpers import open_window, wait_jobs  # noqa: E402
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
-    w = MainWindow(Session.open("digits-cnn"), settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1280, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.runner.cancel()
-    w.runner.wait(10000)
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn"), size=(1280, 800)) as w:
+        yield w
 
 
 def test_lesson_walks_forward_and_back_with_live_numbers(win, qtbot):

@@ -3,24 +3,16 @@ over anything, legends wrap between entries, the status text ends in "…" inste
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QSettings
 
 from explorer.core.session import Session
+
+from .gui_helpers import open_window
 
 
 @pytest.fixture
 def win(qtbot, tmp_path):
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
-
-    make_app()
-    w = MainWindow(Session.open("digits-cnn"), settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
-    w._force_close = True
-    qtbot.addWidget(w)
-    w.resize(1024, 768)
-    w.show()
-    qtbot.waitExposed(w)
-    return w
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn"), size=(1024, 768)) as w:
+        yield w
 
 
 def _no_overlap(widgets) -> None:
