@@ -57,12 +57,17 @@ def test_first_frame_needs_no_heavy_module():
 
 
 def test_deferred_window_fills_in(qtbot):
+    import gc as gc_module
+
     from PySide6.QtWidgets import QApplication
 
     from explorer.core.model.loading import resolve
+    from explorer.gui import startup
     from explorer.gui.app import wait_idle
     from explorer.gui.main_window import MainWindow
 
+    startup.pause_gc()                  # as `pruning-explorer gui` does, until the first frame
+    assert not gc_module.isenabled()
     s = Session()
     s.apply_load(resolve("digits-cnn", defer_groups=True))
     assert not s.groups_ready
@@ -81,6 +86,10 @@ def test_deferred_window_fills_in(qtbot):
     gc = win.table._editors[out][1]
     idx = gc.findText("channel")
     assert not gc.model().item(idx).isEnabled()
+    # the dense baseline measured on open (before the History tab existed) is its first point, the star
+    assert s.measurements.dense is not None and len(s.history) == 1
+    assert win.history_panel.table.rowCount() == 1 and len(win.history_panel.dense_mark.points()) == 1
+    assert gc_module.isenabled()        # finish() turned automatic collection back on
 
 
 def test_default_layer_is_ready():

@@ -125,6 +125,7 @@ class HistoryPanel(QWidget):
         lay.addLayout(bottom)
         self.session.history_changed.connect(self.update_results)
         self.session.measurements.changed.connect(self.update_results)
+        self.update_results()     # built after the first frame: the dense baseline may be in the History already
 
     def _label_metric(self, metric) -> None:
         """Axis titles and the table header name the dataset's metric (accuracy, or perplexity: lower is better)."""
