@@ -105,7 +105,7 @@ class SensitivityPanel(QWidget):
         self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
         self.plot.setLabel("bottom", "sparsity")
-        self.plot.setLabel("left", "accuracy (%, validation split)")
+        self.plot.setLabel("left", "accuracy (%, val split)")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setToolTip("Accuracy when only that layer is pruned. Click a point to plan that layer at that "
@@ -167,7 +167,7 @@ class SensitivityPanel(QWidget):
         if metric is self.quality:
             return
         self.quality = metric
-        split = self.plot.getAxis("left").labelText.split(",")[-1].strip(" )") or "validation split"
+        split = self.plot.getAxis("left").labelText.split(",")[-1].strip(" )") or "val split"
         self.plot.setLabel("left", f"{metric.name} ({metric.unit + ', ' if metric.unit else ''}{split})")
         if metric.higher_is_better:
             self.early.setText("early stop <")
