@@ -146,3 +146,20 @@ def test_scan_skips_the_prediction_when_the_fisher_would_be_slow(win, qtbot, mon
     wait_jobs(qtbot, win)
     assert not p.prediction.predicted and set(p.prediction.measured_curves) == set(win.session.layer_names)
     assert "Predict draws" in p.prediction.label.text()
+
+
+def test_channel_only_criteria_bring_their_granularity_along(win, qtbot):
+    """Picking bn-scale on an element row switches the row to channel (one edit); leaving channel falls back to
+    l1; a layer that can't be channel-pruned refuses in the status bar, with no error dialog."""
+    s, t = win.session, win.table
+    t._criterion_edited("backbone.conv1", "bn-scale")
+    lp = s.plan.get("backbone.conv1")
+    assert (lp.granularity.name, lp.criterion.name) == ("channel", "bn-scale")
+    t._granularity_edited("backbone.conv1", "element")
+    lp = s.plan.get("backbone.conv1")
+    assert (lp.granularity.name, lp.criterion.name) == ("element", "l1")
+    out = [l.name for l in s.layers if l.is_output][0]
+    before = s.plan.get(out)
+    t._criterion_edited(out, "apoz")
+    assert s.plan.get(out) == before and win.last_error is None
+    assert "needs channel granularity" in win.job_bar.text.text()

@@ -10,7 +10,7 @@ from superqt import QLabeledDoubleSlider
 
 from explorer.core.errors import PlanError
 from explorer.core.model.metrics import format_count
-from explorer.core.prune.criteria import CRITERIA
+from explorer.core.prune.criteria import CRITERIA, get_criterion
 from explorer.core.prune.granularity import get_granularity
 from explorer.core.prune.plan import LayerPlan
 
@@ -78,10 +78,12 @@ def criterion_tips() -> dict[str, str]:
 class LayerTable(QTableWidget):
     """Rows = prunable layers. Edits go straight to the session; redraws follow its events."""
 
-    def __init__(self, session, report_error: Callable[[Exception], None], parent=None):
+    def __init__(self, session, report_error: Callable[[Exception], None], parent=None,
+                 status: Callable[[str, int], None] | None = None):
         super().__init__(0, len(COLUMNS), parent)
         self.session = session
         self.report_error = report_error
+        self.status = status or (lambda text, ms=0: None)
         self._rows: dict[str, int] = {}
         self._editors: dict[str, tuple[SparsityEditor, QComboBox, QComboBox]] = {}
         self._choices: dict[str, tuple] = {}     # row -> (granularity, criterion) its combos' choices reflect
@@ -282,19 +284,37 @@ class LayerTable(QTableWidget):
             self.session.select(name)
 
     def _granularity_edited(self, name: str, g: str) -> None:
+        kw = {}
+        crit = self.session.plan.get(name).criterion
+        if g != "channel" and crit.channel_only:   # bn-scale/apoz score whole channels: the row falls back to l1
+            kw["criterion"] = "l1"
+            self.status(f"{name}: {crit.name} scores whole channels only, so {g} granularity ranks by l1", 6000)
         try:
-            self.session.set_layer(name, granularity=g)
+            self.session.set_layer(name, granularity=g, **kw)
         except Exception as e:
             self.report_error(e)
             self.refresh([name])
 
     def _criterion_edited(self, name: str, c: str) -> None:
+        kw: dict = {}
         try:
             if c == "manual":      # by hand, starting from what the row prunes now
                 g = self.session.plan.get(name).granularity.name
                 self.session.set_manual(name, self.session.manual_units(name, g), g)
                 return
-            self.session.set_layer(name, criterion=c)
+            if get_criterion(c).channel_only and self.session.plan.get(name).granularity.name != "channel":
+                kw["granularity"] = "channel"    # what the criterion scores; refused below if the layer can't
+            self.session.set_layer(name, criterion=c, **kw)
+            if kw:
+                self.status(f"{name}: {c} scores whole output channels, so the row switched to channel granularity",
+                            6000)
+        except PlanError as e:
+            if kw:       # e.g. the output layer keeps all its channels: say so where the user looks, no dialog
+                self.status(f"{name}: {c} needs channel granularity, which this layer does not allow "
+                            f"({e.message})", 8000)
+            else:
+                self.report_error(e)
+            self.refresh([name])
         except Exception as e:
             self.report_error(e)
             self.refresh([name])
