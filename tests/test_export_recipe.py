@@ -485,3 +485,30 @@ def test_exports_get_ordinary_file_permissions(tmp_path):
     os.chmod(f, 0o640)
     atomic_write_json(f, {"a": 2})                 # an existing file keeps its mode
     assert stat.S_IMODE(f.stat().st_mode) == 0o640
+
+
+def test_checkpoint_check_is_chunked_and_catches_one_changed_bit(tmp_path, monkeypatch):
+    """The reload check compares a memory-mapped file in chunks: a single -0.0 written for +0.0 in the last chunk
+    of a big tensor, or a missing tensor, fails the export and leaves nothing behind."""
+    from explorer.core.deploy import reload_check
+    from explorer.core.errors import ExplorerError
+
+    monkeypatch.setattr(reload_check, "CHUNK_BYTES", 4096)          # many chunks even for a small tensor
+    st = {"w": torch.randn(10_000), "b": torch.zeros(3)}
+    export.export_checkpoint(st, tmp_path / "ok.pt")
+    assert reload_check.mismatching_tensors(st, tmp_path / "ok.pt") == ([], [])
+    real_save = torch.save
+
+    def tampered(obj, f, *a, **k):
+        bad = dict(obj)
+        w = bad["w"].clone()
+        w[-1] = -0.0 if w[-1] == 0 and not torch.signbit(w[-1]) else 0.0
+        bad["w"] = w
+        real_save(bad, f, *a, **k)
+    monkeypatch.setattr(torch, "save", tampered)
+    with pytest.raises(ExplorerError, match="tensor w"):
+        export.export_checkpoint(st, tmp_path / "bad.pt")
+    monkeypatch.setattr(torch, "save", lambda obj, f, *a, **k: real_save({"w": obj["w"]}, f, *a, **k))
+    with pytest.raises(ExplorerError, match="same tensors"):
+        export.export_checkpoint(st, tmp_path / "bad.pt")
+    assert sorted(os.listdir(tmp_path)) == ["ok.pt"]

@@ -165,6 +165,12 @@ def test_one_off_mask_equals_the_ranking(monkeypatch, dtype):
     for s in (0.0, 0.05, 0.2, 0.31, 0.5, 0.777, 0.99, 1.0):
         for crit in ("l1", "l2"):
             assert torch.equal(oneoff.masked_weight(w, s).view(iv), _ranked(w, s, crit).view(iv)), (s, crit)
+        # the chunked comparison (the recipe check of `prune`) agrees, and sees a single changed bit
+        ranked = _ranked(w, s, "l1")
+        assert oneoff.matches(w, s, ranked)
+        flipped = ranked.clone()
+        flipped.view(-1)[-1] = -flipped.view(-1)[-1] if flipped.view(-1)[-1] != 0 else -0.0
+        assert not oneoff.matches(w, s, flipped), s
 
 
 def test_one_off_path_is_used_for_big_layers(monkeypatch):

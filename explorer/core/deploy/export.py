@@ -24,9 +24,19 @@ def _check_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: s
 
 
 def export_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Path:
-    """state_dict with exact zeros; reloads with plain torch.load(weights_only=True) and is checked."""
+    """state_dict with exact zeros; reloads with plain torch.load(weights_only=True) and is checked (memory-mapped,
+    in chunks: the check does not hold a second copy of the model, see reload_check.py)."""
+    from ..errors import ExplorerError
+    from .reload_check import mismatching_tensors
+
     def verify(tmp):
-        _check_equal(state, torch.load(tmp, map_location="cpu", weights_only=True), f"checkpoint {Path(path).name}")
+        odd, differ = mismatching_tensors(state, tmp)
+        if odd:
+            raise ExplorerError(f"The exported checkpoint {Path(path).name} did not reload with the same tensors: "
+                                f"{odd[:5]}")
+        if differ:
+            raise ExplorerError(f"The exported checkpoint {Path(path).name} did not reload identically "
+                                f"(tensor {differ[0]}).")
     return atomic_torch_save(state, Path(path), verify)
 
 

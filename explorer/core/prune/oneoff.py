@@ -67,19 +67,16 @@ def kth_key(w: torch.Tensor, k: int) -> tuple[int, int]:
     return (hi << 16) | lo, less
 
 
-def masked_weight(w: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """A new tensor: ``w`` with its ``round(sparsity * N)`` smallest-|w| weights at +0.0 (ties by position)."""
+def _masked_chunks(w: torch.Tensor, sparsity: float):
+    """(start, chunk of ``w`` with its ``round(sparsity * N)`` smallest-|w| weights at +0.0) in index order."""
     n = w.numel()
     k = pruned_units(sparsity, n)
-    out = torch.empty_like(w, memory_format=torch.contiguous_format)
-    src, dst = w.detach().contiguous().view(-1), out.view(-1)
+    src = w.detach().contiguous().view(-1)
     zero = torch.zeros((), dtype=w.dtype)
-    if k == 0:
-        dst.copy_(src)
-        return out
-    if k >= n:
-        dst.zero_()
-        return out
+    if k == 0 or k >= n:
+        for i, c in _chunks(src):
+            yield i, (c if k == 0 else torch.zeros_like(c))
+        return
     kth, less = kth_key(w, k)
     need = k - less                                  # weights with key == kth that go (the first ones by index)
     seen = 0
@@ -91,5 +88,23 @@ def masked_weight(w: torch.Tensor, sparsity: float) -> torch.Tensor:
             order = torch.cumsum(eq, 0, dtype=torch.int64) + seen   # 1-based index among the equal keys so far
             keep |= eq & (order > need)
             seen += int(eq.sum())
-        torch.where(keep, c, zero, out=dst[i:i + c.numel()])
+        yield i, torch.where(keep, c, zero)
+
+
+def masked_weight(w: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """A new tensor: ``w`` with its ``round(sparsity * N)`` smallest-|w| weights at +0.0 (ties by position)."""
+    out = torch.empty_like(w, memory_format=torch.contiguous_format)
+    dst = out.view(-1)
+    for i, c in _masked_chunks(w, sparsity):
+        dst[i:i + c.numel()].copy_(c)
     return out
+
+
+def matches(w: torch.Tensor, sparsity: float, other: torch.Tensor) -> bool:
+    """Is ``other`` bit for bit :func:`masked_weight` ``(w, sparsity)``? Chunk by chunk, never the whole tensor."""
+    from ..fileio import bit_equal
+
+    if other.shape != w.shape or other.dtype != w.dtype:
+        return False
+    flat = other.detach().contiguous().view(-1)
+    return all(bit_equal(c, flat[i:i + c.numel()]) for i, c in _masked_chunks(w, sparsity))

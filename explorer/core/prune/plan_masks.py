@@ -162,8 +162,12 @@ class PlanMasks:
         active = plan.active()
         changed = set()
         for n, lp in active.items():
-            if self._one_off(n, lp):
-                t = {self.keys[n]: oneoff.masked_weight(self.base[self.keys[n]], lp.sparsity)}
+            if self._one_off(n, lp):      # compared chunk by chunk: no masked copy of a big layer
+                k = self.keys[n]
+                changed.add(k)
+                if k in state and not oneoff.matches(self.base[k], lp.sparsity, state[k]):
+                    bad.append(k)
+                continue
             else:
                 t = masked_tensors(self.base, self.materialize(Plan({n: lp}))[0], {})
             for k, v in t.items():
