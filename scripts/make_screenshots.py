@@ -19,9 +19,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def main() -> None:
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
-    out.mkdir(parents=True, exist_ok=True)
+def open_window(out: Path):
+    """The real window on digits-cnn at 1440x900 (settings kept in ``out``), and ``shot(name)``: wait for its
+    jobs, let it paint, save ``out/name.png``."""
     from PySide6.QtCore import QSettings
 
     from explorer.core.session import Session
@@ -30,8 +30,7 @@ def main() -> None:
 
     app = make_app()
     settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.IniFormat)
-    s = Session.open("digits-cnn")
-    win = MainWindow(s, settings=settings)
+    win = MainWindow(Session.open("digits-cnn"), settings=settings)
     win._force_close = True
     win.resize(1440, 900)
     win.show()
@@ -45,6 +44,17 @@ def main() -> None:
             time.sleep(0.02)
         win.grab().save(str(out / f"{name}.png"))
         print("saved", out / f"{name}.png")
+
+    return app, win, shot
+
+
+def main() -> None:
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
+    out.mkdir(parents=True, exist_ok=True)
+    from explorer.gui.app import wait_idle
+
+    app, win, shot = open_window(out)
+    s = win.session
 
     layer = "backbone.conv3"
     s.select(layer)
@@ -190,29 +200,7 @@ def compress_shot(app, win, shot) -> None:
 
 def compress_only(out: Path) -> None:
     """Only docs/compress.png: ``scripts/make_screenshots.py docs compress``."""
-    from PySide6.QtCore import QSettings
-
-    from explorer.core.session import Session
-    from explorer.gui.app import make_app, wait_idle
-    from explorer.gui.main_window import MainWindow
-
-    app = make_app()
-    settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.IniFormat)
-    win = MainWindow(Session.open("digits-cnn"), settings=settings)
-    win._force_close = True
-    win.resize(1440, 900)
-    win.show()
-    wait_idle(app, win)
-    win._initial_split()
-
-    def shot(name: str) -> None:
-        wait_idle(app, win)
-        for _ in range(10):
-            app.processEvents()
-            time.sleep(0.02)
-        win.grab().save(str(out / f"{name}.png"))
-        print("saved", out / f"{name}.png")
-
+    app, win, shot = open_window(out)
     compress_shot(app, win, shot)
     (out / ".screenshot-settings.ini").unlink(missing_ok=True)
     win.close()
