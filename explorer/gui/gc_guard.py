@@ -1,23 +1,29 @@
-"""The cyclic garbage collector runs in the GUI thread only, while a job's thread runs.
+"""Who may run Python's cyclic garbage collector, and when: one switch for the whole app.
 
-Python's cyclic GC runs in whichever thread happens to allocate when a threshold is crossed. If that is a job's
-worker thread and the garbage holds a Qt widget (a window or menu in a reference cycle), the widget is destroyed
-outside the GUI thread: Qt forbids that, and PySide6 can deadlock there (seen: a worker deep-copying a model
-collected a closed window's QMenu and waited forever for the GIL). So while any job runs, automatic collection
-is off and a GUI-thread timer collects instead, by the same generation thresholds (as pyqtgraph's
-GarbageCollector does); when the last job ends, automatic collection comes back as it was.
+Two holders turn automatic collection off:
+
+- a running job: the cyclic GC runs in whichever thread happens to allocate when a threshold is crossed. If that
+  is a job's worker thread and the garbage holds a Qt widget (a window or menu in a reference cycle), the widget
+  is destroyed outside the GUI thread: Qt forbids that, and PySide6 can deadlock there (seen: a worker
+  deep-copying a model collected a closed window's QMenu and waited forever for the GIL). While a job runs, a
+  GUI-thread timer collects instead, by the same generation thresholds (as pyqtgraph's GarbageCollector does);
+- the start-up (``gui/startup.py``): importing torch and building the window allocate hundreds of thousands of
+  long-lived objects, and every full collection on the way scans them all again (about 0.1 s each, 0.3 s of a
+  1.3 s start here). It is released after the first frame.
+
+When the last holder lets go, automatic collection comes back as it was before the first took it.
 """
 from __future__ import annotations
 
 import gc
 
-from PySide6.QtCore import QTimer
-
 INTERVAL_MS = 250
+JOB = "job"
+START = "start-up"
 
-_depth = 0
+_holds: dict[str, int] = {}
 _was_enabled = True
-_timer: QTimer | None = None
+_timer = None
 
 
 def _collect() -> None:
@@ -28,33 +34,47 @@ def _collect() -> None:
         gc.collect(2 if (c1 > t1 and c2 > t2) else 1 if c1 > t1 else 0)
 
 
-def job_started() -> None:
-    """Called in the GUI thread before a job's thread starts."""
-    global _depth, _was_enabled, _timer
-    if _depth == 0:
+def hold(reason: str) -> None:
+    """Automatic collection off until :func:`release` (``reason`` ``JOB``: collect on a GUI-thread timer meanwhile).
+    Called in the GUI thread."""
+    global _was_enabled, _timer
+    if not _holds:
         _was_enabled = gc.isenabled()
         gc.disable()
+    _holds[reason] = _holds.get(reason, 0) + 1
+    if reason == JOB and _holds[JOB] == 1:
         if _timer is None:
+            from PySide6.QtCore import QTimer
+
             _timer = QTimer()
             _timer.setInterval(INTERVAL_MS)
             _timer.timeout.connect(_collect)
         _timer.start()
-    _depth += 1
 
 
-def job_ended() -> None:
-    """Called in the GUI thread once a job's thread has finished."""
-    global _depth
-    if _depth == 0:
+def release(reason: str) -> None:
+    """Undo one :func:`hold` of ``reason`` (a release without a hold does nothing)."""
+    if not _holds.get(reason):
         return
-    _depth -= 1
-    if _depth == 0:
-        if _timer is not None:
+    _holds[reason] -= 1
+    if not _holds[reason]:
+        del _holds[reason]
+        if reason == JOB and _timer is not None:
             _timer.stop()
+    if not _holds:
         if _was_enabled:
             gc.enable()
         _collect()
 
 
+def job_started() -> None:
+    hold(JOB)
+
+
+def job_ended() -> None:
+    release(JOB)
+
+
 def active() -> bool:
-    return _depth > 0
+    """Is a job holding the collector?"""
+    return bool(_holds.get(JOB))

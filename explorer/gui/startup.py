@@ -9,9 +9,9 @@ graph; importing it alone takes seconds), after which the table marks channel-co
 """
 from __future__ import annotations
 
-import gc
-
 from PySide6.QtWidgets import QLabel
+
+from . import gc_guard
 
 TABS = [("finetune_panel", "Fine-tune", "Fine-tune with masks enforced: one-shot, iterative or AGP"),
         ("latency_panel", "Latency", "Measured latency: dense vs masked vs compacted"),
@@ -21,24 +21,15 @@ TABS = [("finetune_panel", "Fine-tune", "Fine-tune with masks enforced: one-shot
                                        "pruning, measured to the byte"),
         ("compare_panel", "Criteria", "Compare pruning criteria on the same plan: accuracy vs sparsity")]
 MEASURING = "measuring…"
-_gc_paused = False
 
 
 def pause_gc() -> None:
-    """No automatic cyclic GC while the app starts: importing torch and building the window allocate hundreds of
-    thousands of long-lived objects, and every full collection on the way scans them all again (about 0.1 s each,
-    0.3 s of a 1.3 s start here). :func:`finish` (after the first frame) turns it back on."""
-    global _gc_paused
-    if gc.isenabled():
-        gc.disable()
-        _gc_paused = True
+    """No automatic cyclic GC while the app starts (``gc_guard``: why); :func:`finish` turns it back on."""
+    gc_guard.hold(gc_guard.START)
 
 
 def resume_gc() -> None:
-    global _gc_paused
-    if _gc_paused:
-        _gc_paused = False
-        gc.enable()
+    gc_guard.release(gc_guard.START)
 
 
 def add_tabs(win, placeholders: bool) -> None:
