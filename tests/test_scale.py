@@ -211,3 +211,90 @@ def test_finetune_in_the_prune_flow_leaves_the_loaded_weights(tmp_path):
     for k, v in s.original_state().items():
         assert torch.equal(v, before[k]), k
     assert (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_off_mask_in_place_equals_the_copy(monkeypatch, dtype):
+    monkeypatch.setattr(oneoff, "CHUNK", 777)     # ties across chunk borders: each chunk is read before written
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(300, 17, generator=g)
+    w[torch.rand(w.shape, generator=g) < 0.2] = 0.0
+    w[torch.rand(w.shape, generator=g) < 0.1] = 0.25
+    w[0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0])
+    w = w.to(dtype)
+    iv = torch.int64 if dtype == torch.float64 else torch.int32
+    for s in (0.0, 0.05, 0.31, 0.5, 0.99, 1.0):
+        expect = oneoff.masked_weight(w, s)
+        for t in (w.clone(), w.t().clone().t()):            # contiguous, and a transposed (non-contiguous) view
+            ptr = t.data_ptr()
+            oneoff.mask_in_place(t, s)
+            assert t.data_ptr() == ptr
+            assert torch.equal(t.view(iv) if t.is_contiguous() else t.contiguous().view(iv), expect.view(iv)), s
+            again = t.clone()
+            oneoff.mask_in_place(again, s)                 # idempotent: the recipe check holds on the result
+            assert torch.equal(again, t) or torch.equal(again.isnan(), t.isnan())
+
+
+def _prune_bundle(tmp_path, name, keep_loaded):
+    from explorer.core.deploy.bundle import run_prune
+
+    s = Session.open("digits-mlp")
+    plan = Plan({n: LayerPlan(0.8, "element", "l1") for n in s.layer_names})
+    plan.layers[s.layer_names[-1]] = LayerPlan(0.3, "element", "l2")
+    s.set_plan(plan)
+    out = run_prune(s, tmp_path / name, latency_runs=2, keep_loaded=keep_loaded, sparse_archive=True)
+    return s, out.report, torch.load(tmp_path / name / "model.pt", weights_only=True)
+
+
+def test_prune_in_place_writes_the_same_bundle_with_one_copy(tmp_path, monkeypatch):
+    """keep_loaded=False (the prune command): big one-off layers are pruned in the loaded tensors themselves,
+    the exported model and every count are those of the copying path, and the session refuses to go on."""
+    from explorer.core.deploy import bundle
+    from explorer.core.errors import ExplorerError
+
+    monkeypatch.setattr(oneoff, "MIN_PARAMS", 1000)      # digits-mlp's three layers count as big
+    monkeypatch.setattr(bundle, "IN_PLACE_MIN_BYTES", 0)
+    s_copy, r_copy, sd_copy = _prune_bundle(tmp_path, "copy", keep_loaded=True)
+    s, r, sd = _prune_bundle(tmp_path, "in_place", keep_loaded=False)
+    assert s_copy.pruned_in_place is None and r_copy["latency"]["interleaved"] is True
+    assert r["latency"]["interleaved"] is False and r["latency"]["dense"] and r["latency"]["pruned"]
+    assert set(sd) == set(sd_copy)
+    for k in sd:
+        assert torch.equal(sd[k], sd_copy[k]), k
+    for block in ("dense", "pruned"):
+        a = {k: v for k, v in r[block].items() if k != "latency_ms"}
+        b = {k: v for k, v in r_copy[block].items() if k != "latency_ms"}
+        assert a == b, block
+    assert r["dense"]["nonzero_params"] > r["pruned"]["nonzero_params"]   # dense counted before pruning
+    assert r["layers"] == r_copy["layers"] and r["compression_ratio"] == r_copy["compression_ratio"]
+    # the loaded tensors are the pruned ones now: no second copy of the big layers
+    orig, module_state = s.original_state(), s.module.state_dict()
+    for n in s.layer_names:
+        k = f"{n}.weight"
+        assert shares_storage(orig[k], module_state[k]) and torch.equal(orig[k], sd[k]), k
+    assert sorted(s.masks.in_place) == sorted(s.layer_names)
+    with pytest.raises(ExplorerError, match="pruned in place"):
+        s.apply(Plan())
+    plan, undo = s.plan.copy(), s.can_undo
+    with pytest.raises(ExplorerError, match="pruned in place"):
+        s.reset()
+    assert s.plan == plan and s.can_undo == undo        # refused before anything changed
+    s.apply(s.pruned_in_place)                          # the same plan again is harmless
+
+
+def test_prune_in_place_only_where_it_pays(tmp_path, monkeypatch):
+    """Small models (below IN_PLACE_MIN_BYTES) and fine-tuning keep the loaded weights, even from the CLI path."""
+    from explorer.core.deploy import bundle
+    from explorer.core.train.finetune import FinetuneConfig
+
+    s, r, _ = _prune_bundle(tmp_path, "small", keep_loaded=False)
+    assert s.pruned_in_place is None and r["latency"]["interleaved"] is True
+    monkeypatch.setattr(oneoff, "MIN_PARAMS", 1000)
+    monkeypatch.setattr(bundle, "IN_PLACE_MIN_BYTES", 0)
+    s = Session.open("digits-mlp")
+    before = {k: v.clone() for k, v in s.original_state().items()}
+    s.set_uniform(s.layer_names, 0.5)
+    bundle.run_prune(s, tmp_path / "ft", finetune_cfg=FinetuneConfig(epochs=1), measure=False, keep_loaded=False)
+    assert s.pruned_in_place is None                   # fine-tuning trains copies: the loaded weights stay
+    for k, v in s.original_state().items():
+        assert torch.equal(v, before[k]), k

@@ -66,6 +66,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         self.base_label = LOADED
         self.history = History()
         self.weights = WeightStore()
+        self.pruned_in_place: Plan | None = None   # set once the loaded weights were pruned in place
         self.version = 0                       # bumps whenever the model's weights change
         self.device = torch.device("cpu")      # where jobs run; the module itself always stays on the CPU
 
@@ -99,6 +100,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
             self.history = History()
             self.version += 1
             self.base_label = LOADED
+            self.pruned_in_place = None
             self.masks = PlanMasks(result.profile, self.channel_group, self._gradient, self.seed,
                                    {n for n, _ in module.named_parameters()}, param_bytes(module), self._original,
                                    statistic=self._statistic)
@@ -386,6 +388,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
 
     def reset(self) -> None:
         """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
+        self._check_not_spent(Plan())
         self.undo_stack.push(self._edit())
         self.plan = Plan()
         if self._base is not self._original and self.base_label != LOADED:
@@ -445,10 +448,12 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan`` (undoable)."""
         plan = (plan or self.plan).copy()
+        self._check_not_spent(plan)
         self.apply_state(plan, self.masked_state(plan, share=True))
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         """Apply with the masked state computed elsewhere (a worker); undoable like :meth:`apply`."""
+        self._check_not_spent(plan)
         if plan != self.applied_plan:
             self.undo_stack.push(self._edit())
         self._write_state(plan, state)
@@ -460,10 +465,36 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         shared stay untouched, and unchanged tensors stay shared)."""
         from .model.sharing import rebind_state
 
+        self._check_not_spent(plan)
         with torch.no_grad(), self.lock:
             rebind_state(self.module, state)
             self.applied_plan = plan.copy()
             self.version += 1
+
+    def prune_loaded_in_place(self, plan: Plan) -> list[str]:
+        """Apply ``plan``, writing the masks of its big one-off layers (element, |w|) into the loaded weights
+        themselves instead of into new tensors: one copy of a big model's weights instead of two. For a caller
+        that discards the session afterwards (the ``prune`` command on a big model): from then on the loaded
+        weights *are* the pruned ones, so applying another plan, resetting or restoring weights is refused.
+        Returns the layers masked in place."""
+        plan = plan.copy()
+        self._check_not_spent(plan)
+        with torch.no_grad(), self.lock:
+            done = self.masks.mask_in_place(plan)
+            if done:
+                self.pruned_in_place = plan
+                self.version += 1
+        self.apply(plan)
+        return done
+
+    def _check_not_spent(self, plan: Plan | None) -> None:
+        """Refuse to change weights after :meth:`prune_loaded_in_place` (``plan``: None for a new base)."""
+        spent = self.pruned_in_place
+        if spent is None:
+            return
+        if plan is None or any(plan.get(n) != spent.get(n) for n in self.masks.in_place):
+            raise ExplorerError("The loaded weights were pruned in place to save memory, so the dense weights "
+                                "are gone from this session.", "Open the model again to try another plan.")
 
     def own_module_tensors(self) -> None:
         """Give the model private copies of the tensors it shares with the kept/loaded weights, before code
@@ -482,6 +513,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
 
     def _set_base(self, state: dict[str, torch.Tensor], label: str, base_id: int) -> None:
         """New kept weights (after fine-tuning, on reset or restore); rankings are rebuilt lazily."""
+        self._check_not_spent(None)
         with self.lock:
             self._base = state
             self._base_id = base_id

@@ -29,6 +29,10 @@ from . import export
 Log = Callable[[str], None]
 
 
+# ``keep_loaded=False``: prune the loaded weights in place once the plan's new tensors would take this much
+IN_PLACE_MIN_BYTES = 64 << 20
+
+
 def _quiet(_: str) -> None:
     pass
 
@@ -116,16 +120,23 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
               progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
               reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
               resume: bool = False, report_extra: dict | None = None,
-              exports: tuple[str, ...] = ()) -> PruneOutcome:
+              exports: tuple[str, ...] = (), keep_loaded: bool = True) -> PruneOutcome:
     """Apply the session's plan (reconstruct, fine-tune, compact), measure, and write the results bundle into
     ``out_dir``.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
     on, and the process group of a data-parallel run (then every rank calls this; only rank 0 measures latency
     and writes, and the others return an empty outcome). ``checkpoint``/``resume``: see
-    :func:`~explorer.core.train.finetune.finetune`. ``exports``: also ``safetensors``/``onnx`` files."""
+    :func:`~explorer.core.train.finetune.finetune`. ``exports``: also ``safetensors``/``onnx`` files.
+
+    ``keep_loaded=False`` (a caller that discards the session afterwards): without fine-tuning or
+    reconstruction, big layers (at least :data:`IN_PLACE_MIN_BYTES` of one-off masks) are pruned in the loaded
+    weights themselves (:meth:`Session.prune_loaded_in_place`), so a big model is held once, not twice. The dense
+    model's latency is then timed before pruning instead of interleaved with the pruned one's (the report's
+    ``latency.interleaved`` says which)."""
     from ..analyse.latency import latency_input, measure_latencies, spread_note
     from ..device import on_device
+    from ..model.metrics import Totals
     from ..train.distributed import Runtime
     from ..train.finetune import finetune
     from .compact import (
@@ -136,7 +147,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         max_output_difference,
         relative_difference,
     )
-    from .report import build_report, compact_block
+    from .report import build_report, compact_block, counts_from_state
 
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -158,8 +169,17 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     session.apply(Plan())
     dense_acc = test_quality(module)
     example = latency_input(ds, session.require().input_shape, latency_batch)
-    # timed later, interleaved with the others; it shares the loaded tensors (it is only run, never trained)
-    dense_model = twin(module, dense_state) if measure else None
+    in_place = (not keep_loaded and finetune_cfg is None and not reconstruct
+                and session.masks.one_off_bytes(plan) >= IN_PLACE_MIN_BYTES)
+    dense_totals: Totals = counts_from_state(session, dense_state)[1]
+    dense_model, lat = None, {}
+    if measure and in_place:
+        # the loaded weights become the pruned ones below: time the dense model now, while it exists
+        lat = measure_latencies({"dense": on_device(module, rt.device)}, example, runs=latency_runs,
+                                progress=progress, cancel=cancel)
+    elif measure:
+        # timed later, interleaved with the others; it shares the loaded tensors (it is only run, never trained)
+        dense_model = twin(module, dense_state)
     if dense_acc is not None:
         log(f"dense: test {quality.name} {quality.format(dense_acc)}")
     fits = _reconstruct(session, plan, finetune_cfg, progress, cancel, log) if reconstruct else None
@@ -183,6 +203,10 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
             log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val {quality.name} {quality.format(val)}, "
                 f"sparsity {r.sparsity:.1%}")
         session.adopt(result.state, result.plan, "fine-tuned")
+    elif in_place:
+        done = session.prune_loaded_in_place(plan)
+        log(f"note: {len(done)} big layer(s) pruned in the loaded weights themselves, to hold one copy of the "
+            "model" + ("; the dense latency was timed before pruning, not interleaved" if measure else ""))
     else:
         session.apply(plan)
     # the model's own tensors (not copied): nothing below writes into them
@@ -216,13 +240,13 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         compact_info["kept_zeroed"] = kept
         log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs")
 
-    lat, latency_note = {}, None
+    latency_note = None
     if measure:
         # all variants on the same input, runs interleaved (dense, pruned, compact, dense, ...), so drift in the
-        # machine's load hits them alike
+        # machine's load hits them alike (the dense model is already timed when it was pruned in place)
         models = {"dense": dense_model, "pruned": module, **({"compact": compacted} if compacted is not None else {})}
-        models = {k: on_device(m, rt.device) for k, m in models.items()}
-        lat = measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)
+        models = {k: on_device(m, rt.device) for k, m in models.items() if m is not None}
+        lat = {**lat, **measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)}
         for k, v in lat.items():
             log(f"latency {k}: {v}")
         latency_note = spread_note(lat)
@@ -240,10 +264,10 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         bad = session.masks.mismatches(session.applied_plan, pruned_state)   # one layer at a time
         if bad:
             raise ExplorerError(f"Internal check failed: the recipe does not reproduce tensor {bad[0]}.")
-    report = build_report(session, session.applied_plan, dense_state, pruned_state, dense_acc, pruned_acc,
+    report = build_report(session, session.applied_plan, dense_totals, pruned_state, dense_acc, pruned_acc,
                           dense_lat.median_ms if dense_lat else None, pruned_lat.median_ms if pruned_lat else None,
                           compact_info,
-                          extra={"latency": {"batch": latency_batch, "runs": latency_runs, "interleaved": True,
+                          extra={"latency": {"batch": latency_batch, "runs": latency_runs, "interleaved": not in_place,
                                              "threads": dense_lat.threads if dense_lat else None,
                                              "dense": dense_lat.as_dict() if dense_lat else None,
                                              "pruned": pruned_lat.as_dict() if pruned_lat else None,

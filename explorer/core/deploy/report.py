@@ -35,12 +35,13 @@ def model_block(accuracy, params, nonzero_params, macs, size_bytes, latency_ms, 
     return block
 
 
-def build_report(session, plan, dense_state: dict, pruned_state: dict, dense_acc=None, pruned_acc=None,
+def build_report(session, plan, dense: dict | Totals, pruned_state: dict, dense_acc=None, pruned_acc=None,
                  dense_latency=None, pruned_latency=None, compact: dict | None = None, extra: dict | None = None,
                  metric: str = "accuracy") -> dict:
     """report.json; ``dense_acc``/``pruned_acc`` are values of ``metric`` (accuracy, or a language model's
-    perplexity)."""
-    _, dense_t = counts_from_state(session, dense_state)
+    perplexity). ``dense``: the dense model's state, or its totals counted before its tensors were pruned in
+    place."""
+    dense_t = dense if isinstance(dense, Totals) else counts_from_state(session, dense)[1]
     pruned_counts, pruned_t = counts_from_state(session, pruned_state)
     layers = []
     for l, c in zip(session.profile.layers, pruned_counts):

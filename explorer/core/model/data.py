@@ -275,17 +275,33 @@ def _digits(spec: str, input_shape=None) -> DatasetBundle:
     return DatasetBundle(spec="digits", name="digits", splits=splits, input_shape=(1, *size), num_classes=10)
 
 
+class SyntheticInputs(Dataset):
+    """Seeded random inputs made when asked for (sample ``i`` is always the same tensor), so that 256 samples of
+    a 224x224 model cost no memory until a batch of them is used (they were 154 MB held for the whole run)."""
+
+    def __init__(self, shape: tuple[int, ...], start: int, stop: int):
+        self.shape, self.start, self.stop = shape, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        g = torch.Generator().manual_seed(SPLIT_SEED * 100_003 + self.start + i)
+        return (torch.randn(self.shape, generator=g),)
+
+
 def _synthetic(spec: str, input_shape) -> DatasetBundle:
     if not input_shape:
         raise DatasetError("The synthetic dataset needs an input shape.",
                            "Give --input-shape C,H,W (the model does not declare one).")
-    g = torch.Generator().manual_seed(SPLIT_SEED)
     per_sample = 4 * int(np.prod(input_shape))
     n = max(16, min(SYNTHETIC_SAMPLES, SYNTHETIC_BYTES // max(1, per_sample)) // 4 * 4)
-    x = torch.randn(n, *input_shape, generator=g)
     half = n // 2
-    splits = {"train": TensorDataset(x[:half]), "val": TensorDataset(x[half:3 * half // 2]),
-              "test": TensorDataset(x[3 * half // 2:])}
+    shape = tuple(int(d) for d in input_shape)
+    splits = {"train": SyntheticInputs(shape, 0, half), "val": SyntheticInputs(shape, half, 3 * half // 2),
+              "test": SyntheticInputs(shape, 3 * half // 2, n)}
     return DatasetBundle(spec="synthetic", name="synthetic", splits=splits, input_shape=tuple(input_shape),
                          num_classes=None, has_labels=False,
                          notes=["random inputs without labels: latency and size only, no accuracy"])

@@ -100,6 +100,22 @@ def masked_weight(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     return out
 
 
+def mask_in_place(w: torch.Tensor, sparsity: float) -> None:
+    """Write :func:`masked_weight` ``(w, sparsity)`` into ``w`` itself, chunk by chunk (no copy of the layer).
+
+    Safe in one pass: the k-th key is found before anything is written, and each chunk is read (and its tied
+    keys counted) before it is overwritten, never after. Masking is idempotent: a second call changes nothing."""
+    if not w.is_contiguous():
+        w.copy_(masked_weight(w, sparsity))
+        return
+    flat = w.detach().view(-1)
+    with torch.no_grad():
+        for i, c in _masked_chunks(w, sparsity):
+            dst = flat[i:i + c.numel()]
+            if c.data_ptr() != dst.data_ptr():
+                dst.copy_(c)
+
+
 def matches(w: torch.Tensor, sparsity: float, other: torch.Tensor) -> bool:
     """Is ``other`` bit for bit :func:`masked_weight` ``(w, sparsity)``? Chunk by chunk, never the whole tensor."""
     from ..fileio import bit_equal

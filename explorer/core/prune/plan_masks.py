@@ -37,6 +37,7 @@ class PlanMasks:
     def set_base(self, base: dict[str, torch.Tensor]) -> None:
         """New kept weights: counts are redone, rankings rebuilt lazily."""
         self.base = base
+        self.in_place: dict[str, LayerPlan] = {}   # layers whose kept weights were masked in place, and how
         self._dense_nonzero = {l.name: int(torch.count_nonzero(base[l.key])) for l in self.profile.layers}
         self._other_nz: int | None = None
         self.engine.invalidate()
@@ -146,8 +147,26 @@ class PlanMasks:
         rest = Plan({n: lp for n, lp in plan.active().items() if n not in direct})
         out.update(masked_tensors(self.base, *self.materialize(rest)))
         for n, lp in direct.items():
-            out[self.keys[n]] = oneoff.masked_weight(self.base[self.keys[n]], lp.sparsity)
+            k = self.keys[n]
+            out[k] = self.base[k] if self.in_place.get(n) == lp else oneoff.masked_weight(self.base[k], lp.sparsity)
         return out
+
+    def one_off_bytes(self, plan: Plan) -> int:
+        """Bytes of the big layers whose masked weights :meth:`masked_state` writes one-off (new tensors)."""
+        return sum(self.base[self.keys[n]].numel() * self.base[self.keys[n]].element_size()
+                   for n, lp in plan.active().items() if self._one_off(n, lp))
+
+    def mask_in_place(self, plan: Plan) -> list[str]:
+        """Mask the plan's one-off layers *in* the kept weights (no new tensors: what keeps ``prune`` of a big
+        model at one copy of its weights). The kept weights are pruned from then on: whoever calls this owns
+        them and discards them afterwards (see ``Session.prune_loaded_in_place``). Returns the layers masked."""
+        done = []
+        for n, lp in plan.active().items():
+            if self._one_off(n, lp):
+                oneoff.mask_in_place(self.base[self.keys[n]], lp.sparsity)
+                self.in_place[n] = lp
+                done.append(n)
+        return done
 
     def _one_off(self, name: str, lp: LayerPlan) -> bool:
         return oneoff.supports(lp.criterion, lp.granularity, self.profile.layer(name).params) \
@@ -165,6 +184,8 @@ class PlanMasks:
             if self._one_off(n, lp):      # compared chunk by chunk: no masked copy of a big layer
                 k = self.keys[n]
                 changed.add(k)
+                if k in state and self.in_place.get(n) == lp and state[k].data_ptr() == self.base[k].data_ptr():
+                    continue      # masked in place by mask_in_place: the tensor *is* the recipe's mask applied
                 if k in state and not oneoff.matches(self.base[k], lp.sparsity, state[k]):
                     bad.append(k)
                 continue
