@@ -287,8 +287,14 @@ def test_prune_in_place_only_where_it_pays(tmp_path, monkeypatch):
     from explorer.core.deploy import bundle
     from explorer.core.train.finetune import FinetuneConfig
 
-    s, r, _ = _prune_bundle(tmp_path, "small", keep_loaded=False)
+    s, r, sd = _prune_bundle(tmp_path, "small", keep_loaded=False)
     assert s.pruned_in_place is None and r["latency"]["interleaved"] is True
+    # a one-command session builds no ranking: every element/|w| mask was computed one-off (same masks)
+    assert all(s.needs_build(n, s.plan.get(n)) for n in s.layer_names)
+    ranked = Session.open("digits-mlp")
+    ranked.set_plan(s.plan)
+    full = ranked.masked_state(ranked.plan)
+    assert all(torch.equal(full[k], sd[k]) for k in sd)
     monkeypatch.setattr(oneoff, "MIN_PARAMS", 1000)
     monkeypatch.setattr(bundle, "IN_PLACE_MIN_BYTES", 0)
     s = Session.open("digits-mlp")

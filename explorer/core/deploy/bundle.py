@@ -169,6 +169,10 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     session.apply(Plan())
     dense_acc = test_quality(module)
     example = latency_input(ds, session.require().input_shape, latency_batch)
+    if not keep_loaded:
+        # nothing asks this session another question afterwards: element/|w| masks of every size one-off (the
+        # same masks; a ranking sorts the whole layer and is only worth it for later lookups)
+        session.masks.one_off_min_params = 1
     in_place = (not keep_loaded and finetune_cfg is None and not reconstruct
                 and session.masks.one_off_bytes(plan) >= IN_PLACE_MIN_BYTES)
     dense_totals: Totals = counts_from_state(session, dense_state)[1]
@@ -205,7 +209,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         session.adopt(result.state, result.plan, "fine-tuned")
     elif in_place:
         done = session.prune_loaded_in_place(plan)
-        log(f"note: {len(done)} big layer(s) pruned in the loaded weights themselves, to hold one copy of the "
+        log(f"note: {len(done)} layer(s) pruned in the loaded weights themselves, to hold one copy of the "
             "model" + ("; the dense latency was timed before pruning, not interleaved" if measure else ""))
     else:
         session.apply(plan)

@@ -23,9 +23,11 @@ MAGNITUDE = ("l1", "l2")            # criteria whose element score is |w|
 _TINY = torch.finfo(torch.float32).smallest_normal * torch.finfo(torch.float32).eps   # smallest subnormal
 
 
-def supports(criterion: str, granularity: str, params: int) -> bool:
-    """Whether a layer's one-off mask can be computed here (element granularity, magnitude, a big layer)."""
-    return str(granularity) == "element" and str(criterion) in MAGNITUDE and params >= MIN_PARAMS
+def supports(criterion: str, granularity: str, params: int, min_params: int | None = None) -> bool:
+    """Whether a layer's one-off mask can be computed here (element granularity, magnitude, a layer of at least
+    ``min_params`` weights: :data:`MIN_PARAMS` unless given)."""
+    least = MIN_PARAMS if min_params is None else min_params
+    return str(granularity) == "element" and str(criterion) in MAGNITUDE and params >= least
 
 
 _INF_BITS = 0x7F800000

@@ -30,6 +30,9 @@ class PlanMasks:
         self.param_names = param_names
         self.param_bytes = param_bytes
         self.keys = profile.weight_keys
+        # layers from this size on get one-off masks when their ranking is not cached (None: oneoff.MIN_PARAMS;
+        # a one-command session that will ask nothing else sets 1: no ranking is worth building for it)
+        self.one_off_min_params: int | None = None
         self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[self.keys[n]],
                                  channel_group=channel_group, gradient=gradient, seed=seed, statistic=statistic)
         self.set_base(base)
@@ -169,7 +172,7 @@ class PlanMasks:
         return done
 
     def _one_off(self, name: str, lp: LayerPlan) -> bool:
-        return oneoff.supports(lp.criterion, lp.granularity, self.profile.layer(name).params) \
+        return oneoff.supports(lp.criterion, lp.granularity, self.profile.layer(name).params, self.one_off_min_params) \
             and self.needs_build(name, lp)
 
     def mismatches(self, plan: Plan, state: dict[str, torch.Tensor]) -> list[str]:
