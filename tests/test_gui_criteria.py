@@ -93,6 +93,8 @@ def test_reconstruct_cancel_leaves_the_session(win, qtbot):
 
 def test_sensitivity_scan_draws_predicted_then_measured_loss_curves(win, qtbot):
     p = win.sensitivity_panel
+    (_, ymin_max) = p.prediction.plot.getViewBox().viewRange()
+    assert ymin_max == pytest.approx([-4, 0])   # empty: decades 10^-4..1, not pyqtgraph's crowded 1..10
     p.sparsities.setText("0.5,0.8")
     win.tabs.setCurrentWidget(p)
     p.start_scan()

@@ -33,6 +33,7 @@ class PredictionPlot(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setToolTip("Loss increase when only that layer is pruned: dashed = predicted from the Fisher "
                              "(½·H·w² summed over the pruned weights), solid = measured by the scan")
+        self._empty_range()
         self.label = QLabel("The predicted loss increase appears when a scan starts (it needs labels).")
         self.label.setWordWrap(True)
         lay = QVBoxLayout(self)
@@ -45,6 +46,12 @@ class PredictionPlot(QWidget):
         self.measured: dict[str, list] = {}
         self.errors: dict[str, dict] = {}
         self.sparsities: list[float] = []
+
+    def _empty_range(self) -> None:
+        """Decades from 10⁻⁴ to 1 until there is data: pyqtgraph's default (1 to 10 on the log axis) labels every
+        minor tick and crowds them."""
+        self.plot.setXRange(0, 1, padding=0.02)
+        self.plot.setYRange(-4, 0, padding=0)      # log10 of the loss increase
 
     def clear(self, sparsities: list[float]) -> None:
         for c in list(self.predicted.values()) + list(self.measured_curves.values()):
