@@ -371,9 +371,13 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         return self.undo_stack.can_redo
 
     def undo(self) -> bool:
+        if self.can_undo:
+            self._check_not_spent(None)      # a session pruned in place has no way back
         return self._step(self.undo_stack.undo(self._edit()))
 
     def redo(self) -> bool:
+        if self.can_redo:
+            self._check_not_spent(None)
         return self._step(self.undo_stack.redo(self._edit()))
 
     def _step(self, edit: Edit | None) -> bool:
@@ -443,6 +447,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def masked_state(self, plan: Plan | None = None, share: bool = False) -> dict[str, torch.Tensor]:
         """base * mask for every tensor of the state. ``share``: the tensors the plan leaves alone are the kept
         weights themselves, not copies (for the model's own state; never write into them)."""
+        self._check_not_spent(plan or self.plan)
         return self.masks.masked_state(plan or self.plan, share=share)
 
     def apply(self, plan: Plan | None = None) -> None:
@@ -479,12 +484,12 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         Returns the layers masked in place."""
         plan = plan.copy()
         self._check_not_spent(plan)
-        with torch.no_grad(), self.lock:
-            done = self.masks.mask_in_place(plan)
+        with self.lock:      # (not under no_grad: the taylor criterion's scores need gradients)
+            state, done = self.masks.masked_state_in_place(plan)
             if done:
                 self.pruned_in_place = plan
                 self.version += 1
-        self.apply(plan)
+        self.apply_state(plan, state)
         return done
 
     def _check_not_spent(self, plan: Plan | None) -> None:

@@ -286,6 +286,9 @@ class SyntheticInputs(Dataset):
         return self.stop - self.start
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor]:
+        i = int(i)                      # numpy and tensor indices too, and negative ones, as TensorDataset takes
+        if i < 0:
+            i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
         g = torch.Generator().manual_seed(SPLIT_SEED * 100_003 + self.start + i)

@@ -106,9 +106,11 @@ def mask_in_place(w: torch.Tensor, sparsity: float) -> None:
     """Write :func:`masked_weight` ``(w, sparsity)`` into ``w`` itself, chunk by chunk (no copy of the layer).
 
     Safe in one pass: the k-th key is found before anything is written, and each chunk is read (and its tied
-    keys counted) before it is overwritten, never after. Masking is idempotent: a second call changes nothing."""
+    keys counted) before it is overwritten, never after. Masking is idempotent: a second call changes nothing.
+    A non-contiguous ``w`` (a transposed or channels-last layer) is masked into a copy and copied back."""
     if not w.is_contiguous():
-        w.copy_(masked_weight(w, sparsity))
+        with torch.no_grad():
+            w.copy_(masked_weight(w, sparsity))
         return
     flat = w.detach().view(-1)
     with torch.no_grad():

@@ -159,17 +159,20 @@ class PlanMasks:
         return sum(self.base[self.keys[n]].numel() * self.base[self.keys[n]].element_size()
                    for n, lp in plan.active().items() if self._one_off(n, lp))
 
-    def mask_in_place(self, plan: Plan) -> list[str]:
-        """Mask the plan's one-off layers *in* the kept weights (no new tensors: what keeps ``prune`` of a big
-        model at one copy of its weights). The kept weights are pruned from then on: whoever calls this owns
-        them and discards them afterwards (see ``Session.prune_loaded_in_place``). Returns the layers masked."""
-        done = []
-        for n, lp in plan.active().items():
-            if self._one_off(n, lp):
-                oneoff.mask_in_place(self.base[self.keys[n]], lp.sparsity)
-                self.in_place[n] = lp
-                done.append(n)
-        return done
+    def masked_state_in_place(self, plan: Plan) -> tuple[dict[str, torch.Tensor], list[str]]:
+        """:meth:`masked_state` (``share=True``) with the plan's one-off layers masked *in* the kept weights (no
+        new tensors: what keeps ``prune`` of a big model at one copy of its weights). The other layers' masks
+        are built first, while the kept weights are still dense: data-aware scores (activations, gradients)
+        run the whole model. The kept weights are pruned from then on: whoever calls this owns them and
+        discards them afterwards (``Session.prune_loaded_in_place``). Returns (state, layers masked in place)."""
+        direct = {n: lp for n, lp in plan.active().items() if self._one_off(n, lp)}
+        rest = Plan({n: lp for n, lp in plan.active().items() if n not in direct})
+        out = dict(self.base)
+        out.update(masked_tensors(self.base, *self.materialize(rest)))
+        for n, lp in direct.items():
+            oneoff.mask_in_place(self.base[self.keys[n]], lp.sparsity)
+            self.in_place[n] = lp
+        return out, list(direct)
 
     def _one_off(self, name: str, lp: LayerPlan) -> bool:
         return oneoff.supports(lp.criterion, lp.granularity, self.profile.layer(name).params, self.one_off_min_params) \
