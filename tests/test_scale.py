@@ -337,3 +337,35 @@ def test_prune_in_place_keeps_data_aware_masks(tmp_path, monkeypatch, criterion)
     assert s.can_undo and not s.can_redo               # refused before the undo stack moved
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.masked_state(Plan())                          # no silent re-masking of pruned weights either
+
+
+def test_invalidate_never_waits_for_a_build():
+    """A build in a worker may wait for the session's lock (calibration statistics copy the model) while the
+    GUI thread holds that lock and invalidates (new weights): invalidate must not wait for the build (the
+    soak's deadlock), and the build's result, computed on the old weights, is not cached."""
+    import threading
+
+    w = torch.randn(8, 6)
+    layer = LayerInfo("l", "Linear", (8, 6), w.numel(), False, w.numel(), 0)
+    session_lock, building = threading.RLock(), threading.Event()
+
+    def statistic(kind, name):
+        building.set()
+        with session_lock:                 # as Session.model_copy does
+            return torch.ones(6)
+
+    eng = MaskEngine({"l": layer}, weight=lambda _: w, statistic=statistic)
+    views = []
+    with session_lock:
+        worker = threading.Thread(target=lambda: views.append(eng.view("l", "wanda", "element")), daemon=True)
+        worker.start()
+        assert building.wait(5)
+        inval = threading.Thread(target=eng.invalidate, daemon=True)
+        inval.start()
+        inval.join(5)
+        assert not inval.is_alive(), "invalidate waited for the build: deadlock"
+    worker.join(5)
+    assert not worker.is_alive() and len(views) == 1
+    assert not eng.is_cached("l", "wanda", "element")        # built on the old weights: not kept
+    eng.view("l", "wanda", "element")
+    assert eng.is_cached("l", "wanda", "element")

@@ -484,11 +484,12 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         Returns the layers masked in place."""
         plan = plan.copy()
         self._check_not_spent(plan)
-        with self.lock:      # (not under no_grad: the taylor criterion's scores need gradients)
-            state, done = self.masks.masked_state_in_place(plan)
-            if done:
-                self.pruned_in_place = plan
-                self.version += 1
+        # not under the session's lock (ranking may take it: see MaskEngine.invalidate) nor under no_grad (the
+        # taylor criterion's scores need gradients)
+        state, done = self.masks.masked_state_in_place(plan)
+        if done:
+            self.pruned_in_place = plan
+            self.version += 1
         self.apply_state(plan, state)
         return done
 

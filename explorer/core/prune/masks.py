@@ -229,6 +229,12 @@ class MaskEngine:
         self._views: OrderedDict[tuple, LayerMask] = OrderedDict()
         self._rankings: OrderedDict[tuple, Ranking] = OrderedDict()
         self._build_lock = threading.RLock()   # builds may run in a worker; cached lookups need no lock
+        # bumped by invalidate(): a build that started before keeps its result out of the caches. invalidate()
+        # never waits for the build lock: it is called with the session's lock held (new weights), while a
+        # build in a worker may be waiting for that lock (calibration statistics copy the model), so waiting
+        # here deadlocked the window (the soak found it, seed 23)
+        self._generation = 0
+        self._build_generation = 0
 
     # ------------------------------------------------------------ cache
     def invalidate(self, layers: list[str] | None = None, criterion: str | None = None) -> None:
@@ -236,10 +242,17 @@ class MaskEngine:
         def stale(key):
             names = key[0] if isinstance(key[0], tuple) else (key[0],)
             return (layers is None or any(n in layers for n in names)) and (criterion is None or key[1] == criterion)
-        with self._build_lock:
-            for d in (self._views, self._rankings):
-                for key in [k for k in list(d) if stale(k)]:
-                    d.pop(key, None)
+        self._generation += 1
+        for d in (self._views, self._rankings):
+            for key in [k for k in list(d) if stale(k)]:
+                d.pop(key, None)
+
+    def _cache(self, d: OrderedDict, key, value) -> None:
+        """Keep a built ranking/view unless the weights changed while it was being built."""
+        if self._build_generation == self._generation:
+            d[key] = value
+            if self._build_generation != self._generation:   # invalidated between the check and the insert
+                d.pop(key, None)
 
     def is_cached(self, layer: str, criterion: str, granularity: str | Granularity, units: tuple | None = None) -> bool:
         g = granularity.name if isinstance(granularity, Granularity) else get_granularity(granularity).name
@@ -309,13 +322,13 @@ class MaskEngine:
                     crit.group_scores(lay.group_view(elem).reshape(-1, 1)).reshape(-1, gran.m), gran.n, gran.m)
                 w = self.weight(name)
                 ranking = Ranking(sorted_keys, rank, None, count_nonfinite(w), order)
-                self._rankings[key] = ranking
+                self._cache(self._rankings, key, ranking)
                 return ranking, None
             if crit.per_row and lay.group_size == 1:   # e.g. wanda: compared within each output row
                 sorted_keys, rank, order = rank_rows(elem.reshape(layer.out_channels, -1))
                 w = self.weight(name)
                 ranking = Ranking(sorted_keys, rank, None, count_nonfinite(w), order)
-                self._rankings[key] = ranking
+                self._cache(self._rankings, key, ranking)
                 return ranking, None
             unit_scores = elem.reshape(-1) if lay.group_size == 1 else crit.group_scores(lay.group_view(elem))
             comparable = (lambda sc, size=lay.group_size: crit.comparable(sc, size))
@@ -325,7 +338,7 @@ class MaskEngine:
             sorted_keys, rank, order = rank_scores(unit_scores)
         w = self.weight(name)
         ranking = Ranking(sorted_keys, rank, comparable, count_nonfinite(w), order)
-        self._rankings[key] = ranking
+        self._cache(self._rankings, key, ranking)
         return ranking, group
 
     def view(self, name: str, criterion: str = "l1", granularity: str | Granularity = "element",
@@ -345,6 +358,7 @@ class MaskEngine:
             cached = self._views.get(key)
             if cached is not None:
                 return cached
+            self._build_generation = self._generation
             return self._build(name, criterion, gran, layer, key, units)
 
     def _build(self, name, criterion, gran, layer, key, units=None) -> LayerMask:
@@ -390,7 +404,7 @@ class MaskEngine:
                          unit_layout=unit_layout, unit_of_own=unit_of_own, cum_nonzero=cum,
                          nonzero_total=nonzero_total, weight=w, group=group, zeros_first=zeros_first,
                          manual_k=len(units or ()) if criterion == "manual" else None)
-        self._views[key] = mask
+        self._cache(self._views, key, mask)
         self._trim()
         return mask
 
