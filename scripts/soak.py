@@ -11,6 +11,7 @@ Actions never block: jobs are waited for by polling the event loop, dialogs are 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import json
 import os
@@ -360,6 +361,7 @@ class Driver:
         steps = [(name, fn) for _, name, fn in self.actions if name != "export"]
         steps += [(f"export {k}", lambda k=k: self.export(k)) for k in ("checkpoint", "recipe", "everything")]
         for name, fn in steps:
+            arm_watchdog()
             try:
                 fn()
                 self.pump(1)
@@ -377,6 +379,7 @@ class Driver:
         r.samples.append((0, resources(self.app, self.win)))
         while (actions is None or i < actions) and (seconds is None or time.monotonic() - t0 < seconds):
             w, name, fn = self.rng.choices(self.actions, weights=self._weights)[0]
+            arm_watchdog()
             try:
                 fn()
                 self.pump(1)
@@ -394,11 +397,22 @@ class Driver:
                                        time.monotonic() - t0 >= WARMUP * (seconds or 0)):
                     r.qobjects.append((i, count_qobjects(self.app)))
         self.wait_jobs()
+        faulthandler.cancel_dump_traceback_later()
         if r.qobjects:
             r.qobjects.append((i, count_qobjects(self.app)))
         r.actions = i
         r.seconds = time.monotonic() - t0
         return r
+
+
+HANG_S = 180     # no action (with the jobs it starts) takes this long; one that does is a hang
+
+
+def arm_watchdog() -> None:
+    """(Re-)arm the hang watchdog for the next action: past HANG_S, every thread's stack goes to stderr and the
+    process exits 1. A deadlock is a failure with the stacks that show it, not a soak that never ends (a
+    lock-order deadlock between a ranking worker and the GUI thread hung seed 23 once)."""
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
 
 
 def install_exception_hook(report: Report):

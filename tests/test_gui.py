@@ -397,3 +397,16 @@ def test_evaluate_then_iterative_ramps_from_the_state_the_user_sees(win, qtbot):
     sps = [r.sparsity for r in p.history]
     assert len(sps) == 3 and sps[0] < sps[1] < sps[2]
     assert sps[0] < 0.85 and sps[2] == pytest.approx(0.9, abs=0.01)
+
+
+def test_indexing_queued_before_a_model_switch_builds_nothing(win, qtbot):
+    """An indexing job queued while another model was being opened outlives its model: it builds nothing
+    instead of looking the old layer names up in the new model (an 'Unexpected error: KeyError' the soak found,
+    seed 23)."""
+    names = win.session.layer_names
+    win.load_model("digits-mlp")
+    win._indexing = False
+    win._index_in_background(names)         # queued behind the load, with digits-cnn's layer names
+    wait_jobs(qtbot, win)
+    assert win.last_error is None, win.last_error
+    assert win.session.model_name == "digits-mlp" and "backbone.conv0" not in win.session.layer_names

@@ -427,8 +427,16 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def uncached(self, plan: Plan | None = None, extra: list[str] | None = None) -> list[str]:
         return self.masks.uncached(plan or self.plan, extra)
 
-    def build_views(self, names: list[str], plan: Plan | None = None, progress=None, cancel=None) -> None:
-        self.masks.build(names, plan or self.plan, progress, cancel)
+    def build_views(self, names: list[str], plan: Plan | None = None, progress=None, cancel=None,
+                    loaded: LoadResult | None = None) -> None:
+        """Rank ``names`` for ``plan`` ahead of use (a background job). ``loaded``: the load the names belong
+        to (``session.result`` when the job was queued); if another model has been opened since, the job has
+        outlived its model and builds nothing."""
+        with self.lock:
+            masks, result = self.masks, self.result
+        if loaded is not None and result is not loaded:
+            return
+        masks.build(names, plan or self.plan, progress, cancel)
 
     def layer_counts(self, name: str, lp: LayerPlan | None = None) -> LayerCounts:
         self.layer(name)

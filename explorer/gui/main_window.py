@@ -331,7 +331,7 @@ class MainWindow(QMainWindow):
         if self._indexing:
             return
         self._indexing = True
-        plan = self.session.plan.copy()
+        plan, loaded = self.session.plan.copy(), self.session.result
 
         def finish(_=None):
             self._indexing = False
@@ -343,7 +343,7 @@ class MainWindow(QMainWindow):
             if e is not None:
                 self.report_error(e)
 
-        self.runner.run("Indexing weights", lambda p, c: self.session.build_views(names, plan, p, c),
+        self.runner.run("Indexing weights", lambda p, c: self.session.build_views(names, plan, p, c, loaded),
                         on_done=finish, on_cancel=stop, on_error=stop, quiet=True)
 
     def _show_selected(self) -> None:
@@ -420,7 +420,7 @@ class MainWindow(QMainWindow):
                        and s.needs_build(n, lp)]
             if missing:
                 tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})
-                self.runner.run("Indexing weights for global scope", lambda p, c: s.build_views(missing, tmp, p, c),
+                self.runner.run("Indexing weights for global scope", lambda p, c, r=s.result: s.build_views(missing, tmp, p, c, r),
                                 on_done=lambda _: self._set_many(mode, sparsity, granularity, criterion, scope, cap))
                 return
         try:
