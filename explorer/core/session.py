@@ -461,8 +461,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan`` (undoable)."""
         plan = (plan or self.plan).copy()
-        self._check_not_spent(plan)
-        self.apply_state(plan, self.masked_state(plan, share=True))
+        self.apply_state(plan, self.masked_state(plan, share=True))   # (masked_state refuses a spent session)
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         """Apply with the masked state computed elsewhere (a worker); undoable like :meth:`apply`."""
