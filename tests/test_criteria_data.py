@@ -78,7 +78,7 @@ def test_hessian_scores_are_half_fisher_times_w_squared_on_a_session(mlp):
     direct = per_sample_squared_grads(mlp.model_copy(mlp.base_state()), x, y, ["fc3"])["fc3"]
     w = mlp.base_weight("fc3")
     expect = 0.5 * direct * w * w
-    scores = get_criterion("hessian").element_scores(w, ScoreContext("fc3", statistic=mlp._statistic))
+    scores = get_criterion("hessian").element_scores(w, ScoreContext("fc3", statistic=mlp.calibration.statistic))
     torch.testing.assert_close(scores, expect, rtol=1e-4, atol=1e-12)
     # the engine prunes the smallest saliencies first (element granularity, exact count)
     mask = mlp.layer_mask("fc3", LayerPlan(0.3, "element", "hessian")).element_mask(0.3)

@@ -155,14 +155,11 @@ def plan_from_args(session, args):
 
 
 def _finetune_config(args, epochs: int, session=None, **kw):
-    from explorer.core.train.defaults import finetune_defaults
-    from explorer.core.train.finetune import FinetuneConfig
+    """The fine-tune settings of ``args``, resolved like every other door does (train/settings.py)."""
+    from explorer.core.train.settings import finetune_settings
 
-    d = finetune_defaults(session.profile if session is not None else None)
-    optimizer = args.optimizer or d.optimizer
-    return FinetuneConfig(epochs=epochs, optimizer=optimizer,
-                          lr=args.lr if args.lr is not None else d.lr(optimizer),
-                          batch_size=args.batch_size, seed=args.seed, **kw).validated()
+    return finetune_settings(session.profile if session is not None else None, epochs=epochs,
+                             optimizer=args.optimizer, lr=args.lr, batch_size=args.batch_size, seed=args.seed, **kw)
 
 
 def _schedule_settings(args) -> dict:
@@ -346,7 +343,7 @@ def cmd_compare(args) -> int:
     _calibration_from_args(session, args)
     if args.finetune_epochs < 0:
         raise PlanError(f"--finetune-epochs must be 0 or more (got {args.finetune_epochs}).")
-    cfg = _finetune_config(args, args.finetune_epochs) if args.finetune_epochs else None
+    cfg = _finetune_config(args, args.finetune_epochs, session) if args.finetune_epochs else None
     bar = tqdm_progress("compare")
     try:
         result = compare_criteria(session, args.criteria, args.sparsities, args.granularity,

@@ -9,8 +9,10 @@ from explorer.core.errors import PlanError
 def _config(d: dict, what: str):
     from explorer.core.train.finetune import FinetuneConfig
 
+    if not isinstance(d, dict):
+        raise PlanError(f"The recipe's '{what}' entry must be an object.")
     try:
-        return FinetuneConfig(**d).validated()
+        return FinetuneConfig(**{**d, "step_sparsities": tuple(d.get("step_sparsities") or ())}).validated()
     except TypeError as e:
         raise PlanError(f"The recipe's '{what}' entry is not valid ({e}).") from None
 
@@ -32,8 +34,8 @@ def compress_configs(session, args, recorded: dict | None, log):
 
     from explorer.core.compress.quantize import QuantSettings
     from explorer.core.prune.recipe import read_recipe
-    from explorer.core.train.finetune import FinetuneConfig, default_lr
     from explorer.core.train.quantize import DEFAULT_CONFIG
+    from explorer.core.train.settings import finetune_settings
 
     for flag in ("finetune_epochs", "quantize_epochs"):
         if getattr(args, flag) < 0:
@@ -55,10 +57,9 @@ def compress_configs(session, args, recorded: dict | None, log):
         log(f"replaying the recipe's fine-tuning: {finetune_cfg.epochs} epoch(s), {finetune_cfg.schedule}")
     elif args.finetune_epochs > 0:
         schedule = args.schedule or ("iterative" if args.iterative_steps > 1 else "oneshot")
-        finetune_cfg = FinetuneConfig(epochs=args.finetune_epochs, optimizer=args.optimizer,
-                                      lr=args.lr if args.lr is not None else default_lr(args.optimizer),
-                                      batch_size=args.batch_size, seed=args.seed, schedule=schedule,
-                                      steps=args.iterative_steps).validated()
+        finetune_cfg = finetune_settings(session.profile, epochs=args.finetune_epochs, optimizer=args.optimizer,
+                                         lr=args.lr, batch_size=args.batch_size, seed=args.seed, schedule=schedule,
+                                         steps=args.iterative_steps)
     elif args.schedule not in (None, "oneshot") or args.iterative_steps > 1:
         raise PlanError("--schedule/--iterative-steps need fine-tuning: add --finetune-epochs N.")
 

@@ -181,8 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--layers", nargs="+", default=None, metavar="NAME", help="only these layers (default: all)")
     c.add_argument("--finetune-epochs", type=int, default=0,
                    help="also fine-tune N epochs after pruning (accuracy_finetuned; best epoch by training accuracy)")
-    c.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
-    c.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
+    c.add_argument("--lr", type=float, default=None,
+                   help="fine-tuning learning rate (default: per model size and type, see --optimizer)")
+    c.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="fine-tuning optimizer (default: per model size and type, as for prune)")
     c.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     c.add_argument("--seed", type=int, default=0, help="seed of the calibration samples, random scores, fine-tuning")
     add_device(c)
@@ -243,8 +245,10 @@ def _add_compress(sub) -> None:
     c.add_argument("--iterative-steps", type=int, default=1, help="reach the target in K prune->fine-tune steps")
     c.add_argument("--schedule", choices=("oneshot", "iterative", "agp"), default=None,
                    help="pruning schedule while fine-tuning (default: iterative when --iterative-steps > 1)")
-    c.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate")
-    c.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="fine-tuning optimizer")
+    c.add_argument("--lr", type=float, default=None,
+                   help="fine-tuning learning rate (default: per model size and type, see --optimizer)")
+    c.add_argument("--optimizer", choices=("sgd", "adam"), default=None,
+                   help="fine-tuning optimizer (default: per model size and type, as for prune)")
     c.add_argument("--batch-size", type=int, default=32, help="batch size of both trainings")
     c.add_argument("--quantize-epochs", type=int, default=0,
                    help="train the shared values N epochs (assignments and zeros fixed; best val epoch kept)")

@@ -23,6 +23,7 @@ from ..train.distributed import Runtime
 from ..train.evaluate import evaluate
 from ..train.finetune import FinetuneConfig, finetune
 from ..train.metric import metric_of
+from ..train.settings import finetune_settings
 from .allocate import allocate_to_target
 from .sensitivity import ScanResult
 
@@ -81,7 +82,7 @@ def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneC
     if not ds.has_labels or ds.size("val") == 0:
         raise ExplorerError("The search fine-tunes and selects on the validation split, which needs labels.",
                             "Choose a labelled dataset with a val split.")
-    cfg = (cfg or FinetuneConfig()).validated()
+    cfg = cfg.validated() if cfg is not None else finetune_settings(session.profile)
     progress = progress or (lambda p: None)
     template = session.model_copy(session.base_state()).to(device or torch.device("cpu"))
     measure = metric_of(ds)

@@ -14,7 +14,7 @@ cluster; the folder the cluster writes back is read in with :func:`read_result`.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ExplorerError, PlanError
@@ -44,16 +44,10 @@ def apply_recipe(session, d: dict, log: Log = _quiet, calibration_given: bool = 
 def finetune_config_for(session, recorded: dict | None, epochs: int | None):
     """The recipe's recorded fine-tuning, else the model's defaults (3 epochs, one-shot); ``epochs`` overrides."""
     from ..prune.recipe import finetune_from_recipe
-    from ..train.defaults import finetune_defaults
-    from ..train.finetune import FinetuneConfig
+    from ..train.settings import finetune_settings
 
-    cfg = finetune_from_recipe(recorded) if recorded else None
-    if cfg is None:
-        d = finetune_defaults(session.profile)
-        cfg = FinetuneConfig(epochs=epochs or 3, optimizer=d.optimizer, lr=d.lr(d.optimizer))
-    elif epochs:
-        cfg = replace(cfg, epochs=epochs)
-    return cfg.validated()
+    return finetune_settings(session.profile, finetune_from_recipe(recorded) if recorded else None,
+                             epochs=epochs or None)
 
 
 def run_finetune_job(recipe_path: str | Path, out_dir: str | Path, model: str | None = None,

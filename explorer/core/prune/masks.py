@@ -247,6 +247,13 @@ class MaskEngine:
             for key in [k for k in list(d) if stale(k)]:
                 d.pop(key, None)
 
+    def carry_from(self, other: "MaskEngine", criteria: frozenset[str]) -> None:
+        """Take ``other``'s cached rankings and views of ``criteria`` (same weights; they stay valid)."""
+        for mine, theirs in ((self._views, other._views), (self._rankings, other._rankings)):
+            for key, v in list(theirs.items()):
+                if key[1] in criteria:
+                    mine[key] = v
+
     def _cache(self, d: OrderedDict, key, value) -> None:
         """Keep a built ranking/view unless the weights changed while it was being built."""
         if self._build_generation == self._generation:

@@ -22,7 +22,7 @@ from .plan import LayerPlan, Plan
 class PlanMasks:
     def __init__(self, profile: ModelProfile, channel_group: Callable, gradient: Callable, seed: int,
                  param_names: set[str], param_bytes: int, base: dict[str, torch.Tensor],
-                 statistic: Callable | None = None):
+                 statistic: Callable | None = None, dense_nonzero: dict[str, int] | None = None):
         self.profile = profile
         self.statistic = statistic
         self.channel_group = channel_group
@@ -35,13 +35,14 @@ class PlanMasks:
         self.one_off_min_params: int | None = None
         self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[self.keys[n]],
                                  channel_group=channel_group, gradient=gradient, seed=seed, statistic=statistic)
-        self.set_base(base)
+        self.set_base(base, dense_nonzero)
 
-    def set_base(self, base: dict[str, torch.Tensor]) -> None:
+    def set_base(self, base: dict[str, torch.Tensor], dense_nonzero: dict[str, int] | None = None) -> None:
         """New kept weights: counts are redone, rankings rebuilt lazily."""
         self.base = base
         self.in_place: dict[str, LayerPlan] = {}   # layers whose kept weights were masked in place, and how
-        self._dense_nonzero = {l.name: int(torch.count_nonzero(base[l.key])) for l in self.profile.layers}
+        self._dense_nonzero = dense_nonzero or {l.name: int(torch.count_nonzero(base[l.key]))
+                                                for l in self.profile.layers}
         self._other_nz: int | None = None
         self.engine.invalidate()
 
@@ -56,6 +57,24 @@ class PlanMasks:
         self.engine.invalidate(criterion="random")
         self.engine.invalidate(criterion="taylor")
         self.invalidate_data_criteria()     # calibration samples are drawn with the seed
+
+    def renewed(self, base: dict[str, torch.Tensor] | None = None, profile: ModelProfile | None = None,
+                seed: int | None = None, gradient: Callable | None = None, statistic: Callable | None = None,
+                keep: frozenset[str] | None = None) -> "PlanMasks":
+        """A new object for changed inputs, leaving this one as it is (a flow may still be using it): the
+        rankings of criteria in ``keep`` carry over (they do not depend on what changed); with the same kept
+        weights, so do the dense counts."""
+        same_base = base is None or base is self.base
+        new = PlanMasks(profile or self.profile, self.channel_group, gradient or self.gradient,
+                        self.engine.seed if seed is None else seed, self.param_names, self.param_bytes,
+                        self.base if base is None else base, statistic=statistic or self.statistic,
+                        dense_nonzero=self._dense_nonzero if same_base and profile is None else None)
+        new.one_off_min_params = self.one_off_min_params
+        if same_base and profile is None:
+            new.in_place = dict(self.in_place)
+            if keep:
+                new.engine.carry_from(self.engine, keep)
+        return new
 
     def invalidate_data_criteria(self) -> None:
         """Forget rankings of the criteria that read calibration statistics (new samples or seed)."""

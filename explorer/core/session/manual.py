@@ -3,9 +3,9 @@ weight. The result is an ordinary, undoable plan entry with the ``manual`` crite
 recorded in the recipe and replayed exactly by ``prune --recipe``."""
 from __future__ import annotations
 
-from .errors import PlanError
-from .prune import manual
-from .prune.plan import LayerPlan
+from ..errors import PlanError
+from ..prune import manual
+from ..prune.plan import LayerPlan
 
 
 class SessionManual:

@@ -17,28 +17,35 @@ import torch
 from psygnal import Signal
 from torch import nn
 
-from .errors import ExplorerError, PlanError
-from .history import MIN_BUDGET_BYTES, History, WeightStore, state_bytes
-from .measurements import Measurements
-from .model import data as data_mod
-from .model.layers import LayerInfo, ModelProfile, load_state
-from .model.loading import LoadResult, resolve, resolve_dataset_for
-from .model.metrics import LayerCounts, Totals, param_bytes
-from .prune import plan_rules as rules
-from .prune.granularity import NM, Channel
-from .prune.masks import LayerMask
-from .prune.plan import LayerPlan, Plan
-from .prune.plan_masks import PlanMasks
-from .session_calibration import SessionCalibration
-from .session_manual import SessionManual
-from .session_results import SessionResults
-from .undo import Edit, UndoStack
+from ..errors import ExplorerError, PlanError
+from ..history import MIN_BUDGET_BYTES, History, WeightStore, state_bytes
+from ..measurements import Measurements
+from ..model import data as data_mod
+from ..model.layers import LayerInfo, ModelProfile, load_state
+from ..model.loading import LoadResult, resolve, resolve_dataset_for
+from ..model.metrics import LayerCounts, Totals, param_bytes
+from ..prune import plan_rules as rules
+from ..prune.granularity import NM, Channel
+from ..prune.masks import LayerMask
+from ..prune.plan import LayerPlan, Plan
+from ..prune.plan_masks import PlanMasks
+from ..prune.calibration import DEFAULT_CALIBRATION_SAMPLES, KINDS, check_samples
+from ..prune.criteria import CRITERIA, DATA_CRITERIA
+from ..undo import Edit, UndoStack
+from .calibration import Calibration, Structure
+from .manual import SessionManual
+from .results import SessionResults
 
 LOADED = "loaded weights"
 READY_LAYER_PARAMS = 2_000_000   # rankings up to this many weights take well under a second to build
 
 
-class Session(SessionCalibration, SessionResults, SessionManual):
+# rankings that stay valid when only the seed, or only the calibration samples, change
+_SEEDLESS = frozenset(n for n, c in CRITERIA.items() if not c.needs and n not in ("random", "taylor")) | {"manual"}
+_DATALESS = frozenset(n for n in CRITERIA if n not in DATA_CRITERIA) | {"manual"}
+
+
+class Session(SessionResults, SessionManual):
     """Model + dataset + plan + masks + history, with events for the GUI."""
 
     loaded = Signal()                 # a new model/dataset is in place
@@ -58,8 +65,10 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         self._original: dict[str, torch.Tensor] = {}
         self._base: dict[str, torch.Tensor] = {}
         self._base_id = self._original_id = 0
-        self._grads: dict[str, torch.Tensor] | None = None
         self.masks: PlanMasks | None = None
+        self.calibration: Calibration | None = None     # statistics at the kept weights (replaced, never changed)
+        self.calibration_samples = DEFAULT_CALIBRATION_SAMPLES
+        self._structure: Structure | None = None
         self.lock = threading.RLock()
         self.measurements = Measurements()
         self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
@@ -95,15 +104,18 @@ class Session(SessionCalibration, SessionResults, SessionManual):
             self._original_id = self._base_id = self.weights.add(self._original, pinned=True)
             self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
             self.undo_stack.clear()
-            self._grads = None
             self.measurements.clear()
             self.history = History()
             self.version += 1
             self.base_label = LOADED
             self.pruned_in_place = None
-            self.masks = PlanMasks(result.profile, self.channel_group, self._gradient, self.seed,
+            self._structure = Structure(module, result.profile.names, result.input_shape)
+            self.calibration = self._new_calibration()
+            cal = self.calibration
+            groups_of = (lambda n, r=result: r.groups.of(n))
+            self.masks = PlanMasks(result.profile, groups_of, cal.gradient, self.seed,
                                    {n for n, _ in module.named_parameters()}, param_bytes(module), self._original,
-                                   statistic=self._statistic)
+                                   statistic=cal.statistic)
             self.selected = self.default_layer()
         self.loaded.emit()
         self.history_changed.emit()
@@ -119,9 +131,9 @@ class Session(SessionCalibration, SessionResults, SessionManual):
             r.dataset, r.input_shape = new.dataset, new.input_shape
             r.profile, r.notes = new.profile, new.notes
             r.take_groups_of(new)
-            self._grads = None
             self.measurements.clear()
-            self.masks.set_profile(r.profile)
+            self._structure = Structure(self.module, r.profile.names, r.input_shape)
+            self._renew_views(profile=r.profile)
         self.loaded.emit()
         self.measurements.changed.emit()
 
@@ -219,12 +231,12 @@ class Session(SessionCalibration, SessionResults, SessionManual):
 
     def runtime(self):
         """The fine-tuning runtime of this session's jobs (its device, one process)."""
-        from .train.distributed import Runtime
+        from ..train.distributed import Runtime
         return Runtime(device=self.device)
 
     def set_device(self, spec: str | torch.device | None) -> torch.device:
         """Run jobs on ``spec`` (auto|cpu|cuda[:N]|mps); refused with a clear error when it is not here."""
-        from .device import describe, resolve_device
+        from ..device import describe, resolve_device
 
         dev = resolve_device(spec)
         if dev != self.device:
@@ -246,14 +258,51 @@ class Session(SessionCalibration, SessionResults, SessionManual):
         if seed != self.seed:
             self.seed = seed
             if self.masks:
-                self.masks.set_seed(seed)
-            self._grads = None
+                self._renew_views(keep=_SEEDLESS)
 
-    def _gradient(self, name: str) -> torch.Tensor | None:
-        if self._grads is None:
-            from .prune.gradients import compute_gradients
-            self._grads = compute_gradients(self.model_copy(self._base), self.dataset, self.layer_names, self.seed)
-        return self._grads.get(name) if self._grads else None
+    # ------------------------------------------------------------------ calibration (see calibration.py)
+    def _new_calibration(self) -> Calibration:
+        r = self.require()
+        return Calibration(r.model.module, r.dataset, r.profile.names, lambda n: r.groups.of(n), self._base,
+                           self._base_id, self.seed, self.calibration_samples, self._structure)
+
+    def _renew_views(self, profile: ModelProfile | None = None, base: dict | None = None,
+                     keep: frozenset[str] | None = None) -> None:
+        """New calibration and mask views for changed inputs; the old ones stay intact for flows holding them."""
+        with self.lock:
+            self.calibration = cal = self._new_calibration()
+            self.masks = self.masks.renewed(base=base, profile=profile, seed=self.seed, gradient=cal.gradient,
+                                            statistic=cal.statistic, keep=keep)
+
+    def set_calibration_samples(self, n: int) -> None:
+        """How many training samples the data-aware criteria and reconstruction use (recorded in recipes)."""
+        n = check_samples(n)
+        if n != self.calibration_samples:
+            self.calibration_samples = n
+            if self.masks is not None:
+                self._renew_views(keep=_DATALESS)
+            if self.loaded_ok:
+                self.plan_changed.emit(None)
+
+    def calibration_record(self) -> dict:
+        """What a recipe records so that criteria and reconstruction replay bit for bit."""
+        return {"calibration": {"samples": self.calibration_samples, "seed": self.seed}}
+
+    def calibration_data(self):
+        """The calibration samples (inputs, labels or None)."""
+        return self.calibration.data()
+
+    def needs_calibration(self, lp) -> bool:
+        """True when ranking ``lp`` first computes calibration statistics (the window does that in a job)."""
+        kind = lp.criterion.needs
+        return kind in KINDS and not self.calibration.has(kind)
+
+    def calibration_statistic(self, kind: str, progress=None, cancel=None) -> dict[str, torch.Tensor]:
+        """{layer: statistic} of ``kind`` ('fisher', 'input_norm', 'apoz'), computed once per kept weights."""
+        return self.calibration.statistic_of(kind, progress, cancel)
+
+    def following_batchnorm(self, layer: str) -> str | None:
+        return self.calibration.following_batchnorm(layer)
 
     # ------------------------------------------------------------------ plan editing
     def _edit(self) -> Edit:
@@ -273,7 +322,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         """Validate one layer's plan: values, and that the granularity fits the layer."""
         lp = rules.check_layer_plan(name, lp, self.layer(name), lambda: self.channel_group(name), self.dataset)
-        self._check_criterion(name, lp)
+        self.calibration.check_criterion(name, lp, self.linked_layers(name))
         return lp
 
     def set_layer(self, name: str, sparsity: float | None = None, granularity: str | None = None,
@@ -331,7 +380,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
                    max_layer_sparsity: float = 0.95) -> dict[str, str]:
         """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
-        from .prune.scope import global_sparsities
+        from ..prune.scope import global_sparsities
 
         proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
         skipped: dict[str, str] = {}
@@ -475,7 +524,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def _write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         """The model's tensors become ``state``'s (rebound, not copied in place: the kept weights that the model
         shared stay untouched, and unchanged tensors stay shared)."""
-        from .model.sharing import rebind_state
+        from ..model.sharing import rebind_state
 
         self._check_not_spent(plan)
         with torch.no_grad(), self.lock:
@@ -512,7 +561,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
     def own_module_tensors(self) -> None:
         """Give the model private copies of the tensors it shares with the kept/loaded weights, before code
         trains it in place (the prune and compress flows fine-tune ``session.module`` itself)."""
-        from .model.sharing import unshare
+        from ..model.sharing import unshare
 
         with torch.no_grad(), self.lock:
             unshare(self.module, [self._original, self._base])
@@ -531,8 +580,7 @@ class Session(SessionCalibration, SessionResults, SessionManual):
             self._base = state
             self._base_id = base_id
             self.weights.use(base_id)
-            self.masks.set_base(state)
-            self._grads = None
+            self._renew_views(base=state)
             self.base_label = label
             self.version += 1
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from .history import HistoryEntry, state_label
-from .measurements import LatencyComparison, Measured
-from .prune.masks import masked_state
-from .prune.plan import Plan
-from .train.metric import metric_of
+from ..history import HistoryEntry, state_label
+from ..measurements import LatencyComparison, Measured
+from ..prune.masks import masked_state
+from ..prune.plan import Plan
+from ..train.metric import metric_of
 
 
 class SessionResults:
