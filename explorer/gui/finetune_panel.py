@@ -17,12 +17,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from explorer.core.flows import finetune as finetune_flow
 from explorer.core.train.defaults import finetune_defaults
-from explorer.core.train.evaluate import evaluate
-from explorer.core.train.finetune import FinetuneConfig, finetune
+from explorer.core.train.finetune import FinetuneConfig
 from explorer.core.train.masking import sparsity_of
 from explorer.core.train.metric import metric_of
 from explorer.core.train.schedules import AGP_END
+from explorer.core.train.settings import finetune_settings
 
 from .context import AppContext
 from .finetune_chart import LossChart, RunChart, RunTrace, ScheduleChart
@@ -193,11 +194,14 @@ class FinetunePanel(QWidget):
         self.clear_charts()
 
     def config(self) -> FinetuneConfig:
-        return FinetuneConfig(epochs=self.epochs.value(), lr=self.lr.value(), optimizer=self.optimizer.currentText(),
-                              batch_size=self.batch.value(), cosine=self.cosine.isChecked(), seed=self.seed.value(),
-                              schedule=self.schedule.currentText(), steps=self.steps.value(),
-                              spacing=self.spacing.currentText(), rewind=self.rewind.isChecked(),
-                              agp_end=self.agp_end.value() / 100.0)
+        """The tab's settings, resolved like every other door's (train/settings.py)."""
+        return finetune_settings(self.session.profile if self.session.loaded_ok else None,
+                                 epochs=self.epochs.value(), lr=self.lr.value(),
+                                 optimizer=self.optimizer.currentText(), batch_size=self.batch.value(),
+                                 cosine=self.cosine.isChecked(), seed=self.seed.value(),
+                                 schedule=self.schedule.currentText(), steps=self.steps.value(),
+                                 spacing=self.spacing.currentText(), rewind=self.rewind.isChecked(),
+                                 agp_end=self.agp_end.value() / 100.0)
 
     def clear_charts(self) -> None:
         self.history = []
@@ -226,10 +230,9 @@ class FinetunePanel(QWidget):
             return
         if not ctx.require_labels("Fine-tuning"):
             return
-        target = s.plan.copy()
-        # one-shot trains the planned masks; iterative/AGP go there from what the model holds now
-        start = target if cfg.schedule == "oneshot" else s.applied_plan.copy()
-        names = s.layer_names
+        snap = s.snapshot()              # the job's frozen input: it never reads the live session
+        target = snap.plan
+        names = snap.layer_names
         partial: dict = {}
         self._forget_partial()
         self.history = []
@@ -249,17 +252,7 @@ class FinetunePanel(QWidget):
             return r.val_accuracy if metric.higher_is_better else getattr(r, "val_perplexity", None)
 
         def work(progress, cancel):
-            out = {}
-            if dense_val is None and s.dataset.size(cfg.eval_split):   # the reference line: dense, on validation
-                out["dense_val"] = metric.value(evaluate(s.job_copy(s.original_state()), s.dataset, cfg.eval_split,
-                                                         cancel=cancel))
-            module = s.model_copy(s.masked_state(start))     # in the worker: big models copy slowly
-            result = finetune(module, s.dataset, names, target, start, s.masks_for_state, cfg, progress, cancel,
-                              partial=partial, runtime=s.runtime())
-            for snap in result.snapshots:   # test accuracy (or perplexity) of every step, for the History view
-                snap.test_accuracy = metric.value(evaluate(s.job_copy(snap.state), s.dataset, "test", cancel=cancel))
-            out["result"] = result
-            return out
+            return finetune_flow.run_measured(snap, cfg, progress, cancel, partial, need_dense_val=dense_val is None)
 
         def on_progress(p):
             r = p.data
@@ -276,10 +269,10 @@ class FinetunePanel(QWidget):
 
         def done(out):
             self._set_running(False)
-            result = out["result"]
-            if "dense_val" in out:
-                self._dense_val[key] = out["dense_val"]
-                self.run_chart.set_dense(out["dense_val"])
+            result = out.result
+            if out.dense_val is not None:
+                self._dense_val[key] = out.dense_val
+                self.run_chart.set_dense(out.dense_val)
             final = result.snapshots[-1] if result.snapshots else None
             if final is not None and final.test_accuracy is not None:
                 self.schedule_chart.add(cfg.schedule, final.sparsity, final.test_accuracy)

@@ -12,9 +12,9 @@ from typing import Callable
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from explorer.core.flows.measure import measure_latency
 from explorer.core.lessons import steps as lesson_steps
 from explorer.core.lessons.lesson import Lesson, load_lesson
-from explorer.core.measure_plan import latency_job
 
 from .context import AppContext
 
@@ -239,10 +239,6 @@ class LessonPanel(QFrame):
 
     def _latency(self, batch: int) -> None:
         s = self.session
-        plan, base_id = s.plan.copy(), s.base_id
-        try:
-            work = latency_job(s, plan, batch, int(self.ctx.settings.value("latency/runs", 30)))
-        except Exception as e:
-            self.ctx.report_error(e)
-            return
-        self.ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, base_id, r))
+        snap, runs = s.snapshot(), int(self.ctx.settings.value("latency/runs", 30))
+        self.ctx.runner.run("Measuring latency", lambda p, c: measure_latency(snap, batch, runs, progress=p, cancel=c),
+                            on_done=lambda r: s.record_latency(snap.plan, snap.base_id, r))

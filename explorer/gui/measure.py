@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from PySide6.QtGui import QKeySequence
 
-from explorer.core.measure_plan import evaluate_dense_if_quick, evaluate_plan, latency_job
+from explorer.core.flows.measure import evaluate_plan, measure_latency
+from explorer.core.measure_plan import evaluate_dense_if_quick
 from explorer.core.train.metric import metric_of
 
 from .context import AppContext
@@ -37,11 +38,11 @@ class MeasureActions:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok or not ctx.require_labels(f"Measuring {metric_of(s.dataset).name}"):
             return
-        plan, base_id = s.plan.copy(), s.base_id
+        snap = s.snapshot()
         need_dense = s.measurements.dense is None
         # measured on a copy: evaluating a plan never applies it, so later jobs start where the user left them
-        ctx.runner.run("Evaluating", lambda p, c: evaluate_plan(s, plan, need_dense, p, c),
-                       on_done=lambda r: s.record_evaluation(plan, base_id, r[0], r[1]))
+        ctx.runner.run("Evaluating", lambda p, c: evaluate_plan(snap, need_dense, p, c),
+                       on_done=lambda r: s.record_evaluation(snap.plan, snap.base_id, r[0], r[1]))
 
     def evaluate_dense_on_open(self) -> None:
         """The dense baseline, right after a model opens, when evaluating it takes about a second or less: done
@@ -55,14 +56,10 @@ class MeasureActions:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return
-        plan, base_id = s.plan.copy(), s.base_id
         batch = int(ctx.settings.value("latency/batch", 1))
         runs = int(ctx.settings.value("latency/runs", 30))
         threads = int(ctx.settings.value("latency/threads", 0)) or None
         with_onnx = str(ctx.settings.value("latency/onnx", "false")).lower() == "true"
-        try:
-            work = latency_job(s, plan, batch, runs, threads, with_onnx)
-        except Exception as e:
-            ctx.report_error(e)
-            return
-        ctx.runner.run("Measuring latency", work, on_done=lambda r: s.record_latency(plan, base_id, r))
+        snap = s.snapshot()
+        ctx.runner.run("Measuring latency", lambda p, c: measure_latency(snap, batch, runs, threads, with_onnx, p, c),
+                       on_done=lambda r: s.record_latency(snap.plan, snap.base_id, r))

@@ -26,14 +26,15 @@ from ..prune.granularity import Channel
 from ..prune.tp_pruners import UnbalancedGroups, build_dependency_graph
 
 
-def channel_removals(session, plan) -> dict[str, list[int]]:
-    """{group root layer: own indices of output channels to remove} for the plan's channel-pruned groups."""
-    return compaction_plan(session, plan)[0]
+def channel_removals(source, plan) -> dict[str, list[int]]:
+    """{group root layer: own indices of output channels to remove} for the plan's channel-pruned groups
+    (``source``: a session or a flow's snapshot: its ``groups`` and ``layer_mask``)."""
+    return compaction_plan(source, plan)[0]
 
 
-def compaction_plan(session, plan) -> tuple[dict[str, list[int]], dict[str, str]]:
+def compaction_plan(source, plan) -> tuple[dict[str, list[int]], dict[str, str]]:
     """(removals as :func:`channel_removals`, {layer: why its pruned channels stay in the compact model, zeroed})."""
-    groups = session.require().groups
+    groups = source.groups
     if has_structure(plan) and not groups.traced:
         raise ExplorerError("Compaction needs the model's channel dependency graph, which is not available here "
                             f"({groups.note}).", "The masked model is still valid; export the pruned checkpoint.")
@@ -43,7 +44,7 @@ def compaction_plan(session, plan) -> tuple[dict[str, list[int]], dict[str, str]
     for name, lp in plan.active().items():
         if not isinstance(lp.granularity, Channel):
             continue
-        view = session.layer_mask(name, lp)
+        view = source.layer_mask(name, lp)
         key = view.group.members if view.group is not None else (name,)
         if key in seen:
             continue

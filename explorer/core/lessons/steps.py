@@ -108,17 +108,18 @@ def missing_measures(session, step: Step) -> list[str]:
 def measure(session, step: Step, runs: int = 20, progress=None, cancel=None) -> list[str]:
     """Measure what the step shows and the session lacks, here and now (the CLI's and the tests' path; the window
     runs the same functions as jobs). Returns the kinds measured."""
-    from ..measure_plan import evaluate_plan, latency_job
+    from ..flows.measure import evaluate_plan, measure_latency
 
     done = []
     for kind in missing_measures(session, step):
-        plan, base_id = session.plan.copy(), session.base_id
+        snap = session.snapshot()
+        plan = snap.plan
         if kind == "accuracy":
-            cur, dense = evaluate_plan(session, plan, session.measurements.dense is None, progress, cancel)
-            session.record_evaluation(plan, base_id, cur, dense)
+            cur, dense = evaluate_plan(snap, session.measurements.dense is None, progress, cancel)
+            session.record_evaluation(plan, snap.base_id, cur, dense)
         elif kind == "latency":
-            work = latency_job(session, plan, step.latency_batch or 1, runs)
-            session.record_latency(plan, base_id, work(progress, cancel))
+            lat = measure_latency(snap, step.latency_batch or 1, runs, progress=progress, cancel=cancel)
+            session.record_latency(plan, snap.base_id, lat)
         elif kind == "scan":
             from ..analyse.sensitivity import ScanSpec, scan
             session.record_scan(scan(session, ScanSpec([0.5, 0.7, 0.9]), progress, cancel,

@@ -19,6 +19,7 @@ the channel ranking of such a group is balanced across blocks.
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from contextlib import contextmanager
@@ -88,7 +89,8 @@ def _single_groups(module: nn.Module, profile: ModelProfile, note: str) -> Chann
     return ChannelGroups(by_layer={g.members[0]: g for g in groups}, traced=False, note=note, groups=groups)
 
 
-GROUPS_BUDGET_S = 15.0   # coupling analysis longer than this falls back to per-layer channels
+# coupling analysis longer than this falls back to per-layer channels (a slow or busy machine may allow more)
+GROUPS_BUDGET_S = float(os.environ.get("PRUNING_EXPLORER_GROUPS_BUDGET_S", "15"))
 
 
 class AnalysisTimeout(BaseException):   # not an Exception: library code must not swallow it

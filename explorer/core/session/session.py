@@ -25,12 +25,12 @@ from ..model.layers import LayerInfo, ModelProfile, load_state
 from ..model.loading import LoadResult, resolve, resolve_dataset_for
 from ..model.metrics import LayerCounts, Totals, param_bytes
 from ..prune import plan_rules as rules
+from ..prune.calibration import DEFAULT_CALIBRATION_SAMPLES, KINDS, check_samples
+from ..prune.criteria import CRITERIA, DATA_CRITERIA
 from ..prune.granularity import NM, Channel
 from ..prune.masks import LayerMask
 from ..prune.plan import LayerPlan, Plan
 from ..prune.plan_masks import PlanMasks
-from ..prune.calibration import DEFAULT_CALIBRATION_SAMPLES, KINDS, check_samples
-from ..prune.criteria import CRITERIA, DATA_CRITERIA
 from ..undo import Edit, UndoStack
 from .calibration import Calibration, Structure
 from .manual import SessionManual
@@ -224,6 +224,24 @@ class Session(SessionResults, SessionManual):
         if state is not None:
             load_state(m, state)
         return m.eval()
+
+    def snapshot(self, plan: Plan | None = None):
+        """The frozen input of a flow (``core/flows``): references to the current state, taken in microseconds on
+        the caller's thread; the flow never calls back into the session. ``plan``: default the current plan."""
+        from ..flows.snapshot import Snapshot
+
+        r = self.require()
+        with self.lock:
+            return Snapshot(model_spec=r.model.spec, module=r.model.module, dataset=r.dataset, profile=r.profile,
+                            input_shape=tuple(r.input_shape), original=dict(self._original), base=dict(self._base),
+                            base_id=self._base_id, plan=(plan or self.plan).copy(), applied=self.applied_plan.copy(),
+                            seed=self.seed, device=self.device, masks=self.masks, calibration=self.calibration,
+                            load=r)
+
+    @property
+    def groups(self):
+        """The channel groups of the loaded model (analysed on first use)."""
+        return self.require().groups
 
     def job_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
         """:meth:`model_copy` on the session's device: what evaluations and measurements run."""

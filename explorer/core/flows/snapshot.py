@@ -1,0 +1,94 @@
+"""The frozen input of every flow: what a job starts from, taken on the caller's thread (the GUI thread in the
+window) by ``Session.snapshot``.
+
+A snapshot holds references, not copies: the loaded module (only ever copied, never run or trained in place), the
+loaded and the kept weights (dicts of tensors the session never writes into: applying a plan rebinds the model's
+tensors, new kept weights are new tensors), the plan, the dataset, the profile, the channel groups, the seed and
+device, and the session's mask views and calibration *at that moment* -- objects the session replaces, never
+changes, when any of their inputs changes (``PlanMasks.renewed``). So a flow computes the result of the state it
+was given whatever happens to the session meanwhile (edits, apply, undo, another model), and it never calls back
+into the session: no lock order is needed between the window and its jobs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..model.data import DatasetBundle
+from ..model.layers import ModelProfile
+from ..model.sharing import twin
+from ..prune.masks import LayerMask
+from ..prune.plan import LayerPlan, Plan
+from ..prune.plan_masks import PlanMasks
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    model_spec: str
+    module: nn.Module                     # the loaded module: copied by model(), never run or trained itself
+    dataset: DatasetBundle
+    profile: ModelProfile
+    input_shape: tuple
+    original: dict[str, torch.Tensor]     # the weights as loaded
+    base: dict[str, torch.Tensor]         # the kept weights masks apply to
+    base_id: int
+    plan: Plan                            # the plan the flow works on
+    applied: Plan                         # what the model's weights reflected when the snapshot was taken
+    seed: int
+    device: torch.device
+    masks: PlanMasks                      # rankings over ``base`` (renewed, never changed, by the session)
+    calibration: object                   # session.calibration.Calibration at ``base``
+    load: object                          # the LoadResult (channel groups, analysed on first use)
+
+    # ------------------------------------------------------------------ what flows ask
+    @property
+    def layer_names(self) -> list[str]:
+        return self.profile.names
+
+    @property
+    def groups(self):
+        return self.load.groups
+
+    def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
+        return self.masks.view(name, lp or self.plan.get(name))
+
+    def totals(self, plan: Plan | None = None):
+        return self.masks.totals(plan or self.plan)
+
+    def masked_state(self, plan: Plan | None = None) -> dict[str, torch.Tensor]:
+        """kept weights * mask of ``plan`` (default: the snapshot's plan); new tensors where masked."""
+        return self.masks.masked_state(plan or self.plan)
+
+    def masks_for_state(self, plan: Plan, state: dict[str, torch.Tensor]):
+        """Full masks of ``plan`` ranked on ``state`` (fine-tuning's re-mask callback): the criteria read this
+        snapshot's calibration statistics and gradients."""
+        return self.masks.engine_for(state).materialize(plan, state)
+
+    def model(self, state: dict[str, torch.Tensor] | None = None, trainable: bool = False) -> nn.Module:
+        """A private copy of the model (eval mode, on the CPU) holding ``state`` (default: the kept weights).
+        Read-only copies share ``state``'s tensors; ``trainable`` copies own theirs (training writes in place)."""
+        state = self.base if state is None else state
+        if trainable:
+            state = {k: v.detach().clone() for k, v in state.items()}
+        return twin(self.module, state)
+
+    def job_model(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """:meth:`model` on the snapshot's device: what evaluations and measurements run."""
+        m = self.model(state)
+        return m if self.device.type == "cpu" else _copy_to(m, self.device)
+
+    def runtime(self):
+        """The fine-tuning runtime of a job on this snapshot (its device, one process)."""
+        from ..train.distributed import Runtime
+        return Runtime(device=self.device)
+
+
+def _copy_to(m: nn.Module, device: torch.device) -> nn.Module:
+    import copy
+    return copy.deepcopy(m).to(device)
+
+
+SnapshotFn = Callable[..., Snapshot]
