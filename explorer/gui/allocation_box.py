@@ -173,9 +173,11 @@ class AllocationBox(QGroupBox):
         m = result.measure
         unit = "points" if m.higher_is_better else "% perplexity"
 
+        snap = s.snapshot()
+
         def work(progress, cancel):
-            return search_allocation(s, result, drop, cfg, cap=cap, progress=progress, cancel=cancel,
-                                     device=s.device)
+            return search_allocation(snap, result, drop, cfg, cap=cap, progress=progress, cancel=cancel,
+                                     device=snap.device)
 
         def on_progress(p):
             if p.data is not None and hasattr(p.data, "target"):

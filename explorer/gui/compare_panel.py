@@ -176,9 +176,11 @@ class ComparePanel(QWidget):
             return
         gran, rec = self.gran.currentText(), self.reconstruct.isChecked()
 
+        snap = s.snapshot()
+
         def work(progress, cancel):
-            return compare_criteria(s, crits, sps, gran, reconstruct=rec, finetune=cfg, progress=progress,
-                                    cancel=cancel, device=s.device)
+            return compare_criteria(snap, crits, sps, gran, reconstruct=rec, finetune=cfg, progress=progress,
+                                    cancel=cancel, device=snap.device)
 
         def on_progress(p):
             if p.data is not None and hasattr(p.data, "criterion"):

@@ -236,22 +236,25 @@ class CompressPanel(QWidget):
             return
         if qcfg is not None and not ctx.require_labels("Training the shared values"):
             return
-        plan = s.plan.copy()
+        snap = s.snapshot()         # the job's frozen input: it never reads the live session
+        plan = snap.plan
         dense_m = s.measurements.dense
+        from explorer.core.compress.flow import archive_meta
+        meta = archive_meta(s)
 
         def work(progress, cancel):
             from explorer.core.compress.accounting import state_bytes
-            from explorer.core.compress.flow import archive_meta, compress_state
+            from explorer.core.compress.flow import compress_state
             from explorer.core.train.evaluate import evaluate
 
-            state = s.masked_state(plan)
-            ds = s.dataset
+            state = snap.masked_state()
+            ds = snap.dataset
             dense = dense_m.accuracy if dense_m is not None else None
             if dense is None and ds.has_labels and ds.size("test"):
-                dense = evaluate(s.job_copy(s.original_state()), ds, "test", cancel=cancel).accuracy
-            result = compress_state(s.model_copy(state), ds, state, settings, archive_meta(s), qcfg,
-                                    {"dense": dense}, state_bytes(s.original_state()), progress, cancel,
-                                    device=s.device)
+                dense = evaluate(snap.job_model(snap.original), ds, "test", cancel=cancel).accuracy
+            result = compress_state(snap.model_copy(state), ds, state, settings, meta, qcfg,
+                                    {"dense": dense}, state_bytes(snap.original), progress, cancel,
+                                    device=snap.device)
             hists = {}
             for n in result.quants:
                 w = state[f"{n}.weight"].reshape(-1).numpy()

@@ -34,10 +34,10 @@ class DeployExports:
         self.ctx.status(f"exported {what}: {path}", 6000)
 
     def safetensors(self, path: str):
-        s, plan = self.session, self.session.plan.copy()
+        snap = self.session.snapshot()
         return self.ctx.runner.run("Exporting safetensors",
-                                   lambda p, c: export_safetensors(s.masked_state(plan), Path(path)),
-                                   on_done=lambda r: self._done("safetensors", r, plan))
+                                   lambda p, c: export_safetensors(snap.masked_state(), Path(path)),
+                                   on_done=lambda r: self._done("safetensors", r, snap.plan))
 
     def onnx(self, path: str):
         s, plan = self.session, self.session.plan.copy()
@@ -48,9 +48,11 @@ class DeployExports:
             return None
         example = latency_input(s.dataset, s.require().input_shape, 1)
 
+        snap = s.snapshot(plan)
+
         def work(progress, cancel):
-            state = s.masked_state(plan)
-            model = s.model_copy(state)
+            state = snap.masked_state()
+            model = snap.model_copy(state)
             if removals:
                 progress(Progress(0.2, "compacting"))
                 model, _ = compact_checked(model, state, removals, example, cancel=cancel)

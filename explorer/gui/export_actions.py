@@ -59,13 +59,15 @@ class ExportActions:
         self.ctx.status(f"exported {what}: {path}", 6000)
 
     def _export_job(self, title: str, what: str, fn):
-        plan = self.session.plan.copy()
-        return self.ctx.runner.run(title, lambda p, c: fn(plan, p, c), on_done=lambda r: self._done(what, r, plan))
+        """Run ``fn(snapshot, progress, cancel)`` on a snapshot of the current plan (the job never reads the live
+        session); the plan is marked saved when it is done."""
+        snap = self.session.snapshot()
+        return self.ctx.runner.run(title, lambda p, c: fn(snap, p, c),
+                                   on_done=lambda r: self._done(what, r, snap.plan))
 
     def checkpoint(self, path: str):
-        s = self.session
         return self._export_job("Exporting checkpoint", "checkpoint",
-                                lambda plan, p, c: export.export_checkpoint(s.masked_state(plan), Path(path)))
+                                lambda snap, p, c: export.export_checkpoint(snap.masked_state(), Path(path)))
 
     def recipe(self, path: str):
         try:
@@ -74,9 +76,9 @@ class ExportActions:
             self.ctx.report_error(e)
 
     def archive(self, path: str):
-        s, meta = self.session, self._archive_meta()
+        meta = self._archive_meta()
         return self._export_job("Exporting sparse archive", "sparse archive",
-                                lambda plan, p, c: export.export_sparse_archive(s.masked_state(plan), s.layer_names,
+                                lambda snap, p, c: export.export_sparse_archive(snap.masked_state(), snap.layer_names,
                                                                                 meta, Path(path)))
 
     def _compaction(self, plan):
@@ -97,9 +99,9 @@ class ExportActions:
             self.ctx.report_error(e)
             return None
 
-        def work(plan, progress, cancel):
-            state = s.masked_state(plan)
-            m, _ = compact_checked(s.model_copy(state), state, removals, example, progress, cancel)
+        def work(snap, progress, cancel):
+            state = snap.masked_state()
+            m, _ = compact_checked(snap.model_copy(state), state, removals, example, progress, cancel)
             out = export.export_module(m, Path(path), example)
             progress(Progress(0.9, "writing TorchScript"))
             ts = Path(path).with_suffix(".ts")
@@ -127,20 +129,20 @@ class ExportActions:
         fresh_acc = metric.value(m.current.value) if s.is_fresh(m.current) else None
         lat = m.latency.value if s.is_fresh(m.latency) else None
 
-        def work(plan, progress, cancel):
-            state = s.masked_state(plan)
+        def work(snap, progress, cancel):
+            state = snap.masked_state()
             compacted = compact = None
             if structured:
                 progress(Progress(0.3, "compacting"))
-                compacted, _ = compact_checked(s.model_copy(state), state, removals, example, cancel=cancel)
-                compact = compact_block(compacted, s.require().input_shape, None,
+                compacted, _ = compact_checked(snap.model_copy(state), state, removals, example, cancel=cancel)
+                compact = compact_block(compacted, snap.input_shape, None,
                                         lat.compact.median_ms if lat and lat.compact else None, metric.name,
                                         example[:1])
-            report = build_report(s, plan, s.original_state(), state, metric.value(m.dense), fresh_acc,
+            report = build_report(snap, snap.plan, snap.original, state, metric.value(m.dense), fresh_acc,
                                   lat.dense.median_ms if lat else None, lat.masked.median_ms if lat else None, compact,
                                   metric=metric.name)
             progress(Progress(0.6, "writing the results folder"))
-            write_bundle(folder, state, recipe, report, s.layer_names, archive_meta=meta, compacted=compacted,
+            write_bundle(folder, state, recipe, report, snap.layer_names, archive_meta=meta, compacted=compacted,
                          example=example)
             return folder
 

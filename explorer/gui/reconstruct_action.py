@@ -60,5 +60,6 @@ class ReconstructOption:
             if s.dataset.has_labels:
                 self.evaluate_after()
 
-        return ctx.start_job("Reconstructing", lambda p, c: reconstruct_plan(s, plan, p, c), on_done=done,
+        snap = s.snapshot(plan)
+        return ctx.start_job("Reconstructing", lambda p, c: reconstruct_plan(snap, plan, p, c), on_done=done,
                              on_cancel=lambda: ctx.status("reconstruction cancelled; the model is unchanged", 5000))

@@ -208,13 +208,13 @@ class SensitivityPanel(QWidget):
             ctx.report_error(e)
             return
         self._begin(spec)
-        plan = s.plan.copy()
+        snap = s.snapshot()       # the job's frozen input: edits meanwhile do not reach it
 
         def work(progress, cancel):
             # first the instant estimate (the Fisher is quick), then the measurements that replace it
-            self._predict_into(progress, cancel, spec)
+            self._predict_into(progress, cancel, spec, snap)
             # the planned model (applied or not), computed here: a cancelled scan leaves the session untouched
-            return scan(s, spec, progress, cancel, state=s.masked_state(plan), device=s.device)
+            return scan(snap, spec, progress, cancel, state=snap.masked_state(), device=snap.device)
 
         def on_progress(p):
             if isinstance(p.data, Prediction):
@@ -235,19 +235,18 @@ class SensitivityPanel(QWidget):
         ctx.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
                        on_cancel=lambda: ctx.status("scan cancelled; the model is unchanged", 5000))
 
-    def _predict_into(self, progress, cancel, spec: ScanSpec) -> None:
+    def _predict_into(self, progress, cancel, spec: ScanSpec, snap) -> None:
         """Send the predicted loss increase as a Progress record (nothing when it cannot be predicted, or when the
-        Fisher is not known yet and would take long to compute: then Predict computes it on request)."""
+        Fisher is not known yet and would take long to compute: then Predict computes it on request). Runs in the
+        scan's job, on its snapshot."""
         from explorer.core.jobs import Progress
-        from explorer.core.prune.plan import LayerPlan
-        s = self.session
-        if s.needs_calibration(LayerPlan(0.5, "element", "hessian")) and \
-                s.profile.total_macs * s.calibration_samples > AUTO_PREDICT_MACS:
+        if not snap.calibration.has("fisher") and \
+                snap.profile.total_macs * snap.calibration_samples > AUTO_PREDICT_MACS:
             progress(Progress(None, "no prediction: the Fisher takes a while on this model (press Predict)",
                               "skipped"))
             return
         try:
-            pred = predict_loss_increase(self.session, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
+            pred = predict_loss_increase(snap, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
                                          cancel=cancel)
         except ExplorerError:
             return
@@ -267,8 +266,10 @@ class SensitivityPanel(QWidget):
             ctx.report_error(e)
             return
 
+        snap = s.snapshot()
+
         def work(progress, cancel):
-            return predict_loss_increase(s, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
+            return predict_loss_increase(snap, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
                                          progress=progress, cancel=cancel)
 
         if ctx.start_job("Predicting loss increase", work, on_done=self.prediction.set_prediction):

@@ -327,7 +327,7 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         if not spec.granularity.structured:
             raise PlanError("Latency sensitivity needs a structured granularity (channel): unstructured zeros do not "
                             "change dense latency.")
-        example = latency_input(ds, session.require().input_shape, spec.latency_batch).to(device)
+        example = latency_input(ds, session.input_shape, spec.latency_batch).to(device)
         dense_latency = measure_latency(module, example, runs=spec.latency_runs, cancel=cancel).median_ms
 
     result = ScanResult(model=session.model_spec, dataset=ds.spec, granularity=lp_for.granularity,
@@ -414,7 +414,7 @@ def _latency_point(session, members, lp, sparsity, variant, example, spec, cance
 
     pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)
     removals = {members[0]: pruned} if pruned else {}
-    state = dict(session.module.state_dict())
+    state = dict(session.applied_state())
     state.update({k: t.cpu() for k, t in variant.items()})
     m = compact_model(session.module, state, removals, example.cpu(), cancel=cancel)
     return measure_latency(on_device(m, example.device), example, runs=spec.latency_runs, cancel=cancel).median_ms

@@ -17,9 +17,11 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import PlanError
 from ..model.data import DatasetBundle
-from ..model.layers import ModelProfile
+from ..model.layers import LayerInfo, ModelProfile
 from ..model.sharing import twin
+from ..prune import plan_rules as rules
 from ..prune.masks import LayerMask
 from ..prune.plan import LayerPlan, Plan
 from ..prune.plan_masks import PlanMasks
@@ -43,14 +45,68 @@ class Snapshot:
     calibration: object                   # session.calibration.Calibration at ``base``
     load: object                          # the LoadResult (channel groups, analysed on first use)
 
-    # ------------------------------------------------------------------ what flows ask
+    # ------------------------------------------------------------------ what flows ask (the session's read-only
+    # questions, answered for the frozen state: analyse/* take either)
     @property
     def layer_names(self) -> list[str]:
         return self.profile.names
 
     @property
+    def layers(self) -> list[LayerInfo]:
+        return self.profile.layers
+
+    def layer(self, name: str) -> LayerInfo:
+        try:
+            return self.profile.layer(name)
+        except KeyError:
+            raise PlanError(f"Unknown layer '{name}'.") from None
+
+    @property
     def groups(self):
         return self.load.groups
+
+    def channel_group(self, name: str):
+        return self.load.groups.of(name)
+
+    def linked_layers(self, name: str) -> tuple[str, ...]:
+        g = self.load.groups.by_layer.get(name)
+        return g.members if g is not None and g.linked else (name,)
+
+    def linked_plan(self, plan: Plan) -> Plan:
+        return rules.linked_plan(plan, self.linked_layers)
+
+    def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
+        lp = rules.check_layer_plan(name, lp, self.layer(name), lambda: self.channel_group(name), self.dataset)
+        self.calibration.check_criterion(name, lp, self.linked_layers(name))
+        return lp
+
+    @property
+    def calibration_samples(self) -> int:
+        return self.calibration.samples
+
+    def calibration_data(self):
+        return self.calibration.data()
+
+    def calibration_statistic(self, kind: str, progress=None, cancel=None):
+        return self.calibration.statistic_of(kind, progress, cancel)
+
+    def base_state(self) -> dict[str, torch.Tensor]:
+        return self.base
+
+    def original_state(self) -> dict[str, torch.Tensor]:
+        return self.original
+
+    def materialize(self, plan: Plan | None = None):
+        return self.masks.materialize(plan or self.plan)
+
+    def applied_state(self) -> dict[str, torch.Tensor]:
+        """The weights the model held when the snapshot was taken (the kept weights under the applied plan)."""
+        return self.masked_state(self.applied) if self.applied.active() else self.base
+
+    def model_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
+        """A private copy that owns its tensors (it may be trained) holding ``state``, default the applied
+        weights, like ``Session.model_copy``."""
+        return self.model(self.applied_state() if state is None else state, trainable=True)
 
     def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
         return self.masks.view(name, lp or self.plan.get(name))

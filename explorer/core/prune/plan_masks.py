@@ -60,12 +60,12 @@ class PlanMasks:
 
     def renewed(self, base: dict[str, torch.Tensor] | None = None, profile: ModelProfile | None = None,
                 seed: int | None = None, gradient: Callable | None = None, statistic: Callable | None = None,
-                keep: frozenset[str] | None = None) -> "PlanMasks":
+                keep: frozenset[str] | None = None, channel_group: Callable | None = None) -> "PlanMasks":
         """A new object for changed inputs, leaving this one as it is (a flow may still be using it): the
         rankings of criteria in ``keep`` carry over (they do not depend on what changed); with the same kept
         weights, so do the dense counts."""
         same_base = base is None or base is self.base
-        new = PlanMasks(profile or self.profile, self.channel_group, gradient or self.gradient,
+        new = PlanMasks(profile or self.profile, channel_group or self.channel_group, gradient or self.gradient,
                         self.engine.seed if seed is None else seed, self.param_names, self.param_bytes,
                         self.base if base is None else base, statistic=statistic or self.statistic,
                         dense_nonzero=self._dense_nonzero if same_base and profile is None else None)

@@ -126,11 +126,10 @@ class Session(SessionResults, SessionManual):
         self.apply_dataset(resolve_dataset_for(self.require(), spec))
 
     def apply_dataset(self, new: LoadResult) -> None:
-        r = self.require()
+        self.require()
         with self.lock:
-            r.dataset, r.input_shape = new.dataset, new.input_shape
-            r.profile, r.notes = new.profile, new.notes
-            r.take_groups_of(new)
+            # a new LoadResult (same module), not the old one changed: snapshots taken before keep theirs
+            self.result = r = new
             self.measurements.clear()
             self._structure = Structure(self.module, r.profile.names, r.input_shape)
             self._renew_views(profile=r.profile)
@@ -217,6 +216,15 @@ class Session(SessionResults, SessionManual):
     def base_state(self) -> dict[str, torch.Tensor]:
         return self._base
 
+    def applied_state(self) -> dict[str, torch.Tensor]:
+        """The model's own tensors now (the kept weights under the applied plan); never write into them."""
+        with self.lock:
+            return {k: v.detach() for k, v in self.module.state_dict().items()}
+
+    @property
+    def input_shape(self) -> tuple:
+        return tuple(self.require().input_shape)
+
     def model_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
         """A private copy of the model (in eval mode), with ``state`` loaded if given: what jobs work on."""
         with self.lock:
@@ -289,8 +297,10 @@ class Session(SessionResults, SessionManual):
         """New calibration and mask views for changed inputs; the old ones stay intact for flows holding them."""
         with self.lock:
             self.calibration = cal = self._new_calibration()
+            r = self.result
             self.masks = self.masks.renewed(base=base, profile=profile, seed=self.seed, gradient=cal.gradient,
-                                            statistic=cal.statistic, keep=keep)
+                                            statistic=cal.statistic, keep=keep,
+                                            channel_group=lambda n: r.groups.of(n))
 
     def set_calibration_samples(self, n: int) -> None:
         """How many training samples the data-aware criteria and reconstruction use (recorded in recipes)."""
