@@ -23,7 +23,7 @@ from ..errors import ExplorerError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.layers import load_state
 from ..prune.granularity import Channel
-from ..prune.tp_pruners import UnbalancedGroups, build_dependency_graph
+from ..model.tp_pruners import UnbalancedGroups, build_dependency_graph
 
 
 def channel_removals(session, plan) -> dict[str, list[int]]:

@@ -11,7 +11,7 @@ import torch
 
 from ..errors import ExplorerError, ShapeMismatchError
 from ..finite import all_finite
-from ..prune.groups import ChannelGroups, channel_groups
+from .groups import ChannelGroups, channel_groups
 from . import data as data_mod
 from . import zoo
 from .layers import ModelProfile, profile_model

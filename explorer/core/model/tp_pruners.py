@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..model.layers import is_conv1d_transposed
+from .layers import is_conv1d_transposed
 
 
 class UnbalancedGroups(ValueError):
