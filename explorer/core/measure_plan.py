@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 
 from .analyse.latency import latency_input, measure_latencies
-from .deploy.compact import channel_removals, compact_checked, has_structure
 from .jobs import Progress
 from .measurements import LatencyComparison
+from .prune.compact import channel_removals, compact_checked, has_structure
 from .prune.plan import Plan
 from .train.evaluate import EvalResult, evaluate
 

@@ -8,7 +8,7 @@
 
 Torch-Pruning's reshape analysis divides by a channel count it infers as 0 on a channel shuffle
 (ShuffleNet); such a reshape is left without an index mapping instead of failing the whole graph. The
-coupling it then assumes may be wrong, which compaction's output check catches (``deploy.compact``).
+coupling it then assumes may be wrong, which compaction's output check catches (``prune.compact``).
 """
 from __future__ import annotations
 
