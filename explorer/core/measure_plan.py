@@ -56,7 +56,7 @@ def latency_job(session, plan: Plan, batch: int = 1, runs: int = 30, threads: in
             compact_params = sum(p.numel() for p in models["compact"].parameters())
         if with_onnx:
             from .analyse.latency import torch_threads
-            from .analyse.onnx_latency import onnx_runner
+            from .deploy.onnx_latency import onnx_runner
 
             best = "compact" if "compact" in models else "masked"
             progress(Progress(None, "exporting to ONNX for onnxruntime"))
