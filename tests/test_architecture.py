@@ -1,5 +1,6 @@
 """The layering rules of docs/ARCHITECTURE.md, checked on the source: no import cycles, core never imports the
-CLI or the GUI, the GUI uses only the session's public API and never emits its events, and modules stay small."""
+CLI or the GUI, core's stages depend downwards only, the GUI uses only the session's public API and never emits its
+events, and modules stay small."""
 from __future__ import annotations
 
 import ast
