@@ -26,6 +26,7 @@ import torch
 from explorer.core.compress import accounting, dcz
 from explorer.core.compress.flow import compress_state, run_compress
 from explorer.core.compress.quantize import QuantSettings
+from explorer.core.formats.dcz import decode_archive
 from explorer.core.session import Session
 from explorer.core.train.finetune import FinetuneConfig
 
@@ -80,7 +81,7 @@ def vgg16() -> dict:
     enc = dcz.encode_archive(q, {}, "huffman", quants=quants)
     enc_s = time.perf_counter() - t
     t = time.perf_counter()
-    dcz.decode_archive(enc.data)
+    decode_archive(enc.data)
     dec_s = time.perf_counter() - t
     times = {"pruned": prune_s, "quantized": sec["cluster"], "huffman": sec["huffman_encode"]}
     return {"stages": r.stages, "seconds": times, "layers": r.layers,

@@ -14,8 +14,8 @@ import _common  # noqa: F401
 import torch
 
 from explorer.core.analyse.latency import measure_latencies
-from explorer.core.deploy.compact import channel_removals, compact_model
 from explorer.core.model.layers import profile_model
+from explorer.core.prune.compact import channel_removals, compact_model
 from explorer.core.session import Session
 
 

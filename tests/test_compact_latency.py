@@ -9,11 +9,11 @@ from torchprofile import profile_macs
 
 from explorer.core.analyse.latency import Latency, measure_latencies, measure_latency
 from explorer.core.deploy import export
-from explorer.core.deploy.compact import channel_removals, compact_model, has_structure
 from explorer.core.errors import Cancelled, ExplorerError
 from explorer.core.jobs import CancelToken
 from explorer.core.model.layers import profile_model
 from explorer.core.model.metrics import param_count
+from explorer.core.prune.compact import channel_removals, compact_model, has_structure
 from explorer.core.prune.plan import LayerPlan
 from explorer.core.session import Session
 from tests.helpers import bits

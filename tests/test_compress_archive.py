@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core.compress import dcz
+from explorer.core.compress.dcz import encode_archive
 from explorer.core.compress.flow import compress_state
 from explorer.core.compress.quantize import QuantSettings, quantize_state, quantized_state
 from explorer.core.errors import Cancelled, ModelLoadError
+from explorer.core.formats import dcz
 from explorer.core.jobs import CancelToken
 from explorer.core.train.finetune import FinetuneConfig
 from explorer.core.train.quantize import SharedLayer, _Shared, train_centroids
@@ -46,10 +47,10 @@ def test_archive_round_trip_is_bit_identical(mlp_quant, stage):
     s, pruned, quants, qstate = mlp_quant
     meta = {"arch": "digits-mlp", "model": "digits-mlp"}
     if stage == "pruned":
-        enc = dcz.encode_archive(pruned, meta, "pruned", index_bits={n: 3 for n in quants})   # many fillers
+        enc = encode_archive(pruned, meta, "pruned", index_bits={n: 3 for n in quants})   # many fillers
         want = pruned
     else:
-        enc = dcz.encode_archive(qstate, meta, stage, quants=quants)
+        enc = encode_archive(qstate, meta, stage, quants=quants)
         want = qstate
     dec = dcz.decode_archive(enc.data)
     assert dec.meta == meta and list(dec.state) == list(want)
@@ -68,12 +69,12 @@ def test_conv_model_with_buffers_and_odd_layers_round_trips(cnn):
     settings = QuantSettings.build(cnn.layers, bits="conv=2,linear=1", index_bits=4)
     quants = quantize_state(state, settings)
     qstate = quantized_state(state, quants)
-    enc = dcz.encode_archive(qstate, {"arch": "digits-cnn"}, "huffman", quants=quants)
+    enc = encode_archive(qstate, {"arch": "digits-cnn"}, "huffman", quants=quants)
     assert_bit_identical(dcz.decode_archive(enc.data).state, qstate)      # BatchNorm buffers, int64 counters too
     dense = {k: v for k, v in qstate.items()}
     dense["backbone.conv1.weight"] = torch.ones_like(dense["backbone.conv1.weight"]) * 0.5   # a fully dense layer
     q = quantize_state(dense, QuantSettings.build(cnn.layers, bits=1, index_bits=1))
-    enc = dcz.encode_archive(quantized_state(dense, q), {}, "quantized", quants=q)
+    enc = encode_archive(quantized_state(dense, q), {}, "quantized", quants=q)
     assert_bit_identical(dcz.decode_archive(enc.data).state, quantized_state(dense, q))
 
 
@@ -161,9 +162,9 @@ def test_stage_sizes_match_the_documented_format(mlp_quant, stage):
     s, pruned, quants, qstate = mlp_quant
     meta = {"arch": "digits-mlp", "model": "digits-mlp"}
     if stage == "pruned":
-        enc = dcz.encode_archive(pruned, meta, "pruned", index_bits={n: q.index_bits for n, q in quants.items()})
+        enc = encode_archive(pruned, meta, "pruned", index_bits={n: q.index_bits for n, q in quants.items()})
     else:
-        enc = dcz.encode_archive(qstate, meta, stage, quants=quants)
+        enc = encode_archive(qstate, meta, stage, quants=quants)
     assert enc.size == _expected_size(qstate, quants, meta, stage)
 
 
@@ -192,7 +193,7 @@ def test_compress_state_reports_stages_and_layers(mlp_quant):
 
 @pytest.fixture(scope="module")
 def good_archive(mlp_quant):
-    return dcz.encode_archive(mlp_quant[3], {"arch": "digits-mlp"}, "huffman", quants=mlp_quant[2]).data
+    return encode_archive(mlp_quant[3], {"arch": "digits-mlp"}, "huffman", quants=mlp_quant[2]).data
 
 
 def _recrc(body: bytes) -> bytes:

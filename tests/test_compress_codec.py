@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.core.compress import huffman
 from explorer.core.compress.kmeans import initial_centroids, kmeans_1d
 from explorer.core.compress.quantize import QuantSettings, parse_bits, quantize_layer
-from explorer.core.compress.relindex import (
+from explorer.core.errors import PlanError
+from explorer.core.formats import huffman
+from explorer.core.formats.relindex import (
     check_length,
     decode_positions,
     encode_positions,
@@ -19,7 +20,6 @@ from explorer.core.compress.relindex import (
     pack_bits,
     unpack_bits,
 )
-from explorer.core.errors import PlanError
 
 # ---------------------------------------------------------------------------- k-means
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from explorer.core.deploy import export
-from explorer.core.deploy.sparse_archive import load_sparse_archive, read_meta
 from explorer.core.errors import ModelLoadError, PlanError
+from explorer.core.formats.sparse_archive import load_sparse_archive, read_meta
 from explorer.core.model.nets import DigitsCNN
 from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.prune.recipe import plan_to_recipe, read_recipe, recipe_to_plan

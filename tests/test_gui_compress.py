@@ -9,7 +9,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 
-from explorer.core.compress.dcz import load_dcz  # noqa: E402
+from explorer.core.formats.dcz import load_dcz  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 
 from .gui_helpers import open_window, wait_jobs  # noqa: E402

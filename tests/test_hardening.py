@@ -132,7 +132,7 @@ def _npz_with_header(path: Path, shape, real_bytes: int = 64):
 def test_sparse_archive_declaring_37_gib_is_refused_before_allocating(tmp_path):
     f = tmp_path / "bomb.npz"
     _npz_with_header(f, (37 * 2**28,))                 # 37 GiB of float32 declared, 64 bytes present
-    code = ("import resource\nfrom explorer.core.deploy.sparse_archive import load_sparse_archive\n"
+    code = ("import resource\nfrom explorer.core.formats.sparse_archive import load_sparse_archive\n"
             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             f"try:\n    load_sparse_archive({str(f)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)\n"
             "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)")

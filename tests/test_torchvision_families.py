@@ -48,8 +48,8 @@ def test_every_granularity_and_exact_compaction(arch):
 
 
 def test_regnet_grouped_convolutions_lose_channels_evenly():
-    from explorer.core.deploy.compact import compact_checked, compaction_plan
     from explorer.core.model.metrics import param_count
+    from explorer.core.prune.compact import compact_checked, compaction_plan
 
     s = _open("regnet_x_400mf", 64)
     grouped = [n for n, m in s.module.named_modules() if isinstance(m, torch.nn.Conv2d) and 1 < m.groups < m.in_channels]

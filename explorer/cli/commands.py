@@ -210,7 +210,7 @@ def _plan_from_scan(session, args) -> None:
 def check_prune_flags(args) -> None:
     """The prune command's numeric flags, checked like a recipe's values (before any work starts)."""
     from explorer.core.checks import number
-    from explorer.core.prune.recipe import FINETUNE_LIMITS as L
+    from explorer.core.train.recipe_settings import FINETUNE_LIMITS as L
 
     number(args.finetune_epochs, "--finetune-epochs", 0, L["epochs"][1], integer=True)
     number(args.iterative_steps, "--iterative-steps", *L["steps"], integer=True)
@@ -230,7 +230,7 @@ def check_prune_flags(args) -> None:
 def cmd_prune(args) -> int:
     from explorer.core.deploy.bundle import run_prune
     from explorer.core.deploy.formats import parse_exports
-    from explorer.core.prune.recipe import finetune_from_recipe
+    from explorer.core.train.recipe_settings import finetune_from_recipe
 
     from .compress_args import model_from_recipe
 
@@ -285,7 +285,7 @@ def cmd_finetune(args) -> int:
     from explorer.core.checks import number
     from explorer.core.deploy.finetune_job import run_finetune_job
     from explorer.core.model.loading import parse_input_shape
-    from explorer.core.prune.recipe import FINETUNE_LIMITS
+    from explorer.core.train.recipe_settings import FINETUNE_LIMITS
 
     if args.epochs is not None:
         number(args.epochs, "--epochs", *FINETUNE_LIMITS["epochs"], integer=True)

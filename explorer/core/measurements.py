@@ -11,6 +11,7 @@ from typing import Generic, TypeVar
 
 from psygnal import Signal
 
+from .analyse.latency import LatencyComparison  # noqa: F401  (re-exported: the session's measurements hold one)
 from .prune.plan import Plan
 
 T = TypeVar("T")
@@ -21,25 +22,6 @@ class Measured(Generic[T]):
     value: T
     base_id: int        # the kept weights it was measured on (a WeightStore id)
     plan: Plan          # the plan it was measured on
-
-
-@dataclass(frozen=True)
-class LatencyComparison:
-    """Dense vs masked (vs compacted) latency on one input, runs interleaved."""
-
-    dense: object                 # analyse.latency.Latency
-    masked: object
-    compact: object | None
-    dense_macs: int
-    masked_macs: int
-    compact_macs: int | None
-    compact_params: int | None
-    batch: int
-    onnx: dict | None = None      # {"dense": Latency, "masked"/"compacted": Latency} under onnxruntime, if timed
-
-    @property
-    def best(self):
-        return self.compact or self.masked
 
 
 class Measurements:

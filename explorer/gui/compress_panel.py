@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from explorer.core.compress.kmeans import INIT_TIPS, INITS
 from explorer.core.compress.quantize import DEFAULT_BITS, DEFAULT_INDEX_BITS, MAX_BITS, QuantSettings, layer_kind
-from explorer.core.compress.relindex import MAX_INDEX_BITS
+from explorer.core.formats.relindex import MAX_INDEX_BITS
 from explorer.core.model.metrics import format_bytes
 
 from .compress_views import CentroidHistogram, ResultTable, WaterfallPlot

@@ -11,9 +11,9 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog
 
 from explorer.core.analyse.latency import latency_input
-from explorer.core.deploy.compact import compact_checked, compaction_plan, has_structure
 from explorer.core.deploy.formats import export_onnx, export_safetensors
 from explorer.core.jobs import Progress
+from explorer.core.prune.compact import compact_checked, compaction_plan, has_structure
 
 from .context import AppContext
 

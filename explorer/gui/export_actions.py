@@ -14,8 +14,8 @@ from PySide6.QtWidgets import QFileDialog
 from explorer.core.analyse.latency import latency_input
 from explorer.core.deploy import export
 from explorer.core.deploy.bundle import write_bundle
-from explorer.core.deploy.compact import channel_removals, compact_checked, has_structure
 from explorer.core.jobs import Progress
+from explorer.core.prune.compact import channel_removals, compact_checked, has_structure
 from explorer.core.prune.recipe import plan_to_recipe
 from explorer.core.train.metric import metric_of
 

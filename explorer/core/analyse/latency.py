@@ -177,3 +177,22 @@ def spread_note(lat: dict[str, "Latency"]) -> str | None:
     return (f"the latency of {', '.join(noisy)} varied by more than {SPREAD_LIMIT:.0%} of its median between runs "
             "(p10-p90), so the comparison is not meaningful: the machine was busy. Measure again with more "
             "--latency-runs on a quiet machine.")
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """Dense vs masked (vs compacted) latency on one input, runs interleaved."""
+
+    dense: object                 # Latency
+    masked: object
+    compact: object | None
+    dense_macs: int
+    masked_macs: int
+    compact_macs: int | None
+    compact_params: int | None
+    batch: int
+    onnx: dict | None = None      # {"dense": Latency, "masked"/"compacted": Latency} under onnxruntime, if timed
+
+    @property
+    def best(self):
+        return self.compact or self.masked

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..train.evaluate import logits_of
+from ..model.layers import logits_of
 
 VARIANT_PASS_BYTES = 4 * 2**20     # stack sparsities while the largest activation of a pass stays below this
 

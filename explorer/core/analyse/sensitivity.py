@@ -408,8 +408,8 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
 
 
 def _latency_point(session, members, lp, sparsity, variant, example, spec, cancel) -> float:
-    from ..deploy.compact import compact_model
     from ..device import on_device
+    from ..prune.compact import compact_model
     from .latency import measure_latency
 
     pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)

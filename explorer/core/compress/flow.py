@@ -19,6 +19,7 @@ from torch import nn
 from ..device import on_device
 from ..errors import ExplorerError
 from ..fileio import StagedFolder, atomic_write_json, bit_equal
+from ..formats.dcz import decode_archive
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
 from ..model.layers import load_state
@@ -133,7 +134,7 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
     seconds["huffman_encode"] = time.perf_counter() - t_enc
     seconds["encode"] = time.perf_counter() - t
     t = time.perf_counter()
-    decoded = dcz.decode_archive(archives["huffman"].data, "model.dcz").state
+    decoded = decode_archive(archives["huffman"].data, "model.dcz").state
     seconds["huffman_decode"] = time.perf_counter() - t
     for k, v in q_state.items():
         if not bit_equal(decoded[k], v):

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from ..errors import PlanError
+from ..formats.relindex import MAX_INDEX_BITS, filler_count
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 from ..model.layers import state_weight_key
 from .kmeans import check_init, kmeans_1d
-from .relindex import MAX_INDEX_BITS, filler_count
 
 MAX_BITS = 8
 KINDS = ("conv", "linear")

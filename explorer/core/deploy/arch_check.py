@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ExplorerError
 from ..model.metrics import param_count
-from .compact import COMPACT_RTOL, compact_checked, compaction_plan, relative_difference
+from ..prune.compact import COMPACT_RTOL, compact_checked, compaction_plan, relative_difference
 
 GRANULARITIES = ("element", "2:4", "vector", "kernel", "channel")
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)

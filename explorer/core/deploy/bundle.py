@@ -137,9 +137,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     from ..analyse.latency import latency_input, measure_latencies, spread_note
     from ..device import on_device
     from ..model.metrics import Totals
-    from ..train.distributed import Runtime
-    from ..train.finetune import finetune
-    from .compact import (
+    from ..prune.compact import (
         COMPACT_RTOL,
         compact_checked,
         compaction_plan,
@@ -147,6 +145,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         max_output_difference,
         relative_difference,
     )
+    from ..train.distributed import Runtime
+    from ..train.finetune import finetune
     from .report import build_report, compact_block, counts_from_state
 
     out_dir = Path(out_dir)

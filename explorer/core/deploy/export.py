@@ -41,7 +41,8 @@ def export_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Path:
 
 
 def export_sparse_archive(state: dict[str, torch.Tensor], prunable: list[str], meta: dict, path: Path) -> Path:
-    from .sparse_archive import load_sparse_archive, write_sparse_archive
+    from ..formats.sparse_archive import load_sparse_archive
+    from .sparse_archive import write_sparse_archive
 
     return atomic_write(Path(path), lambda tmp: write_sparse_archive(Path(tmp), state, prunable, meta),
                          lambda tmp: _check_equal(state, load_sparse_archive(tmp), f"sparse archive {Path(path).name}"))

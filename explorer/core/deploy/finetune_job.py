@@ -43,7 +43,7 @@ def apply_recipe(session, d: dict, log: Log = _quiet, calibration_given: bool = 
 
 def finetune_config_for(session, recorded: dict | None, epochs: int | None):
     """The recipe's recorded fine-tuning, else the model's defaults (3 epochs, one-shot); ``epochs`` overrides."""
-    from ..prune.recipe import finetune_from_recipe
+    from ..train.recipe_settings import finetune_from_recipe
     from ..train.settings import finetune_settings
 
     return finetune_settings(session.profile, finetune_from_recipe(recorded) if recorded else None,

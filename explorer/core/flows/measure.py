@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import time
 
-from ..analyse.latency import latency_input, measure_latencies
-from ..deploy.compact import channel_removals, compact_checked, has_structure
+from ..analyse.latency import LatencyComparison, latency_input, measure_latencies
 from ..jobs import CancelToken, Progress, ProgressFn
-from ..measurements import LatencyComparison
+from ..prune.compact import channel_removals, compact_checked, has_structure
 from ..train.evaluate import EvalResult, evaluate
 from .snapshot import Snapshot
 
@@ -54,7 +53,7 @@ def measure_latency(snap: Snapshot, batch: int = 1, runs: int = 30, threads: int
         compact_params = sum(p.numel() for p in models["compact"].parameters())
     if with_onnx:
         from ..analyse.latency import torch_threads
-        from ..analyse.onnx_latency import onnx_runner
+        from ..deploy.onnx_latency import onnx_runner
 
         best = "compact" if "compact" in models else "masked"
         progress(Progress(None, "exporting to ONNX for onnxruntime"))

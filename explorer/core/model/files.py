@@ -174,10 +174,10 @@ def read_state_dict(path: str | Path, trust: bool = False) -> dict[str, torch.Te
     if path.suffix == ".safetensors" or is_safetensors(path):
         return load_safetensors(path)
     if path.suffix == ".npz":
-        from ..deploy.sparse_archive import load_sparse_archive
+        from ..formats.sparse_archive import load_sparse_archive
         return load_sparse_archive(path)
     if path.suffix == ".dcz":
-        from ..compress.dcz import load_dcz
+        from ..formats.dcz import load_dcz
         return load_dcz(path)
     if is_torchscript(path):
         return load_torchscript(path, trust).state_dict()

@@ -349,6 +349,16 @@ def _tied(refs: list[WeightRef], module: nn.Module) -> dict[str, str]:
     return out
 
 
+def logits_of(out) -> torch.Tensor:
+    """The class (or next-token) scores of a model's output: the first of a tuple, a transformers output's
+    ``logits``, or the tensor itself."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if hasattr(out, "logits"):
+        out = out.logits
+    return out
+
+
 def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torch.Tensor | None = None) -> ModelProfile:
     """Run one forward pass (batch 1) and return the prunable layers with their MACs.
 
@@ -381,10 +391,7 @@ def profile_model(module: nn.Module, input_shape: tuple[int, ...], example: torc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
         module.train(was_training)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if hasattr(out, "logits"):
-        out = out.logits
+    out = logits_of(out)
     if not isinstance(out, torch.Tensor):
         raise ExplorerError(f"The model returned a {type(out).__name__}, not a tensor of class scores.")
     layers: list[LayerInfo] = []

@@ -11,9 +11,9 @@ import torch
 
 from ..errors import ExplorerError, ShapeMismatchError
 from ..finite import all_finite
-from ..prune.groups import ChannelGroups, channel_groups
 from . import data as data_mod
 from . import zoo
+from .groups import ChannelGroups, channel_groups
 from .layers import ModelProfile, profile_model
 
 

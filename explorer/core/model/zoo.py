@@ -300,10 +300,10 @@ def _from_file(spec: str, path: Path, arch: str | None, trust: bool) -> LoadedMo
                              "Open a state_dict (torch.save(model.state_dict(), f)) with --arch, or a TorchScript "
                              "archive with --trust.")
     if not arch and path.suffix == ".npz":
-        from ..deploy.sparse_archive import read_meta
+        from ..formats.sparse_archive import read_meta
         arch = read_meta(path).get("arch")
     if not arch and path.suffix == ".dcz":
-        from ..compress.dcz import read_dcz_meta
+        from ..formats.dcz import read_dcz_meta
         arch = read_dcz_meta(path).get("arch")
     arch = arch or guess_arch(sd)
     if not arch:

@@ -29,7 +29,7 @@ from torch import nn
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 from ..model.data import DatasetBundle
-from ..train.evaluate import logits_of
+from ..model.layers import logits_of
 
 DEFAULT_CALIBRATION_SAMPLES = 128
 MAX_CALIBRATION_SAMPLES = 100_000

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..model.data import DatasetBundle
-from ..train.evaluate import logits_of
+from ..model.layers import logits_of
 
 
 def compute_gradients(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], seed: int = 0,

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from ..errors import PlanError
+from ..model.groups import ChannelGroup
 from ..model.layers import LayerInfo
-from .groups import ChannelGroup
 
 MANUAL = "manual"
 RECIPE_KEYS = {"channel": "channels", "kernel": "kernels", "element": "weights"}

@@ -28,12 +28,12 @@ import torch
 
 from ..errors import PlanError
 from ..finite import count_nonfinite
+from ..model.groups import ChannelGroup
 from ..model.layers import LayerInfo
 from ..model.metrics import LayerCounts
 from .criteria import ScoreContext, get_criterion
 from .display import DisplaySample
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
-from .groups import ChannelGroup
 from .manual import manual_scores
 from .ranking import Ranking, pruned_units, rank_balanced, rank_nm, rank_rows, rank_scores
 

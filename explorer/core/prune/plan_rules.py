@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 from ..errors import PlanError
+from ..model.groups import ChannelGroup
 from ..model.layers import LayerInfo
 from .granularity import Channel
-from .groups import ChannelGroup
 from .plan import LayerPlan, Plan
 
 

@@ -12,6 +12,7 @@ from ..device import module_device
 from ..errors import DatasetError, ExplorerError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 from ..model.data import DatasetBundle
+from ..model.layers import logits_of
 
 if TYPE_CHECKING:
     from .distributed import Runtime
@@ -30,14 +31,6 @@ class EvalResult:
         if self.perplexity is not None:
             d["perplexity"] = self.perplexity
         return d
-
-
-def logits_of(out) -> torch.Tensor:
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if hasattr(out, "logits"):
-        out = out.logits
-    return out
 
 
 def is_sequence(out: torch.Tensor, y: torch.Tensor | None) -> bool:

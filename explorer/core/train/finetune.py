@@ -27,12 +27,12 @@ from torch import nn
 from ..errors import ExplorerError, PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
-from ..model.layers import load_state, weight_key
+from ..model.layers import load_state, logits_of, weight_key
 from ..prune.plan import Plan
 from . import evaluate as _evaluate_mod
 from .checkpoint import LoopState, job_identity, load_loop_state, save_loop_state
 from .distributed import Runtime, digest, kill_after
-from .evaluate import evaluate, logits_of, loss_of
+from .evaluate import evaluate, loss_of
 from .masking import MaskEnforcer, sparsity_of  # noqa: F401  (re-exported: the fine-tuning API)
 from .records import EpochRecord, Snapshot
 from .schedules import AGP_END, AGP_UPDATES, SPACINGS, agp_fraction, agp_timetable, iterative_plans, lr_phases, plan_at

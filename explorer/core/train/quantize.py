@@ -24,8 +24,8 @@ from torch import nn
 from ..errors import ExplorerError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
-from ..model.layers import weight_key
-from .evaluate import evaluate, logits_of
+from ..model.layers import logits_of, weight_key
+from .evaluate import evaluate
 from .finetune import EpochRecord, FinetuneConfig
 
 DEFAULT_CONFIG = FinetuneConfig(epochs=3, lr=1e-3, optimizer="adam", weight_decay=0.0, batch_size=32)

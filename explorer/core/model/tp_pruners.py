@@ -8,7 +8,7 @@
 
 Torch-Pruning's reshape analysis divides by a channel count it infers as 0 on a channel shuffle
 (ShuffleNet); such a reshape is left without an index mapping instead of failing the whole graph. The
-coupling it then assumes may be wrong, which compaction's output check catches (``deploy.compact``).
+coupling it then assumes may be wrong, which compaction's output check catches (``prune.compact``).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from ..model.layers import is_conv1d_transposed
+from .layers import is_conv1d_transposed
 
 
 class UnbalancedGroups(ValueError):

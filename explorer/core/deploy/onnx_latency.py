@@ -1,7 +1,7 @@
 """Timing onnxruntime next to PyTorch: the runtime many people deploy with.
 
-:func:`onnx_runner` exports a model to ONNX (``deploy.formats``: checked against PyTorch within 1e-4) and
-wraps an onnxruntime session as a module, so ``latency.measure_latencies`` times it interleaved with the
+:func:`onnx_runner` exports a model to ONNX (``formats``: checked against PyTorch within 1e-4) and
+wraps an onnxruntime session as a module, so ``analyse.latency.measure_latencies`` times it interleaved with the
 PyTorch models, on the same input and the same number of threads.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ class OnnxRunner(nn.Module):
 def onnx_runner(module: nn.Module, example: torch.Tensor, threads: int | None = None) -> OnnxRunner:
     """``module`` exported to ONNX (and checked), in an onnxruntime session with ``threads`` intra-op threads
     (default: torch's current number, so both runtimes get the same)."""
-    from ..deploy.formats import export_onnx, onnx_session
+    from .formats import export_onnx, onnx_session
 
     with tempfile.TemporaryDirectory(prefix="explorer-onnx-") as d:
         path = export_onnx(module, example, Path(d) / "model.onnx")

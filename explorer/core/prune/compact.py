@@ -22,8 +22,8 @@ from torch import nn
 from ..errors import ExplorerError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.layers import load_state
-from ..prune.granularity import Channel
-from ..prune.tp_pruners import UnbalancedGroups, build_dependency_graph
+from ..model.tp_pruners import UnbalancedGroups, build_dependency_graph
+from .granularity import Channel
 
 
 def channel_removals(source, plan) -> dict[str, list[int]]:
