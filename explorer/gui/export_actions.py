@@ -64,8 +64,9 @@ class ExportActions:
 
     def checkpoint(self, path: str):
         s = self.session
+        like = s.module     # its module versions go into the checkpoint's metadata
         return self._export_job("Exporting checkpoint", "checkpoint",
-                                lambda plan, p, c: export.export_checkpoint(s.masked_state(plan), Path(path)))
+                                lambda plan, p, c: export.export_checkpoint(s.masked_state(plan), Path(path), like))
 
     def recipe(self, path: str):
         try:
@@ -122,6 +123,7 @@ class ExportActions:
             self.ctx.report_error(e)
             return None
         recipe, meta = self._recipe(), self._archive_meta()
+        like = s.module     # its module versions go into model.pt's metadata
         m = s.measurements
         metric = metric_of(s.dataset)        # accuracy, or a language model's perplexity
         fresh_acc = metric.value(m.current.value) if s.is_fresh(m.current) else None
@@ -141,7 +143,7 @@ class ExportActions:
                                   metric=metric.name)
             progress(Progress(0.6, "writing the results folder"))
             write_bundle(folder, state, recipe, report, s.layer_names, archive_meta=meta, compacted=compacted,
-                         example=example)
+                         example=example, like=like)
             return folder
 
         return self._export_job("Exporting everything", "everything", work)

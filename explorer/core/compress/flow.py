@@ -161,14 +161,16 @@ def compress_recipe(session, plan: Plan, settings: QuantSettings, finetune_cfg: 
                           extra={"finetune": asdict(finetune_cfg) if finetune_cfg else None, "quantize": quant})
 
 
-def write_compress_folder(out_dir: str | Path, result: CompressResult, recipe: dict) -> dict[str, str]:
-    """model.dcz, model.pt, recipe.json and compression.json, written as one folder (each checked)."""
+def write_compress_folder(out_dir: str | Path, result: CompressResult, recipe: dict,
+                          like: nn.Module | None = None) -> dict[str, str]:
+    """model.dcz, model.pt, recipe.json and compression.json, written as one folder (each checked); model.pt keeps
+    the state_dict's metadata (module versions) of ``like``, a module of the model's architecture."""
     from ..deploy import export
 
     out = Path(out_dir)
     with StagedFolder(out) as stage:
         dcz.write_archive(stage / "model.dcz", result.archive, result.state)
-        export.export_checkpoint(result.state, stage / "model.pt")
+        export.export_checkpoint(result.state, stage / "model.pt", like=like)
         export.export_recipe(recipe, stage / "recipe.json")
         atomic_write_json(stage / "compression.json", result.to_json())
     return {n: str(out / n) for n in ("model.dcz", "model.pt", "recipe.json", "compression.json")}
@@ -221,5 +223,5 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
                             cancel, log, device=device)
     result.seconds["prune"] = prune_s
     recipe = compress_recipe(session, plan, settings, finetune_cfg, quantize_cfg)
-    files = write_compress_folder(out_dir, result, recipe)
+    files = write_compress_folder(out_dir, result, recipe, like=module)
     return result, files
