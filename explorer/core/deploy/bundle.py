@@ -204,7 +204,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                   "state_digests": result.state_digests,
                   "history": [r.as_dict() for r in result.history]}
         for r in result.history:
-            val = r.val_accuracy if quality.name == "accuracy" else getattr(r, "val_perplexity", None)
+            val = getattr(r, f"val_{quality.name}", None)
             log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val {quality.name} {quality.format(val)}, "
                 f"sparsity {r.sparsity:.1%}")
         session.adopt(result.state, result.plan, "fine-tuned")

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..model.data import DatasetBundle
-from ..train.evaluate import logits_of
+from ..train.evaluate import logits_of, loss_of
 
 
 def compute_gradients(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], seed: int = 0,
@@ -25,7 +25,8 @@ def compute_gradients(module: nn.Module, dataset: DatasetBundle, layer_names: li
         if i >= batches:
             break
         out = logits_of(module(x))
-        loss = loss_fn(out[:, :classes] if classes and out.shape[1] > classes else out, y)
+        loss = loss_of(out, y) if y.is_floating_point() else \
+            loss_fn(out[:, :classes] if classes and out.shape[1] > classes else out, y)
         gs = torch.autograd.grad(loss, params, allow_unused=True)
         for acc, g in zip(grads, gs):
             if g is not None:
