@@ -192,6 +192,30 @@ def test_regression_head_measures_mean_squared_error_end_to_end(tmp_path, tab):
     assert rep["dense"]["mse"] == pytest.approx(dense.mse) and rep["pruned"]["mse"] > 0
 
 
+def test_regression_search_and_compress(tmp_path, tab):
+    from explorer.core.analyse.search import search_allocation
+    from explorer.core.analyse.sensitivity import ScanSpec, scan
+    from explorer.core.compress.flow import run_compress
+    from explorer.core.compress.quantize import QuantSettings
+    from explorer.core.train.finetune import FinetuneConfig
+
+    x, _, r = tab
+    net = tm.train(tm.RegressionHead(), x[:400], r[:400], steps=200)
+    torch.save({"x": x, "y": r}, tmp_path / "reg.pt")
+    s = _user(tmp_path, "RegressionHead", net, f"tensors:{tmp_path / 'reg.pt'}")
+    found = search_allocation(s, scan(s, ScanSpec(sparsities=[0.3, 0.6, 0.9])), max_drop=1e6,
+                              cfg=FinetuneConfig(epochs=1, batch_size=64), targets=[0.6, 0.3])
+    assert found.sparsity > 0.5 and found.val_accuracy > 0 and found.test_accuracy > 0     # mse values
+    s.set_uniform(s.layer_names, 0.5)
+    result, files = run_compress(s, QuantSettings.build(s.layers, bits=4), tmp_path / "c",
+                                 quantize_cfg=FinetuneConfig(epochs=1, batch_size=64, lr=1e-3, optimizer="adam"))
+    comp = json.loads(Path(files["compression.json"]).read_text())
+    assert comp["metric"] == "mse"
+    for stage in comp["stages"]:
+        assert stage["accuracy"] is None and stage["mse"] > 0
+    assert result.history[0].val_mse is not None
+
+
 def test_tabular_mlp_through_the_cli(tmp_path, tab):
     x, y, _ = tab
     net = tm.train(tm.TabularMLP(), x[:400], y[:400], steps=150)

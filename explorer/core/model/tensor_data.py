@@ -246,3 +246,6 @@ def check_fits_model(ds, output_shape: tuple[int, ...] | None, model_name: str) 
         raise DatasetError(f"{model_name} outputs {out} per sample, not one score per class, so it cannot be "
                            "measured by the integer labels in y.", "Save float targets of the output's shape for "
                            "regression, or open a classifier.")
+    elif ds.num_classes and out[0] < ds.num_classes:
+        raise DatasetError(f"{model_name} outputs {out[0]} classes but {ds.spec} has {ds.num_classes} "
+                           f"(labels 0..{ds.num_classes - 1}).", "Choose a model trained for this data.")
