@@ -132,8 +132,8 @@ def test_conv1d_classifier_prunes_evaluates_finetunes_and_scans(tmp_path):
     from explorer.core.deploy.bundle import run_prune
     from explorer.core.train.finetune import FinetuneConfig
 
-    x, y = tm.signals(600)
-    net = tm.train(tm.Conv1dNet(), x[:480], y[:480], steps=120)
+    x, y = tm.signals(300)
+    net = tm.train(tm.Conv1dNet(), x[:200], y[:200], steps=60, lr=0.02)
     torch.save({"x": x, "y": y}, tmp_path / "signals.pt")
     s = _user(tmp_path, "Conv1dNet", net, f"tensors:{tmp_path / 'signals.pt'}")
     assert s.require().input_shape == (1, tm.SIGNAL) and s.dataset.metric == "accuracy"
