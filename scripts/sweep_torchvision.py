@@ -7,7 +7,10 @@ Each architecture runs in a subprocess of its own (random weights, norms randomi
 inputs where the architecture allows), through ``explorer.core.deploy.arch_check.check_session``:
 element, 2:4, vector, kernel and channel masks on every layer each fits (the counts the engine reports
 must match the zeros in the weights, and the masked model must run), then channel compaction whose
-output must equal the masked model's (relative error <= 1e-4) with fewer parameters. Results go to
+output must equal the masked model's (relative error <= 1e-4) with fewer parameters; last, the prune flow's
+model.pt (element masks on every layer) must load with ``torch.load(weights_only=True)`` into a fresh
+``torchvision.models.get_model(arch)`` with ``load_state_dict(strict=True)`` and give the masked model's outputs
+(``check_reload``). Results go to
 docs/torchvision_sweep.json (one entry per architecture, merged with earlier runs) and the table in
 docs/torchvision_sweep.md.
 """
@@ -47,7 +50,9 @@ def run_one(arch: str) -> dict:
     size = size_of(arch)
     s = Session.open(f"torchvision:{arch}", "synthetic", input_shape=(3, size, size))
     opened = time.perf_counter() - t0
-    r = check_session(s).as_dict()
+    from torchvision.models import get_model
+
+    r = check_session(s, factory=lambda: get_model(arch)).as_dict()
     r["open_seconds"] = opened
     r["seconds"] = time.perf_counter() - t0
     r["groups_traced"] = s.require().groups.traced
@@ -71,13 +76,13 @@ def _cell(ok: bool | None, text: str = "") -> str:
 
 def table(results: dict[str, dict]) -> str:
     head = ("| architecture | input | prunable layers | element ok | 2:4 ok | vector ok | kernel ok | channel ok | "
-            "compaction exact | params dense → compact | time (s) |\n"
-            "|---|---|---:|---|---|---|---|---|---|---|---:|\n")
+            "compaction exact | model.pt loads strictly | params dense → compact | time (s) |\n"
+            "|---|---|---:|---|---|---|---|---|---|---|---|---:|\n")
     rows = []
     for arch in sorted(results):
         r = results[arch]
         if "error" in r:
-            rows.append(f"| {arch} | | | **not run**: {r['error']} | | | | | | | {r.get('seconds', 0):.0f} |")
+            rows.append(f"| {arch} | | | **not run**: {r['error']} | | | | | | | | {r.get('seconds', 0):.0f} |")
             continue
         g = r["granularities"]
 
@@ -97,8 +102,11 @@ def table(results: dict[str, dict]) -> str:
             comp = _cell(c["ok"], text)
             params = f"{c['params_before'] / 1e6:.2f}M → {c['params_after'] / 1e6:.2f}M" if c["params_before"] else ""
         shape = "×".join(str(v) for v in r["input_shape"][1:])
+        rl = r.get("reload")     # absent in results of sweeps before the column
+        reload = "–" if rl is None else _cell(rl["ok"], f"max diff {rl['max_difference']:.1e}"
+                                               if rl["ok"] else (rl.get("error") or "")[:80])
         rows.append(f"| {arch} | {shape} | {r['layers']} | {gc('element')} | {gc('2:4')} | {gc('vector')} | "
-                    f"{gc('kernel')} | {gc('channel')} | {comp} | {params} | {r['seconds']:.0f} |")
+                    f"{gc('kernel')} | {gc('channel')} | {comp} | {reload} | {params} | {r['seconds']:.0f} |")
     return head + "\n".join(rows) + "\n"
 
 
@@ -134,6 +142,7 @@ def write_docs(results: dict[str, dict], total_s: float | None, out_md: Path) ->
     ok = [a for a, r in results.items() if "error" not in r]
     masks_ok = [a for a in ok if all(c["ok"] for c in results[a]["granularities"].values())]
     comp_ok = [a for a in ok if (results[a].get("compact") or {}).get("ok")]
+    reload_ok = [a for a in ok if (results[a].get("reload") or {}).get("ok")]
     seconds = sum(r.get("seconds", 0) for r in results.values())
     text = (
         "# Every torchvision classification architecture\n\n"
@@ -144,9 +153,11 @@ def write_docs(results: dict[str, dict], total_s: float | None, out_md: Path) ->
         "Torch-Pruning: the compacted model's output must equal the masked model's (relative error <= 1e-4) "
         "with fewer parameters. A granularity that does not fit a layer (kernel on a Linear, 2:4 on an input "
         "width not divisible by 4, channel on the output layer) leaves that layer dense, with the reason; "
-        "'n/m layers' counts the layers it was planned on.\n\n"
+        "'n/m layers' counts the layers it was planned on. Last, the prune flow's model.pt must load with "
+        "`torch.load(weights_only=True)` into a fresh `torchvision.models.get_model(arch)` with "
+        "`load_state_dict(strict=True)` and give the masked model's outputs.\n\n"
         f"**{len(results)} architectures; masks at every granularity ok: {len(masks_ok)}; compaction exact: "
-        f"{len(comp_ok)}.** Sum of the per-architecture times: {seconds / 60:.1f} min"
+        f"{len(comp_ok)}; model.pt loads strictly into a fresh instance: {len(reload_ok)}.** Sum of the per-architecture times: {seconds / 60:.1f} min"
         + (f"; the whole sweep took {total_s / 60:.1f} min wall-clock" if total_s else "")
         + " on this machine's CPU (2 cores shared with other work).\n\n"
         + table(results) + reasons(results))
@@ -184,7 +195,8 @@ def main() -> int:
         tmp.unlink(missing_ok=True)
         r.setdefault("seconds", time.perf_counter() - t)
         results[arch] = r
-        status = r.get("error") or ("compact " + ("ok" if (r.get("compact") or {}).get("ok") else "NO"))
+        status = r.get("error") or ("compact " + ("ok" if (r.get("compact") or {}).get("ok") else "NO")
+                                    + ", model.pt " + ("ok" if (r.get("reload") or {}).get("ok") else "NO"))
         print(f"{arch}: {r['seconds']:.0f} s, {status}", flush=True)
         out_json.write_text(json.dumps(results, indent=1))
         write_docs(results, None, out_md)

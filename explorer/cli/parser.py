@@ -30,7 +30,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "archive; TorchScript or a whole pickled module only with --trust)")
     p.add_argument("--dataset", "-d", default=None,
                    help="dataset spec: digits, mnist:ROOT, fashion-mnist:ROOT, cifar10:ROOT, cifar100:ROOT, "
-                        "imagefolder:DIR, synthetic, text:FILE (language models) (default: digits for the digits "
+                        "imagefolder:DIR, synthetic, text:FILE (language models), tensors:PATH (your own x/y arrays: .npz, "
+                        ".safetensors, .pt or a folder of train/val/test files) (default: digits for the digits "
                         "models, else synthetic)")
     p.add_argument("--weights", default=None,
                    help="state_dict file (.pt or .safetensors) to load into a built-in, torchvision, timm or your own "

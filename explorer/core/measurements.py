@@ -40,11 +40,12 @@ class Measurements:
     def record_compression(self, result, base_id: int, plan: Plan, test_samples: int) -> float | None:
         """A Deep Compression result (compress.flow.CompressResult) of the kept weights ``base_id``: it is also the
         current model's test accuracy, and the dense one if that was not measured yet. Returns the accuracy."""
-        from .train.evaluate import EvalResult
+        from .train.metric import ACCURACY, METRICS
 
-        acc, dense = result.stage("huffman")["accuracy"], result.stage("dense")["accuracy"]
+        m = METRICS.get(getattr(result, "metric", "accuracy"), ACCURACY)   # or perplexity / mean squared error
+        acc, dense = result.stage("huffman").get(m.name), result.stage("dense").get(m.name)
         if self.dense is None and dense is not None:
-            self.dense = EvalResult("test", test_samples, dense, None)
-        self.current = None if acc is None else Measured(EvalResult("test", test_samples, acc, None), base_id, plan)
+            self.dense = m.result("test", test_samples, dense)
+        self.current = None if acc is None else Measured(m.result("test", test_samples, acc), base_id, plan)
         self.compression = Measured(result, base_id, plan)
         return acc

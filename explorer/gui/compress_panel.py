@@ -31,6 +31,7 @@ from explorer.core.compress.kmeans import INIT_TIPS, INITS
 from explorer.core.compress.quantize import DEFAULT_BITS, DEFAULT_INDEX_BITS, MAX_BITS, QuantSettings, layer_kind
 from explorer.core.formats.relindex import MAX_INDEX_BITS
 from explorer.core.model.metrics import format_bytes
+from explorer.core.train.metric import metric_of
 
 from .compress_views import CentroidHistogram, ResultTable, WaterfallPlot
 from .context import AppContext
@@ -249,9 +250,10 @@ class CompressPanel(QWidget):
 
             state = snap.masked_state()
             ds = snap.dataset
-            dense = dense_m.accuracy if dense_m is not None else None
+            metric = metric_of(ds)        # accuracy, or perplexity / mean squared error
+            dense = metric.value(dense_m)
             if dense is None and ds.has_labels and ds.size("test"):
-                dense = evaluate(snap.job_model(snap.original), ds, "test", cancel=cancel).accuracy
+                dense = metric.value(evaluate(snap.job_model(snap.original), ds, "test", cancel=cancel))
             result = compress_state(snap.model_copy(state), ds, state, settings, meta, qcfg,
                                     {"dense": dense}, state_bytes(snap.original), progress, cancel,
                                     device=snap.device)
@@ -267,9 +269,10 @@ class CompressPanel(QWidget):
             self.result, self.hists = out
             s.adopt_compression(self.result, plan)
             h = self.result.stage("huffman")
-            acc = h["accuracy"]
+            metric = metric_of(s.dataset)
+            acc = h.get(metric.name)
             self.status.setText(f"model.dcz: {format_bytes(h['size_bytes'])}, {h['ratio']:.1f}× smaller than dense"
-                                + (f"; test accuracy {acc:.2f}%" if acc is not None else "")
+                                + (f"; test {metric.name} {metric.format(acc)}" if acc is not None else "")
                                 + ". The quantized weights are now the model's (Reset returns to dense).")
 
         def failed(e):

@@ -77,8 +77,9 @@ class WaterfallPlot(pg.PlotWidget):
         self.saved.setOpts(x=x, height=np.maximum(0, np.array(prev) - logs), y0=np.array(logs))
         for t, s, y in zip(self.labels, stages, logs):
             acc = s["accuracy"]
+            other = s.get("mse", s.get("perplexity"))       # a regression's or language model's value
             t.setText(f"{short_bytes(s['size_bytes'])}\n{s['ratio']:.1f}×\n"
-                      + ("—" if acc is None else f"{acc:.1f}%"))
+                      + (f"{acc:.1f}%" if acc is not None else "—" if other is None else f"{other:.3g}"))
             t.setPos(stages.index(s), y)
         marks = [m * 1024 ** u for u in range(4) for m in (1, 10, 100)]
         ticks = [(math.log10(v), short_bytes(v)) for v in marks if base <= math.log10(v) <= top]

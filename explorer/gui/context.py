@@ -48,7 +48,7 @@ class AppContext:
         if ds.has_labels:
             return True
         self.show_error("No labels", f"{what} needs labels; the dataset {ds.spec} has none. Choose a labelled "
-                                     "dataset (digits, mnist:…, cifar10:…, imagefolder:…).")
+                                     "dataset (digits, mnist:…, cifar10:…, imagefolder:…, tensors:…).")
         return False
 
     def start_job(self, title: str, fn, **handlers) -> bool:

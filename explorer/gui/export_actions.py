@@ -66,8 +66,9 @@ class ExportActions:
                                    on_done=lambda r: self._done(what, r, snap.plan))
 
     def checkpoint(self, path: str):
-        return self._export_job("Exporting checkpoint", "checkpoint",
-                                lambda snap, p, c: export.export_checkpoint(snap.masked_state(), Path(path)))
+        return self._export_job("Exporting checkpoint", "checkpoint",      # with the module versions (metadata)
+                                lambda snap, p, c: export.export_checkpoint(snap.masked_state(), Path(path),
+                                                                            snap.module))
 
     def recipe(self, path: str):
         try:
@@ -143,7 +144,7 @@ class ExportActions:
                                   metric=metric.name)
             progress(Progress(0.6, "writing the results folder"))
             write_bundle(folder, state, recipe, report, snap.layer_names, archive_meta=meta, compacted=compacted,
-                         example=example)
+                         example=example, like=snap.module)
             return folder
 
         return self._export_job("Exporting everything", "everything", work)

@@ -50,7 +50,8 @@ class RunTrace:
         if r.step_sparsity is not None and abs(100.0 * r.step_sparsity - prev_s) > 1e-9:   # pruned, then trained
             self.sparsity.append((x0, 100.0 * r.step_sparsity))
             self.markers.append((x0, 100.0 * r.step_sparsity))
-        val = r.val_accuracy if r.val_accuracy is not None else getattr(r, "val_perplexity", None)
+        val = r.val_accuracy if r.val_accuracy is not None else (
+            r.val_perplexity if getattr(r, "val_perplexity", None) is not None else getattr(r, "val_mse", None))
         if val is not None:             # a language model's curve is its validation perplexity
             self.acc.append((x1, val))
         if abs(self.sparsity[-1][1] - s1) > 1e-9:                       # gradual (AGP) within the epoch

@@ -249,7 +249,7 @@ class FinetunePanel(QWidget):
         self.schedule_chart.set_dense(metric.value(dense))
 
         def val_of(r):
-            return r.val_accuracy if metric.higher_is_better else getattr(r, "val_perplexity", None)
+            return getattr(r, f"val_{metric.name}", None)     # accuracy, perplexity or mse
 
         def work(progress, cancel):
             return finetune_flow.run_measured(snap, cfg, progress, cancel, partial, need_dense_val=dense_val is None)

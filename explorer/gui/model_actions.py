@@ -19,7 +19,7 @@ from .dialogs import OpenModelDialog, ask_folder, ask_model_file
 
 MAX_RECENT = 8
 DATASET_CHOICES = ["digits", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…", "imagefolder:…",
-                   "text:…"]
+                   "text:…", "tensors:…"]
 POPULAR_TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "vgg16", "vgg11_bn",
                        "efficientnet_b0", "densenet121", "squeezenet1_1", "alexnet", "vit_b_16"]
 
@@ -93,6 +93,12 @@ class ModelActions:
             if kind == "text":      # a language model's UTF-8 text file, not a folder
                 from PySide6.QtWidgets import QFileDialog
                 folder, _ = QFileDialog.getOpenFileName(self.parent, "UTF-8 text file", "", "Text (*.txt);;All (*)")
+            elif kind == "tensors":     # your own arrays: one file with x and y (a folder of train/val/test: type it)
+                from PySide6.QtWidgets import QFileDialog
+                folder, _ = QFileDialog.getOpenFileName(self.parent, "Arrays x and y (or train.* in a folder)", "",
+                                                        "Arrays (*.npz *.safetensors *.pt);;All (*)")
+                if folder and Path(folder).stem in ("train", "val", "test"):
+                    folder = str(Path(folder).parent)      # a split file: the folder of the three
             else:
                 folder = ask_folder(self.parent, f"Folder of {kind}")
             if not folder:

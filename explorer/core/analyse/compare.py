@@ -25,6 +25,7 @@ from ..prune.criteria import get_criterion
 from ..prune.granularity import get_granularity
 from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
+from ..train.metric import metric_of
 from .sensitivity import parse_sparsities
 
 DEFAULT_CRITERIA = ("l1", "taylor", "hessian", "wanda")
@@ -57,10 +58,11 @@ class CompareResult:
     layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)   # criterion -> seconds for its one-shot points
+    metric: str = "accuracy"     # what the "accuracy" lists hold: accuracy, or perplexity / mse (lower is better)
 
     def to_json(self) -> dict:
-        """Exactly the keys of the compare JSON."""
-        return {"model": self.model, "dataset": self.dataset, "granularity": self.granularity, "split": self.split,
+        """Exactly the keys of the compare JSON (plus ``"metric"`` when it is not accuracy)."""
+        return {**({"metric": self.metric} if self.metric != "accuracy" else {}), "model": self.model, "dataset": self.dataset, "granularity": self.granularity, "split": self.split,
                 "sparsities": list(self.sparsities),
                 "criteria": [{"name": c["name"], "accuracy": list(c["accuracy"]),
                               "accuracy_finetuned": None if c["accuracy_finetuned"] is None
@@ -136,7 +138,9 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
                            sparsities=sparsities, criteria=[], reconstruct=reconstruct,
                            calibration_samples=session.calibration_samples,
                            finetune_epochs=finetune.epochs if finetune else 0, layers=names, notes=notes)
-    result.dense_accuracy = evaluate(copy_with(session.base_state()), ds, split, cancel=cancel).accuracy
+    q = metric_of(ds)          # accuracy, perplexity or mean squared error
+    result.metric = q.name
+    result.dense_accuracy = q.value(evaluate(copy_with(session.base_state()), ds, split, cancel=cancel))
     per_point = 1 + (1 if reconstruct else 0) + (finetune.epochs * 3 if finetune else 0)
     total = len(criteria) * len(sparsities) * per_point
     done = 0
@@ -159,11 +163,11 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
                 note(f"{c} at {s:.0%}: reconstructing")
                 state = reconstruct_plan(session, plan, cancel=cancel).state
                 done += 1
-            acc = evaluate(copy_with(state), ds, split, cancel=cancel).accuracy
+            acc = q.value(evaluate(copy_with(state), ds, split, cancel=cancel))
             spent += time.perf_counter() - t1
             done += 1
             entry["accuracy"].append(acc)
-            note(f"{c} at {s:.0%}: {acc:.2f}% one-shot", ComparePoint(c, i, s, acc, False))
+            note(f"{c} at {s:.0%}: {q.format(acc)} one-shot", ComparePoint(c, i, s, acc, False))
             if finetune:
                 start = done
 
@@ -176,9 +180,9 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
                                   runtime=Runtime(device=device))
                 done = start + finetune.epochs * 3
                 m = copy_with(ft.state)
-                acc_ft = evaluate(m, ds, split, cancel=cancel).accuracy
+                acc_ft = q.value(evaluate(m, ds, split, cancel=cancel))
                 entry["accuracy_finetuned"].append(acc_ft)
-                note(f"{c} at {s:.0%}: {acc_ft:.2f}% fine-tuned", ComparePoint(c, i, s, acc_ft, True))
+                note(f"{c} at {s:.0%}: {q.format(acc_ft)} fine-tuned", ComparePoint(c, i, s, acc_ft, True))
         result.seconds[c] = spent
     return result
 

@@ -27,6 +27,7 @@ from ..prune.plan import Plan
 from ..prune.recipe import plan_to_recipe
 from ..train.evaluate import evaluate
 from ..train.finetune import EpochRecord, FinetuneConfig
+from ..train.metric import metric_of
 from ..train.quantize import SharedLayer, train_centroids
 from . import accounting, dcz
 from .quantize import LayerQuant, QuantSettings, quantize_state, quantized_state
@@ -52,6 +53,7 @@ class CompressResult:
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    metric: str = "accuracy"                   # of the stages' values: accuracy, perplexity or mse
 
     @property
     def archive(self) -> dcz.Encoded:
@@ -61,8 +63,8 @@ class CompressResult:
         return next(s for s in self.stages if s["name"] == name)
 
     def to_json(self) -> dict:
-        """compression.json: exactly the documented keys."""
-        return {"model": self.model, "dataset": self.dataset, "stages": self.stages, "layers": self.layers}
+        """compression.json: exactly the documented keys (and ``"metric"`` when it is not accuracy)."""
+        return {**({"metric": self.metric} if self.metric != "accuracy" else {}), "model": self.model, "dataset": self.dataset, "stages": self.stages, "layers": self.layers}
 
 
 def _phase(progress: ProgressFn | None, lo: float, hi: float) -> ProgressFn:
@@ -88,12 +90,13 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
     labelled = dataset.has_labels and dataset.size("test") > 0
     acc = dict(accuracy or {})
     seconds: dict[str, float] = {}
+    metric = metric_of(dataset)     # accuracy, or perplexity / mean squared error (then named so in the stages)
 
     def test_acc(st: dict[str, torch.Tensor]) -> float | None:
         if not labelled:
             return None
         load_state(module, st)
-        return evaluate(on_device(module, device), dataset, "test", cancel=cancel).accuracy
+        return metric.value(evaluate(on_device(module, device), dataset, "test", cancel=cancel))
 
     if "pruned" not in acc:
         acc["pruned"] = test_acc(state)
@@ -103,7 +106,7 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
     q_state = quantized_state(state, quants)
     untrained = test_acc(q_state)
     log(f"weight sharing: k-means ({settings.init}) on {len(quants)} layer(s) in {seconds['cluster']:.2f} s"
-        + (f", test accuracy {untrained:.2f}%" if untrained is not None else ""))
+        + (f", test {metric.name} {metric.format(untrained)}" if untrained is not None else ""))
     history, best_epoch = [], 0
     if quantize_cfg is not None:
         t = time.perf_counter()
@@ -144,10 +147,14 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
     progress(Progress(1.0, "compressed"))
     dense_size = dense_size if dense_size is not None else accounting.state_bytes(state)
     stages = accounting.stage_rows(dense_size, {s: a.size for s, a in archives.items()}, acc)
+    if metric.name != "accuracy":      # as in report.json: "accuracy" null, the value under the metric's name
+        for row in stages:
+            row[metric.name], row["accuracy"] = row["accuracy"], None
     rows = accounting.layer_rows(list(quants), archives["quantized"], archives["huffman"])
     return CompressResult(model=meta.get("model") or "", dataset=dataset.spec, stages=stages, layers=rows,
                           quants=quants, state=q_state, archives=archives, settings=settings,
-                          untrained_accuracy=untrained, history=history, best_epoch=best_epoch, seconds=seconds)
+                          untrained_accuracy=untrained, history=history, best_epoch=best_epoch, seconds=seconds,
+                          metric=metric.name)
 
 
 def archive_meta(session) -> dict:
@@ -162,14 +169,16 @@ def compress_recipe(session, plan: Plan, settings: QuantSettings, finetune_cfg: 
                           extra={"finetune": asdict(finetune_cfg) if finetune_cfg else None, "quantize": quant})
 
 
-def write_compress_folder(out_dir: str | Path, result: CompressResult, recipe: dict) -> dict[str, str]:
-    """model.dcz, model.pt, recipe.json and compression.json, written as one folder (each checked)."""
+def write_compress_folder(out_dir: str | Path, result: CompressResult, recipe: dict,
+                          like: nn.Module | None = None) -> dict[str, str]:
+    """model.dcz, model.pt, recipe.json and compression.json, written as one folder (each checked); model.pt keeps
+    the state_dict's metadata (module versions) of ``like``, a module of the model's architecture."""
     from ..deploy import export
 
     out = Path(out_dir)
     with StagedFolder(out) as stage:
         dcz.write_archive(stage / "model.dcz", result.archive, result.state)
-        export.export_checkpoint(result.state, stage / "model.pt")
+        export.export_checkpoint(result.state, stage / "model.pt", like=like)
         export.export_recipe(recipe, stage / "recipe.json")
         atomic_write_json(stage / "compression.json", result.to_json())
     return {n: str(out / n) for n in ("model.dcz", "model.pt", "recipe.json", "compression.json")}
@@ -193,9 +202,10 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
     module = session.module
     session.apply(Plan())
     dense_size = accounting.state_bytes(session.original_state())
-    dense_acc = evaluate(on_device(module, device), ds, "test", cancel=cancel).accuracy if labelled else None
+    metric = metric_of(ds)
+    dense_acc = metric.value(evaluate(on_device(module, device), ds, "test", cancel=cancel)) if labelled else None
     if dense_acc is not None:
-        log(f"dense: {dense_size:,} bytes, test accuracy {dense_acc:.2f}%")
+        log(f"dense: {dense_size:,} bytes, test {metric.name} {metric.format(dense_acc)}")
     t = time.perf_counter()
     if finetune_cfg is not None:
         start = plan if finetune_cfg.schedule == "oneshot" else Plan()
@@ -213,14 +223,14 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
         session.apply(plan)
     prune_s = time.perf_counter() - t
     pruned = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    pruned_acc = evaluate(on_device(module, device), ds, "test", cancel=cancel).accuracy if labelled else None
+    pruned_acc = metric.value(evaluate(on_device(module, device), ds, "test", cancel=cancel)) if labelled else None
     log(f"pruned: sparsity {session.totals(session.applied_plan).sparsity:.1%}"
-        + (f", test accuracy {pruned_acc:.2f}%" if pruned_acc is not None else "") + f" ({prune_s:.1f} s)")
+        + (f", test {metric.name} {metric.format(pruned_acc)}" if pruned_acc is not None else "") + f" ({prune_s:.1f} s)")
     lo = 0.4 if finetune_cfg is not None else 0.0
     result = compress_state(session.model_copy(), ds, pruned, settings, archive_meta(session), quantize_cfg,
                             {"dense": dense_acc, "pruned": pruned_acc}, dense_size, _phase(progress, lo, 1.0),
                             cancel, log, device=device)
     result.seconds["prune"] = prune_s
     recipe = compress_recipe(session, plan, settings, finetune_cfg, quantize_cfg)
-    files = write_compress_folder(out_dir, result, recipe)
+    files = write_compress_folder(out_dir, result, recipe, like=module)
     return result, files

@@ -43,6 +43,13 @@ class CompactCheck:
 
 
 @dataclass
+class ReloadCheck:
+    ok: bool
+    max_difference: float | None = None   # between the masked model and a fresh instance loaded from model.pt
+    error: str | None = None
+
+
+@dataclass
 class ArchCheck:
     model: str
     input_shape: tuple[int, ...]
@@ -52,6 +59,7 @@ class ArchCheck:
     compact: CompactCheck | None
     notes: list[str]
     seconds: float
+    reload: ReloadCheck | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -137,8 +145,40 @@ def check_compaction(session, sparsity: float, example: torch.Tensor) -> Compact
         session.apply(Plan())
 
 
+def check_reload(session, factory, sparsity: float, example: torch.Tensor, layers=None) -> ReloadCheck:
+    """The prune flow's ``model.pt`` (uniform element sparsity on ``layers``, default all) loads with ``torch.load(weights_only=True)`` into
+    ``factory()``, a fresh instance of the model's class, with ``load_state_dict(strict=True)``, and computes the
+    masked model's outputs."""
+    import tempfile
+    from pathlib import Path
+
+    from ..prune.plan import Plan
+    from .bundle import run_prune
+
+    try:
+        session.set_uniform(list(layers or session.layer_names), sparsity, "element")
+        with tempfile.TemporaryDirectory() as d:
+            run_prune(session, Path(d) / "out", measure=False)
+            state = torch.load(Path(d) / "out" / "model.pt", map_location="cpu", weights_only=True)
+        fresh = factory().eval()
+        fresh.load_state_dict(state, strict=True)
+        with torch.inference_mode():
+            a, b = _first(session.module.eval()(example)), _first(fresh(example))
+        diff = float((a - b).abs().max())
+        ok = diff <= 1e-5 * max(1.0, float(a.abs().max()))
+        return ReloadCheck(ok, diff, None if ok else f"outputs differ by {diff:.3g}")
+    except ExplorerError as e:
+        return ReloadCheck(False, error=e.message)
+    except Exception as e:   # strict loading's refusal, or a bug: recorded, never hidden
+        return ReloadCheck(False, error=f"{type(e).__name__}: {str(e)[:200]}")
+    finally:
+        session.set_plan(Plan(), record=False)
+        session.apply(Plan())
+
+
 def check_session(session, sparsity: float = 0.3, granularities=GRANULARITIES, compact: bool = True,
-                  randomize: bool = True) -> ArchCheck:
+                  randomize: bool = True, factory=None) -> ArchCheck:
+    """``factory`` (a fresh, untrained instance of the model's class) set: also :func:`check_reload`."""
     t0 = time.perf_counter()
     if randomize:
         randomize_norms(session)
@@ -148,6 +188,7 @@ def check_session(session, sparsity: float = 0.3, granularities=GRANULARITIES, c
     comp = None
     if compact and "channel" in checks and checks["channel"].ok:
         comp = check_compaction(session, sparsity, example)
+    reload = check_reload(session, factory, sparsity, example) if factory is not None else None
     return ArchCheck(model=session.model_spec, input_shape=tuple(r.input_shape), layers=len(session.layers),
                      params=session.profile.total_params, granularities=checks, compact=comp,
-                     notes=list(r.notes), seconds=time.perf_counter() - t0)
+                     notes=list(r.notes), seconds=time.perf_counter() - t0, reload=reload)

@@ -46,14 +46,15 @@ class PruneOutcome:
 def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: dict, report: dict,
                  layer_names: list[str], archive_meta: dict | None = None, compacted: nn.Module | None = None,
                  example: torch.Tensor | None = None, log: Log = _quiet, exports: tuple[str, ...] = (),
-                 module: nn.Module | None = None) -> dict[str, str]:
+                 module: nn.Module | None = None, like: nn.Module | None = None) -> dict[str, str]:
     """Write a results folder as a whole; every file is reloaded and checked before the folder is swapped in.
 
     ``archive_meta`` set: also ``model_sparse.npz``; ``compacted`` set: also ``model_compact.pt`` and,
     when it traces, ``model_compact.ts``. ``exports`` may hold ``safetensors`` (``model.safetensors``, the
     tensors of model.pt) and ``onnx`` (``model.onnx``: the compacted model if there is one, else ``module``,
     the pruned model). A Hugging Face ``module`` is also written back as the folder ``model_hf/``
-    (``from_pretrained`` loads it). Returns {file name: final path}.
+    (``from_pretrained`` loads it). model.pt keeps the state_dict's ``_metadata`` (module versions): ``state``'s own,
+    else ``module``'s or ``like``'s (a module of the same architecture). Returns {file name: final path}.
     """
     out = Path(out_dir)
     names: list[str] = []
@@ -70,7 +71,7 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
                     names.append("model_compact.ts")
                 except Exception as e:  # tracing can fail on exotic models; the whole-module export stands
                     log(f"note: TorchScript export of the compacted model skipped ({type(e).__name__}: {e})")
-        export.export_checkpoint(state, stage / "model.pt")
+        export.export_checkpoint(state, stage / "model.pt", like=module if module is not None else like)
         export.export_recipe(recipe, stage / "recipe.json")
         names += ["model.pt", "recipe.json"]
         if archive_meta is not None:
@@ -203,7 +204,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                   "state_digests": result.state_digests,
                   "history": [r.as_dict() for r in result.history]}
         for r in result.history:
-            val = r.val_accuracy if quality.name == "accuracy" else getattr(r, "val_perplexity", None)
+            val = getattr(r, f"val_{quality.name}", None)
             log(f"  epoch {r.epoch}: train loss {r.train_loss:.4f}, val {quality.name} {quality.format(val)}, "
                 f"sparsity {r.sparsity:.1%}")
         session.adopt(result.state, result.plan, "fine-tuned")

@@ -23,11 +23,30 @@ def _check_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: s
             raise ExplorerError(f"The exported {what} did not reload identically (tensor {k}).")
 
 
-def export_checkpoint(state: dict[str, torch.Tensor], path: Path) -> Path:
+def with_metadata(state: dict[str, torch.Tensor], like: torch.nn.Module | None) -> dict[str, torch.Tensor]:
+    """``state`` as an OrderedDict carrying a state_dict's ``_metadata`` (each module's version, which some
+    modules, e.g. torchvision's MNASNet, need to load with ``load_state_dict``): the metadata ``state`` already
+    has, else that of ``like`` (a module of the architecture the state belongs to). The tensors are not copied."""
+    from collections import OrderedDict
+
+    meta = getattr(state, "_metadata", None)
+    if meta is None and like is not None:
+        meta = getattr(like.state_dict(keep_vars=True), "_metadata", None)
+    out = OrderedDict(state)
+    if meta is not None:
+        out._metadata = OrderedDict((k, dict(v)) for k, v in meta.items())
+    return out
+
+
+def export_checkpoint(state: dict[str, torch.Tensor], path: Path, like: torch.nn.Module | None = None) -> Path:
     """state_dict with exact zeros; reloads with plain torch.load(weights_only=True) and is checked (memory-mapped,
-    in chunks: the check does not hold a second copy of the model, see reload_check.py)."""
+    in chunks: the check does not hold a second copy of the model, see reload_check.py). It keeps the state_dict's
+    ``_metadata`` (``state``'s own, else ``like``'s: see :func:`with_metadata`), so it loads with
+    ``load_state_dict(strict=True)`` into a fresh instance of the model's class."""
     from ..errors import ExplorerError
     from .reload_check import mismatching_tensors
+
+    state = with_metadata(state, like)
 
     def verify(tmp):
         odd, differ = mismatching_tensors(state, tmp)

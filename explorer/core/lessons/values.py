@@ -58,19 +58,25 @@ def _fresh(s, m):
     return m.value if s.is_fresh(m) else None
 
 
+def _metric(s):
+    """The dataset's quality metric: accuracy, or perplexity / mean squared error (lower is better)."""
+    from ..train.metric import metric_of
+
+    return metric_of(s.dataset)
+
+
 def _current_acc(s):
     m = _fresh(s, s.measurements.current)
-    return None if m is None else m.accuracy
+    return None if m is None else _metric(s).value(m)
 
 
 def _dense_acc(s):
-    d = s.measurements.dense
-    return None if d is None else d.accuracy
+    return _metric(s).value(s.measurements.dense)
 
 
 def _drop(s):
     a, d = _current_acc(s), _dense_acc(s)
-    return None if a is None or d is None else d - a
+    return None if a is None or d is None else _metric(s).drop(d, a)
 
 
 def _lat(s, which):
@@ -96,11 +102,14 @@ def _scan_extreme(s, most: bool):
     if scan is None or not scan.layers:
         return None
     # the accuracy at the highest scanned sparsity: the lower it is, the more sensitive the layer
-    rows = [(row["accuracy"][-1], row["name"]) for row in scan.layers if row.get("accuracy")]
+    m = _metric(s)
+    rows = [(m.score(row["accuracy"][-1]), row["accuracy"][-1], row["name"]) for row in scan.layers
+            if row.get("accuracy")]
     if not rows:
         return None
-    acc, name = (min if most else max)(rows)
-    return f"{name} ({acc:.1f} % at {scan.sparsities[-1]:.0%})"
+    _, acc, name = (min if most else max)(rows)
+    value = f"{acc:.1f} %" if m.name == "accuracy" else f"{m.name} {m.format(acc)}"
+    return f"{name} ({value} at {scan.sparsities[-1]:.0%})"
 
 
 def _dc(s, key):
@@ -108,7 +117,7 @@ def _dc(s, key):
     if c is None:
         return None
     st = c.stage("huffman")
-    return st[key]
+    return st.get(_metric(s).name) if key == "accuracy" else st[key]
 
 
 VALUES: dict[str, Value] = {v.name: v for v in (
@@ -167,4 +176,6 @@ def read(session, name: str):
 
 def formatted(session, name: str) -> str | None:
     v = read(session, name)
+    if v is not None and VALUES[name].fmt is _acc and _metric(session).name != "accuracy":
+        return _metric(session).format(v)        # a perplexity or mean squared error: no percent sign
     return None if v is None else VALUES[name].fmt(v)

@@ -6,7 +6,8 @@ Spec strings (a contract; the README's table lists them): ``digits`` (scikit-lea
 downloaded), ``imagefolder:DIR``, ``synthetic`` (random inputs of the
 model's input shape, no labels: latency and size only; random token ids for a
 language model) and ``text:FILE`` (UTF-8 text as next-token blocks for a causal
-language model: ``text_data.py``).
+language model: ``text_data.py``) and ``tensors:PATH`` (your own arrays in a .npz/.safetensors/.pt file or a
+folder of train/val/test files; classification or regression: ``tensor_data.py``).
 """
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ class DatasetBundle:
     has_labels: bool = True
     notes: list[str] = field(default_factory=list)
     _device_tensors: dict = field(default_factory=dict, init=False, repr=False, compare=False)
-    metric: str = "accuracy"        # "perplexity" for next-token data (train.metric)
+    metric: str = "accuracy"        # "perplexity" for next-token data, "mse" for regression (train.metric)
 
     def split(self, split: str) -> Dataset:
         if split not in SPLITS:
@@ -176,7 +177,7 @@ def _tensors_of(ds: Dataset):
 
 def dataset_names() -> list[str]:
     return ["digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
-            "imagefolder:DIR", "synthetic", "text:FILE"]
+            "imagefolder:DIR", "synthetic", "text:FILE", "tensors:PATH"]
 
 
 def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
@@ -189,6 +190,8 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
     kind = kind.lower()
     if kind == "text":
         return _text(spec, arg, input_shape, tokens)
+    if kind == "tensors":
+        return _tensors(spec, arg)
     if tokens and kind != "synthetic":
         raise DatasetError(f"A language model reads text, not the image dataset {spec}.",
                            "Use text:FILE (a UTF-8 text file) or synthetic.")
@@ -230,6 +233,17 @@ def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundl
     splits, note = text_splits(arg, block, tokens.get("tokenizer"), vocab)
     return DatasetBundle(spec=spec, name="text", splits=splits, input_shape=(block,), num_classes=vocab, notes=[note],
                          metric="perplexity")
+
+
+def _tensors(spec: str, arg: str) -> DatasetBundle:
+    from .tensor_data import tensor_splits
+
+    if not arg:
+        raise DatasetError("The dataset spec 'tensors:' needs a path: write it as tensors:FILE (.npz, .safetensors "
+                           "or .pt with x and y) or tensors:DIR (train.*, val.*, test.*).")
+    splits, shape, classes, metric, note = tensor_splits(arg)
+    return DatasetBundle(spec=spec, name="tensors", splits=splits, input_shape=shape, num_classes=classes,
+                         notes=[note], metric=metric)
 
 
 def _seeded_split(n: int, sizes: tuple[int, int], seed: int = SPLIT_SEED):

@@ -143,6 +143,12 @@ def state_dict_of(obj) -> dict[str, torch.Tensor] | None:
                 return dict(inner)
         tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors and len(tensors) >= len(obj) - 2:  # tolerate a little metadata next to the tensors
+            meta = getattr(obj, "_metadata", None)     # a state_dict's module versions: kept for load_state_dict
+            if meta is not None:
+                from collections import OrderedDict
+
+                tensors = OrderedDict(tensors)
+                tensors._metadata = meta
             return tensors
     return None
 

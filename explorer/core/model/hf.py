@@ -27,6 +27,10 @@ DEFAULT_BLOCK = 128          # tokens per block of a language model's text (at m
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# files of a folder that are the model itself (save_folder writes its own): every other top-level file -- tokenizer,
+# processor, generation config, chat template, model card -- travels with the exported folder
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".ot",
+                   ".py", ".pyc")
 
 
 def _transformers():
@@ -166,9 +170,35 @@ def is_hf(module: nn.Module) -> bool:
     return hasattr(module, "save_pretrained") and hasattr(module, "config") and hasattr(module.config, "to_dict")
 
 
-def save_folder(module: nn.Module, state: dict[str, torch.Tensor], path: Path, example: torch.Tensor) -> Path:
+def companion_files(source: Path) -> list[Path]:
+    """The top-level files of the Hugging Face folder ``source`` that are not the model (weights, their index,
+    config.json, code): tokenizer and processor files, generation_config.json, a chat template, the model card."""
+    if not source.is_dir():
+        return []
+    out = []
+    for f in sorted(source.iterdir()):
+        n = f.name
+        if (n.startswith(".") or not f.is_file() or n == "config.json" or n.endswith(_MODEL_SUFFIXES)
+                or (n.endswith(".index.json") and any(n.startswith(w) for w in WEIGHT_FILES))):
+            continue
+        out.append(f)
+    return out
+
+
+def source_folder(module: nn.Module) -> Path | None:
+    """The folder a transformers model was loaded from (``from_pretrained`` records it in its config)."""
+    p = getattr(getattr(module, "config", None), "_name_or_path", None) or getattr(module, "name_or_path", None)
+    return Path(p) if p and Path(p).is_dir() else None
+
+
+def save_folder(module: nn.Module, state: dict[str, torch.Tensor], path: Path, example: torch.Tensor,
+                source: Path | None = None) -> Path:
     """Write ``module`` with ``state`` as a folder ``from_pretrained`` loads (safetensors), then load it back
-    from there and check it computes the same logits on ``example`` before anyone relies on it."""
+    from there and check it computes the same logits on ``example`` before anyone relies on it. The source
+    folder's other files (``source``, else the folder the model was loaded from: :func:`companion_files`) are
+    copied next to it, so ``AutoTokenizer``/``AutoImageProcessor.from_pretrained`` and pipelines load it too."""
+    import shutil
+
     from ..errors import ExplorerError
     from .layers import load_state
 
@@ -177,7 +207,11 @@ def save_folder(module: nn.Module, state: dict[str, torch.Tensor], path: Path, e
     load_state(m, state)
     m.eval()
     path = Path(path)
+    source = Path(source) if source is not None else source_folder(module)
     m.save_pretrained(str(path), safe_serialization=True)
+    for f in companion_files(source) if source is not None else ():
+        if not (path / f.name).exists():        # what save_pretrained wrote (generation_config.json) stays
+            shutil.copyfile(f, path / f.name)
     auto = tf.AutoModelForCausalLM if getattr(m.config, "architectures", [""])[0].endswith(CAUSAL_SUFFIXES) \
         else tf.AutoModelForImageClassification
     back = auto.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,

@@ -133,6 +133,9 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
         if out_dim != ds.num_classes:
             notes.append(f"model outputs {out_dim} classes, dataset has {ds.num_classes}: accuracy uses the first "
                          f"{ds.num_classes}")
+    from .tensor_data import check_fits_model
+
+    check_fits_model(ds, profile.output_shape, lm.name)
     if defer_groups:
         groups = (lambda: channel_groups(lm.module, profile, example))
     else:
@@ -146,7 +149,7 @@ def resolve(model: str | None = None, dataset: str | None = None, weights: str |
     if profile.skipped:
         notes.append(f"{len(profile.skipped)} layer(s) not listed (not used by the forward pass, or tied to another "
                      "weight): " + ", ".join(profile.skipped[:3]))
-    if ds.metric != "accuracy":
+    if ds.metric != "accuracy" or ds.name == "tensors":
         notes += ds.notes
     return LoadResult(model=lm, dataset=ds, profile=profile, groups=groups, input_shape=tuple(shape), notes=notes)
 
@@ -196,12 +199,15 @@ def resolve_dataset_for(r: LoadResult, spec: str, defer_groups: bool = False) ->
     """Re-resolve only the dataset for an already-loaded model (keeps the module object)."""
     lm = r.model
     ds = data_mod.load_dataset(spec, input_shape=r.input_shape if spec.split(":")[0] in ("synthetic", "imagefolder",
-                                                                                         "text")
+                                                                                         "text", "tensors")
                                else lm.input_shape, tokens=token_inputs(lm))
     shape = ds.input_shape
     example, profile = _profile_on(lm, ds, shape)
     if [l.name for l in profile.layers] != [l.name for l in r.profile.layers]:
         raise ShapeMismatchError(f"{lm.name} uses different layers on {ds.spec}; reload the model instead.")
+    from .tensor_data import check_fits_model
+
+    check_fits_model(ds, profile.output_shape, lm.name)
     notes = [n for n in r.notes if not n.startswith("model outputs")]
     groups = (lambda: channel_groups(lm.module, profile, example)) if defer_groups else \
         channel_groups(lm.module, profile, example)

@@ -41,6 +41,7 @@ from .files import (
     read_state_dict,
     state_dict_of,
 )
+from .layers import load_state
 from .sources import build_timm, build_user_class, is_user_class, user_input_shape
 
 DEFAULT_MODEL = "digits-cnn"
@@ -260,7 +261,7 @@ def load_state_into(module: nn.Module, sd: dict[str, torch.Tensor], arch: str, f
         raise ModelLoadError(f"'{fname}' does not fit the architecture {arch}: " + "; ".join(parts) + ".",
                              "Choose the architecture the checkpoint was saved from (--arch).")
     bad = [k for k, v in sd.items() if not all_finite(v)]
-    module.load_state_dict(sd, strict=False)
+    load_state(module, sd, strict=False)     # the file's metadata (module versions), else the module's own
     if bad:
         # loaded, but the session reports it; pruning must not silently hide NaN/inf
         module._explorer_nonfinite = bad  # type: ignore[attr-defined]

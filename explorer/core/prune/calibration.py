@@ -61,6 +61,8 @@ def calibration_batch(dataset: DatasetBundle, samples: int, seed: int) -> tuple[
 
 def _loss(out: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     out = logits_of(out)
+    if y.is_floating_point():          # regression targets: the mean squared error
+        return F.mse_loss(out.float().reshape(y.shape), y)
     if num_classes and out.shape[-1] > num_classes:
         out = out[..., :num_classes]
     return F.cross_entropy(out, y)

@@ -6,6 +6,7 @@ from torch import nn
 
 from ..model.data import DatasetBundle
 from ..model.layers import logits_of
+from ..model.outputs import loss_of
 
 
 def compute_gradients(module: nn.Module, dataset: DatasetBundle, layer_names: list[str], seed: int = 0,
@@ -25,7 +26,8 @@ def compute_gradients(module: nn.Module, dataset: DatasetBundle, layer_names: li
         if i >= batches:
             break
         out = logits_of(module(x))
-        loss = loss_fn(out[:, :classes] if classes and out.shape[1] > classes else out, y)
+        loss = loss_of(out, y) if y.is_floating_point() else \
+            loss_fn(out[:, :classes] if classes and out.shape[1] > classes else out, y)
         gs = torch.autograd.grad(loss, params, allow_unused=True)
         for acc, g in zip(grads, gs):
             if g is not None:

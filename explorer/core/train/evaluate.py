@@ -1,4 +1,5 @@
-"""Top-1 accuracy (classifiers) or perplexity (causal language models) and loss of a model on a split."""
+"""Top-1 accuracy (classifiers), perplexity (causal language models) or mean squared error (regression: float
+labels) and loss of a model on a split."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ from ..errors import DatasetError, ExplorerError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 from ..model.data import DatasetBundle
 from ..model.layers import logits_of
+from ..model.outputs import is_regression, is_sequence, loss_of  # noqa: F401  (the evaluation API)
 
 if TYPE_CHECKING:
     from .distributed import Runtime
@@ -25,25 +27,15 @@ class EvalResult:
     accuracy: float | None   # percent, None without labels (and for language models)
     loss: float | None       # mean cross-entropy per sample (per token for language models)
     perplexity: float | None = None   # language models: exp(mean next-token cross-entropy)
+    mse: float | None = None          # regression: mean over samples and outputs of the squared error (= loss)
 
     def as_dict(self) -> dict:
         d = {"split": self.split, "samples": self.samples, "accuracy": self.accuracy, "loss": self.loss}
         if self.perplexity is not None:
             d["perplexity"] = self.perplexity
+        if self.mse is not None:
+            d["mse"] = self.mse
         return d
-
-
-def is_sequence(out: torch.Tensor, y: torch.Tensor | None) -> bool:
-    """Next-token outputs (batch, positions, vocab) with labels (batch, positions)."""
-    return out.dim() == 3 and y is not None and y.dim() == 2
-
-
-def loss_of(out: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of class scores (batch, classes), or of next-token scores (batch, positions, vocab)
-    against token labels (batch, positions): the training loss of both tasks."""
-    if is_sequence(out, y):
-        return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction=reduction)
-    return nn.functional.cross_entropy(out, y, reduction=reduction)
 
 
 def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", batch_size: int = 256,
@@ -63,7 +55,7 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
     device = module_device(module)
     correct = torch.zeros((), dtype=torch.int64, device=device)   # summed on the device: no sync per batch
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    seen = tokens = 0
+    seen = tokens = values = 0
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
     shard = runtime.shard(pad=False) if runtime is not None else None
     try:
@@ -74,7 +66,10 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
                 out = logits_of(module(x))
                 if not torch.isfinite(out).all():
                     out = torch.nan_to_num(out, nan=0.0, posinf=1e4, neginf=-1e4)
-                if is_sequence(out, y):
+                if is_regression(y):
+                    loss_sum += loss_of(out, y, "sum").double()
+                    values += y.numel()
+                elif is_sequence(out, y):
                     loss_sum += loss_of(out.float(), y, "sum").double()
                     tokens += y.numel()
                 elif y is not None:
@@ -90,10 +85,13 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
         module.train(was)
     n_correct, total_loss = int(correct), float(loss_sum)
     if runtime is not None and runtime.distributed:
-        n_correct, total_loss, seen, tokens = runtime.sum(n_correct, total_loss, seen, tokens)
-        n_correct, seen, tokens = int(n_correct), int(seen), int(tokens)
+        n_correct, total_loss, seen, tokens, values = runtime.sum(n_correct, total_loss, seen, tokens, values)
+        n_correct, seen, tokens, values = int(n_correct), int(seen), int(tokens), int(values)
     if not dataset.has_labels:
         return EvalResult(split, seen, None, None)
+    if values:
+        mse = total_loss / values
+        return EvalResult(split, seen, None, mse, mse=mse)
     if tokens:
         mean = total_loss / tokens
         return EvalResult(split, seen, None, mean, math.exp(min(mean, 700.0)))

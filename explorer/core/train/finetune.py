@@ -363,14 +363,17 @@ class _Training:
                           lr=lr_epoch if lr_epoch is not None else cfg.lr, seconds=time.perf_counter() - t0,
                           sparsity_before=st.before, step_sparsity=st.after if e == 0 else None,
                           pruned_accuracy=st.pruned_acc if e == 0 else None,
-                          mask_updates=st.step_updates, val_perplexity=ev.perplexity if ev else None)
+                          mask_updates=st.step_updates, val_perplexity=ev.perplexity if ev else None,
+                          val_mse=ev.mse if ev else None)
         st.before, st.step_updates = rec.sparsity, 0
         st.history.append(rec)
         frac = st.it / self.total_batches
         head = f"epoch {st.epoch_no}/{self.total_epochs}"
         self.progress(Progress(frac, f"{head}: val {rec.val_accuracy:.2f}%" if rec.val_accuracy is not None else
                                (f"{head}: val perplexity {rec.val_perplexity:.2f}"
-                                if rec.val_perplexity is not None else head), rec))
+                                if rec.val_perplexity is not None else
+                                f"{head}: val mean squared error {rec.val_mse:.4g}"
+                                if rec.val_mse is not None else head), rec))
         final_sparsity_reached = cfg.schedule != "agp" or st.current_plan.layers == self.target.layers
         # best epoch: highest val accuracy, else lowest val loss (= lowest perplexity), else lowest train loss
         acc = rec.val_accuracy if rec.val_accuracy is not None else \

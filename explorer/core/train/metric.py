@@ -1,12 +1,13 @@
 """The quality metric of a task, in one place: its name, label, direction and formatting.
 
 Classifiers are measured by top-1 **accuracy** (percent, higher is better); causal language models by
-**perplexity** (exp of the mean next-token cross-entropy, lower is better). Everything that compares,
+**perplexity** (exp of the mean next-token cross-entropy, lower is better); regression (float targets of a
+``tensors:PATH`` dataset) by the **mean squared error** (lower is better). Everything that compares,
 plots or reports quality -- the dashboard, sensitivity curves, allocation, History, fine-tuning's
 choice of its best epoch, report.json -- asks the dataset's :class:`Metric` instead of assuming accuracy.
 
 A *drop* is always "how much worse" as a positive number: accuracy points lost, or for perplexity the
-increase in percent of the dense model's perplexity (perplexities of different models span orders of
+increase in percent of the dense model's perplexity or mean squared error (perplexities of different models span orders of
 magnitude, so an absolute budget would mean nothing).
 """
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Metric:
     def format(self, v: float | None, digits: int = 2) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "n/a"
+        if self.name == "mse":               # errors span orders of magnitude: significant digits
+            return f"{v:.{digits + 1}g}"
         return f"{v:.{digits}f}{self.unit}"
 
     def drop(self, dense: float, v: float) -> float:
@@ -72,7 +75,9 @@ ACCURACY = Metric("accuracy", "accuracy (%)", True, "%", "accuracy drop (points)
 PERPLEXITY = Metric("perplexity", "perplexity", False, "", "perplexity increase (%)",
                     "Perplexity: exp of the mean cross-entropy of the next token -- how many tokens the model is "
                     "as unsure as choosing among (lower is better).")
-METRICS = {m.name: m for m in (ACCURACY, PERPLEXITY)}
+MSE = Metric("mse", "mean squared error", False, "", "error increase (%)",
+             "Mean squared error: the mean over samples and outputs of (output - target)^2 (lower is better).")
+METRICS = {m.name: m for m in (ACCURACY, PERPLEXITY, MSE)}
 
 
 def metric_of(dataset) -> Metric:

@@ -25,6 +25,7 @@ from ..errors import ExplorerError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
 from ..model.layers import logits_of, weight_key
+from ..model.outputs import loss_of
 from .evaluate import evaluate
 from .finetune import EpochRecord, FinetuneConfig
 
@@ -121,14 +122,17 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
         return ({n: s.centroids.detach().cpu().numpy().copy() for n, s in shared.items()},
                 {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
 
+    from .metric import metric_of
+
+    metric = metric_of(dataset)     # accuracy, or perplexity / mean squared error (lower is better)
+
     def score() -> float | None:
-        return evaluate(model, dataset, cfg.eval_split, cancel=cancel).accuracy if has_val else None
+        return metric.value(evaluate(model, dataset, cfg.eval_split, cancel=cancel)) if has_val else None
 
     best_acc = score()
     best = snapshot()
     best_epoch = 0
     history: list[EpochRecord] = []
-    loss_fn = nn.CrossEntropyLoss()
     t_start = time.perf_counter()
     done = 0
     for epoch in range(1, cfg.epochs + 1):
@@ -143,7 +147,7 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
             if cancel is not None:
                 cancel.check()
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(logits_of(model(x)), y)
+            loss = loss_of(logits_of(model(x)), y)
             if not torch.isfinite(loss):
                 raise ExplorerError("Training the shared values diverged (the loss became NaN/inf).",
                                     "Lower the learning rate and try again.")
@@ -164,12 +168,15 @@ def train_centroids(module: nn.Module, dataset: DatasetBundle, layers: dict[str,
                 progress(Progress(frac, f"training shared values: epoch {epoch}/{cfg.epochs}", None,
                                   el / frac * (1 - frac) if frac > 0 else None))
         acc = score()
-        rec = EpochRecord(epoch=epoch, step=1, train_loss=loss_sum / max(1, seen), val_accuracy=acc,
-                          val_loss=None, sparsity=sparsity, lr=lr_epoch, seconds=time.perf_counter() - t0)
+        rec = EpochRecord(epoch=epoch, step=1, train_loss=loss_sum / max(1, seen),
+                          val_accuracy=acc if metric.name == "accuracy" else None, val_loss=None, sparsity=sparsity,
+                          lr=lr_epoch, seconds=time.perf_counter() - t0,
+                          **({f"val_{metric.name}": acc} if metric.name != "accuracy" else {}))
         history.append(rec)
         progress(Progress(done / total, f"shared values, epoch {epoch}/{cfg.epochs}"
-                          + (f": val {acc:.2f}%" if acc is not None else ""), rec))
-        better = (acc is not None and (best_acc is None or acc > best_acc)) or (acc is None and best_acc is None)
+                          + (f": val {metric.name} {metric.format(acc)}" if acc is not None else ""), rec))
+        better = (acc is not None and (best_acc is None or metric.better(acc, best_acc))) or \
+            (acc is None and best_acc is None)
         if better:
             best_acc, best, best_epoch = acc, snapshot(), epoch
     centroids, state = best

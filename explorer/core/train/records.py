@@ -25,6 +25,11 @@ class EpochRecord:
     pruned_accuracy: float | None = None   # val accuracy right after that pruning step, before training
     mask_updates: int = 0                  # times the masks changed in this epoch (a pruning step counts 1)
     val_perplexity: float | None = None    # language models (their val_accuracy is None)
+    val_mse: float | None = None           # regression (tensors:PATH with float y; val_accuracy is None)
+
+    def val_value(self, metric: str = "accuracy") -> float | None:
+        """The validation value of ``metric`` (accuracy, perplexity or mse)."""
+        return getattr(self, f"val_{metric}", None)
 
     def as_dict(self) -> dict:
         return asdict(self)
