@@ -111,7 +111,7 @@ def test_prune_refuses_a_criterion_that_fits_no_layer(tmp_path, capsys):
 def test_predicted_loss_increase_is_the_obd_sum_over_pruned_weights(cnn):
     cnn.set_calibration_samples(32)
     p = predict_loss_increase(cnn, [0.5, 0.9], "element", "l1")
-    fisher = cnn.calibration_statistic("fisher")
+    fisher = cnn.calibration.statistic_of("fisher")
     for name in ("backbone.conv1", "classifier"):
         w = cnn.base_weight(name).double()
         curve = p.layer(name)["delta_loss"]
@@ -149,11 +149,11 @@ def test_prediction_needs_labels():
 
 def test_statistics_are_cached_until_the_kept_weights_change(mlp):
     mlp.set_calibration_samples(16)
-    a = mlp.calibration_statistic("fisher")
-    assert mlp.calibration_statistic("fisher") is a
+    a = mlp.calibration.statistic_of("fisher")
+    assert mlp.calibration.statistic_of("fisher") is a
     mlp.set_uniform(mlp.layer_names, 0.5, "element", "hessian")
     mlp.layer_mask("fc1")
-    assert not mlp.needs_calibration(mlp.plan.get("fc1"))
+    assert not mlp.calibration.needs(mlp.plan.get("fc1"))
     mlp.adopt(mlp.masked_state(), mlp.plan, "test")
-    assert mlp.needs_calibration(mlp.plan.get("fc1"))
-    assert not torch.equal(mlp.calibration_statistic("fisher")["fc1"], a["fc1"])
+    assert mlp.calibration.needs(mlp.plan.get("fc1"))
+    assert not torch.equal(mlp.calibration.statistic_of("fisher")["fc1"], a["fc1"])

@@ -73,7 +73,7 @@ def test_fisher_diagonal_is_the_mean_of_squared_per_sample_gradients(vectorise):
 
 def test_hessian_scores_are_half_fisher_times_w_squared_on_a_session(mlp):
     mlp.set_calibration_samples(16)
-    x, y = mlp.calibration_data()
+    x, y = mlp.calibration.data()
     assert x.shape[0] == 16 and y is not None
     direct = per_sample_squared_grads(mlp.model_copy(mlp.base_state()), x, y, ["fc3"])["fc3"]
     w = mlp.base_weight("fc3")
@@ -96,9 +96,9 @@ def test_calibration_samples_are_seeded_training_samples(mlp):
     rows = {tuple(r.tolist()) for r in train.flatten(1)}
     assert all(tuple(r.tolist()) in rows for r in a.flatten(1))     # drawn from the training split
     mlp.set_calibration_samples(32)
-    f32 = mlp.calibration_statistic("fisher")["fc1"].clone()
+    f32 = mlp.calibration.statistic_of("fisher")["fc1"].clone()
     mlp.set_seed(1)
-    assert not torch.equal(mlp.calibration_statistic("fisher")["fc1"], f32)   # new seed, new samples
+    assert not torch.equal(mlp.calibration.statistic_of("fisher")["fc1"], f32)   # new seed, new samples
     with pytest.raises(PlanError):
         mlp.set_calibration_samples(0)
 
@@ -164,7 +164,7 @@ def test_wanda_refuses_global_scope_at_element_but_not_channel(mlp):
 
 def test_bn_scale_scores_are_abs_gamma(cnn):
     name = "backbone.conv1"
-    assert cnn.following_batchnorm(name) == "backbone.bn1.weight"
+    assert cnn.calibration.following_batchnorm(name) == "backbone.bn1.weight"
     gamma = cnn.base_state()["backbone.bn1.weight"].abs()
     view = cnn.layer_mask(name, LayerPlan(0.25, "channel", "bn-scale"))
     order = torch.argsort(view.ranking.rank.long())        # channels in pruning order
@@ -228,7 +228,7 @@ def test_apoz_stops_at_a_residual_add():
 
 def test_apoz_scores_rank_mostly_zero_channels_first(cnn):
     cnn.set_calibration_samples(64)
-    apoz = cnn.calibration_statistic("apoz")["backbone.conv2"]
+    apoz = cnn.calibration.statistic_of("apoz")["backbone.conv2"]
     view = cnn.layer_mask("backbone.conv2", LayerPlan(0.5, "channel", "apoz"))
     kept = view.kept_units(0.5)
     assert float(apoz[~kept].min()) >= float(apoz[kept].max()) - 1e-6

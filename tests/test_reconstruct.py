@@ -43,7 +43,7 @@ def check_reconstruction(s, plan):
     assert [f.name for f in r.layers] == names
     # every refitted layer's output is closer to the dense layer's on the calibration data (measured here with
     # hooks on whole networks, independently of the solver's own bookkeeping)
-    x, _ = s.calibration_data()
+    x, _ = s.calibration.data()
     dense, dense_logits = layer_outputs(s.model_copy(s.base_state()), names, x)
     before, before_logits = layer_outputs(s.model_copy(masked), names, x)
     after, after_logits = layer_outputs(s.model_copy(r.state), names, x)

@@ -88,7 +88,7 @@ class ClusterActions:
         s = self.session
         cfg = replace(self.finetune_config(), epochs=epochs)
         return plan_to_recipe(s.plan, s.model_spec, s.dataset.spec, seed=s.seed,
-                              extra={"finetune": cfg.as_dict(), **s.calibration_record()})
+                              extra={"finetune": cfg.as_dict(), **s.calibration.record()})
 
     def ask_job(self) -> None:
         if not self.session.loaded_ok:

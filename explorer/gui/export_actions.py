@@ -47,7 +47,7 @@ class ExportActions:
     def _recipe(self) -> dict:
         s = self.session
         return plan_to_recipe(s.plan, s.model_spec, s.dataset.spec, seed=s.seed,
-                              extra={"weights": s.base_label, **s.calibration_record(),
+                              extra={"weights": s.base_label, **s.calibration.record(),
                                      "reconstruct": s.base_label.startswith("reconstructed")})
 
     def _archive_meta(self) -> dict:

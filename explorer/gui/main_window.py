@@ -312,7 +312,7 @@ class MainWindow(QMainWindow):
             self._update_actions()
             return
         missing = s.uncached(extra=[s.selected] if s.selected else None)
-        big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(s.plan.get(n))]
+        big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.calibration.needs(s.plan.get(n))]
         if big:
             self._index_in_background(big)
         for n in [n for n in missing if n not in big]:
@@ -416,7 +416,7 @@ class MainWindow(QMainWindow):
             return
         if scope == "global":
             lp = LayerPlan(0.5, granularity, criterion)
-            missing = [n for n in names if (s.layer(n).params > SYNC_BUILD_LIMIT or s.needs_calibration(lp))
+            missing = [n for n in names if (s.layer(n).params > SYNC_BUILD_LIMIT or s.calibration.needs(lp))
                        and s.needs_build(n, lp)]
             if missing:
                 tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})

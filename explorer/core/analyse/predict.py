@@ -49,7 +49,7 @@ def predict_loss_increase(session, sparsities: list[float], granularity="element
                             f"{session.dataset.spec} has none.", "Choose a labelled dataset.")
     t0 = time.perf_counter()
     gran = get_granularity(granularity)
-    fisher = session.calibration_statistic("fisher", progress=progress, cancel=cancel)
+    fisher = session.calibration.statistic_of("fisher", progress=progress, cancel=cancel)
     base = session.base_state()
     out = Prediction(list(sparsities), gran.name, str(criterion), samples=session.calibration_samples)
     names = layers or session.layer_names

@@ -263,7 +263,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
 
     recipe = plan_to_recipe(plan, session.model_spec, ds.spec, seed=session.seed,
                             extra={"finetune": finetune_cfg.as_dict() if finetune_cfg else None,
-                                   **session.calibration_record(), "reconstruct": bool(reconstruct)})
+                                   **session.calibration.record(), "reconstruct": bool(reconstruct)})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
         bad = session.masks.mismatches(session.applied_plan, pruned_state)   # one layer at a time

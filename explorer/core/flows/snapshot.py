@@ -84,12 +84,6 @@ class Snapshot:
     def calibration_samples(self) -> int:
         return self.calibration.samples
 
-    def calibration_data(self):
-        return self.calibration.data()
-
-    def calibration_statistic(self, kind: str, progress=None, cancel=None):
-        return self.calibration.statistic_of(kind, progress, cancel)
-
     def base_state(self) -> dict[str, torch.Tensor]:
         return self.base
 

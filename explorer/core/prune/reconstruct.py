@@ -242,6 +242,6 @@ def reconstruct_plan(session, plan, progress: ProgressFn | None = None,
         raise PlanError("Nothing to reconstruct: the plan prunes no layer.", "Plan some sparsity first.")
     base = session.base_state()
     masks, aux = session.materialize(plan)
-    x, _ = session.calibration_data()
+    x, _ = session.calibration.data()
     return reconstruct(session.model_copy, base, masked_state(base, masks, aux), layers_to_refit(session, plan),
                        masks, aux, x, progress=progress, cancel=cancel)

@@ -74,6 +74,11 @@ class Calibration:
     def has(self, kind: str) -> bool:
         return self._cache.has(kind, self._key())
 
+    def needs(self, lp) -> bool:
+        """True when ranking ``lp`` first computes statistics not computed yet (the window does that in a job)."""
+        kind = lp.criterion.needs
+        return kind in KINDS and not self.has(kind)
+
     def statistic_of(self, kind: str, progress=None, cancel=None) -> dict[str, torch.Tensor]:
         """{layer: statistic} of ``kind`` ('fisher', 'input_norm', 'apoz'), computed once."""
         if kind not in KINDS:

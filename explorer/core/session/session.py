@@ -1,12 +1,10 @@
-"""The session: the one object that holds model + dataset + plan + masks + history + measurements.
+"""The session: the state the user edits, made of owned parts, and the events the GUI listens to.
 
-Every state change goes through a public method here, and the session emits the events the GUI listens
-to (psygnal; the GUI never emits them). The original weights are never lost: the model's prunable weights
-are always ``base * mask``, with ``base`` the kept weights (the loaded ones, or the last fine-tuned ones)
-and ``original`` the weights as loaded, so reset and undo are exact.
-
-Loading lives in ``model.loading`` and gradients in ``prune.gradients``; the undo stack, the History with
-its weight store and the measurements are small objects of their own that the session owns.
+Parts: ``editor`` (plan_editor.py: the plan, its rules, undo, pruning by hand), ``weight_state`` (weights.py: loaded
+and kept weights, the applied plan), ``calibration`` (calibration.py) and ``masks`` (the mask views), both bound to
+the kept weights and replaced when those change, and ``results`` (results.py: adopting flows' results, measurements,
+History). The GUI calls the session's public methods and subscribes to its events; long work runs as a flow on a
+``snapshot()`` (``core/flows``), never on the session itself.
 """
 from __future__ import annotations
 
@@ -18,25 +16,23 @@ from psygnal import Signal
 from torch import nn
 
 from ..errors import ExplorerError, PlanError
-from ..history import MIN_BUDGET_BYTES, History, WeightStore, state_bytes
+from ..history import History
 from ..measurements import Measurements
 from ..model import data as data_mod
 from ..model.layers import LayerInfo, ModelProfile, load_state
 from ..model.loading import LoadResult, resolve, resolve_dataset_for
 from ..model.metrics import LayerCounts, Totals, param_bytes
-from ..prune import plan_rules as rules
-from ..prune.calibration import DEFAULT_CALIBRATION_SAMPLES, KINDS, check_samples
+from ..prune.calibration import DEFAULT_CALIBRATION_SAMPLES, check_samples
 from ..prune.criteria import CRITERIA, DATA_CRITERIA
-from ..prune.granularity import NM, Channel
 from ..prune.masks import LayerMask
 from ..prune.plan import LayerPlan, Plan
 from ..prune.plan_masks import PlanMasks
-from ..undo import Edit, UndoStack
+from ..undo import Edit
 from .calibration import Calibration, Structure
-from .manual import SessionManual
-from .results import SessionResults
+from .plan_editor import PlanEditor
+from .results import Results
+from .weights import LOADED, WeightState
 
-LOADED = "loaded weights"
 READY_LAYER_PARAMS = 2_000_000   # rankings up to this many weights take well under a second to build
 
 
@@ -45,7 +41,7 @@ _SEEDLESS = frozenset(n for n, c in CRITERIA.items() if not c.needs and n not in
 _DATALESS = frozenset(n for n in CRITERIA if n not in DATA_CRITERIA) | {"manual"}
 
 
-class Session(SessionResults, SessionManual):
+class Session:
     """Model + dataset + plan + masks + history, with events for the GUI."""
 
     loaded = Signal()                 # a new model/dataset is in place
@@ -58,25 +54,17 @@ class Session(SessionResults, SessionManual):
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.result: LoadResult | None = None
-        self.plan = Plan()
-        self.applied_plan = Plan()
+        self.editor = PlanEditor(self)         # the plan, its rules, undo, pruning by hand
+        self.results = Results(self)           # adopting flows' results, measurements, History
+        self.weight_state = WeightState(self)  # loaded and kept weights, the applied plan
         self.selected: str | None = None
-        self.undo_stack = UndoStack()
-        self._original: dict[str, torch.Tensor] = {}
-        self._base: dict[str, torch.Tensor] = {}
-        self._base_id = self._original_id = 0
         self.masks: PlanMasks | None = None
         self.calibration: Calibration | None = None     # statistics at the kept weights (replaced, never changed)
         self.calibration_samples = DEFAULT_CALIBRATION_SAMPLES
         self._structure: Structure | None = None
         self.lock = threading.RLock()
         self.measurements = Measurements()
-        self.saved_plan: Plan | None = None    # the plan last exported (for the 'modified' marker)
-        self.base_label = LOADED
         self.history = History()
-        self.weights = WeightStore()
-        self.pruned_in_place: Plan | None = None   # set once the loaded weights were pruned in place
-        self.version = 0                       # bumps whenever the model's weights change
         self.device = torch.device("cpu")      # where jobs run; the module itself always stays on the CPU
 
     # ------------------------------------------------------------------ loading
@@ -95,26 +83,17 @@ class Session(SessionResults, SessionManual):
         with self.lock:
             self.result = result
             module = result.model.module
-            # the loaded tensors themselves, not a copy: the module's tensors are never written in place by the
-            # session (applying a plan rebinds them to new tensors, see _write_state), so these stay as loaded
-            self._original = {k: v.detach() for k, v in module.state_dict().items()}
-            self._base = self._original   # never mutated in place: masks produce new tensors
-            self.weights.clear()
-            self.weights.budget = max(MIN_BUDGET_BYTES, 2 * state_bytes(self._original))
-            self._original_id = self._base_id = self.weights.add(self._original, pinned=True)
-            self.plan, self.applied_plan, self.saved_plan = Plan(), Plan(), Plan()
-            self.undo_stack.clear()
+            self.weight_state.load(module)
+            self.editor.clear()
             self.measurements.clear()
             self.history = History()
-            self.version += 1
-            self.base_label = LOADED
-            self.pruned_in_place = None
             self._structure = Structure(module, result.profile.names, result.input_shape)
             self.calibration = self._new_calibration()
             cal = self.calibration
             groups_of = (lambda n, r=result: r.groups.of(n))
             self.masks = PlanMasks(result.profile, groups_of, cal.gradient, self.seed,
-                                   {n for n, _ in module.named_parameters()}, param_bytes(module), self._original,
+                                   {n for n, _ in module.named_parameters()}, param_bytes(module),
+                                   self.weight_state.original,
                                    statistic=cal.statistic)
             self.selected = self.default_layer()
         self.loaded.emit()
@@ -132,7 +111,7 @@ class Session(SessionResults, SessionManual):
             self.result = r = new
             self.measurements.clear()
             self._structure = Structure(self.module, r.profile.names, r.input_shape)
-            self._renew_views(profile=r.profile)
+            self.renew_views(profile=r.profile)
         self.loaded.emit()
         self.measurements.changed.emit()
 
@@ -208,13 +187,34 @@ class Session(SessionResults, SessionManual):
 
     def base_weight(self, name: str) -> torch.Tensor:
         """The kept (unmasked) weight of a prunable layer that masks apply to."""
-        return self._base[self.profile.weight_key(name)]
+        return self.weight_state.base[self.profile.weight_key(name)]
 
     def original_state(self) -> dict[str, torch.Tensor]:
-        return self._original
+        return self.weight_state.original
 
     def base_state(self) -> dict[str, torch.Tensor]:
-        return self._base
+        return self.weight_state.base
+
+    @property
+    def applied_plan(self) -> Plan:
+        return self.weight_state.applied_plan
+
+    @property
+    def base_label(self) -> str:
+        return self.weight_state.label
+
+    @property
+    def version(self) -> int:
+        return self.weight_state.version
+
+    @property
+    def pruned_in_place(self) -> Plan | None:
+        return self.weight_state.pruned_in_place
+
+    @property
+    def weights(self):
+        """The store of kept weights (History returns to them)."""
+        return self.weight_state.store
 
     def applied_state(self) -> dict[str, torch.Tensor]:
         """The model's own tensors now (the kept weights under the applied plan); never write into them."""
@@ -241,8 +241,8 @@ class Session(SessionResults, SessionManual):
         r = self.require()
         with self.lock:
             return Snapshot(model_spec=r.model.spec, module=r.model.module, dataset=r.dataset, profile=r.profile,
-                            input_shape=tuple(r.input_shape), original=dict(self._original), base=dict(self._base),
-                            base_id=self._base_id, plan=(plan or self.plan).copy(), applied=self.applied_plan.copy(),
+                            input_shape=tuple(r.input_shape), original=dict(self.original_state()), base=dict(self.base_state()),
+                            base_id=self.base_id, plan=(plan or self.plan).copy(), applied=self.applied_plan.copy(),
                             seed=self.seed, device=self.device, masks=self.masks, calibration=self.calibration,
                             load=r)
 
@@ -284,15 +284,15 @@ class Session(SessionResults, SessionManual):
         if seed != self.seed:
             self.seed = seed
             if self.masks:
-                self._renew_views(keep=_SEEDLESS)
+                self.renew_views(keep=_SEEDLESS)
 
     # ------------------------------------------------------------------ calibration (see calibration.py)
     def _new_calibration(self) -> Calibration:
         r = self.require()
-        return Calibration(r.model.module, r.dataset, r.profile.names, lambda n: r.groups.of(n), self._base,
-                           self._base_id, self.seed, self.calibration_samples, self._structure)
+        return Calibration(r.model.module, r.dataset, r.profile.names, lambda n: r.groups.of(n), self.base_state(),
+                           self.base_id, self.seed, self.calibration_samples, self._structure)
 
-    def _renew_views(self, profile: ModelProfile | None = None, base: dict | None = None,
+    def renew_views(self, profile: ModelProfile | None = None, base: dict | None = None,
                      keep: frozenset[str] | None = None) -> None:
         """New calibration and mask views for changed inputs; the old ones stay intact for flows holding them."""
         with self.lock:
@@ -308,136 +308,55 @@ class Session(SessionResults, SessionManual):
         if n != self.calibration_samples:
             self.calibration_samples = n
             if self.masks is not None:
-                self._renew_views(keep=_DATALESS)
+                self.renew_views(keep=_DATALESS)
             if self.loaded_ok:
                 self.plan_changed.emit(None)
 
-    def calibration_record(self) -> dict:
-        """What a recipe records so that criteria and reconstruction replay bit for bit."""
-        return {"calibration": {"samples": self.calibration_samples, "seed": self.seed}}
+    # ------------------------------------------------------------------ plan editing (see plan_editor.py)
+    @property
+    def plan(self) -> Plan:
+        return self.editor.plan
 
-    def calibration_data(self):
-        """The calibration samples (inputs, labels or None)."""
-        return self.calibration.data()
+    @property
+    def undo_stack(self):
+        return self.editor.undo_stack
 
-    def needs_calibration(self, lp) -> bool:
-        """True when ranking ``lp`` first computes calibration statistics (the window does that in a job)."""
-        kind = lp.criterion.needs
-        return kind in KINDS and not self.calibration.has(kind)
-
-    def calibration_statistic(self, kind: str, progress=None, cancel=None) -> dict[str, torch.Tensor]:
-        """{layer: statistic} of ``kind`` ('fisher', 'input_norm', 'apoz'), computed once per kept weights."""
-        return self.calibration.statistic_of(kind, progress, cancel)
-
-    def following_batchnorm(self, layer: str) -> str | None:
-        return self.calibration.following_batchnorm(layer)
-
-    # ------------------------------------------------------------------ plan editing
-    def _edit(self) -> Edit:
-        return Edit(self.plan.copy(), self.applied_plan.copy())
-
-    def _replace_plan(self, plan: Plan, names=None, coalesce: object = None, record: bool = True) -> None:
-        if record:
-            self.undo_stack.push(self._edit(), coalesce)
-        self.plan = plan
-        self.plan_changed.emit(names)
-        self.history_changed.emit()
+    @property
+    def saved_plan(self) -> Plan | None:
+        return self.editor.saved_plan
 
     def end_edit(self) -> None:
-        """Close a coalesced edit (e.g. on slider release): the next edit is a new undo step."""
-        self.undo_stack.end_edit()
+        self.editor.end_edit()
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
-        """Validate one layer's plan: values, and that the granularity fits the layer."""
-        lp = rules.check_layer_plan(name, lp, self.layer(name), lambda: self.channel_group(name), self.dataset)
-        self.calibration.check_criterion(name, lp, self.linked_layers(name))
-        return lp
+        return self.editor.check_layer_plan(name, lp)
 
     def set_layer(self, name: str, sparsity: float | None = None, granularity: str | None = None,
                   criterion: str | None = None, coalesce: object = None) -> list[str]:
-        """Change one layer's plan (and its linked layers under channel granularity). Returns changed names."""
-        cur = self.plan.get(name)
-        if cur.is_manual and criterion is None:   # a slider or granularity edit leaves the hand-made choice
-            cur = LayerPlan(cur.sparsity, cur.granularity, "l1")
-        new = LayerPlan(cur.sparsity if sparsity is None else sparsity,
-                        cur.granularity if granularity is None else granularity,
-                        cur.criterion if criterion is None else criterion)
-        if granularity is not None and sparsity is None and isinstance(new.granularity, NM) and new.sparsity == 0.0:
-            new = LayerPlan(new.granularity.pattern_sparsity, new.granularity, new.criterion)
-        new = self.check_layer_plan(name, new)
-        channel = isinstance(new.granularity, Channel)
-        names = list(self.linked_layers(name)) if channel or isinstance(cur.granularity, Channel) else [name]
-        plan = self.plan
-        for n in names:
-            lp = new
-            if n != name and not channel:
-                # leaving channel: linked layers fall back to the same granularity if it fits, else element
-                lp = new if new.granularity.fits(self.layer(n)) else LayerPlan(new.sparsity, "element", new.criterion)
-            plan = plan.with_layer(n, lp)
-        if plan.layers == self.plan.layers:
-            return []
-        plan.scope, plan.target_sparsity = "local", None   # a hand edit makes the plan per-layer
-        self._replace_plan(plan, names, coalesce)
-        return names
+        return self.editor.set_layer(name, sparsity, granularity, criterion, coalesce)
 
     def set_uniform(self, names: list[str], sparsity: float, granularity: str = "element",
                     criterion: str = "l1") -> dict[str, str]:
-        """Same plan for many layers. Layers the granularity does not fit are left dense; returns why."""
-        proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
-        skipped: dict[str, str] = {}
-        plan = self.plan.copy()
-        plan.scope, plan.target_sparsity = "local", sparsity
-        for n in names:
-            try:
-                plan.layers[n] = self.check_layer_plan(n, proto)
-            except PlanError as e:
-                skipped[n] = e.message
-                plan.layers.pop(n, None)
-        rules.refuse_if_none_fit(names, skipped, proto)
-        self.set_plan(plan)
-        return skipped
-
-    def _check_many(self, names: list[str], proto: LayerPlan) -> LayerPlan:
-        """Bad values and a criterion the dataset cannot serve are errors for all layers, not 'does not fit'."""
-        proto = proto.validated()
-        rules.check_criterion_data(proto, self.dataset)
-        for n in names:
-            self.layer(n)
-        return proto
+        return self.editor.set_uniform(names, sparsity, granularity, criterion)
 
     def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
                    max_layer_sparsity: float = 0.95) -> dict[str, str]:
-        """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
-        from ..prune.scope import global_sparsities
-
-        proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
-        skipped: dict[str, str] = {}
-        ok = []
-        for n in names:
-            try:
-                self.check_layer_plan(n, LayerPlan(0.0, proto.granularity, proto.criterion))
-                ok.append(n)
-            except PlanError as e:
-                skipped[n] = e.message
-        rules.refuse_if_none_fit(names, skipped, proto)
-        per_layer = global_sparsities(self, ok, sparsity, proto.granularity, proto.criterion, max_layer_sparsity)
-        plan = self.plan.copy()
-        for n in names:
-            plan.layers.pop(n, None)
-        for n, s in per_layer.items():
-            plan.layers[n] = LayerPlan(s, proto.granularity, proto.criterion)
-        plan.scope, plan.target_sparsity = "global", sparsity
-        self.set_plan(plan)
-        return skipped
+        return self.editor.set_global(names, sparsity, granularity, criterion, max_layer_sparsity)
 
     def set_plan(self, plan: Plan, record: bool = True) -> None:
-        plan = self.linked_plan(plan.validated(self.layer_names))
-        for n, lp in list(plan.layers.items()):
-            plan.layers[n] = self.check_layer_plan(n, lp)
-        self._replace_plan(plan, record=record)
+        self.editor.set_plan(plan, record)
 
     def linked_plan(self, plan: Plan) -> Plan:
-        return rules.linked_plan(plan, self.linked_layers)
+        return self.editor.linked_plan(plan)
+
+    def manual_units(self, name: str, granularity: str = "channel") -> tuple:
+        return self.editor.manual_units(name, granularity)
+
+    def set_manual(self, name: str, units, granularity: str = "channel", coalesce: object = None) -> list[str]:
+        return self.editor.set_manual(name, units, granularity, coalesce)
+
+    def toggle_manual(self, name: str, index, granularity: str = "channel") -> bool:
+        return self.editor.toggle_manual(name, index, granularity)
 
     @property
     def can_undo(self) -> bool:
@@ -450,31 +369,30 @@ class Session(SessionResults, SessionManual):
     def undo(self) -> bool:
         if self.can_undo:
             self._check_not_spent(None)      # a session pruned in place has no way back
-        return self._step(self.undo_stack.undo(self._edit()))
+        return self._step(self.undo_stack.undo(self.editor.edit()))
 
     def redo(self) -> bool:
         if self.can_redo:
             self._check_not_spent(None)
-        return self._step(self.undo_stack.redo(self._edit()))
+        return self._step(self.undo_stack.redo(self.editor.edit()))
 
     def _step(self, edit: Edit | None) -> bool:
         """Go to an earlier (or later) edit: its plan, and its applied plan written into the model if it differs."""
         if edit is None:
             return False
         if edit.applied != self.applied_plan:
-            self._write_state(edit.applied, self.masked_state(edit.applied))
+            self.write_state(edit.applied, self.masked_state(edit.applied))
             self.weights_changed.emit()
-        self._replace_plan(edit.plan.copy(), record=False)
+        self.editor.replace(edit.plan.copy(), record=False)
         return True
 
     def reset(self) -> None:
         """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
         self._check_not_spent(Plan())
-        self.undo_stack.push(self._edit())
-        self.plan = Plan()
-        if self._base is not self._original and self.base_label != LOADED:
-            self._set_base(self._original, LOADED, self._original_id)
-        self._write_state(Plan(), self.masked_state(Plan()))
+        self.editor.push()
+        self.editor.plan = Plan()
+        self.weight_state.back_to_loaded()
+        self.write_state(Plan(), self.masked_state(Plan()))
         self.weights_changed.emit()
         self.plan_changed.emit(None)
         self.history_changed.emit()
@@ -487,12 +405,11 @@ class Session(SessionResults, SessionManual):
     @property
     def modified(self) -> bool:
         """Something differs from the last export (or from the loaded model if never exported)."""
-        return self.plan != (self.saved_plan or Plan()) or self.base_label != LOADED
+        return self.editor.modified or self.base_label != LOADED
 
     def mark_saved(self, plan: Plan | None = None) -> None:
         """The plan (default: the current one) was just exported: the 'modified' marker clears."""
-        self.saved_plan = (plan or self.plan).copy()
-        self.history_changed.emit()
+        self.editor.mark_saved(plan)
 
     # ------------------------------------------------------------------ masks & counts (see prune.plan_masks)
     def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
@@ -544,21 +461,14 @@ class Session(SessionResults, SessionManual):
         """Apply with the masked state computed elsewhere (a worker); undoable like :meth:`apply`."""
         self._check_not_spent(plan)
         if plan != self.applied_plan:
-            self.undo_stack.push(self._edit())
-        self._write_state(plan, state)
+            self.editor.push()
+        self.write_state(plan, state)
         self.weights_changed.emit()
         self.history_changed.emit()
 
-    def _write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
-        """The model's tensors become ``state``'s (rebound, not copied in place: the kept weights that the model
-        shared stay untouched, and unchanged tensors stay shared)."""
-        from ..model.sharing import rebind_state
-
-        self._check_not_spent(plan)
-        with torch.no_grad(), self.lock:
-            rebind_state(self.module, state)
-            self.applied_plan = plan.copy()
-            self.version += 1
+    def write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
+        """The model's tensors become ``state``'s (see weights.py)."""
+        self.weight_state.write(plan, state)
 
     def prune_loaded_in_place(self, plan: Plan) -> list[str]:
         """Apply ``plan``, writing the masks of its big one-off layers (element, |w|) into the loaded weights
@@ -567,50 +477,73 @@ class Session(SessionResults, SessionManual):
         weights *are* the pruned ones, so applying another plan, resetting or restoring weights is refused.
         Returns the layers masked in place."""
         plan = plan.copy()
-        self._check_not_spent(plan)
-        # not under the session's lock (ranking may take it: see MaskEngine.invalidate) nor under no_grad (the
-        # taylor criterion's scores need gradients)
-        state, done = self.masks.masked_state_in_place(plan)
-        if done:
-            self.pruned_in_place = plan
-            self.version += 1
+        state, done = self.weight_state.prune_in_place(self.masks, plan)
         self.apply_state(plan, state)
         return done
 
     def _check_not_spent(self, plan: Plan | None) -> None:
-        """Refuse to change weights after :meth:`prune_loaded_in_place` (``plan``: None for a new base)."""
-        spent = self.pruned_in_place
-        if spent is None:
-            return
-        if plan is None or any(plan.get(n) != spent.get(n) for n in self.masks.in_place):
-            raise ExplorerError("The loaded weights were pruned in place to save memory, so the dense weights "
-                                "are gone from this session.", "Open the model again to try another plan.")
+        self.weight_state.check_not_spent(plan)
 
     def own_module_tensors(self) -> None:
-        """Give the model private copies of the tensors it shares with the kept/loaded weights, before code
-        trains it in place (the prune and compress flows fine-tune ``session.module`` itself)."""
-        from ..model.sharing import unshare
-
-        with torch.no_grad(), self.lock:
-            unshare(self.module, [self._original, self._base])
+        """Private copies of the tensors the model shares with the kept/loaded weights, before training it in place."""
+        self.weight_state.own_module_tensors()
 
     def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
         """Take a copy of ``state`` as the new kept weights (masks apply to them from now on); the model's own
         weights change on the next apply. Rankings are rebuilt lazily."""
-        state = {k: v.detach().clone() for k, v in state.items()}
-        self._set_base(state, label, self.weights.add(state))
+        self.weight_state.add_base(state, label)
         self.weights_changed.emit()
 
-    def _set_base(self, state: dict[str, torch.Tensor], label: str, base_id: int) -> None:
-        """New kept weights (after fine-tuning, on reset or restore); rankings are rebuilt lazily."""
-        self._check_not_spent(None)
-        with self.lock:
-            self._base = state
-            self._base_id = base_id
-            self.weights.use(base_id)
-            self._renew_views(base=state)
-            self.base_label = label
-            self.version += 1
+    def use_base(self, state: dict[str, torch.Tensor], label: str, base_id: int) -> None:
+        """New kept weights from the store (``base_id``), e.g. restoring a History entry."""
+        self.weight_state.use_base(state, label, base_id)
 
     def nonfinite_layers(self) -> dict[str, int]:
         return self.masks.nonfinite_layers()
+
+    # ------------------------------------------------------------------ results (see results.py)
+    @property
+    def base_id(self) -> int:
+        """Which kept weights masks apply to now (a WeightStore id): what measurements and History refer to."""
+        return self.weight_state.base_id
+
+    def adopt(self, state: dict[str, torch.Tensor], plan: Plan, label: str) -> None:
+        self.results.adopt(state, plan, label)
+
+    def adopt_finetune(self, snapshots: list, state: dict[str, torch.Tensor], plan: Plan,
+                       label: str = "fine-tuned") -> None:
+        self.results.adopt_finetune(snapshots, state, plan, label)
+
+    def adopt_search(self, result, label: str) -> None:
+        self.results.adopt_search(result, label)
+
+    def adopt_result(self, result) -> None:
+        self.results.adopt_result(result)
+
+    def adopt_compression(self, result, plan: Plan) -> None:
+        self.results.adopt_compression(result, plan)
+
+    def is_fresh(self, m) -> bool:
+        return self.results.is_fresh(m)
+
+    def state_label(self, plan: Plan | None = None) -> str:
+        return self.results.state_label(plan)
+
+    def record_evaluation(self, plan: Plan, base_id: int, current, dense=None) -> None:
+        self.results.record_evaluation(plan, base_id, current, dense)
+
+    def record_latency(self, plan: Plan, base_id: int, comparison) -> None:
+        self.results.record_latency(plan, base_id, comparison)
+
+    def record_scan(self, result) -> None:
+        self.results.record_scan(result)
+
+    def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None,
+               plan: Plan | None = None):
+        return self.results.record(label, accuracy, latency_ms, plan)
+
+    def entry_state(self, entry) -> dict[str, torch.Tensor]:
+        return self.results.entry_state(entry)
+
+    def restore(self, entry, state: dict[str, torch.Tensor] | None = None) -> None:
+        self.results.restore(entry, state)
