@@ -29,7 +29,7 @@ def _shown(w) -> dict | None:
 def _report(app, win) -> None:
     # the window manager frames the window, then ScreenFit fits it to the real frame (timers up to 600 ms)
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 1.5:
+    while time.monotonic() - t0 < 3.5:
         app.processEvents()
         time.sleep(0.05)
     wait_idle(app, win, 120)

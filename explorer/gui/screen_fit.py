@@ -153,7 +153,7 @@ class ScreenFit(QObject):
                 if handle is not None:
                     handle.screenChanged.connect(lambda _s: QTimer.singleShot(0, self, self.refit))
                 # the frame is known once the window manager framed the window: fit again then
-                for ms in (0, 150, 600):
+                for ms in (0, 150, 600, 1500, 3000):
                     QTimer.singleShot(ms, self, self._framed)
             elif t == QEvent.Close:
                 self.save()
