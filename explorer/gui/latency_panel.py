@@ -59,7 +59,7 @@ class LatencyPanel(QWidget):
         self.table.setHorizontalHeaderLabels(["model", "median ms", "p10–p90 ms", "speedup", "MAC ratio"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        for i, w in enumerate((110, 90, 120, 80, 80)):
+        for i, w in enumerate((105, 85, 140, 80, 80)):
             self.table.setColumnWidth(i, w)
         self.plot = pg.PlotWidget()
         self.plot.setMinimumHeight(PLOT_MIN_H)     # never squeezed to a sliver: the views scroll instead
