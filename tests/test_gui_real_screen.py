@@ -69,6 +69,9 @@ def x_screen(tmp_path_factory):
 def test_window_fits_a_1024x768_screen_in_every_mode(x_screen, tmp_path):
     env = {**os.environ, "DISPLAY": x_screen, "QT_QPA_PLATFORM": "xcb", "PYTHONPATH": str(ROOT),
            "XDG_CONFIG_HOME": str(tmp_path / "config"), "HOME": str(tmp_path)}   # no remembered size
+    conf = tmp_path / "config" / "PruningExplorer" / "pruning-explorer.conf"     # the app's settings
+    conf.parent.mkdir(parents=True)
+    conf.write_text("[latency]\nruns=3\n")        # the lesson's latency step: 3 timed runs are enough here
     lines = "\n".join(json.dumps(args) for args in MODES.values())
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "real_window_probe.py"), lines], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
