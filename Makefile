@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(PY)
 
 $(TSTAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
-	bash scripts/ensure_qt_libs.sh
+	PY=$(PY) bash scripts/ensure_qt_libs.sh --xvfb
 	touch $@ $(STAMP)
 
 venv: $(STAMP)

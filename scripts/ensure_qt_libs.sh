@@ -2,7 +2,9 @@
 # Make sure Qt (PySide6) can start headless. On a bare machine a few system
 # libraries Qt links against (EGL/GL, fontconfig, xkbcommon, dbus) may be
 # missing; install them with apt-get when we can. Prints what it did.
-# With --desktop (make run) also the X11 plugin's libraries (libxcb-cursor0 and friends).
+# With --desktop (make run) also the X11 plugin's libraries (libxcb-cursor0 and friends); with --xvfb (make test)
+# those and a virtual X screen with a window manager (xvfb, openbox), for the real-window test
+# (tests/test_gui_real_screen.py skips without them).
 set -u
 PY=${PY:-.venv/bin/python}
 apt_install() {
@@ -11,6 +13,13 @@ apt_install() {
     $SUDO apt-get update -qq >/dev/null 2>&1; $SUDO apt-get install -y -qq "$@" >/dev/null 2>&1
   fi
 }
+if [ "${1:-}" = "--xvfb" ]; then
+  if ! command -v Xvfb >/dev/null || ! command -v openbox >/dev/null; then
+    echo "installing a virtual X screen for the real-window test (xvfb, openbox)"
+    apt_install xvfb openbox
+  fi
+  set -- --desktop
+fi
 if [ "${1:-}" = "--desktop" ]; then
   xcb=$("$PY" -c "import PySide6, pathlib; print(pathlib.Path(PySide6.__file__).parent / 'Qt/plugins/platforms/libqxcb.so')")
   if command -v ldd >/dev/null && ldd "$xcb" 2>/dev/null | grep -q "not found"; then

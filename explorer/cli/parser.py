@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sparsity", type=float, default=None, help="preview this sparsity on the selected layer")
     g.add_argument("--granularity", default=None, help="granularity for --sparsity")
     g.add_argument("--recipe", default=None, help="open this recipe after loading")
-    g.add_argument("--size", default="1440x900", metavar="WxH", help="window size in pixels (320x240 to 8192x8192)")
+    g.add_argument("--size", default=None, metavar="WxH",
+                   help="window size in pixels, exactly (320x240 to 8192x8192; default: the size you last gave the "
+                        "window, or 1440x900, within the screen's free area; --screenshot: 1440x900)")
     g.add_argument("--tab", default=None,
                    help="show this tab first: weights, fine-tune, latency, sensitivity, history, ...")
     g.add_argument("--detail", action="store_true", help="zoom the heatmap to its top-left corner (screenshots)")

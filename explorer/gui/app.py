@@ -80,12 +80,15 @@ def run_gui(args) -> int:
     if not screenshot:
         from .platform_check import check_platform
         check_platform()
+    from PySide6.QtCore import QSize
+
     from explorer.core.model.loading import parse_input_shape, resolve
     from explorer.core.session import Session
 
+    from . import screen_fit
     from .main_window import MainWindow
 
-    size = parse_size(args.size or "1440x900")
+    size = parse_size(args.size) if args.size else None
     app = make_app(plots=False)
     # load before showing: a bad --model on the command line is a clear CLI error, not an empty window. The
     # channel-group analysis, the plots, the panels and the first ranking come after the first frame
@@ -94,7 +97,6 @@ def run_gui(args) -> int:
     session.apply_load(resolve(args.model, args.dataset, weights=args.weights, arch=args.arch, trust=args.trust,
                                input_shape=parse_input_shape(args.input_shape), defer_groups=True))
     win = MainWindow(session, deferred=True)
-    win.resize(*size)
     if getattr(args, "presentation", False):
         win.classroom.presentation.set_on(True)
     if getattr(args, "lesson", None) or getattr(args, "step", None) is not None:
@@ -115,6 +117,10 @@ def run_gui(args) -> int:
             from explorer.core.errors import ExplorerError
             raise ExplorerError(f"There is no tab '{args.tab}'.", f"Use one of: {', '.join(names)}.")
         win.tabs.setCurrentIndex(match[0])
+    # within the screen's available area, at the size the user last gave it; --size and --screenshot are exact
+    exact = QSize(*size) if size else QSize(screen_fit.DEFAULT) if screenshot else None
+    win.screen_fit = screen_fit.ScreenFit(win, win.settings, exact=exact)
+    win.screen_fit.place()
     win.show()
     if getattr(args, "detail", False):
         win.weight_view.detail_btn.setChecked(True)

@@ -105,6 +105,9 @@ class CompressPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(IDX_COL, QHeaderView.Fixed)
         self.table.setColumnWidth(IDX_COL, 58)
         self.table.itemSelectionChanged.connect(self._row_selected)
+        # three rows at least: at 1024x768 the views scroll rather than squeeze the per-layer settings to one row
+        self.table.setMinimumHeight(self.table.horizontalHeader().sizeHint().height()
+                                    + 3 * self.table.verticalHeader().defaultSectionSize() + 4)
 
         self.start_btn = QPushButton("Compress (F9)")
         self.start_btn.setObjectName("primary")

@@ -61,7 +61,7 @@ class WaterfallPlot(pg.PlotWidget):
             self.saved.setOpts(x=[], height=[], y0=[])
             for t in self.labels:
                 t.setText("")
-            self.labels[1].setText("bytes, ratio and accuracy of every stage\nappear here after Compress (F9)")
+            self.labels[1].setText("bytes, ratio and accuracy\nof every stage appear here\nafter Compress (F9)")
             self.labels[1].setPos(1.5, 0.6)
             self.getAxis("left").setTicks([[]])
             self.setYRange(0, 1, padding=0)

@@ -7,8 +7,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
-    QFormLayout,
-    QHBoxLayout,
+    QGridLayout,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -45,6 +44,9 @@ def explain(speed_masked: float, mac_masked: float, speed_compact: float | None,
     return " ".join(out)
 
 
+PLOT_MIN_H = 140
+
+
 class LatencyPanel(QWidget):
     """``measure`` starts a latency job (Run ▸ Measure latency)."""
 
@@ -57,10 +59,10 @@ class LatencyPanel(QWidget):
         self.table.setHorizontalHeaderLabels(["model", "median ms", "p10–p90 ms", "speedup", "MAC ratio"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
-        self.table.setMaximumHeight(190)
-        for i, w in enumerate((110, 90, 120, 80, 80)):
+        for i, w in enumerate((105, 85, 140, 80, 80)):
             self.table.setColumnWidth(i, w)
         self.plot = pg.PlotWidget()
+        self.plot.setMinimumHeight(PLOT_MIN_H)     # never squeezed to a sliver: the views scroll instead
         self.plot.setMenuEnabled(False)
         self.plot.setMouseEnabled(False, False)
         self.plot.setLabel("left", "speedup vs dense (×)")
@@ -96,27 +98,40 @@ class LatencyPanel(QWidget):
         self.btn = QPushButton("Measure (F6)")
         self.btn.setObjectName("primary")
         self.btn.clicked.connect(measure)
-        form = QFormLayout()
-        form.addRow("batch", self.batch)
-        form.addRow("timed runs", self.runs)
-        form.addRow("threads", self.threads)
-        form.addRow("", self.onnx)
-        top = QHBoxLayout()
-        top.addLayout(form)
-        top.addStretch(1)
-        top.addWidget(self.btn, 0, Qt.AlignBottom)
+        # the settings in two rows (not four): at 1024x768 with the lesson bar open the chart keeps its height
+        top = QGridLayout()
+        for col, (text, w) in enumerate((("batch", self.batch), ("timed runs", self.runs))):
+            top.addWidget(QLabel(text), 0, 2 * col)
+            top.addWidget(w, 0, 2 * col + 1)
+        top.addWidget(QLabel("threads"), 1, 0)
+        top.addWidget(self.threads, 1, 1)
+        top.addWidget(self.onnx, 1, 2, 1, 2)
+        top.setColumnStretch(4, 1)
+        top.addWidget(self.btn, 0, 5, 2, 1, Qt.AlignBottom)
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.table)
         lay.addWidget(self.explain)
         lay.addWidget(self.plot, 1)
         self.session.measurements.changed.connect(self.update_results)
+        self._fit_table()
+
+    def _fit_table(self) -> None:
+        """The table as tall as its rows (no empty space under them; the chart gets it)."""
+        t = self.table
+        h = t.horizontalHeader().sizeHint().height() + 2 * t.frameWidth() \
+            + sum(t.rowHeight(r) for r in range(t.rowCount()))
+        if t.horizontalScrollBar().isVisible():
+            h += t.horizontalScrollBar().sizeHint().height()
+        t.setFixedHeight(h)
 
     def update_results(self) -> None:
         s = self.session
         m = s.measurements.latency if s.loaded_ok else None
         if m is None:
             self.table.clearContents()
+            self.table.setRowCount(3)
+            self._fit_table()
             self.bar_lat.setOpts(x=[], height=[])
             self.bar_mac.setOpts(x=[], height=[])
             return
@@ -129,6 +144,7 @@ class LatencyPanel(QWidget):
         for k, lat in (getattr(L, "onnx", None) or {}).items():     # onnxruntime, next to PyTorch
             rows.append((f"{'compacted' if k == 'compact' else k} · ORT", lat, macs_of.get(k)))
         self.table.setRowCount(len(rows))
+        self._fit_table()
         d = L.dense.median_ms
         speeds, macr = [], []
         for r, (name, lat, macs) in enumerate(rows):

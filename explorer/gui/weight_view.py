@@ -73,7 +73,7 @@ class WeightView(QWidget):
         self.detail_btn.setToolTip("Zoom the heatmap to the top-left 32×64 weights, where single weights, kernel rows "
                                    "and n:m runs are visible (mouse wheel and drag also zoom and pan)")
         self.detail_btn.toggled.connect(self._detail)
-        self.hist_info = QLabel(" ")
+        self.hist_info = _WrappedLabel(" ")
         self.hist_info.setObjectName("hoverLabel")
         self.hist_info.setWordWrap(True)
 
@@ -329,3 +329,21 @@ class WeightView(QWidget):
         text = f"{v.layer.name}[{where}] = {value:.5g}  ({'kept' if kept else 'pruned'})"
         self.hover_label.setText(text)
         self.hovered.emit(text)
+
+
+class _WrappedLabel(QLabel):
+    """A word-wrapped label whose minimum height is the lines it needs at its width: a splitter (which knows nothing
+    of height-for-width) then squeezes the plot under it, never draws the plot over it."""
+
+    def _fit(self) -> None:
+        h = self.heightForWidth(self.width())
+        if h > 0 and h != self.minimumHeight():
+            self.setMinimumHeight(h)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        super().setText(text)
+        self._fit()
+
+    def resizeEvent(self, e) -> None:      # noqa: N802
+        super().resizeEvent(e)
+        self._fit()
