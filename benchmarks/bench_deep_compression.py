@@ -24,8 +24,9 @@ import _common
 import torch
 
 from explorer.core.compress import accounting, dcz
-from explorer.core.compress.flow import compress_state, run_compress
+from explorer.core.compress.flow import compress_state
 from explorer.core.compress.quantize import QuantSettings
+from explorer.core.flows.compress import run as run_compress
 from explorer.core.formats.dcz import decode_archive
 from explorer.core.session import Session
 from explorer.core.train.finetune import FinetuneConfig
@@ -49,7 +50,7 @@ def digits(seed: int) -> dict:
     s.set_global(s.layer_names, SPARSITY, max_layer_sparsity=0.99)
     settings = QuantSettings.build(s.layers, BITS, INDEX_BITS, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        r, _ = run_compress(s, settings, f"{tmp}/out", FinetuneConfig(seed=seed, **FINETUNE),
+        r, _ = run_compress(s.snapshot(), settings, f"{tmp}/out", FinetuneConfig(seed=seed, **FINETUNE),
                             FinetuneConfig(seed=seed, **QUANTIZE))
     sec = r.seconds
     times = {"pruned": sec["prune"], "quantized": sec["cluster"] + sec.get("train", 0.0),

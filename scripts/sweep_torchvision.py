@@ -4,7 +4,7 @@
     .venv/bin/python scripts/sweep_torchvision.py resnet18 densenet121  # only these (the table keeps the others)
 
 Each architecture runs in a subprocess of its own (random weights, norms randomised, one thread, small
-inputs where the architecture allows), through ``explorer.core.deploy.arch_check.check_session``:
+inputs where the architecture allows), through ``explorer.core.arch_check.check_session``:
 element, 2:4, vector, kernel and channel masks on every layer each fits (the counts the engine reports
 must match the zeros in the weights, and the masked model must run), then channel compaction whose
 output must equal the masked model's (relative error <= 1e-4) with fewer parameters; last, the prune flow's
@@ -43,7 +43,7 @@ def run_one(arch: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from explorer.core.deploy.arch_check import check_session
+    from explorer.core.arch_check import check_session
     from explorer.core.session import Session
 
     t0 = time.perf_counter()

@@ -210,7 +210,7 @@ def test_prune_with_a_recipe_and_no_model_takes_the_recipes_model(tmp_path):
 
 
 def test_the_exported_job_script_runs_as_written(recipe, tmp_path):
-    from explorer.core.deploy.finetune_job import write_job
+    from explorer.core.finetune_job import write_job
 
     if not (BIN / "pruning-explorer").exists():
         pytest.skip("the pruning-explorer script is not installed next to this Python")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.core.deploy.arch_check import check_reload
+from explorer.core.arch_check import check_reload
 from explorer.core.model.loading import resolve
 from explorer.core.session import Session
 
@@ -67,11 +67,11 @@ def test_model_pt_carries_metadata_that_mnasnet_needs(tmp_path):
     tv = pytest.importorskip("torchvision")
     from collections import OrderedDict
 
-    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.flows.prune import run as run_prune
 
     s = _open("torchvision:mnasnet0_5", input_shape=(3, 32, 32))
     s.set_uniform(s.layer_names[:1], 0.5, "element")
-    run_prune(s, tmp_path / "out", measure=False)
+    run_prune(s.snapshot(), tmp_path / "out", measure=False)
     back = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert isinstance(back, OrderedDict) and back._metadata[""]["version"] == 2     # MNASNet._version
     stripped = dict(back)                                  # what model.pt used to hold
@@ -83,14 +83,14 @@ def test_model_pt_carries_metadata_that_mnasnet_needs(tmp_path):
 
 
 def test_compress_folder_model_pt_loads_strictly(tmp_path):
-    from explorer.core.compress.flow import run_compress
     from explorer.core.compress.quantize import QuantSettings
+    from explorer.core.flows.compress import run as run_compress
     from explorer.core.model.nets import DigitsCNN
 
     s = Session.open("digits-cnn")
     s.set_uniform(s.layer_names, 0.5)
     settings = QuantSettings.build(s.layers, bits=4)
-    run_compress(s, settings, tmp_path / "c")
+    run_compress(s.snapshot(), settings, tmp_path / "c")
     back = torch.load(tmp_path / "c" / "model.pt", weights_only=True)
     assert getattr(back, "_metadata", None)
     fresh = DigitsCNN()

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from explorer.core.deploy.bundle import run_prune  # noqa: E402
+from explorer.core.flows.prune import run as run_prune  # noqa: E402
 from explorer.core.model.hf import companion_files  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
 from tests import tiny_models as tiny  # noqa: E402
@@ -61,14 +61,14 @@ def test_model_hf_loads_tokenizer_processor_and_runs_a_pipeline_offline(tmp_path
     s = Session.open(f"hf:{llama}", f"text:{text}")
     assert any("tokenized with the tokenizer" in n for n in s.require().notes)
     s.set_uniform(s.layer_names, 0.3)
-    run_prune(s, tmp_path / "lm", measure=False)
+    run_prune(s.snapshot(), tmp_path / "lm", measure=False)
     lm_out = tmp_path / "lm" / "model_hf"
 
     vit = tiny.vit_folder(tmp_path / "vit")
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(vit))
     v = Session.open(f"hf:{vit}", "synthetic")
     v.set_uniform(v.layer_names, 0.3)
-    run_prune(v, tmp_path / "im", measure=False)
+    run_prune(v.snapshot(), tmp_path / "im", measure=False)
     im_out = tmp_path / "im" / "model_hf"
 
     for src, out in ((llama, lm_out), (vit, im_out)):

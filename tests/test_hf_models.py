@@ -91,7 +91,7 @@ def test_gpt2_nm_runs_and_channels_follow_the_input_and_output_dimensions(folder
 
 
 def test_attention_channel_compaction_is_refused_with_a_reason_and_mlp_is_removed(folders):
-    from explorer.core.deploy.arch_check import check_session
+    from explorer.core.arch_check import check_session
 
     for name in ("llama", "gpt2"):
         r = check_session(lm(folders, name), granularities=("element", "2:4", "channel"))

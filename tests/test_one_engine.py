@@ -57,7 +57,7 @@ def test_prune_and_finetune_recipe_give_the_same_weights(prune_door, tmp_path):
 
 
 def test_compress_fine_tunes_like_prune(prune_door, tmp_path, monkeypatch):
-    from explorer.core.compress import flow
+    from explorer.core.flows import compress as flow
 
     seen = {}
     real = flow.compress_state

@@ -201,13 +201,13 @@ def test_twin_shares_and_unshare_copies():
 
 
 def test_finetune_in_the_prune_flow_leaves_the_loaded_weights(tmp_path):
-    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.flows.prune import run as run_prune
     from explorer.core.train.finetune import FinetuneConfig
 
     s = Session.open("digits-cnn")
     before = {k: v.clone() for k, v in s.original_state().items()}
     s.set_uniform(s.layer_names, 0.5)
-    run_prune(s, tmp_path / "out", finetune_cfg=FinetuneConfig(epochs=1), measure=False)
+    run_prune(s.snapshot(), tmp_path / "out", finetune_cfg=FinetuneConfig(epochs=1), measure=False)
     for k, v in s.original_state().items():
         assert torch.equal(v, before[k]), k
     assert (tmp_path / "out" / "model.pt").exists()
@@ -236,18 +236,19 @@ def test_one_off_mask_in_place_equals_the_copy(monkeypatch, dtype):
 
 
 def _prune_bundle(tmp_path, name, keep_loaded):
-    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.flows.prune import run as run_prune
 
     s = Session.open("digits-mlp")
     plan = Plan({n: LayerPlan(0.8, "element", "l1") for n in s.layer_names})
     plan.layers[s.layer_names[-1]] = LayerPlan(0.3, "element", "l2")
     s.set_plan(plan)
-    out = run_prune(s, tmp_path / name, latency_runs=2, keep_loaded=keep_loaded, sparse_archive=True)
+    out = run_prune(s.snapshot(), tmp_path / name, latency_runs=2, own_loaded=not keep_loaded, sparse_archive=True)
+    s.mark_pruned_in_place(out.plan, out.in_place)      # as the prune command does
     return s, out.report, torch.load(tmp_path / name / "model.pt", weights_only=True)
 
 
 def test_prune_in_place_writes_the_same_bundle_with_one_copy(tmp_path, monkeypatch):
-    """keep_loaded=False (the prune command): big one-off layers are pruned in the loaded tensors themselves,
+    """own_loaded=True (the prune command): big one-off layers are pruned in the loaded tensors themselves,
     the exported model and every count are those of the copying path, and the session refuses to go on."""
     from explorer.core.deploy import bundle
     from explorer.core.errors import ExplorerError
@@ -285,6 +286,7 @@ def test_prune_in_place_writes_the_same_bundle_with_one_copy(tmp_path, monkeypat
 def test_prune_in_place_only_where_it_pays(tmp_path, monkeypatch):
     """Small models (below IN_PLACE_MIN_BYTES) and fine-tuning keep the loaded weights, even from the CLI path."""
     from explorer.core.deploy import bundle
+    from explorer.core.flows import prune as flows_prune
     from explorer.core.train.finetune import FinetuneConfig
 
     s, r, sd = _prune_bundle(tmp_path, "small", keep_loaded=False)
@@ -300,7 +302,9 @@ def test_prune_in_place_only_where_it_pays(tmp_path, monkeypatch):
     s = Session.open("digits-mlp")
     before = {k: v.clone() for k, v in s.original_state().items()}
     s.set_uniform(s.layer_names, 0.5)
-    bundle.run_prune(s, tmp_path / "ft", finetune_cfg=FinetuneConfig(epochs=1), measure=False, keep_loaded=False)
+    out = flows_prune.run(s.snapshot(), tmp_path / "ft", finetune_cfg=FinetuneConfig(epochs=1), measure=False,
+                          own_loaded=True)
+    s.mark_pruned_in_place(out.plan, out.in_place)
     assert s.pruned_in_place is None                   # fine-tuning trains copies: the loaded weights stay
     for k, v in s.original_state().items():
         assert torch.equal(v, before[k]), k
@@ -312,6 +316,7 @@ def test_prune_in_place_keeps_data_aware_masks(tmp_path, monkeypatch, criterion)
     place: the in-place bundle equals the copying one (and the recipe's replay)."""
     from explorer.core.deploy import bundle
     from explorer.core.errors import ExplorerError
+    from explorer.core.flows import prune as flows_prune
 
     monkeypatch.setattr(bundle, "IN_PLACE_MIN_BYTES", 0)
 
@@ -323,7 +328,8 @@ def test_prune_in_place_keeps_data_aware_masks(tmp_path, monkeypatch, criterion)
             plan.layers[n] = LayerPlan(0.5, "element", criterion)
         s.set_plan(plan)
         out = tmp_path / f"{criterion}-{keep_loaded}"
-        bundle.run_prune(s, out, measure=False, keep_loaded=keep_loaded)
+        done = flows_prune.run(s.snapshot(), out, measure=False, own_loaded=not keep_loaded)
+        s.mark_pruned_in_place(done.plan, done.in_place)
         return s, torch.load(out / "model.pt", weights_only=True)
 
     _, ref = run(True)

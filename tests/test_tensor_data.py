@@ -129,7 +129,7 @@ def test_labels_that_do_not_fit_the_models_outputs_are_refused(tmp_path, tab):
 
 def test_conv1d_classifier_prunes_evaluates_finetunes_and_scans(tmp_path):
     from explorer.core.analyse.sensitivity import ScanSpec, scan
-    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.flows.prune import run as run_prune
     from explorer.core.train.finetune import FinetuneConfig
 
     x, y = tm.signals(300)
@@ -142,7 +142,7 @@ def test_conv1d_classifier_prunes_evaluates_finetunes_and_scans(tmp_path):
     r = scan(s, ScanSpec(sparsities=[0.5, 0.9]))
     assert r.metric == "accuracy" and len(r.layers) == 3
     s.set_uniform(s.layer_names, 0.6)
-    out = run_prune(s, tmp_path / "out", finetune_cfg=FinetuneConfig(epochs=1, batch_size=64), measure=False)
+    out = run_prune(s.snapshot(), tmp_path / "out", finetune_cfg=FinetuneConfig(epochs=1, batch_size=64), measure=False)
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["dense"]["accuracy"] == pytest.approx(dense.accuracy) and rep["pruned"]["accuracy"] is not None
     assert 0.55 < rep["sparsity"] < 0.65 and out.report["pruned"]["accuracy"] == rep["pruned"]["accuracy"]
@@ -152,7 +152,7 @@ def test_regression_head_measures_mean_squared_error_end_to_end(tmp_path, tab):
     from explorer.core.analyse.allocate import allocate_by_drop
     from explorer.core.analyse.compare import compare_criteria
     from explorer.core.analyse.sensitivity import ScanSpec, scan
-    from explorer.core.deploy.bundle import run_prune
+    from explorer.core.flows.prune import run as run_prune
     from explorer.core.train.finetune import FinetuneConfig, finetune
     from explorer.core.train.metric import metric_of
 
@@ -186,7 +186,7 @@ def test_regression_head_measures_mean_squared_error_end_to_end(tmp_path, tab):
     assert ft.history[-1].val_mse is not None and ft.history[-1].val_accuracy is None
     tuned = evaluate(s.model_copy(ft.state), s.dataset, "test").mse
     assert tuned < pruned                                                          # MSE loss: it recovers
-    run_prune(s, tmp_path / "out", measure=False)
+    run_prune(s.snapshot(), tmp_path / "out", measure=False)
     rep = json.loads((tmp_path / "out" / "report.json").read_text())
     assert rep["metric"] == "mse" and rep["dense"]["accuracy"] is None
     assert rep["dense"]["mse"] == pytest.approx(dense.mse) and rep["pruned"]["mse"] > 0
@@ -195,8 +195,8 @@ def test_regression_head_measures_mean_squared_error_end_to_end(tmp_path, tab):
 def test_regression_search_and_compress(tmp_path, tab):
     from explorer.core.analyse.search import search_allocation
     from explorer.core.analyse.sensitivity import ScanSpec, scan
-    from explorer.core.compress.flow import run_compress
     from explorer.core.compress.quantize import QuantSettings
+    from explorer.core.flows.compress import run as run_compress
     from explorer.core.train.finetune import FinetuneConfig
 
     x, _, r = tab
@@ -207,7 +207,7 @@ def test_regression_search_and_compress(tmp_path, tab):
                               cfg=FinetuneConfig(epochs=1, batch_size=64), targets=[0.6, 0.3])
     assert found.sparsity > 0.5 and found.val_accuracy > 0 and found.test_accuracy > 0     # mse values
     s.set_uniform(s.layer_names, 0.5)
-    result, files = run_compress(s, QuantSettings.build(s.layers, bits=4), tmp_path / "c",
+    result, files = run_compress(s.snapshot(), QuantSettings.build(s.layers, bits=4), tmp_path / "c",
                                  quantize_cfg=FinetuneConfig(epochs=1, batch_size=64, lr=1e-3, optimizer="adam"))
     comp = json.loads(Path(files["compression.json"]).read_text())
     assert comp["metric"] == "mse"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer.core.deploy.arch_check import check_session
+from explorer.core.arch_check import check_session
 from explorer.core.session import Session
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -129,7 +129,7 @@ def plan_from_args(session, args):
     if sum(sources) > 1:
         raise PlanError("Give only one of --recipe, --sparsity and --from-sensitivity.")
     if args.recipe:
-        from explorer.core.deploy.finetune_job import apply_recipe
+        from explorer.core.finetune_job import apply_recipe
 
         _, d = read_recipe(args.recipe)
         apply_recipe(session, d, log, calibration_given=getattr(args, "calibration_samples", None) is not None)
@@ -228,8 +228,8 @@ def check_prune_flags(args) -> None:
 
 
 def cmd_prune(args) -> int:
-    from explorer.core.deploy.bundle import run_prune
     from explorer.core.deploy.formats import parse_exports
+    from explorer.core.flows.prune import run as run_prune
     from explorer.core.train.recipe_settings import finetune_from_recipe
 
     from .compress_args import model_from_recipe
@@ -263,11 +263,12 @@ def cmd_prune(args) -> int:
                         "add --finetune-epochs N.")
     bar = tqdm_progress("prune")
     try:
-        out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,
+        out = run_prune(session.snapshot(), out_dir, finetune_cfg=cfg, compact=args.compact,
                         sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
-                        keep_loaded=False)   # the session ends here: big layers may be pruned in place
+                        own_loaded=True)   # the session ends here: big layers may be pruned in place
+        session.mark_pruned_in_place(out.plan, out.in_place)
     finally:
         bar.close()
     r = out.report
@@ -283,7 +284,7 @@ def cmd_prune(args) -> int:
 
 def cmd_finetune(args) -> int:
     from explorer.core.checks import number
-    from explorer.core.deploy.finetune_job import run_finetune_job
+    from explorer.core.finetune_job import run_finetune_job
     from explorer.core.model.loading import parse_input_shape
     from explorer.core.train.recipe_settings import FINETUNE_LIMITS
 
@@ -380,7 +381,7 @@ def cmd_train(args) -> int:
 
 def cmd_compress(args) -> int:
     from explorer.core.compress.accounting import format_table, table2
-    from explorer.core.compress.flow import run_compress
+    from explorer.core.flows.compress import run as run_compress
 
     from .compress_args import compress_configs, model_from_recipe
 
@@ -391,8 +392,8 @@ def cmd_compress(args) -> int:
     settings, finetune_cfg, quantize_cfg = compress_configs(session, args, recorded, log)
     bar = tqdm_progress("compress")
     try:
-        result, files = run_compress(session, settings, Path(args.out), finetune_cfg, quantize_cfg, progress=bar,
-                                     log=log, device=device_of(args))
+        result, files = run_compress(session.snapshot(), settings, Path(args.out), finetune_cfg, quantize_cfg,
+                                     progress=bar, log=log, device=device_of(args))
     finally:
         bar.close()
     log(format_table(table2(result.layers, result.stages)))

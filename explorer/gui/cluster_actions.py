@@ -1,5 +1,5 @@
 """Fine-tuning on a cluster from the window: Export ▸ Fine-tune job for a cluster… writes the recipe and a ready
-torchrun command (core: ``deploy.finetune_job.write_job``); File ▸ Import result… reads the folder the cluster
+torchrun command (core: ``finetune_job.write_job``); File ▸ Import result… reads the folder the cluster
 wrote back into the History (``read_result`` + ``Session.adopt_result``)."""
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from explorer.core.deploy.finetune_job import JOB_SCRIPT, read_result, torchrun_command, write_job
 from explorer.core.device import cuda_count
+from explorer.core.finetune_job import JOB_SCRIPT, read_result, torchrun_command, write_job
 from explorer.core.prune.recipe import plan_to_recipe
 
 from .context import AppContext

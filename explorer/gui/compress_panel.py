@@ -243,7 +243,7 @@ class CompressPanel(QWidget):
         snap = s.snapshot()         # the job's frozen input: it never reads the live session
         plan = snap.plan
         dense_m = s.measurements.dense
-        from explorer.core.compress.flow import archive_meta
+        from explorer.core.flows.compress import archive_meta
         meta = archive_meta(s)
 
         def work(progress, cancel):

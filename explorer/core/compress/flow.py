@@ -1,16 +1,14 @@
 """The Deep Compression flow: prune (and fine-tune) -> share weights (and train the shared values) ->
 Huffman-code, with the bytes and the test accuracy of every stage, and the results folder.
 
-``compress_state`` compresses weights that are already pruned (the window's job calls it on the session's
-applied weights); ``run_compress`` is the whole flow on a session (the CLI's ``compress``), and
-``write_compress_folder`` writes ``model.dcz``, ``model.pt``, ``recipe.json`` and ``compression.json`` as one
-folder (each file reloaded and checked before the folder is swapped in).
+``compress_state`` compresses weights that are already pruned (the window's job and the lessons call it on a
+snapshot's masked weights); the whole flow with its results folder (the CLI's ``compress``) is
+``flows/compress.py``.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -18,13 +16,11 @@ from torch import nn
 
 from ..device import on_device
 from ..errors import ExplorerError
-from ..fileio import StagedFolder, atomic_write_json, bit_equal
+from ..fileio import bit_equal
 from ..formats.dcz import decode_archive
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
 from ..model.layers import load_state
-from ..prune.plan import Plan
-from ..prune.recipe import plan_to_recipe
 from ..train.evaluate import evaluate
 from ..train.finetune import EpochRecord, FinetuneConfig
 from ..train.metric import metric_of
@@ -155,82 +151,3 @@ def compress_state(module: nn.Module, dataset: DatasetBundle, state: dict[str, t
                           quants=quants, state=q_state, archives=archives, settings=settings,
                           untrained_accuracy=untrained, history=history, best_epoch=best_epoch, seconds=seconds,
                           metric=metric.name)
-
-
-def archive_meta(session) -> dict:
-    return {"arch": session.require().model.arch, "model": session.model_spec}
-
-
-def compress_recipe(session, plan: Plan, settings: QuantSettings, finetune_cfg: FinetuneConfig | None,
-                    quantize_cfg: FinetuneConfig | None) -> dict:
-    """recipe.json of a compress run: the plan, its fine-tuning, and the quantization settings."""
-    quant = {**settings.to_dict(), "finetune": asdict(quantize_cfg) if quantize_cfg else None}
-    return plan_to_recipe(plan, session.model_spec, session.dataset.spec, seed=session.seed,
-                          extra={"finetune": asdict(finetune_cfg) if finetune_cfg else None, "quantize": quant})
-
-
-def write_compress_folder(out_dir: str | Path, result: CompressResult, recipe: dict,
-                          like: nn.Module | None = None) -> dict[str, str]:
-    """model.dcz, model.pt, recipe.json and compression.json, written as one folder (each checked); model.pt keeps
-    the state_dict's metadata (module versions) of ``like``, a module of the model's architecture."""
-    from ..deploy import export
-
-    out = Path(out_dir)
-    with StagedFolder(out) as stage:
-        dcz.write_archive(stage / "model.dcz", result.archive, result.state)
-        export.export_checkpoint(result.state, stage / "model.pt", like=like)
-        export.export_recipe(recipe, stage / "recipe.json")
-        atomic_write_json(stage / "compression.json", result.to_json())
-    return {n: str(out / n) for n in ("model.dcz", "model.pt", "recipe.json", "compression.json")}
-
-
-def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune_cfg: FinetuneConfig | None = None,
-                 quantize_cfg: FinetuneConfig | None = None, progress: ProgressFn | None = None,
-                 cancel: CancelToken | None = None, log: Log = _quiet,
-                 device: torch.device | None = None) -> tuple[CompressResult, dict[str, str]]:
-    """The whole flow on a session whose plan is set: dense -> pruned (fine-tuned) -> quantized -> Huffman,
-    then the results folder (evaluation and training on ``device``). Returns the result and {file name: path}."""
-    from ..train.distributed import Runtime
-    from ..train.finetune import finetune
-
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExplorerError(f"--out {out_dir} is a file, not a folder.")
-    ds = session.dataset
-    labelled = ds.has_labels and ds.size("test") > 0
-    plan = session.plan.copy()
-    module = session.module
-    session.apply(Plan())
-    dense_size = accounting.state_bytes(session.original_state())
-    metric = metric_of(ds)
-    dense_acc = metric.value(evaluate(on_device(module, device), ds, "test", cancel=cancel)) if labelled else None
-    if dense_acc is not None:
-        log(f"dense: {dense_size:,} bytes, test {metric.name} {metric.format(dense_acc)}")
-    t = time.perf_counter()
-    if finetune_cfg is not None:
-        start = plan if finetune_cfg.schedule == "oneshot" else Plan()
-        session.apply(start)
-        session.own_module_tensors()   # it trains in place: not into the loaded tensors it shares
-        r = finetune(module, ds, session.layer_names, plan, start, session.masks_for_state, finetune_cfg,
-                     progress=_phase(progress, 0.0, 0.4), cancel=cancel,
-                     runtime=Runtime(device=device) if device is not None else None)
-        for h in r.history:
-            log(f"  epoch {h.epoch}: train loss {h.train_loss:.4f}"
-                + (f", val {h.val_accuracy:.2f}%" if h.val_accuracy is not None else "")
-                + f", sparsity {h.sparsity:.1%}")
-        session.adopt(r.state, r.plan, "fine-tuned")
-    else:
-        session.apply(plan)
-    prune_s = time.perf_counter() - t
-    pruned = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    pruned_acc = metric.value(evaluate(on_device(module, device), ds, "test", cancel=cancel)) if labelled else None
-    log(f"pruned: sparsity {session.totals(session.applied_plan).sparsity:.1%}"
-        + (f", test {metric.name} {metric.format(pruned_acc)}" if pruned_acc is not None else "") + f" ({prune_s:.1f} s)")
-    lo = 0.4 if finetune_cfg is not None else 0.0
-    result = compress_state(session.model_copy(), ds, pruned, settings, archive_meta(session), quantize_cfg,
-                            {"dense": dense_acc, "pruned": pruned_acc}, dense_size, _phase(progress, lo, 1.0),
-                            cancel, log, device=device)
-    result.seconds["prune"] = prune_s
-    recipe = compress_recipe(session, plan, settings, finetune_cfg, quantize_cfg)
-    files = write_compress_folder(out_dir, result, recipe, like=module)
-    return result, files

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..jobs import CancelToken, ProgressFn
 from ..prune.plan import Plan
+from ..train import finetune as training
 from ..train.evaluate import evaluate
-from ..train.finetune import FinetuneConfig, FinetuneResult, finetune
+from ..train.finetune import FinetuneConfig, FinetuneResult
 from ..train.metric import metric_of
 from .snapshot import Snapshot
 
@@ -32,7 +33,7 @@ def run(snap: Snapshot, cfg: FinetuneConfig, progress: ProgressFn | None = None,
     start = start_plan(snap, cfg)
     if module is None:
         module = snap.model(snap.masked_state(start), trainable=True)
-    return finetune(module, snap.dataset, snap.layer_names, snap.plan, start, snap.masks_for_state, cfg,
+    return training.finetune(module, snap.dataset, snap.layer_names, snap.plan, start, snap.masks_for_state, cfg,
                     progress=progress, cancel=cancel, partial=partial, runtime=runtime or snap.runtime(),
                     checkpoint=checkpoint, resume=resume)
 

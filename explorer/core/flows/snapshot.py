@@ -11,7 +11,7 @@ into the session: no lock order is needed between the window and its jobs.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -77,7 +77,7 @@ class Snapshot:
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         lp = rules.check_layer_plan(name, lp, self.layer(name), lambda: self.channel_group(name), self.dataset)
-        self.calibration.check_criterion(name, lp, self.linked_layers(name))
+        self.calibration.check_criterion(name, lp, lambda: self.linked_layers(name))
         return lp
 
     @property
@@ -129,6 +129,20 @@ class Snapshot:
         """:meth:`model` on the snapshot's device: what evaluations and measurements run."""
         m = self.model(state)
         return m if self.device.type == "cpu" else _copy_to(m, self.device)
+
+    def with_base(self, base: dict[str, torch.Tensor], plan: Plan | None = None) -> "Snapshot":
+        """This snapshot with other kept weights (fine-tuned, reconstructed): views and calibration follow them, and
+        the model's weights reflect ``plan`` (default: the snapshot's plan), as after adopting them."""
+        cal = self.calibration.at(base)
+        masks = self.masks.renewed(base=base, gradient=cal.gradient, statistic=cal.statistic)
+        masks.one_off_min_params = self.masks.one_off_min_params
+        plan = plan or self.plan
+        return replace(self, base=base, base_id=-1, masks=masks, calibration=cal, plan=plan, applied=plan)
+
+    def with_own_masks(self) -> "Snapshot":
+        """This snapshot with mask views of its own (sharing the rankings built so far), whose settings a flow may
+        change without touching the session's."""
+        return replace(self, masks=self.masks.copy())
 
     def runtime(self):
         """The fine-tuning runtime of a job on this snapshot (its device, one process)."""

@@ -133,8 +133,9 @@ def measure(session, step: Step, runs: int = 20, progress=None, cancel=None) -> 
 def compress_now(session, plan: Plan, progress=None, cancel=None):
     """Deep Compression of the planned weights with the default bits and no training of the shared values."""
     from ..compress.accounting import state_bytes
-    from ..compress.flow import archive_meta, compress_state
+    from ..compress.flow import compress_state
     from ..compress.quantize import QuantSettings
+    from ..flows.compress import archive_meta
 
     state = session.masked_state(plan)
     dense = session.measurements.dense.accuracy if session.measurements.dense is not None else None

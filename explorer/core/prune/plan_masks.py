@@ -76,6 +76,12 @@ class PlanMasks:
                 new.engine.carry_from(self.engine, keep)
         return new
 
+    def copy(self) -> "PlanMasks":
+        """An object of one's own over the same kept weights (a flow may change its settings), sharing the
+        rankings built so far."""
+        from .criteria import CRITERIA
+        return self.renewed(keep=frozenset(CRITERIA) | {"manual"})
+
     def invalidate_data_criteria(self) -> None:
         """Forget rankings of the criteria that read calibration statistics (new samples or seed)."""
         from .criteria import DATA_CRITERIA

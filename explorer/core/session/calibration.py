@@ -56,6 +56,11 @@ class Calibration:
     def _key(self) -> tuple:
         return (self.base_id, self.seed, self.dataset.spec, id(self.dataset), self.samples)
 
+    def at(self, base: dict[str, torch.Tensor], base_id: int = -1) -> "Calibration":
+        """The calibration of other kept weights (everything else the same)."""
+        return Calibration(self.module, self.dataset, self.names, self.groups_of, base, base_id, self.seed,
+                           self.samples, self.structure)
+
     def model(self) -> torch.nn.Module:
         """A private copy of the model at the kept weights (eval mode)."""
         m = copy.deepcopy(self.module)
@@ -123,8 +128,9 @@ class Calibration:
         return bn if bn in {p for p, _ in self.groups_of(layer).aux} else None
 
     # ------------------------------------------------------------------ refusals
-    def check_criterion(self, name: str, lp, linked: tuple[str, ...]) -> None:
-        """Refuse a criterion where it cannot score this layer (``linked``: the layers sharing its channels)."""
+    def check_criterion(self, name: str, lp, linked) -> None:
+        """Refuse a criterion where it cannot score this layer (``linked()``: the layers sharing its channels,
+        asked only for the criteria that need them: the channel analysis may not have run yet)."""
         crit = lp.criterion
         ds = self.dataset
         if crit.needs_labels and not ds.has_labels:
@@ -142,7 +148,7 @@ class Calibration:
             raise PlanError(f"The {crit.name} criterion needs calibration samples from the training split, and "
                             f"{ds.spec} has none.")
         # a channel group shares one ranking: every layer of it must have what the criterion reads
-        for m in (linked if crit.needs in ("bn_gamma", "apoz") else ()):
+        for m in (linked() if crit.needs in ("bn_gamma", "apoz") else ()):
             also = "" if m == name else f" (it shares its channels with layer {name})"
             if crit.needs == "bn_gamma" and self.following_batchnorm(m) is None:
                 raise PlanError(f"The bn-scale criterion needs a BatchNorm right after layer {m}{also} (its |γ| scores "

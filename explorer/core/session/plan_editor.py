@@ -53,7 +53,7 @@ class PlanEditor:
         """Validate one layer's plan: values, that the granularity fits the layer, that the criterion can score it."""
         o = self.owner
         lp = rules.check_layer_plan(name, lp, o.layer(name), lambda: o.channel_group(name), o.dataset)
-        o.calibration.check_criterion(name, lp, o.linked_layers(name))
+        o.calibration.check_criterion(name, lp, lambda: o.linked_layers(name))
         return lp
 
     def linked_plan(self, plan: Plan) -> Plan:

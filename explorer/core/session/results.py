@@ -54,7 +54,7 @@ class Results:
         self.s.measurements.changed.emit()
 
     def adopt_result(self, result) -> None:
-        """A results folder read back (``deploy.finetune_job.read_result``), e.g. fine-tuned on a cluster: its
+        """A results folder read back (``finetune_job.read_result``), e.g. fine-tuned on a cluster: its
         weights become the kept weights and the plan follows (undoable); a History entry with its test accuracy."""
         self.adopt(result.state, result.plan, result.label)
         self.s.editor.replace(result.plan.copy())

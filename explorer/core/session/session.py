@@ -368,12 +368,12 @@ class Session:
 
     def undo(self) -> bool:
         if self.can_undo:
-            self._check_not_spent(None)      # a session pruned in place has no way back
+            self.weight_state.check_not_spent(None)      # a session pruned in place has no way back
         return self._step(self.undo_stack.undo(self.editor.edit()))
 
     def redo(self) -> bool:
         if self.can_redo:
-            self._check_not_spent(None)
+            self.weight_state.check_not_spent(None)
         return self._step(self.undo_stack.redo(self.editor.edit()))
 
     def _step(self, edit: Edit | None) -> bool:
@@ -388,7 +388,7 @@ class Session:
 
     def reset(self) -> None:
         """Back to the dense loaded weights and an empty plan (undoable for the plan)."""
-        self._check_not_spent(Plan())
+        self.weight_state.check_not_spent(Plan())
         self.editor.push()
         self.editor.plan = Plan()
         self.weight_state.back_to_loaded()
@@ -449,7 +449,7 @@ class Session:
     def masked_state(self, plan: Plan | None = None, share: bool = False) -> dict[str, torch.Tensor]:
         """base * mask for every tensor of the state. ``share``: the tensors the plan leaves alone are the kept
         weights themselves, not copies (for the model's own state; never write into them)."""
-        self._check_not_spent(plan or self.plan)
+        self.weight_state.check_not_spent(plan or self.plan)
         return self.masks.masked_state(plan or self.plan, share=share)
 
     def apply(self, plan: Plan | None = None) -> None:
@@ -459,7 +459,7 @@ class Session:
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
         """Apply with the masked state computed elsewhere (a worker); undoable like :meth:`apply`."""
-        self._check_not_spent(plan)
+        self.weight_state.check_not_spent(plan)
         if plan != self.applied_plan:
             self.editor.push()
         self.write_state(plan, state)
@@ -471,18 +471,19 @@ class Session:
         self.weight_state.write(plan, state)
 
     def prune_loaded_in_place(self, plan: Plan) -> list[str]:
-        """Apply ``plan``, writing the masks of its big one-off layers (element, |w|) into the loaded weights
-        themselves instead of into new tensors: one copy of a big model's weights instead of two. For a caller
-        that discards the session afterwards (the ``prune`` command on a big model): from then on the loaded
-        weights *are* the pruned ones, so applying another plan, resetting or restoring weights is refused.
-        Returns the layers masked in place."""
+        """Apply ``plan`` with its big one-off layers masked in the loaded weights themselves (one copy of a big
+        model, for a caller that discards the session: see WeightState.prune_in_place). Returns those layers."""
         plan = plan.copy()
         state, done = self.weight_state.prune_in_place(self.masks, plan)
         self.apply_state(plan, state)
         return done
 
-    def _check_not_spent(self, plan: Plan | None) -> None:
-        self.weight_state.check_not_spent(plan)
+    def mark_pruned_in_place(self, plan: Plan, layers: list[str]) -> None:
+        """A flow given the loaded weights (``flows.prune.run(..., own_loaded=True)``) pruned ``layers`` of them in
+        place under ``plan``: from now on the session refuses what would need the dense weights."""
+        if layers:
+            self.weight_state.pruned_in_place = plan.copy()
+            self.masks.in_place.update({n: plan.get(n) for n in layers})
 
     def own_module_tensors(self) -> None:
         """Private copies of the tensors the model shares with the kept/loaded weights, before training it in place."""

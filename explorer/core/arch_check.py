@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from ..errors import ExplorerError
-from ..model.metrics import param_count
-from ..prune.compact import COMPACT_RTOL, compact_checked, compaction_plan, relative_difference
+from .errors import ExplorerError
+from .model.metrics import param_count
+from .prune.compact import COMPACT_RTOL, compact_checked, compaction_plan, relative_difference
 
 GRANULARITIES = ("element", "2:4", "vector", "kernel", "channel")
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
@@ -91,7 +91,7 @@ def _first(out) -> torch.Tensor:
 
 
 def check_granularity(session, gran: str, sparsity: float, example: torch.Tensor) -> GranularityCheck:
-    from ..prune.plan import Plan
+    from .prune.plan import Plan
 
     try:
         s = max(sparsity, 0.5) if ":" in gran else sparsity
@@ -119,7 +119,7 @@ def check_granularity(session, gran: str, sparsity: float, example: torch.Tensor
 
 
 def check_compaction(session, sparsity: float, example: torch.Tensor) -> CompactCheck:
-    from ..prune.plan import Plan
+    from .prune.plan import Plan
 
     try:
         session.set_uniform(session.layer_names, sparsity, "channel")
@@ -152,16 +152,17 @@ def check_reload(session, factory, sparsity: float, example: torch.Tensor, layer
     import tempfile
     from pathlib import Path
 
-    from ..prune.plan import Plan
-    from .bundle import run_prune
+    from .flows.prune import run as run_prune
+    from .prune.plan import Plan
 
     try:
         session.set_uniform(list(layers or session.layer_names), sparsity, "element")
         with tempfile.TemporaryDirectory() as d:
-            run_prune(session, Path(d) / "out", measure=False)
+            run_prune(session.snapshot(), Path(d) / "out", measure=False)
             state = torch.load(Path(d) / "out" / "model.pt", map_location="cpu", weights_only=True)
         fresh = factory().eval()
         fresh.load_state_dict(state, strict=True)
+        session.apply()          # the masked model, to compare with
         with torch.inference_mode():
             a, b = _first(session.module.eval()(example)), _first(fresh(example))
         diff = float((a - b).abs().max())

@@ -3,7 +3,7 @@
 ``run_finetune_job`` opens the recipe's model and dataset (or the ones given), replays its plan, fine-tunes with
 the recipe's recorded fine-tuning (or the per-model defaults), and writes the usual results folder
 (``model.pt``, ``recipe.json`` with the fine-tuning recorded, ``report.json`` with ``"world_size"``) through
-:func:`~.bundle.run_prune`. Launched by torchrun, every process runs it; the process group, the sharded data,
+the prune flow (:func:`explorer.core.flows.prune.run`). Launched by torchrun, every process runs it; the process group, the sharded data,
 the broadcast masks and the all-reduced metrics are :mod:`explorer.core.train.distributed`'s. A checkpoint
 (``DIR/checkpoint.pt``) is written after every epoch and removed once the folder is complete; ``resume``
 carries on from it.
@@ -17,9 +17,11 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ExplorerError, PlanError
-from ..fileio import atomic_write, expand
-from .bundle import Log, PruneOutcome, _quiet, run_prune
+from .deploy.bundle import Log, _quiet
+from .errors import ExplorerError, PlanError
+from .fileio import atomic_write, expand
+from .flows.prune import PruneOutcome
+from .flows.prune import run as run_prune
 
 JOB_RECIPE = "recipe.json"
 JOB_SCRIPT = "run_finetune.sh"
@@ -27,7 +29,7 @@ JOB_SCRIPT = "run_finetune.sh"
 
 def apply_recipe(session, d: dict, log: Log = _quiet, calibration_given: bool = False) -> dict:
     """Replay a recipe's plan, seed and calibration on ``session``; returns the recipe (for its fine-tuning)."""
-    from ..prune.recipe import recipe_to_plan
+    from .prune.recipe import recipe_to_plan
 
     plan = recipe_to_plan(d)
     if d.get("model") and d["model"] != session.model_spec:
@@ -43,8 +45,8 @@ def apply_recipe(session, d: dict, log: Log = _quiet, calibration_given: bool = 
 
 def finetune_config_for(session, recorded: dict | None, epochs: int | None):
     """The recipe's recorded fine-tuning, else the model's defaults (3 epochs, one-shot); ``epochs`` overrides."""
-    from ..train.recipe_settings import finetune_from_recipe
-    from ..train.settings import finetune_settings
+    from .train.recipe_settings import finetune_from_recipe
+    from .train.settings import finetune_settings
 
     return finetune_settings(session.profile, finetune_from_recipe(recorded) if recorded else None,
                              epochs=epochs or None)
@@ -56,10 +58,10 @@ def run_finetune_job(recipe_path: str | Path, out_dir: str | Path, model: str | 
                      progress=None, log: Log = _quiet) -> tuple[PruneOutcome, object]:
     """Fine-tune ``recipe_path``'s plan into ``out_dir`` (see the module's doc). Returns (outcome, runtime);
     on ranks other than 0 the outcome's report is empty."""
-    from ..prune.recipe import read_recipe
-    from ..session import Session
-    from ..train.checkpoint import CHECKPOINT_NAME
-    from ..train.distributed import start, stop
+    from .prune.recipe import read_recipe
+    from .session import Session
+    from .train.checkpoint import CHECKPOINT_NAME
+    from .train.distributed import start, stop
 
     out = expand(out_dir)
     if out.exists() and not out.is_dir():
@@ -89,7 +91,7 @@ def run_finetune_job(recipe_path: str | Path, out_dir: str | Path, model: str | 
                 + (f" ({-(-cfg.batch_size // rt.world_size)} per process)" if rt.distributed else ""))
             out.mkdir(parents=True, exist_ok=True)
         rt.barrier()
-        outcome = run_prune(session, out, finetune_cfg=cfg, measure=measure and rt.is_main,
+        outcome = run_prune(session.snapshot(), out, finetune_cfg=cfg, measure=measure and rt.is_main,
                             latency_runs=latency_runs, progress=progress if rt.is_main else None,
                             log=log if rt.is_main else _quiet, runtime=rt, checkpoint=checkpoint, resume=resume,
                             report_extra={"world_size": rt.world_size})
@@ -121,7 +123,7 @@ def write_job(folder: str | Path, recipe: dict, nproc: int = 4, nnodes: int = 1,
               dataset: str | None = None, epochs: int | None = None) -> dict[str, Path]:
     """The window's "Export fine-tune job…": ``recipe.json`` and ``run_finetune.sh`` (the torchrun line; pass
     ``--resume`` to it to carry on after an interruption) in ``folder``."""
-    from .export import export_recipe
+    from .deploy.export import export_recipe
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -156,10 +158,10 @@ class ImportedResult:
 def read_result(folder: str | Path, session) -> ImportedResult:
     """Read a results folder (``model.pt`` + ``recipe.json``, ``report.json`` if there) written by ``finetune``,
     ``prune`` or "Export everything" for the session's model; refused clearly when it is for another model."""
-    from ..model.files import read_state_dict
-    from ..model.zoo import load_state_into
-    from ..prune.recipe import read_recipe
-    from ..safe_read import read_json
+    from .model.files import read_state_dict
+    from .model.zoo import load_state_into
+    from .prune.recipe import read_recipe
+    from .safe_read import read_json
 
     folder = expand(folder)
     if not folder.is_dir():
