@@ -93,3 +93,53 @@ def test_gui_uses_only_the_public_session_api():
 def test_modules_stay_small():
     big = {n: len(p.read_text().splitlines()) for n, p in modules().items()}
     assert not {n: k for n, k in big.items() if k > MAX_LINES}
+
+
+# Underscore members of objects we do not own that gui/ may use: "module.py:name" -> why. None needed today.
+THIRD_PARTY_PRIVATE: dict[str, str] = {}
+
+
+def _is_own(node: ast.expr) -> bool:
+    """``self``, ``cls`` or ``super()``: the object's own members."""
+    return (isinstance(node, ast.Name) and node.id in ("self", "cls")) or (
+        isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super")
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def foreign_private_access(source: str) -> list[tuple[int, str, str]]:
+    """(line, member, code) of every touch of another object's private member: ``x._name`` where ``x`` is not
+    self/cls/super(), ``getattr/hasattr/setattr/delattr(x, "_name")``, and setting or deleting attributes of
+    another object by a computed name (``setattr(win, attr, w)``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and _private(node.attr) and not _is_own(node.value):
+            found.append((node.lineno, node.attr, ast.unparse(node)))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "hasattr", "setattr", "delattr") and len(node.args) >= 2
+              and not _is_own(node.args[0])):
+            key = node.args[1]
+            named = isinstance(key, ast.Constant) and isinstance(key.value, str)
+            if (named and _private(key.value)) or (not named and node.func.id in ("setattr", "delattr")):
+                found.append((node.lineno, key.value if named else "?", ast.unparse(node)))
+    return found
+
+
+def test_the_private_access_check_finds_what_it_should():
+    bad = "win._redraw()\nwin._changed_rows = None\nsetattr(win, attr, w)\ngetattr(w, '_sized', 0)\nw.a._b\n"
+    ok = "self._x()\ncls._y\nsuper()._fit()\nw.public\nx.__class__\ngetattr(self.win, attr)\nsetattr(self, a, 1)\n"
+    assert sorted(m for _, m, _ in foreign_private_access(bad)) == ["?", "_b", "_changed_rows", "_redraw", "_sized"]
+    assert foreign_private_access(ok) == []
+
+
+def test_gui_touches_no_other_objects_private_members():
+    """Issue 20: a gui module changes another object through its public methods, never its private members
+    (the window gives startup/app/classroom what they need: redraw_all, set_panel, close_now, ...)."""
+    found = []
+    for p in sorted((PKG / "gui").rglob("*.py")):
+        for line, member, code in foreign_private_access(p.read_text()):
+            if f"{p.name}:{member}" not in THIRD_PARTY_PRIVATE:
+                found.append(f"{p.relative_to(PKG)}:{line}: {code}")
+    assert not found, "\n".join(found)
