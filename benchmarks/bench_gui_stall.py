@@ -32,7 +32,7 @@ def main() -> None:
     app = make_app()
     s = Session.open(args.model)
     win = MainWindow(s)
-    win._force_close = True
+    win.ask_before_closing = False
     win.resize(1440, 900)
     win.show()
     for _ in range(20):

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for script in ("bench_slider.py", "bench_finetune.py", "bench_speedup.py", "bench_gui_stall.py",
+for script in ("bench_slider.py", "bench_finetune.py", "bench_speedup.py", "bench_gui_stall.py", "bench_gui_drag.py",
                "bench_sensitivity.py", "bench_deep_compression.py",
                "bench_criteria.py", "bench_schedules.py"):
     print(f"\n== {script}", flush=True)

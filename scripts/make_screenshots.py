@@ -31,11 +31,11 @@ def open_window(out: Path):
     app = make_app()
     settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.IniFormat)
     win = MainWindow(Session.open("digits-cnn"), settings=settings)
-    win._force_close = True
+    win.ask_before_closing = False
     win.resize(1440, 900)
     win.show()
     wait_idle(app, win)
-    win._initial_split()
+    win.split_views()
 
     def shot(name: str) -> None:
         wait_idle(app, win)
@@ -147,7 +147,7 @@ def classroom_shots(out: Path) -> None:
         s = Session()
         s.apply_load(resolve("digits-cnn", None))
         win = MainWindow(s, settings=settings)
-        win._force_close = True
+        win.ask_before_closing = False
         win.resize(1024, 768)
         if presentation:
             win.classroom.presentation.set_on(True)

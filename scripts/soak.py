@@ -439,7 +439,7 @@ def soak(actions: int | None = None, seconds: float | None = None, seed: int = 0
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         folder = Path(tmp)
         win = MainWindow(Session.open("digits-cnn"), settings=QSettings(str(folder / "s.ini"), QSettings.IniFormat))
-        win._force_close = True
+        win.ask_before_closing = False
         win.resize(1280, 800)
         win.show()
         driver = Driver(app, win, seed, folder)

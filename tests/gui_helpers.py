@@ -22,7 +22,7 @@ def open_window(qtbot, tmp_path, session, size=(1440, 900), settings=None):
     if settings is None:
         settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     w = MainWindow(session, settings=settings)
-    w._force_close = True
+    w.ask_before_closing = False
     qtbot.addWidget(w)
     if size is not None:
         w.resize(*size)

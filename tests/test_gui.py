@@ -189,7 +189,7 @@ def test_close_during_job_stops_it(qtbot, tmp_path):
 
     s = Session.open("digits-cnn")
     w = MainWindow(s, settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
-    w._force_close = True
+    w.ask_before_closing = False
     w.show()
     s.set_uniform(s.layer_names, 0.5)
     w.finetune_panel.epochs.setValue(200)
@@ -337,6 +337,7 @@ def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
     win.measure.evaluate()
     wait_jobs(qtbot, win)
     # the dense point (evaluated on open), then the two plans
+    win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself when it is on show
     assert len(s.history) == 3 and win.history_panel.table.rowCount() == 3
     win.history_panel.restore_row(1)
     wait_jobs(qtbot, win)

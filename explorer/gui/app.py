@@ -56,8 +56,7 @@ def open_lesson(win, args) -> None:
     from explorer.core.lessons.lesson import load_lesson
 
     def refuse(e):
-        win._force_close = True
-        win.close()
+        win.close_now()
         raise e
 
     if not getattr(args, "lesson", None):
@@ -112,8 +111,7 @@ def run_gui(args) -> int:
         names = [win.tabs.tabText(i).lower() for i in range(win.tabs.count())]
         match = [i for i, n in enumerate(names) if n.startswith(args.tab.lower())]
         if not match:
-            win._force_close = True
-            win.close()
+            win.close_now()
             from explorer.core.errors import ExplorerError
             raise ExplorerError(f"There is no tab '{args.tab}'.", f"Use one of: {', '.join(names)}.")
         win.tabs.setCurrentIndex(match[0])
@@ -128,8 +126,8 @@ def run_gui(args) -> int:
         app.processEvents()
         win.finish_start()
         wait_idle(app, win)
-        win._initial_split()
-        win._redraw()
+        win.split_views()
+        win.redraw_all(now=True)
         wait_idle(app, win)
         app.processEvents()
         pix = win.grab()
@@ -137,7 +135,6 @@ def run_gui(args) -> int:
             print(f"error: could not write {screenshot}", file=sys.stderr)
             return 2
         print(f"saved {screenshot}", file=sys.stderr)
-        win._force_close = True
-        win.close()
+        win.close_now()
         return 0
     return app.exec()

@@ -47,11 +47,12 @@ class Classroom:
         row.addWidget(self.presentation.tab_bar)
         lay.insertLayout(1, row)
         lay.addWidget(self.panel)
-        win.act_presentation = ctx.action("&Presentation mode", lambda checked: self.presentation.set_on(checked),
-                                          "Ctrl+Shift+P", "Fonts ×1.5, thicker lines, advanced controls hidden: "
-                                          "for a projector (fits 1024×768)", win.view_menu)
-        win.act_presentation.setCheckable(True)
-        win.act_presentation.toggled.connect(lambda _: self.place_lesson())
+        self.act_presentation = ctx.action("&Presentation mode", lambda checked: self.presentation.set_on(checked),
+                                           "Ctrl+Shift+P", "Fonts ×1.5, thicker lines, advanced controls hidden: "
+                                           "for a projector (fits 1024×768)", win.view_menu)
+        self.act_presentation.setCheckable(True)
+        self.act_presentation.toggled.connect(lambda _: self.place_lesson())
+        self.presentation.action = self.act_presentation     # kept checked while the mode is on
         self.panel.visibility_changed = self.place_lesson
         m = self.menu = QMenu("&Lessons", win)
         win.menuBar().insertMenu(win.view_menu.menuAction(), m)

@@ -142,8 +142,8 @@ class RunChart(pg.PlotWidget):
 
     def redraw(self) -> None:
         pi = self.getPlotItem()
-        for it in self._items:
-            (self.svb if getattr(it, "_on_sparsity_axis", False) else pi).removeItem(it)
+        for it, on_sparsity_axis in self._items:
+            (self.svb if on_sparsity_axis else pi).removeItem(it)
         self._items = []
         self.legend.clear()
         self.current_curve = pg.PlotDataItem([], [])
@@ -157,24 +157,22 @@ class RunChart(pg.PlotWidget):
                                     symbolBrush=brush, symbolPen=None, name=trace.label + (" (now)" if is_current
                                                                                             else ""))
             pi.addItem(curve)
-            self._items.append(curve)
+            self._items.append((curve, False))
             if is_current:
                 self.current_curve = curve
             sx, sy = _xy(trace.sparsity)
             spen = pg.mkPen(SPARSITY_COLOR + ((220 if is_current else 80),), width=1.6 if is_current else 1,
                             style=Qt.DashLine if is_current else Qt.DotLine)
             scurve = pg.PlotDataItem(sx, sy, pen=spen)
-            scurve._on_sparsity_axis = True
             self.svb.addItem(scurve)
-            self._items.append(scurve)
+            self._items.append((scurve, True))
             if trace.markers:
                 mx, my = _xy(trace.markers)
                 marks = pg.ScatterPlotItem(mx, my, symbol="t1", size=11 if is_current else 7,
                                            brush=pg.mkBrush(_color(trace.schedule, alpha)),
                                            pen=pg.mkPen(SPARSITY_COLOR + (alpha,)))
-                marks._on_sparsity_axis = True
                 self.svb.addItem(marks)
-                self._items.append(marks)
+                self._items.append((marks, True))
         if self.current is not None:
             s = pg.PlotDataItem([], [], pen=pg.mkPen(SPARSITY_COLOR, width=1.6, style=Qt.DashLine), symbol="t1",
                                 symbolSize=9,

@@ -25,6 +25,13 @@ def _is_dense(e) -> bool:
     return not e.plan.active() and e.base_label == "loaded weights"
 
 
+def _cells(e, metric) -> list[str]:
+    """The table row of a History entry."""
+    return [str(e.id), e.label, f"{e.sparsity:.1%}", f"{e.compression_ratio:.2f}×",
+            "—" if e.accuracy is None else metric.format(e.accuracy),
+            "—" if e.latency_ms is None else f"{e.latency_ms:.3g} ms"]
+
+
 def _point_label(e) -> str:
     return f"#{e.id} dense" if _is_dense(e) else f"#{e.id}"
 
@@ -123,9 +130,16 @@ class HistoryPanel(QWidget):
         lay.addWidget(self.legend)
         lay.addWidget(self.table, 2)
         lay.addLayout(bottom)
-        self.session.history_changed.connect(self.update_results)
-        self.session.measurements.changed.connect(self.update_results)
-        self.update_results()     # built after the first frame: the dense baseline may be in the History already
+        # what the table and plots show, so an event redraws only what changed: the rows' entries (by identity)
+        # with their cells, and what the plots were drawn from
+        self._rows: list[tuple[object, list[str]]] = []
+        self._plotted: tuple | None = None
+        self._front_size = 0
+        self._fitted = False      # the columns' widths fit their contents (headers included)
+        self._stale = True        # drawn when first shown (built after the first frame: the dense baseline
+        # may be in the History already)
+        self.session.history_changed.connect(self._changed)
+        self.session.measurements.changed.connect(self._changed)
 
     def _label_metric(self, metric) -> None:
         """Axis titles and the table header name the dataset's metric (accuracy, or perplexity: lower is better)."""
@@ -138,28 +152,77 @@ class HistoryPanel(QWidget):
         self.plot.setLabel("left", f"test {metric.label}{better}")
         self.lat_plot.setLabel("left", f"test {metric.label}{better}")
         self.table.setHorizontalHeaderItem(4, QTableWidgetItem(metric.name))
+        self._fitted = False
+
+    def _changed(self) -> None:
+        """The History or the measurements changed (e.g. every slider tick: the undo state): redraw what changed
+        if the tab is on show, else once it is shown."""
+        if self.isVisible():
+            self.update_results()
+        else:
+            self._stale = True
+
+    def showEvent(self, e) -> None:      # noqa: N802 (Qt's name)
+        super().showEvent(e)
+        if self._stale:
+            self.update_results()
 
     def update_results(self) -> None:
+        """Bring the table and plots up to date: new entries are appended, changed rows rewritten, the plots
+        redrawn only if their points changed; the whole table only when its entries were replaced (a new model)."""
+        self._stale = False
         s = self.session
         hist = s.history if s.loaded_ok else []
         metric = metric_of(s.dataset if s.loaded_ok else None)   # History keeps the dataset's metric per entry
         self._label_metric(metric)
-        self.table.setRowCount(len(hist))
-        for r, e in enumerate(hist):
-            vals = [str(e.id), e.label, f"{e.sparsity:.1%}", f"{e.compression_ratio:.2f}×",
-                    "—" if e.accuracy is None else metric.format(e.accuracy),
-                    "—" if e.latency_ms is None else f"{e.latency_ms:.3g} ms"]
-            for c, v in enumerate(vals):
+        self._update_table([(e, _cells(e, metric)) for e in hist])
+        acc = [e for e in hist if e.accuracy is not None]
+        dense_value = metric.value(s.measurements.dense) if s.loaded_ok else None
+        points = tuple((e.id, e.compression_ratio, e.accuracy, e.latency_ms, _is_dense(e)) for e in acc)
+        plotted = (metric.name, dense_value, s.base_id if s.loaded_ok else None, points)
+        if plotted != self._plotted:
+            self._plotted = plotted
+            self._front_size = self._update_plots(acc, metric, dense_value)
+        mem, disk = s.weights.counts if s.loaded_ok else (0, 0)
+        kept = (f" Fine-tuned weights kept for returning: {mem} in memory ({format_bytes(s.weights.memory_bytes)})"
+                + (f", {disk} on disk ({format_bytes(s.weights.disk_bytes)})" if disk else "") + ".") if mem + disk else ""
+        if acc:
+            info = (f"{len(hist)} state(s), {self._front_size} on the Pareto front (dashed). "
+                    "Double-click a row to return to it." + kept)
+            if self.info.text() != info:
+                self.info.setText(info)
+
+    def _update_table(self, rows: list[tuple[object, list[str]]]) -> None:
+        """Rows whose entry and cells are unchanged stay; the rest are written (appended when new)."""
+        same = 0
+        while same < min(len(rows), len(self._rows)) and rows[same][0] is self._rows[same][0]:
+            same += 1
+        dropped = same < len(self._rows)
+        if dropped:                          # entries replaced or gone (another model): drop those rows
+            self.table.setRowCount(same)
+        written = False
+        for r, (e, cells) in enumerate(rows):
+            if r < same and self._rows[r][1] == cells:
+                continue
+            if r >= self.table.rowCount():
+                self.table.insertRow(r)
+            for c, v in enumerate(cells):
                 it = QTableWidgetItem(v)
                 if c != 1:
                     it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.table.setItem(r, c, it)
-        self.table.resizeColumnsToContents()
-        acc = [e for e in hist if e.accuracy is not None]
+            written = True
+        self._rows = rows
+        if written or dropped or not self._fitted:
+            self.table.resizeColumnsToContents()
+            self._fitted = True
+
+    def _update_plots(self, acc: list, metric, dense_value) -> int:
+        """Both scatter plots, the dense star and the Pareto front; returns the front's size."""
+        s = self.session
         self.scatter.setData([{"pos": (e.compression_ratio, e.accuracy), "data": e.id} for e in acc])
         self.labels.show([(e.compression_ratio, e.accuracy, _point_label(e)) for e in acc])
         dense = [(e.compression_ratio, e.accuracy) for e in acc if _is_dense(e)]
-        dense_value = metric.value(s.measurements.dense) if s.loaded_ok else None
         if not dense and dense_value is not None:
             dense = [(s.totals(Plan()).compression_ratio, dense_value)]   # measured, not a state
         self.dense_mark.setData([x for x, _ in dense], [y for _, y in dense])
@@ -171,12 +234,7 @@ class HistoryPanel(QWidget):
         self.lat_labels.show([(e.latency_ms, e.accuracy, _point_label(e)) for e in lat])
         _pad_range(self.plot, [p[0] for p in pts], [p[1] for p in pts] + [y for _, y in dense])
         _pad_range(self.lat_plot, [e.latency_ms for e in lat], [e.accuracy for e in lat])
-        mem, disk = s.weights.counts if s.loaded_ok else (0, 0)
-        kept = (f" Fine-tuned weights kept for returning: {mem} in memory ({format_bytes(s.weights.memory_bytes)})"
-                + (f", {disk} on disk ({format_bytes(s.weights.disk_bytes)})" if disk else "") + ".") if mem + disk else ""
-        if acc:
-            self.info.setText(f"{len(hist)} state(s), {len(front)} on the Pareto front (dashed). "
-                              "Double-click a row to return to it." + kept)
+        return len(front)
 
     def _tip(self, x, y, data) -> str:
         for e in self.session.history:

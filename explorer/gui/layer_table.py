@@ -87,6 +87,7 @@ class LayerTable(QTableWidget):
         self._rows: dict[str, int] = {}
         self._editors: dict[str, tuple[SparsityEditor, QComboBox, QComboBox]] = {}
         self._choices: dict[str, tuple] = {}     # row -> (granularity, criterion) its combos' choices reflect
+        self._fit: dict[tuple, str | None] = {}   # (row, granularity, criterion, dataset) -> why not (None: fits)
         self.setHorizontalHeaderLabels(COLUMNS)
         for i, c in enumerate(COLUMNS):
             if c in COL_TIPS:
@@ -117,6 +118,7 @@ class LayerTable(QTableWidget):
             self._rows.clear()
             self._editors.clear()
             self._choices.clear()
+            self._fit.clear()          # a new model, or its channel groups arrived
             gtips, ctips = granularity_tips(), criterion_tips()
             for r, l in enumerate(s.layers):
                 self._rows[l.name] = r
@@ -147,11 +149,10 @@ class LayerTable(QTableWidget):
                     item = model.item(i)
                     if g == "channel" and not s.groups_ready:
                         continue          # checked when the channel groups arrive (the table is rebuilt then)
-                    try:
-                        s.check_layer_plan(l.name, LayerPlan(0.0, g, "l1"))
-                    except PlanError as e:
+                    why = self._why_not(l.name, LayerPlan(0.0, g, "l1"))
+                    if why is not None:
                         item.setEnabled(False)
-                        item.setToolTip(e.message)
+                        item.setToolTip(why)
                 gc.setToolTip(COL_TIPS["Granularity"])
                 gc.currentTextChanged.connect(lambda g, n=l.name: self._granularity_edited(n, g))
                 cc = make_combo(list(CRITERIA), ctips, 84)
@@ -170,7 +171,9 @@ class LayerTable(QTableWidget):
                 self.selectRow(self._rows[s.selected])
 
     # ------------------------------------------------------------------ refresh
-    def refresh(self, names: list[str] | None = None) -> None:
+    def refresh(self, names: list[str] | None = None, uncached: set[str] | None = None) -> None:
+        """Redraw rows (default all). ``uncached``: the layers whose ranking is not built yet, when the caller
+        knows (the window's redraw asks the session once and passes it on); None: ask per row."""
         s = self.session
         for name in names or list(self._rows):
             r = self._rows.get(name)
@@ -190,7 +193,7 @@ class LayerTable(QTableWidget):
                 cc.setCurrentText(lp.criterion)
             self._update_choices(name, lp)
             item = self.item(r, 8)
-            if lp.is_dense or not s.needs_build(name, lp):
+            if lp.is_dense or not (name in uncached if uncached is not None else s.needs_build(name, lp)):
                 c = s.layer_counts(name, lp)
                 item.setText(format_count(c.nonzero))
                 item.setToolTip(f"{c.nonzero:,} of {c.params:,} weights nonzero ({c.sparsity:.2%} sparse)")
@@ -198,7 +201,7 @@ class LayerTable(QTableWidget):
             else:
                 item.setText("…")
                 item.setToolTip("indexing this layer's weights")
-            pending = s.plan.get(name) != s.applied_plan.get(name)
+            pending = lp != s.applied_plan.get(name)
             self.item(r, 0).setForeground(QColor(170, 90, 0) if pending else QColor(20, 20, 20))
 
     def _update_choices(self, name: str, lp: LayerPlan) -> None:
@@ -214,17 +217,26 @@ class LayerTable(QTableWidget):
             model: QStandardItemModel = combo.model()
             for i in range(combo.count()):
                 text = combo.itemText(i)
-                if not self.session.groups_ready and str(plan_of(text).granularity) == "channel":
+                plan = plan_of(text)
+                if not self.session.groups_ready and str(plan.granularity) == "channel":
                     continue      # the channel groups are still being analysed (rebuilt when they arrive)
-                try:
-                    self.session.check_layer_plan(name, plan_of(text))
-                    ok, tip = True, tips.get(text, "")
-                except PlanError as e:
-                    ok, tip = False, e.message
+                why = self._why_not(name, plan)
                 item = model.item(i)
                 if item is not None:
-                    item.setEnabled(ok)
-                    item.setToolTip(tip)
+                    item.setEnabled(why is None)
+                    item.setToolTip(tips.get(text, "") if why is None else why)
+
+    def _why_not(self, name: str, lp: LayerPlan) -> str | None:
+        """Why ``lp``'s granularity and criterion do not fit the layer (None: they fit). The session checks each
+        combination once per model and dataset: a row's combos share the answers, and switching back is free."""
+        key = (name, lp.granularity.name, lp.criterion.name, self.session.dataset.spec)
+        if key not in self._fit:
+            try:
+                self.session.check_layer_plan(name, lp)
+                self._fit[key] = None
+            except PlanError as e:
+                self._fit[key] = e.message
+        return self._fit[key]
 
     def column_index(self, name: str) -> int | None:
         return COLUMNS.index(name) if name in COLUMNS else None

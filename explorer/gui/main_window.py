@@ -55,6 +55,7 @@ class MainWindow(QMainWindow):
         self.last_error: tuple[str, str] | None = None
         self._closing = False
         self._indexing = False
+        self.ask_before_closing = True     # False: close without asking about a running job (CLI errors, tests)
         self.ctx = AppContext(session=self.session, runner=self.runner, settings=self.settings, status=self.status,
                               report_error=self.report_error, show_error=self.show_error,
                               selected_layers=lambda: self.table.selected_layers(),
@@ -204,6 +205,7 @@ class MainWindow(QMainWindow):
                        QKeySequence(f"Ctrl+{i + 1}"), self.tabs.tabToolTip(i), m)
         m.addSeparator()
         self.classroom = Classroom(self)     # lessons, presentation mode, pruning by hand
+        self.act_presentation = self.classroom.act_presentation
         wv = self.weight_view
         for box, text, key in ((wv.abs_box, "Histogram of |w|", "Ctrl+Shift+A"),
                                (wv.log_box, "Log counts", "Ctrl+Shift+L"),
@@ -224,7 +226,19 @@ class MainWindow(QMainWindow):
 
     def finish_start(self) -> None:
         """Fill a deferred window in now (plots, panels, first ranking; channel groups in the background)."""
-        startup.finish(self)
+        if not self.started:
+            self.started = True
+            startup.finish(self)
+
+    def set_panel(self, attr: str, panel: QWidget) -> None:
+        """Where startup.py's panels live: ``finetune_panel``, ``history_panel``, ... (see ``startup.TABS``)."""
+        assert attr in {a for a, _, _ in startup.TABS}, attr
+        setattr(self, attr, panel)
+
+    def close_now(self) -> None:
+        """Close without asking about a running job (it is cancelled)."""
+        self.ask_before_closing = False
+        self.close()
 
     # ------------------------------------------------------------------ errors & status
     def report_error(self, e: Exception, details: str = "") -> None:
@@ -271,10 +285,7 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(f"{r.model.spec}\n" + "\n".join(r.notes))
         self.models.sync_dataset_combo()
         self.table.rebuild()
-        self._changed_rows = None
-        self._show_selected()
-        self._redraw()
-        self._update_actions()
+        self.redraw_all(now=True)
         for n in r.notes:
             if n.startswith("non-finite"):
                 self.status(f"warning: {n}", 10000)
@@ -292,16 +303,21 @@ class MainWindow(QMainWindow):
         self._show_selected()
 
     def _on_weights_changed(self) -> None:
-        self._changed_rows = None
-        self._redraw_soon()
+        self.redraw_all()
         self._on_measured()      # stale markers of measured results follow the weights
 
     def _on_measured(self) -> None:
         if self.session.loaded_ok:
             self.dashboard.show_measurements(self.session)
 
+    def redraw_all(self, now: bool = False) -> None:
+        """Redraw every row, not only the edited ones: at once, or with the next throttled redraw."""
+        self._changed_rows = None
+        self._redraw() if now else self._redraw_soon()
+
     def _redraw(self) -> None:
-        """Rows, weight view, dashboard, bars. Builds missing rankings first (in a worker if big)."""
+        """Rows, weight view, dashboard, bars. Builds missing rankings first (in a worker if big). Asks the
+        session once per layer whether its ranking is cached, and hands the answer (``pending``) along."""
         s = self.session
         if not s.loaded_ok:
             return
@@ -311,20 +327,23 @@ class MainWindow(QMainWindow):
             self._update_dashboard()
             self._update_actions()
             return
-        missing = s.uncached(extra=[s.selected] if s.selected else None)
+        sel = s.selected if s.selected and s.plan.get(s.selected).is_dense else None   # (active: asked anyway)
+        missing = s.uncached(extra=[sel] if sel else None)   # the redraw's one cache check
         big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.calibration.needs(s.plan.get(n))]
         if big:
             self._index_in_background(big)
+        pending = set(big)      # still uncached after this: the big ones (a worker builds them) and failures
         for n in [n for n in missing if n not in big]:
             try:
                 s.layer_mask(n, s.plan.get(n))
             except Exception as e:  # e.g. taylor without gradients
+                pending.add(n)
                 self.report_error(e)
         rows = None if self._changed_rows is None else sorted(self._changed_rows)
         self._changed_rows = set()
-        self.table.refresh(rows)
-        self._show_selected()
-        self._update_dashboard()
+        self.table.refresh(rows, pending)
+        self._show_selected(pending)
+        self._update_dashboard(pending)
         self._update_actions()
 
     def _index_in_background(self, names: list[str]) -> None:
@@ -335,8 +354,7 @@ class MainWindow(QMainWindow):
 
         def finish(_=None):
             self._indexing = False
-            self._changed_rows = None
-            self._redraw_soon()
+            self.redraw_all()
 
         def stop(e=None):
             self._indexing = False
@@ -346,14 +364,15 @@ class MainWindow(QMainWindow):
         self.runner.run("Indexing weights", lambda p, c: self.session.build_views(names, plan, p, c, loaded),
                         on_done=finish, on_cancel=stop, on_error=stop, quiet=True)
 
-    def _show_selected(self) -> None:
+    def _show_selected(self, pending: set[str] | None = None) -> None:
+        """``pending``: the layers known to be uncached (None: ask the session)."""
         s = self.session
         name = s.selected
         if not s.loaded_ok or not name:
             self.weight_view.show_message("No layer selected")
             return
         lp = s.plan.get(name)
-        if s.needs_build(name, lp):
+        if name in pending if pending is not None else s.needs_build(name, lp):
             self.weight_view.show_message(f"Indexing {name} ({s.layer(name).params:,} weights)…")
             return
         try:
@@ -366,9 +385,9 @@ class MainWindow(QMainWindow):
         else:
             self.weight_view.set_view(view, lp.sparsity)
 
-    def _update_dashboard(self) -> None:
+    def _update_dashboard(self, pending: set[str] | None = None) -> None:
         s = self.session
-        if s.uncached():
+        if (s.uncached() if pending is None else pending & s.plan.active().keys()):
             self.dashboard.show_totals(None)
             self.totals_label.setText("indexing weights…")
             return
@@ -494,9 +513,10 @@ class MainWindow(QMainWindow):
         super().showEvent(e)
         if not getattr(self, "_sized", False):
             self._sized = True
-            QTimer.singleShot(0, self._initial_split)
+            QTimer.singleShot(0, self.split_views)
 
-    def _initial_split(self) -> None:
+    def split_views(self) -> None:
+        """Share the width between the layer table and the views (as when the window first shows)."""
         w = max(self.main_split.width(), 800)
         left = max(int(w * 0.58), min(self.table.preferred_width(), int(w * 0.7)))
         left = min(left, w - 540)      # the views keep room for their plots (the table scrolls sideways instead)
@@ -508,7 +528,7 @@ class MainWindow(QMainWindow):
             ask = QMessageBox.question(self, "A job is running",
                                        f"'{job.title}' is still running. Stop it and quit?",
                                        QMessageBox.Yes | QMessageBox.No, QMessageBox.No) \
-                if not getattr(self, "_force_close", False) else QMessageBox.Yes
+                if self.ask_before_closing else QMessageBox.Yes
             if ask != QMessageBox.Yes:
                 e.ignore()
                 return

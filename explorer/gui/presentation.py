@@ -41,6 +41,7 @@ class Presentation:
     def __init__(self, win):
         self.win = win
         self.on = False
+        self.action = None               # View ▸ Presentation mode (made by the classroom), checked while on
         self.tab_bar = QTabBar()         # the views' tab bar, in a row of its own: every tab fits at 1024 px
         self.tab_bar.setObjectName("viewTabs")
         self.tab_bar.setExpanding(False)
@@ -119,9 +120,9 @@ class Presentation:
             # and Qt grows the window with it: give it its size back (1024x768 stays 1024x768)
             self._keep_size(size)
             QTimer.singleShot(0, lambda: self._keep_size(size))
-        if hasattr(w, "act_presentation"):
-            with QSignalBlocker(w.act_presentation):
-                w.act_presentation.setChecked(on)
+        if self.action is not None:
+            with QSignalBlocker(self.action):
+                self.action.setChecked(on)
         w.status("presentation mode (Ctrl+Shift+P leaves it)" if on
                  else "presentation mode off", 4000)
 

@@ -64,7 +64,7 @@ def _make_panel(win, attr: str):
     else:
         from .compare_panel import ComparePanel
         w = ComparePanel(ctx, finetune_config=win.finetune_panel.config)
-    setattr(win, attr, w)
+    win.set_panel(attr, w)
     return w
 
 
@@ -82,16 +82,13 @@ def replace_placeholders(win) -> None:
 
 
 def finish(win) -> None:
-    """Fill a deferred window in (idempotent): plots, panels, the selected layer, then channel groups."""
-    if win.started:
-        return
-    win.started = True
+    """Fill a deferred window in: plots, panels, the selected layer, then channel groups (once: the window's
+    ``finish_start`` calls it the first time only)."""
     resume_gc()
     win.weight_view.build_plots()
     win.global_panel.build_plots()
     replace_placeholders(win)
-    win._changed_rows = None
-    win._redraw()
+    win.redraw_all(now=True)
     s = win.session
     if s.loaded_ok and not s.groups_ready:
         win.runner.run("Analysing channel groups", lambda p, c: s.ensure_groups(p, c),
@@ -107,5 +104,4 @@ def groups_arrived(win) -> None:
     r = s.require()
     win.model_label.setToolTip(f"{r.model.spec}\n" + "\n".join(r.notes))
     win.table.rebuild()
-    win._changed_rows = None
-    win._redraw_soon()
+    win.redraw_all()
