@@ -2,6 +2,7 @@
 unclear refusals). Each test fails on the code before the fix."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -80,3 +81,71 @@ def test_smallest_threshold_with_nan_inf_and_reversed_bounds():
     assert _smallest_t(f, math.nan, math.nan, 3) == 2.0
     assert _smallest_t(f, 5.0, 1.0, 1) == 1.0               # empty range: the upper bound, not a loop
     assert _smallest_t(counted(np.array([2.0])), -1.0, 1.0, 1) == 1.0    # never reached: the upper bound
+
+
+# ---------------------------------------------------------------------------- 2-3. results folders
+
+def cli(capsys, *argv) -> tuple[int, str]:
+    from explorer.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out + err
+
+
+def one_sentence(text: str) -> None:
+    assert text.strip() and "Traceback" not in text and "internal error" not in text, text
+    assert "\n\n" not in text.strip()
+
+
+def tree(folder: Path) -> dict:
+    """Every entry below ``folder`` (names, kinds, bytes and modes): 'touching nothing' means this is equal."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        st = p.lstat()
+        out[str(p.relative_to(folder))] = (st.st_mode, p.read_bytes() if p.is_file() else None)
+    return out
+
+
+PRUNE = ("prune", "--model", "digits-mlp", "--sparsity", "0.5", "--no-latency")
+
+
+def test_a_folder_named_model_pt_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "model.pt").mkdir(parents=True)
+    (out / "model.pt" / "mine.txt").write_text("the user's notes")
+    before = tree(tmp_path)
+    rc, text = cli(capsys, *PRUNE, "--out", out)
+    assert rc == 2, text
+    one_sentence(text)
+    assert "model.pt" in text and "folder" in text
+    assert tree(tmp_path) == before          # nothing deleted, moved, or left beside it
+
+
+def test_a_read_only_results_folder_is_refused_and_kept(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(capsys, *PRUNE, "--out", out)[0] == 0
+    out.chmod(0o555)          # as root the mode bits do not stop a write: the app reads them itself
+    try:
+        before = tree(tmp_path)
+        rc, text = cli(capsys, *PRUNE, "--sparsity", "0.7", "--out", out)
+        assert rc == 2, text
+        one_sentence(text)
+        assert "read-only" in text
+        assert tree(tmp_path) == before
+    finally:
+        out.chmod(0o755)
+
+
+def test_an_earlier_runs_outputs_that_this_run_does_not_write_are_removed(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli(capsys, *PRUNE, "--compact", "--sparse-archive", "--out", out)[0] == 0
+    assert {"model_compact.pt", "model_sparse.npz"} <= {p.name for p in out.iterdir()}
+    (out / "notes.txt").write_text("mine")
+    (out / "extra").mkdir()
+    (out / "extra" / "plot.png").write_bytes(b"\x89PNG")
+    rc, text = cli(capsys, *PRUNE, "--out", out)
+    assert rc == 0, text
+    assert sorted(p.name for p in out.iterdir()) == ["extra", "model.pt", "notes.txt", "recipe.json", "report.json"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "extra" / "plot.png").read_bytes() == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

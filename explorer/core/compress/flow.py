@@ -18,7 +18,7 @@ from torch import nn
 
 from ..device import on_device
 from ..errors import ExplorerError
-from ..fileio import StagedFolder, atomic_write_json, bit_equal
+from ..fileio import StagedFolder, atomic_write_json, check_results_folder, bit_equal
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
 from ..model.layers import load_state
@@ -184,8 +184,7 @@ def run_compress(session, settings: QuantSettings, out_dir: str | Path, finetune
     from ..train.finetune import finetune
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExplorerError(f"--out {out_dir} is a file, not a folder.")
+    check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     ds = session.dataset
     labelled = ds.has_labels and ds.size("test") > 0
     plan = session.plan.copy()

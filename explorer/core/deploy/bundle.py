@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ExplorerError
-from ..fileio import StagedFolder, atomic_write_json
+from ..fileio import StagedFolder, atomic_write_json, check_results_folder
 from ..jobs import CancelToken, ProgressFn
 from ..model.sharing import twin
 from ..prune.plan import Plan
@@ -150,8 +150,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
     from .report import build_report, compact_block, counts_from_state
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExplorerError(f"--out {out_dir} is a file, not a folder.")
+    check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
     ds = session.dataset
     labelled = ds.has_labels and ds.size("test") > 0
