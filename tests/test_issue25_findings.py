@@ -201,3 +201,47 @@ def test_the_screenshot_error_exits_with_code_2_not_a_signal(tmp_path):
                            cwd=tmp_path, timeout=300)
         assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
         assert "could not write" in p.stderr
+
+
+# ---------------------------------------------------------------------------- 5. clear refusals
+
+@pytest.mark.parametrize("argv", [
+    ("prune", "--model", "~nosuchuser/x.pt", "--sparsity", "0.5", "--no-latency", "--out", "OUT"),
+    ("info", "--dataset", "imagefolder:~nosuchuser/images"),
+])
+def test_an_unknown_users_home_is_a_clear_error(tmp_path, capsys, argv):
+    rc, text = cli(capsys, *[str(tmp_path / "o") if a == "OUT" else a for a in argv])
+    assert rc == 2, text
+    one_sentence(text)
+    assert "unknown user's home" in text and "~nosuchuser" in text
+
+
+def _image_folder(root: Path, good: int) -> Path:
+    from PIL import Image
+
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(3):
+            (root / c / f"{i}.png").write_bytes(b"not an image")
+    for i in range(good):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(root / "b" / f"ok{i}.png")
+    return root
+
+
+def test_info_refuses_an_image_folder_whose_every_image_is_corrupt(tmp_path, capsys):
+    rc, text = cli(capsys, "info", "--model", "digits-mlp", "--dataset", f"imagefolder:{_image_folder(tmp_path / 'd', 0)}")
+    assert rc == 2, text
+    one_sentence(text)
+    assert "None of the 6 images" in text and "cannot be read" in text
+
+
+def test_an_image_folder_with_a_readable_image_opens(tmp_path):
+    from explorer.core.model.data import load_dataset
+
+    ds = load_dataset(f"imagefolder:{_image_folder(tmp_path / 'd', 1)}")
+    assert ds.num_classes == 2
+
+
+def test_readme_lists_fine_tuning_a_torchscript_model_among_the_refusals():
+    text = " ".join((ROOT / "README.md").read_text().split())
+    assert "fine-tuning a TorchScript model" in text
