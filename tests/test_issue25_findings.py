@@ -245,3 +245,29 @@ def test_an_image_folder_with_a_readable_image_opens(tmp_path):
 def test_readme_lists_fine_tuning_a_torchscript_model_among_the_refusals():
     text = " ".join((ROOT / "README.md").read_text().split())
     assert "fine-tuning a TorchScript model" in text
+
+
+# ---------------------------------------------------------------------------- 6. small things
+
+def test_prune_from_a_scan_without_model_takes_the_scans_model_and_dataset(tmp_path, capsys):
+    scan = tmp_path / "scan.json"
+    assert cli(capsys, "sensitivity", "--model", "digits-mlp", "--sparsities", "0.5,0.9", "--layers", "fc1", "fc2",
+               "--out", scan)[0] == 0
+    rc, text = cli(capsys, "prune", "--from-sensitivity", scan, "--max-drop", "1", "--no-latency",
+                   "--out", tmp_path / "o")
+    assert rc == 0, text
+    recipe = json.loads((tmp_path / "o" / "recipe.json").read_text())
+    assert recipe["model"] == "digits-mlp" and recipe["dataset"] == json.loads(scan.read_text())["dataset"]
+
+
+def test_an_unknown_lesson_is_not_an_invalid_pruning_plan(qapp, capsys):
+    from explorer.cli import main
+    from explorer.core.errors import PlanError, UnknownLessonError
+    from explorer.core.lessons.lesson import load_lesson
+
+    assert main(["gui", "--lesson", "no-such-name", "--screenshot", "unused.png"]) == 2
+    err = capsys.readouterr().err
+    assert "Unknown lesson" in err and "no-such-name" in err and "pruning plan" not in err
+    with pytest.raises(UnknownLessonError) as e:
+        load_lesson("no-such-name")
+    assert isinstance(e.value, PlanError)        # callers that catch PlanError still do
