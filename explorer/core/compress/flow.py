@@ -18,7 +18,7 @@ from torch import nn
 
 from ..device import on_device
 from ..errors import ExplorerError
-from ..fileio import StagedFolder, atomic_write_json, check_results_folder, bit_equal
+from ..fileio import StagedFolder, atomic_write_json, bit_equal, check_results_folder
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.data import DatasetBundle
 from ..model.layers import load_state

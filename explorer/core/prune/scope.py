@@ -19,7 +19,6 @@ from .criteria import get_criterion
 from .granularity import NM, Channel, Element, get_granularity
 from .plan import LayerPlan
 
-
 _SIGN = 1 << 63
 _MAXF = float(np.finfo(np.float64).max)
 
