@@ -119,6 +119,10 @@ def dc_summary() -> str:
     return f"{' / '.join(r)}, test {pct(d['stages'][-1]['accuracy'])} vs {pct(d['stages'][0]['accuracy'])} dense"
 
 
+def dc_untrained() -> str:
+    return pct(_dc()["digits-mlp"]["untrained_accuracy"])
+
+
 def dc_vgg() -> str:
     v = _dc()["torchvision:vgg16"]
     rows = []
@@ -136,7 +140,7 @@ def dc_vgg_ratios() -> str:
 
 
 BLOCKS = {"dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
-          "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-vgg": dc_vgg,
+          "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-untrained": dc_untrained, "dc-vgg": dc_vgg,
           "dc-vgg-ratios": dc_vgg_ratios}
 
 
