@@ -119,6 +119,14 @@ def dc_summary() -> str:
     return f"{' / '.join(r)}, test {pct(d['stages'][-1]['accuracy'])} vs {pct(d['stages'][0]['accuracy'])} dense"
 
 
+def dc_bits() -> str:
+    """The benchmark's --bits as words: 'linear=4' -> '4-bit shared weights', 'linear=4,fc1=5' -> '... (5 for fc1)'."""
+    pairs = dict(p.split("=") for p in _dc()["digits-mlp"]["settings"]["bits"].split(","))
+    base = pairs.pop("linear")
+    extra = ", ".join(f"{v} for {k}" for k, v in pairs.items())
+    return f"{base}-bit shared weights" + (f" ({extra})" if extra else " in every layer")
+
+
 def dc_untrained() -> str:
     return pct(_dc()["digits-mlp"]["untrained_accuracy"])
 
@@ -140,7 +148,7 @@ def dc_vgg_ratios() -> str:
 
 
 BLOCKS = {"dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
-          "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-untrained": dc_untrained, "dc-vgg": dc_vgg,
+          "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-untrained": dc_untrained, "dc-bits": dc_bits, "dc-vgg": dc_vgg,
           "dc-vgg-ratios": dc_vgg_ratios}
 
 
