@@ -147,7 +147,23 @@ def dc_vgg_ratios() -> str:
     return " / ".join(r)
 
 
-BLOCKS = {"dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
+# ------------------------------------------------------------------------ slider step (bench_slider)
+
+def slider() -> str:
+    d = load("slider.json")
+    return table([f"step ms (median of {d['steps']})", "step ms (max)",
+                   f"torch.prune ms (median of {d['baseline_steps']})", "ratio", "cache build s"],
+                  [[f"**{d['step_ms_median']:.2f}**", f"{d['step_ms_max']:.1f}", f"{d['baseline_ms_median']:,.0f}",
+                    f"**{d['ratio']:,.0f}×**", f"{d['cache_build_s']:.1f}"]])
+
+
+def slider_summary() -> str:
+    d = load("slider.json")
+    return (f"{d['step_ms_median']:.1f} ms median vs {d['baseline_ms_median'] / 1000:.1f} s for `torch.nn.utils.prune` "
+            f"({d['ratio']:,.0f}×); cache {d['cache_build_s']:.1f} s once")
+
+
+BLOCKS = {"slider": slider, "slider-summary": slider_summary, "dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
           "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-untrained": dc_untrained, "dc-bits": dc_bits, "dc-vgg": dc_vgg,
           "dc-vgg-ratios": dc_vgg_ratios}
 
