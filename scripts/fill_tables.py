@@ -163,7 +163,20 @@ def slider_summary() -> str:
             f"({d['ratio']:,.0f}×); cache {d['cache_build_s']:.1f} s once")
 
 
-BLOCKS = {"slider": slider, "slider-summary": slider_summary, "dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
+# ------------------------------------------------------------------------ window stall (bench_gui_stall)
+
+def gui_stall() -> str:
+    d = load("gui_stall.json")
+    return table(["job s", "ticks", "median gap ms", "p99 gap ms", "**max stall ms**"],
+                 [[f"{d['job_s']:.1f}", f"{d['ticks']}", f"{d['median_gap_ms']:.1f}", f"{d['p99_gap_ms']:.1f}",
+                   f"**{d['max_stall_ms']:.1f}**"]])
+
+
+def gui_stall_summary() -> str:
+    return f"{load('gui_stall.json')['max_stall_ms']:.0f} ms max"
+
+
+BLOCKS = {"gui-stall": gui_stall, "gui-stall-summary": gui_stall_summary, "slider": slider, "slider-summary": slider_summary, "dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
           "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-untrained": dc_untrained, "dc-bits": dc_bits, "dc-vgg": dc_vgg,
           "dc-vgg-ratios": dc_vgg_ratios}
 
