@@ -137,6 +137,20 @@ def test_a_read_only_results_folder_is_refused_and_kept(tmp_path, capsys):
         out.chmod(0o755)
 
 
+def test_a_results_folder_in_a_read_only_folder_is_refused_also_as_root(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        rc, text = cli(capsys, *PRUNE, "--out", ro / "out")
+        assert rc == 2, text
+        one_sentence(text)
+        assert "not writable" in text
+        assert list(ro.iterdir()) == []
+    finally:
+        ro.chmod(0o755)
+
+
 def test_an_earlier_runs_outputs_that_this_run_does_not_write_are_removed(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli(capsys, *PRUNE, "--compact", "--sparse-archive", "--out", out)[0] == 0

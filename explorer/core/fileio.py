@@ -183,13 +183,17 @@ def check_results_folder(out_dir: str | Path) -> None:
     """Refuse, touching nothing, a results folder the swap would damage: a file, a read-only folder, or one
     where the user keeps a folder (or a file) under a name the app writes as a file (or a folder)."""
     out = expand(out_dir)
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and parent.is_dir() and not _writable(parent):   # the swap renames entries in it
+        raise ExplorerError(f"The folder {parent} is not writable (read-only), so the results folder {out} cannot "
+                            "be made or replaced in it.", "Make it writable (chmod u+w) or give another folder.")
     if not out.exists():
         return
     if not out.is_dir():
         raise ExplorerError(f"--out {out} is a file, not a folder.", "Give a folder for the results.")
     if not _writable(out):
-        raise ExplorerError(f"The output folder {out} is read-only, so its results are not replaced.",
-                            "Make it writable (chmod u+w) or give another folder.")
+        raise ExplorerError(f"The output folder {out} is not writable (read-only), so its results are not "
+                            "replaced.", "Make it writable (chmod u+w) or give another folder.")
     for name in sorted(RESULT_FILES | RESULT_DIRS):
         p = out / name
         if p.is_symlink() or not p.exists():
