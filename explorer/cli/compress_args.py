@@ -18,7 +18,8 @@ def _config(d: dict, what: str):
 
 
 def model_from_recipe(args) -> None:
-    """``prune/compress --recipe R.json`` without --model/--dataset: the recipe's own model and dataset."""
+    """``prune/compress --recipe R.json`` (or ``prune --from-sensitivity S.json``) without --model/--dataset:
+    the recipe's (the scan's) own model and dataset."""
     if args.recipe and args.model is None:
         from explorer.core.prune.recipe import read_recipe
 
@@ -26,6 +27,13 @@ def model_from_recipe(args) -> None:
         args.model = d.get("model") or None
         if args.dataset is None:
             args.dataset = d.get("dataset") or None
+    elif getattr(args, "from_sensitivity", None) and args.model is None:
+        from explorer.core.analyse.sensitivity import read_scan
+
+        scan = read_scan(args.from_sensitivity)
+        args.model = scan.model or None
+        if args.dataset is None:
+            args.dataset = scan.dataset or None
 
 
 def compress_configs(session, args, recorded: dict | None, log):

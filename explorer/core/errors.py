@@ -51,5 +51,15 @@ class PlanError(ExplorerError):
     title = "Invalid pruning plan"
 
 
+class LessonError(PlanError):
+    """A lesson file that is not valid (a PlanError, so callers that catch those still do)."""
+
+    title = "Invalid lesson"
+
+
+class UnknownLessonError(LessonError):
+    title = "Unknown lesson"
+
+
 class Cancelled(Exception):
     """Raised inside a job when its cancel token is set; not an error."""

@@ -163,6 +163,48 @@ def bit_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 FOREIGN_LIMIT = 2000      # files of the user's own that a results folder may hold and carry over
 
+# Everything a results run (prune, finetune, compress, "Export everything") writes, by name: folders (a
+# Hugging Face model_hf/) and files. An earlier run's copy that this run does not write again is removed with
+# the swap (so a folder never mixes two runs); any other entry is the user's and is kept.
+RESULT_DIRS = frozenset({"model_hf"})
+RESULT_FILES = frozenset({"model.pt", "recipe.json", "report.json", "model_compact.pt", "model_compact.ts",
+                          "model_sparse.npz", "model.safetensors", "model.onnx", "model.dcz", "compression.json"})
+
+
+def _writable(folder: Path) -> bool:
+    """Whether the process may write into ``folder``; for root (whom permission bits do not stop) a folder
+    with no write bit at all counts as read-only too, as the user who made it so meant."""
+    if getattr(os, "geteuid", lambda: -1)() == 0:
+        return bool(folder.stat().st_mode & 0o222)
+    return os.access(folder, os.W_OK)
+
+
+def check_results_folder(out_dir: str | Path) -> None:
+    """Refuse, touching nothing, a results folder the swap would damage: a file, a read-only folder, or one
+    where the user keeps a folder (or a file) under a name the app writes as a file (or a folder)."""
+    out = expand(out_dir)
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and parent.is_dir() and not _writable(parent):   # the swap renames entries in it
+        raise ExplorerError(f"The folder {parent} is not writable (read-only), so the results folder {out} cannot "
+                            "be made or replaced in it.", "Make it writable (chmod u+w) or give another folder.")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExplorerError(f"--out {out} is a file, not a folder.", "Give a folder for the results.")
+    if not _writable(out):
+        raise ExplorerError(f"The output folder {out} is not writable (read-only), so its results are not "
+                            "replaced.", "Make it writable (chmod u+w) or give another folder.")
+    for name in sorted(RESULT_FILES | RESULT_DIRS):
+        p = out / name
+        if p.is_symlink() or not p.exists():
+            continue
+        if p.is_dir() != (name in RESULT_DIRS):
+            kind = "folder" if p.is_dir() else "file"
+            raise ExplorerError(f"The output folder {out} holds a {kind} named {name} that is not the app's "
+                                f"{'folder' if name in RESULT_DIRS else 'file'}; it is left as it is and "
+                                "nothing is written.",
+                                f"Rename or move {p}, or give another folder.")
+
 
 def _rename_exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
@@ -201,8 +243,10 @@ def recover_folder(out_dir: Path) -> None:
 
 
 def _carry_over(src_dir: Path, stage: Path) -> None:
-    """Hard-link (or copy) what ``src_dir`` holds and the new run does not write into ``stage``."""
-    entries = [p for p in src_dir.iterdir() if not (stage / p.name).exists()]
+    """Hard-link (or copy) what ``src_dir`` holds and the new run does not write into ``stage``, except an
+    earlier run's own outputs (:data:`RESULT_FILES`), which go with the previous folder."""
+    entries = [p for p in src_dir.iterdir()
+               if not (stage / p.name).exists() and p.name not in RESULT_FILES | RESULT_DIRS]
     count = sum(1 for p in entries for _ in (p.rglob("*") if p.is_dir() and not p.is_symlink() else [p]))
     if count > FOREIGN_LIMIT:
         raise ExplorerError(f"The output folder {src_dir} holds {count:,} other files.",
@@ -225,7 +269,8 @@ class StagedFolder:
 
         with StagedFolder(out) as stage:
             write files into stage ...
-        # now ``out`` holds exactly this run's files (plus files of the user's own that were there)
+        # now ``out`` holds exactly this run's files (plus files of the user's own that were there; an
+        # earlier run's outputs that this run does not write, e.g. model_compact.pt, are gone)
 
     A run killed at any moment leaves ``out`` as the previous run or as this one, never a mix;
     leftovers are tidied by the next run (:func:`recover_folder`).
@@ -237,8 +282,7 @@ class StagedFolder:
 
     def __enter__(self) -> Path:
         out = self.out
-        if out.exists() and not out.is_dir():
-            raise ExplorerError(f"--out {out} is a file, not a folder.", "Give a folder for the results.")
+        check_results_folder(out)
         try:
             cwd = Path.cwd().resolve()
         except OSError:

@@ -88,6 +88,9 @@ def run_gui(args) -> int:
     from .main_window import MainWindow
 
     size = parse_size(args.size) if args.size else None
+    if screenshot:   # a folder, or a path below a file, is a clear error before anything opens
+        from explorer.core.fileio import out_path
+        screenshot = out_path(screenshot, "screenshot")
     app = make_app(plots=False)
     # load before showing: a bad --model on the command line is a clear CLI error, not an empty window. The
     # channel-group analysis, the plots, the panels and the first ranking come after the first frame
@@ -131,10 +134,15 @@ def run_gui(args) -> int:
         wait_idle(app, win)
         app.processEvents()
         pix = win.grab()
-        if not pix.save(str(screenshot)):
-            print(f"error: could not write {screenshot}", file=sys.stderr)
+        saved = pix.save(str(screenshot))
+        # close the window on both paths: one left open when Python exits is torn down in no fixed order and
+        # crashed (a segfault after the error, 6 runs in 10)
+        win.close_now()
+        app.processEvents()
+        if not saved:
+            print(f"error: could not write {screenshot} (a folder that is not writable, a full disk, or a file "
+                  "type that is not an image: use .png or .jpg)", file=sys.stderr)
             return 2
         print(f"saved {screenshot}", file=sys.stderr)
-        win.close_now()
         return 0
     return app.exec()

@@ -19,8 +19,7 @@ from ..compress import accounting, dcz
 from ..compress.flow import CompressResult, _phase, _quiet, compress_state
 from ..compress.quantize import QuantSettings
 from ..deploy import export
-from ..errors import ExplorerError
-from ..fileio import StagedFolder, atomic_write_json
+from ..fileio import StagedFolder, atomic_write_json, check_results_folder
 from ..jobs import CancelToken, ProgressFn
 from ..prune.plan import Plan
 from ..prune.recipe import plan_to_recipe
@@ -68,8 +67,7 @@ def run(snap: Snapshot, settings: QuantSettings, out_dir: str | Path, finetune_c
     from ..train.distributed import Runtime
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExplorerError(f"--out {out_dir} is a file, not a folder.")
+    check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     ds, plan = snap.dataset, snap.plan
     labelled = ds.has_labels and ds.size("test") > 0
     dense_size = accounting.state_bytes(snap.original)

@@ -18,6 +18,7 @@ from ..deploy.bundle import Log, _quiet, write_bundle
 from ..deploy.report import build_report, compact_block, counts_from_state
 from ..device import on_device
 from ..errors import ExplorerError, PlanError
+from ..fileio import check_results_folder
 from ..jobs import CancelToken, ProgressFn
 from ..prune.compact import (
     COMPACT_RTOL,
@@ -63,8 +64,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     pruned in the loaded weights themselves, so a big model is held once, not twice. The dense model's latency is
     then timed before pruning instead of interleaved with the pruned one's (``latency.interleaved`` says which)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ExplorerError(f"--out {out_dir} is a file, not a folder.")
+    check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
     snap = snap.with_own_masks()
     ds, plan = snap.dataset, snap.plan

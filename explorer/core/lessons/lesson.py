@@ -33,7 +33,7 @@ from pathlib import Path
 from explorer import RESOURCES
 
 from ..checks import number
-from ..errors import PlanError
+from ..errors import LessonError, PlanError, UnknownLessonError
 from .values import VALUES
 
 LESSON_FORMAT = "pruning-explorer-lesson"
@@ -89,7 +89,7 @@ class Lesson:
 
 
 def _bad(where: str, why: str) -> PlanError:
-    return PlanError(f"Lesson {where}: {why}.", "See the format in explorer/core/lessons/lesson.py or any file "
+    return LessonError(f"Lesson {where}: {why}.", "See the format in explorer/core/lessons/lesson.py or any file "
                                                 "in resources/lessons/.")
 
 
@@ -195,7 +195,7 @@ def find_lesson(name_or_path: str) -> Path:
     for f in sorted(LESSON_DIR.glob("*.json")):
         if _name_of(f) == name_or_path or f.stem == name_or_path:
             return f
-    raise PlanError(f"There is no lesson '{name_or_path}'.",
+    raise UnknownLessonError(f"There is no lesson '{name_or_path}'.",
                     f"Built-in lessons: {', '.join(lesson_names())}; or give the path of a lesson .json file.")
 
 

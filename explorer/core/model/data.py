@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from ..errors import DatasetError
+from ..fileio import expand
 
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0
@@ -209,7 +210,7 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
         if not arg:
             what = "DIR" if kind == "imagefolder" else "ROOT"
             raise DatasetError(f"The dataset spec '{spec}' needs a folder: write it as {kind}:{what}.")
-        root = Path(arg).expanduser()
+        root = expand(arg)
         if not root.exists():
             raise DatasetError(f"The folder '{root}' for dataset {kind} does not exist.",
                                "Check the path; datasets are read from disk and never downloaded.")
@@ -393,6 +394,25 @@ def _open_image(path: str):
                            "Remove or replace the damaged file, then open the dataset again.") from None
 
 
+READ_CHECK = 64     # images tried when a folder is opened (images are read lazily afterwards)
+
+
+def _check_some_readable(samples: list, d: Path) -> None:
+    """Refuse a folder whose images cannot be read (every command, not only those that evaluate): reading
+    stops at the first good image, so a healthy folder costs one image; a damaged one later is named then."""
+    first = None
+    for path, _ in samples[:READ_CHECK]:
+        try:
+            _open_image(path)
+            return
+        except DatasetError as e:
+            first = first or e
+    if first is not None:
+        which = f"the first {READ_CHECK}" if len(samples) > READ_CHECK else f"the {len(samples)}"
+        raise DatasetError(f"None of {which} images in '{d}' can be read; {first.message[0].lower()}"
+                           f"{first.message[1:]}", first.hint)
+
+
 def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
     from torchvision import datasets
     from torchvision import transforms as T
@@ -410,11 +430,13 @@ def _imagefolder(spec: str, root: Path, input_shape) -> DatasetBundle:
 
     def open_folder(d: Path):
         try:
-            return datasets.ImageFolder(str(d), transform=tf, loader=_open_image)
+            folder = datasets.ImageFolder(str(d), transform=tf, loader=_open_image)
         except (FileNotFoundError, RuntimeError) as e:
             raise DatasetError(f"No images found in '{d}' ({e}).",
                                "imagefolder:DIR needs one sub-folder per class, each with image files "
                                f"({', '.join(IMG_EXTENSIONS[:5])}, ...).") from None
+        _check_some_readable(folder.samples, d)
+        return folder
 
     sub = {s: root / s for s in SPLITS if (root / s).is_dir()}
     if "train" in sub and ("val" in sub or "test" in sub):

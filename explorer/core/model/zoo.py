@@ -30,6 +30,7 @@ from torch import nn
 from explorer import RESOURCES
 
 from ..errors import ModelLoadError, OfflineError
+from ..fileio import expand
 from ..finite import all_finite
 from . import nets
 from .files import (
@@ -116,7 +117,7 @@ def load_model(spec: str | None = None, weights: str | Path | None = None, arch:
         return _torchvision(spec, weights, trust)
     if spec.startswith(("hf:", "timm:")) or is_user_class(spec):
         return _other_source(spec, weights, trust)
-    path = Path(spec).expanduser()
+    path = expand(spec)      # ~nosuchuser: a clear error, not a RuntimeError
     if path.exists() or any(sep in spec for sep in ("/", "\\")) or path.suffix:
         return _from_file(spec, path, arch, trust)
     raise ModelLoadError(f"Unknown model '{spec}'.",

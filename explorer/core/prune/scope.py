@@ -10,6 +10,7 @@ a global plan is an ordinary plan afterwards.
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 
@@ -18,19 +19,36 @@ from .criteria import get_criterion
 from .granularity import NM, Channel, Element, get_granularity
 from .plan import LayerPlan
 
+_SIGN = 1 << 63
+_MAXF = float(np.finfo(np.float64).max)
+
+
+def _key(x: float) -> int:
+    """A Python int that orders like the float64 x (monotone: x < y iff key(x) < key(y); -0.0 maps like 0.0)."""
+    i = struct.unpack("<q", struct.pack("<d", x))[0]
+    return i if i >= 0 else -(i & (_SIGN - 1))
+
+
+def _from_key(k: int) -> float:
+    return struct.unpack("<d", struct.pack("<Q", k if k >= 0 else (-k) | _SIGN))[0]
+
 
 def _smallest_t(f, lo: float, hi: float, K: int) -> float:
-    """Smallest float64 t in [lo, hi] with f(t) >= K (f non-decreasing), by bisection on the bit pattern."""
-    a = np.array([lo], dtype=np.float64).view(np.int64)[0]
-    b = np.array([hi], dtype=np.float64).view(np.int64)[0]
+    """Smallest float64 t in [lo, hi] with f(t) >= K (f non-decreasing; hi if none does), by bisection on an
+    integer key that orders like the floats. Python ints cannot overflow, every step narrows [a, b], so it ends
+    in at most 65 steps for any bounds; NaN or infinite bounds are clamped to the finite range first."""
+    lo = -_MAXF if math.isnan(lo) else min(max(float(lo), -_MAXF), _MAXF)
+    hi = _MAXF if math.isnan(hi) else min(max(float(hi), -_MAXF), _MAXF)
+    if lo > hi:
+        return hi
+    a, b = _key(lo), _key(hi)
     while a < b:
         mid = (a + b) // 2
-        t = np.array([mid], dtype=np.int64).view(np.float64)[0]
-        if f(t) >= K:
+        if f(_from_key(mid)) >= K:
             b = mid
         else:
             a = mid + 1
-    return float(np.array([a], dtype=np.int64).view(np.float64)[0])
+    return _from_key(a)
 
 
 def global_sparsities(session, names: list[str], target: float, granularity: str, criterion: str,
@@ -77,7 +95,7 @@ def global_sparsities(session, names: list[str], target: float, granularity: str
         if pruned(hi, "right") < K:          # the caps bind: everything up to its cap
             t = hi
         else:
-            t = _smallest_t(lambda x: pruned(x, "right"), max(lo, 0.0), hi, K)
+            t = _smallest_t(lambda x: pruned(x, "right"), lo, hi, K)
         less = [min(cap, int(np.searchsorted(c, t, side="left"))) for _, c, _, _, cap in entities]
         leq = [min(cap, int(np.searchsorted(c, t, side="right"))) for _, c, _, _, cap in entities]
         deficit = K - sum(e[2] * l for e, l in zip(entities, less))
