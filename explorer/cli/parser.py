@@ -9,6 +9,8 @@ import argparse
 
 from explorer import __version__
 
+from .speed_cmd import add_speed_parser
+
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, but not a meaningless '(default: None)' or '(default: False)'."""
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(c)
     _add_calibration_args(c, reconstruct=True)
     c.add_argument("--out", "-o", required=True, metavar="C.json", help="where to write the comparison JSON")
+
+    add_speed_parser(sub, _common, add_device, _sub)     # issue 22: the speed map (speed_cmd.py)
 
     t = _sub(sub, "train-builtin", "retrain the built-in digits models reproducibly")
     t.add_argument("--out", default=".", metavar="DIR",

@@ -185,15 +185,39 @@ def layer_speed(name: str, layer: nn.Module, input_shape, batch: int = 1, sparsi
     return LayerSpeed(name, shape, out, {k: v for k, v in why.items() if k in kernels}, dense_ms)
 
 
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
+
+
+def no_kernel_reason(model: nn.Module, name: str, device: torch.device) -> str | None:
+    """Why layer ``name`` of ``model`` has no sparse kernel to time or to run (None: it has one)."""
+    parent = _submodule(model, name.rpartition(".")[0]) if "." in name else None
+    if isinstance(parent, nn.MultiheadAttention):
+        return (f"no sparse kernel for a part of MultiheadAttention ({name}: the attention's fused code uses this "
+                "weight directly, so no module call can be replaced)")
+    layer = _submodule(model, name)
+    if layer is None:
+        return f"no sparse kernel: {name} is not a module of its own"
+    avail, why = supported_kernels(layer, device)
+    if not any(k in avail for k in ("csr", "2:4")):
+        return why.get("csr", "no sparse kernel")
+    return None
+
+
 def layer_inputs(model: nn.Module, names: list[str], example: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """One sample's input shape of each named layer (a forward pass with hooks)."""
+    """One sample's input shape of each named layer that is called as a module (a forward pass with hooks)."""
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = []
     for n in names:
         def hook(_m, args, n=n):
             if args and isinstance(args[0], torch.Tensor) and n not in shapes:
                 shapes[n] = tuple(int(d) for d in args[0].shape[1:])
-        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
+        m = _submodule(model, n)
+        if m is not None:
+            hooks.append(m.register_forward_pre_hook(hook))
     try:
         with torch.inference_mode():
             model(example[:1])
@@ -207,27 +231,28 @@ def speed_map(model: nn.Module, names: list[str], example: torch.Tensor, model_n
               sparsities=DEFAULT_SPARSITIES, kernels=sk.KERNELS, runs: int = DEFAULT_RUNS,
               threads: int | None = None, progress: ProgressFn | None = None,
               cancel: CancelToken | None = None, skipped: dict[str, str] | None = None) -> SpeedMap:
-    """The speed map of the named layers of ``model`` (on its device). Layers without a sparse kernel are left
-    out and, when ``skipped`` is given, named there with the reason; if none is left, refused."""
+    """The speed map of the named layers of ``model`` (on its device). With ``skipped`` given, layers without a
+    sparse kernel are left out and named there with the reason (refused if none is left); without it, the
+    first such layer is refused with the reason."""
     sparsities = parse_sparsities(sparsities)
     shapes = layer_inputs(model, names, example)
     device = next(model.parameters()).device
-    todo = []
+    todo, why_not = [], {}
     for n in names:
-        layer = model.get_submodule(n)
-        avail, why = supported_kernels(layer, device)
-        if n not in shapes:
-            why_n = "the layer is not called in the forward pass"
-        elif not any(k in avail for k in ("csr", "2:4")):
-            why_n = why.get("csr", "no sparse kernel")
-        else:
+        why = no_kernel_reason(model, n, device)
+        if why is None and n not in shapes:
+            why = "not measured: the layer is not called in the forward pass"
+        if why is None:
             todo.append(n)
-            continue
-        if skipped is not None:
-            skipped[n] = why_n
+        else:
+            why_not[n] = why
+    if why_not and skipped is None:
+        n, why = next(iter(why_not.items()))
+        raise ExplorerError(f"Layer {n}: {why}.")
+    if skipped is not None:
+        skipped.update(why_not)
     if not todo:
-        raise ExplorerError("No layer to measure: " + "; ".join(f"{n}: {w}" for n, w in (skipped or {}).items())
-                            if skipped else "No layer to measure: none of them has a sparse kernel here.")
+        raise ExplorerError("No layer to measure: " + "; ".join(f"{n}: {w}" for n, w in why_not.items()))
     meter = ProgressMeter(progress, len(todo) * (len(sparsities) + 1), "speed map")
     layers = []
     for n in todo:
@@ -246,3 +271,24 @@ def speed_map(model: nn.Module, names: list[str], example: torch.Tensor, model_n
     from ..device import describe
 
     return SpeedMap(model_name, describe(device), used, batch, layers)
+
+
+def session_speed_map(session, names: list[str] | None = None, batch: int = 1, sparsities=DEFAULT_SPARSITIES,
+                      runs: int = DEFAULT_RUNS, device=None, threads: int | None = None,
+                      progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                      skipped: dict[str, str] | None = None) -> SpeedMap:
+    """The speed map of a session's layers (all by default; unknown names refused) on a copy of its kept weights,
+    on ``device`` (default: the session's). What a layer has is read now, the copy is made in here."""
+    from .latency import latency_input
+
+    sparsities = parse_sparsities(sparsities)
+    if batch < 1:
+        raise ExplorerError(f"--batch must be at least 1 (got {batch}).")
+    names = list(names) if names else list(session.layer_names)
+    for n in names:
+        session.layer(n)                          # refuses an unknown name with the usual sentence
+    example = latency_input(session.dataset, session.require().input_shape, 1)
+    model = session.model_copy().to(device if device is not None else session.device)
+    example = example.to(next(model.parameters()).device)
+    return speed_map(model, names, example, session.model_spec, batch, sparsities, runs=runs, threads=threads,
+                     progress=progress, cancel=cancel, skipped=skipped)
