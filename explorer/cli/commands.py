@@ -268,7 +268,8 @@ def cmd_prune(args) -> int:
     bar = tqdm_progress("prune")
     try:
         out = run_prune(session, out_dir, finetune_cfg=cfg, compact=args.compact,
-                        sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
+                        sparse_archive=args.sparse_archive, sparse_runtime=args.sparse_runtime,
+                        latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
                         keep_loaded=False)   # the session ends here: big layers may be pruned in place

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of fine-tuning")
     p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
+    p.add_argument("--sparse-runtime", action="store_true",
+                   help="also write model_sparse_runtime.ts: each layer measured faster as CSR (at its sparsity and "
+                        "--latency-batch) replaced by a sparse kernel, the rest dense; timed as latency.sparse")
     add_device(p)
     _add_calibration_args(p, reconstruct=True)
     p.add_argument("--export", default=None, metavar="safetensors,onnx",

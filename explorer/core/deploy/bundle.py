@@ -46,7 +46,7 @@ class PruneOutcome:
 def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: dict, report: dict,
                  layer_names: list[str], archive_meta: dict | None = None, compacted: nn.Module | None = None,
                  example: torch.Tensor | None = None, log: Log = _quiet, exports: tuple[str, ...] = (),
-                 module: nn.Module | None = None) -> dict[str, str]:
+                 module: nn.Module | None = None, sparse_runtime=None) -> dict[str, str]:
     """Write a results folder as a whole; every file is reloaded and checked before the folder is swapped in.
 
     ``archive_meta`` set: also ``model_sparse.npz``; ``compacted`` set: also ``model_compact.pt`` and,
@@ -77,6 +77,10 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
             export.export_sparse_archive(state, layer_names, archive_meta, stage / "model_sparse.npz")
             names.append("model_sparse.npz")
         names += _deploy_exports(stage, state, exports, module, compacted, example, log)
+        if sparse_runtime is not None:     # issue 22: deploy/sparse_runtime.py
+            from .sparse_runtime import FILE, save_sparse_runtime
+            save_sparse_runtime(sparse_runtime, stage / FILE, example)
+            names.append(FILE)
         atomic_write_json(stage / "report.json", report)
         names.append("report.json")
     return {n: str(out / n) for n in names}
@@ -120,7 +124,7 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
               progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
               reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
               resume: bool = False, report_extra: dict | None = None,
-              exports: tuple[str, ...] = (), keep_loaded: bool = True) -> PruneOutcome:
+              exports: tuple[str, ...] = (), keep_loaded: bool = True, sparse_runtime: bool = False) -> PruneOutcome:
     """Apply the session's plan (reconstruct, fine-tune, compact), measure, and write the results bundle into
     ``out_dir``.
 
@@ -244,11 +248,23 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
         compact_info["kept_zeroed"] = kept
         log(f"compact: {compact_info['params']:,} params, {compact_info['macs']:,} MACs")
 
+    sparse_rt = None
+    if sparse_runtime:     # issue 22: layers measured faster as CSR replaced (deploy/sparse_runtime.py)
+        from .sparse_runtime import build_sparse_runtime
+        sparse_rt = build_sparse_runtime(on_device(module, rt.device), example, session.layer_names,
+                                         base=on_device(compacted, rt.device) if compacted is not None else None,
+                                         runs=latency_runs, progress=progress, cancel=cancel)
+        log(f"sparse runtime: {len(sparse_rt.layers)} layer(s) run as CSR: {', '.join(sparse_rt.layers) or 'none'}")
+        for n, why in sparse_rt.kept_dense.items():
+            log(f"  {n} stays dense: {why}")
+
     latency_note = None
     if measure:
         # all variants on the same input, runs interleaved (dense, pruned, compact, dense, ...), so drift in the
         # machine's load hits them alike (the dense model is already timed when it was pruned in place)
         models = {"dense": dense_model, "pruned": module, **({"compact": compacted} if compacted is not None else {})}
+        if sparse_rt is not None:
+            models["sparse"] = sparse_rt.module
         models = {k: on_device(m, rt.device) for k, m in models.items() if m is not None}
         lat = {**lat, **measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)}
         for k, v in lat.items():
@@ -276,6 +292,8 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                              "dense": dense_lat.as_dict() if dense_lat else None,
                                              "pruned": pruned_lat.as_dict() if pruned_lat else None,
                                              "compact": lat["compact"].as_dict() if "compact" in lat else None,
+                                             **({"sparse": lat["sparse"].as_dict() if "sparse" in lat else None}
+                                                if sparse_runtime else {}),
                                              "note": latency_note},
                                  "finetune": ({"epochs": finetune_cfg.epochs, "schedule": finetune_cfg.schedule,
                                                "steps": finetune_cfg.steps, "lr": finetune_cfg.lr,
@@ -284,12 +302,13 @@ def run_prune(session, out_dir: Path, finetune_cfg=None, compact: bool = False, 
                                               if finetune_cfg else None),
                                  **(report_extra or {}),
                                  "reconstruct": fits,
+                                 **({"sparse_runtime": sparse_rt.report()} if sparse_rt is not None else {}),
                                  "tool_version": recipe["tool_version"]}, metric=quality.name)
     dense_model = None   # its tensors are the session's; only the model object goes
     meta = {"model": session.model_spec, "arch": session.require().model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, session.layer_names,
                          archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log,
-                         exports=exports, module=module)
+                         exports=exports, module=module, sparse_runtime=sparse_rt)
     if checkpoint is not None:   # the run is complete and written: its checkpoint has served
         Path(checkpoint).unlink(missing_ok=True)
     rt.barrier()
