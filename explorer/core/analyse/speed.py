@@ -277,7 +277,7 @@ def session_speed_map(session, names: list[str] | None = None, batch: int = 1, s
                       runs: int = DEFAULT_RUNS, device=None, threads: int | None = None,
                       progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                       skipped: dict[str, str] | None = None) -> SpeedMap:
-    """The speed map of a session's layers (all by default; unknown names refused) on a copy of its kept weights,
+    """The speed map of a session's layers (all by default; unknown names refused) on a copy of its loaded weights,
     on ``device`` (default: the session's). What a layer has is read now, the copy is made in here."""
     from .latency import latency_input
 
@@ -288,7 +288,8 @@ def session_speed_map(session, names: list[str] | None = None, batch: int = 1, s
     for n in names:
         session.layer(n)                          # refuses an unknown name with the usual sentence
     example = latency_input(session.dataset, session.require().input_shape, 1)
-    model = session.model_copy().to(device if device is not None else session.device)
+    # the loaded (dense) weights: the map applies its own magnitude masks at each sparsity
+    model = session.model_copy(session.original_state()).to(device if device is not None else session.device)
     example = example.to(next(model.parameters()).device)
     return speed_map(model, names, example, session.model_spec, batch, sparsities, runs=runs, threads=threads,
                      progress=progress, cancel=cancel, skipped=skipped)
