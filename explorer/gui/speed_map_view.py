@@ -77,7 +77,7 @@ class SpeedMapView(QWidget):
             self.ctx.status("select a layer in the table first", 4000)
             return False
         batch, threads = self.settings()
-        key = (s.model_spec, id(s.result))
+        key = self.results.key_of(s)
 
         def work(progress, cancel):
             skipped: dict[str, str] = {}
@@ -86,7 +86,7 @@ class SpeedMapView(QWidget):
 
         def done(r):
             result, skipped = r
-            if (s.model_spec, id(s.result)) != key:
+            if self.results.key_of(s) != key:
                 return                      # another model opened meanwhile: its layers are not these
             self.results.put(key, batch, result.layers)
             if skipped:

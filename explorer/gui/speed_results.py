@@ -19,6 +19,11 @@ class SpeedResults(QObject):
         self._batch: dict[str, int] = {}
         self.model_key: object = None
 
+    @staticmethod
+    def key_of(session) -> tuple:
+        """Which loaded model the results belong to."""
+        return (session.model_spec, id(session.result))
+
     def put(self, model_key, batch: int, layers: list[LayerSpeed]) -> None:
         if model_key != self.model_key:
             self._layers.clear()

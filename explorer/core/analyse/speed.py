@@ -293,3 +293,15 @@ def session_speed_map(session, names: list[str] | None = None, batch: int = 1, s
     example = example.to(next(model.parameters()).device)
     return speed_map(model, names, example, session.model_spec, batch, sparsities, runs=runs, threads=threads,
                      progress=progress, cancel=cancel, skipped=skipped)
+
+
+def lesson_speed_map(session, batch: int = 1, progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None) -> SpeedMap:
+    """The speed map of the session's largest layer that has a CSR kernel (what the speedup lesson measures)."""
+    model = session.module
+    device = next(model.parameters()).device
+    ok = [l for l in session.layers if no_kernel_reason(model, l.name, device) is None]
+    if not ok:
+        raise ExplorerError(f"{session.model_name} has no layer with a sparse kernel to measure.")
+    biggest = max(ok, key=lambda l: l.params).name
+    return session_speed_map(session, [biggest], batch, runs=10, progress=progress, cancel=cancel)
