@@ -212,14 +212,20 @@ def fewer_channels(layer: nn.Module, sparsity: float) -> nn.Module:
     return new
 
 
-def magnitude_masked(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """``weight`` with exactly ``round(sparsity·n)`` of its smallest |w| set to zero (the app's element/l1 mask)."""
+def magnitude_order(weight: torch.Tensor) -> torch.Tensor:
+    """The weight's flat indices by increasing |w| (ties by position): sort once, mask at any sparsity."""
+    return weight.detach().reshape(-1).abs().argsort(stable=True)
+
+
+def magnitude_masked(weight: torch.Tensor, sparsity: float, order: torch.Tensor | None = None) -> torch.Tensor:
+    """``weight`` with exactly ``round(sparsity·n)`` of its smallest |w| set to zero (the app's element/l1 mask);
+    ``order``: :func:`magnitude_order` of ``weight`` when already computed."""
     n = weight.numel()
     zeros = int(round(sparsity * n))
     if zeros <= 0:
         return weight.clone()
     flat = weight.reshape(-1)
-    idx = flat.abs().argsort(stable=True)[:zeros]
+    idx = (order if order is not None else magnitude_order(weight))[:zeros]
     out = flat.clone()
     out[idx] = 0
     return out.reshape(weight.shape)

@@ -154,13 +154,15 @@ def layer_speed(name: str, layer: nn.Module, input_shape, batch: int = 1, sparsi
     layer = layer.eval()
     curves = {k: ([], []) for k in use if k != "2:4"}
     dense_ms = []
+    order = sk.magnitude_order(layer.weight) if "csr" in curves else None     # one sort for every sparsity
     with torch.inference_mode():
         for s in sparsities:
             if cancel is not None:
                 cancel.check()
             models = {"dense": layer}
             if "csr" in curves:
-                models["csr"] = sk.csr_module(sk.with_weight(layer, sk.magnitude_masked(layer.weight.detach(), s)))
+                masked = sk.magnitude_masked(layer.weight.detach(), s, order)
+                models["csr"] = sk.csr_module(sk.with_weight(layer, masked))
             if "channel" in curves:
                 models["channel"] = sk.fewer_channels(layer, s)
             lat = measure_latencies(models, x, runs=runs, warmup=warmup, threads=threads, cancel=cancel)

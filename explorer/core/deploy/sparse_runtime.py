@@ -93,7 +93,7 @@ def _output(y):
 
 def build_sparse_runtime(model: nn.Module, example: torch.Tensor, names: list[str], base: nn.Module | None = None,
                          runs: int = DEFAULT_RUNS, threads: int | None = None, progress: ProgressFn | None = None,
-                         cancel: CancelToken | None = None) -> SparseRuntime:
+                         cancel: CancelToken | None = None, warmup: int = 3) -> SparseRuntime:
     """``model``: the pruned (masked) model, the reference; ``base``: what to start from (its compacted version,
     same layer names), default ``model``; ``names``: the prunable layers. Nothing of ``model``/``base`` changes."""
     model = model.eval()
@@ -130,7 +130,8 @@ def build_sparse_runtime(model: nn.Module, example: torch.Tensor, names: list[st
                            f"{sk.unfold_bytes(layer, x) / 2**20:.0f} MiB (limit {sk.UNFOLD_LIMIT_BYTES >> 20} MiB)")
             else:
                 csr = sk.csr_module(layer)
-                lat = measure_latencies({"dense": layer, "csr": csr}, x, runs=runs, threads=threads, cancel=cancel)
+                lat = measure_latencies({"dense": layer, "csr": csr}, x, runs=runs, warmup=warmup, threads=threads,
+                                        cancel=cancel)
                 sp = lat["dense"].median_ms / lat["csr"].median_ms if lat["csr"].median_ms > 0 else 0.0
                 speedups[n] = round(sp, 4)
                 if sp > 1.0:
