@@ -30,7 +30,7 @@ def test_speed_map_fills_plot_and_break_even_column(win, qtbot, monkeypatch):
     wait_jobs(qtbot, win)
     for r in range(3):
         text = win.table.item(r, col).text()
-        assert text.startswith("sparse wins above ") or text == "dense wins to 99%", text
+        assert text.startswith("sparse wins above ") or text == "dense wins to 99 %", text
     x, y = view.curves["csr"].getData()
     assert list(x) == pytest.approx([50, 60, 70, 80, 90, 95, 98, 99]) and len(y) == 8
     assert len(view.curves["channel"].getData()[0]) == 8

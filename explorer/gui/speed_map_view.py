@@ -129,8 +129,10 @@ class SpeedMapView(QWidget):
         now = (f" At its current {sparsity:.1%} sparsity CSR runs {at:.2f}× the dense speed."
                if at is not None and sparsity >= csr.sparsities[0] else "")
         if kernel is None:
-            self.note.setText("No sparse kernel beats the dense layer here at any measured sparsity: unstructured "
-                              "pruning gives this layer no speedup on this machine." + now)
+            top = max(max(k.sparsities) for k in got.kernels)
+            self.note.setText(f"No break-even up to {top:.0%}: no sparse kernel is faster than the dense layer from "
+                              "some measured sparsity on, so on this machine unstructured pruning gives this layer no "
+                              "dependable speedup (a zigzag means busy-machine noise: measure again)." + now)
         else:
-            self.note.setText(f"Sparse wins above {be:.0%} ({kernel}); below that, the zeros cost more than they "
-                              "save." + now)
+            self.note.setText(f"Sparse wins above {be * 100:.0f} % ({kernel}); below that, the zeros cost more than "
+                              "they save." + now)

@@ -66,7 +66,7 @@ class SpeedResults(QObject):
         b = self._batch.get(name, 1)
         top = max((max(k.sparsities) for k in l.kernels if k.sparsities), default=0.0)
         if kernel is None:
-            return (f"dense wins to {top:.0%}",
+            return (f"dense wins to {top * 100:.0f} %",
                     f"No sparse kernel beat the dense layer at any measured sparsity up to {top:.0%} (batch {b})")
         return (f"sparse wins above {be * 100:.0f} %",
                 f"{kernel} is faster than the dense layer from {be:.0%} sparsity on (batch {b}, measured here)")
