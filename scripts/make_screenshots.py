@@ -3,6 +3,7 @@
     .venv/bin/python scripts/make_screenshots.py [OUT_DIR]   (default: docs/)
     .venv/bin/python scripts/make_screenshots.py docs compress   (only docs/compress.png)
     .venv/bin/python scripts/make_screenshots.py docs classroom  (only docs/lesson-step.png, docs/presentation.png)
+    .venv/bin/python scripts/make_screenshots.py docs speed      (only docs/speed-map.png)
 
 Each picture is a state a user reaches by hand: masks of the three granularity families on a conv
 layer, a sensitivity scan with its allocation, fine-tuning curves, the latency comparison, and criteria
@@ -206,9 +207,35 @@ def compress_only(out: Path) -> None:
     win.close()
 
 
+def speed_only(out: Path) -> None:
+    """Only docs/speed-map.png: digits-vgg, every layer's speed map at batch 1, backbone.conv5 at 90 % selected."""
+    from explorer.gui.app import wait_idle
+
+    app, win, shot = open_window(out)
+    win.finish_start()
+    win.load_model("digits-vgg")
+    wait_idle(app, win)
+    s = win.session
+    win.resize(1800, 950)
+    s.set_layer("backbone.conv5", sparsity=0.9)
+    s.select("backbone.conv5")
+    panel = win.latency_panel
+    panel.batch.setValue(1)
+    panel.threads.setValue(1)        # one thread: steadier medians on a shared machine
+    win.tabs.setCurrentWidget(panel)
+    panel.speed_map.measure(all_layers=True)
+    wait_idle(app, win)
+    win.main_split.setSizes([1150, 650])
+    shot("speed-map")
+    (out / ".screenshot-settings.ini").unlink(missing_ok=True)
+    win.close()
+
+
 if __name__ == "__main__":
     if sys.argv[2:] == ["compress"]:
         compress_only(Path(sys.argv[1]))
+    elif sys.argv[2:] == ["speed"]:
+        speed_only(Path(sys.argv[1]))
     elif sys.argv[2:] == ["classroom"]:
         classroom_shots(Path(sys.argv[1]))
     else:

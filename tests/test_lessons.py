@@ -17,6 +17,7 @@ def independent(s: Session, name: str):
     t = s.totals()
     lp = s.plan.get(s.selected) if s.selected else None
     lat = m.latency.value if s.is_fresh(m.latency) else None
+    csr = m.speed.layers[0].kernels[0] if m.speed is not None else None     # the speed map's CSR curve
     return {
         "model": s.model_name, "layer": s.selected, "sparsity": f"{t.sparsity:.1%}",
         "compression": f"{t.compression_ratio:.2f}×", "mac_ratio": f"{t.mac_ratio:.2f}×",
@@ -28,6 +29,8 @@ def independent(s: Session, name: str):
         "latency_dense": None if lat is None else f"{lat.dense.median_ms:.3g} ms",
         "latency_masked": None if lat is None else f"{lat.masked.median_ms:.3g} ms",
         "latency_compact": None if lat is None or lat.compact is None else f"{lat.compact.median_ms:.3g} ms",
+        "sparse_break_even": None if csr is None else (f"above {csr.break_even * 100:.0f} % sparsity" if csr.break_even
+                                                       else f"at no sparsity up to {csr.sparsities[-1] * 100:.0f} %"),
     }.get(name, "skip")
 
 

@@ -27,7 +27,7 @@ EXIT_USER_ERROR = 2
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    commands = {"gui", "info", "prune", "compress", "compare", "sensitivity", "train-builtin", "finetune"}
+    commands = {"gui", "info", "prune", "compress", "compare", "sensitivity", "train-builtin", "finetune", "speed"}
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
         argv = ["gui", *argv]
     args = parser.parse_args(argv)

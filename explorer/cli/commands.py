@@ -10,6 +10,7 @@ from explorer.core.fileio import expand
 from explorer.core.model.metrics import format_bytes, format_count
 
 from .progress import log, tqdm_progress
+from .speed_cmd import cmd_speed
 
 
 def open_session(args):
@@ -41,7 +42,7 @@ def _runtime(args):
 def run_command(args) -> int:
     commands = {"gui": _gui, "info": cmd_info, "prune": cmd_prune, "sensitivity": cmd_sensitivity,
                 "train-builtin": cmd_train, "compress": cmd_compress, "compare": cmd_compare,
-                "finetune": cmd_finetune}
+                "finetune": cmd_finetune, "speed": lambda a: cmd_speed(a, open_session, device_of)}
     fn = commands.get(args.command)
     if fn is None:
         raise ExplorerError(f"Unknown command {args.command}")
@@ -264,7 +265,8 @@ def cmd_prune(args) -> int:
     bar = tqdm_progress("prune")
     try:
         out = run_prune(session.snapshot(), out_dir, finetune_cfg=cfg, compact=args.compact,
-                        sparse_archive=args.sparse_archive, latency_runs=args.latency_runs,
+                        sparse_archive=args.sparse_archive, sparse_runtime=args.sparse_runtime,
+                        latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
                         own_loaded=True)   # the session ends here: big layers may be pruned in place

@@ -9,6 +9,8 @@ import argparse
 
 from explorer import __version__
 
+from .speed_cmd import add_speed_parser
+
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, but not a meaningless '(default: None)' or '(default: False)'."""
@@ -146,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-latency", action="store_true", help="skip latency measurement (latency_ms is null)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of fine-tuning")
     p.add_argument("--sparse-archive", action="store_true", help="also write model_sparse.npz (CSR per layer)")
+    p.add_argument("--sparse-runtime", action="store_true",
+                   help="also write model_sparse_runtime.ts: each layer measured faster as CSR (at its sparsity and "
+                        "--latency-batch) replaced by a sparse kernel, the rest dense; timed as latency.sparse")
     add_device(p)
     _add_calibration_args(p, reconstruct=True)
     p.add_argument("--export", default=None, metavar="safetensors,onnx",
@@ -193,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_device(c)
     _add_calibration_args(c, reconstruct=True)
     c.add_argument("--out", "-o", required=True, metavar="C.json", help="where to write the comparison JSON")
+
+    add_speed_parser(sub, _common, add_device, _sub)     # issue 22: the speed map (speed_cmd.py)
 
     t = _sub(sub, "train-builtin", "retrain the built-in digits models reproducibly")
     t.add_argument("--out", default=".", metavar="DIR",

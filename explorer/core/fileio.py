@@ -168,7 +168,8 @@ FOREIGN_LIMIT = 2000      # files of the user's own that a results folder may ho
 # the swap (so a folder never mixes two runs); any other entry is the user's and is kept.
 RESULT_DIRS = frozenset({"model_hf"})
 RESULT_FILES = frozenset({"model.pt", "recipe.json", "report.json", "model_compact.pt", "model_compact.ts",
-                          "model_sparse.npz", "model.safetensors", "model.onnx", "model.dcz", "compression.json"})
+                          "model_sparse.npz", "model.safetensors", "model.onnx", "model.dcz", "compression.json",
+                          "model_sparse_runtime.ts"})
 
 
 def _writable(folder: Path) -> bool:

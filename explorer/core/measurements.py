@@ -36,6 +36,13 @@ class Measurements:
         self.latency: Measured | None = None     # LatencyComparison
         self.scan = None           # analyse.sensitivity.ScanResult
         self.compression: Measured | None = None   # compress.flow.CompressResult of the applied (quantized) weights
+        self.speed = None          # analyse.speed.SpeedMap of the loaded weights (a lesson's "speed" measurement)
+
+    def record_speed(self, result) -> None:
+        """A speed map (analyse.speed.SpeedMap): it describes this machine's kernels on the loaded weights, so no
+        plan makes it stale; opening another model clears it."""
+        self.speed = result
+        self.changed.emit()
 
     def record_compression(self, result, base_id: int, plan: Plan, test_samples: int) -> float | None:
         """A Deep Compression result (compress.flow.CompressResult) of the kept weights ``base_id``: it is also the

@@ -6,7 +6,7 @@ Search button uses), never by reaching into the window.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from PySide6.QtCore import QSettings
@@ -15,6 +15,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from explorer.core.session import Session
 
 from .jobs import JobRunner
+from .speed_results import SpeedResults
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AppContext:
     selected_layers: Callable[[], list[str]]    # rows selected in the layer table
     is_closing: Callable[[], bool]
     action_parent: object                       # the QWidget that owns actions (their shortcuts work window-wide)
+    speed_results: SpeedResults = field(default_factory=SpeedResults)   # Latency tab's speed maps (per layer)
 
     def action(self, text: str, slot, shortcut=None, tip: str = "", menu=None) -> QAction:
         """A menu action with an optional shortcut and tooltip (also shown in the status bar)."""

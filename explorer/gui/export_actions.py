@@ -36,6 +36,9 @@ class ExportActions:
           "CSR per prunable layer (scipy.sparse), dense for the rest; reloads bit-identically", menu)
         a("C&ompacted model (.pt + TorchScript)…", self.ask_compact, None,
           "Channels physically removed: a smaller dense network (whole module and TorchScript)", menu)
+        a("Sparse r&untime (TorchScript)…", self.ask_sparse_runtime, None,
+          "The pruned model with each layer measured faster as CSR (at its sparsity and the Latency tab's batch) "
+          "replaced by a sparse kernel, the rest dense; runs with torch alone", menu)
         menu.addSeparator()
         a("&Everything to a folder…", self.ask_folder, None,
           "model.pt, recipe.json, report.json, model_sparse.npz (+ model_compact.pt)", menu)
@@ -114,6 +117,22 @@ class ExportActions:
 
         return self._export_job("Exporting compacted model", "compacted model", work)
 
+    def sparse_runtime(self, path: str):
+        """The sparse runtime (core/deploy/sparse_runtime.py) of the plan, timed and saved on the CPU."""
+        from explorer.core.deploy.sparse_runtime import build_sparse_runtime, save_sparse_runtime
+
+        s = self.session
+        batch = int(self.ctx.settings.value("latency/batch", 1))
+        example = latency_input(s.dataset, s.require().input_shape, batch)
+
+        def work(plan, progress, cancel):
+            rt = build_sparse_runtime(s.model_copy(s.masked_state(plan)), example, s.layer_names,
+                                      progress=progress, cancel=cancel)
+            save_sparse_runtime(rt, Path(path), example)
+            return f"{path} ({len(rt.layers)} of {len(s.layer_names)} layer(s) as CSR at batch {batch})"
+
+        return self._export_job("Exporting sparse runtime", "sparse runtime", work)
+
     def everything(self, folder: str):
         from explorer.core.deploy.report import build_report, compact_block
 
@@ -169,6 +188,11 @@ class ExportActions:
         p = self._path("Export compacted model", "model_compact.pt", "PyTorch (*.pt)")
         if p:
             self.compact(p)
+
+    def ask_sparse_runtime(self):
+        p = self._path("Export sparse runtime", "model_sparse_runtime.ts", "TorchScript (*.ts *.pt)")
+        if p:
+            self.sparse_runtime(p)
 
     def ask_folder(self):
         d = QFileDialog.getExistingDirectory(self.parent, "Export everything to folder")

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
+    QSplitter,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -20,6 +21,7 @@ from PySide6.QtWidgets import (
 from explorer.core.model.metrics import format_count
 
 from .context import AppContext
+from .speed_map_view import SpeedMapView
 
 
 def explain(speed_masked: float, mac_masked: float, speed_compact: float | None, mac_compact: float | None) -> str:
@@ -108,11 +110,21 @@ class LatencyPanel(QWidget):
         top.addWidget(self.onnx, 1, 2, 1, 2)
         top.setColumnStretch(4, 1)
         top.addWidget(self.btn, 0, 5, 2, 1, Qt.AlignBottom)
+        compare = QWidget()
+        cl = QVBoxLayout(compare)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.table)
+        cl.addWidget(self.explain)
+        cl.addWidget(self.plot, 1)
+        self.speed_map = SpeedMapView(ctx, lambda: (self.batch.value(), self.threads.value() or None))
+        split = QSplitter(Qt.Vertical)          # the whole-model comparison above, the selected layer's map below
+        split.setChildrenCollapsible(False)
+        split.addWidget(compare)
+        split.addWidget(self.speed_map)
+        split.setSizes([420, 380])
         lay = QVBoxLayout(self)
         lay.addLayout(top)
-        lay.addWidget(self.table)
-        lay.addWidget(self.explain)
-        lay.addWidget(self.plot, 1)
+        lay.addWidget(split, 1)
         self.session.measurements.changed.connect(self.update_results)
         self._fit_table()
 

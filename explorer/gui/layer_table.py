@@ -17,8 +17,9 @@ from explorer.core.prune.plan import LayerPlan
 GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
 SPARSITY_DECIMALS = 4   # 0.1 % steps of the slider, as a fraction
 
-COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity %", "Granularity", "Criterion", "Nonzero")
-COLUMN_WIDTHS = (90, 62, 96, 62, 62, 160, 90, 86, 64)
+COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity %", "Granularity", "Criterion", "Nonzero",
+           "Break-even")
+COLUMN_WIDTHS = (90, 62, 96, 62, 62, 160, 90, 86, 64, 150)
 COL_TIPS = {
     "Layer": "Module name; ⇄ marks layers whose output channels are coupled (a residual add or a depthwise conv): "
              "under channel granularity they share one channel choice.",
@@ -29,6 +30,8 @@ COL_TIPS = {
     "Criterion": "How importance is scored: L1 / L2 magnitude, random, Taylor, Hessian (OBD), Wanda, BN scale or "
                  "APoZ (the last two for channels only)",
     "Nonzero": "Weights left nonzero under the current plan",
+    "Break-even": "The sparsity above which a sparse kernel (CSR) runs this layer faster than dense on this machine "
+                  "(Latency tab ▸ Speed map measures it)",
 }
 
 
@@ -79,9 +82,12 @@ class LayerTable(QTableWidget):
     """Rows = prunable layers. Edits go straight to the session; redraws follow its events."""
 
     def __init__(self, session, report_error: Callable[[Exception], None], parent=None,
-                 status: Callable[[str, int], None] | None = None):
+                 status: Callable[[str, int], None] | None = None, speed=None):
         super().__init__(0, len(COLUMNS), parent)
         self.session = session
+        self.speed = speed          # SpeedResults (speed_results.py): the Break-even column
+        if speed is not None:
+            speed.changed.connect(lambda names: self.show_break_even(names or None))
         self.report_error = report_error
         self.status = status or (lambda text, ms=0: None)
         self._rows: dict[str, int] = {}
@@ -141,6 +147,7 @@ class LayerTable(QTableWidget):
                 nz = QTableWidgetItem("")
                 nz.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.setItem(r, 8, nz)
+                self.setItem(r, 9, QTableWidgetItem(""))
                 ed = SparsityEditor()
                 ed.edited.connect(lambda v, final, n=l.name: self._sparsity_edited(n, v, final))
                 gc = make_combo(GRANULARITY_CHOICES, gtips)
@@ -167,6 +174,7 @@ class LayerTable(QTableWidget):
             self.setMinimumHeight(self.horizontalHeader().sizeHint().height() + 30 * min(len(s.layers), 6)
                                   + self.horizontalScrollBar().sizeHint().height() + 6)
             self.refresh()
+            self.show_break_even()
             if s.selected in self._rows:
                 self.selectRow(self._rows[s.selected])
 
@@ -203,6 +211,16 @@ class LayerTable(QTableWidget):
                 item.setToolTip("indexing this layer's weights")
             pending = lp != s.applied_plan.get(name)
             self.item(r, 0).setForeground(QColor(170, 90, 0) if pending else QColor(20, 20, 20))
+
+    def show_break_even(self, names: list[str] | None = None) -> None:
+        """The Break-even column from the measured speed maps ('—' until measured)."""
+        for name in names or list(self._rows):
+            r = self._rows.get(name)
+            if r is None or self.item(r, 9) is None:
+                continue
+            text, tip = self.speed.break_even_text(name) if self.speed is not None else ("—", "")
+            self.item(r, 9).setText(text)
+            self.item(r, 9).setToolTip(tip)
 
     def _update_choices(self, name: str, lp: LayerPlan) -> None:
         """Grey out the granularities that do not fit the row's criterion and the criteria that do not fit its

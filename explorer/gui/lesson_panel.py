@@ -236,6 +236,23 @@ class LessonPanel(QFrame):
                 self.hooks.scan()
             elif kind == "compression":
                 self.hooks.compress()
+            elif kind == "speed":
+                self._speed(st.latency_batch or 1)
+
+    def _speed(self, batch: int) -> None:
+        """Where the sparse kernel starts to win (issue 22): the speed map of the model's largest layer."""
+        from explorer.core.analyse.speed import lesson_speed_map
+
+        s = self.session
+        key = self.ctx.speed_results.key_of(s)
+
+        def done(r):
+            s.measurements.record_speed(r)
+            if self.ctx.speed_results.key_of(s) == key:      # the Latency tab's plot and the Break-even column too
+                self.ctx.speed_results.put(key, r.batch, r.layers)
+
+        self.ctx.runner.run("Measuring where sparse kernels win", lambda p, c: lesson_speed_map(s, batch, p, c),
+                            on_done=done)
 
     def _latency(self, batch: int) -> None:
         s = self.session

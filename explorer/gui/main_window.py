@@ -82,7 +82,7 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ UI construction
     def _build_views(self) -> None:
-        self.table = LayerTable(self.session, self.report_error, status=self.status)
+        self.table = LayerTable(self.session, self.report_error, status=self.status, speed=self.ctx.speed_results)
         self.totals_label = QLabel(" ")
         self.totals_label.setObjectName("totalsLabel")
         self.totals_label.setWordWrap(True)

@@ -20,7 +20,7 @@ from explorer import RESOURCES
 SCALE = 1.5
 LINE_SCALE = 2.0
 BASE_PT = 10.0
-TABLE_HIDDEN = ("Type", "Shape", "Params", "MACs", "Criterion", "Nonzero")
+TABLE_HIDDEN = ("Type", "Shape", "Params", "MACs", "Criterion", "Nonzero", "Break-even")
 CARDS_HIDDEN = ("params", "size", "macs")
 RESTYLE_MS = 400
 # secondary views hidden in presentation mode, so the main chart of each tab gets the room: (panel, widget)

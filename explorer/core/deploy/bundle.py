@@ -40,7 +40,8 @@ class PruneOutcome:
 def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: dict, report: dict,
                  layer_names: list[str], archive_meta: dict | None = None, compacted: nn.Module | None = None,
                  example: torch.Tensor | None = None, log: Log = _quiet, exports: tuple[str, ...] = (),
-                 module: nn.Module | None = None, like: nn.Module | None = None) -> dict[str, str]:
+                 module: nn.Module | None = None, like: nn.Module | None = None,
+                 sparse_runtime=None) -> dict[str, str]:
     """Write a results folder as a whole; every file is reloaded and checked before the folder is swapped in.
 
     ``archive_meta`` set: also ``model_sparse.npz``; ``compacted`` set: also ``model_compact.pt`` and,
@@ -72,6 +73,10 @@ def write_bundle(out_dir: str | Path, state: dict[str, torch.Tensor], recipe: di
             export.export_sparse_archive(state, layer_names, archive_meta, stage / "model_sparse.npz")
             names.append("model_sparse.npz")
         names += _deploy_exports(stage, state, exports, module, compacted, example, log)
+        if sparse_runtime is not None:     # issue 22: deploy/sparse_runtime.py
+            from .sparse_runtime import FILE, save_sparse_runtime
+            save_sparse_runtime(sparse_runtime, stage / FILE, example)
+            names.append(FILE)
         atomic_write_json(stage / "report.json", report)
         names.append("report.json")
     return {n: str(out / n) for n in names}

@@ -50,7 +50,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
         reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
         resume: bool = False, report_extra: dict | None = None,
-        exports: tuple[str, ...] = (), own_loaded: bool = False) -> PruneOutcome:
+        exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False) -> PruneOutcome:
     """Apply the snapshot's plan (reconstruct, fine-tune, compact), measure, and write the results folder.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
@@ -62,7 +62,10 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     spend the loaded weights. Element/|w| masks of every size are then computed one-off (no ranking is built), and
     without fine-tuning or reconstruction big layers (at least :data:`~explorer.core.deploy.bundle.IN_PLACE_MIN_BYTES` of one-off masks) are
     pruned in the loaded weights themselves, so a big model is held once, not twice. The dense model's latency is
-    then timed before pruning instead of interleaved with the pruned one's (``latency.interleaved`` says which)."""
+    then timed before pruning instead of interleaved with the pruned one's (``latency.interleaved`` says which).
+
+    ``sparse_runtime``: also the model with each layer measured faster as CSR replaced by a sparse kernel
+    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder (``deploy.sparse_runtime.FILE``)."""
     out_dir = Path(out_dir)
     check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
@@ -134,11 +137,23 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     compacted, compact_info = _compact(snap, final_plan, module, pruned_state, example, quality, labelled, rt,
                                        cancel, log) if compact else (None, None)
 
+    sparse_rt = None
+    if sparse_runtime:     # layers measured faster as CSR replaced (deploy/sparse_runtime.py)
+        from ..deploy.sparse_runtime import build_sparse_runtime
+        sparse_rt = build_sparse_runtime(on_device(module, rt.device), example, snap.layer_names,
+                                         base=on_device(compacted, rt.device) if compacted is not None else None,
+                                         runs=latency_runs, progress=progress, cancel=cancel)
+        log(f"sparse runtime: {len(sparse_rt.layers)} layer(s) run as CSR: {', '.join(sparse_rt.layers) or 'none'}")
+        for n, why in sparse_rt.kept_dense.items():
+            log(f"  {n} stays dense: {why}")
+
     latency_note = None
     if measure:
         # all variants on the same input, runs interleaved (dense, pruned, compact, dense, ...), so drift in the
         # machine's load hits them alike (the dense model is already timed when it was pruned in place)
         models = {"dense": dense_model, "pruned": module, **({"compact": compacted} if compacted is not None else {})}
+        if sparse_rt is not None:
+            models["sparse"] = sparse_rt.module
         models = {k: on_device(m, rt.device) for k, m in models.items() if m is not None}
         lat = {**lat, **measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)}
         for k, v in lat.items():
@@ -167,6 +182,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
                                              "dense": dense_lat.as_dict() if dense_lat else None,
                                              "pruned": pruned_lat.as_dict() if pruned_lat else None,
                                              "compact": lat["compact"].as_dict() if "compact" in lat else None,
+                                             **({"sparse": lat["sparse"].as_dict() if "sparse" in lat else None}
+                                                if sparse_runtime else {}),
                                              "note": latency_note},
                                  "finetune": ({"epochs": finetune_cfg.epochs, "schedule": finetune_cfg.schedule,
                                                "steps": finetune_cfg.steps, "lr": finetune_cfg.lr,
@@ -175,12 +192,13 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
                                               if finetune_cfg else None),
                                  **(report_extra or {}),
                                  "reconstruct": fits,
+                                 **({"sparse_runtime": sparse_rt.report()} if sparse_rt is not None else {}),
                                  "tool_version": recipe["tool_version"]}, metric=quality.name)
     dense_model = None
     meta = {"model": snap.model_spec, "arch": snap.load.model.arch, "dataset": ds.spec}
     files = write_bundle(out_dir, pruned_state, recipe, report, snap.layer_names,
                          archive_meta=meta if sparse_archive else None, compacted=compacted, example=example, log=log,
-                         exports=exports, module=module)
+                         exports=exports, module=module, sparse_runtime=sparse_rt)
     if checkpoint is not None:   # the run is complete and written: its checkpoint has served
         Path(checkpoint).unlink(missing_ok=True)
     rt.barrier()

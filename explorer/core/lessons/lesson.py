@@ -41,7 +41,7 @@ LESSON_DIR = RESOURCES / "lessons"
 TABS = ("weights", "fine-tune", "latency", "sensitivity", "history", "compress", "criteria")
 HIGHLIGHTS = ("heatmap", "histogram", "layer-table", "many-layers", "dashboard", "accuracy-card", "latency-card",
               "size-card", "compression-card", "macs-card", "tab")
-MEASURES = ("accuracy", "latency", "scan", "compression")
+MEASURES = ("accuracy", "latency", "scan", "compression", "speed")
 STEP_KEYS = {"title", "text", "model", "reset", "plan", "apply", "select", "tab", "detail", "highlight", "measure",
              "latency_batch"}
 MAX_STEPS = 200

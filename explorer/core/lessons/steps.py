@@ -102,6 +102,8 @@ def missing_measures(session, step: Step) -> list[str]:
             out.append(kind)
         elif kind == "compression" and not session.is_fresh(m.compression):
             out.append(kind)
+        elif kind == "speed" and getattr(m, "speed", None) is None:
+            out.append(kind)
     return out
 
 
@@ -126,6 +128,9 @@ def measure(session, step: Step, runs: int = 20, progress=None, cancel=None) -> 
                                      state=session.masked_state(plan)))
         elif kind == "compression":
             session.adopt_compression(compress_now(session, plan, progress, cancel), plan)
+        elif kind == "speed":
+            from ..analyse.speed import lesson_speed_map
+            session.measurements.record_speed(lesson_speed_map(session, step.latency_batch or 1, progress, cancel))
         done.append(kind)
     return done
 

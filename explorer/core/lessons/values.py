@@ -112,6 +112,27 @@ def _scan_extreme(s, most: bool):
     return f"{name} ({value} at {scan.sparsities[-1]:.0%})"
 
 
+def _speed_layer(s):
+    """The layer the lesson's speed map measured (analyse.speed.lesson_speed_map), or None."""
+    m = s.measurements.speed
+    return m.layers[0] if m is not None and m.layers else None
+
+
+def _break_even(s):
+    l = _speed_layer(s)
+    k = l.kernel("csr") if l is not None else None
+    if k is None:
+        return None
+    return f"above {k.break_even * 100:.0f} % sparsity" if k.break_even is not None else \
+        f"at no sparsity up to {k.sparsities[-1] * 100:.0f} %"
+
+
+def _csr_at(s, sparsity: float):
+    l = _speed_layer(s)
+    k = l.kernel("csr") if l is not None else None
+    return None if k is None else k.speedup_at(sparsity)
+
+
 def _dc(s, key):
     c = _fresh(s, s.measurements.compression)
     if c is None:
@@ -159,6 +180,15 @@ VALUES: dict[str, Value] = {v.name: v for v in (
           lambda s: _scan_extreme(s, True), str, "scan"),
     Value("least_sensitive", "the layer whose accuracy falls least in the sensitivity scan",
           lambda s: _scan_extreme(s, False), str, "scan"),
+    Value("speed_layer", "the layer the speed map measured (the largest with a sparse kernel)",
+          lambda s: f"{_speed_layer(s).name} ({'×'.join(map(str, _speed_layer(s).shape))})", str, "speed"),
+    Value("speed_batch", "the batch of the speed map", lambda s: s.measurements.speed.batch, str, "speed"),
+    Value("sparse_break_even", "where the CSR kernel runs that layer faster than dense here ('above 95 % sparsity')",
+          _break_even, str, "speed"),
+    Value("csr_speedup_90", "CSR speedup over dense of that layer at 90 % sparsity", lambda s: _csr_at(s, 0.9), _ratio,
+          "speed"),
+    Value("csr_speedup_99", "CSR speedup over dense of that layer at 99 % sparsity", lambda s: _csr_at(s, 0.99),
+          _ratio, "speed"),
     Value("dc_ratio", "Deep Compression: dense size / Huffman-coded size", lambda s: _dc(s, "ratio"), _ratio,
           "compression"),
     Value("dc_accuracy", "Deep Compression: test accuracy after weight sharing and coding",
