@@ -65,7 +65,7 @@ def config(schedule: str, epochs: int, seed: int, variant: str, common: dict) ->
 def run_one(s: Session, sparsity: float, cfg: FinetuneConfig) -> float:
     s.set_plan(Plan(), record=False)
     s.set_uniform(s.layer_names, sparsity, "element", "l1")
-    plan = s.plan.copy()
+    plan = s.plan
     start = plan if cfg.schedule == "oneshot" else Plan()
     module = s.model_copy(s.masked_state(start))
     r = finetune(module, s.dataset, s.layer_names, plan, start, s.masks_for_state, cfg)

@@ -311,7 +311,7 @@ def test_linked_layers_get_identical_sparsity(resnet):
         for n in group:
             if s_group > 0:
                 assert a.plan.layers[n] == LayerPlan(s_group, "channel", "l1")
-        before = resnet.plan.copy()
+        before = resnet.plan
         resnet.set_plan(a.plan)
         assert {resnet.plan.get(n).sparsity for n in group} == {s_group}
         resnet.set_plan(before)
@@ -330,7 +330,7 @@ def test_group_counted_once_in_the_prediction(resnet):
 
 def test_the_allocated_plan_is_an_ordinary_plan(cnn, cnn_scan):
     cnn.set_uniform(["backbone.conv1"], 0.3)
-    previous = cnn.plan.copy()
+    previous = cnn.plan
     a = allocate_by_drop(cnn, cnn_scan, 1.0)
     assert a.plan.active(), "the real scan allows some pruning within 1 point"
     cnn.set_plan(a.plan)

@@ -45,7 +45,7 @@ def prepare(spec, dataset=None, input_shape=None, sparsity=0.5, names=None, rand
     if random_norms:
         randomize_norms(s)
     skipped = s.set_uniform(names or s.layer_names, sparsity, "channel")
-    plan = s.plan.copy()
+    plan = s.plan
     s.apply(plan)
     state = {k: v.detach().clone() for k, v in s.module.state_dict().items()}
     example = s.dataset.example_input(3)
@@ -164,7 +164,7 @@ def test_lab_vgg_thirty_percent_matches_the_lecture():
 def test_plan_without_channel_layers_compacts_to_an_identical_network():
     s = Session.open("digits-cnn")
     s.set_uniform(s.layer_names, 0.5, "element")
-    plan = s.plan.copy()
+    plan = s.plan
     s.apply(plan)
     assert not has_structure(plan)
     assert channel_removals(s, plan) == {}
@@ -187,7 +187,7 @@ def test_mixed_plan_removes_only_the_channel_layers():
     s.set_layer("backbone.conv1", sparsity=0.25, granularity="channel")
     s.set_layer("backbone.conv2", sparsity=0.5, granularity="element")     # the consumer of conv1
     s.set_layer("backbone.conv3", sparsity=0.6, granularity="element")
-    plan = s.plan.copy()
+    plan = s.plan
     assert has_structure(plan)
     s.apply(plan)
     removals = channel_removals(s, plan)

@@ -33,7 +33,7 @@ def uniform_plan(session: Session, sparsity: float, granularity: str = "element"
     """A fresh plan (nothing left over from earlier tests) with one setting for ``names``."""
     session.set_plan(Plan(), record=False)
     session.set_uniform(names or session.layer_names, sparsity, granularity)
-    return session.plan.copy()
+    return session.plan
 
 
 def zeros(state: dict, layer: str) -> int:
@@ -91,7 +91,7 @@ def mixed_plan(session: Session) -> Plan:
     session.set_plan(Plan(), record=False)
     session.set_uniform(["backbone.conv0", "backbone.conv3", "classifier"], 0.7, "element")
     session.set_uniform(["backbone.conv1", "backbone.conv2"], 0.5, "channel")
-    return session.plan.copy()
+    return session.plan
 
 
 def test_pruned_weights_and_bn_entries_stay_zero_after_every_step(cnn):
@@ -371,7 +371,7 @@ def test_unlabelled_dataset_is_refused():
     s = Session.open("digits-cnn", "synthetic")
     assert not s.dataset.has_labels
     s.set_uniform(s.layer_names, 0.5, "element")
-    plan = s.plan.copy()
+    plan = s.plan
     with pytest.raises(ExplorerError, match="labels"):
         finetune(s.module, s.dataset, s.layer_names, plan, plan, s.masks_for_state, quick())
 
@@ -387,7 +387,7 @@ def test_digits_cnn_at_80_percent_recovers_within_one_point():
     cfg = FinetuneConfig()
     assert (cfg.epochs, cfg.lr, cfg.optimizer, cfg.batch_size, cfg.cosine) == (3, 0.01, "sgd", 32, True)
     s.set_uniform(s.layer_names, 0.8, "element")
-    plan = s.plan.copy()
+    plan = s.plan
     s.apply(plan)
     pruned = evaluate(s.module, s.dataset, "test").accuracy
     assert pruned < dense - 1.0                         # the pruning really hurt before fine-tuning

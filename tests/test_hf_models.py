@@ -153,7 +153,7 @@ def test_lm_fine_tuning_selects_by_validation_perplexity(folders):
 
     s = lm(folders, "llama")
     s.set_uniform(s.layer_names, 0.5, "element")
-    plan = s.plan.copy()
+    plan = s.plan
     r = finetune(s.model_copy(s.masked_state(plan)), s.dataset, s.layer_names, plan, plan, s.masks_for_state,
                  FinetuneConfig(epochs=2, lr=3e-3, optimizer="adam", batch_size=8, max_batches=6))
     vals = [h.val_perplexity for h in r.history]

@@ -84,7 +84,7 @@ def test_setup_edits_are_undoable():
     lesson = load_lesson("granularity")
     s = Session()
     steps.setup(s, lesson, lesson.steps[0])
-    p0 = s.plan.copy()
+    p0 = s.plan
     steps.setup(s, lesson, lesson.steps[1])
     assert s.plan != p0
     s.undo()

@@ -133,7 +133,7 @@ def test_masks_identical_to_the_copying_apply():
     """The shared masked state equals the full masked state bit for bit, and the model holds it after apply."""
     s = Session.open("digits-cnn")
     plan = Plan({n: LayerPlan(0.7, "element", "l1") for n in s.layer_names})
-    plan.layers[s.layer_names[0]] = LayerPlan(0.5, "channel", "l2")
+    plan = plan.with_layer(s.layer_names[0], LayerPlan(0.5, "channel", "l2"))
     s.set_plan(plan)
     full = s.masked_state(s.plan)
     shared = s.masked_state(s.plan, share=True)
@@ -241,7 +241,7 @@ def _prune_bundle(tmp_path, name, keep_loaded):
 
     s = Session.open("digits-mlp")
     plan = Plan({n: LayerPlan(0.8, "element", "l1") for n in s.layer_names})
-    plan.layers[s.layer_names[-1]] = LayerPlan(0.3, "element", "l2")
+    plan = plan.with_layer(s.layer_names[-1], LayerPlan(0.3, "element", "l2"))
     s.set_plan(plan)
     out = run_prune(s.snapshot(), tmp_path / name, latency_runs=2, own_loaded=not keep_loaded, sparse_archive=True)
     s.mark_pruned_in_place(out.plan, out.in_place)      # as the prune command does
@@ -277,7 +277,7 @@ def test_prune_in_place_writes_the_same_bundle_with_one_copy(tmp_path, monkeypat
     assert sorted(s.masks.in_place) == sorted(s.layer_names)
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.apply(Plan())
-    plan, undo = s.plan.copy(), s.can_undo
+    plan, undo = s.plan, s.can_undo
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.reset()
     assert s.plan == plan and s.can_undo == undo        # refused before anything changed
@@ -325,8 +325,7 @@ def test_prune_in_place_keeps_data_aware_masks(tmp_path, monkeypatch, criterion)
         s = Session.open("digits-mlp")
         names = s.layer_names
         plan = Plan({names[0]: LayerPlan(0.9, "element", "l1")})
-        for n in names[1:]:
-            plan.layers[n] = LayerPlan(0.5, "element", criterion)
+        plan = plan.replaced({n: LayerPlan(0.5, "element", criterion) for n in names[1:]})
         s.set_plan(plan)
         out = tmp_path / f"{criterion}-{keep_loaded}"
         done = flows_prune.run(s.snapshot(), out, measure=False, own_loaded=not keep_loaded)

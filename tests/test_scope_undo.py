@@ -364,7 +364,7 @@ def test_apply_reset_apply_reproduces_the_same_weights(cnn):
     cnn.set_uniform(cnn.layer_names, 0.5, "channel")
     cnn.set_layer("backbone.conv0", sparsity=0.3, granularity="vector", criterion="l2")
     cnn.set_layer("classifier", sparsity=0.5, granularity="2:4", criterion="taylor")
-    plan = cnn.plan.copy()
+    plan = cnn.plan
     cnn.apply()
     first = {k: v.clone() for k, v in cnn.module.state_dict().items()}
     cnn.reset()

@@ -37,8 +37,8 @@ RESNET_LAYERS = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.downsamp
 def snapshot(session: Session) -> dict:
     return {"state": {k: v.detach().clone(memory_format=torch.preserve_format)
                       for k, v in session.module.state_dict().items()},
-            "plan": session.plan.copy(), "plan_layers": dict(session.plan.layers),
-            "applied": session.applied_plan.copy(), "applied_layers": dict(session.applied_plan.layers),
+            "plan": session.plan, "plan_layers": dict(session.plan.layers),
+            "applied": session.applied_plan, "applied_layers": dict(session.applied_plan.layers),
             "base": {k: v.clone() for k, v in session.base_state().items()},
             "undo": session.can_undo, "version": session.version, "training": session.module.training}
 

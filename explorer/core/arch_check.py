@@ -123,7 +123,7 @@ def check_compaction(session, sparsity: float, example: torch.Tensor) -> Compact
 
     try:
         session.set_uniform(session.layer_names, sparsity, "channel")
-        plan = session.plan.copy()
+        plan = session.plan
         session.apply(plan)
         state = {k: v.detach().clone() for k, v in session.module.state_dict().items()}
         removals, kept = compaction_plan(session, plan)

@@ -46,7 +46,7 @@ class History(list):
                 e.accuracy = e.accuracy if accuracy is None else accuracy
                 e.latency_ms = e.latency_ms if latency_ms is None else latency_ms
                 return e
-        e = HistoryEntry(id=len(self) + 1, label=label, plan=plan.copy(), base_id=base_id, base_label=base_label,
+        e = HistoryEntry(id=len(self) + 1, label=label, plan=plan, base_id=base_id, base_label=base_label,
                          sparsity=totals.sparsity, compression_ratio=totals.compression_ratio,
                          nonzero_macs=totals.nonzero_macs, accuracy=accuracy, latency_ms=latency_ms)
         self.append(e)

@@ -150,7 +150,7 @@ class AllocationBox(QGroupBox):
             ctx.report_error(e)
             return
         self.predicted = a.predicted_accuracy
-        self.predicted_plan = s.plan.copy()
+        self.predicted_plan = s.plan
         m = self.result.measure
         self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted {m.name} {m.format(a.predicted_accuracy)} "
                                 f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")

@@ -40,7 +40,7 @@ class DeployExports:
                                    on_done=lambda r: self._done("safetensors", r, snap.plan))
 
     def onnx(self, path: str):
-        s, plan = self.session, self.session.plan.copy()
+        s, plan = self.session, self.session.plan
         try:
             removals = compaction_plan(s, plan)[0] if has_structure(plan) else {}
         except Exception as e:

@@ -350,7 +350,7 @@ class MainWindow(QMainWindow):
         if self._indexing:
             return
         self._indexing = True
-        plan, loaded = self.session.plan.copy(), self.session.result
+        plan, loaded = self.session.plan, self.session.result
 
         def finish(_=None):
             self._indexing = False
@@ -466,7 +466,7 @@ class MainWindow(QMainWindow):
             except Exception as e:
                 self.report_error(e)
             return
-        plan = s.plan.copy()
+        plan = s.plan
 
         def work(progress, cancel):
             progress(Progress(None, "building masks"))

@@ -42,7 +42,7 @@ class ReconstructOption:
         s, ctx = self.session, self.ctx
         if not s.loaded_ok:
             return False
-        plan = (plan or s.plan).copy()
+        plan = (plan or s.plan)
         if not plan.active():
             s.apply(plan)
             ctx.status("nothing pruned: nothing to reconstruct", 4000)

@@ -155,8 +155,7 @@ def compare_criteria(session, criteria, sparsities, granularity="element", recon
         for i, s in enumerate(sparsities):
             if cancel is not None:
                 cancel.check()
-            plan = session.linked_plan(Plan({n: LayerPlan(s, gran, c) for n in names}))
-            plan.target_sparsity = s
+            plan = session.linked_plan(Plan({n: LayerPlan(s, gran, c) for n in names}, target_sparsity=s))
             t1 = time.perf_counter()
             state = session.masked_state(plan)
             if reconstruct:

@@ -67,24 +67,52 @@ class LayerPlan:
         return self.sparsity == 0.0 and not self.units
 
 
-@dataclass
+class _Layers(dict):
+    """A plan's layers: a dict that refuses changes (a plan is a value; edits make new plans)."""
+
+    def _refuse(self, *a, **k):
+        raise TypeError("a Plan cannot be changed: make a new one (Plan.with_layer, Plan.replaced)")
+
+    __setitem__ = __delitem__ = pop = popitem = clear = update = setdefault = __ior__ = _refuse
+
+    def __reduce__(self):
+        return (_Layers, (dict(self),))
+
+
+_KEEP = object()
+
+
+@dataclass(frozen=True, eq=False)
 class Plan:
-    """Per-layer plan; layers not listed stay dense."""
+    """Per-layer plan; layers not listed stay dense. Immutable: edits make new plans (no defensive copies)."""
 
     layers: dict[str, LayerPlan] = field(default_factory=dict)
     scope: str = "local"
     target_sparsity: float | None = None   # what global scope aimed at (for the record)
 
+    def __post_init__(self):
+        object.__setattr__(self, "layers", _Layers(self.layers))
+
+    def replaced(self, layers: dict[str, LayerPlan | None] | None = None, scope=_KEEP, target_sparsity=_KEEP) -> "Plan":
+        """A new plan: ``layers`` changed (a value of None removes the layer), and scope/target if given."""
+        new = dict(self.layers)
+        for n, lp in (layers or {}).items():
+            if lp is None:
+                new.pop(n, None)
+            else:
+                new[n] = lp
+        return Plan(new, self.scope if scope is _KEEP else scope,
+                    self.target_sparsity if target_sparsity is _KEEP else target_sparsity)
+
     def get(self, name: str) -> LayerPlan:
         return self.layers.get(name, LayerPlan())
 
     def with_layer(self, name: str, lp: LayerPlan) -> "Plan":
-        layers = dict(self.layers)
-        layers[name] = lp
-        return Plan(layers, self.scope, self.target_sparsity)
+        return self.replaced({name: lp})
 
     def copy(self) -> "Plan":
-        return Plan(dict(self.layers), self.scope, self.target_sparsity)
+        """The plan itself: plans are immutable (kept for callers of the mutable plan's days)."""
+        return self
 
     def active(self) -> dict[str, LayerPlan]:
         return {n: p for n, p in self.layers.items() if not p.is_dense}

@@ -55,14 +55,14 @@ def refuse_if_none_fit(names: list[str], skipped: dict[str, str], proto: LayerPl
 def linked_plan(plan: Plan, linked_layers: Callable[[str], tuple[str, ...]]) -> Plan:
     """Channel plans cover whole channel groups: a linked layer without the same channel plan gets it
     (the group's most pruned member wins), so masks, counts and compaction agree."""
-    out = plan.copy()
+    out = dict(plan.layers)
     for n, lp in plan.layers.items():
         if lp.granularity != "channel" or lp.is_dense:
             continue
         if lp.is_manual:
             continue   # the session gives every member of the group its own rows (Session.set_manual)
         for m in linked_layers(n):
-            cur = out.layers.get(m)
+            cur = out.get(m)
             if cur is None or cur.granularity != "channel" or cur.sparsity < lp.sparsity:
-                out.layers[m] = lp
-    return out
+                out[m] = lp
+    return plan.replaced(out) if out != plan.layers else plan

@@ -31,7 +31,7 @@ class PlanEditor:
     # ------------------------------------------------------------------ undo steps
     def edit(self) -> Edit:
         """The current (plan, applied plan): what an undo step returns to."""
-        return Edit(self.plan.copy(), self.owner.applied_plan.copy())
+        return Edit(self.plan, self.owner.applied_plan)
 
     def push(self, coalesce: object = None) -> None:
         self.undo_stack.push(self.edit(), coalesce)
@@ -92,7 +92,7 @@ class PlanEditor:
             plan = plan.with_layer(n, lp)
         if plan.layers == self.plan.layers:
             return []
-        plan.scope, plan.target_sparsity = "local", None   # a hand edit makes the plan per-layer
+        plan = plan.replaced(scope="local", target_sparsity=None)   # a hand edit makes the plan per-layer
         self.replace(plan, names, coalesce)
         return names
 
@@ -101,16 +101,15 @@ class PlanEditor:
         """Same plan for many layers. Layers the granularity does not fit are left dense; returns why."""
         proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
         skipped: dict[str, str] = {}
-        plan = self.plan.copy()
-        plan.scope, plan.target_sparsity = "local", sparsity
+        changes: dict[str, LayerPlan | None] = {}
         for n in names:
             try:
-                plan.layers[n] = self.check_layer_plan(n, proto)
+                changes[n] = self.check_layer_plan(n, proto)
             except PlanError as e:
                 skipped[n] = e.message
-                plan.layers.pop(n, None)
+                changes[n] = None
         rules.refuse_if_none_fit(names, skipped, proto)
-        self.set_plan(plan)
+        self.set_plan(self.plan.replaced(changes, scope="local", target_sparsity=sparsity))
         return skipped
 
     def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
@@ -129,19 +128,14 @@ class PlanEditor:
                 skipped[n] = e.message
         rules.refuse_if_none_fit(names, skipped, proto)
         per_layer = global_sparsities(self.owner, ok, sparsity, proto.granularity, proto.criterion, max_layer_sparsity)
-        plan = self.plan.copy()
-        for n in names:
-            plan.layers.pop(n, None)
-        for n, s in per_layer.items():
-            plan.layers[n] = LayerPlan(s, proto.granularity, proto.criterion)
-        plan.scope, plan.target_sparsity = "global", sparsity
-        self.set_plan(plan)
+        changes: dict[str, LayerPlan | None] = dict.fromkeys(names)
+        changes.update({n: LayerPlan(s, proto.granularity, proto.criterion) for n, s in per_layer.items()})
+        self.set_plan(self.plan.replaced(changes, scope="global", target_sparsity=sparsity))
         return skipped
 
     def set_plan(self, plan: Plan, record: bool = True) -> None:
         plan = self.linked_plan(plan.validated(self.owner.layer_names))
-        for n, lp in list(plan.layers.items()):
-            plan.layers[n] = self.check_layer_plan(n, lp)
+        plan = plan.replaced({n: self.check_layer_plan(n, lp) for n, lp in plan.layers.items()})
         self.replace(plan, record=record)
 
     # ------------------------------------------------------------------ the 'modified' marker
@@ -152,7 +146,7 @@ class PlanEditor:
 
     def mark_saved(self, plan: Plan | None = None) -> None:
         """The plan (default: the current one) was just exported: the 'modified' marker clears."""
-        self.saved_plan = (plan or self.plan).copy()
+        self.saved_plan = (plan or self.plan)
         self.owner.history_changed.emit()
 
     # ------------------------------------------------------------------ pruning by hand
@@ -193,8 +187,7 @@ class PlanEditor:
                     names.append(m)
         if plan.layers == self.plan.layers:
             return []
-        plan.scope, plan.target_sparsity = "local", None
-        self.replace(plan, names, coalesce)
+        self.replace(plan.replaced(scope="local", target_sparsity=None), names, coalesce)
         return names
 
     def toggle_manual(self, name: str, index, granularity: str = "channel") -> bool:

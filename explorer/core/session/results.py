@@ -40,16 +40,16 @@ class Results:
             self.record(f"{snap.label}: {snap.sparsity:.0%}", accuracy=snap.test_accuracy)
         self.adopt(state, plan, label)
         self.s.measurements.current = None
-        self.s.editor.replace(plan.copy())
+        self.s.editor.replace(plan)
         self.s.measurements.changed.emit()
 
     def adopt_search(self, result, label: str) -> None:
         """A search's winner: its fine-tuned weights and plan, with the test accuracy it was reported at."""
         self.adopt(result.state, result.plan, "fine-tuned (search)")
-        self.s.editor.replace(result.plan.copy())
+        self.s.editor.replace(result.plan)
         self.s.measurements.current = Measured(metric_of(self.s.dataset).result("test", self.s.dataset.size("test"),
                                                                             result.test_accuracy),
-                                             self.s.base_id, self.s.applied_plan.copy())
+                                             self.s.base_id, self.s.applied_plan)
         self.record(label, accuracy=result.test_accuracy)
         self.s.measurements.changed.emit()
 
@@ -57,10 +57,10 @@ class Results:
         """A results folder read back (``finetune_job.read_result``), e.g. fine-tuned on a cluster: its
         weights become the kept weights and the plan follows (undoable); a History entry with its test accuracy."""
         self.adopt(result.state, result.plan, result.label)
-        self.s.editor.replace(result.plan.copy())
+        self.s.editor.replace(result.plan)
         self.s.measurements.current = (Measured(metric_of(self.s.dataset).result("test", self.s.dataset.size("test"),
                                                                              result.accuracy),
-                                              self.s.base_id, self.s.applied_plan.copy())
+                                              self.s.base_id, self.s.applied_plan)
                                      if result.accuracy is not None else None)
         self.record(result.label, accuracy=result.accuracy)
         self.s.measurements.changed.emit()
@@ -70,8 +70,8 @@ class Results:
         its stages and test accuracy are remembered (measurements) until the weights or the plan change."""
         self.adopt(result.state, plan, "quantized (Deep Compression)")
         if plan != self.s.plan:
-            self.s.editor.replace(plan.copy())
-        acc = self.s.measurements.record_compression(result, self.s.base_id, plan.copy(), self.s.dataset.size("test"))
+            self.s.editor.replace(plan)
+        acc = self.s.measurements.record_compression(result, self.s.base_id, plan, self.s.dataset.size("test"))
         self.record(f"Deep Compression {result.stage('huffman')['ratio']:.0f}×", accuracy=acc)
         self.s.measurements.changed.emit()
 
@@ -89,14 +89,14 @@ class Results:
         never applies anything), with a History point for that state."""
         if dense is not None:
             self.s.measurements.dense = dense
-        self.s.measurements.current = Measured(current, base_id, plan.copy())
+        self.s.measurements.current = Measured(current, base_id, plan)
         if base_id == self.s.base_id:   # History keeps the dataset's metric (accuracy, or perplexity)
             self.record(self.state_label(plan), accuracy=metric_of(self.s.dataset).value(current), plan=plan)
         self.s.measurements.changed.emit()
 
     def record_latency(self, plan: Plan, base_id: int, comparison: LatencyComparison) -> None:
         """A latency comparison for ``plan`` over the kept weights ``base_id`` (measured on copies)."""
-        self.s.measurements.latency = Measured(comparison, base_id, plan.copy())
+        self.s.measurements.latency = Measured(comparison, base_id, plan)
         if base_id == self.s.base_id:
             self.record(self.state_label(plan), latency_ms=comparison.best.median_ms, plan=plan)
         self.s.measurements.changed.emit()
@@ -130,7 +130,7 @@ class Results:
         if entry.base_id != self.s.base_id:
             self.s.use_base(self.s.weights.get(entry.base_id), entry.base_label, entry.base_id)
         self.s.editor.push()
-        self.s.editor.plan = entry.plan.copy()
+        self.s.editor.plan = entry.plan
         self.s.write_state(entry.plan, state)
         self.s.weights_changed.emit()
         self.s.plan_changed.emit(None)

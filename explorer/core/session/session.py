@@ -242,7 +242,7 @@ class Session:
         with self.lock:
             return Snapshot(model_spec=r.model.spec, module=r.model.module, dataset=r.dataset, profile=r.profile,
                             input_shape=tuple(r.input_shape), original=dict(self.original_state()), base=dict(self.base_state()),
-                            base_id=self.base_id, plan=(plan or self.plan).copy(), applied=self.applied_plan.copy(),
+                            base_id=self.base_id, plan=(plan or self.plan), applied=self.applied_plan,
                             seed=self.seed, device=self.device, masks=self.masks, calibration=self.calibration,
                             load=r)
 
@@ -383,7 +383,7 @@ class Session:
         if edit.applied != self.applied_plan:
             self.write_state(edit.applied, self.masked_state(edit.applied))
             self.weights_changed.emit()
-        self.editor.replace(edit.plan.copy(), record=False)
+        self.editor.replace(edit.plan, record=False)
         return True
 
     def reset(self) -> None:
@@ -454,7 +454,7 @@ class Session:
 
     def apply(self, plan: Plan | None = None) -> None:
         """Write base * mask into the model's weights; the model now reflects ``plan`` (undoable)."""
-        plan = (plan or self.plan).copy()
+        plan = (plan or self.plan)
         self.apply_state(plan, self.masked_state(plan, share=True))   # (masked_state refuses a spent session)
 
     def apply_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
@@ -473,7 +473,7 @@ class Session:
     def prune_loaded_in_place(self, plan: Plan) -> list[str]:
         """Apply ``plan`` with its big one-off layers masked in the loaded weights themselves (one copy of a big
         model, for a caller that discards the session: see WeightState.prune_in_place). Returns those layers."""
-        plan = plan.copy()
+        plan = plan
         state, done = self.weight_state.prune_in_place(self.masks, plan)
         self.apply_state(plan, state)
         return done
@@ -482,7 +482,7 @@ class Session:
         """A flow given the loaded weights (``flows.prune.run(..., own_loaded=True)``) pruned ``layers`` of them in
         place under ``plan``: from now on the session refuses what would need the dense weights."""
         if layers:
-            self.weight_state.pruned_in_place = plan.copy()
+            self.weight_state.pruned_in_place = plan
             self.masks.in_place.update({n: plan.get(n) for n in layers})
 
     def own_module_tensors(self) -> None:

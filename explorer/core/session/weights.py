@@ -51,7 +51,7 @@ class WeightState:
         self.check_not_spent(plan)
         with torch.no_grad(), self.owner.lock:
             rebind_state(self.owner.module, state)
-            self.applied_plan = plan.copy()
+            self.applied_plan = plan
             self.version += 1
 
     def own_module_tensors(self) -> None:
