@@ -43,8 +43,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     from explorer.core.session import Session
-    from explorer.gui.app import make_app, wait_idle
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.app import make_app, wait_idle
+    from explorer.gui.window.main_window import MainWindow
 
     app = make_app()
     s = Session.open(args.model)

@@ -26,8 +26,8 @@ def main() -> None:
     from PySide6.QtCore import QTimer
 
     from explorer.core.session import Session
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.app import make_app
+    from explorer.gui.window.main_window import MainWindow
 
     app = make_app()
     s = Session.open(args.model)

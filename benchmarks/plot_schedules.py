@@ -19,7 +19,7 @@ from pyqtgraph.exporters import ImageExporter  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from explorer.gui.finetune_chart import SCHEDULE_COLORS  # noqa: E402
+from explorer.gui.plots.finetune_chart import SCHEDULE_COLORS  # noqa: E402
 
 STYLES = [Qt.SolidLine, Qt.DashLine, Qt.DotLine]
 

@@ -26,8 +26,8 @@ def open_window(out: Path):
     from PySide6.QtCore import QSettings
 
     from explorer.core.session import Session
-    from explorer.gui.app import make_app, wait_idle
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.app import make_app, wait_idle
+    from explorer.gui.window.main_window import MainWindow
 
     app = make_app()
     settings = QSettings(str(out / ".screenshot-settings.ini"), QSettings.IniFormat)
@@ -52,7 +52,7 @@ def open_window(out: Path):
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "docs")
     out.mkdir(parents=True, exist_ok=True)
-    from explorer.gui.app import wait_idle
+    from explorer.gui.window.app import wait_idle
 
     app, win, shot = open_window(out)
     s = win.session
@@ -138,8 +138,8 @@ def classroom_shots(out: Path) -> None:
 
     from explorer.core.model.loading import resolve
     from explorer.core.session import Session
-    from explorer.gui.app import make_app, wait_idle
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.app import make_app, wait_idle
+    from explorer.gui.window.main_window import MainWindow
 
     app = make_app()
     for name, lesson, step, presentation in (("lesson-step", "magnitude", 3, False),
@@ -174,7 +174,7 @@ def compress_shot(app, win, shot) -> None:
     """Deep Compression on digits-mlp (the benchmark's settings with 30 instead of 100 AGP epochs, where training the
     shared values helps): 95 % global + AGP fine-tuning, then 4-bit shared weights (5 for fc1) trained for 10 epochs
     and Huffman-coded."""
-    from explorer.gui.app import wait_idle
+    from explorer.gui.window.app import wait_idle
 
     win.load_model("digits-mlp")
     wait_idle(app, win)
@@ -209,7 +209,7 @@ def compress_only(out: Path) -> None:
 
 def speed_only(out: Path) -> None:
     """Only docs/speed-map.png: digits-vgg, every layer's speed map at batch 1, backbone.conv5 at 90 % selected."""
-    from explorer.gui.app import wait_idle
+    from explorer.gui.window.app import wait_idle
 
     app, win, shot = open_window(out)
     win.finish_start()

@@ -348,7 +348,7 @@ class Driver:
         self.wait_jobs()
 
     def help(self):
-        from explorer.gui import help as help_dialogs
+        from explorer.gui.window import help as help_dialogs
 
         box = self.rng.choice([help_dialogs.show_concepts, help_dialogs.show_about])(self.win)
         self.pump(1)
@@ -431,8 +431,8 @@ def soak(actions: int | None = None, seconds: float | None = None, seed: int = 0
     from PySide6.QtCore import QSettings
 
     from explorer.core.session import Session
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.app import make_app
+    from explorer.gui.window.main_window import MainWindow
 
     torch.set_num_threads(1)
     app = make_app()

@@ -15,8 +15,8 @@ def open_window(qtbot, tmp_path, session, size=(1440, 900), settings=None):
     """A shown MainWindow on ``session`` with settings in ``tmp_path``; its jobs are cancelled afterwards."""
     from PySide6.QtCore import QSettings
 
-    from explorer.gui.app import make_app
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.app import make_app
+    from explorer.gui.window.main_window import MainWindow
 
     make_app()
     if settings is None:

@@ -11,7 +11,7 @@ from PySide6.QtCore import QPoint, QRect, QTimer
 from PySide6.QtWidgets import QApplication
 
 from explorer.cli.parser import build_parser
-from explorer.gui.app import make_app, run_gui, wait_idle
+from explorer.gui.window.app import make_app, run_gui, wait_idle
 
 
 def _rect(r: QRect) -> list[int]:

@@ -7,7 +7,7 @@ import pytest
 from explorer.core.session import Session
 from explorer.core.train.evaluate import evaluate
 from explorer.core.train.finetune import EpochRecord
-from explorer.gui.finetune_chart import RunTrace
+from explorer.gui.plots.finetune_chart import RunTrace
 from tests.gui_helpers import open_window, wait_jobs
 
 

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtWidgets import QMenu, QWidget  # noqa: E402
 
 from explorer.gui import gc_guard  # noqa: E402
-from explorer.gui.jobs import JobRunner  # noqa: E402
+from explorer.gui.window.jobs import JobRunner  # noqa: E402
 
 
 def test_no_collection_in_the_worker_and_widgets_die_in_the_gui_thread(qtbot):

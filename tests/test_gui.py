@@ -185,7 +185,7 @@ def test_cancel_finetune_leaves_session_unchanged(win, qtbot):
 
 
 def test_close_during_job_stops_it(qtbot, tmp_path):
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.main_window import MainWindow
 
     s = Session.open("digits-cnn")
     w = MainWindow(s, settings=QSettings(str(tmp_path / "s.ini"), QSettings.IniFormat))
@@ -359,7 +359,7 @@ def test_view_menu_switches_tabs_and_toggles(win, qtbot):
 
 
 def test_help_dialogs_open(win, qtbot):
-    from explorer.gui import help as help_dialogs
+    from explorer.gui.window import help as help_dialogs
 
     help_dialogs.show_concepts(win)
     help_dialogs.show_shortcuts(win, win.menuBar().findChildren(type(win.run_menu)))

@@ -139,7 +139,7 @@ def test_data_criterion_ranks_in_a_worker(win, qtbot):
 
 
 def test_scan_skips_the_prediction_when_the_fisher_would_be_slow(win, qtbot, monkeypatch):
-    import explorer.gui.sensitivity_panel as sp
+    import explorer.gui.panels.sensitivity_panel as sp
 
     monkeypatch.setattr(sp, "AUTO_PREDICT_MACS", 0)
     p = win.sensitivity_panel

@@ -13,7 +13,7 @@ pytest.importorskip("pytestqt")
 
 from explorer.core.prune.criteria import CRITERIA  # noqa: E402
 from explorer.core.session import Session  # noqa: E402
-from explorer.gui.layer_table import GRANULARITY_CHOICES  # noqa: E402
+from explorer.gui.panels.layer_table import GRANULARITY_CHOICES  # noqa: E402
 
 from .gui_helpers import open_window, wait_jobs  # noqa: E402
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QMargins, QPoint, QRect, QSettings, QSize
 
-from explorer.gui.screen_fit import DEFAULT, KEY_POS, KEY_SIZE, TYPICAL_FRAME, ScreenFit, fit_rect
+from explorer.gui.window.screen_fit import DEFAULT, KEY_POS, KEY_SIZE, TYPICAL_FRAME, ScreenFit, fit_rect
 
 from .gui_helpers import open_window
 

@@ -16,7 +16,7 @@ def win(qtbot, tmp_path):
 
 
 def test_speed_map_fills_plot_and_break_even_column(win, qtbot, monkeypatch):
-    from explorer.gui import speed_map_view
+    from explorer.gui.plots import speed_map_view
 
     monkeypatch.setattr(speed_map_view, "SPEED_RUNS", 1)
     s = win.session

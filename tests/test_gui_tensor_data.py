@@ -12,7 +12,7 @@ from tests.gui_helpers import open_window, wait_jobs
 
 def test_window_measures_a_regression_model_on_tensors(qtbot, tmp_path):
     from explorer.core.lessons.values import formatted
-    from explorer.gui.model_actions import DATASET_CHOICES
+    from explorer.gui.actions.model_actions import DATASET_CHOICES
 
     assert "tensors:…" in DATASET_CHOICES
     x, y, r = tm.tabular(300)

@@ -170,7 +170,7 @@ def test_an_earlier_runs_outputs_that_this_run_does_not_write_are_removed(tmp_pa
 def _visible_main_windows() -> list:
     from PySide6.QtWidgets import QApplication
 
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window.main_window import MainWindow
     return [w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
 
 

@@ -127,7 +127,7 @@ def test_iterative_and_agp_start_from_the_start_plans_weights(tmp_path, monkeypa
 
 @pytest.fixture
 def runner(qtbot):
-    from explorer.gui.jobs import JobRunner
+    from explorer.gui.window.jobs import JobRunner
 
     r = JobRunner()
     yield r

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.gui import platform_check as pc
+from explorer.gui.window import platform_check as pc
 
 
 def test_no_display_is_one_sentence_and_exit_2(monkeypatch, capsys):

@@ -33,7 +33,7 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_gui_import_is_light():
-    mods = _modules_after("import explorer.gui.app, explorer.gui.main_window")
+    mods = _modules_after("import explorer.gui.window.app, explorer.gui.window.main_window")
     assert not mods & set(HEAVY), mods & set(HEAVY)
 
 
@@ -43,8 +43,8 @@ def test_first_frame_needs_no_heavy_module():
     mods = _modules_after("""
         import sys
         sys.path.insert(0, '.')
-        from explorer.gui.app import make_app
-        from explorer.gui.main_window import MainWindow
+        from explorer.gui.window.app import make_app
+        from explorer.gui.window.main_window import MainWindow
         from explorer.core.session import Session
         from explorer.core.model.loading import resolve
         app = make_app(plots=False)
@@ -62,9 +62,9 @@ def test_deferred_window_fills_in(qtbot):
     from PySide6.QtWidgets import QApplication
 
     from explorer.core.model.loading import resolve
-    from explorer.gui import startup
-    from explorer.gui.app import wait_idle
-    from explorer.gui.main_window import MainWindow
+    from explorer.gui.window import startup
+    from explorer.gui.window.app import wait_idle
+    from explorer.gui.window.main_window import MainWindow
 
     startup.pause_gc()                  # as `pruning-explorer gui` does, until the first frame
     assert not gc_module.isenabled()

@@ -40,7 +40,7 @@ def test_short_soak_has_no_exception_dialog_or_growth(tmp_path):
 
 def test_the_soak_catches_a_dialog_that_is_not_freed(qapp_offscreen, monkeypatch):
     """The limits are tight enough that one leaked error dialog every few actions fails the run."""
-    import explorer.gui.dialogs as dialogs
+    import explorer.gui.window.dialogs as dialogs
 
     monkeypatch.setattr(dialogs, "free_when_closed", lambda box: None)   # the old bug: answered boxes only hide
     real_init = soak.Driver.__init__
@@ -58,5 +58,5 @@ def test_the_soak_catches_a_dialog_that_is_not_freed(qapp_offscreen, monkeypatch
 
 @pytest.fixture
 def qapp_offscreen():
-    from explorer.gui.app import make_app
+    from explorer.gui.window.app import make_app
     return make_app()

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     debug = getattr(args, "debug", False)
     startup = None
-    if args.command == "gui":       # no cyclic GC until the window is up (explorer.gui.startup.pause_gc)
-        from explorer.gui import startup
+    if args.command == "gui":       # no cyclic GC until the window is up (explorer.gui.window.startup.pause_gc)
+        from explorer.gui.window import startup
         startup.pause_gc()
     try:
         from .commands import run_command

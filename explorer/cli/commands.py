@@ -52,7 +52,7 @@ def run_command(args) -> int:
 
 
 def _gui(args) -> int:
-    from explorer.gui.app import run_gui
+    from explorer.gui.window.app import run_gui
     return run_gui(args)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMessageBox
 
-from .context import AppContext
+from ..window.context import AppContext
 
 
 class SourceActions:

@@ -33,8 +33,8 @@ from explorer.core.formats.relindex import MAX_INDEX_BITS
 from explorer.core.model.metrics import format_bytes
 from explorer.core.train.metric import metric_of
 
-from .compress_views import CentroidHistogram, ResultTable, WaterfallPlot
-from .context import AppContext
+from ..plots.compress_views import CentroidHistogram, ResultTable, WaterfallPlot
+from ..window.context import AppContext
 
 HIST_BINS = 120
 BITS_COL, VALUE_COL, IDX_COL = 2, 3, 4

@@ -19,7 +19,7 @@ from explorer.core.prune.compact import channel_removals, compact_checked, has_s
 from explorer.core.prune.recipe import plan_to_recipe
 from explorer.core.train.metric import metric_of
 
-from .context import AppContext
+from ..window.context import AppContext
 
 
 class ExportActions:

@@ -14,8 +14,8 @@ from PySide6.QtGui import QAction, QKeySequence
 
 from explorer.core.session import Session
 
+from ..panels.speed_results import SpeedResults
 from .jobs import JobRunner
-from .speed_results import SpeedResults
 
 
 @dataclass

@@ -9,7 +9,7 @@ from explorer.core.model.metrics import format_bytes
 from explorer.core.prune.plan import Plan
 from explorer.core.train.metric import ACCURACY, metric_of
 
-from .context import AppContext
+from ..window.context import AppContext
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

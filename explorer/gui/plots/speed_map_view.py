@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWi
 
 from explorer.core.analyse.speed import DEFAULT_SPARSITIES, session_speed_map
 
-from .context import AppContext
+from ..window.context import AppContext
 
 SPEED_RUNS = 10
 KERNEL_PENS = {"csr": (66, 133, 244), "2:4": (219, 68, 55), "channel": (15, 157, 88)}

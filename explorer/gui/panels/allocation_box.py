@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
 from explorer.core.analyse.allocate import allocate_by_drop, allocate_to_target
 from explorer.core.train.metric import metric_of
 
-from .context import AppContext
+from ..window.context import AppContext
 
 ALLOC_MODES = [("per-layer drop ≤ (points)", "drop"), ("overall sparsity ≥ (%)", "sparsity"),
                ("sparse size ≤ (KiB)", "size"), ("MACs ≤ (millions)", "macs")]

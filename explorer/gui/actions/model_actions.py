@@ -14,8 +14,8 @@ from explorer.core.jobs import Progress
 from explorer.core.model.loading import parse_input_shape, resolve, resolve_dataset_for
 from explorer.core.model.zoo import BUILTINS, torchvision_archs
 
-from .context import AppContext
-from .dialogs import OpenModelDialog, ask_folder, ask_model_file
+from ..window.context import AppContext
+from ..window.dialogs import OpenModelDialog, ask_folder, ask_model_file
 
 MAX_RECENT = 8
 DATASET_CHOICES = ["digits", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…", "imagefolder:…",

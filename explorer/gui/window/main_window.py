@@ -17,25 +17,25 @@ from explorer.core.jobs import Progress
 from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
+from ..actions.cluster_actions import ClusterActions
+from ..actions.deploy_exports import DeployExports
+from ..actions.export_actions import ExportActions
+from ..actions.measure import MeasureActions
+from ..actions.model_actions import ModelActions
+from ..actions.reconstruct_action import ReconstructOption
+from ..actions.source_actions import SourceActions
+from ..classroom.classroom import Classroom
+from ..panels.dashboard import Dashboard, totals_text
+from ..panels.global_panel import GlobalPanel
+from ..panels.layer_table import LayerTable
+from ..panels.weight_view import WeightView
 from . import help as help_dialogs
 from . import startup
-from .classroom import Classroom
-from .cluster_actions import ClusterActions
 from .context import AppContext
-from .dashboard import Dashboard, totals_text
-from .deploy_exports import DeployExports
 from .device_box import DeviceBox
 from .dialogs import error_text, show_error
-from .export_actions import ExportActions
-from .global_panel import GlobalPanel
 from .job_bar import JobBar
 from .jobs import JobRunner
-from .layer_table import LayerTable
-from .measure import MeasureActions
-from .model_actions import ModelActions
-from .reconstruct_action import ReconstructOption
-from .source_actions import SourceActions
-from .weight_view import WeightView
 
 SYNC_BUILD_LIMIT = 2_000_000   # rankings of layers up to this many weights are built on the GUI thread (< ~50 ms)
 REDRAW_MS = 15

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
 
 from explorer.core.prune.criteria import CRITERIA
 
+from ..plots.legend_row import LegendRow
 from .layer_table import GRANULARITY_CHOICES, SparsityEditor, criterion_tips, granularity_tips, make_combo
-from .legend_row import LegendRow
 
 
 class GlobalPanel(QWidget):
@@ -79,7 +79,7 @@ class GlobalPanel(QWidget):
         """Create the bar chart (imports pyqtgraph); once. A lazy panel draws the last plan it was shown then."""
         if self.bars is not None:
             return
-        from .plots import headroom, pyqtgraph
+        from ..plots.plots import headroom, pyqtgraph
         pg = pyqtgraph()
         self.bars = pg.PlotWidget()
         headroom(self.bars)
@@ -113,7 +113,7 @@ class GlobalPanel(QWidget):
         self._last_plan = (names, sparsities, pending, selected)
         if self.bars is None:
             return
-        from .plots import pyqtgraph
+        from ..plots.plots import pyqtgraph
         pg = pyqtgraph()
         x = np.arange(len(names))
         brushes = [pg.mkBrush(230, 145, 56) if p else pg.mkBrush(66, 133, 244) for p in pending]

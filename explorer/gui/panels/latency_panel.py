@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (
 
 from explorer.core.model.metrics import format_count
 
-from .context import AppContext
-from .speed_map_view import SpeedMapView
+from ..plots.speed_map_view import SpeedMapView
+from ..window.context import AppContext
 
 
 def explain(speed_masked: float, mac_masked: float, speed_compact: float | None, mac_compact: float | None) -> str:

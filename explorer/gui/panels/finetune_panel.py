@@ -25,8 +25,8 @@ from explorer.core.train.metric import metric_of
 from explorer.core.train.schedules import AGP_END
 from explorer.core.train.settings import finetune_settings
 
-from .context import AppContext
-from .finetune_chart import LossChart, RunChart, RunTrace, ScheduleChart
+from ..plots.finetune_chart import LossChart, RunChart, RunTrace, ScheduleChart
+from ..window.context import AppContext
 
 SCHEDULE_TIPS = {
     "oneshot": "Prune to the plan at once, then fine-tune",

@@ -7,7 +7,7 @@ Two holders turn automatic collection off:
   is destroyed outside the GUI thread: Qt forbids that, and PySide6 can deadlock there (seen: a worker
   deep-copying a model collected a closed window's QMenu and waited forever for the GIL). While a job runs, a
   GUI-thread timer collects instead, by the same generation thresholds (as pyqtgraph's GarbageCollector does);
-- the start-up (``gui/startup.py``): importing torch and building the window allocate hundreds of thousands of
+- the start-up (``gui/window/startup.py``): importing torch and building the window allocate hundreds of thousands of
   long-lived objects, and every full collection on the way scans them all again (about 0.1 s each, 0.3 s of a
   1.3 s start here). It is released after the first frame.
 

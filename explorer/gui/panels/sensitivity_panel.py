@@ -30,10 +30,10 @@ from explorer.core.fileio import atomic_write_json
 from explorer.core.prune.criteria import CRITERIA
 from explorer.core.train.metric import ACCURACY, metric_of
 
+from ..plots.prediction_plot import PredictionPlot
+from ..window.context import AppContext
 from .allocation_box import AllocationBox
-from .context import AppContext
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
-from .prediction_plot import PredictionPlot
 
 AUTO_PREDICT_MACS = 2e10   # a scan predicts first when the Fisher costs at most ~this many MACs (samples x MACs)
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),

@@ -47,22 +47,22 @@ def add_tabs(win, placeholders: bool) -> None:
 def _make_panel(win, attr: str):
     ctx = win.ctx
     if attr == "finetune_panel":
-        from .finetune_panel import FinetunePanel
+        from ..panels.finetune_panel import FinetunePanel
         w = FinetunePanel(ctx, evaluate_after=win.measure.evaluate)
     elif attr == "latency_panel":
-        from .latency_panel import LatencyPanel
+        from ..panels.latency_panel import LatencyPanel
         w = LatencyPanel(ctx, measure=win.measure.measure_latency)
     elif attr == "sensitivity_panel":
-        from .sensitivity_panel import SensitivityPanel
+        from ..panels.sensitivity_panel import SensitivityPanel
         w = SensitivityPanel(ctx, finetune_config=win.finetune_panel.config)
     elif attr == "history_panel":
-        from .history_panel import HistoryPanel
+        from ..panels.history_panel import HistoryPanel
         w = HistoryPanel(ctx)
     elif attr == "compress_panel":
-        from .compress_panel import CompressPanel
+        from ..panels.compress_panel import CompressPanel
         w = CompressPanel(ctx)
     else:
-        from .compare_panel import ComparePanel
+        from ..panels.compare_panel import ComparePanel
         w = ComparePanel(ctx, finetune_config=win.finetune_panel.config)
     win.set_panel(attr, w)
     return w

@@ -12,7 +12,7 @@ from explorer.core.flows.measure import evaluate_plan, measure_latency
 from explorer.core.measure_plan import evaluate_dense_if_quick
 from explorer.core.train.metric import metric_of
 
-from .context import AppContext
+from ..window.context import AppContext
 
 
 class MeasureActions:

@@ -8,8 +8,8 @@ from explorer import __version__
 from explorer.core.prune.criteria import CRITERIA
 from explorer.core.prune.granularity import get_granularity
 
+from ..panels.layer_table import GRANULARITY_CHOICES
 from .dialogs import free_when_closed
-from .layer_table import GRANULARITY_CHOICES
 
 CONCEPTS = [
     ("Sparsity", "the share of a layer's weights set to exactly zero."),

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QCheckBox
 from explorer.core.prune.plan import Plan
 from explorer.core.prune.reconstruct import reconstruct_plan
 
-from .context import AppContext
+from ..window.context import AppContext
 
 TIP = ("Reconstruct on Apply: after choosing the mask, refit each pruned layer's remaining weights so that its "
        "output matches the dense layer's on the calibration samples (least squares; channel pruning refits the "

@@ -16,7 +16,7 @@ from explorer.core.flows.measure import measure_latency
 from explorer.core.lessons import steps as lesson_steps
 from explorer.core.lessons.lesson import Lesson, load_lesson
 
-from .context import AppContext
+from ..window.context import AppContext
 
 AUTO_MEASURE_MS = 700   # after an edit, the step's numbers are measured again once things settle
 

@@ -236,6 +236,6 @@ class _ResizeWatch(QObject):
 
 
 def _pg():
-    """pyqtgraph, imported on first use (the first frame does without it: gui/startup.py)."""
-    from .plots import pyqtgraph
+    """pyqtgraph, imported on first use (the first frame does without it: gui/window/startup.py)."""
+    from ..plots.plots import pyqtgraph
     return pyqtgraph()

@@ -34,7 +34,7 @@ from explorer.core.errors import ExplorerError
 from explorer.core.prune.calibration import MAX_CALIBRATION_SAMPLES
 from explorer.core.prune.criteria import CRITERIA
 
-from .context import AppContext
+from ..window.context import AppContext
 from .layer_table import GRANULARITY_CHOICES, granularity_tips, make_combo
 from .sensitivity_panel import PALETTE
 

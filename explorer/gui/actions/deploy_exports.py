@@ -15,7 +15,7 @@ from explorer.core.deploy.formats import export_onnx, export_safetensors
 from explorer.core.jobs import Progress
 from explorer.core.prune.compact import compact_checked, compaction_plan, has_structure
 
-from .context import AppContext
+from ..window.context import AppContext
 
 
 class DeployExports:

@@ -24,8 +24,8 @@ from explorer.core.device import cuda_count
 from explorer.core.finetune_job import JOB_SCRIPT, read_result, torchrun_command, write_job
 from explorer.core.prune.recipe import plan_to_recipe
 
-from .context import AppContext
-from .dialogs import free_when_closed
+from ..window.context import AppContext
+from ..window.dialogs import free_when_closed
 
 
 class JobDialog(QDialog):

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton, QSpli
 from explorer.core.model.metrics import format_count
 from explorer.core.prune.masks import LayerMask
 
-from .legend_row import LegendRow
+from ..plots.legend_row import LegendRow
 
 PRUNED_RGB = (38, 38, 46)
 HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned",
@@ -104,7 +104,7 @@ class WeightView(QWidget):
         """Create the heatmap and histogram plots (imports pyqtgraph); once."""
         if self.heat is not None:
             return
-        from .plots import headroom, pyqtgraph
+        from ..plots.plots import headroom, pyqtgraph
         pg = pyqtgraph()
         self.heat = pg.PlotWidget()
         self.heat.setMenuEnabled(False)

@@ -13,7 +13,7 @@ def make_app(plots: bool = True):
     from PySide6.QtWidgets import QApplication
 
     if plots:
-        from .plots import pyqtgraph
+        from ..plots.plots import pyqtgraph
         pyqtgraph()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Pruning Explorer")

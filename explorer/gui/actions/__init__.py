@@ -1,0 +1,1 @@
+"""Menu and toolbar actions: measuring, exporting, opening, cluster jobs."""

@@ -1,0 +1,1 @@
+"""Lessons, presentation mode, pruning by hand."""

@@ -1,0 +1,1 @@
+"""Charts and plot widgets the panels draw with."""
