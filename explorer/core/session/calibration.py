@@ -18,8 +18,14 @@ import torch
 
 from ..errors import PlanError
 from ..model.layers import load_state
-from ..prune.calibration import (KINDS, CalibrationCache, calibration_batch, fisher_diagonal, input_norms,
-                                 true_fisher_diagonal)
+from ..prune.calibration import (
+    KINDS,
+    CalibrationCache,
+    calibration_batch,
+    fisher_diagonal,
+    input_norms,
+    true_fisher_diagonal,
+)
 from ..prune.granularity import Channel
 
 
