@@ -93,7 +93,7 @@ class ScanPoint:
     sparsity: float
     accuracy: float | None
     latency_ms: float | None = None
-    loss: float | None = None           # mean cross-entropy at this point (what the hessian prediction estimates)
+    loss: float | None = None           # mean cross-entropy at this point (what the instant estimate predicts)
     dense_loss: float | None = None     # ... and of the model the scan starts from
 
 
@@ -190,7 +190,7 @@ class ScanResult:
                                       or not 0 <= a <= top) for a in accs):
                 raise bad(f"layer {l['name']} has {metric} values out of range (or null for 'not measured')")
             entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
-            for key in ("latency_ms", "loss"):
+            for key in ("latency_ms", "loss", "predicted_loss"):
                 vals = l.get(key)
                 if isinstance(vals, list) and len(vals) == len(sparsities):
                     entry[key] = [vals[i] for i in order]
@@ -265,10 +265,12 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> flo
 
 def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
          naive: bool = False, state: dict[str, torch.Tensor] | None = None,
-         device: torch.device | None = None) -> ScanResult:
+         device: torch.device | None = None, prediction=None) -> ScanResult:
     """Run a sensitivity scan on the session's current (applied) weights -- or on ``state``, e.g. the
     masked state of a plan not applied yet. Emits a Progress per point with ``data`` = :class:`ScanPoint`.
-    ``device``: where the forward passes run (the scanned split is moved there once)."""
+    ``device``: where the forward passes run (the scanned split is moved there once). ``prediction``: the
+    instant estimate of the same sparsities (``analyse/predict.py``), recorded per layer as ``predicted_loss``
+    (dense loss + predicted increase) next to the measured ``loss``."""
     progress = progress or (lambda p: None)
     ds = session.dataset
     measure = metric_of(ds)
@@ -404,7 +406,19 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
         by_group[members] = entry
     result.seconds = time.perf_counter() - t0
     del base
+    attach_prediction(result, prediction)
     return result
+
+
+def attach_prediction(result: ScanResult, prediction) -> None:
+    """Record ``prediction``'s loss per layer as ``"predicted_loss"`` (the scan's dense loss plus the predicted
+    increase, one per sparsity: the same quantity as ``"loss"``); nothing when it predicts other points."""
+    if prediction is None or result.dense_loss is None or list(prediction.sparsities) != list(result.sparsities):
+        return
+    predicted = {l["name"]: l["delta_loss"] for l in prediction.layers}
+    for l in result.layers:
+        if l["name"] in predicted:
+            l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
 
 
 def _latency_point(session, members, lp, sparsity, variant, example, spec, cancel) -> float:
@@ -443,12 +457,21 @@ def read_scan(path: str | Path) -> ScanResult:
 
 
 def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
-                      early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None) -> dict:
+                      early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None,
+                      predict: bool = True) -> dict:
     from ..fileio import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
                     layers=layers, split=split, early_stop=early_stop, latency=latency)
-    result = scan(session, spec, progress, cancel, naive=naive, device=device)
+    prediction = None
+    if predict:
+        from .predict import predict_loss_increase
+        try:
+            prediction = predict_loss_increase(session, spec.sparsities, spec.granularity, spec.criterion,
+                                               spec.layers, cancel=cancel, split=split)
+        except (ExplorerError, ValueError):    # no curvature here (e.g. no training split): no prediction
+            prediction = None
+    result = scan(session, spec, progress, cancel, naive=naive, device=device, prediction=prediction)
     d = result.to_json()
     atomic_write_json(Path(out), d)
     if csv:

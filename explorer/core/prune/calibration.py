@@ -10,6 +10,14 @@ with the model in eval mode (BatchNorm uses its running statistics):
   (``vmap`` over ``grad`` of a functional call), in chunks sized so the per-sample gradients of the prunable
   weights stay under :data:`PER_SAMPLE_BUDGET_BYTES`; a model vmap cannot run falls back to a loop of
   single-sample backward passes (same numbers up to rounding). Needs labels.
+- ``true_fisher`` (the instant loss estimate, ``analyse/predict.py``): the Fisher at the model's *own*
+  predictions, i.e. the Gauss-Newton diagonal diag(J^T (diag p - p p^T) J) = E_x Σ_c p_c (dl_c/dw)^2 with l_c the
+  loss at label c -- the curvature of the cross-entropy in the logits, which does not vanish when a converged
+  model fits its samples (the empirical Fisher does: its gradients at the true labels go to zero). One label drawn
+  per sample would almost always be the true one at such a model (p is nearly one-hot), so the sum runs over each
+  sample's :data:`TOP_CLASSES` most probable classes, weighted by their probabilities, on the first quarter of
+  the samples (the cost of the empirical Fisher). Regression targets are drawn around the output with the
+  variance that makes the expectation the Gauss-Newton diagonal of the mean squared error.
 - ``input_norm`` (wanda): ||X_j||_2 of each input feature over all samples -- a Linear's per input feature; a
   conv's per *input channel* (over every sample and spatial position of the input map), shared by all kernel
   positions of that channel.
@@ -34,7 +42,8 @@ from ..model.layers import logits_of
 DEFAULT_CALIBRATION_SAMPLES = 128
 MAX_CALIBRATION_SAMPLES = 100_000
 PER_SAMPLE_BUDGET_BYTES = 256 * 2**20
-KINDS = ("fisher", "input_norm", "apoz")
+TOP_CLASSES = 4      # classes per sample of the true Fisher (the most probable ones)
+KINDS = ("fisher", "true_fisher", "input_norm", "apoz")
 
 
 def check_samples(n) -> int:
@@ -76,6 +85,47 @@ def fisher_diagonal(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layer_n
     if y is None:
         raise PlanError("The hessian criterion needs labels: its Fisher is built from per-sample gradients of the "
                         "loss.", "Choose a labelled dataset, or use wanda/apoz (they work on unlabelled data).")
+    return _mean_squared_grads(module, x, y, None, layer_names, num_classes, chunk, vectorise, progress, cancel,
+                               "Fisher diagonal (per-sample gradients)")
+
+
+def true_fisher_diagonal(module: nn.Module, x: torch.Tensor, y: torch.Tensor | None, layer_names: list[str],
+                         num_classes: int | None = None, seed: int = 0, classes: int | None = TOP_CLASSES,
+                         progress: ProgressFn | None = None, cancel: CancelToken | None = None
+                         ) -> dict[str, torch.Tensor]:
+    """The Fisher at the model's own predictions: the Gauss-Newton diagonal E_x Σ_c p_c (dl_c/dw)^2, summed over
+    the ``classes`` most probable classes of each sample (None: every class -- the exact Gauss-Newton diagonal),
+    on the first 1/``classes`` of the samples, so that it costs as many per-sample gradients as the empirical
+    Fisher. ``y`` only says whether the task is a regression (float targets): its targets are drawn (seeded)
+    around the output with the variance that makes the expectation the Gauss-Newton diagonal of the mean
+    squared error. The true labels are never used."""
+    module.eval()
+    with torch.no_grad():
+        out = torch.cat([logits_of(module(x[i:i + 256])) for i in range(0, x.shape[0], 256)]).float()
+    if y is not None and y.is_floating_point():     # mean squared error: E[g g^T] = (2/d) J^T J at var d/2
+        d = y[0].numel()
+        gen = torch.Generator().manual_seed(seed)
+        drawn = out.reshape(y.shape) + torch.randn(y.shape, generator=gen) * (d / 2) ** 0.5
+        return _mean_squared_grads(module, x, drawn, None, layer_names, None, None, True, progress, cancel,
+                                   "Gauss-Newton diagonal")
+    if out.dim() != 2:
+        raise PlanError("The Gauss-Newton curvature is computed for classifiers and regressions (outputs of shape "
+                        "batch x classes).")
+    if num_classes and out.shape[-1] > num_classes:
+        out = out[..., :num_classes]
+    c = out.shape[1] if classes is None else max(1, min(classes, out.shape[1]))
+    n = x.shape[0] if classes is None else max(1, -(-x.shape[0] // c))
+    p = torch.softmax(out[:n].double(), dim=-1)
+    top = p.topk(c, dim=1)
+    xs = x[:n].repeat_interleave(c, dim=0)
+    # mean over the n*c rows of (c * p_c) * g_c^2 = (1/n) Σ_x Σ_c p_c g_c^2
+    return _mean_squared_grads(module, xs, top.indices.reshape(-1), top.values.reshape(-1).float() * c,
+                               layer_names, num_classes, None, True, progress, cancel, "Gauss-Newton diagonal")
+
+
+def _mean_squared_grads(module, x, y, weight, layer_names, num_classes, chunk, vectorise, progress, cancel,
+                        what) -> dict[str, torch.Tensor]:
+    """Mean over samples of ``weight_n`` (default 1) times the squared per-sample gradient of the loss."""
     module.eval()
     mods = dict(module.named_modules())
     keys = [f"{n}.weight" for n in layer_names]
@@ -84,7 +134,7 @@ def fisher_diagonal(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layer_n
     if chunk is None:
         chunk = max(1, min(64, PER_SAMPLE_BUDGET_BYTES // max(1, per_sample)))
     acc = {k: torch.zeros(w.shape, dtype=torch.float32) for k, w in weights.items()}
-    meter = ProgressMeter(progress, x.shape[0], "Fisher diagonal (per-sample gradients)")
+    meter = ProgressMeter(progress, x.shape[0], what)
     grad_fn = _vmapped(module, weights, num_classes) if vectorise else None
     for i in range(0, x.shape[0], chunk):
         if cancel is not None:
@@ -99,7 +149,10 @@ def fisher_diagonal(module: nn.Module, x: torch.Tensor, y: torch.Tensor, layer_n
         if grads is None:
             grads = _looped(module, keys, layer_names, xc, yc, num_classes)
         for k in keys:
-            acc[k] += grads[k].float().pow(2).sum(dim=0)
+            sq = grads[k].float().pow(2)
+            if weight is not None:
+                sq = sq * weight[i:i + chunk].view(-1, *([1] * (sq.dim() - 1)))
+            acc[k] += sq.sum(dim=0)
         meter.step(xc.shape[0])
     n = x.shape[0]
     return {name: acc[k] / n for k, name in zip(keys, layer_names)}

@@ -18,7 +18,14 @@ import torch
 
 from ..errors import PlanError
 from ..model.layers import load_state
-from ..prune.calibration import KINDS, CalibrationCache, calibration_batch, fisher_diagonal, input_norms
+from ..prune.calibration import (
+    KINDS,
+    CalibrationCache,
+    calibration_batch,
+    fisher_diagonal,
+    input_norms,
+    true_fisher_diagonal,
+)
 from ..prune.granularity import Channel
 
 
@@ -85,7 +92,7 @@ class Calibration:
         return kind in KINDS and not self.has(kind)
 
     def statistic_of(self, kind: str, progress=None, cancel=None) -> dict[str, torch.Tensor]:
-        """{layer: statistic} of ``kind`` ('fisher', 'input_norm', 'apoz'), computed once."""
+        """{layer: statistic} of ``kind`` ('fisher', 'true_fisher', 'input_norm', 'apoz'), computed once."""
         if kind not in KINDS:
             raise ValueError(kind)
 
@@ -96,6 +103,9 @@ class Calibration:
             if kind == "fisher":
                 return fisher_diagonal(module, x, y, names, self.dataset.num_classes, progress=progress,
                                        cancel=cancel)
+            if kind == "true_fisher":
+                return true_fisher_diagonal(module, x, y, names, self.dataset.num_classes, seed=self.seed,
+                                            progress=progress, cancel=cancel)
             if kind == "input_norm":
                 return input_norms(module, x, names, cancel=cancel)
             from ..prune.activations import trace_followers

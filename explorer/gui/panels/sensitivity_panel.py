@@ -74,8 +74,9 @@ class SensitivityPanel(QWidget):
         self.scan_btn.setObjectName("primary")
         self.scan_btn.clicked.connect(self.start_scan)
         self.predict_btn = QPushButton("Predict")
-        self.predict_btn.setToolTip("Instant estimate without evaluating: each layer's loss increase ½·Σ H_ii·w² over "
-                                    "its pruned weights, with H_ii the Fisher of the calibration samples")
+        self.predict_btn.setToolTip("Quick estimate without a scan: each layer's loss increase, the larger of "
+                                    "½·Σ G_ii·w² over its pruned weights (G: the Gauss-Newton diagonal, the Fisher at "
+                                    "the model's own predictions) and the increase measured on 128 validation samples")
         self.predict_btn.clicked.connect(self.start_prediction)
         self.open_btn = QPushButton("Open…")
         self.open_btn.setToolTip("Load a scan JSON (from the CLI's sensitivity command or an earlier save)")
@@ -212,9 +213,10 @@ class SensitivityPanel(QWidget):
 
         def work(progress, cancel):
             # first the instant estimate (the Fisher is quick), then the measurements that replace it
-            self._predict_into(progress, cancel, spec, snap)
+            state = snap.masked_state()
+            pred = self._predict_into(progress, cancel, spec, snap, state)
             # the planned model (applied or not), computed here: a cancelled scan leaves the session untouched
-            return scan(snap, spec, progress, cancel, state=snap.masked_state(), device=snap.device)
+            return scan(snap, spec, progress, cancel, state=state, device=snap.device, prediction=pred)
 
         def on_progress(p):
             if isinstance(p.data, Prediction):
@@ -235,22 +237,23 @@ class SensitivityPanel(QWidget):
         ctx.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
                        on_cancel=lambda: ctx.status("scan cancelled; the model is unchanged", 5000))
 
-    def _predict_into(self, progress, cancel, spec: ScanSpec, snap) -> None:
+    def _predict_into(self, progress, cancel, spec: ScanSpec, snap, state=None) -> Prediction | None:
         """Send the predicted loss increase as a Progress record (nothing when it cannot be predicted, or when the
         Fisher is not known yet and would take long to compute: then Predict computes it on request). Runs in the
         scan's job, on its snapshot."""
         from explorer.core.jobs import Progress
-        if not snap.calibration.has("fisher") and \
+        if not snap.calibration.has("true_fisher") and \
                 snap.profile.total_macs * snap.calibration_samples > AUTO_PREDICT_MACS:
             progress(Progress(None, "no prediction: the Fisher takes a while on this model (press Predict)",
                               "skipped"))
-            return
+            return None
         try:
             pred = predict_loss_increase(snap, spec.sparsities, spec.granularity, spec.criterion, spec.layers,
-                                         cancel=cancel)
+                                         cancel=cancel, split=spec.split, state=state)
         except ExplorerError:
-            return
+            return None
         progress(Progress(None, f"predicted in {pred.seconds:.2f} s", pred))
+        return pred
 
     def start_prediction(self) -> None:
         """Only the instant estimate (no scan)."""

@@ -1,7 +1,9 @@
-"""The Sensitivity tab's loss-increase plot: OBD's predicted curves at once, measured ones as they arrive.
+"""The Sensitivity tab's loss-increase plot: the estimate's predicted curves at once, measured ones as they arrive.
 
-When a scan starts, the Fisher diagonal is computed first (a fraction of a second on the built-in models) and
-every layer's predicted loss increase ½·Σ H_ii·w² over its pruned weights is drawn dashed. As the scan
+When a scan starts, the instant estimate (``core/analyse/predict.py``) is computed first (a fraction of a second
+to a few seconds on the built-in models): every layer's predicted loss increase -- the larger of the quadratic
+½·Σ G_ii·w² over its pruned weights (G: the Gauss-Newton diagonal) and the increase measured on a small fixed
+sample -- is drawn dashed. As the scan
 measures a layer, its measured loss increase replaces the prediction (drawn solid; the prediction stays as a
 faint dotted line) and the prediction's error is shown: measured / predicted (geometric mean) per layer.
 The y axis is logarithmic: predictions and measurements can differ by orders of magnitude.
@@ -31,8 +33,9 @@ class PredictionPlot(QWidget):
         self.plot.setLabel("left", "loss increase (log)")
         self.plot.getAxis("bottom").enableAutoSIPrefix(False)
         self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.plot.setToolTip("Loss increase when only that layer is pruned: dashed = predicted from the Fisher "
-                             "(½·H·w² summed over the pruned weights), solid = measured by the scan")
+        self.plot.setToolTip("Loss increase when only that layer is pruned: dashed = predicted (the larger of "
+                             "½·G·w² over the pruned weights, G the Gauss-Newton diagonal, and the increase on a "
+                             "small fixed sample), solid = measured by the scan")
         self._empty_range()
         self.label = QLabel("The predicted loss increase appears when a scan starts (it needs labels).")
         self.label.setWordWrap(True)
@@ -59,7 +62,7 @@ class PredictionPlot(QWidget):
         self.predicted, self.measured_curves, self.measured, self.errors = {}, {}, {}, {}
         self.prediction = None
         self.sparsities = list(sparsities)
-        self.label.setText("computing the Fisher…")
+        self.label.setText("computing the estimate (Gauss-Newton curvature, small sample)…")
 
     def _color(self, i: int):
         return self.palette[i % len(self.palette)]
@@ -73,7 +76,8 @@ class PredictionPlot(QWidget):
             self.plot.addItem(c)
             self.predicted[l["name"]] = c
         self.plot.enableAutoRange()
-        self.label.setText(f"predicted from the Fisher of {pred.samples} calibration samples in "
+        on = f" and the loss on {pred.sampled} {pred.split} samples" if pred.sampled else ""
+        self.label.setText(f"predicted from the Gauss-Newton curvature of the calibration samples{on} in "
                            f"{pred.seconds:.2f} s; measured curves replace them as the scan runs")
 
     def point(self, pt) -> None:
@@ -92,7 +96,7 @@ class PredictionPlot(QWidget):
             self.label.setText("This scan has no losses (an older file): nothing to compare the prediction with.")
             return
         if self.prediction is None:
-            self.label.setText("Measured loss increase per layer; Predict draws the Fisher's estimate next to it.")
+            self.label.setText("Measured loss increase per layer; Predict draws the estimate next to it.")
         for l in result.layers:
             if isinstance(l.get("loss"), list):
                 vals = [None if v is None else v - result.dense_loss for v in l["loss"]]
