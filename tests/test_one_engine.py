@@ -172,3 +172,39 @@ def test_flows_return_the_result_of_their_snapshot(criterion):
     snap = busy.snapshot()
     state = run_while_churning(lambda: finetune_flow.run(snap, cfg).state, busy)
     assert same_state(expect_ft, state)
+
+
+# ---------------------------------------------------------------------------- defaults for the everyday case
+
+def test_a_short_fine_tune_of_a_small_cnn_takes_the_lower_rate():
+    s = Session.open("digits-cnn")
+    assert finetune_settings(s.profile, epochs=3).lr == 0.02                  # the everyday case
+    assert finetune_settings(s.profile, epochs=12).lr == 0.05                 # where the schedules were tuned
+    assert finetune_settings(s.profile, epochs=4, schedule="iterative", steps=3).lr == 0.05   # 12 in all
+    assert finetune_settings(s.profile, epochs=3, lr=0.1).lr == 0.1           # a given rate wins
+
+
+def test_everyday_prune_recovers_within_a_point(tmp_path):
+    """`prune --model digits-cnn --sparsity 0.8 --finetune-epochs 3` (issue 20): within 1 point of dense on test."""
+    import json
+
+    assert main(["prune", "--model", "digits-cnn", "--sparsity", "0.8", "--finetune-epochs", "3", "--no-latency",
+                 "--out", str(tmp_path / "p")]) == 0
+    r = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert r["finetune"]["lr"] == 0.02
+    assert r["dense"]["accuracy"] - r["pruned"]["accuracy"] <= 1.0
+
+
+def test_the_window_rate_follows_the_run_length_until_the_user_types_one(qtbot, tmp_path):
+    pytest.importorskip("pytestqt")
+    from .gui_helpers import open_window
+
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn")) as win:
+        p = win.finetune_panel
+        p.epochs.setValue(3)
+        assert p.lr.value() == pytest.approx(0.02) and p.config().lr == pytest.approx(0.02)
+        p.epochs.setValue(12)
+        assert p.lr.value() == pytest.approx(0.05)
+        p.lr.setValue(0.04)                       # the user's own rate stays
+        p.epochs.setValue(3)
+        assert p.lr.value() == pytest.approx(0.04)

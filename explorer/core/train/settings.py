@@ -27,14 +27,16 @@ def finetune_settings(profile=None, recorded: FinetuneConfig | dict | None = Non
     if unknown:
         raise TypeError(f"unknown fine-tune settings: {', '.join(unknown)}")
     given = {k: v for k, v in overrides.items() if v is not None}
+    d = finetune_defaults(profile)
     if recorded is not None:
         base = recorded if isinstance(recorded, FinetuneConfig) else FinetuneConfig.from_recorded(recorded)
         if "optimizer" in given and given["optimizer"] != base.optimizer and "lr" not in given:
-            given["lr"] = finetune_defaults(profile).lr(given["optimizer"])
+            given["lr"] = d.lr(given["optimizer"], total_epochs(base, given))
     else:
-        d = finetune_defaults(profile)
         optimizer = given.get("optimizer", d.optimizer)
-        base = FinetuneConfig(epochs=DEFAULT_EPOCHS, optimizer=optimizer, lr=d.lr(optimizer))
+        base = FinetuneConfig(epochs=DEFAULT_EPOCHS, optimizer=optimizer)
+        if "lr" not in given:
+            given["lr"] = d.lr(optimizer, total_epochs(base, given))
     if "step_sparsities" in given:
         given["step_sparsities"] = tuple(float(v) for v in given["step_sparsities"])
         if given["step_sparsities"] and "steps" not in given:
@@ -43,3 +45,10 @@ def finetune_settings(profile=None, recorded: FinetuneConfig | dict | None = Non
         return replace(base, **given).validated()
     except TypeError as e:      # a value of the wrong type in a recorded entry
         raise PlanError(f"Invalid fine-tune settings ({e}).") from None
+
+
+def total_epochs(base: FinetuneConfig, given: dict) -> int:
+    """Epochs of the whole run (an iterative run's steps times its epochs per step)."""
+    epochs, schedule = given.get("epochs", base.epochs), given.get("schedule", base.schedule)
+    steps = given.get("steps") or len(given.get("step_sparsities") or ()) or base.steps
+    return epochs * (steps if schedule == "iterative" else 1)

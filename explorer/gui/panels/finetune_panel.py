@@ -150,6 +150,10 @@ class FinetunePanel(QWidget):
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setToolTip("Seed of the batch order (the same seed gives the same weights)")
         self.schedule.currentTextChanged.connect(self._schedule_changed)
+        self._lr_default = self.lr.value()
+        for w in (self.epochs, self.steps):
+            w.valueChanged.connect(self._follow_default_lr)
+        self.schedule.currentTextChanged.connect(self._follow_default_lr)
         g = QGridLayout()
         rows = [("epochs", self.epochs, "schedule", self.schedule),
                 ("learning rate", self.lr, "steps", self.steps),
@@ -178,8 +182,22 @@ class FinetunePanel(QWidget):
         s = self.session
         return finetune_defaults(s.profile if s.loaded_ok else None)
 
+    def _default_lr(self, optimizer: str | None = None) -> float:
+        """The model's rate for the optimizer and the run's length (a short run of a small CNN takes a lower one)."""
+        total = self.epochs.value() * (self.steps.value() if self.schedule.currentText() == "iterative" else 1)
+        return self._defaults().lr(optimizer or self.optimizer.currentText(), total)
+
+    def _follow_default_lr(self, *_) -> None:
+        """Keep the rate at the default while the user has not typed one of their own."""
+        if abs(self.lr.value() - self._lr_default) < 1e-12:
+            self._set_default_lr()
+
+    def _set_default_lr(self, optimizer: str | None = None) -> None:
+        self._lr_default = self._default_lr(optimizer)
+        self.lr.setValue(self._lr_default)
+
     def _optimizer_changed(self, optimizer: str) -> None:
-        self.lr.setValue(self._defaults().lr(optimizer))
+        self._set_default_lr(optimizer)
 
     def _on_loaded(self) -> None:
         self._forget_partial()
@@ -188,7 +206,7 @@ class FinetunePanel(QWidget):
         if self.optimizer.currentText() != d.optimizer:
             self.optimizer.setCurrentText(d.optimizer)      # sets the rate too
         else:
-            self.lr.setValue(d.lr(d.optimizer))
+            self._set_default_lr(d.optimizer)
         self.optimizer.setToolTip(f"Default for this model: {d.note}. SGD has momentum 0.9 and weight decay 1e-4; "
                                   "the optimizer's state of pruned weights is kept at zero too")
         self.clear_charts()
