@@ -4,7 +4,9 @@ A step = threshold lookup + heatmap image (screen-sized sample) + histogram + co
 layer's cached ranking. Baseline: torch.nn.utils.prune.l1_unstructured recomputing the same layer's
 mask at the same sparsity. Also reports the one-off cost of building the cache.
 
-    python benchmarks/bench_slider.py [--json] [--steps 60] [--baseline-steps 10]
+    python benchmarks/bench_slider.py [--json] [--steps 60] [--baseline-steps 10] [--quick]
+
+``--quick``: digits-cnn's largest layer, 5 steps, 2 baseline steps (a few seconds; the test suite runs it).
 """
 from __future__ import annotations
 
@@ -25,13 +27,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--model", default="torchvision:vgg16")
-    ap.add_argument("--layer", default="classifier.0")
+    ap.add_argument("--layer", default=None, help="default: classifier.0 (the model's largest layer)")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--baseline-steps", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
+    if args.quick:
+        args.model, args.steps, args.baseline_steps = "digits-cnn", 5, 2
     torch.manual_seed(0)
     s = Session.open(args.model)
-    name = args.layer
+    name = args.layer or max(s.layer_names, key=lambda n: s.layer(n).params)
     t0 = time.perf_counter()
     view = s.layer_mask(name)
     cache_build_s = time.perf_counter() - t0
