@@ -22,7 +22,6 @@ from explorer.core.analyse.sensitivity import DEFAULT_SPARSITIES, ScanSpec, scan
 from explorer.core.model.data import labelled_by_model
 from explorer.core.session import Session
 
-
 DROPS = (0.5, 1.0, 2.0)      # allowed drops (points) at which the allocations must agree
 
 

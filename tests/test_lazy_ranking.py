@@ -14,7 +14,6 @@ from explorer.core.prune.oneoff import magnitude_keys
 from explorer.core.prune.ranking import pruned_units
 
 
-
 def _weight(n: int = 60_000) -> torch.Tensor:
     g = torch.Generator().manual_seed(3)
     w = torch.randn(n, generator=g)

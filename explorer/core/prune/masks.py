@@ -34,8 +34,8 @@ from .criteria import ScoreContext, get_criterion
 from .display import DisplaySample
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
 from .groups import ChannelGroup
-from .manual import manual_scores
 from .lazy_ranking import LazyRanking, lazy_supported
+from .manual import manual_scores
 from .oneoff import magnitude_keys
 from .ranking import Ranking, pruned_units, rank_balanced, rank_nm, rank_rows, rank_scores
 
