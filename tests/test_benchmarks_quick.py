@@ -45,10 +45,12 @@ def _run(script: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs():
-    """Every quick mode, started at once on a small pool; each test waits for its own."""
+def runs(request):
+    """The selected quick modes, started at once on a small pool; each test waits for its own."""
+    wanted = {item.callspec.params["script"].name for item in request.session.items
+              if hasattr(item, "callspec") and "script" in item.callspec.params}
     with ThreadPoolExecutor(WORKERS) as pool:
-        futures = {p.name: pool.submit(_run, p) for p in SCRIPTS}
+        futures = {p.name: pool.submit(_run, p) for p in SCRIPTS if p.name in wanted}
         yield futures
         for f in futures.values():
             f.cancel()
