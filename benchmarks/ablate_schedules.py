@@ -10,6 +10,9 @@ N seeds, 12 epochs per run (iterative: 3 steps x 4 epochs):
   defaults, no rewinding / linear steps   today's defaults with one change undone
 
     python benchmarks/ablate_schedules.py [--json] [--sparsity 0.95] [--seeds 5] [--models digits-cnn digits-mlp]
+                                          [--quick]
+
+``--quick``: digits-cnn, one seed, 3 epochs per run (iterative: 3 x 1), to check the script runs.
 """
 from __future__ import annotations
 
@@ -52,20 +55,24 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["digits-cnn", "digits-mlp"])
     ap.add_argument("--sparsity", type=float, default=0.95)
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path")
     args = ap.parse_args()
+    epochs = 12
+    if args.quick:
+        args.models, args.seeds, epochs = ["digits-cnn"], 1, 3
     torch.set_num_threads(1)
     payload, table = {}, []
     for model in args.models:
         s = Session.open(model)
         d = finetune_defaults(s.profile)
-        one = {"before (SGD 0.01)": mean_acc(s, args.sparsity, args.seeds, epochs=12, optimizer="sgd", lr=0.01),
-               "model's rate": mean_acc(s, args.sparsity, args.seeds, epochs=12, optimizer=d.optimizer,
+        one = {"before (SGD 0.01)": mean_acc(s, args.sparsity, args.seeds, epochs=epochs, optimizer="sgd", lr=0.01),
+               "model's rate": mean_acc(s, args.sparsity, args.seeds, epochs=epochs, optimizer=d.optimizer,
                                         lr=d.lr(d.optimizer))}
         rows = {}
         for label, it_kw, agp_kw in variants(s):
-            it = mean_acc(s, args.sparsity, args.seeds, epochs=4, steps=3, schedule="iterative", **it_kw) \
+            it = mean_acc(s, args.sparsity, args.seeds, epochs=epochs // 3, steps=3, schedule="iterative", **it_kw) \
                 if it_kw is not None else None
-            agp = mean_acc(s, args.sparsity, args.seeds, epochs=12, schedule="agp", **agp_kw) \
+            agp = mean_acc(s, args.sparsity, args.seeds, epochs=epochs, schedule="agp", **agp_kw) \
                 if agp_kw is not None else None
             rows[label] = {"iterative": it, "agp": agp}
             print(f"{model} {label}: iterative {it}  agp {agp}", file=sys.stderr, flush=True)
@@ -73,7 +80,7 @@ def main() -> None:
         payload[model] = {"sparsity": args.sparsity, "seeds": args.seeds, "oneshot": one, "rows": rows}
         before, after = one["before (SGD 0.01)"], one["model's rate"]
         table.append([model, "one-shot: SGD 0.01 → model's rate", f"{before:.2f} → {after:.2f}", ""])
-    _common.emit(args, table, ["model", f"change (at {args.sparsity:.0%}, 12 epochs, {args.seeds} seeds)",
+    _common.emit(args, table, ["model", f"change (at {args.sparsity:.0%}, {epochs} epochs, {args.seeds} seeds)",
                                "iterative", "agp"], payload)
 
 

@@ -1,7 +1,7 @@
 """Big models (issue 13, goal 2): time and peak RSS of the window and of `prune` against the model's fp32 size.
 
     python benchmarks/bench_big_models.py [--models vgg16,resnet50,transformer-1b] [--reps 1] [--before DIR]
-                                         [--no-window] [--no-prune] [--json]
+                                         [--no-window] [--no-prune] [--json] [--quick]
 
 Every measurement is a fresh process; its peak RSS is that child's own ``ru_maxrss`` (``os.wait4``). The
 baseline is digits-cnn (67 K parameters) through the same path in the same run, so "added RSS" is
@@ -13,6 +13,10 @@ compared with the model's fp32 size (its parameters and buffers x 4 bytes).
   window's job runner has been idle for 0.5 s (channel-group analysis and indexing done).
 - prune: ``pruning-explorer prune --model M --sparsity 0.5 --out TMP --latency-runs 3 --latency-batch 1``: wall
   time and peak RSS of the whole command (apply, latency of dense and pruned, export with reload checks).
+
+``--json`` prints the payload as one JSON object on stdout (the table goes to stderr) and writes
+``benchmarks/results/big_models.json``; ``--quick`` measures only the digits-cnn baseline's prune (the window
+probe is what ``bench_startup.py --quick`` runs) and writes no results file (the test suite runs it).
 
 Goals: the first layer within 4 s of digits-cnn's, and at most 2x the fp32 size added to peak RSS, for the
 window and for prune.
@@ -94,16 +98,21 @@ def main() -> int:
     ap.add_argument("--before", default=None, help="another checkout measured side by side")
     ap.add_argument("--no-window", action="store_true")
     ap.add_argument("--no-prune", action="store_true")
-    ap.add_argument("--json", action="store_true", help="also write benchmarks/results/big_models.json")
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON object (table on stderr); also write benchmarks/results/big_models.json")
+    ap.add_argument("--quick", action="store_true",
+                    help="digits-cnn's prune only, no results file (the test suite runs it)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.reps, args.no_window = "", 1, True
+    table_out = sys.stderr if args.json else sys.stdout
 
     trees = {"app": ROOT}
     if args.before:
         trees["before"] = Path(args.before).resolve()
     tmp = Path(tempfile.mkdtemp(prefix="bench_big_"))
     models: dict[str, tuple[list[str], int]] = {"digits-cnn": (["--model", "digits-cnn"], 0)}
-    for name in args.models.split(","):
-        name = name.strip()
+    for name in filter(None, (m.strip() for m in args.models.split(","))):
         if name in SPECS:
             models[name] = (["--model", SPECS[name]], fp32_bytes(SPECS[name], []))
         elif name == "transformer-1b":
@@ -186,19 +195,21 @@ def main() -> int:
     header = ["tree", "model", "fp32 MB", "1st layer s", "vs digits s", "window peak MB", "added/fp32",
               "prune s", "prune peak MB", "added/fp32"]
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)), file=table_out)
     for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)), file=table_out)
     print(f"goals: first layer <= digits-cnn + 4 s; added peak RSS <= 2x fp32 size. load average {load_before} -> "
-          f"{load_after}")
+          f"{load_after}", file=table_out)
     payload = {"benchmark": "big_models", "reps": args.reps, "load_avg_before": load_before,
                "load_avg_after": load_after, "transformer_config": TRANSFORMER, "summary": summary,
                "raw": {t: {m: {k: [{kk: vv for kk, vv in r.items() if kk != "modules"} for r in v]
                                for k, v in d.items()} for m, d in ms.items()} for t, ms in results.items()}}
     if args.json:
-        out = ROOT / "benchmarks" / "results" / "big_models.json"
-        out.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {out}")
+        if not args.quick:
+            out = ROOT / "benchmarks" / "results" / "big_models.json"
+            out.write_text(json.dumps(payload, indent=2))
+            print(f"wrote {out}", file=sys.stderr)
+        print(json.dumps(payload, indent=2))
     return 0
 
 

@@ -8,7 +8,9 @@ reported numbers; the validation column is there to show whether a choice made o
 hessian, input norms for wanda, ...), "reconstruct s" the mean time of one reconstruction (all pruned layers).
 Calibration: 128 seeded training samples.
 
-    python benchmarks/bench_criteria.py [--json] [--models digits-cnn digits-mlp] [--samples 128]
+    python benchmarks/bench_criteria.py [--json] [--models digits-cnn digits-mlp] [--samples 128] [--quick]
+
+``--quick``: digits-cnn, criteria l1 and wanda, one sparsity, 16 calibration samples (the test suite runs it).
 """
 from __future__ import annotations
 
@@ -60,16 +62,20 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["digits-cnn", "digits-mlp"])
     ap.add_argument("--samples", type=int, default=128)
     ap.add_argument("--no-channel", action="store_true", help="skip the channel table")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    sps = (0.7, 0.8, 0.9)
+    sps, ch_sps, element, channel = (0.7, 0.8, 0.9), (0.3, 0.5), ELEMENT, CHANNEL
+    if args.quick:
+        args.models, args.samples = ["digits-cnn"], 16
+        sps, ch_sps, element, channel = (0.8,), (0.5,), ("l1", "wanda"), ("l1",)
     runs = []
     for model in args.models:
-        for c in ELEMENT:
+        for c in element:
             runs.append(run(model, c, "element", sps, args.samples))
     if not args.no_channel:
-        for c in CHANNEL:
-            runs.append(run("digits-cnn", c, "channel", (0.3, 0.5), args.samples))
+        for c in channel:
+            runs.append(run("digits-cnn", c, "channel", ch_sps, args.samples))
     dense = {m: accuracies(Session.open(m), Session.open(m).base_state())[0] for m in args.models}
     n_pts = max(len(r["points"]) for r in runs)
     header = ["model", "granularity", "criterion"] + [f"test % at s{i + 1}: one-shot / reconstructed"

@@ -11,7 +11,10 @@
    (8 conv / 5 fc); the paper reaches 13x / 31x / 49x on the trained network. Also times encoding and
    decoding the VGG-16-sized archive.
 
-    python benchmarks/bench_deep_compression.py [--json] [--seeds N] [--no-vgg]
+    python benchmarks/bench_deep_compression.py [--json] [--seeds N] [--no-vgg] [--quick]
+
+``--quick``: digits-mlp only (no VGG-16), 2 fine-tuning epochs and 1 epoch of training the shared values
+(the three stages run as usual; the accuracy goal is not expected to be met; the test suite runs it).
 """
 from __future__ import annotations
 
@@ -45,13 +48,13 @@ QUANTIZE = dict(epochs=10, optimizer="adam", lr=1e-3, weight_decay=0.0)
 BITS, INDEX_BITS = "linear=4", "5"
 
 
-def digits(seed: int) -> dict:
+def digits(seed: int, finetune: dict = FINETUNE, quantize: dict = QUANTIZE) -> dict:
     s = Session.open("digits-mlp", seed=seed)
     s.set_global(s.layer_names, SPARSITY, max_layer_sparsity=0.99)
     settings = QuantSettings.build(s.layers, BITS, INDEX_BITS, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
-        r, _ = run_compress(s.snapshot(), settings, f"{tmp}/out", FinetuneConfig(seed=seed, **FINETUNE),
-                            FinetuneConfig(seed=seed, **QUANTIZE))
+        r, _ = run_compress(s.snapshot(), settings, f"{tmp}/out", FinetuneConfig(seed=seed, **finetune),
+                            FinetuneConfig(seed=seed, **quantize))
     sec = r.seconds
     times = {"pruned": sec["prune"], "quantized": sec["cluster"] + sec.get("train", 0.0),
              "huffman": sec["huffman_encode"]}
@@ -106,9 +109,14 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--seeds", type=int, default=1, help="digits-mlp: run seeds 0..N-1 (the table shows seed 0)")
     ap.add_argument("--no-vgg", action="store_true", help="skip the VGG-16 sizes (needs ~6 GB and a minute)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    runs = [digits(seed) for seed in range(max(1, args.seeds))]
+    finetune, quantize = FINETUNE, QUANTIZE
+    if args.quick:
+        args.no_vgg, args.seeds = True, 1
+        finetune, quantize = dict(FINETUNE, epochs=2), dict(QUANTIZE, epochs=1)
+    runs = [digits(seed, finetune, quantize) for seed in range(max(1, args.seeds))]
     d = runs[0]
     dense_acc = d["stages"][0]["accuracy"]
     total = d["stages"][-1]
@@ -116,7 +124,7 @@ def main() -> None:
     payload = {"digits-mlp": {"stages": d["stages"], "seconds": d["seconds"], "layers": d["layers"],
                               "untrained_accuracy":
                               d["untrained_accuracy"], "goal_met": goal,
-                              "settings": {"sparsity": SPARSITY, "finetune": FINETUNE, "quantize": QUANTIZE,
+                              "settings": {"sparsity": SPARSITY, "finetune": finetune, "quantize": quantize,
                                            "bits": BITS, "index_bits": INDEX_BITS}},
                "machine": _common.machine()}
     if len(runs) > 1:

@@ -6,7 +6,9 @@ explorer.core.train.finetune.MaskEnforcer), and
 torch.nn.utils.prune's reparametrised weights (weight = weight_orig * weight_mask in every forward).
 Goal: mask overhead (masked / plain - 1) <= 5%.
 
-    python benchmarks/bench_finetune.py [--json] [--model digits-cnn] [--steps 200]
+    python benchmarks/bench_finetune.py [--json] [--models digits-cnn lab-vgg] [--steps 30] [--quick]
+
+``--quick``: digits-cnn, 4 steps, one timed repeat (a few seconds; tests/test_benchmarks_quick.py runs it).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def run(model, batches, after_step=None, repeats=3, enforcer=None) -> float:
     return statistics.median(per)
 
 
-def bench(model_spec: str, steps: int, batch: int, sparsity: float) -> dict:
+def bench(model_spec: str, steps: int, batch: int, sparsity: float, repeats: int = 3) -> dict:
     s = Session.open(model_spec)
     s.set_uniform(s.layer_names, sparsity)
     s.apply()
@@ -60,18 +62,20 @@ def bench(model_spec: str, steps: int, batch: int, sparsity: float) -> dict:
     enforcer = MaskEnforcer(masked, masks, aux)
     tp = copy.deepcopy(s.module)
     mods = dict(tp.named_modules())
-    for n, m in masks.items():
-        prune.custom_from_mask(mods[n], "weight", m)
+    for key, m in masks.items():      # masks are keyed by state_dict keys ("backbone.conv0.weight")
+        mod, pname = key.rsplit(".", 1)
+        prune.custom_from_mask(mods[mod], pname, m)
     # warm-up all three once, then interleave the timed repeats
     for m, hook in ((plain, None), (masked, enforcer.apply), (tp, None)):
         run(m, batches[:5], hook, repeats=1, enforcer=enforcer if m is masked else None)
     times = {"plain": [], "masked": [], "torch_prune": []}
-    for _ in range(3):
+    for _ in range(repeats):
         times["plain"].append(run(plain, batches, None, 1))
         times["masked"].append(run(masked, batches, enforcer.apply, 1, enforcer=enforcer))
         times["torch_prune"].append(run(tp, batches, None, 1))
     med = {k: statistics.median(v) for k, v in times.items()}
-    zeros_ok = all(bool((dict(masked.named_parameters())[f"{n}.weight"][~m] == 0).all()) for n, m in masks.items())
+    params = dict(masked.named_parameters())
+    zeros_ok = all(bool((params[key][~m] == 0).all()) for key, m in masks.items())
     return {"model": model_spec, "batch": batch, "steps": len(batches), "plain_step_ms": med["plain"],
             "masked_step_ms": med["masked"], "torch_prune_step_ms": med["torch_prune"],
             "overhead": med["masked"] / med["plain"] - 1, "torch_prune_overhead": med["torch_prune"] / med["plain"] - 1,
@@ -85,10 +89,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--sparsity", type=float, default=0.8)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
     torch.manual_seed(0)
-    rows = [bench(m, args.steps if m != "digits-cnn" else max(args.steps, 39), args.batch, args.sparsity)
-            for m in args.models]
+    if args.quick:
+        rows = [bench("digits-cnn", 4, 8, args.sparsity, repeats=1)]
+    else:
+        rows = [bench(m, args.steps if m != "digits-cnn" else max(args.steps, 39), args.batch, args.sparsity)
+                for m in args.models]
     first = rows[0]
     payload = {"plain_step_ms": first["plain_step_ms"], "masked_step_ms": first["masked_step_ms"],
                "torch_prune_step_ms": first["torch_prune_step_ms"], "overhead": first["overhead"],

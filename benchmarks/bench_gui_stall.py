@@ -4,7 +4,9 @@ Opens the main window offscreen on digits-cnn, plans 80% sparsity, starts fine-t
 job runs a 5 ms QTimer records the gaps between its ticks; meanwhile the script drags a layer's
 sparsity slider every 50 ms, as a user would. Prints the largest gap.
 
-    python benchmarks/bench_gui_stall.py [--json] [--epochs 3]
+    python benchmarks/bench_gui_stall.py [--json] [--epochs 3] [--quick]
+
+``--quick``: one epoch (the test suite runs it).
 """
 from __future__ import annotations
 
@@ -22,7 +24,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--model", default="digits-cnn")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
+    if args.quick:
+        args.epochs = 1
     from PySide6.QtCore import QTimer
 
     from explorer.core.session import Session

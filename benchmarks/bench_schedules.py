@@ -15,7 +15,9 @@ at its rate for the model); ``before`` (the schedules and defaults before issue 
 AGP pruning over 3/4 of one cosine -- as an old recipe replays them).
 
     python benchmarks/bench_schedules.py [--json] [--variant default|sgd|adam|before] [--seeds 5] [--epochs 12]
-                                         [--save results.json]
+                                         [--save results.json] [--quick]
+
+``--quick``: digits-cnn at 90 %, 3 epochs (iterative: 3 x 1), one seed (the test suite runs it).
 
 ``--json`` prints {"digits-cnn": {"0.95": {"oneshot": acc, "iterative": acc, "agp": acc}, ...}, "digits-mlp": ...}.
 """
@@ -105,7 +107,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12, help="total epochs of every schedule (iterative: split in steps)")
     ap.add_argument("--seeds", type=int, default=5, help="runs per cell (batch orders 0..N-1), averaged")
     ap.add_argument("--save", default=None, help="also write the full record (per-seed accuracies, settings) here")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.sparsities, args.epochs, args.seeds = ["digits-cnn"], "0.9", STEPS, 1
     torch.set_num_threads(1)
     sparsities = [float(v) for v in args.sparsities.split(",")]
     t0 = time.perf_counter()

@@ -1,11 +1,18 @@
-"""Sensitivity scan: the naive loop vs the app's scan, same sparsities, early stop off.
+"""Sensitivity scan: the naive loop vs the app's exact scan vs the sequential scan, same sparsities.
 
 Naive: for each layer and sparsity prune only that layer, evaluate the full model on the full split,
-restore. App: cached activations + suffix replay + batched sparsities (explorer.core.analyse.sensitivity).
+restore. Exact (``--exact``, issue 7): cached activations + suffix replay + batched sparsities
+(explorer.core.analyse.sensitivity). Sequential (issue 24, ``ScanSpec(exact=False)``, analyse/sequential.py): the
+replay on a growing seeded sample per point, until the allocation at 0.5/1/2 points of allowed drop is decided.
 Models: digits-cnn on digits, and a VGG-like conv net (the pruning lab's VGG, random weights) on
-synthetic inputs labelled by the dense net's own predictions. Goal: identical accuracies, >= 3x faster.
+synthetic inputs labelled by the dense net's own predictions. Each row: ``ratio`` (naive / sequential),
+``exact_ratio`` (naive / exact), ``same_allocation`` (the three scans give the same per-layer sparsities at
+0.5, 1 and 2 points), ``sample_share`` (samples the sequential scan evaluated / the exact scan's).
+Goal (issue 24): ratio >= 5x with the same allocation.
 
-    python benchmarks/bench_sensitivity.py [--json] [--samples 512]
+    python benchmarks/bench_sensitivity.py [--json] [--samples 512] [--monotone] [--quick]
+
+``--quick``: digits-cnn only, sparsities 0.5 and 0.9, one repeat (a few seconds; the test suite runs it).
 """
 from __future__ import annotations
 
@@ -15,9 +22,12 @@ import time
 import _common  # noqa: F401
 import torch
 
+from explorer.core.analyse.allocate import allocate_by_drop
 from explorer.core.analyse.sensitivity import DEFAULT_SPARSITIES, ScanSpec, scan
 from explorer.core.model.data import labelled_by_model
 from explorer.core.session import Session
+
+DROPS = (0.5, 1.0, 2.0)      # allowed drops (points) at which the allocations must agree
 
 
 def session_for(spec: str, samples: int) -> Session:
@@ -34,22 +44,35 @@ def session_for(spec: str, samples: int) -> Session:
     return s
 
 
-def bench(spec: str, samples: int, repeats: int) -> dict:
+def bench(spec: str, samples: int, repeats: int, sparsities=DEFAULT_SPARSITIES, monotone: bool = False) -> dict:
     s = session_for(spec, samples)
-    sp = ScanSpec(list(DEFAULT_SPARSITIES))
-    scan(s, ScanSpec([0.5], layers=[s.layer_names[0]]))      # build rankings / warm up once for both
-    fast_t, naive_t = [], []
-    for _ in range(repeats):
+    exact_spec = ScanSpec(list(sparsities))
+    seq_spec = ScanSpec(list(sparsities), exact=False, drops=DROPS, monotone=monotone)
+    scan(s, ScanSpec([0.5], layers=[s.layer_names[0]]))      # build rankings / warm up once for all
+    seq_t, exact_t, naive_t = [], [], []
+    for _ in range(repeats):              # interleaved, so drift in the machine's load hits all three alike
         t = time.perf_counter()
-        fast = scan(s, sp)
-        fast_t.append(time.perf_counter() - t)
+        seq = scan(s, seq_spec)
+        seq_t.append(time.perf_counter() - t)
         t = time.perf_counter()
-        naive = scan(s, sp, naive=True)
+        exact = scan(s, exact_spec)
+        exact_t.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        naive = scan(s, exact_spec, naive=True)
         naive_t.append(time.perf_counter() - t)
-    diff = max(abs(a - b) for lf, ln in zip(fast.layers, naive.layers) for a, b in zip(lf["accuracy"], ln["accuracy"]))
-    return {"model": spec, "dataset": s.dataset.spec, "samples": s.dataset.size("test"), "layers": len(fast.layers),
-            "points": len(fast.layers) * len(sp.sparsities), "naive_s": min(naive_t), "fast_s": min(fast_t),
-            "ratio": min(naive_t) / min(fast_t), "max_abs_diff": diff, "method": fast.method}
+
+    def allocations(r):
+        return [allocate_by_drop(s, r, d).sparsities for d in DROPS]
+    same = allocations(seq) == allocations(exact) == allocations(naive)
+    diff = max(abs(a - b) for lf, ln in zip(exact.layers, naive.layers) for a, b in zip(lf["accuracy"], ln["accuracy"]))
+    n = s.dataset.size(exact_spec.split)
+    used = sum(u or 0 for l in seq.layers for u in l["samples"])
+    points = len(exact.layers) * len(exact_spec.sparsities)
+    return {"model": spec, "dataset": s.dataset.spec, "samples": n, "layers": len(exact.layers),
+            "points": points, "naive_s": min(naive_t), "exact_s": min(exact_t), "fast_s": min(seq_t),
+            "ratio": min(naive_t) / min(seq_t), "exact_ratio": min(naive_t) / min(exact_t),
+            "max_abs_diff": diff, "same_allocation": same, "sample_share": used / (points * n),
+            "monotone": monotone, "method": exact.method}
 
 
 def main() -> None:
@@ -58,15 +81,23 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["digits-cnn", "lab-vgg"])
     ap.add_argument("--samples", type=int, default=256, help="test samples of the synthetic dataset")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--monotone", action="store_true", help="the sequential scan also skips points above a clear fail")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
+    sparsities = DEFAULT_SPARSITIES
+    if args.quick:
+        args.models, args.samples, args.repeats, sparsities = ["digits-cnn"], 64, 1, (0.5, 0.9)
     torch.manual_seed(0)
-    rows = [bench(m, args.samples, args.repeats) for m in args.models]
-    payload = {r["model"]: {k: r[k] for k in ("naive_s", "fast_s", "ratio", "max_abs_diff")} for r in rows}
-    payload["details"] = rows
+    rows = [bench(m, args.samples, args.repeats, sparsities, args.monotone) for m in args.models]
+    payload = {r["model"]: {k: r[k] for k in ("naive_s", "exact_s", "fast_s", "ratio", "exact_ratio", "max_abs_diff",
+                                              "same_allocation")} for r in rows}
+    payload["rows"] = rows
     payload["machine"] = _common.machine()
-    _common.emit(args, [[r["model"], r["samples"], r["points"], f"{r['naive_s']:.2f}", f"{r['fast_s']:.2f}",
-                         f"{r['ratio']:.1f}x", f"{r['max_abs_diff']:.3g}", r["method"]] for r in rows],
-                 ["model", "samples", "points", "naive s", "app s", "ratio", "max |diff| (points)", "method"],
+    _common.emit(args, [[r["model"], r["samples"], r["points"], f"{r['naive_s']:.2f}", f"{r['exact_s']:.2f}",
+                         f"{r['exact_ratio']:.1f}x", f"{r['fast_s']:.2f}", f"{r['ratio']:.1f}x",
+                         f"{r['sample_share']:.0%}", r["same_allocation"], f"{r['max_abs_diff']:.3g}"] for r in rows],
+                 ["model", "samples", "points", "naive s", "exact replay s", "ratio", "sequential s", "ratio",
+                  "samples used", "same allocation (0.5/1/2 pt)", "exact max |diff|"],
                  payload)
 
 

@@ -4,7 +4,9 @@ For each model (random weights, synthetic input) at 50% `channel` (compacted) an
 (masked; dense hardware multiplies the zeros): MACs and measured latency relative to dense, in one
 run, batch 32, interleaved timing. Goal: compacted speedup >= 0.8 x MAC ratio.
 
-    python benchmarks/bench_speedup.py [--json] [--models digits-cnn torchvision:resnet18 torchvision:vgg16]
+    python benchmarks/bench_speedup.py [--json] [--models digits-cnn torchvision:resnet18 torchvision:vgg16] [--quick]
+
+``--quick``: digits-cnn, batch 4, 2 timed runs (the test suite runs it).
 """
 from __future__ import annotations
 
@@ -88,7 +90,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     ap.add_argument("--breakdown", action="store_true",
                     help="also print the per-operator time of the dense and compacted model (torch.profiler)")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
+    if args.quick:
+        args.models, args.batch, args.runs = ["digits-cnn"], 4, 2
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -1,6 +1,11 @@
 """Start-up (issue 13, goal 1): the app's first frame vs a bare PySide6 window in a process that imports torch.
 
     python benchmarks/bench_startup.py [--reps 7] [--model digits-cnn] [--before DIR] [--no-screenshot] [--json]
+                                       [--quick]
+
+``--json`` prints the payload as one JSON object on stdout (the table goes to stderr) and writes
+``benchmarks/results/startup.json``; ``--quick``: one repetition, no screenshot, no results file (the test suite
+runs it).
 
 Each repetition starts every variant in a fresh process (``_probe.py``), in an order that rotates from one
 repetition to the next, so drift in the machine's load hits all variants alike; the table gives medians.
@@ -38,8 +43,13 @@ def main() -> int:
     ap.add_argument("--model", default="digits-cnn")
     ap.add_argument("--before", default=None, help="another checkout to measure side by side (e.g. main)")
     ap.add_argument("--no-screenshot", action="store_true")
-    ap.add_argument("--json", action="store_true", help="also write benchmarks/results/startup.json")
+    ap.add_argument("--json", action="store_true",
+                    help="print one JSON object (table on stderr); also write benchmarks/results/startup.json")
+    ap.add_argument("--quick", action="store_true", help="one repetition, no screenshot, no results file")
     args = ap.parse_args()
+    if args.quick:
+        args.reps, args.no_screenshot = 1, True
+    table_out = sys.stderr if args.json else sys.stdout
 
     variants = {"floor": None, "app": ROOT}
     if args.before:
@@ -103,15 +113,17 @@ def main() -> int:
                      f"{s['screenshot_s']:.2f}" if s.get("screenshot_s") else "-",
                      f"{s['screenshot_peak_rss_mb']:.0f}" if s.get("screenshot_peak_rss_mb") else "-"])
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)), file=table_out)
     for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)), file=table_out)
     print(f"goal: first frame <= {GOAL}x floor: {'met' if payload['goal_met'] else 'NOT met'}; "
-          f"load average {load_before} -> {load_after} on {payload['cpus']} CPUs")
+          f"load average {load_before} -> {load_after} on {payload['cpus']} CPUs", file=table_out)
     if args.json:
-        out = ROOT / "benchmarks" / "results" / "startup.json"
-        out.write_text(json.dumps(payload, indent=2))
-        print(f"wrote {out}")
+        if not args.quick:
+            out = ROOT / "benchmarks" / "results" / "startup.json"
+            out.write_text(json.dumps(payload, indent=2))
+            print(f"wrote {out}", file=sys.stderr)
+        print(json.dumps(payload, indent=2))
     return 0
 
 

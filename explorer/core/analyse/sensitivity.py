@@ -43,6 +43,7 @@ from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
 from ..train.metric import METRICS, metric_of
 from .replay import Replayer
+from .sequential import StagedSplit, sequential_row
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
@@ -80,6 +81,15 @@ class ScanSpec:
     latency: bool = False
     latency_runs: int = 10
     latency_batch: int = 1
+    # exact (default): every point on the whole split. False: the sequential scan (sequential.py) -- points on
+    # a growing seeded sample until what an allocation at ``drops`` (capped at ``cap``) needs is decided; that
+    # allocation equals the exact scan's. ``monotone``: also leave out (None) a layer's sparsities above one that
+    # fails the loosest drop (exact only when the layer's curve does not recover).
+    exact: bool = True
+    drops: tuple = (0.5, 1.0, 2.0)
+    cap: float = 0.95
+    monotone: bool = False
+    seed: int = 0
 
     def __post_init__(self):
         self.granularity = get_granularity(self.granularity)
@@ -115,6 +125,7 @@ class ScanResult:
     skipped: dict = field(default_factory=dict)   # layer -> why it was not scanned
     dense_loss: float | None = None
     metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
+    sequential: dict | None = None  # the sequential scan's settings (drops, stages, monotone, seed); None: exact
 
     @property
     def measure(self):
@@ -128,6 +139,8 @@ class ScanResult:
              "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
              "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
              "skipped": self.skipped}
+        if self.sequential is not None:
+            d["sequential"] = self.sequential
         if self.metric != "accuracy":   # the values are named by their metric
             d = {("dense_" + self.metric if k == "dense_accuracy" else k): v for k, v in d.items()}
             d["layers"] = [{(self.metric if k == "accuracy" else k): v for k, v in l.items()} for l in self.layers]
@@ -190,7 +203,7 @@ class ScanResult:
                                       or not 0 <= a <= top) for a in accs):
                 raise bad(f"layer {l['name']} has {metric} values out of range (or null for 'not measured')")
             entry = dict(l, accuracy=[None if accs[i] is None else float(accs[i]) for i in order])
-            for key in ("latency_ms", "loss", "predicted_loss"):
+            for key in ("latency_ms", "loss", "predicted_loss", "samples", "interval"):
                 vals = l.get(key)
                 if isinstance(vals, list) and len(vals) == len(sparsities):
                     entry[key] = [vals[i] for i in order]
@@ -201,7 +214,8 @@ class ScanResult:
                    method=str(d.get("method", "fast")), seconds=float(d.get("seconds") or 0.0),
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
                    samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
-                   dense_loss=d.get("dense_loss"), metric=metric)
+                   dense_loss=d.get("dense_loss"), metric=metric,
+                   sequential=d.get("sequential") if isinstance(d.get("sequential"), dict) else None)
 
     def layer(self, name: str) -> dict:
         for l in self.layers:
@@ -337,6 +351,12 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                         sparsities=sparsities, method=method, early_stop=spec.early_stop,
                         dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped,
                         dense_loss=dense_loss, metric=measure.name)
+    staged = None
+    if not spec.exact and replayer is not None and spec.early_stop is None and not spec.latency:
+        staged = StagedSplit(module, x, y, spec.seed)
+        replayer = None        # the stages replay from here on; free the whole split's cache
+        result.sequential = {"drops": list(spec.drops), "cap": spec.cap, "stages": staged.sizes,
+                             "monotone": spec.monotone, "seed": spec.seed}
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
@@ -350,6 +370,20 @@ def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: Ca
                 progress(Progress(done / total, f"{row}: same channel group as {prev['name']}",
                                   ScanPoint(row, i, s, prev["accuracy"][i], (prev.get("latency_ms") or [None] * len(sparsities))[i],
                                             prev["loss"][i], dense_loss)))
+            continue
+        if staged is not None:
+            if cancel is not None:
+                cancel.check()
+            entry = sequential_row(staged, row, members, session.layer(row).params, sparsities, dense_acc, spec,
+                                   ds.num_classes, _loss, lambda i, m=members: {
+                                       k: t.to(device) for k, t in
+                                       _variant_params(session, m, lp_for, sparsities[i]).items()})
+            for i, s in enumerate(sparsities):
+                done += 1
+                progress(Progress(done / total, f"{row}: {s:.0%} -> {measure.format(entry['accuracy'][i])}",
+                                  ScanPoint(row, i, s, entry["accuracy"][i], None, entry["loss"][i], dense_loss)))
+            result.layers.append(entry)
+            by_group[members] = entry
             continue
         accs: list[float | None] = [None] * len(sparsities)
         lats: list[float | None] = [None] * len(sparsities)

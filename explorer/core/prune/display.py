@@ -39,13 +39,40 @@ class DisplaySample:
     cols: np.ndarray                    # original column (in*kh*kw index) of each sampled display column
     pos: np.ndarray                     # position of each sampled column on the display axis
     display_values: np.ndarray          # (r, c) float32 weight values of the sample
-    display_ranks: np.ndarray           # (r, c) rank of each heatmap pixel's unit: kept iff rank >= k
+    display_ranks: np.ndarray | None    # (r, c) rank of each heatmap pixel's unit: kept iff rank >= k
     hist_values: np.ndarray             # float32 values of the histogram sample
-    hist_ranks: np.ndarray              # rank of each histogram sample's unit
+    hist_ranks: np.ndarray | None       # rank of each histogram sample's unit
+    # the samples' (shared) unit ids: while a big layer's ranking is still sorting (lazy_ranking.LazyRanking)
+    # the ranks are None and "kept" is answered by selection; they are filled once the sort is done
+    display_units: np.ndarray | None = None
+    hist_units: np.ndarray | None = None
+    ranking: object = None
 
     @property
     def nbytes(self) -> int:
-        return self.display_ranks.nbytes * 2 + self.hist_ranks.nbytes * 2
+        return self.display_values.nbytes * 2 + self.hist_values.nbytes * 2
+
+    def _fill(self) -> bool:
+        """Ranks from the finished ranking (True when the ranks are there)."""
+        if self.display_ranks is None:
+            if not self.ranking.ready:
+                return False
+            rank = self.ranking.rank.numpy()
+            self.hist_ranks = rank[self.hist_units]
+            self.display_ranks = rank[self.display_units.reshape(-1)].reshape(self.display_units.shape)
+        return True
+
+    def display_kept(self, k: int) -> np.ndarray:
+        """bool (r, c): the heatmap pixels whose unit survives when the first ``k`` units are pruned."""
+        if self._fill():
+            return self.display_ranks >= k
+        return self.ranking.kept(self.display_units.reshape(-1), k).reshape(self.display_units.shape)
+
+    def hist_pruned(self, k: int) -> np.ndarray:
+        """bool: the histogram samples whose unit is among the first ``k`` pruned."""
+        if self._fill():
+            return self.hist_ranks < k
+        return ~self.ranking.kept(self.hist_units, k)
 
     @classmethod
     def build(cls, m) -> "DisplaySample":
@@ -69,6 +96,12 @@ class DisplaySample:
         if m.unit_of_own is not None:
             uo = m.unit_of_own.numpy()
             own_units, hist_units = uo[own_units], uo[hist_units]
+        own_units = np.asarray(own_units).reshape(len(rows), len(cols))
+        hist_units = np.asarray(hist_units)
+        if not getattr(m.ranking, "ready", True):           # a big layer still sorting: select per step
+            return cls(rows=rows, cols=cols, pos=pos, display_values=display_values, display_ranks=None,
+                       hist_values=hist_values, hist_ranks=None, display_units=own_units, hist_units=hist_units,
+                       ranking=m.ranking)
         rank_np = m.ranking.rank.numpy()
         return cls(rows=rows, cols=cols, pos=pos, display_values=display_values,
                    display_ranks=rank_np[own_units].reshape(len(rows), len(cols)),

@@ -34,7 +34,9 @@ from ..model.metrics import LayerCounts
 from .criteria import ScoreContext, get_criterion
 from .display import DisplaySample
 from .granularity import NM, Channel, Granularity, GroupLayout, get_granularity
+from .lazy_ranking import LazyRanking, lazy_supported
 from .manual import manual_scores
+from .oneoff import magnitude_keys
 from .ranking import Ranking, pruned_units, rank_balanced, rank_nm, rank_rows, rank_scores
 
 HIST_BINS = 101
@@ -96,7 +98,7 @@ class LayerMask:
 
     def display_keep(self, sparsity: float) -> np.ndarray:
         """bool (r, c): which heatmap pixels survive at this sparsity."""
-        return self.sample.display_ranks >= self.units_for(sparsity)
+        return self.sample.display_kept(self.units_for(sparsity))
 
     def display_image(self, sparsity: float, level: float) -> np.ndarray:
         """float32 heatmap sample: kept weights clipped to [-level, level], pruned ones at -3*level (a colormap's
@@ -110,7 +112,7 @@ class LayerMask:
         return np.where(self.display_keep(sparsity), clipped, np.float32(-3 * level))
 
     def hist_pruned_mask(self, sparsity: float) -> np.ndarray:
-        return self.sample.hist_ranks < self.units_for(sparsity)
+        return self.sample.hist_pruned(self.units_for(sparsity))
 
     def histogram(self, sparsity: float, absolute: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(edges, kept, pruned): histogram of the layer's nonzero weight values split by the mask, scaled to
@@ -218,7 +220,7 @@ class MaskEngine:
                  channel_group: Callable[[str], ChannelGroup] | None = None,
                  gradient: Callable[[str], torch.Tensor | None] | None = None, seed: int = 0,
                  budget_bytes: int = CACHE_BUDGET_BYTES,
-                 statistic: Callable[[str, str], torch.Tensor | None] | None = None):
+                 statistic: Callable[[str, str], torch.Tensor | None] | None = None, lazy: bool = True):
         self.layers = layers
         self.statistic = statistic
         self.weight = weight
@@ -226,6 +228,7 @@ class MaskEngine:
         self.gradient = gradient
         self.seed = seed
         self.budget = budget_bytes
+        self.lazy = lazy   # big element l1/l2 layers: rank by selection first, sort in the background
         self._views: OrderedDict[tuple, LayerMask] = OrderedDict()
         self._rankings: OrderedDict[tuple, Ranking] = OrderedDict()
         self._build_lock = threading.RLock()   # builds may run in a worker; cached lookups need no lock
@@ -323,6 +326,14 @@ class MaskEngine:
             comparable = (lambda sc, size=size: crit.comparable(sc, size))
         else:
             lay = gran.layout(layer)
+            w = self.weight(name)
+            if lazy_supported(criterion, gran.name, lay.group_size, layer.params, w.dtype) \
+                    and not isinstance(gran, NM) and self.lazy:
+                # a big layer: answered by selection at once, sorted in the background (lazy_ranking.py)
+                ranking = LazyRanking(magnitude_keys(w.detach().reshape(-1)),
+                                      lambda sc, size=lay.group_size: crit.comparable(sc, size))
+                self._cache(self._rankings, key, ranking)
+                return ranking, None
             elem = self._element_scores(name, criterion)
             if isinstance(gran, NM):
                 sorted_keys, rank, order = rank_nm(
@@ -385,11 +396,6 @@ class MaskEngine:
             own_index = torch.as_tensor(group.member_index[name], dtype=torch.long)
             unit_of_own = torch.empty(layer.out_channels, dtype=torch.long)
             unit_of_own[own_index] = torch.arange(own_index.numel())
-        # nonzeros per own unit, arranged in pruning order of the (shared) units
-        order = ranking.order
-        if order is None:
-            order = torch.empty(ranking.units, dtype=torch.long)
-            order[ranking.rank.long()] = torch.arange(ranking.units)
         zeros_first = None
         cum = None
         if unit_layout.group_size == 1 and unit_of_own is None and criterion in ("l1", "l2") \
@@ -398,6 +404,11 @@ class MaskEngine:
             zeros_first = int(layer.params - torch.count_nonzero(w))
             nonzero_total = layer.params - zeros_first
         else:
+            # nonzeros per own unit, arranged in pruning order of the (shared) units
+            order = ranking.order
+            if order is None:
+                order = torch.empty(ranking.units, dtype=torch.long)
+                order[ranking.rank.long()] = torch.arange(ranking.units)
             nz_units = (unit_layout.group_view(w) != 0).sum(dim=1, dtype=torch.int32)
             if unit_of_own is not None:
                 shared_nz = torch.empty_like(nz_units)

@@ -45,6 +45,9 @@ def _keys(w: torch.Tensor) -> torch.Tensor:
     return a.view(torch.int32)
 
 
+magnitude_keys = _keys      # the public name (the mask engine's lazy rankings use the same keys)
+
+
 def _chunks(flat: torch.Tensor):
     for i in range(0, flat.numel(), CHUNK):
         yield i, flat[i:i + CHUNK]

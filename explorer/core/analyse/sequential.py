@@ -1,0 +1,161 @@
+"""The sensitivity scan that decides instead of measuring (issue 24): a sequential evaluation per point.
+
+A scan exists to choose per-layer sparsities, and ``prune --from-sensitivity`` only asks of each point whether its
+accuracy is within the allowed drop of dense (0.5, 1 and 2 points unless told). So each point is evaluated on a
+growing sample of the split -- a seeded permutation, in fixed stages (1/8, 1/4, 1/2, all) -- and stops as soon as
+its accuracy's interval is clear of every threshold ``dense - drop``. The interval is not a statistical one: after
+``n`` of ``N`` samples with ``c`` correct, the accuracy on the whole split lies in ``[c/N, (c + N - n)/N]``
+whatever the rest holds, so a decided point's estimate (``c/n``, inside that interval) is on the same side of
+every threshold as the exact value: the allocation at those drops is the exact scan's. A point never decided is
+evaluated on the whole split and is the exact value.
+
+Optionally (``monotone``) the sparsities above a point that fails even the loosest threshold are not evaluated
+(``None``, "not measured": an allocation never goes past them), which is exact when a layer's curve does not
+recover at higher sparsity.
+
+Every stage is its own suffix replayer (``replay.Replayer`` on that slice of the permuted split), so a stage
+replays all of a layer's undecided points together, as the exact scan does for the whole split.
+"""
+from __future__ import annotations
+
+import torch
+
+from .replay import Replayer
+
+STAGES = (1 / 8, 1 / 4, 1 / 2, 1.0)
+DEFAULT_DROPS = (0.5, 1.0, 2.0)
+_EPS = 1e-9
+
+
+class StagedSplit:
+    """The split in a seeded order, cut into the stages' slices, each with its own replayer."""
+
+    def __init__(self, module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, stages=STAGES):
+        N = x.shape[0]
+        perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).to(x.device)
+        bounds = sorted({max(1, min(N, int(round(f * N)))) for f in stages} | {N})
+        self.N = N
+        self.parts: list[tuple[Replayer, torch.Tensor]] = []
+        a = 0
+        for b in bounds:
+            idx = perm[a:b]
+            self.parts.append((Replayer(module, x[idx]), y[idx]))
+            a = b
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(y.shape[0]) for _, y in self.parts]
+
+
+def interval(correct: int, n: int, N: int) -> tuple[float, float]:
+    """Accuracy (percent) on the whole split of N samples, given ``correct`` of the first ``n``: always inside."""
+    return 100.0 * correct / N, 100.0 * (correct + N - n) / N
+
+
+def states(lo: float, hi: float, dense: float, drops) -> list[int]:
+    """Per drop: +1 the point is within it for sure, -1 it is not, 0 undecided (the interval straddles
+    ``dense - d``)."""
+    out = []
+    for d in drops:
+        t = dense - d
+        out.append(1 if lo > t + _EPS else (-1 if hi < t - _EPS else 0))
+    return out
+
+
+def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, drops, monotone: bool,
+               correct_of, loss_of, per_pass: int, eligible=None):
+    """Evaluate one layer's points stage by stage. ``variants_at(i)``: the parameter variant of point i;
+    ``correct_of(logits, y)``: correct predictions; ``loss_of(logits, y)``: mean loss; ``eligible[i]``: point i
+    may be allocated (its sparsity is within the allocation's cap). Returns per point (accuracy, loss,
+    samples used, [lo, hi]) -- all None for a point not evaluated (``monotone`` only).
+
+    An allocation at drop d takes the highest eligible point within d. So a point needs more samples only while
+    some drop d leaves it undecided and no point above it is known to be within d: in the end the highest point
+    within d and every eligible point above it are decided exactly; the points below keep the estimate of the
+    samples they had (their interval says how wide it is). Every point gets the first stage; then the points
+    that the estimates say will decide (the highest likely within d, and those above it) go first."""
+    N = staged.N
+    eligible = list(eligible) if eligible is not None else [True] * n_points
+    correct = [0] * n_points
+    loss_sum = [0.0] * n_points
+    used = [0] * n_points
+    stage = [0] * n_points                 # the next stage each point would run
+    state = [[0] * len(drops) for _ in range(n_points)]
+    dropped: set[int] = set()              # monotone: above a point that fails the loosest drop
+    cache: dict[int, dict] = {}
+
+    def run(points: list[int], part: int) -> None:
+        replayer, y = staged.parts[part]
+        n = y.shape[0]
+        for j0 in range(0, len(points), per_pass):
+            idx = points[j0:j0 + per_pass]
+            variants = []
+            for i in idx:
+                if i not in cache:
+                    cache[i] = variants_at(i)
+                variants.append(cache[i])
+            logits = replayer.run_variants({k.rsplit(".", 1)[0] for v in variants for k in v}, variants)
+            for j, i in enumerate(idx):
+                chunk = logits[j * n:(j + 1) * n]
+                correct[i] += int(correct_of(chunk, y))
+                loss_sum[i] += loss_of(chunk, y) * n
+                used[i] += n
+                stage[i] += 1
+                state[i] = states(*interval(correct[i], used[i], N), dense, drops)
+                if monotone and all(v == -1 for v in state[i]):
+                    dropped.update(range(i + 1, n_points))
+
+    run(list(range(n_points)), 0)
+    while True:
+        live = [i for i in range(n_points) if i not in dropped and used[i] < N]
+        need, first = [], []
+        for i in live:
+            est = 100.0 * correct[i] / used[i]
+            for di, d in enumerate(drops):
+                if state[i][di] != 0 or any(eligible[j] and state[j][di] == 1 and j not in dropped
+                                            for j in range(i + 1, n_points)):
+                    continue
+                need.append(i)
+                # the highest point whose estimate is within d: it and those above it decide the allocation
+                likely = [j for j in range(n_points) if eligible[j] and j not in dropped and used[j]
+                          and (state[j][di] == 1 or (state[j][di] == 0
+                                                     and 100.0 * correct[j] / used[j] >= dense - d))]
+                if not likely or i >= max(likely) or est < dense - d:
+                    first.append(i)
+                break
+        todo = first or need
+        if not todo:
+            break
+        part = min(stage[i] for i in todo)           # batch the points at the same stage
+        run([i for i in todo if stage[i] == part], part)
+        for i in list(cache):
+            if i not in need:
+                cache.pop(i)
+    out = []
+    for i in range(n_points):
+        if i in dropped or not used[i]:
+            out.append((None, None, None, None))
+            continue
+        acc = 100.0 * correct[i] / (N if used[i] == N else used[i])
+        out.append((acc, loss_sum[i] / used[i], used[i], list(interval(correct[i], used[i], N))))
+    return out
+
+
+def sequential_row(staged: StagedSplit, row: str, members, params: int, sparsities, dense: float, spec,
+                   num_classes: int | None, loss_fn, variant_at) -> dict:
+    """One layer's row of the sequential scan (the scan's layer entry), with every point's samples and interval.
+    ``loss_fn(logits, y, num_classes)``: mean loss; ``variant_at(i)``: the masked parameters at point i."""
+    def correct(logits, y):
+        if num_classes and logits.shape[1] > num_classes:
+            logits = logits[:, :num_classes]
+        return int((logits.argmax(1) == y).sum())
+
+    per_pass = staged.parts[-1][0].variants_per_pass(len(sparsities))
+    points = scan_layer(staged, variant_at, len(sparsities), dense, spec.drops, spec.monotone, correct,
+                        lambda lg, y: loss_fn(lg, y, num_classes), per_pass,
+                        eligible=[s <= spec.cap + 1e-12 for s in sparsities])
+    entry = {"name": row, "params": params, "accuracy": [p[0] for p in points], "loss": [p[1] for p in points],
+             "samples": [p[2] for p in points], "interval": [p[3] for p in points]}
+    if len(members) > 1:
+        entry["group"] = list(members)
+    return entry
