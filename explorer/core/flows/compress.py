@@ -93,7 +93,8 @@ def run(snap: Snapshot, settings: QuantSettings, out_dir: str | Path, finetune_c
     module = snap.model(pruned)
     pruned_acc = metric.value(evaluate(on_device(module, device), ds, "test", cancel=cancel)) if labelled else None
     log(f"pruned: sparsity {snap.totals(snap.plan).sparsity:.1%}"
-        + (f", test {metric.name} {metric.format(pruned_acc)}" if pruned_acc is not None else "") + f" ({prune_s:.1f} s)")
+        + (f", test {metric.name} {metric.format(pruned_acc)}" if pruned_acc is not None else "")
+        + f" ({prune_s:.1f} s)")
     lo = 0.4 if finetune_cfg is not None else 0.0
     result = compress_state(snap.model_copy(pruned), ds, pruned, settings, archive_meta(snap), quantize_cfg,
                             {"dense": dense_acc, "pruned": pruned_acc}, dense_size, _phase(progress, lo, 1.0),

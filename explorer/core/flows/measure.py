@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from ..analyse.latency import LatencyComparison, latency_input, measure_latencies
+from ..analyse import latency as timing
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..prune.compact import channel_removals, compact_checked, has_structure
 from ..train.evaluate import EvalResult, evaluate
@@ -33,14 +33,14 @@ def evaluate_plan(snap: Snapshot, need_dense: bool, progress: ProgressFn | None 
 
 def measure_latency(snap: Snapshot, batch: int = 1, runs: int = 30, threads: int | None = None,
                     with_onnx: bool = False, progress: ProgressFn | None = None,
-                    cancel: CancelToken | None = None) -> LatencyComparison:
+                    cancel: CancelToken | None = None) -> timing.LatencyComparison:
     """Dense vs masked (vs compacted, when the plan removes channels) latency, interleaved on one input.
     ``with_onnx``: onnxruntime is timed next to PyTorch (the dense model and the best pruned one)."""
     from ..model.layers import profile_model
 
     progress = progress or (lambda p: None)
     plan = snap.plan
-    example = latency_input(snap.dataset, snap.input_shape, batch)
+    example = timing.latency_input(snap.dataset, snap.input_shape, batch)
     totals = snap.totals(plan)
     state = snap.masked_state(plan)
     models = {"dense": snap.model(snap.original), "masked": snap.model(state)}
@@ -52,19 +52,18 @@ def measure_latency(snap: Snapshot, batch: int = 1, runs: int = 30, threads: int
         compact_macs = profile_model(models["compact"], snap.input_shape, example=example[:1]).total_macs
         compact_params = sum(p.numel() for p in models["compact"].parameters())
     if with_onnx:
-        from ..analyse.latency import torch_threads
         from ..deploy.onnx_latency import onnx_runner
 
         best = "compact" if "compact" in models else "masked"
         progress(Progress(None, "exporting to ONNX for onnxruntime"))
-        with torch_threads(threads):
+        with timing.torch_threads(threads):
             models["onnx:dense"] = onnx_runner(models["dense"], example, threads)
             models[f"onnx:{best}"] = onnx_runner(models[best], example, threads)
     # built on the CPU, the PyTorch ones timed on the device (onnxruntime runs on the CPU)
     models = {k: (m if k.startswith("onnx:") else m.to(snap.device)) for k, m in models.items()}
-    lat = measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
+    lat = timing.measure_latencies(models, example, runs, threads=threads, progress=progress, cancel=cancel)
     onnx = {k[5:]: v for k, v in lat.items() if k.startswith("onnx:")} or None
-    return LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs, totals.nonzero_macs,
+    return timing.LatencyComparison(lat["dense"], lat["masked"], lat.get("compact"), totals.macs, totals.nonzero_macs,
                              compact_macs, compact_params, batch, onnx)
 
 

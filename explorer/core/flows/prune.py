@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..analyse.latency import latency_input, measure_latencies, spread_note
+from ..analyse import latency as timing
 from ..deploy import bundle
 from ..deploy.bundle import Log, _quiet, write_bundle
 from ..deploy.report import build_report, compact_block, counts_from_state
@@ -60,12 +60,12 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
 
     ``own_loaded=True`` (a door that discards its session afterwards, like the ``prune`` command): the flow may
     spend the loaded weights. Element/|w| masks of every size are then computed one-off (no ranking is built), and
-    without fine-tuning or reconstruction big layers (at least :data:`~explorer.core.deploy.bundle.IN_PLACE_MIN_BYTES` of one-off masks) are
+    without fine-tuning or reconstruction big layers (at least ``deploy.bundle.IN_PLACE_MIN_BYTES`` of one-off masks) are
     pruned in the loaded weights themselves, so a big model is held once, not twice. The dense model's latency is
     then timed before pruning instead of interleaved with the pruned one's (``latency.interleaved`` says which).
 
     ``sparse_runtime``: also the model with each layer measured faster as CSR replaced by a sparse kernel
-    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder (``deploy.sparse_runtime.FILE``)."""
+    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder."""
     out_dir = Path(out_dir)
     check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
@@ -80,7 +80,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
 
     dense_model = snap.model(snap.original)      # shares the loaded tensors: only run, never trained
     dense_acc = test_quality(dense_model)
-    example = latency_input(ds, snap.input_shape, latency_batch)
+    example = timing.latency_input(ds, snap.input_shape, latency_batch)
     if own_loaded:
         # nothing asks these views another question afterwards: element/|w| masks of every size one-off (the same
         # masks; a ranking sorts the whole layer and is only worth it for later lookups)
@@ -91,7 +91,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     lat = {}
     if measure and in_place:
         # the loaded weights become the pruned ones below: time the dense model now, while it exists
-        lat = measure_latencies({"dense": on_device(dense_model, rt.device)}, example, runs=latency_runs,
+        lat = timing.measure_latencies({"dense": on_device(dense_model, rt.device)}, example, runs=latency_runs,
                                 progress=progress, cancel=cancel)
         dense_model = None
     if dense_acc is not None:
@@ -155,10 +155,11 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         if sparse_rt is not None:
             models["sparse"] = sparse_rt.module
         models = {k: on_device(m, rt.device) for k, m in models.items() if m is not None}
-        lat = {**lat, **measure_latencies(models, example, runs=latency_runs, progress=progress, cancel=cancel)}
+        lat = {**lat, **timing.measure_latencies(models, example, runs=latency_runs, progress=progress,
+                                                 cancel=cancel)}
         for k, v in lat.items():
             log(f"latency {k}: {v}")
-        latency_note = spread_note(lat)
+        latency_note = timing.spread_note(lat)
         if latency_note:
             log(f"note: {latency_note}")
         if compact_info is not None:

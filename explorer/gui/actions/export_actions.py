@@ -125,11 +125,11 @@ class ExportActions:
         batch = int(self.ctx.settings.value("latency/batch", 1))
         example = latency_input(s.dataset, s.require().input_shape, batch)
 
-        def work(plan, progress, cancel):
-            rt = build_sparse_runtime(s.model_copy(s.masked_state(plan)), example, s.layer_names,
+        def work(snap, progress, cancel):
+            rt = build_sparse_runtime(snap.model_copy(snap.masked_state()), example, snap.layer_names,
                                       progress=progress, cancel=cancel)
             save_sparse_runtime(rt, Path(path), example)
-            return f"{path} ({len(rt.layers)} of {len(s.layer_names)} layer(s) as CSR at batch {batch})"
+            return f"{path} ({len(rt.layers)} of {len(snap.layer_names)} layer(s) as CSR at batch {batch})"
 
         return self._export_job("Exporting sparse runtime", "sparse runtime", work)
 
