@@ -223,6 +223,7 @@ def speed_only(out: Path) -> None:
     panel.batch.setValue(1)
     panel.threads.setValue(1)        # one thread: steadier medians on a shared machine
     win.tabs.setCurrentWidget(panel)
+    panel.parts.setCurrentWidget(panel.speed_map)
     panel.speed_map.measure(all_layers=True)
     wait_idle(app, win)
     win.main_split.setSizes([1150, 650])

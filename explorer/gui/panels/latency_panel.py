@@ -11,9 +11,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QPushButton,
     QSpinBox,
-    QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -117,14 +117,17 @@ class LatencyPanel(QWidget):
         cl.addWidget(self.explain)
         cl.addWidget(self.plot, 1)
         self.speed_map = SpeedMapView(ctx, lambda: (self.batch.value(), self.threads.value() or None))
-        split = QSplitter(Qt.Vertical)          # the whole-model comparison above, the selected layer's map below
-        split.setChildrenCollapsible(False)
-        split.addWidget(compare)
-        split.addWidget(self.speed_map)
-        split.setSizes([420, 380])
+        # the whole model's comparison and the selected layer's speed map as two pages: the tab needs the taller
+        # of the two, not both stacked (which pushed the window past a 1024x768 screen)
+        self.parts = QTabWidget()
+        self.parts.setDocumentMode(True)
+        self.parts.addTab(compare, "Whole model")
+        self.parts.addTab(self.speed_map, "Speed map (selected layer)")
+        self.parts.setTabToolTip(1, "Where sparse kernels beat dense on this machine: the selected layer timed dense "
+                                    "vs CSR vs fewer channels across sparsities")
         lay = QVBoxLayout(self)
         lay.addLayout(top)
-        lay.addWidget(split, 1)
+        lay.addWidget(self.parts, 1)
         self.session.measurements.changed.connect(self.update_results)
         self._fit_table()
 
