@@ -12,7 +12,7 @@ pytest.importorskip("pytestqt")
 
 from PySide6.QtWidgets import QMenu, QWidget  # noqa: E402
 
-from explorer.gui import gc_guard  # noqa: E402
+from explorer.gui.window import gc_guard  # noqa: E402
 from explorer.gui.window.jobs import JobRunner  # noqa: E402
 
 

@@ -3,11 +3,15 @@ stack, pruning by hand, and the plan last exported.
 
 It owns ``plan``, ``saved_plan`` and ``undo_stack``; what it needs of the rest of the session (layers, channel
 groups, the dataset, the calibration's refusals, the mask views, the applied plan) it asks through the session's
-public methods, and it announces a new plan through the session's ``plan_changed``/``history_changed`` events.
+public methods. Its own events are narrow -- ``changed(names)`` (a new plan; the session forwards it as
+``plan_changed``), ``undo_changed`` (what undo/redo can do) and ``saved_changed`` (the 'modified' marker) -- so a
+view that shows one of them is not woken by the others.
 Pruning by hand (a click on the heatmap prunes or restores one channel, kernel or weight) is an ordinary, undoable
 plan entry with the ``manual`` criterion (``prune/manual.py``), recorded in the recipe and replayed exactly.
 """
 from __future__ import annotations
+
+from psygnal import Signal
 
 from ..errors import PlanError
 from ..prune import manual
@@ -18,6 +22,10 @@ from ..undo import Edit, UndoStack
 
 
 class PlanEditor:
+    changed = Signal(object)          # names of the layers whose plan changed (list), or None for all
+    undo_changed = Signal()           # undo/redo availability
+    saved_changed = Signal()          # the plan last exported
+
     def __init__(self, owner):
         self.owner = owner                     # the Session (public methods and events only)
         self.plan = Plan()
@@ -41,8 +49,8 @@ class PlanEditor:
         if record:
             self.push(coalesce)
         self.plan = plan
-        self.owner.plan_changed.emit(names)
-        self.owner.history_changed.emit()
+        self.changed.emit(names)
+        self.undo_changed.emit()
 
     def end_edit(self) -> None:
         """Close a coalesced edit (e.g. on slider release): the next edit is a new undo step."""
@@ -146,8 +154,8 @@ class PlanEditor:
 
     def mark_saved(self, plan: Plan | None = None) -> None:
         """The plan (default: the current one) was just exported: the 'modified' marker clears."""
-        self.saved_plan = (plan or self.plan)
-        self.owner.history_changed.emit()
+        self.saved_plan = plan or self.plan
+        self.saved_changed.emit()
 
     # ------------------------------------------------------------------ pruning by hand
     def manual_units(self, name: str, granularity: str = "channel") -> tuple:

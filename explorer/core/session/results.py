@@ -8,6 +8,7 @@ the plan editor's ``replace``/``push``) and announces through the session's even
 from __future__ import annotations
 
 import torch
+from psygnal import Signal
 
 from ..history import HistoryEntry, state_label
 from ..measurements import LatencyComparison, Measured
@@ -17,7 +18,11 @@ from ..train.metric import metric_of
 
 
 class Results:
-    """Owned by the session (``session.results``); the session's methods of the same names call these."""
+    """Owned by the session (``session.results``); the session's methods of the same names call these.
+    ``history_changed`` fires when the History's entries change (an entry added or updated, a new model), and
+    only then: the History view subscribes to it, not to every plan edit."""
+
+    history_changed = Signal()
 
     def __init__(self, owner):
         self.s = owner
@@ -27,8 +32,8 @@ class Results:
         """Take weights that already realise ``plan`` (fine-tuned with masks enforced) as the new kept weights
         and the model's state, without re-masking; rankings are rebuilt lazily (in a worker for big layers)."""
         state = {k: v.detach().clone() for k, v in state.items()}
-        self.s.use_base(state, label, self.s.weights.add(state))
-        self.s.write_state(plan, state)
+        self.s.weight_state.use_base(state, label, self.s.weights.add(state))
+        self.s.weight_state.write(plan, state)
         self.s.weights_changed.emit()
 
     def adopt_finetune(self, snapshots: list, state: dict[str, torch.Tensor], plan: Plan,
@@ -112,7 +117,7 @@ class Results:
         measured there; an entry for the same state is updated."""
         plan = self.s.applied_plan if plan is None else plan
         e = self.s.history.record(label, plan, self.s.base_id, self.s.base_label, self.s.totals(plan), accuracy, latency_ms)
-        self.s.history_changed.emit()
+        self.history_changed.emit()
         return e
 
     def entry_state(self, entry: HistoryEntry) -> dict[str, torch.Tensor]:
@@ -128,10 +133,10 @@ class Results:
         if state is None:
             state = self.entry_state(entry)
         if entry.base_id != self.s.base_id:
-            self.s.use_base(self.s.weights.get(entry.base_id), entry.base_label, entry.base_id)
+            self.s.weight_state.use_base(self.s.weights.get(entry.base_id), entry.base_label, entry.base_id)
         self.s.editor.push()
         self.s.editor.plan = entry.plan
-        self.s.write_state(entry.plan, state)
+        self.s.weight_state.write(entry.plan, state)
         self.s.weights_changed.emit()
         self.s.plan_changed.emit(None)
         self.s.history_changed.emit()

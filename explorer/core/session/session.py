@@ -56,6 +56,11 @@ class Session:
         self.result: LoadResult | None = None
         self.editor = PlanEditor(self)         # the plan, its rules, undo, pruning by hand
         self.results = Results(self)           # adopting flows' results, measurements, History
+        # the parts' narrow events, forwarded as the session's broader ones (a view subscribes to the narrowest
+        # that tells it what it shows)
+        self.editor.changed.connect(self.plan_changed.emit)
+        for sig in (self.editor.undo_changed, self.editor.saved_changed, self.results.history_changed):
+            sig.connect(self.history_changed.emit)
         self.weight_state = WeightState(self)  # loaded and kept weights, the applied plan
         self.selected: str | None = None
         self.masks: PlanMasks | None = None
@@ -97,7 +102,7 @@ class Session:
                                    statistic=cal.statistic)
             self.selected = self.default_layer()
         self.loaded.emit()
-        self.history_changed.emit()
+        self.results.history_changed.emit()     # a new History (forwarded as history_changed too)
         self.measurements.changed.emit()
 
     def set_dataset(self, spec: str) -> None:
@@ -381,7 +386,7 @@ class Session:
         if edit is None:
             return False
         if edit.applied != self.applied_plan:
-            self.write_state(edit.applied, self.masked_state(edit.applied))
+            self.weight_state.write(edit.applied, self.masked_state(edit.applied))
             self.weights_changed.emit()
         self.editor.replace(edit.plan, record=False)
         return True
@@ -392,7 +397,7 @@ class Session:
         self.editor.push()
         self.editor.plan = Plan()
         self.weight_state.back_to_loaded()
-        self.write_state(Plan(), self.masked_state(Plan()))
+        self.weight_state.write(Plan(), self.masked_state(Plan()))
         self.weights_changed.emit()
         self.plan_changed.emit(None)
         self.history_changed.emit()
@@ -462,13 +467,9 @@ class Session:
         self.weight_state.check_not_spent(plan)
         if plan != self.applied_plan:
             self.editor.push()
-        self.write_state(plan, state)
+        self.weight_state.write(plan, state)
         self.weights_changed.emit()
         self.history_changed.emit()
-
-    def write_state(self, plan: Plan, state: dict[str, torch.Tensor]) -> None:
-        """The model's tensors become ``state``'s (see weights.py)."""
-        self.weight_state.write(plan, state)
 
     def prune_loaded_in_place(self, plan: Plan) -> list[str]:
         """Apply ``plan`` with its big one-off layers masked in the loaded weights themselves (one copy of a big
@@ -494,10 +495,6 @@ class Session:
         weights change on the next apply. Rankings are rebuilt lazily."""
         self.weight_state.add_base(state, label)
         self.weights_changed.emit()
-
-    def use_base(self, state: dict[str, torch.Tensor], label: str, base_id: int) -> None:
-        """New kept weights from the store (``base_id``), e.g. restoring a History entry."""
-        self.weight_state.use_base(state, label, base_id)
 
     def nonfinite_layers(self) -> dict[str, int]:
         return self.masks.nonfinite_layers()

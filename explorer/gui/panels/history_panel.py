@@ -138,7 +138,7 @@ class HistoryPanel(QWidget):
         self._fitted = False      # the columns' widths fit their contents (headers included)
         self._stale = True        # drawn when first shown (built after the first frame: the dense baseline
         # may be in the History already)
-        self.session.history_changed.connect(self._changed)
+        self.session.results.history_changed.connect(self._changed)   # entries only, not every edit
         self.session.measurements.changed.connect(self._changed)
 
     def _label_metric(self, metric) -> None:
