@@ -6,7 +6,9 @@ redraw runs in between), once with the History tab shown and once with the Weigh
 CPU time per tick (``time.thread_time``: sleeping does not count) is compared side by side with the baseline: the
 same edits on the session alone (no window listening), in the same run.
 
-    python benchmarks/bench_gui_drag.py [--json] [--ticks 100] [--entries 30]
+    python benchmarks/bench_gui_drag.py [--json] [--ticks 100] [--entries 30] [--quick]
+
+``--quick``: 10 ticks, 5 History entries, one repeat (the test suite runs it).
 """
 from __future__ import annotations
 
@@ -41,7 +43,10 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=100)
     ap.add_argument("--entries", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
     args = ap.parse_args()
+    if args.quick:
+        args.ticks, args.entries, args.repeats = 10, 5, 1
     from explorer.core.session import Session
     from explorer.gui.window.app import make_app, wait_idle
     from explorer.gui.window.main_window import MainWindow

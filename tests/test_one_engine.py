@@ -184,7 +184,8 @@ def test_a_short_fine_tune_of_a_small_cnn_takes_the_lower_rate():
     s = Session.open("digits-cnn")
     assert finetune_settings(s.profile, epochs=3).lr == 0.02                  # the everyday case
     assert finetune_settings(s.profile, epochs=12).lr == 0.05                 # where the schedules were tuned
-    assert finetune_settings(s.profile, epochs=4, schedule="iterative", steps=3).lr == 0.05   # 12 in all
+    assert finetune_settings(s.profile, epochs=4, schedule="iterative", steps=3).lr == 0.05   # gradual schedules
+    assert finetune_settings(s.profile, epochs=2, schedule="agp").lr == 0.05                  # prune while training
     assert finetune_settings(s.profile, epochs=3, lr=0.1).lr == 0.1           # a given rate wins
 
 

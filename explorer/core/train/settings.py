@@ -31,12 +31,12 @@ def finetune_settings(profile=None, recorded: FinetuneConfig | dict | None = Non
     if recorded is not None:
         base = recorded if isinstance(recorded, FinetuneConfig) else FinetuneConfig.from_recorded(recorded)
         if "optimizer" in given and given["optimizer"] != base.optimizer and "lr" not in given:
-            given["lr"] = d.lr(given["optimizer"], total_epochs(base, given))
+            given["lr"] = d.lr(given["optimizer"], total_epochs(base, given), given.get("schedule", base.schedule))
     else:
         optimizer = given.get("optimizer", d.optimizer)
         base = FinetuneConfig(epochs=DEFAULT_EPOCHS, optimizer=optimizer)
         if "lr" not in given:
-            given["lr"] = d.lr(optimizer, total_epochs(base, given))
+            given["lr"] = d.lr(optimizer, total_epochs(base, given), given.get("schedule", base.schedule))
     if "step_sparsities" in given:
         given["step_sparsities"] = tuple(float(v) for v in given["step_sparsities"])
         if given["step_sparsities"] and "steps" not in given:

@@ -184,8 +184,9 @@ class FinetunePanel(QWidget):
 
     def _default_lr(self, optimizer: str | None = None) -> float:
         """The model's rate for the optimizer and the run's length (a short run of a small CNN takes a lower one)."""
-        total = self.epochs.value() * (self.steps.value() if self.schedule.currentText() == "iterative" else 1)
-        return self._defaults().lr(optimizer or self.optimizer.currentText(), total)
+        schedule = self.schedule.currentText()
+        total = self.epochs.value() * (self.steps.value() if schedule == "iterative" else 1)
+        return self._defaults().lr(optimizer or self.optimizer.currentText(), total, schedule)
 
     def _follow_default_lr(self, *_) -> None:
         """Keep the rate at the default while the user has not typed one of their own."""

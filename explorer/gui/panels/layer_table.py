@@ -213,7 +213,9 @@ class LayerTable(QTableWidget):
             self.item(r, 0).setForeground(QColor(170, 90, 0) if pending else QColor(20, 20, 20))
 
     def show_break_even(self, names: list[str] | None = None) -> None:
-        """The Break-even column from the measured speed maps ('—' until measured)."""
+        """The Break-even column from the measured speed maps ('—' until measured); the column shows once a layer
+        has been measured (a column of dashes would only push the table wider than its pane)."""
+        measured = False
         for name in names or list(self._rows):
             r = self._rows.get(name)
             if r is None or self.item(r, 9) is None:
@@ -221,6 +223,10 @@ class LayerTable(QTableWidget):
             text, tip = self.speed.break_even_text(name) if self.speed is not None else ("—", "")
             self.item(r, 9).setText(text)
             self.item(r, 9).setToolTip(tip)
+            measured = measured or text != "—"
+        if measured or names is None:
+            self.setColumnHidden(9, not any(self.item(r, 9) is not None and self.item(r, 9).text() != "—"
+                                            for r in self._rows.values()))
 
     def _update_choices(self, name: str, lp: LayerPlan) -> None:
         """Grey out the granularities that do not fit the row's criterion and the criteria that do not fit its
