@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 TSTAMP := $(VENV)/.installed-test
+# pytest-xdist processes for make test: the tests run single-threaded, so one per core
+TEST_WORKERS ?= 2
 
 .PHONY: run test venv test-venv bench retrain screenshot clean
 
@@ -29,7 +31,7 @@ run: $(STAMP)
 	$(VENV)/bin/pruning-explorer gui
 
 test: $(TSTAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider tests
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) tests
 
 bench: $(TSTAMP)
 	$(PY) benchmarks/run_all.py
