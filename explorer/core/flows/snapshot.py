@@ -42,7 +42,7 @@ class Snapshot:
     seed: int
     device: torch.device
     masks: PlanMasks                      # rankings over ``base`` (renewed, never changed, by the session)
-    calibration: object                   # session.calibration.Calibration at ``base``
+    calibration: object                   # the Calibration part (core/session/calibration.py) at ``base``
     load: object                          # the LoadResult (channel groups, analysed on first use)
 
     # ------------------------------------------------------------------ what flows ask (the session's read-only
