@@ -216,3 +216,16 @@ def test_gui_touches_no_other_objects_private_members():
             if f"{p.name}:{member}" not in THIRD_PARTY_PRIVATE:
                 found.append(f"{p.relative_to(PKG)}:{line}: {code}")
     assert not found, "\n".join(found)
+
+
+def test_session_and_snapshot_answer_every_question_of_the_state_view():
+    """Functions annotated ``StateView`` take a Session or a Snapshot: both must answer all of it."""
+    from explorer.core.prune.state_view import StateView
+    from explorer.core.session import Session
+
+    members = [n for n in vars(StateView) if not n.startswith("_")]
+    assert len(members) > 20
+    s = Session.open("digits-mlp")
+    snap = s.snapshot()
+    missing = {type(o).__name__: [n for n in members if not hasattr(o, n)] for o in (s, snap)}
+    assert missing == {"Session": [], "Snapshot": []}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -19,6 +20,9 @@ from torch import nn
 from .errors import ExplorerError
 from .model.metrics import param_count
 from .prune.compact import COMPACT_RTOL, compact_checked, compaction_plan, relative_difference
+
+if TYPE_CHECKING:
+    from .session import Session
 
 GRANULARITIES = ("element", "2:4", "vector", "kernel", "channel")
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)
@@ -65,7 +69,7 @@ class ArchCheck:
         return asdict(self)
 
 
-def randomize_norms(session, seed: int = 0) -> None:
+def randomize_norms(session: Session, seed: int = 0) -> None:
     """Random affine parameters and running statistics for every norm layer (kept weights of the session)."""
     g = torch.Generator().manual_seed(seed)
     sd = {k: v.clone() for k, v in session.base_state().items()}
@@ -90,7 +94,7 @@ def _first(out) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def check_granularity(session, gran: str, sparsity: float, example: torch.Tensor) -> GranularityCheck:
+def check_granularity(session: Session, gran: str, sparsity: float, example: torch.Tensor) -> GranularityCheck:
     from .prune.plan import Plan
 
     try:
@@ -118,7 +122,7 @@ def check_granularity(session, gran: str, sparsity: float, example: torch.Tensor
         session.apply(Plan())
 
 
-def check_compaction(session, sparsity: float, example: torch.Tensor) -> CompactCheck:
+def check_compaction(session: Session, sparsity: float, example: torch.Tensor) -> CompactCheck:
     from .prune.plan import Plan
 
     try:
@@ -145,7 +149,7 @@ def check_compaction(session, sparsity: float, example: torch.Tensor) -> Compact
         session.apply(Plan())
 
 
-def check_reload(session, factory, sparsity: float, example: torch.Tensor, layers=None) -> ReloadCheck:
+def check_reload(session: Session, factory, sparsity: float, example: torch.Tensor, layers=None) -> ReloadCheck:
     """The prune flow's ``model.pt`` (uniform element sparsity on ``layers``, default all) loads with ``torch.load(weights_only=True)`` into
     ``factory()``, a fresh instance of the model's class, with ``load_state_dict(strict=True)``, and computes the
     masked model's outputs."""
@@ -177,7 +181,7 @@ def check_reload(session, factory, sparsity: float, example: torch.Tensor, layer
         session.apply(Plan())
 
 
-def check_session(session, sparsity: float = 0.3, granularities=GRANULARITIES, compact: bool = True,
+def check_session(session: Session, sparsity: float = 0.3, granularities=GRANULARITIES, compact: bool = True,
                   randomize: bool = True, factory=None) -> ArchCheck:
     """``factory`` (a fresh, untrained instance of the model's class) set: also :func:`check_reload`."""
     t0 = time.perf_counter()

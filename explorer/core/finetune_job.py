@@ -16,6 +16,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .deploy.bundle import Log, _quiet
 from .errors import ExplorerError, PlanError
@@ -23,11 +24,14 @@ from .fileio import atomic_write, expand
 from .flows.prune import PruneOutcome
 from .flows.prune import run as run_prune
 
+if TYPE_CHECKING:
+    from .session import Session
+
 JOB_RECIPE = "recipe.json"
 JOB_SCRIPT = "run_finetune.sh"
 
 
-def apply_recipe(session, d: dict, log: Log = _quiet, calibration_given: bool = False) -> dict:
+def apply_recipe(session: Session, d: dict, log: Log = _quiet, calibration_given: bool = False) -> dict:
     """Replay a recipe's plan, seed and calibration on ``session``; returns the recipe (for its fine-tuning)."""
     from .prune.recipe import recipe_to_plan
 
@@ -43,7 +47,7 @@ def apply_recipe(session, d: dict, log: Log = _quiet, calibration_given: bool = 
     return d
 
 
-def finetune_config_for(session, recorded: dict | None, epochs: int | None):
+def finetune_config_for(session: Session, recorded: dict | None, epochs: int | None):
     """The recipe's recorded fine-tuning, else the model's defaults (3 epochs, one-shot); ``epochs`` overrides."""
     from .train.recipe_settings import finetune_from_recipe
     from .train.settings import finetune_settings

@@ -2,12 +2,17 @@
 evaluate flow as every other door (``flows/measure.py``)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .flows.measure import DENSE_ON_OPEN_S, dense_eval_seconds, evaluate_plan
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["DENSE_ON_OPEN_S", "evaluate_dense_if_quick"]
 
 
-def evaluate_dense_if_quick(session, limit_s: float = DENSE_ON_OPEN_S) -> bool:
+def evaluate_dense_if_quick(session: Session, limit_s: float = DENSE_ON_OPEN_S) -> bool:
     """Evaluate the dense loaded model (the baseline every card compares with) right away when that takes about
     ``limit_s`` or less; returns whether it did. Bigger models wait for Evaluate."""
     if session.measurements.dense is not None or not session.dataset.has_labels:

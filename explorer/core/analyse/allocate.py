@@ -18,10 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import PlanError
 from ..prune.plan import LayerPlan, Plan
 from .sensitivity import ScanResult, read_scan
+
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
 TARGET_KINDS = ("sparsity", "size", "macs")
 
@@ -51,7 +55,7 @@ class _Entity:
     level: int = -1                 # index into sparsities (-1 = dense)
 
 
-def _entities(session, scan: ScanResult) -> list[_Entity]:
+def _entities(session: StateView, scan: ScanResult) -> list[_Entity]:
     if not scan.layers:
         raise PlanError("The sensitivity scan has no layers, so there is nothing to allocate.",
                         "Scan the model again (some layers may not fit the scan's granularity).")
@@ -80,7 +84,7 @@ def _drop(scan: ScanResult, acc: float | None) -> float:
     return max(0.0, scan.measure.drop(scan.dense_accuracy, acc)) if acc is not None else float("inf")
 
 
-def _finish(session, scan: ScanResult, ents: list[_Entity], notes: list[str]) -> Allocation:
+def _finish(session: StateView, scan: ScanResult, ents: list[_Entity], notes: list[str]) -> Allocation:
     sps = {}
     drop = 0.0
     for e in ents:
@@ -102,7 +106,7 @@ def _plan(scan: ScanResult, ents: list[_Entity]) -> Plan:
     return Plan(layers, "local", None)
 
 
-def allocate_by_drop(session, scan: ScanResult, max_drop: float, cap: float = 0.95) -> Allocation:
+def allocate_by_drop(session: StateView, scan: ScanResult, max_drop: float, cap: float = 0.95) -> Allocation:
     if max_drop is None or not isinstance(max_drop, (int, float)) or math.isnan(max_drop) or max_drop < 0:
         raise PlanError(f"The allowed drop must be a non-negative number of points (got {max_drop}).")
     ents = _entities(session, scan)
@@ -121,7 +125,7 @@ def allocate_by_drop(session, scan: ScanResult, max_drop: float, cap: float = 0.
     return _finish(session, scan, ents, [f"each layer: highest measured sparsity within {max_drop:g} {unit}"])
 
 
-def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sparsity", cap: float = 0.95,
+def allocate_to_target(session: StateView, scan: ScanResult, target: float, kind: str = "sparsity", cap: float = 0.95,
                        balance: float = 0.0) -> Allocation:
     """Greedy: raise the layer with the best gain per point of predicted drop until ``target`` is met.
 
@@ -182,7 +186,7 @@ def allocate_to_target(session, scan: ScanResult, target: float, kind: str = "sp
     return _finish(session, scan, ents, [f"greedy to {kind} target {target:g}"])
 
 
-def allocate_from_file(session, path, max_drop: float, cap: float = 0.95) -> tuple[Plan, dict]:
+def allocate_from_file(session: StateView, path, max_drop: float, cap: float = 0.95) -> tuple[Plan, dict]:
     scan = read_scan(path)
     a = allocate_by_drop(session, scan, max_drop, cap)
     return a.plan, a.info()

@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
 from ..train.metric import metric_of
 from .sensitivity import parse_sparsities
+
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
 DEFAULT_CRITERIA = ("l1", "taylor", "hessian", "wanda")
 DEFAULT_SPARSITIES = (0.5, 0.7, 0.9)
@@ -79,7 +83,7 @@ def parse_criteria(text) -> list[str]:
     return names
 
 
-def compare_layers(session, criteria: list[str], granularity, layers: list[str] | None = None):
+def compare_layers(session: StateView, criteria: list[str], granularity, layers: list[str] | None = None):
     """The layers every criterion fits at ``granularity`` (the shared plan's layers), and notes on the others."""
     gran = get_granularity(granularity)
     names = layers or session.layer_names
@@ -105,7 +109,7 @@ def compare_layers(session, criteria: list[str], granularity, layers: list[str] 
     return keep, notes
 
 
-def compare_criteria(session, criteria, sparsities, granularity="element", reconstruct: bool = False,
+def compare_criteria(session: StateView, criteria, sparsities, granularity="element", reconstruct: bool = False,
                      finetune=None, split: str = "val", layers: list[str] | None = None,
                      progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                      device: torch.device | None = None) -> CompareResult:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -35,6 +36,9 @@ from ..prune.granularity import Channel, get_granularity
 from ..prune.masks import masked_tensors
 from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
 SAMPLE = 128     # samples of the scan's split the estimate measures the loss on
 
@@ -57,7 +61,7 @@ class Prediction:
         raise KeyError(name)
 
 
-def predict_loss_increase(session, sparsities: list[float], granularity="element", criterion="l1",
+def predict_loss_increase(session: StateView, sparsities: list[float], granularity="element", criterion="l1",
                           layers: list[str] | None = None, progress: ProgressFn | None = None,
                           cancel: CancelToken | None = None, sample: int = SAMPLE, split: str = "val",
                           state: dict[str, torch.Tensor] | None = None, curvature: str = "true_fisher"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,6 +27,9 @@ from ..train.metric import metric_of
 from ..train.settings import finetune_settings
 from .allocate import allocate_to_target
 from .sensitivity import ScanResult
+
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
 DEFAULT_TARGETS = (0.95, 0.93, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 
@@ -49,7 +53,7 @@ class SearchResult:
     trials: list[Trial] = field(default_factory=list)
 
 
-def _uniform(session, scan: ScanResult, target: float):
+def _uniform(session: StateView, scan: ScanResult, target: float):
     """The baseline the search is compared with: every scanned layer at the same sparsity."""
     from ..prune.plan import LayerPlan
     from .allocate import Allocation
@@ -60,7 +64,7 @@ def _uniform(session, scan: ScanResult, target: float):
                       predicted_drop=float("nan"), sparsity=session.totals(plan).sparsity)
 
 
-def search_allocation(session, scan: ScanResult, max_drop: float, cfg: FinetuneConfig | None = None,
+def search_allocation(session: StateView, scan: ScanResult, max_drop: float, cfg: FinetuneConfig | None = None,
                       targets: list[float] | None = None, cap: float = 0.95, progress: ProgressFn | None = None,
                       cancel: CancelToken | None = None, method: str = "greedy",
                       device: torch.device | None = None) -> SearchResult:

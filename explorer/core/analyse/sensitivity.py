@@ -30,6 +30,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -44,6 +45,9 @@ from ..train.evaluate import evaluate
 from ..train.metric import METRICS, metric_of
 from .replay import Replayer
 from .sequential import StagedSplit, sequential_row
+
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
@@ -224,13 +228,13 @@ class ScanResult:
         raise KeyError(name)
 
 
-def _variant_params(session, names: tuple[str, ...], lp: LayerPlan, sparsity: float) -> dict[str, torch.Tensor]:
+def _variant_params(session: StateView, names: tuple[str, ...], lp: LayerPlan, sparsity: float) -> dict[str, torch.Tensor]:
     """Masked tensors of the layers in ``names`` (and their BN/bias entries for channels) at ``sparsity``."""
     plan = Plan({n: LayerPlan(sparsity, lp.granularity, lp.criterion) for n in names})
     return masked_tensors(session.base_state(), *session.materialize(plan))
 
 
-def _scan_units(session, spec: ScanSpec) -> list[tuple[str, tuple[str, ...]]]:
+def _scan_units(session: StateView, spec: ScanSpec) -> list[tuple[str, tuple[str, ...]]]:
     """(row name, layers pruned together) per scanned layer; channel scans prune the whole group."""
     explicit = bool(spec.layers)
     names = spec.layers or session.layer_names
@@ -277,7 +281,7 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> flo
     return float(torch.nn.functional.cross_entropy(torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4), y))
 
 
-def scan(session, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
          naive: bool = False, state: dict[str, torch.Tensor] | None = None,
          device: torch.device | None = None, prediction=None) -> ScanResult:
     """Run a sensitivity scan on the session's current (applied) weights -- or on ``state``, e.g. the
@@ -455,7 +459,7 @@ def attach_prediction(result: ScanResult, prediction) -> None:
             l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
 
 
-def _latency_point(session, members, lp, sparsity, variant, example, spec, cancel) -> float:
+def _latency_point(session: StateView, members, lp, sparsity, variant, example, spec, cancel) -> float:
     from ..device import on_device
     from ..prune.compact import compact_model
     from .latency import measure_latency
@@ -490,7 +494,7 @@ def read_scan(path: str | Path) -> ScanResult:
                                           "Use a JSON written by `pruning-explorer sensitivity` or the window's scan."))
 
 
-def run_scan_to_files(session, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
+def run_scan_to_files(session: StateView, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None,
                       predict: bool = True) -> dict:
     from ..fileio import atomic_write_json

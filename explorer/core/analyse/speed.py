@@ -15,6 +15,7 @@ threads and the machine, which is why it is measured rather than quoted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,6 +24,9 @@ from ..errors import ExplorerError
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
 from . import sparse_kernels as sk
 from .latency import measure_latencies, torch_threads
+
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
 DEFAULT_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99)
 DEFAULT_RUNS = 20
@@ -275,7 +279,7 @@ def speed_map(model: nn.Module, names: list[str], example: torch.Tensor, model_n
     return SpeedMap(model_name, describe(device), used, batch, layers)
 
 
-def session_speed_map(session, names: list[str] | None = None, batch: int = 1, sparsities=DEFAULT_SPARSITIES,
+def session_speed_map(session: StateView, names: list[str] | None = None, batch: int = 1, sparsities=DEFAULT_SPARSITIES,
                       runs: int = DEFAULT_RUNS, device=None, threads: int | None = None,
                       progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                       skipped: dict[str, str] | None = None) -> SpeedMap:
@@ -297,7 +301,7 @@ def session_speed_map(session, names: list[str] | None = None, batch: int = 1, s
                      progress=progress, cancel=cancel, skipped=skipped)
 
 
-def lesson_speed_map(session, batch: int = 1, progress: ProgressFn | None = None,
+def lesson_speed_map(session: StateView, batch: int = 1, progress: ProgressFn | None = None,
                      cancel: CancelToken | None = None) -> SpeedMap:
     """The speed map of the session's largest layer that has a CSR kernel (what the speedup lesson measures)."""
     model = session.module

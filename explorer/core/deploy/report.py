@@ -5,13 +5,18 @@ plan), so a report stays true after fine-tuning.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from ..model.metrics import LayerCounts, Totals, totals
 
+if TYPE_CHECKING:
+    from ..prune.state_view import StateView
 
-def counts_from_state(session, state: dict[str, torch.Tensor]) -> tuple[list[LayerCounts], Totals]:
+
+def counts_from_state(session: StateView, state: dict[str, torch.Tensor]) -> tuple[list[LayerCounts], Totals]:
     prof = session.profile
     counts = []
     for l in prof.layers:
@@ -35,7 +40,7 @@ def model_block(accuracy, params, nonzero_params, macs, size_bytes, latency_ms, 
     return block
 
 
-def build_report(session, plan, dense: dict | Totals, pruned_state: dict, dense_acc=None, pruned_acc=None,
+def build_report(session: StateView, plan, dense: dict | Totals, pruned_state: dict, dense_acc=None, pruned_acc=None,
                  dense_latency=None, pruned_latency=None, compact: dict | None = None, extra: dict | None = None,
                  metric: str = "accuracy") -> dict:
     """report.json; ``dense_acc``/``pruned_acc`` are values of ``metric`` (accuracy, or a language model's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import string
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import PlanError
 from ..prune.plan import LayerPlan, Plan
@@ -16,12 +17,15 @@ from ..prune.recipe import recipe_to_plan
 from . import values
 from .lesson import Lesson, Step
 
+if TYPE_CHECKING:
+    from ..session import Session
+
 
 def model_of(lesson: Lesson, step: Step) -> str:
     return step.model or lesson.model
 
 
-def step_plan(session, step: Step) -> Plan | None:
+def step_plan(session: Session, step: Step) -> Plan | None:
     """The plan a step asks for, checked against the loaded model (None: the step keeps the plan)."""
     if step.plan is None:
         return None
@@ -41,7 +45,7 @@ def step_plan(session, step: Step) -> Plan | None:
     return session.linked_plan(Plan(layers).validated(session.layer_names))
 
 
-def setup(session, lesson: Lesson, step: Step, progress=None) -> None:
+def setup(session: Session, lesson: Lesson, step: Step, progress=None) -> None:
     """Put the session in the state the step describes. Only what the step names changes."""
     model = model_of(lesson, step)
     if not session.loaded_ok or session.model_spec != model:
@@ -74,7 +78,7 @@ class Rendered:
         return {p[0]: p[1] for p in self.parts if not isinstance(p, str)}
 
 
-def render(session, step: Step) -> Rendered:
+def render(session: Session, step: Step) -> Rendered:
     parts: list = []
     pending: list[str] = []
     for literal, name, _, _ in string.Formatter().parse(step.text):
@@ -88,7 +92,7 @@ def render(session, step: Step) -> Rendered:
     return Rendered(tuple(parts), tuple(pending))
 
 
-def missing_measures(session, step: Step) -> list[str]:
+def missing_measures(session: Session, step: Step) -> list[str]:
     """The measurements the step shows that are not there (or stale) for the state on screen."""
     out = []
     m = session.measurements
@@ -107,7 +111,7 @@ def missing_measures(session, step: Step) -> list[str]:
     return out
 
 
-def measure(session, step: Step, runs: int = 20, progress=None, cancel=None) -> list[str]:
+def measure(session: Session, step: Step, runs: int = 20, progress=None, cancel=None) -> list[str]:
     """Measure what the step shows and the session lacks, here and now (the CLI's and the tests' path; the window
     runs the same functions as jobs). Returns the kinds measured."""
     from ..flows.measure import evaluate_plan, measure_latency
@@ -135,7 +139,7 @@ def measure(session, step: Step, runs: int = 20, progress=None, cancel=None) -> 
     return done
 
 
-def compress_now(session, plan: Plan, progress=None, cancel=None):
+def compress_now(session: Session, plan: Plan, progress=None, cancel=None):
     """Deep Compression of the planned weights with the default bits and no training of the shared values."""
     from ..compress.accounting import state_bytes
     from ..compress.flow import compress_state

@@ -7,9 +7,12 @@ value says where it comes from in :data:`VALUES` (the lesson editor's reference,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from ..model.metrics import format_bytes, format_count
+
+if TYPE_CHECKING:
+    from ..session import Session
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,7 @@ VALUES: dict[str, Value] = {v.name: v for v in (
 )}
 
 
-def read(session, name: str):
+def read(session: Session, name: str):
     """The raw value of ``name`` for the session's state now (None: not measured for it, or not defined)."""
     try:
         return VALUES[name].read(session)
@@ -204,7 +207,7 @@ def read(session, name: str):
         return None
 
 
-def formatted(session, name: str) -> str | None:
+def formatted(session: Session, name: str) -> str | None:
     v = read(session, name)
     if v is not None and VALUES[name].fmt is _acc and _metric(session).name != "accuracy":
         return _metric(session).format(v)        # a perplexity or mean squared error: no percent sign

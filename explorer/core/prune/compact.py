@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -25,14 +26,17 @@ from ..model.layers import load_state
 from ..model.tp_pruners import UnbalancedGroups, build_dependency_graph
 from .granularity import Channel
 
+if TYPE_CHECKING:
+    from .state_view import StateView
 
-def channel_removals(source, plan) -> dict[str, list[int]]:
+
+def channel_removals(source: StateView, plan) -> dict[str, list[int]]:
     """{group root layer: own indices of output channels to remove} for the plan's channel-pruned groups
     (``source``: a session or a flow's snapshot: its ``groups`` and ``layer_mask``)."""
     return compaction_plan(source, plan)[0]
 
 
-def compaction_plan(source, plan) -> tuple[dict[str, list[int]], dict[str, str]]:
+def compaction_plan(source: StateView, plan) -> tuple[dict[str, list[int]], dict[str, str]]:
     """(removals as :func:`channel_removals`, {layer: why its pruned channels stay in the compact model, zeroed})."""
     groups = source.groups
     if has_structure(plan) and not groups.traced:

@@ -24,12 +24,16 @@ channels) stay exactly +0.0. Conv layers with groups, non-zero padding modes or 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..jobs import CancelToken, ProgressFn, ProgressMeter
+
+if TYPE_CHECKING:
+    from .state_view import StateView
 
 DAMP = 0.01
 EXACT_FLOPS = 2e10          # rows * d^3 up to this: exact per-row solves; beyond: the OBS sweep
@@ -221,7 +225,7 @@ def reconstruct(make_model, dense_state: dict[str, torch.Tensor], pruned_state: 
     return Reconstruction(state=state, layers=fits)
 
 
-def layers_to_refit(session, plan) -> list[str]:
+def layers_to_refit(session: StateView, plan) -> list[str]:
     """The plan's pruned layers and, for channel-pruned ones, the layers consuming their channels (forward order)."""
     active = plan.active()
     names = set(active)
@@ -231,7 +235,7 @@ def layers_to_refit(session, plan) -> list[str]:
     return [n for n in session.layer_names if n in names]
 
 
-def reconstruct_plan(session, plan, progress: ProgressFn | None = None,
+def reconstruct_plan(session: StateView, plan, progress: ProgressFn | None = None,
                      cancel: CancelToken | None = None) -> Reconstruction:
     """Mask the session's kept weights with ``plan`` and refit them on the session's calibration samples.
     The session is not changed (``Session.adopt`` takes the result as the new kept weights)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from ..errors import PlanError
 from .criteria import get_criterion
 from .granularity import NM, Channel, Element, get_granularity
 from .plan import LayerPlan
+
+if TYPE_CHECKING:
+    from .state_view import StateView
 
 _SIGN = 1 << 63
 _MAXF = float(np.finfo(np.float64).max)
@@ -51,7 +55,7 @@ def _smallest_t(f, lo: float, hi: float, K: int) -> float:
     return _from_key(a)
 
 
-def global_sparsities(session, names: list[str], target: float, granularity: str, criterion: str,
+def global_sparsities(session: StateView, names: list[str], target: float, granularity: str, criterion: str,
                       max_layer_sparsity: float = 0.95) -> dict[str, float]:
     gran = get_granularity(granularity)
     if isinstance(gran, NM):
