@@ -12,11 +12,11 @@ into the session: no lock order is needed between the window and its jobs.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
 
 import torch
 from torch import nn
 
+from ..device import on_device
 from ..errors import PlanError
 from ..model.data import DatasetBundle
 from ..model.layers import LayerInfo, ModelProfile
@@ -127,8 +127,7 @@ class Snapshot:
 
     def job_model(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
         """:meth:`model` on the snapshot's device: what evaluations and measurements run."""
-        m = self.model(state)
-        return m if self.device.type == "cpu" else _copy_to(m, self.device)
+        return on_device(self.model(state), self.device)
 
     def with_base(self, base: dict[str, torch.Tensor], plan: Plan | None = None) -> "Snapshot":
         """This snapshot with other kept weights (fine-tuned, reconstructed): views and calibration follow them, and
@@ -148,11 +147,3 @@ class Snapshot:
         """The fine-tuning runtime of a job on this snapshot (its device, one process)."""
         from ..train.distributed import Runtime
         return Runtime(device=self.device)
-
-
-def _copy_to(m: nn.Module, device: torch.device) -> nn.Module:
-    import copy
-    return copy.deepcopy(m).to(device)
-
-
-SnapshotFn = Callable[..., Snapshot]

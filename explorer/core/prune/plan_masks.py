@@ -35,28 +35,11 @@ class PlanMasks:
         self.one_off_min_params: int | None = None
         self.engine = MaskEngine({l.name: l for l in profile.layers}, weight=lambda n: self.base[self.keys[n]],
                                  channel_group=channel_group, gradient=gradient, seed=seed, statistic=statistic)
-        self.set_base(base, dense_nonzero)
-
-    def set_base(self, base: dict[str, torch.Tensor], dense_nonzero: dict[str, int] | None = None) -> None:
-        """New kept weights: counts are redone, rankings rebuilt lazily."""
         self.base = base
         self.in_place: dict[str, LayerPlan] = {}   # layers whose kept weights were masked in place, and how
         self._dense_nonzero = dense_nonzero or {l.name: int(torch.count_nonzero(base[l.key]))
                                                 for l in self.profile.layers}
         self._other_nz: int | None = None
-        self.engine.invalidate()
-
-    def set_profile(self, profile: ModelProfile) -> None:
-        self.profile = profile
-        self.keys = profile.weight_keys
-        self.engine.layers = {l.name: l for l in profile.layers}
-        self.engine.invalidate()
-
-    def set_seed(self, seed: int) -> None:
-        self.engine.seed = seed
-        self.engine.invalidate(criterion="random")
-        self.engine.invalidate(criterion="taylor")
-        self.invalidate_data_criteria()     # calibration samples are drawn with the seed
 
     def renewed(self, base: dict[str, torch.Tensor] | None = None, profile: ModelProfile | None = None,
                 seed: int | None = None, gradient: Callable | None = None, statistic: Callable | None = None,
@@ -81,12 +64,6 @@ class PlanMasks:
         rankings built so far."""
         from .criteria import CRITERIA
         return self.renewed(keep=frozenset(CRITERIA) | {"manual"})
-
-    def invalidate_data_criteria(self) -> None:
-        """Forget rankings of the criteria that read calibration statistics (new samples or seed)."""
-        from .criteria import DATA_CRITERIA
-        for c in DATA_CRITERIA:
-            self.engine.invalidate(criterion=c)
 
     # ------------------------------------------------------------------ per layer
     def view(self, name: str, lp: LayerPlan) -> LayerMask:
@@ -189,7 +166,7 @@ class PlanMasks:
         new tensors: what keeps ``prune`` of a big model at one copy of its weights). The other layers' masks
         are built first, while the kept weights are still dense: data-aware scores (activations, gradients)
         run the whole model. The kept weights are pruned from then on: whoever calls this owns them and
-        discards them afterwards (``Session.prune_loaded_in_place``). Returns (state, layers masked in place)."""
+        discards them afterwards (the prune flow with ``own_loaded``). Returns (state, layers masked in place)."""
         direct = {n: lp for n, lp in plan.active().items() if self._one_off(n, lp)}
         rest = Plan({n: lp for n, lp in plan.active().items() if n not in direct})
         out = dict(self.base)

@@ -256,15 +256,6 @@ class Session:
         """The channel groups of the loaded model (analysed on first use)."""
         return self.require().groups
 
-    def job_copy(self, state: dict[str, torch.Tensor] | None = None) -> nn.Module:
-        """:meth:`model_copy` on the session's device: what evaluations and measurements run."""
-        return self.model_copy(state).to(self.device)
-
-    def runtime(self):
-        """The fine-tuning runtime of this session's jobs (its device, one process)."""
-        from ..train.distributed import Runtime
-        return Runtime(device=self.device)
-
     def set_device(self, spec: str | torch.device | None) -> torch.device:
         """Run jobs on ``spec`` (auto|cpu|cuda[:N]|mps); refused with a clear error when it is not here."""
         from ..device import describe, resolve_device
@@ -471,24 +462,12 @@ class Session:
         self.weights_changed.emit()
         self.history_changed.emit()
 
-    def prune_loaded_in_place(self, plan: Plan) -> list[str]:
-        """Apply ``plan`` with its big one-off layers masked in the loaded weights themselves (one copy of a big
-        model, for a caller that discards the session: see WeightState.prune_in_place). Returns those layers."""
-        plan = plan
-        state, done = self.weight_state.prune_in_place(self.masks, plan)
-        self.apply_state(plan, state)
-        return done
-
     def mark_pruned_in_place(self, plan: Plan, layers: list[str]) -> None:
         """A flow given the loaded weights (``flows.prune.run(..., own_loaded=True)``) pruned ``layers`` of them in
         place under ``plan``: from now on the session refuses what would need the dense weights."""
         if layers:
             self.weight_state.pruned_in_place = plan
             self.masks.in_place.update({n: plan.get(n) for n in layers})
-
-    def own_module_tensors(self) -> None:
-        """Private copies of the tensors the model shares with the kept/loaded weights, before training it in place."""
-        self.weight_state.own_module_tensors()
 
     def set_base(self, state: dict[str, torch.Tensor], label: str) -> None:
         """Take a copy of ``state`` as the new kept weights (masks apply to them from now on); the model's own

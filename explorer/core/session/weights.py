@@ -5,7 +5,9 @@ The original weights are never lost: the model's prunable weights are always ``b
 kept weights (the loaded ones, or the last fine-tuned ones) and ``original`` the weights as loaded, so reset and
 undo are exact. Nothing here writes into a tensor it holds: applying a plan rebinds the model's tensors to new ones,
 new kept weights are new tensors -- so a flow's snapshot (references to these dicts) stays valid. The one exception
-is :meth:`prune_loaded_in_place`, for a caller that discards the session afterwards.
+is the prune flow given the loaded weights (``flows.prune.run(..., own_loaded=True)``), for a door that discards the
+session afterwards; it tells the session so (``Session.mark_pruned_in_place``), and the session then refuses what
+would need the dense weights (:meth:`WeightState.check_not_spent`).
 """
 from __future__ import annotations
 
@@ -54,14 +56,6 @@ class WeightState:
             self.applied_plan = plan
             self.version += 1
 
-    def own_module_tensors(self) -> None:
-        """Give the model private copies of the tensors it shares with the kept/loaded weights, before code
-        trains it in place."""
-        from ..model.sharing import unshare
-
-        with torch.no_grad(), self.owner.lock:
-            unshare(self.owner.module, [self.original, self.base])
-
     # ------------------------------------------------------------------ kept weights
     def use_base(self, state: dict[str, torch.Tensor], label: str, base_id: int) -> None:
         """New kept weights (after fine-tuning, on reset or restore); the views follow (``owner.renew_views``)."""
@@ -83,16 +77,6 @@ class WeightState:
             self.use_base(self.original, LOADED, self.original_id)
 
     # ------------------------------------------------------------------ pruning the loaded weights in place
-    def prune_in_place(self, masks, plan: Plan) -> tuple[dict[str, torch.Tensor], list[str]]:
-        """The masked state with the plan's big one-off layers masked *in* the loaded weights (``masks``: the
-        session's views). From then on the loaded weights are the pruned ones."""
-        self.check_not_spent(plan)
-        state, done = masks.masked_state_in_place(plan)
-        if done:
-            self.pruned_in_place = plan
-            self.version += 1
-        return state, done
-
     def check_not_spent(self, plan: Plan | None) -> None:
         """Refuse to change weights after pruning in place (``plan``: None for new kept weights)."""
         spent = self.pruned_in_place
