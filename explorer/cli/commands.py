@@ -143,6 +143,9 @@ def plan_from_args(session, args):
     names = args.layers or session.layer_names
     for n in names:
         session.layer(n)  # unknown layer -> clear error
+    if getattr(args, "allocation", "uniform") != "uniform":
+        _plan_from_allocation(session, args, names)
+        return None
     if args.scope == "global":
         skipped = session.set_global(names, args.sparsity, args.granularity, args.criterion, args.max_layer_sparsity)
     else:
@@ -153,6 +156,35 @@ def plan_from_args(session, args):
         for n, why in skipped.items():
             log(f"note: {n} left dense: {why}")
     return None
+
+
+def _plan_from_allocation(session, args, names) -> None:
+    """--allocation owl|alpha: per-layer (per-block) sparsities around --sparsity (analyse/owl.py)."""
+    from explorer.core.analyse.owl import allocate
+    from explorer.core.prune.plan import LayerPlan
+
+    if args.scope == "global":
+        raise PlanError(f"--allocation {args.allocation} sets each layer's sparsity itself; it works with the local "
+                        "scope, not --scope global.")
+    proto = LayerPlan(args.sparsity, args.granularity, args.criterion)
+    fits = []
+    for n in names:
+        try:
+            session.check_layer_plan(n, proto)
+            fits.append(n)
+        except PlanError as e:
+            if args.layers:
+                raise
+            log(f"note: {n} left dense: {e.message}")
+    if not fits:
+        raise PlanError(f"No layer fits {args.granularity} granularity with the {args.criterion} criterion.")
+    a = allocate(session, args.allocation, args.sparsity, fits, args.granularity, args.criterion,
+                 m=args.owl_m, lam=args.owl_lambda, progress=tqdm_progress(args.allocation))
+    session.set_plan(a.plan)
+    spread = sorted(set(round(v, 4) for v in a.sparsities.values()))
+    log(f"allocation {args.allocation} ({a.record()['level']} level): sparsities {spread[0]:.1%} to {spread[-1]:.1%}, "
+        f"overall {session.totals(session.plan).sparsity:.1%}")
+    args.allocation_record = a.record()
 
 
 def _finetune_config(args, epochs: int, session=None, **kw):
@@ -226,6 +258,8 @@ def check_prune_flags(args) -> None:
         number(args.sparsity, "--sparsity", 0.0, 1.0)
     if args.max_drop is not None:
         number(args.max_drop, "--max-drop", 0.0, 100.0)
+    if getattr(args, "allocation", "uniform") != "uniform" and args.sparsity is None:
+        raise PlanError(f"--allocation {args.allocation} distributes a target sparsity: give --sparsity S.")
 
 
 def cmd_prune(args) -> int:
@@ -269,7 +303,11 @@ def cmd_prune(args) -> int:
                         latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
-                        own_loaded=True)   # the session ends here: big layers may be pruned in place
+                        own_loaded=True,   # the session ends here: big layers may be pruned in place
+                        recipe_extra=({"allocation": args.allocation_record}
+                                      if getattr(args, "allocation_record", None) else None),
+                        report_extra=({"allocation": args.allocation_record}
+                                      if getattr(args, "allocation_record", None) else None))
         session.mark_pruned_in_place(out.plan, out.in_place)
     finally:
         bar.close()
