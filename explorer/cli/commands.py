@@ -279,6 +279,8 @@ def cmd_prune(args) -> int:
             log(f"note: {note}")
     session.set_seed(args.seed)
     _calibration_from_args(session, args)
+    if _is_block_request(args):
+        return _prune_blocks(session, args, out_dir)
     recorded = plan_from_args(session, args)
     cfg = None
     sched_kw = _schedule_settings(args)
@@ -316,6 +318,42 @@ def cmd_prune(args) -> int:
                "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"]}
     if "perplexity" in r["dense"]:
         summary.update(dense_perplexity=r["dense"]["perplexity"], pruned_perplexity=r["pruned"]["perplexity"])
+    print(json.dumps({**summary, "files": out.files}, indent=2))
+    return 0
+
+
+def _is_block_request(args) -> bool:
+    if args.recipe:
+        from explorer.core.prune.recipe import read_recipe
+        return read_recipe(args.recipe)[1].get("granularity") == "block"
+    return args.granularity == "block"
+
+
+def _prune_blocks(session, args, out_dir) -> int:
+    """--granularity block (or a block recipe): drop whole blocks (flows/depth.py)."""
+    from explorer.core.flows.depth import recorded_blocks
+    from explorer.core.flows.depth import run as run_depth
+    from explorer.core.prune.recipe import read_recipe
+
+    dropped = recorded_blocks(read_recipe(args.recipe)[1]) if args.recipe else None
+    if dropped is None and args.sparsity is None:
+        raise PlanError("--granularity block needs --sparsity S: the share of the skippable blocks to drop.")
+    if args.finetune_epochs or args.reconstruct or args.scope == "global" or args.layers or \
+            getattr(args, "allocation", "uniform") != "uniform":
+        raise PlanError("--granularity block drops whole blocks; it does not combine with fine-tuning, "
+                        "--reconstruct, --scope global, --layers or --allocation.")
+    bar = tqdm_progress("blocks")
+    try:
+        out = run_depth(session.snapshot(), out_dir, sparsity=args.sparsity, dropped=dropped,
+                        latency_runs=args.latency_runs, latency_batch=args.latency_batch,
+                        measure=not args.no_latency, progress=bar, log=log)
+    finally:
+        bar.close()
+    r = out.report
+    summary = {"dropped_blocks": out.dropped, "sparsity": r["sparsity"],
+               f"dense_{r.get('metric', 'accuracy')}": r["dense"].get(r.get("metric", "accuracy")),
+               f"pruned_{r.get('metric', 'accuracy')}": r["pruned"].get(r.get("metric", "accuracy")),
+               "dense_latency_ms": r["dense"]["latency_ms"], "pruned_latency_ms": r["pruned"]["latency_ms"]}
     print(json.dumps({**summary, "files": out.files}, indent=2))
     return 0
 

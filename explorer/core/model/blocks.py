@@ -75,7 +75,7 @@ def _containers(module: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-def _first_tensor(x):
+def first_tensor(x):
     if isinstance(x, torch.Tensor):
         return x
     if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
@@ -92,7 +92,7 @@ def _shapes(module: nn.Module, paths: list[str], example) -> dict[str, bool]:
     def hook(p):
         def fn(_m, args, kwargs, out):
             x = args[0] if args else kwargs.get("hidden_states")
-            xi, xo = _first_tensor(x), _first_tensor(out)
+            xi, xo = first_tensor(x), first_tensor(out)
             seen.setdefault(p, xi is not None and xo is not None and xi.shape == xo.shape)
         return fn
 
