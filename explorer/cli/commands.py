@@ -335,7 +335,10 @@ def _prune_blocks(session, args, out_dir) -> int:
     from explorer.core.flows.depth import run as run_depth
     from explorer.core.prune.recipe import read_recipe
 
-    dropped = recorded_blocks(read_recipe(args.recipe)[1]) if args.recipe else None
+    recipe = read_recipe(args.recipe)[1] if args.recipe else None
+    dropped = recorded_blocks(recipe) if recipe else None
+    if recipe:
+        args.sparsity = (recipe.get("blocks") or {}).get("sparsity")
     if dropped is None and args.sparsity is None:
         raise PlanError("--granularity block needs --sparsity S: the share of the skippable blocks to drop.")
     if args.finetune_epochs or args.reconstruct or args.scope == "global" or args.layers or \
