@@ -10,25 +10,24 @@
 
 ``blocks_to_drop(n_skippable, sparsity)`` is the rounding of the ``block`` granularity: floor(S·n + 0.5) blocks
 (half rounds up), never more than n.
+
+The functions take a flow's ``Snapshot`` (``snap``: its ``model()``, ``calibration``, ``dataset``); the window and
+the benchmarks pass ``session.snapshot()``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
-from ..model.blocks import BlockStack, first_tensor, find_blocks, skipping
+from ..model.blocks import BlockStack, find_blocks, first_tensor, skipping
 from ..train.evaluate import evaluate
 from ..train.metric import metric_of
 from .latency import latency_input
-
-if TYPE_CHECKING:
-    from ..flows.snapshot import Snapshot
 
 SELECTION_SPLIT = "val"      # selection uses the validation split; reports use test
 
@@ -75,7 +74,7 @@ def blocks_to_drop(n_skippable: int, sparsity: float) -> int:
     return min(n_skippable, int(math.floor(sparsity * n_skippable + 0.5)))
 
 
-def block_stack(snap: Snapshot) -> BlockStack:
+def block_stack(snap) -> BlockStack:
     """The snapshot's model's block stack (skippability checked on an example input), or a clear refusal."""
     example = latency_input(snap.dataset, snap.input_shape, 1)
     stack = find_blocks(snap.model(), example)
@@ -98,7 +97,7 @@ def _cos_per_position(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cosine_similarity(x, y, dim=-1, eps=1e-12)
 
 
-def block_influence(snap: Snapshot, stack: BlockStack, batch_size: int = 32,
+def block_influence(snap, stack: BlockStack, batch_size: int = 32,
                     cancel: CancelToken | None = None) -> dict[str, float]:
     """{skippable block: 1 - mean cosine similarity of its input and output} on the calibration samples."""
     model = snap.model()
@@ -131,13 +130,13 @@ def block_influence(snap: Snapshot, stack: BlockStack, batch_size: int = 32,
     return {p: 1.0 - s / n for p, (s, n) in sums.items() if n > 0}
 
 
-def _metric_with(snap: Snapshot, model, skipped, split: str, cancel) -> float | None:
+def _metric_with(snap, model, skipped, split: str, cancel) -> float | None:
     quality = metric_of(snap.dataset)
     with skipping(model, skipped):
         return quality.value(evaluate(model, snap.dataset, split, cancel=cancel))
 
 
-def analyse_blocks(snap: Snapshot, measure_skipped: bool = True, curve: bool = False,
+def analyse_blocks(snap, measure_skipped: bool = True, curve: bool = False,
                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                    stack: BlockStack | None = None) -> DepthAnalysis:
     """Each block's influence and (``measure_skipped``) its validation metric when skipped alone; with ``curve``
