@@ -160,24 +160,15 @@ def plan_from_args(session, args):
 
 def _plan_from_allocation(session, args, names) -> None:
     """--allocation owl|alpha: per-layer (per-block) sparsities around --sparsity (analyse/owl.py)."""
-    from explorer.core.analyse.owl import allocate
-    from explorer.core.prune.plan import LayerPlan
+    from explorer.core.analyse.owl import allocate, fitting_layers
 
     if args.scope == "global":
         raise PlanError(f"--allocation {args.allocation} sets each layer's sparsity itself; it works with the local "
                         "scope, not --scope global.")
-    proto = LayerPlan(args.sparsity, args.granularity, args.criterion)
-    fits = []
-    for n in names:
-        try:
-            session.check_layer_plan(n, proto)
-            fits.append(n)
-        except PlanError as e:
-            if args.layers:
-                raise
-            log(f"note: {n} left dense: {e.message}")
-    if not fits:
-        raise PlanError(f"No layer fits {args.granularity} granularity with the {args.criterion} criterion.")
+    fits, skipped = fitting_layers(session, names, args.sparsity, args.granularity, args.criterion,
+                                   strict=bool(args.layers))
+    for n, why in skipped.items():
+        log(f"note: {n} left dense: {why}")
     a = allocate(session, args.allocation, args.sparsity, fits, args.granularity, args.criterion,
                  m=args.owl_m, lam=args.owl_lambda, progress=tqdm_progress(args.allocation))
     session.set_plan(a.plan)

@@ -186,6 +186,26 @@ def _check(target, lam) -> None:
                         "The OWL paper uses 0.08.")
 
 
+def fitting_layers(state: StateView, names: list[str], target: float, granularity: str, criterion: str,
+                   strict: bool = False) -> tuple[list[str], dict[str, str]]:
+    """(the layers ``granularity``/``criterion`` fit, {layer: why not} for the others); refuses when none fits
+    (or, ``strict``, when any does not)."""
+    proto = LayerPlan(target, granularity, criterion)
+    fits, skipped = [], {}
+    for n in names:
+        try:
+            state.check_layer_plan(n, proto)
+            fits.append(n)
+        except PlanError as e:
+            if strict:
+                raise
+            skipped[n] = e.message
+    if not fits:
+        raise PlanError(f"No layer fits {granularity} granularity with the {criterion} criterion"
+                        + (f": {next(iter(skipped.values()))}" if skipped else "."))
+    return fits, skipped
+
+
 def allocate(state: StateView, method: str, target: float, names: list[str] | None = None,
              granularity: str = "element", criterion: str = "l1", m: float = OWL_M, lam: float = OWL_LAMBDA,
              progress=None, cancel=None) -> LayerAllocation:
@@ -219,3 +239,23 @@ def allocate(state: StateView, method: str, target: float, names: list[str] | No
     sps = {n: sps_u[u] for u, ms in units.items() for n in ms}
     plan = Plan({n: LayerPlan(s, granularity, criterion) for n, s in sps.items()}, "local", target)
     return LayerAllocation(plan, method, target, sps, stat, units, settings)
+
+
+@dataclass
+class LayerDiagnostics:
+    """The layer table's Outliers and Alpha columns: per layer (not pooled per block)."""
+    outliers: dict[str, float] | None       # None without calibration data
+    alpha: dict[str, float | None]
+    m: float = OWL_M
+
+
+def has_calibration_data(state: StateView) -> bool:
+    return state.dataset.size("train") > 0 and not isinstance(state.module, torch.jit.ScriptModule)
+
+
+def diagnose(state: StateView, m: float = OWL_M, progress=None, cancel=None) -> LayerDiagnostics:
+    """Each layer's own outlier ratio (when there are calibration samples) and heavy-tail alpha."""
+    names = list(state.layer_names)
+    out = (outlier_ratios(state, names, m, {n: [n] for n in names}, progress, cancel)
+           if has_calibration_data(state) else None)
+    return LayerDiagnostics(out, alphas(state, names, cancel), m)
