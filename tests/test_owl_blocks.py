@@ -3,9 +3,6 @@ analyse/depth.py, flows/depth.py)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +14,6 @@ from explorer.core.errors import PlanError
 from explorer.core.model.blocks import find_blocks, skipping, without_blocks
 from explorer.core.session import Session
 from tests import tiny_models as tiny
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +159,23 @@ def test_depth_analysis_and_curve(llama_session):
     assert a.curve[1]["metric"] == pytest.approx(next(b.metric_when_skipped for b in a.blocks if b.path == first))
 
 
-def _cli(*args):
-    env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "explorer.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+class _Run:
+    def __init__(self, rc, err):
+        self.returncode, self.stderr = rc, err
 
 
-def test_cli_block_prune_exports_a_shallower_model_that_reloads(llama, tmp_path):
+@pytest.fixture
+def _cli(capsys):
+    from explorer.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main(list(args))
+        return _Run(rc, capsys.readouterr().err)
+    return run
+
+
+def test_cli_block_prune_exports_a_shallower_model_that_reloads(llama, tmp_path, _cli):
     from transformers import AutoModelForCausalLM
 
     folder, text = llama
@@ -201,7 +206,7 @@ def test_cli_block_prune_exports_a_shallower_model_that_reloads(llama, tmp_path)
     assert json.loads((tmp_path / "again" / "report.json").read_text())["blocks"]["dropped"] == b["dropped"]
 
 
-def test_cli_owl_records_the_allocation(llama, tmp_path):
+def test_cli_owl_records_the_allocation(llama, tmp_path, _cli):
     folder, text = llama
     out = tmp_path / "owl"
     r = _cli("prune", "--model", f"hf:{folder}", "--dataset", f"text:{text}", "--sparsity", "0.6", "-c", "wanda",
