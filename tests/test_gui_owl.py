@@ -36,3 +36,24 @@ def test_owl_and_alpha_in_the_allocation_box_and_the_layer_table(qtbot, tmp_path
         assert s.totals().sparsity == pytest.approx(0.7, abs=1e-3)   # back to the OWL plan
         s.undo()
         assert not s.plan.active()
+
+
+def test_blocks_dialog_lists_each_blocks_influence(qtbot, tmp_path):
+    from tests import tiny_models as tiny
+
+    folder, text = tiny.llama_folder(tmp_path / "llama"), tiny.write_text(tmp_path / "t.txt")
+    with open_window(qtbot, tmp_path, Session.open(f"hf:{folder}", f"text:{text}")) as win:
+        wait_jobs(qtbot, win)
+        box = win.sensitivity_panel.alloc
+        box.show_blocks()
+        wait_jobs(qtbot, win)
+        t = box.blocks_dialog.table
+        assert t.rowCount() == 2 and t.item(0, 0).text() == "model.layers.0"
+        assert float(t.item(0, 1).text()) >= 0 and t.item(0, 2).text() not in ("", "—")
+        assert sorted(t.item(r, 3).text() for r in range(2)) == ["1", "2"]
+        box.blocks_dialog.close()
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn")) as win:
+        wait_jobs(qtbot, win)
+        win.sensitivity_panel.alloc.show_blocks()
+        wait_jobs(qtbot, win)
+        assert "no stack of repeated blocks" in win.last_error[1]

@@ -78,6 +78,11 @@ class AllocationBox(QGroupBox):
         self.diag_btn.setToolTip("Fill the layer table's Outliers (OWL's outlier ratio, with calibration data) and "
                                  "Alpha (heavy-tail exponent of the weight spectrum) columns, in the background")
         self.diag_btn.clicked.connect(self.diagnose)
+        self.blocks_btn = QPushButton("Blocks…")
+        self.blocks_btn.setToolTip("Measure each block's influence and metric when skipped (what the block "
+                                   "granularity drops first), in the background")
+        self.blocks_btn.clicked.connect(self.show_blocks)
+        self.blocks_dialog = None
         self.alloc_info = QLabel("Scan first.")
         self.alloc_info.setWordWrap(True)
         # two rows of their own (a grid would add the rows' widths): the mode box and the slider's label keep their
@@ -94,6 +99,7 @@ class AllocationBox(QGroupBox):
         row1.addWidget(self.alloc_btn)
         row1.addWidget(self.search_btn)
         row1.addWidget(self.diag_btn)
+        row1.addWidget(self.blocks_btn)
         ag.addLayout(row0)
         ag.addLayout(row1)
         ag.addWidget(self.alloc_info)
@@ -224,6 +230,23 @@ class AllocationBox(QGroupBox):
                                     " (Outliers needs training samples for calibration)") + ".")
 
         ctx.start_job("Outliers and alpha", lambda p, c: diagnose(snap, progress=p, cancel=c), on_done=done)
+
+    def show_blocks(self) -> None:
+        """Background job: block influence and the metric with each block skipped; then a dialog lists them."""
+        from explorer.core.analyse.depth import analyse_blocks
+
+        from .blocks_dialog import BlocksDialog
+
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok:
+            return
+        snap = s.snapshot()
+
+        def done(a):
+            self.blocks_dialog = BlocksDialog(a, self)
+            self.blocks_dialog.show()
+
+        ctx.start_job("Block importance", lambda p, c: analyse_blocks(snap, progress=p, cancel=c), on_done=done)
 
     def search(self) -> None:
         """Background job: grid of targets, fine-tune each, keep the sparsest within the drop (on val)."""
