@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ..device import module_device, on_device
 from ..errors import PlanError
 from ..jobs import CancelToken, Progress, ProgressFn
 from ..model.blocks import BlockStack, find_blocks, first_tensor, skipping
@@ -100,7 +101,7 @@ def _cos_per_position(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def block_influence(snap, stack: BlockStack, batch_size: int = 32,
                     cancel: CancelToken | None = None) -> dict[str, float]:
     """{skippable block: 1 - mean cosine similarity of its input and output} on the calibration samples."""
-    model = snap.model()
+    model = on_device(snap.model(), snap.device)
     mods = dict(model.named_modules())
     sums = {b.path: [0.0, 0] for b in stack.skippable}
     handles = []
@@ -123,7 +124,7 @@ def block_influence(snap, stack: BlockStack, batch_size: int = 32,
             for i in range(0, x.shape[0], batch_size):
                 if cancel is not None:
                     cancel.check()
-                model(x[i:i + batch_size])
+                model(x[i:i + batch_size].to(module_device(model)))
     finally:
         for h in handles:
             h.remove()
@@ -153,7 +154,7 @@ def analyse_blocks(snap, measure_skipped: bool = True, curve: bool = False,
     res = DepthAnalysis(stack, scores, quality.name, split)
     if not labelled:
         return res
-    model = snap.model()
+    model = on_device(snap.model(), snap.device)
     res.dense_metric = _metric_with(snap, model, [], split, cancel)
     todo = [s for s in scores if s.skippable] if measure_skipped else []
     steps = len(todo) + (len(stack.skippable) if curve else 0)

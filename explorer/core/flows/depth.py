@@ -21,6 +21,7 @@ from ..analyse import latency as timing
 from ..analyse.depth import analyse_blocks, block_stack, blocks_to_drop
 from ..deploy.bundle import Log, _quiet, write_bundle
 from ..deploy.report import compact_block
+from ..device import on_device
 from ..errors import ExplorerError, PlanError
 from ..fileio import check_results_folder
 from ..jobs import CancelToken, ProgressFn
@@ -80,14 +81,16 @@ def run(snap: Snapshot, out_dir: Path, sparsity: float | None = None, dropped: l
     ds = snap.dataset
     quality = metric_of(ds)
     labelled = ds.has_labels and ds.size("test") > 0
-    dense_q = quality.value(evaluate(dense, ds, "test", cancel=cancel)) if labelled else None
-    shallow_q = quality.value(evaluate(shallow, ds, "test", cancel=cancel)) if labelled else None
+    dev = snap.device       # evaluation and timing run there (copies; the exported model stays on the CPU)
+    dense_q = quality.value(evaluate(on_device(dense, dev), ds, "test", cancel=cancel)) if labelled else None
+    shallow_q = quality.value(evaluate(on_device(shallow, dev), ds, "test", cancel=cancel)) if labelled else None
     if labelled:
         log(f"test {quality.name}: dense {quality.format(dense_q)}, {len(order)} block(s) dropped "
             f"{quality.format(shallow_q)}")
     lat = {}
     if measure:   # both models on the same input, runs interleaved
-        lat = timing.measure_latencies({"dense": dense, "compact": shallow}, example, runs=latency_runs,
+        lat = timing.measure_latencies({"dense": on_device(dense, dev), "compact": on_device(shallow, dev)}, example,
+                                       runs=latency_runs,
                                        progress=progress, cancel=cancel)
         for key, v in lat.items():
             log(f"latency {key}: {v}")
