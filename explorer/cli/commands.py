@@ -143,6 +143,9 @@ def plan_from_args(session, args):
     names = args.layers or session.layer_names
     for n in names:
         session.layer(n)  # unknown layer -> clear error
+    if getattr(args, "allocation", "uniform") != "uniform":
+        _plan_from_allocation(session, args, names)
+        return None
     if args.scope == "global":
         skipped = session.set_global(names, args.sparsity, args.granularity, args.criterion, args.max_layer_sparsity)
     else:
@@ -153,6 +156,26 @@ def plan_from_args(session, args):
         for n, why in skipped.items():
             log(f"note: {n} left dense: {why}")
     return None
+
+
+def _plan_from_allocation(session, args, names) -> None:
+    """--allocation owl|alpha: per-layer (per-block) sparsities around --sparsity (analyse/owl.py)."""
+    from explorer.core.analyse.owl import allocate, fitting_layers
+
+    if args.scope == "global":
+        raise PlanError(f"--allocation {args.allocation} sets each layer's sparsity itself; it works with the local "
+                        "scope, not --scope global.")
+    fits, skipped = fitting_layers(session, names, args.sparsity, args.granularity, args.criterion,
+                                   strict=bool(args.layers))
+    for n, why in skipped.items():
+        log(f"note: {n} left dense: {why}")
+    a = allocate(session, args.allocation, args.sparsity, fits, args.granularity, args.criterion,
+                 m=args.owl_m, lam=args.owl_lambda, progress=tqdm_progress(args.allocation))
+    session.set_plan(a.plan)
+    spread = sorted(set(round(v, 4) for v in a.sparsities.values()))
+    log(f"allocation {args.allocation} ({a.record()['level']} level): sparsities {spread[0]:.1%} to {spread[-1]:.1%}, "
+        f"overall {session.totals(session.plan).sparsity:.1%}")
+    args.allocation_record = a.record()
 
 
 def _finetune_config(args, epochs: int, session=None, **kw):
@@ -226,6 +249,8 @@ def check_prune_flags(args) -> None:
         number(args.sparsity, "--sparsity", 0.0, 1.0)
     if args.max_drop is not None:
         number(args.max_drop, "--max-drop", 0.0, 100.0)
+    if getattr(args, "allocation", "uniform") != "uniform" and args.sparsity is None:
+        raise PlanError(f"--allocation {args.allocation} distributes a target sparsity: give --sparsity S.")
 
 
 def cmd_prune(args) -> int:
@@ -245,6 +270,8 @@ def cmd_prune(args) -> int:
             log(f"note: {note}")
     session.set_seed(args.seed)
     _calibration_from_args(session, args)
+    if _is_block_request(args):
+        return _prune_blocks(session, args, out_dir)
     recorded = plan_from_args(session, args)
     cfg = None
     sched_kw = _schedule_settings(args)
@@ -269,7 +296,11 @@ def cmd_prune(args) -> int:
                         latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
-                        own_loaded=True)   # the session ends here: big layers may be pruned in place
+                        own_loaded=True,   # the session ends here: big layers may be pruned in place
+                        recipe_extra=({"allocation": args.allocation_record}
+                                      if getattr(args, "allocation_record", None) else None),
+                        report_extra=({"allocation": args.allocation_record}
+                                      if getattr(args, "allocation_record", None) else None))
         session.mark_pruned_in_place(out.plan, out.in_place)
     finally:
         bar.close()
@@ -278,6 +309,45 @@ def cmd_prune(args) -> int:
                "dense_accuracy": r["dense"]["accuracy"], "pruned_accuracy": r["pruned"]["accuracy"]}
     if "perplexity" in r["dense"]:
         summary.update(dense_perplexity=r["dense"]["perplexity"], pruned_perplexity=r["pruned"]["perplexity"])
+    print(json.dumps({**summary, "files": out.files}, indent=2))
+    return 0
+
+
+def _is_block_request(args) -> bool:
+    if args.recipe:
+        from explorer.core.prune.recipe import read_recipe
+        return read_recipe(args.recipe)[1].get("granularity") == "block"
+    return args.granularity == "block"
+
+
+def _prune_blocks(session, args, out_dir) -> int:
+    """--granularity block (or a block recipe): drop whole blocks (flows/depth.py)."""
+    from explorer.core.flows.depth import recorded_blocks
+    from explorer.core.flows.depth import run as run_depth
+    from explorer.core.prune.recipe import read_recipe
+
+    recipe = read_recipe(args.recipe)[1] if args.recipe else None
+    dropped = recorded_blocks(recipe) if recipe else None
+    if recipe:
+        args.sparsity = (recipe.get("blocks") or {}).get("sparsity")
+    if dropped is None and args.sparsity is None:
+        raise PlanError("--granularity block needs --sparsity S: the share of the skippable blocks to drop.")
+    if args.finetune_epochs or args.reconstruct or args.scope == "global" or args.layers or \
+            getattr(args, "allocation", "uniform") != "uniform":
+        raise PlanError("--granularity block drops whole blocks; it does not combine with fine-tuning, "
+                        "--reconstruct, --scope global, --layers or --allocation.")
+    bar = tqdm_progress("blocks")
+    try:
+        out = run_depth(session.snapshot(), out_dir, sparsity=args.sparsity, dropped=dropped,
+                        latency_runs=args.latency_runs, latency_batch=args.latency_batch,
+                        measure=not args.no_latency, progress=bar, log=log)
+    finally:
+        bar.close()
+    r = out.report
+    summary = {"dropped_blocks": out.dropped, "sparsity": r["sparsity"],
+               f"dense_{r.get('metric', 'accuracy')}": r["dense"].get(r.get("metric", "accuracy")),
+               f"pruned_{r.get('metric', 'accuracy')}": r["pruned"].get(r.get("metric", "accuracy")),
+               "dense_latency_ms": r["dense"]["latency_ms"], "pruned_latency_ms": r["pruned"]["latency_ms"]}
     print(json.dumps({**summary, "files": out.files}, indent=2))
     return 0
 

@@ -53,7 +53,9 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", default=None, metavar="R.json",
                    help="recipe.json with per-layer sparsity/granularity/criterion (replays its fine-tuning too)")
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity 0..1 (fraction of weights removed)")
-    p.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
+    p.add_argument("--granularity", "-g", default="element",
+                   help="element, n:m (e.g. 2:4), vector, kernel, channel; prune also takes block (drop the "
+                        "--sparsity share of the model's skippable blocks, the least important by Block Influence)")
     p.add_argument("--criterion", "-c", default="l1",
                    help="l1, l2, random, taylor, hessian, wanda, bn-scale (channel), apoz (channel)")
     p.add_argument("--scope", choices=("local", "global"), default="local",
@@ -136,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="fine-tuning batch size")
     _add_schedule_args(p)
     p.add_argument("--compact", action="store_true", help="also write model_compact.pt (channels physically removed)")
+    p.add_argument("--allocation", choices=("uniform", "owl", "alpha"), default="uniform",
+                   help="per-layer sparsities around --sparsity (overall, by weight count): uniform; owl (less "
+                        "sparsity where more of wanda's scores |w|·‖x‖ are outliers above --owl-m x their mean, "
+                        "per block; needs calibration data); alpha (less sparsity where the weight spectrum's "
+                        "heavy-tail exponent is lower; data-free)")
+    p.add_argument("--owl-m", type=float, default=5.0, help="OWL: a score is an outlier above M x its block's mean")
+    p.add_argument("--owl-lambda", type=float, default=0.08,
+                   help="owl and alpha: the largest deviation of a block's sparsity from --sparsity")
     p.add_argument("--from-sensitivity", default=None, metavar="S.json",
                    help="build the plan from a sensitivity scan (its validation-split accuracies)")
     p.add_argument("--max-drop", type=float, default=None,

@@ -50,7 +50,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
         reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
         resume: bool = False, report_extra: dict | None = None,
-        exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False) -> PruneOutcome:
+        exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False,
+        recipe_extra: dict | None = None) -> PruneOutcome:
     """Apply the snapshot's plan (reconstruct, fine-tune, compact), measure, and write the results folder.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
@@ -65,7 +66,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     then timed before pruning instead of interleaved with the pruned one's (``latency.interleaved`` says which).
 
     ``sparse_runtime``: also the model with each layer measured faster as CSR replaced by a sparse kernel
-    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder."""
+    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder. ``recipe_extra``: more
+    keys for recipe.json (e.g. the ``allocation`` that made the plan: ``analyse/owl.py``)."""
     out_dir = Path(out_dir)
     check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
@@ -168,7 +170,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
 
     recipe = plan_to_recipe(plan, snap.model_spec, ds.spec, seed=snap.seed,
                             extra={"finetune": finetune_cfg.as_dict() if finetune_cfg else None,
-                                   **snap.calibration.record(), "reconstruct": bool(reconstruct)})
+                                   **snap.calibration.record(), "reconstruct": bool(reconstruct),
+                                   **(recipe_extra or {})})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
         bad = snap.masks.mismatches(final_plan, pruned_state)   # one layer at a time

@@ -200,6 +200,10 @@ def get_granularity(name: str) -> Granularity:
         if not (0 < n < mm <= 64):
             raise PlanError(f"Invalid n:m pattern '{name}': need 0 < n < m <= 64 (e.g. 2:4).")
         return NM(n, mm)
+    if name == "block":     # not a per-layer granularity: the prune command drops whole blocks (flows/depth.py)
+        raise PlanError("The block granularity drops whole blocks of the model, not weights of a layer; only the "
+                        "prune command takes it (prune --granularity block --sparsity S).",
+                        "Here use element, n:m (e.g. 2:4), vector, kernel or channel.")
     raise PlanError(f"Unknown granularity '{name}'.", "Use element, n:m (e.g. 2:4), vector, kernel or channel.")
 
 

@@ -1,4 +1,6 @@
-"""Automatic allocation from a sensitivity scan: per-layer drop or a target (sparsity, size, MACs), and Search."""
+"""Automatic allocation from a sensitivity scan: per-layer drop or a target (sparsity, size, MACs), and Search;
+without a scan, OWL or heavy-tail alpha sparsities around a target (``core/analyse/owl.py``), and Diagnose (the
+layer table's Outliers and Alpha columns)."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -19,7 +21,9 @@ from explorer.core.train.metric import metric_of
 from ..window.context import AppContext
 
 ALLOC_MODES = [("per-layer drop ≤ (points)", "drop"), ("overall sparsity ≥ (%)", "sparsity"),
-               ("sparse size ≤ (KiB)", "size"), ("MACs ≤ (millions)", "macs")]
+               ("sparse size ≤ (KiB)", "size"), ("MACs ≤ (millions)", "macs"),
+               ("OWL at sparsity (%)", "owl"), ("alpha at sparsity (%)", "alpha")]
+NO_SCAN = ("owl", "alpha")       # modes that need no sensitivity scan
 
 
 class AllocationBox(QGroupBox):
@@ -41,7 +45,10 @@ class AllocationBox(QGroupBox):
             self.mode.addItem(label, key)
         self.mode.setSizeAdjustPolicy(QComboBox.AdjustToContents)   # never "per-layer drop ≤ (p…" (any font)
         self.mode.setToolTip("Per-layer: each layer gets the highest measured sparsity within the drop. Targets: "
-                             "greedy, raising the layer that buys the most per point of predicted accuracy lost")
+                             "greedy, raising the layer that buys the most per point of predicted accuracy lost. "
+                             "OWL / alpha (no scan needed): each block's sparsity within ±8 points of the target, "
+                             "less where more Wanda scores are outliers (OWL, M = 5) or the weight spectrum is more "
+                             "heavy-tailed (alpha); overall the target, by weight count")
         self.value = QDoubleSpinBox()
         self.value.setDecimals(2)
         self.value.setRange(0, 1e9)
@@ -67,6 +74,15 @@ class AllocationBox(QGroupBox):
                                    "settings) stays within the allowed drop on the validation split: tries overall "
                                    "targets from 95 % down and keeps the first that passes")
         self.search_btn.clicked.connect(self.search)
+        self.diag_btn = QPushButton("Diagnose")
+        self.diag_btn.setToolTip("Fill the layer table's Outliers (OWL's outlier ratio, with calibration data) and "
+                                 "Alpha (heavy-tail exponent of the weight spectrum) columns, in the background")
+        self.diag_btn.clicked.connect(self.diagnose)
+        self.blocks_btn = QPushButton("Blocks…")
+        self.blocks_btn.setToolTip("Measure each block's influence and metric when skipped (what the block "
+                                   "granularity drops first), in the background")
+        self.blocks_btn.clicked.connect(self.show_blocks)
+        self.blocks_dialog = None
         self.alloc_info = QLabel("Scan first.")
         self.alloc_info.setWordWrap(True)
         # two rows of their own (a grid would add the rows' widths): the mode box and the slider's label keep their
@@ -82,6 +98,8 @@ class AllocationBox(QGroupBox):
         row1.addWidget(self.balance, 1)
         row1.addWidget(self.alloc_btn)
         row1.addWidget(self.search_btn)
+        row1.addWidget(self.diag_btn)
+        row1.addWidget(self.blocks_btn)
         ag.addLayout(row0)
         ag.addLayout(row1)
         ag.addWidget(self.alloc_info)
@@ -120,7 +138,7 @@ class AllocationBox(QGroupBox):
 
     def _mode_changed(self, _i: int) -> None:
         key = self.mode.currentData()
-        defaults = {"drop": 1.0, "sparsity": 70.0, "size": 100.0, "macs": 1.0}
+        defaults = {"drop": 1.0, "sparsity": 70.0, "size": 100.0, "macs": 1.0, "owl": 70.0, "alpha": 70.0}
         s = self.session
         if s.loaded_ok and key == "size":
             defaults["size"] = round(s.totals().dense_bytes / 1024 / 4, 1)
@@ -130,6 +148,9 @@ class AllocationBox(QGroupBox):
 
     def allocate(self) -> None:
         s, ctx = self.session, self.ctx
+        if self.mode.currentData() in NO_SCAN:
+            self._allocate_around(self.mode.currentData(), self.value.value() / 100)
+            return
         if self.result is None:
             ctx.status("run or open a scan first", 4000)
             return
@@ -154,6 +175,78 @@ class AllocationBox(QGroupBox):
         m = self.result.measure
         self.alloc_info.setText(f"Planned {a.sparsity:.1%} overall; predicted {m.name} {m.format(a.predicted_accuracy)} "
                                 f"(adds the per-layer drops; layers interact, so measure it: F5, then fine-tune).")
+
+    def _allocate_around(self, method: str, target: float) -> None:
+        """OWL / alpha at ``target`` (a job on a snapshot: OWL reads calibration data); the plan is set when it is
+        done (undoable). Each layer keeps its granularity and criterion when the plan gives all layers the same
+        ones, else element and wanda (OWL) or l1 (alpha)."""
+        from explorer.core.analyse.owl import allocate, fitting_layers
+
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok:
+            return
+        kinds = {(lp.granularity.name, lp.criterion.name) for lp in s.plan.active().values()}
+        gran, crit = kinds.pop() if len(kinds) == 1 else ("element", "wanda" if method == "owl" else "l1")
+        if crit == "manual":
+            gran, crit = "element", "l1"
+        snap = s.snapshot()
+        key = self.ctx.layer_stats.key_of(s)
+
+        def work(progress, cancel):
+            names, _skipped = fitting_layers(snap, snap.layer_names, target, gran, crit)
+            return allocate(snap, method, target, names, gran, crit, progress=progress, cancel=cancel)
+
+        def done(a):
+            try:
+                s.set_plan(a.plan)
+            except Exception as e:
+                ctx.report_error(e)
+                return
+            per_layer = {n: v for n, v in a.statistic.items() if v is not None}
+            if per_layer and a.record()["level"] == "layer":
+                self.ctx.layer_stats.put(key, **({"outliers": per_layer, "m": a.settings.get("m")}
+                                                 if method == "owl" else {"alpha": per_layer}))
+            lo, hi = min(a.sparsities.values()), max(a.sparsities.values())
+            self.alloc_info.setText(f"{method.upper() if method == 'owl' else 'Alpha'} ({a.record()['level']} level, "
+                                    f"{gran}, {crit}): layers from {lo:.1%} to {hi:.1%}, overall "
+                                    f"{s.totals().sparsity:.1%}. Undo restores the plan; Diagnose shows each "
+                                    "layer's statistic.")
+
+        ctx.start_job(f"{method} allocation", work, on_done=done)
+
+    def diagnose(self) -> None:
+        """Background job: each layer's outlier ratio (with calibration data) and alpha, into the layer table."""
+        from explorer.core.analyse.owl import diagnose
+
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok:
+            return
+        snap = s.snapshot()
+        key = ctx.layer_stats.key_of(s)
+
+        def done(d):
+            ctx.layer_stats.put(key, outliers=d.outliers, alpha=d.alpha, m=d.m)
+            self.alloc_info.setText("Outliers and Alpha are in the layer table" + ("" if d.outliers is not None else
+                                    " (Outliers needs training samples for calibration)") + ".")
+
+        ctx.start_job("Outliers and alpha", lambda p, c: diagnose(snap, progress=p, cancel=c), on_done=done)
+
+    def show_blocks(self) -> None:
+        """Background job: block influence and the metric with each block skipped; then a dialog lists them."""
+        from explorer.core.analyse.depth import analyse_blocks
+
+        from .blocks_dialog import BlocksDialog
+
+        s, ctx = self.session, self.ctx
+        if not s.loaded_ok:
+            return
+        snap = s.snapshot()
+
+        def done(a):
+            self.blocks_dialog = BlocksDialog(a, self)
+            self.blocks_dialog.show()
+
+        ctx.start_job("Block importance", lambda p, c: analyse_blocks(snap, progress=p, cancel=c), on_done=done)
 
     def search(self) -> None:
         """Background job: grid of targets, fine-tune each, keep the sparsest within the drop (on val)."""

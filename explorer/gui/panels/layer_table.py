@@ -14,12 +14,15 @@ from explorer.core.prune.criteria import CRITERIA, get_criterion
 from explorer.core.prune.granularity import get_granularity
 from explorer.core.prune.plan import LayerPlan
 
+from .layer_stats import ALPHA_TIP, OUTLIERS_TIP
+
 GRANULARITY_CHOICES = ("element", "2:4", "4:8", "vector", "kernel", "channel")
 SPARSITY_DECIMALS = 4   # 0.1 % steps of the slider, as a fraction
 
 COLUMNS = ("Layer", "Type", "Shape", "Params", "MACs", "Sparsity %", "Granularity", "Criterion", "Nonzero",
-           "Break-even")
-COLUMN_WIDTHS = (90, 62, 96, 62, 62, 160, 90, 86, 64, 150)
+           "Break-even", "Outliers", "Alpha")
+COLUMN_WIDTHS = (90, 62, 96, 62, 62, 160, 90, 86, 64, 150, 64, 52)
+STAT_COLUMNS = {"Outliers": 10, "Alpha": 11}
 COL_TIPS = {
     "Layer": "Module name; ⇄ marks layers whose output channels are coupled (a residual add or a depthwise conv): "
              "under channel granularity they share one channel choice.",
@@ -32,6 +35,8 @@ COL_TIPS = {
     "Nonzero": "Weights left nonzero under the current plan",
     "Break-even": "The sparsity above which a sparse kernel (CSR) runs this layer faster than dense on this machine "
                   "(Latency tab ▸ Speed map measures it)",
+    "Outliers": OUTLIERS_TIP + " Sensitivity tab ▸ allocation box ▸ Diagnose computes it.",
+    "Alpha": ALPHA_TIP + " Sensitivity tab ▸ allocation box ▸ Diagnose computes it.",
 }
 
 
@@ -82,9 +87,12 @@ class LayerTable(QTableWidget):
     """Rows = prunable layers. Edits go straight to the session; redraws follow its events."""
 
     def __init__(self, session, report_error: Callable[[Exception], None], parent=None,
-                 status: Callable[[str, int], None] | None = None, speed=None):
+                 status: Callable[[str, int], None] | None = None, speed=None, stats=None):
         super().__init__(0, len(COLUMNS), parent)
         self.session = session
+        self.stats = stats          # LayerStats (layer_stats.py): the Outliers and Alpha columns
+        if stats is not None:
+            stats.changed.connect(self.show_layer_stats)
         self.speed = speed          # SpeedResults (speed_results.py): the Break-even column
         if speed is not None:
             speed.changed.connect(lambda names: self.show_break_even(names or None))
@@ -148,6 +156,10 @@ class LayerTable(QTableWidget):
                 nz.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 self.setItem(r, 8, nz)
                 self.setItem(r, 9, QTableWidgetItem(""))
+                for col in STAT_COLUMNS.values():
+                    it = QTableWidgetItem("")
+                    it.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                    self.setItem(r, col, it)
                 ed = SparsityEditor()
                 ed.edited.connect(lambda v, final, n=l.name: self._sparsity_edited(n, v, final))
                 gc = make_combo(GRANULARITY_CHOICES, gtips)
@@ -175,6 +187,7 @@ class LayerTable(QTableWidget):
                                   + self.horizontalScrollBar().sizeHint().height() + 6)
             self.refresh()
             self.show_break_even()
+            self.show_layer_stats()
             if s.selected in self._rows:
                 self.selectRow(self._rows[s.selected])
 
@@ -227,6 +240,24 @@ class LayerTable(QTableWidget):
         if measured or names is None:
             self.setColumnHidden(9, not any(self.item(r, 9) is not None and self.item(r, 9).text() != "—"
                                             for r in self._rows.values()))
+
+    def show_layer_stats(self) -> None:
+        """The Outliers and Alpha columns from the window's LayerStats; each column shows once it has values."""
+        outliers, alpha = self.stats.for_session(self.session) if self.stats is not None else ({}, {})
+        m = self.stats.m if self.stats is not None else None
+        for name, r in self._rows.items():
+            o, a = self.item(r, STAT_COLUMNS["Outliers"]), self.item(r, STAT_COLUMNS["Alpha"])
+            if o is None or a is None:
+                continue
+            v = outliers.get(name)
+            o.setText("" if v is None else f"{v:.2%}")
+            o.setToolTip("" if v is None else f"{v:.4%} of |w|·‖x‖ above {m:g} × the layer's mean")
+            v = alpha.get(name)
+            a.setText("" if name not in alpha else ("—" if v is None else f"{v:.2f}"))
+            a.setToolTip("" if name not in alpha else ("too few singular values to fit a tail" if v is None
+                                                       else f"alpha = {v:.4f}"))
+        self.setColumnHidden(STAT_COLUMNS["Outliers"], not outliers)
+        self.setColumnHidden(STAT_COLUMNS["Alpha"], not alpha)
 
     def _update_choices(self, name: str, lp: LayerPlan) -> None:
         """Grey out the granularities that do not fit the row's criterion and the criteria that do not fit its

@@ -14,6 +14,7 @@ from PySide6.QtGui import QAction, QKeySequence
 
 from explorer.core.session import Session
 
+from ..panels.layer_stats import LayerStats
 from ..panels.speed_results import SpeedResults
 from .jobs import JobRunner
 
@@ -30,6 +31,7 @@ class AppContext:
     is_closing: Callable[[], bool]
     action_parent: object                       # the QWidget that owns actions (their shortcuts work window-wide)
     speed_results: SpeedResults = field(default_factory=SpeedResults)   # Latency tab's speed maps (per layer)
+    layer_stats: LayerStats = field(default_factory=LayerStats)         # outlier ratios and alphas (per layer)
 
     def action(self, text: str, slot, shortcut=None, tip: str = "", menu=None) -> QAction:
         """A menu action with an optional shortcut and tooltip (also shown in the status bar)."""

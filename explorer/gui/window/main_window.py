@@ -82,7 +82,8 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ UI construction
     def _build_views(self) -> None:
-        self.table = LayerTable(self.session, self.report_error, status=self.status, speed=self.ctx.speed_results)
+        self.table = LayerTable(self.session, self.report_error, status=self.status, speed=self.ctx.speed_results,
+                                stats=self.ctx.layer_stats)
         self.totals_label = QLabel(" ")
         self.totals_label.setObjectName("totalsLabel")
         self.totals_label.setWordWrap(True)
