@@ -7,7 +7,7 @@ on the session: the door that called it marks the plan saved and adopts what it 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -50,7 +50,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         progress: ProgressFn | None = None, cancel: CancelToken | None = None, log: Log = _quiet,
         reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
         resume: bool = False, report_extra: dict | None = None,
-        exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False) -> PruneOutcome:
+        exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False,
+        sequential: bool = False) -> PruneOutcome:
     """Apply the snapshot's plan (reconstruct, fine-tune, compact), measure, and write the results folder.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
@@ -65,7 +66,11 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     then timed before pruning instead of interleaved with the pruned one's (``latency.interleaved`` says which).
 
     ``sparse_runtime``: also the model with each layer measured faster as CSR replaced by a sparse kernel
-    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder."""
+    (``deploy/sparse_runtime.py``), timed next to the others and written into the folder.
+
+    ``sparsegpt`` layers are swept (their masks chosen and kept weights updated) layer after layer on the
+    calibration samples before anything else (``prune/sparsegpt.py``); ``sequential``: wanda's input norms are
+    taken from the network as already pruned, layer after layer (recorded in the recipe)."""
     out_dir = Path(out_dir)
     check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
@@ -85,7 +90,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         # nothing asks these views another question afterwards: element/|w| masks of every size one-off (the same
         # masks; a ranking sorts the whole layer and is only worth it for later lookups)
         snap.masks.one_off_min_params = 1
-    in_place = (own_loaded and finetune_cfg is None and not reconstruct
+    one = _needs_one_shot(plan, sequential, reconstruct)
+    in_place = (own_loaded and finetune_cfg is None and not reconstruct and not one
                 and snap.masks.one_off_bytes(plan) >= bundle.IN_PLACE_MIN_BYTES)
     dense_totals = counts_from_state(snap, snap.original)[1]
     lat = {}
@@ -96,7 +102,9 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         dense_model = None
     if dense_acc is not None:
         log(f"dense: test {quality.name} {quality.format(dense_acc)}")
-    fits = None
+    fits = one_shot = None
+    if one:
+        snap, one_shot = _one_shot(snap, sequential, progress, cancel, log)
     if reconstruct:
         snap, fits = _reconstruct(snap, finetune_cfg, progress, cancel, log)
 
@@ -168,7 +176,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
 
     recipe = plan_to_recipe(plan, snap.model_spec, ds.spec, seed=snap.seed,
                             extra={"finetune": finetune_cfg.as_dict() if finetune_cfg else None,
-                                   **snap.calibration.record(), "reconstruct": bool(reconstruct)})
+                                   **snap.calibration.record(), "reconstruct": bool(reconstruct),
+                                   "sequential": bool(sequential)})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
         bad = snap.masks.mismatches(final_plan, pruned_state)   # one layer at a time
@@ -193,6 +202,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
                                               if finetune_cfg else None),
                                  **(report_extra or {}),
                                  "reconstruct": fits,
+                                 **({"one_shot": one_shot} if one_shot is not None else {}),
                                  **({"sparse_runtime": sparse_rt.report()} if sparse_rt is not None else {}),
                                  "tool_version": recipe["tool_version"]}, metric=quality.name)
     dense_model = None
@@ -242,3 +252,26 @@ def _reconstruct(snap: Snapshot, finetune_cfg, progress, cancel, log: Log) -> tu
     return snap.with_base(rec.state), {"samples": samples,
                                        "layers": [{"name": f.name, "method": f.method, "error_before": f.error_before,
                                                    "error_after": f.error_after} for f in rec.layers]}
+
+
+def _needs_one_shot(plan: Plan, sequential: bool, reconstruct: bool) -> bool:
+    from ..prune.sparsegpt import needs_one_shot
+
+    if reconstruct and any(lp.criterion == "sparsegpt" for lp in plan.active().values()):
+        raise PlanError("sparsegpt already updates the kept weights during its sweep; --reconstruct would refit "
+                        "them against the swept weights, not the dense ones.", "Leave out --reconstruct.")
+    return needs_one_shot(plan, sequential)
+
+
+def _one_shot(snap: Snapshot, sequential: bool, progress, cancel, log: Log) -> tuple[Snapshot, dict]:
+    """Sweep the plan's sparsegpt layers (and take wanda's norms sequentially): the snapshot continues from the
+    swept weights, its views ranking with the sequential norms."""
+    from ..prune.sparsegpt import one_shot, statistic_with
+
+    r = one_shot(snap, snap.plan, sequential, progress=progress, cancel=cancel)
+    new = snap.with_base(r.state) if r.swept else snap
+    masks = new.masks.renewed(statistic=statistic_with(snap.masks.statistic, r.statistic))
+    log(f"  layer after layer ({r.order}): {len(r.swept)} layer(s) swept by sparsegpt"
+        + (f", wanda's norms of {len(r.statistic)} layer(s) taken sequentially" if r.statistic else ""))
+    return replace(new, masks=masks), {"order": r.order, "sequential": sequential, "swept": r.swept,
+                                       "samples": snap.calibration.samples}

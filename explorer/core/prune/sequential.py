@@ -1,0 +1,188 @@
+"""Sequential calibration: layers pruned one after another, each measured on the inputs of the network *as
+already pruned* -- SparseGPT's order (Frantar & Alistarh 2023), also used by sequential wanda.
+
+For a stack of transformer blocks (an ``nn.ModuleList`` of same-type blocks holding the layers), block by block,
+so memory stays at the model plus one block's calibration activations:
+
+1. the calibration inputs run up to the first block once; what enters it (its arguments, e.g. the hidden states,
+   attention mask and rotary embeddings) is kept, one entry per chunk of samples;
+2. inside the block, its layers are pruned in forward order: hooks on the layers not yet done record the
+   statistic of the first one reached (and of every layer reached with the *same* input tensor, e.g. q/k/v or
+   gate/up, whose inputs the others cannot change), the forward stops there, those layers are pruned, repeat;
+3. the activations run through the *pruned* block and become the next block's inputs.
+
+A model without such a stack is one "block" whose arguments are the calibration inputs themselves (each layer's
+statistic then costs a forward pass of the pruned network up to that layer). Layers of the plan outside the stack
+(e.g. an ``lm_head``) are visited afterwards that way.
+
+Statistics per layer (``need``): ``"hessian"``: H = X Xᵀ of the layer's input columns (float32: a Linear's input
+features, a conv's unfolded C·kh·kw columns); ``"norms"``: Σ x_j² per input feature of a Linear / per input channel
+of a conv (float64, like :func:`calibration.input_norms`).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..jobs import CancelToken, ProgressFn, ProgressMeter
+from .reconstruct import _columns, _Stop
+
+Step = Callable[[str, nn.Module, torch.Tensor], None]   # (layer name, its module, statistic): prunes it in place
+
+
+def block_stack(module: nn.Module, layers: list[str]) -> tuple[str, nn.ModuleList] | None:
+    """The ModuleList of repeated blocks holding most of ``layers`` (name, list), or None."""
+    best, best_n = None, 0
+    for name, m in module.named_modules():
+        if not isinstance(m, nn.ModuleList) or len(m) < 2 or len({type(b) for b in m}) != 1:
+            continue
+        prefix = f"{name}." if name else ""
+        n = sum(1 for lay in layers if lay.startswith(prefix) and lay[len(prefix):].split(".")[0].isdigit())
+        if n > best_n:
+            best, best_n = (name, m), n
+    return best
+
+
+def _accumulate(m: nn.Module, x: torch.Tensor, need: str, acc: torch.Tensor | None) -> torch.Tensor:
+    x = x.detach()
+    if need == "norms":
+        t = x.double()
+        s = (t.pow(2).reshape(-1, t.shape[-1]).sum(dim=0) if isinstance(m, nn.Linear)
+             else t.pow(2).transpose(0, 1).reshape(t.shape[1], -1).sum(dim=1))
+        return s if acc is None else acc + s
+    if isinstance(m, nn.Linear):
+        cols = x.reshape(-1, x.shape[-1]).float()
+        h = cols.T @ cols
+    else:
+        cols = _columns(m, x)
+        if m.bias is not None:
+            cols = cols[:-1]
+        cols = cols.float()
+        h = cols @ cols.T
+    return h if acc is None else acc.add_(h)
+
+
+def _run(block: nn.Module, args: tuple, kwargs: dict):
+    with torch.no_grad():
+        return block(*args, **kwargs)
+
+
+def _prune_block(block: nn.Module, prefix: str, names: list[str], inputs: list, need, step: Step,
+                 meter: ProgressMeter, cancel: CancelToken | None) -> None:
+    """Prune ``names`` (full names; modules inside ``block``) in forward order on the block's inputs."""
+    mods = {n: block.get_submodule(n[len(prefix):]) if n[len(prefix):] else block for n in names}
+    remaining = list(names)
+    while remaining:
+        stats: dict[str, torch.Tensor] = {}
+        order: list[str] = []
+        first: list = [None]
+
+        def hook(name):
+            def fn(m, inp):
+                t = inp[0]
+                if first[0] is None:
+                    first[0] = t
+                elif t is not first[0]:
+                    raise _Stop      # a layer further on: this group is complete
+                if name not in order:
+                    order.append(name)
+                stats[name] = _accumulate(m, t, need(name), stats.get(name))
+            return fn
+
+        handles = [mods[n].register_forward_pre_hook(hook(n)) for n in remaining]
+        try:
+            for args, kwargs in inputs:
+                if cancel is not None:
+                    cancel.check()
+                first[0] = None
+                try:
+                    _run(block, args, kwargs)
+                except _Stop:
+                    pass
+        finally:
+            for h in handles:
+                h.remove()
+        if not order:        # the forward never reaches them: nothing to measure them on
+            for n in remaining:
+                meter.step(1, f"{n}: not reached by the forward pass, left as it is")
+            return
+        for n in order:
+            meter.note(f"pruning {n}")
+            step(n, mods[n], stats[n])
+            meter.step(1, f"{n} pruned")
+            remaining.remove(n)
+
+
+class _Capture(Exception):
+    pass
+
+
+def _block_inputs(module: nn.Module, first: nn.Module, x: torch.Tensor, chunk: int,
+                  cancel: CancelToken | None) -> list:
+    """(args, kwargs) entering ``first`` for each chunk of the calibration inputs."""
+    got: list = []
+
+    def hook(_m, args, kwargs):
+        got.append((args, dict(kwargs)))
+        raise _Capture
+
+    h = first.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for i in range(0, x.shape[0], chunk):
+            if cancel is not None:
+                cancel.check()
+            try:
+                _run(module, (x[i:i + chunk],), {})
+            except _Capture:
+                pass
+    finally:
+        h.remove()
+    return got
+
+
+def _next_inputs(block: nn.Module, inputs: list) -> list:
+    out = []
+    for args, kwargs in inputs:
+        y = _run(block, args, kwargs)
+        y = y[0] if isinstance(y, (tuple, list)) else y
+        if args:
+            out.append(((y, *args[1:]), kwargs))
+        else:
+            out.append(((), {**kwargs, "hidden_states": y}))
+    return out
+
+
+def sequential_prune(module: nn.Module, x: torch.Tensor, layers: list[str], step: Step,
+                     need: str | Callable[[str], str] = "hessian", chunk: int = 8, progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None) -> str:
+    """Prune ``layers`` of ``module`` (changed in place by ``step``) in forward order, each on the calibration
+    inputs ``x`` as the network already pruned delivers them. ``need``: the statistic ("hessian" or "norms"), or
+    a function giving it per layer. Returns how it went: "blocks" or "layers"."""
+    module.eval()
+    if isinstance(need, str):
+        need = (lambda _n, kind=need: kind)
+    meter = ProgressMeter(progress, max(1, len(layers)), "pruning layer after layer")
+    found = block_stack(module, layers)
+    rest = list(layers)
+    how = "layers"
+    if found is not None:
+        stack_name, stack = found
+        inputs = _block_inputs(module, stack[0], x, chunk, cancel)
+        for i, block in enumerate(stack):
+            prefix = f"{stack_name}.{i}." if stack_name else f"{i}."
+            names = [n for n in rest if n.startswith(prefix)]
+            if names:
+                _prune_block(block, prefix, names, inputs, need, step, meter, cancel)
+                rest = [n for n in rest if n not in names]
+            if i + 1 < len(stack):
+                if cancel is not None:
+                    cancel.check()
+                inputs = _next_inputs(block, inputs)
+        inputs = None
+        how = "blocks"
+    if rest:        # no stack, or layers outside it: the whole network is the block
+        whole = [((x[i:i + chunk],), {}) for i in range(0, x.shape[0], chunk)]
+        _prune_block(module, "", rest, whole, need, step, meter, cancel)
+    return how
