@@ -125,7 +125,10 @@ def _block_inputs(module: nn.Module, first: nn.Module, x: torch.Tensor, chunk: i
     got: list = []
 
     def hook(_m, args, kwargs):
-        got.append((args, dict(kwargs)))
+        # a key/value cache would grow with every run of a block: each run must see only its own inputs
+        kw = {k: (None if type(v).__name__.endswith("Cache") else False if k == "use_cache" else v)
+              for k, v in kwargs.items()}
+        got.append((args, kw))
         raise _Capture
 
     h = first.register_forward_pre_hook(hook, with_kwargs=True)

@@ -79,7 +79,7 @@ def sparsegpt_layer(W: torch.Tensor, H: torch.Tensor, sparsity: float = 0.5, nm:
                     gone = torch.sort(sal, stable=True).indices[:k]
                     M1.view(-1)[gone] = 0.0
     obs_sweep(WT, U, MT, block, choose)
-    keep = MT.T.bool()
+    keep = MT.T.bool().contiguous()
     Wn = torch.where(keep, WT.T, torch.zeros((), dtype=WT.dtype))
     return Wn.contiguous(), keep
 
