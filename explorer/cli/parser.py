@@ -55,7 +55,7 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", type=float, default=None, help="target sparsity 0..1 (fraction of weights removed)")
     p.add_argument("--granularity", "-g", default="element", help="element, n:m (e.g. 2:4), vector, kernel, channel")
     p.add_argument("--criterion", "-c", default="l1",
-                   help="l1, l2, random, taylor, hessian, wanda, bn-scale (channel), apoz (channel)")
+                   help="l1, l2, random, taylor, hessian, wanda, sparsegpt (element, n:m), bn-scale (channel), apoz (channel)")
     p.add_argument("--scope", choices=("local", "global"), default="local",
                    help="local: every layer at --sparsity; global: one threshold across the layers")
     p.add_argument("--max-layer-sparsity", type=float, default=0.95, help="per-layer cap for global scope")

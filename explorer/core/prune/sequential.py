@@ -21,6 +21,7 @@ of a conv (float64, like :func:`calibration.input_norms`).
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import torch
@@ -70,13 +71,15 @@ def _run(block: nn.Module, args: tuple, kwargs: dict):
 
 
 def _prune_block(block: nn.Module, prefix: str, names: list[str], inputs: list, need, step: Step,
-                 meter: ProgressMeter, cancel: CancelToken | None) -> None:
+                 meter: ProgressMeter, cancel: CancelToken | None, times: dict[str, float]) -> None:
     """Prune ``names`` (full names; modules inside ``block``) in forward order on the block's inputs."""
     mods = {n: block.get_submodule(n[len(prefix):]) if n[len(prefix):] else block for n in names}
     remaining = list(names)
     while remaining:
         stats: dict[str, torch.Tensor] = {}
         order: list[str] = []
+        alias: dict[str, str] = {}          # Linear layers fed the same tensor share one statistic (q/k/v)
+        owner: dict[str, str] = {}          # statistic kind -> the Linear that accumulates it
         first: list = [None]
 
         def hook(name):
@@ -88,7 +91,13 @@ def _prune_block(block: nn.Module, prefix: str, names: list[str], inputs: list, 
                     raise _Stop      # a layer further on: this group is complete
                 if name not in order:
                     order.append(name)
-                stats[name] = _accumulate(m, t, need(name), stats.get(name))
+                kind = need(name)
+                if isinstance(m, nn.Linear) and owner.setdefault(kind, name) != name:
+                    alias[name] = owner[kind]
+                    return
+                t0 = time.perf_counter()
+                stats[name] = _accumulate(m, t, kind, stats.get(name))
+                times["statistics"] = times.get("statistics", 0.0) + time.perf_counter() - t0
             return fn
 
         handles = [mods[n].register_forward_pre_hook(hook(n)) for n in remaining]
@@ -97,10 +106,7 @@ def _prune_block(block: nn.Module, prefix: str, names: list[str], inputs: list, 
                 if cancel is not None:
                     cancel.check()
                 first[0] = None
-                try:
-                    _run(block, args, kwargs)
-                except _Stop:
-                    pass
+                _timed(times, "forward", block, args, kwargs, stop=True)
         finally:
             for h in handles:
                 h.remove()
@@ -110,9 +116,24 @@ def _prune_block(block: nn.Module, prefix: str, names: list[str], inputs: list, 
             return
         for n in order:
             meter.note(f"pruning {n}")
-            step(n, mods[n], stats[n])
+            t0 = time.perf_counter()
+            step(n, mods[n], stats[alias.get(n, n)])
+            times["pruning"] = times.get("pruning", 0.0) + time.perf_counter() - t0
             meter.step(1, f"{n} pruned")
             remaining.remove(n)
+
+
+def _timed(times: dict[str, float], key: str, block: nn.Module, args: tuple, kwargs: dict, stop: bool = False):
+    """Run the block, its wall time (less the statistics its hooks took meanwhile) added to ``times[key]``."""
+    s0, t0 = times.get("statistics", 0.0), time.perf_counter()
+    y = None
+    try:
+        y = _run(block, args, kwargs)
+    except _Stop:
+        if not stop:
+            raise
+    times[key] = times.get(key, 0.0) + time.perf_counter() - t0 - (times.get("statistics", 0.0) - s0)
+    return y
 
 
 class _Capture(Exception):
@@ -145,10 +166,10 @@ def _block_inputs(module: nn.Module, first: nn.Module, x: torch.Tensor, chunk: i
     return got
 
 
-def _next_inputs(block: nn.Module, inputs: list) -> list:
+def _next_inputs(block: nn.Module, inputs: list, times: dict[str, float]) -> list:
     out = []
     for args, kwargs in inputs:
-        y = _run(block, args, kwargs)
+        y = _timed(times, "forward", block, args, kwargs)
         y = y[0] if isinstance(y, (tuple, list)) else y
         if args:
             out.append(((y, *args[1:]), kwargs))
@@ -159,10 +180,12 @@ def _next_inputs(block: nn.Module, inputs: list) -> list:
 
 def sequential_prune(module: nn.Module, x: torch.Tensor, layers: list[str], step: Step,
                      need: str | Callable[[str], str] = "hessian", chunk: int = 8, progress: ProgressFn | None = None,
-                     cancel: CancelToken | None = None) -> str:
+                     cancel: CancelToken | None = None, times: dict[str, float] | None = None) -> str:
     """Prune ``layers`` of ``module`` (changed in place by ``step``) in forward order, each on the calibration
     inputs ``x`` as the network already pruned delivers them. ``need``: the statistic ("hessian" or "norms"), or
-    a function giving it per layer. Returns how it went: "blocks" or "layers"."""
+    a function giving it per layer. Returns how it went: "blocks" or "layers". ``times`` (optional) gathers
+    seconds spent in calibration forwards ("forward"), statistics ("statistics") and the steps ("pruning")."""
+    times = {} if times is None else times
     module.eval()
     if isinstance(need, str):
         need = (lambda _n, kind=need: kind)
@@ -172,20 +195,22 @@ def sequential_prune(module: nn.Module, x: torch.Tensor, layers: list[str], step
     how = "layers"
     if found is not None:
         stack_name, stack = found
+        t0 = time.perf_counter()
         inputs = _block_inputs(module, stack[0], x, chunk, cancel)
+        times["forward"] = times.get("forward", 0.0) + time.perf_counter() - t0
         for i, block in enumerate(stack):
             prefix = f"{stack_name}.{i}." if stack_name else f"{i}."
             names = [n for n in rest if n.startswith(prefix)]
             if names:
-                _prune_block(block, prefix, names, inputs, need, step, meter, cancel)
+                _prune_block(block, prefix, names, inputs, need, step, meter, cancel, times)
                 rest = [n for n in rest if n not in names]
             if i + 1 < len(stack):
                 if cancel is not None:
                     cancel.check()
-                inputs = _next_inputs(block, inputs)
+                inputs = _next_inputs(block, inputs, times)
         inputs = None
         how = "blocks"
     if rest:        # no stack, or layers outside it: the whole network is the block
         whole = [((x[i:i + chunk],), {}) for i in range(0, x.shape[0], chunk)]
-        _prune_block(module, "", rest, whole, need, step, meter, cancel)
+        _prune_block(module, "", rest, whole, need, step, meter, cancel, times)
     return how

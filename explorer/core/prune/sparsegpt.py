@@ -22,6 +22,7 @@ after it see it pruned; without it only sparsegpt layers are visited, after the 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -44,19 +45,34 @@ def check_granularity(gran, layer: str = "") -> None:
                         "Use element or n:m (e.g. 2:4) with sparsegpt, or another criterion for structured pruning.")
 
 
-def sparsegpt_layer(W: torch.Tensor, H: torch.Tensor, sparsity: float = 0.5, nm: tuple[int, int] | None = None,
-                    damp: float = DAMP, block: int = BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
-    """(new W, keep mask) of a weight matrix W (out x d) given H (d x d); the dtype is H's."""
-    out, d = W.shape
-    H = H.to(W.dtype if H.dtype != torch.float64 else H.dtype)
+def hessian_factor(H: torch.Tensor, damp: float = DAMP) -> torch.Tensor:
+    """U, the upper Cholesky factor of (H + λI)⁻¹ with λ = damp · mean diag H (float64 stays float64, else float32).
+    A Hessian that float32 cannot factor gets ten times the dampening, up to three times."""
+    H = H if H.dtype == torch.float64 else H.float()
+    d = H.shape[0]
     mean = float(torch.diagonal(H).mean())
     lam = damp * mean if mean > 0 else damp
-    A = H + lam * torch.eye(d, dtype=H.dtype)
-    L, info = torch.linalg.cholesky_ex(A)
-    if int(info) != 0:
-        raise PlanError("SparseGPT's Hessian is not positive definite (non-finite activations?).")
-    U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
-    WT = W.T.to(H.dtype).contiguous().clone()
+    for _ in range(4):
+        L, info = torch.linalg.cholesky_ex(H + lam * torch.eye(d, dtype=H.dtype))
+        if int(info) == 0:
+            return torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
+        lam *= 10
+    raise PlanError("SparseGPT's Hessian is not positive definite even with extra dampening (non-finite "
+                    "activations?).", "Check the model's outputs on the calibration samples.")
+
+
+def sparsegpt_layer(W: torch.Tensor, H: torch.Tensor | None = None, sparsity: float = 0.5,
+                    nm: tuple[int, int] | None = None, damp: float = DAMP, block: int = BLOCK,
+                    U: torch.Tensor | None = None, times: dict[str, float] | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(new W, keep mask) of a weight matrix W (out x d) given H (d x d) or its factor ``U``
+    (:func:`hessian_factor`); computed in U's dtype. ``times`` (optional) gathers "inverse" and "sweep" seconds."""
+    out, d = W.shape
+    t0 = time.perf_counter()
+    if U is None:
+        U = hessian_factor(H, damp)
+    t1 = time.perf_counter()
+    WT = W.T.to(U.dtype).contiguous().clone()
     MT = torch.ones_like(WT)
     if nm is not None:
         n, m = nm
@@ -81,6 +97,9 @@ def sparsegpt_layer(W: torch.Tensor, H: torch.Tensor, sparsity: float = 0.5, nm:
     obs_sweep(WT, U, MT, block, choose)
     keep = MT.T.bool().contiguous()
     Wn = torch.where(keep, WT.T, torch.zeros((), dtype=WT.dtype))
+    if times is not None:
+        times["inverse"] = times.get("inverse", 0.0) + t1 - t0
+        times["sweep"] = times.get("sweep", 0.0) + time.perf_counter() - t1
     return Wn.contiguous(), keep
 
 
@@ -131,13 +150,16 @@ def one_shot(snap, plan, sequential: bool = False, progress: ProgressFn | None =
             raise PlanError(f"The sparsegpt criterion cannot sweep layer {n}: {why}.",
                             "Use another criterion for that layer.")
     swept: list[str] = []
+    factor: list = [None, None]       # (H, U): layers fed the same input (q/k/v) share H and its factor
 
     def step(name: str, m: nn.Module, stat: torch.Tensor) -> None:
         lp = active[name]
         key = snap.layer(name).key
         if lp.criterion == "sparsegpt":
             W = m.weight.detach().reshape(m.weight.shape[0], -1)
-            Wn, _ = sparsegpt_layer(W, stat, lp.sparsity, _nm(lp.granularity))
+            if factor[0] is not stat:
+                factor[:] = [stat, hessian_factor(stat)]
+            Wn, _ = sparsegpt_layer(W, sparsity=lp.sparsity, nm=_nm(lp.granularity), U=factor[1])
             new = Wn.to(m.weight.dtype).reshape(m.weight.shape).contiguous()
             state[key] = new
             swept.append(name)
