@@ -92,7 +92,7 @@ def sparsegpt_layer(W: torch.Tensor, H: torch.Tensor | None = None, sparsity: fl
                 k = min(max(k, 0), cols * out)
                 if k:
                     sal = (W1 ** 2 / D1[:, None] ** 2).reshape(-1)
-                    gone = torch.sort(sal, stable=True).indices[:k]
+                    gone = torch.topk(sal, k, largest=False, sorted=False).indices
                     M1.view(-1)[gone] = 0.0
     obs_sweep(WT, U, MT, block, choose)
     keep = MT.T.bool().contiguous()
