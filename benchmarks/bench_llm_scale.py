@@ -35,9 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emit, machine  # noqa: E402
-
 import torch  # noqa: E402
+from _common import emit, machine  # noqa: E402
 
 SIZES = {
     "quick": dict(hidden_size=64, intermediate_size=172, num_hidden_layers=2, num_attention_heads=4,
