@@ -5,7 +5,7 @@ and 2:4, block by block, on a few calibration sequences; wall time, where it goe
                                          [--seq 256] [--json] [--quick]
 
 The model is transformers' ``LlamaForCausalLM`` built from a config (random init, seeded; fp32), the calibration
-data seeded random tokens. Pruning runs the engine itself (``prune/sequential.sequential_prune`` with
+data seeded random tokens. Pruning runs the engine itself (``prune/sequential_calibration.sequential_prune`` with
 ``prune/sparsegpt.sparsegpt_layer``, what ``prune --criterion sparsegpt`` runs) on every linear of the decoder
 blocks (q, k, v, o, gate, up, down; the lm_head stays dense, as in the paper), each pattern on a freshly built
 model. Phases: ``forward`` (calibration forwards: up to the first block, the partial block runs that reach each
@@ -68,7 +68,7 @@ def build(size: str, seq: int):
 
 
 def run_pattern(size: str, pattern: str, x: torch.Tensor) -> dict:
-    from explorer.core.prune.sequential import sequential_prune
+    from explorer.core.prune.sequential_calibration import sequential_prune
     from explorer.core.prune.sparsegpt import hessian_factor, sparsegpt_layer
 
     model = build(size, x.shape[1])

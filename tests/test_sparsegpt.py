@@ -11,7 +11,7 @@ import torch
 import explorer.core.prune.reconstruct as rec_mod
 from explorer import cli
 from explorer.core.errors import PlanError
-from explorer.core.prune.sequential import block_stack, sequential_prune
+from explorer.core.prune.sequential_calibration import block_stack, sequential_prune
 from explorer.core.prune.sparsegpt import sparsegpt_layer
 
 from . import tiny_models as tiny
@@ -144,18 +144,18 @@ def _prune(tmp_path, name, *args):
 
 @pytest.mark.parametrize("extra", [["--criterion", "sparsegpt", "-g", "2:4"],
                                    ["--criterion", "sparsegpt", "--sparsity", "0.7"],
-                                   ["--criterion", "wanda", "--sparsity", "0.6", "--sequential"]])
+                                   ["--criterion", "wanda", "--sparsity", "0.6", "--sequential-calibration"]])
 def test_recipe_replays_bit_for_bit(tmp_path, extra):
     args = ["--model", "digits-mlp", "--calibration-samples", "48", "--seed", "2"]
     if "--sparsity" not in extra:
         extra = [*extra, "--sparsity", "0.5"]
     a = _prune(tmp_path, "a", *args, *extra)
     recipe = json.loads((a / "recipe.json").read_text())
-    assert recipe["sequential"] is ("--sequential" in extra)
+    assert recipe["sequential_calibration"] is ("--sequential-calibration" in extra)
     report = json.loads((a / "report.json").read_text())
     assert report["one_shot"]["order"] == "layers"
     b = _prune(tmp_path, "b", "--model", "digits-mlp", "--recipe", str(a / "recipe.json"))
-    assert json.loads((b / "recipe.json").read_text())["sequential"] is recipe["sequential"]
+    assert json.loads((b / "recipe.json").read_text())["sequential_calibration"] is recipe["sequential_calibration"]
     sa, sb = (torch.load(p / "model.pt", weights_only=True) for p in (a, b))
     assert_bit_identical(sa, sb)
     if "sparsegpt" in extra:      # the kept weights moved (the sweep's update), not just masked
@@ -168,7 +168,7 @@ def test_recipe_replays_bit_for_bit(tmp_path, extra):
 def test_sequential_wanda_differs_from_dense_wanda(tmp_path):
     args = ["--model", "digits-mlp", "--calibration-samples", "48", "--criterion", "wanda", "--sparsity", "0.8"]
     a = torch.load(_prune(tmp_path, "a", *args) / "model.pt", weights_only=True)
-    b = torch.load(_prune(tmp_path, "b", *args, "--sequential") / "model.pt", weights_only=True)
+    b = torch.load(_prune(tmp_path, "b", *args, "--sequential-calibration") / "model.pt", weights_only=True)
     assert torch.equal(a["fc1.weight"], b["fc1.weight"])           # the first layer sees the same inputs
     assert not torch.equal(a["fc2.weight"] != 0, b["fc2.weight"] != 0)    # later ones see the pruned network
 
@@ -192,3 +192,13 @@ def test_cli_on_a_tiny_llama_gives_perplexity(tmp_path):
     state = torch.load(out / "model.pt", weights_only=True)
     q = state["model.layers.1.self_attn.q_proj.weight"]
     assert torch.equal((q != 0).reshape(q.shape[0], -1, 4).sum(-1), torch.full((q.shape[0], q.shape[1] // 4), 2))
+
+
+def test_compare_measures_sparsegpt_by_its_sweep(mlp):
+    from explorer.core.analyse.compare import compare_criteria
+
+    mlp.set_calibration_samples(64)
+    r = compare_criteria(mlp, "l1,sparsegpt", [0.8])
+    l1, sgpt = (c["accuracy"][0] for c in r.criteria)
+    assert sgpt > l1        # the sweep's update, measured (the preview alone would be |w|·‖x‖ masking)
+    assert not mlp.plan.active()

@@ -136,8 +136,8 @@ def plan_from_args(session, args):
         apply_recipe(session, d, log, calibration_given=getattr(args, "calibration_samples", None) is not None)
         if d.get("reconstruct"):
             args.reconstruct = True
-        if d.get("sequential") and hasattr(args, "sequential"):
-            args.sequential = True
+        if d.get("sequential_calibration") and hasattr(args, "sequential_calibration"):
+            args.sequential_calibration = True
         return d.get("finetune")
     if getattr(args, "from_sensitivity", None):
         _plan_from_scan(session, args)
@@ -271,7 +271,7 @@ def cmd_prune(args) -> int:
                         latency_runs=args.latency_runs,
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
-                        sequential=args.sequential,
+                        sequential_calibration=args.sequential_calibration,
                         own_loaded=True)   # the session ends here: big layers may be pruned in place
         session.mark_pruned_in_place(out.plan, out.in_place)
     finally:

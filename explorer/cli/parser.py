@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "--latency-batch) replaced by a sparse kernel, the rest dense; timed as latency.sparse")
     add_device(p)
     _add_calibration_args(p, reconstruct=True)
-    p.add_argument("--sequential", action="store_true",
+    p.add_argument("--sequential-calibration", action="store_true",
                    help="wanda: take each layer's input norms from the network as already pruned, layer after layer "
                         "(block by block in transformer stacks), as sparsegpt always does; recorded in the recipe")
     p.add_argument("--export", default=None, metavar="safetensors,onnx",

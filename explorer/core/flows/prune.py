@@ -51,7 +51,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
         resume: bool = False, report_extra: dict | None = None,
         exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False,
-        sequential: bool = False) -> PruneOutcome:
+        sequential_calibration: bool = False) -> PruneOutcome:
     """Apply the snapshot's plan (reconstruct, fine-tune, compact), measure, and write the results folder.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
@@ -69,7 +69,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     (``deploy/sparse_runtime.py``), timed next to the others and written into the folder.
 
     ``sparsegpt`` layers are swept (their masks chosen and kept weights updated) layer after layer on the
-    calibration samples before anything else (``prune/sparsegpt.py``); ``sequential``: wanda's input norms are
+    calibration samples before anything else (``prune/sparsegpt.py``); ``sequential_calibration``: wanda's input norms are
     taken from the network as already pruned, layer after layer (recorded in the recipe)."""
     out_dir = Path(out_dir)
     check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
@@ -90,7 +90,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         # nothing asks these views another question afterwards: element/|w| masks of every size one-off (the same
         # masks; a ranking sorts the whole layer and is only worth it for later lookups)
         snap.masks.one_off_min_params = 1
-    one = _needs_one_shot(plan, sequential, reconstruct)
+    one = _needs_one_shot(plan, sequential_calibration, reconstruct)
     in_place = (own_loaded and finetune_cfg is None and not reconstruct and not one
                 and snap.masks.one_off_bytes(plan) >= bundle.IN_PLACE_MIN_BYTES)
     dense_totals = counts_from_state(snap, snap.original)[1]
@@ -104,7 +104,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         log(f"dense: test {quality.name} {quality.format(dense_acc)}")
     fits = one_shot = None
     if one:
-        snap, one_shot = _one_shot(snap, sequential, progress, cancel, log)
+        snap, one_shot = one_shot_snapshot(snap, sequential_calibration, progress, cancel, log)
     if reconstruct:
         snap, fits = _reconstruct(snap, finetune_cfg, progress, cancel, log)
 
@@ -177,7 +177,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     recipe = plan_to_recipe(plan, snap.model_spec, ds.spec, seed=snap.seed,
                             extra={"finetune": finetune_cfg.as_dict() if finetune_cfg else None,
                                    **snap.calibration.record(), "reconstruct": bool(reconstruct),
-                                   "sequential": bool(sequential)})
+                                   "sequential_calibration": bool(sequential_calibration)})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
         bad = snap.masks.mismatches(final_plan, pruned_state)   # one layer at a time
@@ -263,7 +263,8 @@ def _needs_one_shot(plan: Plan, sequential: bool, reconstruct: bool) -> bool:
     return needs_one_shot(plan, sequential)
 
 
-def _one_shot(snap: Snapshot, sequential: bool, progress, cancel, log: Log) -> tuple[Snapshot, dict]:
+def one_shot_snapshot(snap: Snapshot, sequential: bool, progress, cancel,
+                      log: Log = _quiet) -> tuple[Snapshot, dict]:
     """Sweep the plan's sparsegpt layers (and take wanda's norms sequentially): the snapshot continues from the
     swept weights, its views ranking with the sequential norms."""
     from ..prune.sparsegpt import one_shot, statistic_with
@@ -273,5 +274,5 @@ def _one_shot(snap: Snapshot, sequential: bool, progress, cancel, log: Log) -> t
     masks = new.masks.renewed(statistic=statistic_with(snap.masks.statistic, r.statistic))
     log(f"  layer after layer ({r.order}): {len(r.swept)} layer(s) swept by sparsegpt"
         + (f", wanda's norms of {len(r.statistic)} layer(s) taken sequentially" if r.statistic else ""))
-    return replace(new, masks=masks), {"order": r.order, "sequential": sequential, "swept": r.swept,
+    return replace(new, masks=masks), {"order": r.order, "sequential_calibration": sequential, "swept": r.swept,
                                        "samples": snap.calibration.samples}

@@ -16,8 +16,8 @@ not changed. The mask engine ranks zero weights first under every criterion, so 
 weights are exactly the sweep's.
 
 ``one_shot``: the plan's layers visited in forward order on the calibration samples through
-:func:`sequential.sequential_prune` (block by block for transformer stacks): ``sparsegpt`` layers are swept;
-with ``sequential`` (wanda's norms from the pruned network) every other layer is masked there too, so the layers
+:func:`sequential_calibration.sequential_prune` (block by block for transformer stacks): ``sparsegpt`` layers are swept;
+with ``sequential`` (sequential calibration: wanda's norms from the pruned network) every other layer is masked there too, so the layers
 after it see it pruned; without it only sparsegpt layers are visited, after the earlier layers' masks are applied.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..jobs import CancelToken, ProgressFn
 from ..model.sharing import twin
 from .granularity import NM, Element
 from .reconstruct import DAMP, _unsupported, obs_sweep
-from .sequential import sequential_prune
+from .sequential_calibration import sequential_prune
 
 BLOCK = 128
 
