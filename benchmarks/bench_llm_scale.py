@@ -77,8 +77,8 @@ def run_pattern(size: str, pattern: str, x: torch.Tensor) -> dict:
     params = sum(p.numel() for p in model.parameters())
     t0 = time.perf_counter()
     with torch.no_grad():
-        for i in range(0, x.shape[0], 8):
-            model(x[i:i + 8])
+        for i in range(0, x.shape[0], 2):       # 2 sequences at a time: the logits stay small
+            model(x[i:i + 2])
     forward_s = time.perf_counter() - t0
     nm = (2, 4) if pattern == "2:4" else None
     sparsity = float(pattern.rstrip("%")) / 100 if nm is None else 0.5
