@@ -202,3 +202,26 @@ def test_compare_measures_sparsegpt_by_its_sweep(mlp):
     l1, sgpt = (c["accuracy"][0] for c in r.criteria)
     assert sgpt > l1        # the sweep's update, measured (the preview alone would be |w|·‖x‖ masking)
     assert not mlp.plan.active()
+
+
+def test_one_shot_reports_progress_and_cancels_without_touching_the_session(mlp):
+    from explorer.core.errors import Cancelled
+    from explorer.core.jobs import CancelToken
+    from explorer.core.prune.sparsegpt import one_shot
+
+    mlp.set_calibration_samples(32)
+    mlp.set_uniform(mlp.layer_names, 0.5, "element", "sparsegpt")
+    before = {k: v.clone() for k, v in mlp.base_state().items()}
+    token, notes = CancelToken(), []
+
+    def progress(p):
+        notes.append(p.message)
+        if "fc2" in p.message:
+            token.cancel()          # cancelled part-way, after fc1 was swept
+
+    with pytest.raises(Cancelled):
+        one_shot(mlp.snapshot(), mlp.plan, progress=progress, cancel=token)
+    assert any("fc1" in m for m in notes)
+    assert_bit_identical(mlp.base_state(), before)
+    r = one_shot(mlp.snapshot(), mlp.plan)          # and uncancelled it runs to the end
+    assert r.swept == ["fc1", "fc2", "fc3"] and r.order == "layers"
