@@ -50,7 +50,7 @@ def _accumulate(m: nn.Module, x: torch.Tensor, need: str, acc: torch.Tensor | No
     x = x.detach()
     if need == "norms":
         t = x.double()
-        s = (t.pow(2).reshape(-1, t.shape[-1]).sum(dim=0) if isinstance(m, nn.Linear)
+        s = (t.pow(2).reshape(-1, t.shape[-1]).sum(dim=0) if m.weight.dim() == 2     # Linear, HF Conv1D
              else t.pow(2).transpose(0, 1).reshape(t.shape[1], -1).sum(dim=1))
         return s if acc is None else acc + s
     if isinstance(m, nn.Linear):
