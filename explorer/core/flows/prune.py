@@ -271,7 +271,8 @@ def one_shot_snapshot(snap: Snapshot, sequential: bool, progress, cancel,
 
     r = one_shot(snap, snap.plan, sequential, progress=progress, cancel=cancel)
     new = snap.with_base(r.state) if r.swept else snap
-    masks = new.masks.renewed(statistic=statistic_with(snap.masks.statistic, r.statistic))
+    widths = {n: r.state[snap.layer(n).key].shape[1] for n in r.swept}
+    masks = new.masks.renewed(statistic=statistic_with(snap.masks.statistic, r.statistic, widths))
     log(f"  layer after layer ({r.order}): {len(r.swept)} layer(s) swept by sparsegpt"
         + (f", wanda's norms of {len(r.statistic)} layer(s) taken sequentially" if r.statistic else ""))
     return replace(new, masks=masks), {"order": r.order, "sequential_calibration": sequential, "swept": r.swept,

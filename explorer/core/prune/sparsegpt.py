@@ -179,10 +179,16 @@ def _need(lp) -> str:
     return "hessian" if lp.criterion == "sparsegpt" else "norms"
 
 
-def statistic_with(fallback, seq: dict[str, torch.Tensor]):
-    """A mask views' statistic answering wanda's input norms from ``seq`` (sequential) where it has them."""
+def statistic_with(fallback, seq: dict[str, torch.Tensor], flat: dict[str, int] | None = None):
+    """A mask views' statistic answering wanda's input norms from ``seq`` (sequential) where it has them, and for
+    the swept layers in ``flat`` (name -> input width) ones: their zeros go first whatever the scores, so their
+    masks need no calibration pass over the swept network."""
+    flat = flat or {}
+
     def statistic(kind: str, layer: str):
         if kind == "input_norm" and layer in seq:
             return seq[layer]
+        if kind == "input_norm" and layer in flat:
+            return torch.ones(flat[layer])
         return fallback(kind, layer) if fallback else None
     return statistic
