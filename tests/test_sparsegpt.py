@@ -225,3 +225,11 @@ def test_one_shot_reports_progress_and_cancels_without_touching_the_session(mlp)
     assert_bit_identical(mlp.base_state(), before)
     r = one_shot(mlp.snapshot(), mlp.plan)          # and uncancelled it runs to the end
     assert r.swept == ["fc1", "fc2", "fc3"] and r.order == "layers"
+
+
+def test_conv_nm_runs_go_along_input_channels(tmp_path):
+    out = _prune(tmp_path, "c", "--model", "digits-cnn", "--criterion", "sparsegpt", "-g", "2:4", "--sparsity", "0.5",
+                 "--calibration-samples", "32")
+    w = torch.load(out / "model.pt", weights_only=True)["backbone.conv2.weight"]      # 64 x 32 x 3 x 3
+    runs = (w != 0).permute(0, 2, 3, 1).reshape(-1, 4).sum(dim=-1)     # m consecutive input channels per position
+    assert torch.equal(runs, torch.full_like(runs, 2))

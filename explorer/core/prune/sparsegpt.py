@@ -157,9 +157,15 @@ def one_shot(snap, plan, sequential: bool = False, progress: ProgressFn | None =
         key = snap.layer(name).key
         if lp.criterion == "sparsegpt":
             W = m.weight.detach().reshape(m.weight.shape[0], -1)
+            nm = _nm(lp.granularity)
+            p = _nm_order(m.weight.shape) if nm is not None else None
+            if p is not None:       # a conv's n:m runs go along input channels at each kernel position
+                W, stat = W[:, p], stat[p][:, p]
             if factor[0] is not stat:
                 factor[:] = [stat, hessian_factor(stat)]
-            Wn, _ = sparsegpt_layer(W, sparsity=lp.sparsity, nm=_nm(lp.granularity), U=factor[1])
+            Wn, _ = sparsegpt_layer(W, sparsity=lp.sparsity, nm=nm, U=factor[1])
+            if p is not None:
+                Wn = Wn[:, torch.argsort(p)]
             new = Wn.to(m.weight.dtype).reshape(m.weight.shape).contiguous()
             state[key] = new
             swept.append(name)
@@ -173,6 +179,15 @@ def one_shot(snap, plan, sequential: bool = False, progress: ProgressFn | None =
     order = sequential_prune(model, x, names, step, need=lambda n: _need(active[n]), progress=progress,
                              cancel=cancel)
     return OneShot(state=state, statistic=seq, order=order, swept=swept)
+
+
+def _nm_order(shape) -> torch.Tensor | None:
+    """Column order (C, kh·kw) -> (kh·kw, C) of a conv's unfolded weight, so that m consecutive columns are m
+    consecutive input channels at one kernel position (the n:m groups of ``granularity.NM``); None for a Linear."""
+    if len(shape) <= 2:
+        return None
+    c, k = shape[1], int(torch.tensor(shape[2:]).prod())
+    return torch.arange(c * k).reshape(c, k).T.reshape(-1)
 
 
 def _need(lp) -> str:
