@@ -103,6 +103,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     if dense_acc is not None:
         log(f"dense: test {quality.name} {quality.format(dense_acc)}")
     fits = one_shot = None
+    if sequential_calibration and not one:
+        log("note: --sequential-calibration changes only wanda's and sparsegpt's statistics; the plan has neither")
     if one:
         snap, one_shot = one_shot_snapshot(snap, sequential_calibration, progress, cancel, log)
     if reconstruct:
