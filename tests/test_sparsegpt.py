@@ -233,3 +233,14 @@ def test_conv_nm_runs_go_along_input_channels(tmp_path):
     w = torch.load(out / "model.pt", weights_only=True)["backbone.conv2.weight"]      # 64 x 32 x 3 x 3
     runs = (w != 0).permute(0, 2, 3, 1).reshape(-1, 4).sum(dim=-1)     # m consecutive input channels per position
     assert torch.equal(runs, torch.full_like(runs, 2))
+
+
+def test_sequential_wanda_on_a_tiny_llama_goes_block_by_block(tmp_path):
+    folder = tiny.llama_folder(tmp_path / "llama")
+    text = tiny.write_text(tmp_path / "t.txt")
+    out = _prune(tmp_path, "w", "--model", f"hf:{folder}", "--dataset", f"text:{text}", "--criterion", "wanda",
+                 "--sparsity", "0.5", "--sequential-calibration", "--calibration-samples", "8")
+    report = json.loads((out / "report.json").read_text())
+    assert report["one_shot"] == {"order": "blocks", "sequential_calibration": True, "swept": [], "samples": 8}
+    assert json.loads((out / "recipe.json").read_text())["sequential_calibration"] is True
+    assert report["pruned"]["perplexity"] > 1
