@@ -244,3 +244,42 @@ def test_sequential_wanda_on_a_tiny_llama_goes_block_by_block(tmp_path):
     assert report["one_shot"] == {"order": "blocks", "sequential_calibration": True, "swept": [], "samples": 8}
     assert json.loads((out / "recipe.json").read_text())["sequential_calibration"] is True
     assert report["pruned"]["perplexity"] > 1
+
+
+def test_parallel_heads_are_no_block_stack():
+    class Heads(torch.nn.Module):       # a ModuleList applied to the same input: not a chain of blocks
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Linear(6, 6)
+            self.heads = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(6, 6)) for _ in range(3))
+
+        def forward(self, x):
+            h = self.stem(x)
+            return sum(head(h) for head in self.heads)
+
+    model = Heads()
+    names = ["stem", "heads.0.0", "heads.1.0", "heads.2.0"]
+    assert block_stack(model, names)[0] == "heads"
+    seen = []
+    how = sequential_prune(model, torch.randn(5, 6), names, lambda n, m, H: seen.append(n), chunk=2)
+    assert how == "layers" and seen == names
+
+
+def test_layers_ahead_of_the_stack_go_first():
+    class Chain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Linear(6, 6)
+            self.blocks = torch.nn.ModuleList(torch.nn.Sequential(torch.nn.Linear(6, 6)) for _ in range(2))
+            self.head = torch.nn.Linear(6, 2)
+
+        def forward(self, x):
+            h = self.stem(x)
+            for b in self.blocks:
+                h = b(h)
+            return self.head(h)
+
+    names = ["stem", "blocks.0.0", "blocks.1.0", "head"]
+    seen = []
+    assert sequential_prune(Chain(), torch.randn(5, 6), names, lambda n, m, H: seen.append(n), chunk=2) == "blocks"
+    assert seen == names

@@ -13,7 +13,9 @@ so memory stays at the model plus one block's calibration activations:
 
 A model without such a stack is one "block" whose arguments are the calibration inputs themselves (each layer's
 statistic then costs a forward pass of the pruned network up to that layer). Layers of the plan outside the stack
-(e.g. an ``lm_head``) are visited afterwards that way.
+are visited that way, before it (those ahead of it in ``layers``) or after it (e.g. an ``lm_head``). A ModuleList
+whose blocks do not each run once on the previous one's output (checked on one sample: parallel heads) is no
+stack.
 
 Statistics per layer (``need``): ``"hessian"``: H = X Xᵀ of the layer's input columns (float32: a Linear's input
 features, a conv's unfolded C·kh·kw columns); ``"norms"``: Σ x_j² per input feature of a Linear / per input channel
@@ -166,6 +168,27 @@ def _block_inputs(module: nn.Module, first: nn.Module, x: torch.Tensor, chunk: i
     return got
 
 
+def _is_chain(module: nn.Module, stack: nn.ModuleList, x: torch.Tensor) -> bool:
+    """Does each block of ``stack`` run once, on the previous block's output (checked on one sample)? A
+    ModuleList of parallel heads is no stack."""
+    seen: list = []
+
+    def hook(_m, args, kwargs, out):
+        h = args[0] if args else kwargs.get("hidden_states")
+        seen.append((h, out[0] if isinstance(out, (tuple, list)) else out))
+
+    handles = [b.register_forward_hook(hook, with_kwargs=True) for b in stack]
+    try:
+        _run(module, (x,), {})
+    finally:
+        for h in handles:
+            h.remove()
+    if len(seen) != len(stack):
+        return False
+    return all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+               and torch.equal(a, b) for (_, b), (a, _) in zip(seen, seen[1:]))
+
+
 def _next_inputs(block: nn.Module, inputs: list, times: dict[str, float]) -> list:
     out = []
     for args, kwargs in inputs:
@@ -191,10 +214,18 @@ def sequential_prune(module: nn.Module, x: torch.Tensor, layers: list[str], step
         need = (lambda _n, kind=need: kind)
     meter = ProgressMeter(progress, max(1, len(layers)), "pruning layer after layer")
     found = block_stack(module, layers)
+    if found is not None and not _is_chain(module, found[1], x[:1]):
+        found = None
     rest = list(layers)
     how = "layers"
+    whole = [((x[i:i + chunk],), {}) for i in range(0, x.shape[0], chunk)]
     if found is not None:
         stack_name, stack = found
+        inside = [n for n in layers if n.startswith(f"{stack_name}.")]
+        before = layers[:layers.index(inside[0])] if inside else []
+        if before:        # layers ahead of the stack (in ``layers``' order) first, on the whole network
+            _prune_block(module, "", before, whole, need, step, meter, cancel, times)
+            rest = [n for n in rest if n not in before]
         t0 = time.perf_counter()
         inputs = _block_inputs(module, stack[0], x, chunk, cancel)
         times["forward"] = times.get("forward", 0.0) + time.perf_counter() - t0
@@ -210,7 +241,6 @@ def sequential_prune(module: nn.Module, x: torch.Tensor, layers: list[str], step
                 inputs = _next_inputs(block, inputs, times)
         inputs = None
         how = "blocks"
-    if rest:        # no stack, or layers outside it: the whole network is the block
-        whole = [((x[i:i + chunk],), {}) for i in range(0, x.shape[0], chunk)]
+    if rest:        # no stack, or layers after it: the whole network is the block
         _prune_block(module, "", rest, whole, need, step, meter, cancel, times)
     return how
