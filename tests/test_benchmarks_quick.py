@@ -25,6 +25,7 @@ KEYS = {
     "bench_speedup.py": ("rows",),
     "bench_startup.py": ("variants",),
     "bench_big_models.py": ("summary",),
+    "bench_llm_scale.py": ("runs", "peak_rss_bytes", "peak_over_model"),
 }
 ROW_KEYS = {"bench_sensitivity.py": ("ratio", "same_allocation")}
 

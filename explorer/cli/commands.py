@@ -136,6 +136,8 @@ def plan_from_args(session, args):
         apply_recipe(session, d, log, calibration_given=getattr(args, "calibration_samples", None) is not None)
         if d.get("reconstruct"):
             args.reconstruct = True
+        if d.get("sequential_calibration") and hasattr(args, "sequential_calibration"):
+            args.sequential_calibration = True
         return d.get("finetune")
     if getattr(args, "from_sensitivity", None):
         _plan_from_scan(session, args)
@@ -297,6 +299,7 @@ def cmd_prune(args) -> int:
                         latency_batch=args.latency_batch, measure=not args.no_latency, progress=bar, log=log,
                         reconstruct=args.reconstruct, runtime=_runtime(args), exports=exports,
                         own_loaded=True,   # the session ends here: big layers may be pruned in place
+                        sequential_calibration=args.sequential_calibration,
                         recipe_extra=({"allocation": args.allocation_record}
                                       if getattr(args, "allocation_record", None) else None),
                         report_extra=({"allocation": args.allocation_record}

@@ -57,7 +57,7 @@ def _add_plan_args(p: argparse.ArgumentParser) -> None:
                    help="element, n:m (e.g. 2:4), vector, kernel, channel; prune also takes block (drop the "
                         "--sparsity share of the model's skippable blocks, the least important by Block Influence)")
     p.add_argument("--criterion", "-c", default="l1",
-                   help="l1, l2, random, taylor, hessian, wanda, bn-scale (channel), apoz (channel)")
+                   help="l1, l2, random, taylor, hessian, wanda, sparsegpt (element, n:m), bn-scale (channel), apoz (channel)")
     p.add_argument("--scope", choices=("local", "global"), default="local",
                    help="local: every layer at --sparsity; global: one threshold across the layers")
     p.add_argument("--max-layer-sparsity", type=float, default=0.95, help="per-layer cap for global scope")
@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--latency-batch) replaced by a sparse kernel, the rest dense; timed as latency.sparse")
     add_device(p)
     _add_calibration_args(p, reconstruct=True)
+    p.add_argument("--sequential-calibration", action="store_true",
+                   help="wanda: take each layer's input norms from the network as already pruned, layer after layer "
+                        "(block by block in transformer stacks), as sparsegpt always does; recorded in the recipe")
     p.add_argument("--export", default=None, metavar="safetensors,onnx",
                    help="also write model.safetensors (the tensors of model.pt) and/or model.onnx (the pruned model, "
                         "or the compacted one with --compact; checked with onnxruntime)")

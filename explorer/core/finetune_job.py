@@ -96,6 +96,7 @@ def run_finetune_job(recipe_path: str | Path, out_dir: str | Path, model: str | 
             out.mkdir(parents=True, exist_ok=True)
         rt.barrier()
         outcome = run_prune(session.snapshot(), out, finetune_cfg=cfg, measure=measure and rt.is_main,
+                            sequential_calibration=bool(d.get("sequential_calibration")),
                             latency_runs=latency_runs, progress=progress if rt.is_main else None,
                             log=log if rt.is_main else _quiet, runtime=rt, checkpoint=checkpoint, resume=resume,
                             report_extra={"world_size": rt.world_size})

@@ -118,6 +118,7 @@ def compare_criteria(session: StateView, criteria, sparsities, granularity="elem
 
     ``finetune``: a FinetuneConfig (its epochs, learning rate, ...) for the fine-tuned column, or None."""
     from ..prune.reconstruct import reconstruct_plan
+    from ..prune.sparsegpt import one_shot
     from ..train.distributed import Runtime
     from ..train.finetune import finetune as run_finetune
 
@@ -146,7 +147,8 @@ def compare_criteria(session: StateView, criteria, sparsities, granularity="elem
     result.metric = q.name
     result.dense_accuracy = q.value(evaluate(copy_with(session.base_state()), ds, split, cancel=cancel))
     per_point = 1 + (1 if reconstruct else 0) + (finetune.epochs * 3 if finetune else 0)
-    total = len(criteria) * len(sparsities) * per_point
+    total = len(criteria) * len(sparsities) * per_point - (len(sparsities) if reconstruct and "sparsegpt" in criteria
+                                                            else 0)
     done = 0
 
     def note(msg: str, data=None) -> None:
@@ -161,8 +163,12 @@ def compare_criteria(session: StateView, criteria, sparsities, granularity="elem
                 cancel.check()
             plan = session.linked_plan(Plan({n: LayerPlan(s, gran, c) for n in names}, target_sparsity=s))
             t1 = time.perf_counter()
-            state = session.masked_state(plan)
-            if reconstruct:
+            if c == "sparsegpt":       # its mask comes from the sweep (the masks' scores only preview it)
+                note(f"{c} at {s:.0%}: sweeping")
+                state = one_shot(session, plan, cancel=cancel).state
+            else:
+                state = session.masked_state(plan)
+            if reconstruct and c != "sparsegpt":     # sparsegpt's sweep already updated the kept weights
                 note(f"{c} at {s:.0%}: reconstructing")
                 state = reconstruct_plan(session, plan, cancel=cancel).state
                 done += 1

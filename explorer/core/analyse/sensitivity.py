@@ -98,6 +98,9 @@ class ScanSpec:
     def __post_init__(self):
         self.granularity = get_granularity(self.granularity)
         self.criterion = get_criterion(self.criterion)
+        if self.criterion == "sparsegpt":
+            raise PlanError("The sensitivity scan masks one layer at a time, and sparsegpt's masks come from its "
+                            "sweep over the whole network.", "Scan with wanda (sparsegpt's preview) instead.")
 
 
 @dataclass

@@ -77,6 +77,9 @@ def run(snap: Snapshot, settings: QuantSettings, out_dir: str | Path, finetune_c
     if dense_acc is not None:
         log(f"dense: {dense_size:,} bytes, test {metric.name} {metric.format(dense_acc)}")
     t = time.perf_counter()
+    if any(lp.criterion == "sparsegpt" for lp in plan.active().values()):   # its masks come from its sweep
+        from .prune import one_shot_snapshot
+        snap = one_shot_snapshot(snap, False, progress, cancel, log)[0]
     if finetune_cfg is not None:
         r = finetune_flow.run(snap, finetune_cfg, _phase(progress, 0.0, 0.4), cancel,
                               runtime=Runtime(device=device) if device is not None else None)

@@ -7,7 +7,7 @@ on the session: the door that called it marks the plan saved and adopts what it 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -51,7 +51,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         reconstruct: bool = False, runtime=None, checkpoint: Path | None = None,
         resume: bool = False, report_extra: dict | None = None,
         exports: tuple[str, ...] = (), own_loaded: bool = False, sparse_runtime: bool = False,
-        recipe_extra: dict | None = None) -> PruneOutcome:
+        recipe_extra: dict | None = None, sequential_calibration: bool = False) -> PruneOutcome:
     """Apply the snapshot's plan (reconstruct, fine-tune, compact), measure, and write the results folder.
 
     ``runtime`` (:class:`~explorer.core.train.distributed.Runtime`): the device evaluation and fine-tuning run
@@ -67,7 +67,11 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
 
     ``sparse_runtime``: also the model with each layer measured faster as CSR replaced by a sparse kernel
     (``deploy/sparse_runtime.py``), timed next to the others and written into the folder. ``recipe_extra``: more
-    keys for recipe.json (e.g. the ``allocation`` that made the plan: ``analyse/owl.py``)."""
+    keys for recipe.json (e.g. the ``allocation`` that made the plan: ``analyse/owl.py``).
+
+    ``sparsegpt`` layers are swept (their masks chosen and kept weights updated) layer after layer on the
+    calibration samples before anything else (``prune/sparsegpt.py``); ``sequential_calibration``: wanda's input norms are
+    taken from the network as already pruned, layer after layer (recorded in the recipe)."""
     out_dir = Path(out_dir)
     check_results_folder(out_dir)     # before any work: a folder the swap would damage is refused now
     rt = runtime or Runtime()
@@ -87,7 +91,8 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         # nothing asks these views another question afterwards: element/|w| masks of every size one-off (the same
         # masks; a ranking sorts the whole layer and is only worth it for later lookups)
         snap.masks.one_off_min_params = 1
-    in_place = (own_loaded and finetune_cfg is None and not reconstruct
+    one = _needs_one_shot(plan, sequential_calibration, reconstruct)
+    in_place = (own_loaded and finetune_cfg is None and not reconstruct and not one
                 and snap.masks.one_off_bytes(plan) >= bundle.IN_PLACE_MIN_BYTES)
     dense_totals = counts_from_state(snap, snap.original)[1]
     lat = {}
@@ -98,7 +103,11 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
         dense_model = None
     if dense_acc is not None:
         log(f"dense: test {quality.name} {quality.format(dense_acc)}")
-    fits = None
+    fits = one_shot = None
+    if sequential_calibration and not one:
+        log("note: --sequential-calibration changes only wanda's and sparsegpt's statistics; the plan has neither")
+    if one:
+        snap, one_shot = one_shot_snapshot(snap, sequential_calibration, progress, cancel, log)
     if reconstruct:
         snap, fits = _reconstruct(snap, finetune_cfg, progress, cancel, log)
 
@@ -171,6 +180,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
     recipe = plan_to_recipe(plan, snap.model_spec, ds.spec, seed=snap.seed,
                             extra={"finetune": finetune_cfg.as_dict() if finetune_cfg else None,
                                    **snap.calibration.record(), "reconstruct": bool(reconstruct),
+                                   "sequential_calibration": bool(sequential_calibration),
                                    **(recipe_extra or {})})
     if finetune_cfg is None:
         # without fine-tuning the recipe alone reproduces model.pt: check it now
@@ -196,6 +206,7 @@ def run(snap: Snapshot, out_dir: Path, finetune_cfg=None, compact: bool = False,
                                               if finetune_cfg else None),
                                  **(report_extra or {}),
                                  "reconstruct": fits,
+                                 **({"one_shot": one_shot} if one_shot is not None else {}),
                                  **({"sparse_runtime": sparse_rt.report()} if sparse_rt is not None else {}),
                                  "tool_version": recipe["tool_version"]}, metric=quality.name)
     dense_model = None
@@ -245,3 +256,28 @@ def _reconstruct(snap: Snapshot, finetune_cfg, progress, cancel, log: Log) -> tu
     return snap.with_base(rec.state), {"samples": samples,
                                        "layers": [{"name": f.name, "method": f.method, "error_before": f.error_before,
                                                    "error_after": f.error_after} for f in rec.layers]}
+
+
+def _needs_one_shot(plan: Plan, sequential: bool, reconstruct: bool) -> bool:
+    from ..prune.sparsegpt import needs_one_shot
+
+    if reconstruct and any(lp.criterion == "sparsegpt" for lp in plan.active().values()):
+        raise PlanError("sparsegpt already updates the kept weights during its sweep; --reconstruct would refit "
+                        "them against the swept weights, not the dense ones.", "Leave out --reconstruct.")
+    return needs_one_shot(plan, sequential)
+
+
+def one_shot_snapshot(snap: Snapshot, sequential: bool, progress, cancel,
+                      log: Log = _quiet) -> tuple[Snapshot, dict]:
+    """Sweep the plan's sparsegpt layers (and take wanda's norms sequentially): the snapshot continues from the
+    swept weights, its views ranking with the sequential norms."""
+    from ..prune.sparsegpt import one_shot, statistic_with
+
+    r = one_shot(snap, snap.plan, sequential, progress=progress, cancel=cancel)
+    new = snap.with_base(r.state) if r.swept else snap
+    widths = {n: r.state[snap.layer(n).key].shape[1] for n in r.swept}
+    masks = new.masks.renewed(statistic=statistic_with(snap.masks.statistic, r.statistic, widths))
+    log(f"  layer after layer ({r.order}): {len(r.swept)} layer(s) swept by sparsegpt"
+        + (f", wanda's norms of {len(r.statistic)} layer(s) taken sequentially" if r.statistic else ""))
+    return replace(new, masks=masks), {"order": r.order, "sequential_calibration": sequential, "swept": r.swept,
+                                       "samples": snap.calibration.samples}

@@ -145,6 +145,23 @@ class Wanda(Criterion):
         return w.abs() * per_row.reshape(per_row.shape + (1,) * (w.dim() - 2))
 
 
+class SparseGPT(Criterion):
+    """SparseGPT: the real mask is chosen during its OBS sweep (``sparsegpt.py``), run by Apply/Reconstruct in the
+    window and by ``prune``; these scores are only its preview -- the first-step OBS saliency w²·H_jj with a
+    diagonal Hessian H_jj = ‖x_j‖², i.e. |w|·‖x_j‖ compared across the whole layer. Over the swept weights the
+    pruned ones are exactly 0 and go first, so the plan's masks are then the sweep's."""
+
+    NAME, label = "sparsegpt", "SparseGPT (OBS sweep)"
+    tooltip = ("SparseGPT: the mask is chosen layer after layer during an OBS sweep that also updates the kept "
+               "weights (element or n:m only); the slider preview shows |w|·‖x‖ across the layer, and "
+               "Apply runs the real sweep.")
+    needs = "input_norm"
+    missing_hint = Wanda.missing_hint
+
+    def element_scores(self, weight, ctx):
+        return Wanda.element_scores(self, weight, ctx)
+
+
 class BNScale(Criterion):
     NAME, label = "bn-scale", "BN scale (|γ|)"
     tooltip = ("Network slimming: a channel's score is |γ| of the BatchNorm that follows the layer (the channel's "
@@ -194,7 +211,7 @@ class Manual(Criterion):
 
 MANUAL = Manual()
 CRITERIA: dict[str, Criterion] = {c.name: c for c in (L1(), L2(), Random(), Taylor(), Hessian(), Wanda(),
-                                                      BNScale(), APoZ())}
+                                                      SparseGPT(), BNScale(), APoZ())}
 DATA_CRITERIA = tuple(n for n, c in CRITERIA.items() if c.needs)
 
 

@@ -29,6 +29,9 @@ def check_layer_plan(name: str, lp: LayerPlan, layer: LayerInfo, group: ChannelG
         raise PlanError(f"'channel' granularity does not fit layer {name}: {group.blocked}.",
                         "Its output channels must all stay; use element, n:m, vector or kernel for it.")
     check_criterion_data(lp, dataset)
+    if lp.criterion == "sparsegpt":
+        from .sparsegpt import check_granularity
+        check_granularity(lp.granularity, name)
     if lp.is_manual:
         lp = manual_checked(name, lp, layer)
     return lp

@@ -145,12 +145,27 @@ def _solve_obs(A: torch.Tensor, B: torch.Tensor, keep: torch.Tensor, block: int 
     WT = torch.cholesky_solve(B.T.contiguous(), L)         # the unconstrained optimum, columns as rows
     U = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
     MT = keep.T.contiguous().to(WT.dtype)
+    obs_sweep(WT, U, MT, block)
+    return WT.T.contiguous()
+
+
+def obs_sweep(WT: torch.Tensor, U: torch.Tensor, MT: torch.Tensor, block: int = 128, choose=None) -> None:
+    """SparseGPT's OBS sweep, in place: columns (here the rows of ``WT``, d x out) left to right, each column's
+    pruned entries (``MT`` = 0; 1 = kept) zeroed and their error pushed onto the later columns through ``U``, the
+    upper Cholesky factor of A^-1. Lazy batch updates: columns in blocks of ``block``, the rest by one matmul.
+
+    ``choose(j0, W1, D1, M1)`` (optional: SparseGPT's mask selection) is called before column j0 of every block
+    (of the block's current weights W1, its [U]_cc diagonal D1 and its mask rows M1, which it may fill in place);
+    without it ``MT`` is a fixed mask."""
     d = WT.shape[0]
-    for i1 in range(0, d, block):      # SparseGPT's lazy batch updates: columns in blocks, the rest by one matmul
+    for i1 in range(0, d, block):
         i2 = min(i1 + block, d)
         W1, U1, M1 = WT[i1:i2].clone(), U[i1:i2, i1:i2], MT[i1:i2]
+        D1 = torch.diagonal(U1) if choose is not None else None
         Err = torch.empty_like(W1)
         for j in range(i2 - i1):
+            if choose is not None:
+                choose(i1, j, W1, D1, M1)
             err = W1[j] * (1 - M1[j]) / U1[j, j]
             W1[j:].sub_(U1[j, j:, None] * err[None, :])
             W1[j].mul_(M1[j])
@@ -158,7 +173,6 @@ def _solve_obs(A: torch.Tensor, B: torch.Tensor, keep: torch.Tensor, block: int 
         WT[i1:i2] = W1
         if i2 < d:
             WT[i2:] -= U[i1:i2, i2:].T @ Err
-    return WT.T.contiguous()
 
 
 def _error(W: torch.Tensor, Wd: torch.Tensor, A0: torch.Tensor, C: torch.Tensor, D: torch.Tensor) -> float:

@@ -4,6 +4,10 @@ Ticked, Apply masks the plan and then refits each pruned layer's remaining weigh
 calibration samples (core ``prune.reconstruct``) in a job with progress and Cancel; the refitted weights become
 the session's kept weights (``Session.adopt``), like fine-tuned ones, so Reset to dense returns to the loaded
 weights. The mask is unchanged and pruned weights stay exactly 0. Cancel leaves the session as it was.
+
+A plan with ``sparsegpt`` layers is applied by its sweep (core ``prune.sparsegpt.one_shot``) in a job whether or
+not the box is ticked: the slider only previewed it (|w|·‖x‖ across the layer); the sweep chooses the mask and
+updates the kept weights, which the session adopts like reconstructed ones.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from PySide6.QtWidgets import QCheckBox
 
 from explorer.core.prune.plan import Plan
 from explorer.core.prune.reconstruct import reconstruct_plan
+from explorer.core.prune.sparsegpt import one_shot
 
 from ..window.context import AppContext
 
@@ -37,6 +42,29 @@ class ReconstructOption:
     def checked(self) -> bool:
         return self.box.isChecked()
 
+    @staticmethod
+    def sweeps(plan: Plan) -> bool:
+        """Does applying ``plan`` need SparseGPT's sweep (its slider showed only a preview)?"""
+        return any(lp.criterion == "sparsegpt" for lp in plan.active().values())
+
+    def sweep(self, plan: Plan) -> bool:
+        """Apply ``plan`` by running its sparsegpt sweeps layer after layer, as a job."""
+        s, ctx = self.session, self.ctx
+        samples = s.calibration_samples
+
+        def done(r):
+            self.last = r
+            s.adopt(r.state, plan, f"sparsegpt ({samples} samples)")
+            ctx.status(f"sparsegpt: {len(r.swept)} layer(s) swept ({r.order}) on {samples} samples; the masks and "
+                       "kept weights are now the sweep's (the slider showed a |w|·‖x‖ preview)", 10000)
+            if s.dataset.has_labels:
+                self.evaluate_after()
+
+        snap = s.snapshot(plan)
+        return ctx.start_job("SparseGPT sweep", lambda p, c: one_shot(snap, plan, progress=p, cancel=c),
+                             on_done=done,
+                             on_cancel=lambda: ctx.status("sparsegpt cancelled; the model is unchanged", 5000))
+
     def run(self, plan: Plan | None = None) -> bool:
         """Apply ``plan`` (default: the session's) with reconstruction, as a job. False if it did not start."""
         s, ctx = self.session, self.ctx
@@ -47,6 +75,11 @@ class ReconstructOption:
             s.apply(plan)
             ctx.status("nothing pruned: nothing to reconstruct", 4000)
             return False
+        if self.sweeps(plan):
+            if self.checked:
+                ctx.status("sparsegpt updates the kept weights itself: applying by its sweep, without "
+                           "reconstruction", 6000)
+            return self.sweep(plan)
         samples = s.calibration_samples
 
         def done(rec):

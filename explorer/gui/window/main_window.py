@@ -458,7 +458,7 @@ class MainWindow(QMainWindow):
         s = self.session
         if not s.loaded_ok:
             return
-        if self.reconstruct.checked:
+        if self.reconstruct.checked or self.reconstruct.sweeps(s.plan):   # sparsegpt: its sweep, in a job
             self.reconstruct.run()
             return
         if sum(s.layer(n).params for n in s.plan.active()) <= SYNC_BUILD_LIMIT * 2:
