@@ -34,7 +34,7 @@ class Results:
         state = {k: v.detach().clone() for k, v in state.items()}
         self.s.weight_state.use_base(state, label, self.s.weights.add(state))
         self.s.weight_state.write(plan, state)
-        self.s.weights_changed.emit()
+        self.s.weight_state.changed.emit()
 
     def adopt_finetune(self, snapshots: list, state: dict[str, torch.Tensor], plan: Plan,
                        label: str = "fine-tuned") -> None:
@@ -137,6 +137,6 @@ class Results:
         self.s.editor.push()
         self.s.editor.plan = entry.plan
         self.s.weight_state.write(entry.plan, state)
-        self.s.weights_changed.emit()
-        self.s.plan_changed.emit(None)
-        self.s.history_changed.emit()
+        self.s.weight_state.changed.emit()
+        self.s.editor.changed.emit(None)
+        self.s.editor.undo_changed.emit()
