@@ -18,7 +18,6 @@ import argparse
 import time
 
 import _common
-
 import torch
 
 from explorer.core.prune.plan import LayerPlan, Plan
