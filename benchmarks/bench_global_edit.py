@@ -8,7 +8,7 @@ computed on the snapshot (``prune.scope.global_sparsities``, timed as "worker").
 window does in a job. Each case runs on a fresh session (the first threshold sorts every score), side by side in
 the same run; the ratio is baseline / now.
 
-    python benchmarks/bench_global_edit.py [--json] [--model torchvision:vgg16] [--quick]
+    python benchmarks/bench_global_edit.py [--json] [--model torchvision:vgg16] [--cases vector/wanda] [--quick]
 
 ``--quick``: digits-cnn, two cases (the test suite runs it).
 """
@@ -62,12 +62,14 @@ def one(model: str, gran: str, crit: str, sparsity: float = 0.6, cap: float = 0.
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="torchvision:vgg16")
+    ap.add_argument("--cases", default=",".join(f"{g}/{c}" for g, c in CASES),
+                    help="granularity/criterion pairs, comma-separated (e.g. vector/wanda)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = "digits-cnn" if args.quick else args.model
-    cases = CASES[:2] if args.quick else CASES
+    cases = CASES[:2] if args.quick else [tuple(c.split("/")) for c in args.cases.split(",")]
     rows = [one(model, g, c) for g, c in cases]
     _common.emit(args, [[r["granularity"], r["criterion"], r["before_gui_ms"], r["gui_ms"], r["worker_ms"],
                          f'{r["ratio"]}×', r["same_plan"]] for r in rows],
