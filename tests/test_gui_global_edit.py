@@ -61,6 +61,15 @@ def test_a_newer_edit_discards_the_stale_result(win, qtbot):
     assert {s.plan.get(n).sparsity for n in s.layer_names} == {0.2} and s.plan.scope == "local"
 
 
+def test_a_hand_edit_meanwhile_wins(win, qtbot):
+    s, ge = win.session, win.global_edit
+    ge.request("all", 0.6, "element", "l1", "global", 0.9)
+    s.set_layer("backbone.conv1", sparsity=0.25)
+    qtbot.waitUntil(lambda: ge.running == 0, timeout=60_000)
+    assert s.plan.active().keys() == {"backbone.conv1"} and s.plan.get("backbone.conv1").sparsity == 0.25
+    assert s.plan.scope == "local"
+
+
 def test_a_result_for_another_model_is_dropped(win, qtbot):
     s, ge = win.session, win.global_edit
     ge.request("all", 0.6, "element", "l1", "global", 0.9)

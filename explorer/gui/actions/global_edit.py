@@ -4,8 +4,9 @@ A local (uniform) edit is quick and runs at once. A global edit reads the scores
 one threshold over all of them (``prune.scope.global_sparsities``): on a big model that takes seconds (VGG-16,
 element granularity: the first threshold sorts 138 M scores). So unless the layers are small and their rankings
 built, it runs as a worker job on a ``Snapshot`` -- the job bar says so while it runs -- and its result is applied
-through ``session.set_global(..., per_layer=...)``. A newer edit of the panel makes a pending result stale: it is
-discarded, and a queued job skips its work. If the kept weights, the seed or the calibration changed while it ran,
+through ``session.set_global(..., per_layer=...)``. A newer edit makes a pending result stale: it is discarded
+(a newer edit of the panel also makes a queued job skip its work; any other plan edit meanwhile -- a slider, undo --
+is said in the status bar). If the kept weights, the seed or the calibration changed while it ran,
 the threshold is computed again on the new ones.
 """
 from __future__ import annotations
@@ -58,7 +59,7 @@ class GlobalEdit:
             except Exception as e:
                 self.ctx.report_error(e)
             return
-        gen, snap, loaded = self.generation, s.snapshot(), s.result
+        gen, snap, loaded, plan = self.generation, s.snapshot(), s.result, s.plan
 
         def work(progress, cancel):
             if gen != self.generation:
@@ -72,7 +73,10 @@ class GlobalEdit:
         def done(per_layer) -> None:
             self.running -= 1
             if per_layer is None or gen != self.generation or s.result is not loaded:
-                return                 # stale: a newer edit, or another model
+                return                 # stale: a newer edit of the panel, or another model
+            if s.plan is not plan:     # the plan was edited meanwhile (a slider, undo): the newer edit wins
+                self.ctx.status("global edit dropped: the plan changed while its threshold was computed", 6000)
+                return
             if s.masks is not snap.masks:      # new kept weights, seed or calibration meanwhile: again, on them
                 self.set_global(names, sparsity, granularity, criterion, cap)
                 return
