@@ -60,7 +60,7 @@ def main() -> None:
     name = s.layer_names[1]
     for i in range(args.entries):                       # a History worth drawing
         s.set_layer(name, sparsity=i / (args.entries + 10))
-        s.record(f"state {i}", accuracy=95.0 - i / 10, plan=s.plan)
+        s.results.record(f"state {i}", accuracy=95.0 - i / 10, plan=s.plan)
     wait_idle(app, win)
     slider = win.table.editor(name)[0]
     values = [(7 + 37 * i) % 900 / 10 for i in range(args.ticks)]   # percent

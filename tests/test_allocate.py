@@ -280,7 +280,7 @@ def test_a_scan_of_another_model_is_refused(cnn):
     mixed = made_scan({"backbone.conv1": [90.0] * 6, "fc2": [90.0] * 6})
     with pytest.raises(PlanError, match="fc2"):
         allocate_by_drop(cnn, mixed, 1.0)
-    assert cnn.plan.active() == {} and not cnn.can_undo     # allocation never edits the session
+    assert cnn.plan.active() == {} and not cnn.editor.can_undo     # allocation never edits the session
 
 
 def test_a_real_scan_of_the_mlp_is_refused_on_the_cnn(cnn):

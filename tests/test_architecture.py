@@ -153,6 +153,45 @@ def test_session_is_parts_without_mixins():
             assert n <= PART_MAX_LINES, f"{p.name}: {n} lines (a part of the session stays small)"
 
 
+SESSION_MAX_PUBLIC = 83     # issue 20: 106 before the panels talked to the parts; a new delegation replaces one
+
+
+def session_public_names() -> set[str]:
+    """The facade's public names: class-level methods, properties and signals, and the attributes ``__init__``
+    sets on ``self`` (the parts, the lock, the seed ...), without a leading underscore."""
+    tree = ast.parse((SESSION_PKG / "session.py").read_text())
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Session")
+    names = set()
+    for n in cls.body:
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(n.name)
+        elif isinstance(n, ast.Assign):
+            names.update(t.id for t in n.targets if isinstance(t, ast.Name))
+        elif isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name):
+            names.add(n.target.id)
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    for n in ast.walk(init):
+        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store) and isinstance(n.value, ast.Name) \
+                and n.value.id == "self":
+            names.add(n.attr)
+    return {n for n in names if not n.startswith("_")}
+
+
+def test_session_facade_stays_small():
+    names = session_public_names()
+    assert len(names) <= SESSION_MAX_PUBLIC, sorted(names)
+    # delegations the GUI used: callers ask the part now
+    assert not names & {"set_manual", "toggle_manual", "can_undo", "mark_saved", "adopt_finetune", "record_scan",
+                        "restore", "uncached"}
+
+
+def test_gui_subscribes_to_the_parts_not_the_broad_session_events():
+    broad = re.compile(r"\b(session|s)\.(plan_changed|weights_changed|history_changed)\.connect\(")
+    found = [f"{p.name}:{i}: {line.strip()}" for p in (PKG / "gui").rglob("*.py")
+             for i, line in enumerate(p.read_text().splitlines(), 1) if broad.search(line)]
+    assert not found, "\n".join(found)
+
+
 def test_session_parts_and_flows_touch_no_private_members_of_others():
     bad = [f"{p.relative_to(ROOT)}:{line}: {code}" for folder in (SESSION_PKG, PKG / "core" / "flows")
            for p in sorted(folder.glob("*.py")) for line, _, code in foreign_private_access(p.read_text())]

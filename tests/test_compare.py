@@ -166,6 +166,6 @@ def test_statistics_are_cached_until_the_kept_weights_change(mlp):
     mlp.set_uniform(mlp.layer_names, 0.5, "element", "hessian")
     mlp.layer_mask("fc1")
     assert not mlp.calibration.needs(mlp.plan.get("fc1"))
-    mlp.adopt(mlp.masked_state(), mlp.plan, "test")
+    mlp.results.adopt(mlp.masked_state(), mlp.plan, "test")
     assert mlp.calibration.needs(mlp.plan.get("fc1"))
     assert not torch.equal(mlp.calibration.statistic_of("fisher")["fc1"], a["fc1"])

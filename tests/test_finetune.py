@@ -333,15 +333,15 @@ def test_iterative_snapshots_can_be_returned_to_through_the_history():
     for snap in result.snapshots:
         s.set_base(snap.state, f"fine-tuned ({snap.label})")
         s.apply(snap.plan)
-        s.record(snap.label, accuracy=snap.val_accuracy)
+        s.results.record(snap.label, accuracy=snap.val_accuracy)
     assert [e.label for e in s.history] == ["step 1/2", "step 2/2"]
     assert s.history[0].sparsity == pytest.approx(0.3, abs=1e-3)
     assert s.history[1].sparsity == pytest.approx(0.6, abs=1e-3)
     assert s.history[0].compression_ratio < s.history[1].compression_ratio
-    s.restore(s.history[0])
+    s.results.restore(s.history[0])
     assert_bit_identical(clone_state(s.module), result.snapshots[0].state)
     assert s.applied_plan == result.snapshots[0].plan
-    s.restore(s.history[1])
+    s.results.restore(s.history[1])
     assert_bit_identical(clone_state(s.module), result.snapshots[1].state)
     assert s.applied_plan == target
 
@@ -416,7 +416,7 @@ def test_reapplying_the_plan_after_finetuning_keeps_the_trained_mask(criterion):
     s.set_uniform(s.layer_names, 0.6, "element", criterion)
     s.apply()
     r = finetune(s.module, s.dataset, s.layer_names, s.plan, s.plan, s.masks_for_state, FinetuneConfig(epochs=1))
-    s.adopt(r.state, s.plan, "fine-tuned")
+    s.results.adopt(r.state, s.plan, "fine-tuned")
     adopted = {k: v.clone() for k, v in s.module.state_dict().items()}
     s.apply(s.plan)                      # rankings rebuilt on the fine-tuned weights
     assert_bit_identical(adopted, {k: v for k, v in s.module.state_dict().items()})

@@ -51,7 +51,7 @@ def test_history_tab_redraws_only_what_changed(win, qtbot, monkeypatch):
     s, hp = win.session, win.history_panel
     for i in range(5):
         s.set_layer("classifier", sparsity=0.1 * (i + 1))
-        s.record(f"state {i}", accuracy=90.0 + i, plan=s.plan)
+        s.results.record(f"state {i}", accuracy=90.0 + i, plan=s.plan)
     events = Counter()
     s.history_changed.connect(lambda: events.update(["history_changed"]))
     calls = Counter()
@@ -75,13 +75,13 @@ def test_history_tab_redraws_only_what_changed(win, qtbot, monkeypatch):
     assert sum(calls.values()) == 0, calls
 
     s.set_layer("classifier", sparsity=0.9)       # a new evaluated state: one row appended
-    s.record("state new", accuracy=80.0, plan=s.plan)
+    s.results.record("state new", accuracy=80.0, plan=s.plan)
     assert hp.table.rowCount() == rows + 1 and hp.table.item(rows, 1).text() == "state new"
     assert calls["insertRow"] == 1 and calls["setItem"] == 6 and calls["setRowCount"] == 0
     assert calls["scatter.setData"] == 1
 
     calls.clear()                                 # an entry measured again: its row is rewritten, no other
-    s.record("state new", accuracy=81.5, plan=s.plan)
+    s.results.record("state new", accuracy=81.5, plan=s.plan)
     assert hp.table.item(rows, 4).text() == "81.50%"
     assert calls["insertRow"] == 0 and calls["setItem"] == 6 and calls["scatter.setData"] == 1
 

@@ -50,13 +50,13 @@ def test_session_fine_tune_states_are_bounded_and_can_be_returned_to(cnn):
     for i in range(5):                            # five "fine-tunes", each a new set of kept weights
         st = {k: v.clone() for k, v in s.masked_state(plan).items()}
         st["classifier.bias"] = st["classifier.bias"] + (i + 1)
-        s.adopt(st, plan, f"fine-tuned {i}")
-        entries.append(s.record(f"step {i}", accuracy=float(i)))
+        s.results.adopt(st, plan, f"fine-tuned {i}")
+        entries.append(s.results.record(f"step {i}", accuracy=float(i)))
         states.append(st)
     mem, disk = s.weights.counts
     assert s.weights.memory_bytes <= s.weights.budget and disk >= 2
     for i in (0, 2, 4):                           # returning to an early state loads its weights from disk
-        s.restore(entries[i])
+        s.results.restore(entries[i])
         assert s.base_label == f"fine-tuned {i}"
         assert_bit_identical(s.module.state_dict(), states[i])
     assert s.weights.memory_bytes <= s.weights.budget

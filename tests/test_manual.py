@@ -20,7 +20,7 @@ def live_rows(state, name):
 
 
 def test_manual_channels_prune_exactly_those(cnn):
-    cnn.set_manual("backbone.conv1", [9, 0, 5, 5])
+    cnn.editor.set_manual("backbone.conv1", [9, 0, 5, 5])
     lp = cnn.plan.get("backbone.conv1")
     assert lp.criterion == "manual" and lp.units == (0, 5, 9)
     assert lp.sparsity == pytest.approx(3 / 32)
@@ -36,14 +36,14 @@ def test_manual_channels_prune_exactly_those(cnn):
 
 def test_toggle_restores_a_channel_the_criterion_pruned_and_undo(cnn):
     cnn.set_layer("backbone.conv2", 0.5, "channel")
-    before = cnn.manual_units("backbone.conv2", "channel")
+    before = cnn.editor.manual_units("backbone.conv2", "channel")
     assert len(before) == 32
     victim = before[3]
-    assert cnn.toggle_manual("backbone.conv2", victim) is False     # restored
+    assert cnn.editor.toggle_manual("backbone.conv2", victim) is False     # restored
     lp = cnn.plan.get("backbone.conv2")
     assert lp.is_manual and victim not in lp.units and len(lp.units) == 31
     kept = next(c for c in range(64) if c not in before)
-    assert cnn.toggle_manual("backbone.conv2", kept) is True          # pruned by hand
+    assert cnn.editor.toggle_manual("backbone.conv2", kept) is True          # pruned by hand
     assert kept in cnn.plan.get("backbone.conv2").units
     assert cnn.undo() and cnn.undo()
     assert cnn.plan.get("backbone.conv2") == LayerPlan(0.5, "channel", "l1")
@@ -55,13 +55,13 @@ def test_toggle_restores_a_channel_the_criterion_pruned_and_undo(cnn):
 
 
 def test_kernels_and_weights(cnn):
-    cnn.toggle_manual("backbone.conv2", (1, 2), "kernel")
-    cnn.toggle_manual("backbone.conv2", (3, 4), "kernel")
+    cnn.editor.toggle_manual("backbone.conv2", (1, 2), "kernel")
+    cnn.editor.toggle_manual("backbone.conv2", (3, 4), "kernel")
     w = cnn.masked_state()["backbone.conv2.weight"]
     zero = [(o, i) for o in range(64) for i in range(32) if bool((w[o, i] == 0).all())]
     assert zero == [(1, 2), (3, 4)]
-    cnn.toggle_manual("classifier", (4, 17), "element")
-    cnn.toggle_manual("classifier", (0, 255), "element")
+    cnn.editor.toggle_manual("classifier", (4, 17), "element")
+    cnn.editor.toggle_manual("classifier", (0, 255), "element")
     w = cnn.masked_state()["classifier.weight"]
     assert [tuple(x) for x in torch.nonzero(w == 0).tolist()] == [(0, 255), (4, 17)]
     d = plan_to_recipe(cnn.plan, "digits-cnn")["layers"]
@@ -90,12 +90,12 @@ def test_out_of_range_units_are_refused(cnn):
         cnn.set_plan(recipe_to_plan({"layers": {"backbone.conv1": {
             "granularity": "channel", "criterion": "manual", "channels": [32]}}}))
     with pytest.raises(PlanError, match="output layer"):
-        cnn.toggle_manual("classifier", 1, "channel")
+        cnn.editor.toggle_manual("classifier", 1, "channel")
     assert cnn.plan == Plan()
 
 
 def test_schedules_keep_the_chosen_units(cnn):
-    cnn.set_manual("backbone.conv1", [1, 2])
+    cnn.editor.set_manual("backbone.conv1", [1, 2])
     half = plan_at(cnn.plan, Plan(), 0.5)
     assert half.get("backbone.conv1").units == (1, 2)
 

@@ -407,7 +407,7 @@ def test_kernel_on_linear_is_refused():
     with pytest.raises(PlanError, match=r"(?s)kernel.*classifier|classifier.*kernel") as e:
         s.set_layer("classifier", sparsity=0.5, granularity="kernel")
     assert "Linear" in str(e.value) or "convolution" in str(e.value)
-    assert s.plan.get("classifier").is_dense and not s.can_undo
+    assert s.plan.get("classifier").is_dense and not s.editor.can_undo
 
 
 def test_nm_on_indivisible_width_is_refused():
@@ -480,7 +480,7 @@ def test_unknown_criterion_and_layer_are_refused():
         s.set_layer("backbone.conv2", sparsity=0.5, criterion="magic")
     with pytest.raises(PlanError, match="Unknown layer"):
         s.set_layer("backbone.conv9", sparsity=0.5)
-    assert s.plan.active() == {} and not s.can_undo
+    assert s.plan.active() == {} and not s.editor.can_undo
 
 
 # ---------------------------------------------------------------------------- 8. non-finite weights
@@ -506,7 +506,7 @@ def nan_mlp(tmp_path):
 def test_nan_weights_are_reported_and_not_pruned(nan_mlp):
     path, nan_idx, inf_idx = nan_mlp
     s = Session.open("digits-mlp", weights=str(path))
-    assert s.nonfinite_layers() == {"fc1": 7}
+    assert s.masks.nonfinite_layers() == {"fc1": 7}
     assert any("non-finite" in n and "fc1.weight" in n for n in s.require().notes)
     s.set_layer("fc1", sparsity=0.5, granularity="element", criterion="l1")
     out = s.masked_state()["fc1.weight"].flatten()

@@ -277,10 +277,10 @@ def test_prune_in_place_writes_the_same_bundle_with_one_copy(tmp_path, monkeypat
     assert sorted(s.masks.in_place) == sorted(s.layer_names)
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.apply(Plan())
-    plan, undo = s.plan, s.can_undo
+    plan, undo = s.plan, s.editor.can_undo
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.reset()
-    assert s.plan == plan and s.can_undo == undo        # refused before anything changed
+    assert s.plan == plan and s.editor.can_undo == undo        # refused before anything changed
     s.apply(s.pruned_in_place)                          # the same plan again is harmless
 
 
@@ -337,10 +337,10 @@ def test_prune_in_place_keeps_data_aware_masks(tmp_path, monkeypatch, criterion)
     assert sorted(s.masks.in_place) == [s.layer_names[0]]
     for k in ref:
         assert torch.equal(ref[k], sd[k]), k
-    assert s.can_undo
+    assert s.editor.can_undo
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.undo()
-    assert s.can_undo and not s.can_redo               # refused before the undo stack moved
+    assert s.editor.can_undo and not s.editor.can_redo               # refused before the undo stack moved
     with pytest.raises(ExplorerError, match="pruned in place"):
         s.masked_state(Plan())                          # no silent re-masking of pruned weights either
 

@@ -270,28 +270,28 @@ def test_undo_redo_restore_plans_exactly(cnn):
     for expected in reversed(history[:-1]):
         assert cnn.undo()
         assert _snapshot(cnn.plan) == expected
-    assert not cnn.undo() and not cnn.can_undo
+    assert not cnn.undo() and not cnn.editor.can_undo
     for expected in history[1:]:
         assert cnn.redo()
         assert _snapshot(cnn.plan) == expected
-    assert not cnn.redo() and not cnn.can_redo
+    assert not cnn.redo() and not cnn.editor.can_redo
 
 
 def test_new_edit_clears_redo_and_noop_is_not_a_step(cnn):
     cnn.set_layer("backbone.conv2", sparsity=0.3)
     cnn.set_layer("backbone.conv2", sparsity=0.5)
     cnn.undo()
-    assert cnn.can_redo
+    assert cnn.editor.can_redo
     assert cnn.set_layer("backbone.conv2", sparsity=0.3) == []      # same as now: nothing changes
-    assert cnn.can_redo
+    assert cnn.editor.can_redo
     cnn.set_layer("backbone.conv3", sparsity=0.2)
-    assert not cnn.can_redo
+    assert not cnn.editor.can_redo
     assert cnn.plan.get("backbone.conv2").sparsity == 0.3
     # a refused edit leaves history alone
-    n_undo = cnn.undo_stack.depth
+    n_undo = cnn.editor.undo_stack.depth
     with pytest.raises(PlanError):
         cnn.set_layer("classifier", granularity="channel", sparsity=0.5)
-    assert cnn.undo_stack.depth == n_undo
+    assert cnn.editor.undo_stack.depth == n_undo
 
 
 def test_coalesced_drag_is_one_undo_step(cnn):
@@ -300,7 +300,7 @@ def test_coalesced_drag_is_one_undo_step(cnn):
     for s in (0.1, 0.2, 0.3, 0.45, 0.6):
         cnn.set_layer("backbone.conv2", sparsity=s, coalesce=("drag", "backbone.conv2"))
     assert cnn.plan.get("backbone.conv2").sparsity == 0.6
-    cnn.end_edit()
+    cnn.editor.end_edit()
     for s in (0.7, 0.8):
         cnn.set_layer("backbone.conv2", sparsity=s, coalesce=("drag", "backbone.conv2"))
     after_drag1 = 0.6
@@ -353,7 +353,7 @@ def test_reset_restores_original_weights_bit_for_bit(cnn):
     assert cnn.plan.active() == {} and not cnn.pending
     assert_bit_identical({k: v for k, v in cnn.module.state_dict().items()}, _original_from_disk())
     # the reset is undoable: the plan and the weights it had applied come back
-    masked = cnn.masked_state(cnn.undo_stack._undo[-1].plan)
+    masked = cnn.masked_state(cnn.editor.undo_stack._undo[-1].plan)
     assert cnn.undo()
     assert cnn.plan.get("classifier") == LayerPlan(0.8, "element", "l1")
     assert not cnn.pending

@@ -40,7 +40,7 @@ def snapshot(session: Session) -> dict:
             "plan": session.plan, "plan_layers": dict(session.plan.layers),
             "applied": session.applied_plan, "applied_layers": dict(session.applied_plan.layers),
             "base": {k: v.clone() for k, v in session.base_state().items()},
-            "undo": session.can_undo, "version": session.version, "training": session.module.training}
+            "undo": session.editor.can_undo, "version": session.version, "training": session.module.training}
 
 
 def assert_unchanged(session: Session, snap: dict) -> None:
@@ -54,7 +54,7 @@ def assert_unchanged(session: Session, snap: dict) -> None:
     assert session.applied_plan == snap["applied"] and dict(session.applied_plan.layers) == snap["applied_layers"]
     for k, v in snap["base"].items():
         assert torch.equal(bits(session.base_state()[k]), bits(v)), f"kept weight {k} changed"
-    assert session.can_undo == snap["undo"]
+    assert session.editor.can_undo == snap["undo"]
     assert session.version == snap["version"], "the scan wrote into the session's model"
     assert session.module.training == snap["training"]
 

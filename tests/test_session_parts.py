@@ -18,10 +18,10 @@ def test_parts_fire_narrow_events_and_the_session_forwards_them():
         s.set_layer("fc1", v, coalesce="drag")
     assert seen["plan"] == [["fc1"]] * 3 == seen["forwarded"]
     assert seen["undo"] == 3 and seen["history"] == 0     # the History's entries did not change
-    s.record("by hand", accuracy=50.0)
+    s.results.record("by hand", accuracy=50.0)
     assert seen["history"] == 1
     assert seen["session_history"] == seen["undo"] + seen["history"]   # the broad event is their sum
-    s.mark_saved()
+    s.editor.mark_saved()
     assert seen["history"] == 1 and seen["session_history"] == seen["undo"] + 2
 
 

@@ -23,5 +23,5 @@ def evaluate_dense_if_quick(session: Session, limit_s: float = DENSE_ON_OPEN_S) 
     if dense_eval_seconds(snap) > limit_s:
         return False
     current, _ = evaluate_plan(snap, need_dense=False)    # no plan, loaded weights: this is the dense model
-    session.record_evaluation(snap.plan, snap.base_id, current, current)
+    session.results.record_evaluation(snap.plan, snap.base_id, current, current)
     return True

@@ -1,7 +1,7 @@
 """The evaluate and latency flows: test quality and measured latency of a snapshot's plan, on copies of the model.
 
 The work behind Run ▸ Evaluate and Measure latency, the lessons' live numbers and the dense baseline measured on
-open. Nothing here applies a plan; the results go to ``Session.record_evaluation`` / ``record_latency`` on the
+open. Nothing here applies a plan; the results go to ``session.results.record_evaluation`` / ``record_latency`` on the
 caller's thread.
 """
 from __future__ import annotations

@@ -122,16 +122,16 @@ def measure(session: Session, step: Step, runs: int = 20, progress=None, cancel=
         plan = snap.plan
         if kind == "accuracy":
             cur, dense = evaluate_plan(snap, session.measurements.dense is None, progress, cancel)
-            session.record_evaluation(plan, snap.base_id, cur, dense)
+            session.results.record_evaluation(plan, snap.base_id, cur, dense)
         elif kind == "latency":
             lat = measure_latency(snap, step.latency_batch or 1, runs, progress=progress, cancel=cancel)
-            session.record_latency(plan, snap.base_id, lat)
+            session.results.record_latency(plan, snap.base_id, lat)
         elif kind == "scan":
             from ..analyse.sensitivity import ScanSpec, scan
-            session.record_scan(scan(session, ScanSpec([0.5, 0.7, 0.9]), progress, cancel,
+            session.results.record_scan(scan(session, ScanSpec([0.5, 0.7, 0.9]), progress, cancel,
                                      state=session.masked_state(plan)))
         elif kind == "compression":
-            session.adopt_compression(compress_now(session, plan, progress, cancel), plan)
+            session.results.adopt_compression(compress_now(session, plan, progress, cancel), plan)
         elif kind == "speed":
             from ..analyse.speed import lesson_speed_map
             session.measurements.record_speed(lesson_speed_map(session, step.latency_batch or 1, progress, cancel))

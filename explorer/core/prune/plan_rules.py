@@ -63,7 +63,7 @@ def linked_plan(plan: Plan, linked_layers: Callable[[str], tuple[str, ...]]) -> 
         if lp.granularity != "channel" or lp.is_dense:
             continue
         if lp.is_manual:
-            continue   # the session gives every member of the group its own rows (Session.set_manual)
+            continue   # the session gives every member of the group its own rows (PlanEditor.set_manual)
         for m in linked_layers(n):
             cur = out.get(m)
             if cur is None or cur.granularity != "channel" or cur.sparsity < lp.sparsity:

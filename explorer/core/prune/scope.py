@@ -55,6 +55,14 @@ def _smallest_t(f, lo: float, hi: float, K: int) -> float:
     return _from_key(a)
 
 
+def _finite_range(c: np.ndarray) -> tuple[float, float] | None:
+    """The smallest and largest finite score of an ascending array (-inf first, +inf then NaN last, as NumPy
+    sorts them), by two binary searches: no mask or copy of a layer's scores (a VGG-16 layer has 103 M)."""
+    i = int(np.searchsorted(c, -np.inf, side="right"))
+    j = int(np.searchsorted(c, np.inf, side="left"))
+    return (float(c[i]), float(c[j - 1])) if i < j else None
+
+
 def global_sparsities(session: StateView, names: list[str], target: float, granularity: str, criterion: str,
                       max_layer_sparsity: float = 0.95) -> dict[str, float]:
     gran = get_granularity(granularity)
@@ -93,9 +101,9 @@ def global_sparsities(session: StateView, names: list[str], target: float, granu
 
     counts = [0] * len(entities)
     if K > 0:
-        finite = [c[np.isfinite(c)] for _, c, _, _, _ in entities]
-        lo = min((float(c[0]) for c in finite if c.size), default=0.0)
-        hi = max((float(c[-1]) for c in finite if c.size), default=0.0)
+        finite = [r for r in (_finite_range(c) for _, c, _, _, _ in entities) if r is not None]
+        lo = min((r[0] for r in finite), default=0.0)
+        hi = max((r[1] for r in finite), default=0.0)
         if pruned(hi, "right") < K:          # the caps bind: everything up to its cap
             t = hi
         else:

@@ -52,6 +52,14 @@ class PlanEditor:
         self.changed.emit(names)
         self.undo_changed.emit()
 
+    @property
+    def can_undo(self) -> bool:
+        return self.undo_stack.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.undo_stack.can_redo
+
     def end_edit(self) -> None:
         """Close a coalesced edit (e.g. on slider release): the next edit is a new undo step."""
         self.undo_stack.end_edit()
@@ -120,11 +128,10 @@ class PlanEditor:
         self.set_plan(self.plan.replaced(changes, scope="local", target_sparsity=sparsity))
         return skipped
 
-    def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
-                   max_layer_sparsity: float = 0.95) -> dict[str, str]:
-        """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied."""
-        from ..prune.scope import global_sparsities
-
+    def global_layers(self, names: list[str], sparsity: float, granularity: str = "element",
+                      criterion: str = "l1") -> tuple[list[str], dict[str, str]]:
+        """The layers of ``names`` a global edit can cover, and why the others are left dense; bad values, or no
+        layer that fits, are refused. Quick (no score is read): the window asks before it computes the threshold."""
         proto = self._check_many(names, LayerPlan(sparsity, granularity, criterion))
         skipped: dict[str, str] = {}
         ok = []
@@ -135,7 +142,20 @@ class PlanEditor:
             except PlanError as e:
                 skipped[n] = e.message
         rules.refuse_if_none_fit(names, skipped, proto)
-        per_layer = global_sparsities(self.owner, ok, sparsity, proto.granularity, proto.criterion, max_layer_sparsity)
+        return ok, skipped
+
+    def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
+                   max_layer_sparsity: float = 0.95, per_layer: dict[str, float] | None = None) -> dict[str, str]:
+        """One threshold on comparable scores across ``names``; per-layer cap so no layer is emptied. ``per_layer``:
+        the layers' sparsities as ``prune.scope.global_sparsities`` gave them for :meth:`global_layers` (computed
+        on a snapshot in a worker, for big models); computed here when None."""
+        from ..prune.scope import global_sparsities
+
+        ok, skipped = self.global_layers(names, sparsity, granularity, criterion)
+        proto = LayerPlan(sparsity, granularity, criterion).validated()
+        if per_layer is None:
+            per_layer = global_sparsities(self.owner, ok, sparsity, proto.granularity, proto.criterion,
+                                          max_layer_sparsity)
         changes: dict[str, LayerPlan | None] = dict.fromkeys(names)
         changes.update({n: LayerPlan(s, proto.granularity, proto.criterion) for n, s in per_layer.items()})
         self.set_plan(self.plan.replaced(changes, scope="global", target_sparsity=sparsity))

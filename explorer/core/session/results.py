@@ -3,7 +3,8 @@ compressed weights, a results folder read back), recording measurements and Hist
 remembered state.
 
 It changes the weights and the plan only through the session's public methods (``use_base``, ``write_state``,
-the plan editor's ``replace``/``push``) and announces through the session's events.
+the plan editor's ``replace``/``push``) and announces through the parts' events (``editor.changed``,
+``editor.undo_changed``, ``weight_state.changed``, its own ``history_changed``, ``measurements.changed``).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..train.metric import metric_of
 
 
 class Results:
-    """Owned by the session (``session.results``); the session's methods of the same names call these.
+    """Owned by the session (``session.results``): the window, lessons and tests call these on the part.
     ``history_changed`` fires when the History's entries change (an entry added or updated, a new model), and
     only then: the History view subscribes to it, not to every plan edit."""
 
@@ -34,7 +35,7 @@ class Results:
         state = {k: v.detach().clone() for k, v in state.items()}
         self.s.weight_state.use_base(state, label, self.s.weights.add(state))
         self.s.weight_state.write(plan, state)
-        self.s.weights_changed.emit()
+        self.s.weight_state.changed.emit()
 
     def adopt_finetune(self, snapshots: list, state: dict[str, torch.Tensor], plan: Plan,
                        label: str = "fine-tuned") -> None:
@@ -137,6 +138,6 @@ class Results:
         self.s.editor.push()
         self.s.editor.plan = entry.plan
         self.s.weight_state.write(entry.plan, state)
-        self.s.weights_changed.emit()
-        self.s.plan_changed.emit(None)
-        self.s.history_changed.emit()
+        self.s.weight_state.changed.emit()
+        self.s.editor.changed.emit(None)
+        self.s.editor.undo_changed.emit()

@@ -56,12 +56,14 @@ class Session:
         self.result: LoadResult | None = None
         self.editor = PlanEditor(self)         # the plan, its rules, undo, pruning by hand
         self.results = Results(self)           # adopting flows' results, measurements, History
-        # the parts' narrow events, forwarded as the session's broader ones (a view subscribes to the narrowest
-        # that tells it what it shows)
+        # the parts' narrow events, forwarded as the session's broader ones (the window's views subscribe to the
+        # part they show -- editor.changed, editor.undo_changed, weight_state.changed, results.history_changed,
+        # measurements.changed; the session's events serve scripts that want one place to listen)
+        self.weight_state = WeightState(self)  # loaded and kept weights, the applied plan
         self.editor.changed.connect(self.plan_changed.emit)
+        self.weight_state.changed.connect(self.weights_changed.emit)
         for sig in (self.editor.undo_changed, self.editor.saved_changed, self.results.history_changed):
             sig.connect(self.history_changed.emit)
-        self.weight_state = WeightState(self)  # loaded and kept weights, the applied plan
         self.selected: str | None = None
         self.masks: PlanMasks | None = None
         self.calibration: Calibration | None = None     # statistics at the kept weights (replaced, never changed)
@@ -306,23 +308,12 @@ class Session:
             if self.masks is not None:
                 self.renew_views(keep=_DATALESS)
             if self.loaded_ok:
-                self.plan_changed.emit(None)
+                self.editor.changed.emit(None)
 
     # ------------------------------------------------------------------ plan editing (see plan_editor.py)
     @property
     def plan(self) -> Plan:
         return self.editor.plan
-
-    @property
-    def undo_stack(self):
-        return self.editor.undo_stack
-
-    @property
-    def saved_plan(self) -> Plan | None:
-        return self.editor.saved_plan
-
-    def end_edit(self) -> None:
-        self.editor.end_edit()
 
     def check_layer_plan(self, name: str, lp: LayerPlan) -> LayerPlan:
         return self.editor.check_layer_plan(name, lp)
@@ -336,8 +327,8 @@ class Session:
         return self.editor.set_uniform(names, sparsity, granularity, criterion)
 
     def set_global(self, names: list[str], sparsity: float, granularity: str = "element", criterion: str = "l1",
-                   max_layer_sparsity: float = 0.95) -> dict[str, str]:
-        return self.editor.set_global(names, sparsity, granularity, criterion, max_layer_sparsity)
+                   max_layer_sparsity: float = 0.95, per_layer: dict[str, float] | None = None) -> dict[str, str]:
+        return self.editor.set_global(names, sparsity, granularity, criterion, max_layer_sparsity, per_layer)
 
     def set_plan(self, plan: Plan, record: bool = True) -> None:
         self.editor.set_plan(plan, record)
@@ -345,32 +336,15 @@ class Session:
     def linked_plan(self, plan: Plan) -> Plan:
         return self.editor.linked_plan(plan)
 
-    def manual_units(self, name: str, granularity: str = "channel") -> tuple:
-        return self.editor.manual_units(name, granularity)
-
-    def set_manual(self, name: str, units, granularity: str = "channel", coalesce: object = None) -> list[str]:
-        return self.editor.set_manual(name, units, granularity, coalesce)
-
-    def toggle_manual(self, name: str, index, granularity: str = "channel") -> bool:
-        return self.editor.toggle_manual(name, index, granularity)
-
-    @property
-    def can_undo(self) -> bool:
-        return self.undo_stack.can_undo
-
-    @property
-    def can_redo(self) -> bool:
-        return self.undo_stack.can_redo
-
     def undo(self) -> bool:
-        if self.can_undo:
+        if self.editor.can_undo:
             self.weight_state.check_not_spent(None)      # a session pruned in place has no way back
-        return self._step(self.undo_stack.undo(self.editor.edit()))
+        return self._step(self.editor.undo_stack.undo(self.editor.edit()))
 
     def redo(self) -> bool:
-        if self.can_redo:
+        if self.editor.can_redo:
             self.weight_state.check_not_spent(None)
-        return self._step(self.undo_stack.redo(self.editor.edit()))
+        return self._step(self.editor.undo_stack.redo(self.editor.edit()))
 
     def _step(self, edit: Edit | None) -> bool:
         """Go to an earlier (or later) edit: its plan, and its applied plan written into the model if it differs."""
@@ -378,7 +352,7 @@ class Session:
             return False
         if edit.applied != self.applied_plan:
             self.weight_state.write(edit.applied, self.masked_state(edit.applied))
-            self.weights_changed.emit()
+            self.weight_state.changed.emit()
         self.editor.replace(edit.plan, record=False)
         return True
 
@@ -389,9 +363,9 @@ class Session:
         self.editor.plan = Plan()
         self.weight_state.back_to_loaded()
         self.weight_state.write(Plan(), self.masked_state(Plan()))
-        self.weights_changed.emit()
-        self.plan_changed.emit(None)
-        self.history_changed.emit()
+        self.weight_state.changed.emit()
+        self.editor.changed.emit(None)
+        self.editor.undo_changed.emit()
 
     @property
     def pending(self) -> bool:
@@ -403,19 +377,12 @@ class Session:
         """Something differs from the last export (or from the loaded model if never exported)."""
         return self.editor.modified or self.base_label != LOADED
 
-    def mark_saved(self, plan: Plan | None = None) -> None:
-        """The plan (default: the current one) was just exported: the 'modified' marker clears."""
-        self.editor.mark_saved(plan)
-
     # ------------------------------------------------------------------ masks & counts (see prune.plan_masks)
     def layer_mask(self, name: str, lp: LayerPlan | None = None) -> LayerMask:
         return self.masks.view(name, lp or self.plan.get(name))
 
     def needs_build(self, name: str, lp: LayerPlan | None = None) -> bool:
         return self.masks.needs_build(name, lp or self.plan.get(name))
-
-    def uncached(self, plan: Plan | None = None, extra: list[str] | None = None) -> list[str]:
-        return self.masks.uncached(plan or self.plan, extra)
 
     def build_views(self, names: list[str], plan: Plan | None = None, progress=None, cancel=None,
                     loaded: LoadResult | None = None) -> None:
@@ -459,8 +426,8 @@ class Session:
         if plan != self.applied_plan:
             self.editor.push()
         self.weight_state.write(plan, state)
-        self.weights_changed.emit()
-        self.history_changed.emit()
+        self.weight_state.changed.emit()
+        self.editor.undo_changed.emit()
 
     def mark_pruned_in_place(self, plan: Plan, layers: list[str]) -> None:
         """A flow given the loaded weights (``flows.prune.run(..., own_loaded=True)``) pruned ``layers`` of them in
@@ -473,10 +440,7 @@ class Session:
         """Take a copy of ``state`` as the new kept weights (masks apply to them from now on); the model's own
         weights change on the next apply. Rankings are rebuilt lazily."""
         self.weight_state.add_base(state, label)
-        self.weights_changed.emit()
-
-    def nonfinite_layers(self) -> dict[str, int]:
-        return self.masks.nonfinite_layers()
+        self.weight_state.changed.emit()
 
     # ------------------------------------------------------------------ results (see results.py)
     @property
@@ -484,43 +448,6 @@ class Session:
         """Which kept weights masks apply to now (a WeightStore id): what measurements and History refer to."""
         return self.weight_state.base_id
 
-    def adopt(self, state: dict[str, torch.Tensor], plan: Plan, label: str) -> None:
-        self.results.adopt(state, plan, label)
-
-    def adopt_finetune(self, snapshots: list, state: dict[str, torch.Tensor], plan: Plan,
-                       label: str = "fine-tuned") -> None:
-        self.results.adopt_finetune(snapshots, state, plan, label)
-
-    def adopt_search(self, result, label: str) -> None:
-        self.results.adopt_search(result, label)
-
-    def adopt_result(self, result) -> None:
-        self.results.adopt_result(result)
-
-    def adopt_compression(self, result, plan: Plan) -> None:
-        self.results.adopt_compression(result, plan)
-
     def is_fresh(self, m) -> bool:
+        """Does a measurement describe the plan the window shows, over the kept weights it has now?"""
         return self.results.is_fresh(m)
-
-    def state_label(self, plan: Plan | None = None) -> str:
-        return self.results.state_label(plan)
-
-    def record_evaluation(self, plan: Plan, base_id: int, current, dense=None) -> None:
-        self.results.record_evaluation(plan, base_id, current, dense)
-
-    def record_latency(self, plan: Plan, base_id: int, comparison) -> None:
-        self.results.record_latency(plan, base_id, comparison)
-
-    def record_scan(self, result) -> None:
-        self.results.record_scan(result)
-
-    def record(self, label: str, accuracy: float | None = None, latency_ms: float | None = None,
-               plan: Plan | None = None):
-        return self.results.record(label, accuracy, latency_ms, plan)
-
-    def entry_state(self, entry) -> dict[str, torch.Tensor]:
-        return self.results.entry_state(entry)
-
-    def restore(self, entry, state: dict[str, torch.Tensor] | None = None) -> None:
-        self.results.restore(entry, state)

@@ -12,6 +12,7 @@ would need the dense weights (:meth:`WeightState.check_not_spent`).
 from __future__ import annotations
 
 import torch
+from psygnal import Signal
 
 from ..errors import ExplorerError
 from ..history import MIN_BUDGET_BYTES, WeightStore, state_bytes
@@ -21,6 +22,9 @@ LOADED = "loaded weights"
 
 
 class WeightState:
+    changed = Signal()      # the model's weights changed (apply, new kept weights, reset, undo); the session
+                            # forwards it as ``weights_changed``
+
     def __init__(self, owner):
         self.owner = owner                     # the Session (public methods, its lock and events)
         self.original: dict[str, torch.Tensor] = {}

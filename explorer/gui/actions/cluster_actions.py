@@ -1,6 +1,6 @@
 """Fine-tuning on a cluster from the window: Export ▸ Fine-tune job for a cluster… writes the recipe and a ready
 torchrun command (core: ``finetune_job.write_job``); File ▸ Import result… reads the folder the cluster
-wrote back into the History (``read_result`` + ``Session.adopt_result``)."""
+wrote back into the History (``read_result`` + ``session.results.adopt_result``)."""
 from __future__ import annotations
 
 import shlex
@@ -147,4 +147,4 @@ class ClusterActions:
     def import_result(self, folder: str):
         s = self.session
         return self.ctx.start_job("Importing result", lambda p, c: read_result(folder, s),
-                                  on_done=s.adopt_result)
+                                  on_done=s.results.adopt_result)

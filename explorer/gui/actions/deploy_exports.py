@@ -30,7 +30,7 @@ class DeployExports:
                    "onnxruntime against PyTorch (within 1e-4)", menu)
 
     def _done(self, what: str, path, plan) -> None:
-        self.session.mark_saved(plan)
+        self.session.editor.mark_saved(plan)
         self.ctx.status(f"exported {what}: {path}", 6000)
 
     def safetensors(self, path: str):

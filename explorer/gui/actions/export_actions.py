@@ -58,7 +58,7 @@ class ExportActions:
         return {"model": s.model_spec, "arch": s.require().model.arch, "dataset": s.dataset.spec}
 
     def _done(self, what: str, path, plan) -> None:
-        self.session.mark_saved(plan)
+        self.session.editor.mark_saved(plan)
         self.ctx.status(f"exported {what}: {path}", 6000)
 
     def _export_job(self, title: str, what: str, fn):

@@ -42,7 +42,7 @@ class MeasureActions:
         need_dense = s.measurements.dense is None
         # measured on a copy: evaluating a plan never applies it, so later jobs start where the user left them
         ctx.runner.run("Evaluating", lambda p, c: evaluate_plan(snap, need_dense, p, c),
-                       on_done=lambda r: s.record_evaluation(snap.plan, snap.base_id, r[0], r[1]))
+                       on_done=lambda r: s.results.record_evaluation(snap.plan, snap.base_id, r[0], r[1]))
 
     def evaluate_dense_on_open(self) -> None:
         """The dense baseline, right after a model opens, when evaluating it takes about a second or less: done
@@ -62,4 +62,4 @@ class MeasureActions:
         with_onnx = str(ctx.settings.value("latency/onnx", "false")).lower() == "true"
         snap = s.snapshot()
         ctx.runner.run("Measuring latency", lambda p, c: measure_latency(snap, batch, runs, threads, with_onnx, p, c),
-                       on_done=lambda r: s.record_latency(snap.plan, snap.base_id, r))
+                       on_done=lambda r: s.results.record_latency(snap.plan, snap.base_id, r))

@@ -2,7 +2,7 @@
 
 Ticked, Apply masks the plan and then refits each pruned layer's remaining weights to its dense output on the
 calibration samples (core ``prune.reconstruct``) in a job with progress and Cancel; the refitted weights become
-the session's kept weights (``Session.adopt``), like fine-tuned ones, so Reset to dense returns to the loaded
+the session's kept weights (``session.results.adopt``), like fine-tuned ones, so Reset to dense returns to the loaded
 weights. The mask is unchanged and pruned weights stay exactly 0. Cancel leaves the session as it was.
 
 A plan with ``sparsegpt`` layers is applied by its sweep (core ``prune.sparsegpt.one_shot``) in a job whether or
@@ -84,7 +84,7 @@ class ReconstructOption:
 
         def done(rec):
             self.last = rec
-            s.adopt(rec.state, plan, f"reconstructed ({samples} samples)")
+            s.results.adopt(rec.state, plan, f"reconstructed ({samples} samples)")
             fitted = [f for f in rec.layers if not f.method.startswith("skipped")]
             before = sum(f.error_before for f in fitted) / max(1, len(fitted))
             after = sum(f.error_after for f in fitted) / max(1, len(fitted))

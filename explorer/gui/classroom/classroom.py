@@ -155,7 +155,7 @@ class Classroom:
                     gran, unit = "kernel", (row, int(rest[0]))
                 else:
                     gran, unit = "element", (row, *(int(i) for i in rest))
-            pruned = s.toggle_manual(name, unit, gran)
+            pruned = s.editor.toggle_manual(name, unit, gran)
         except Exception as e:
             self.win.report_error(e)
             return

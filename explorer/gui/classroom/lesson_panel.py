@@ -124,7 +124,7 @@ class LessonPanel(QFrame):
         lay.addLayout(body, 1)
         lay.addLayout(buttons)
         s = self.session
-        for sig in (s.plan_changed, s.weights_changed, s.selection_changed, s.measurements.changed, s.loaded):
+        for sig in (s.editor.changed, s.weight_state.changed, s.selection_changed, s.measurements.changed, s.loaded):
             sig.connect(self._changed)
         self.hide()
 
@@ -258,4 +258,4 @@ class LessonPanel(QFrame):
         s = self.session
         snap, runs = s.snapshot(), int(self.ctx.settings.value("latency/runs", 30))
         self.ctx.runner.run("Measuring latency", lambda p, c: measure_latency(snap, batch, runs, progress=p, cancel=c),
-                            on_done=lambda r: s.record_latency(snap.plan, snap.base_id, r))
+                            on_done=lambda r: s.results.record_latency(snap.plan, snap.base_id, r))

@@ -279,7 +279,7 @@ class AllocationBox(QGroupBox):
                                         f"({'within' if t.ok else 'beyond'} {drop:g} {unit}) …")
 
         def done(r):
-            s.adopt_search(r, f"search ≤{drop:g} {'pt' if m.higher_is_better else '%'}: {r.sparsity:.0%}")
+            s.results.adopt_search(r, f"search ≤{drop:g} {'pt' if m.higher_is_better else '%'}: {r.sparsity:.0%}")
             self.alloc_info.setText(f"Sparsest within {drop:g} {unit} after fine-tuning: {r.sparsity:.1%} "
                                     f"(val {m.format(r.val_accuracy)} vs dense {m.format(r.dense_val_accuracy)}; test "
                                     f"{m.format(r.test_accuracy)}), after {len(r.trials)} trial(s). Applied; undo "

@@ -136,7 +136,8 @@ class ComparePanel(QWidget):
         lay.addWidget(self.status)
         lay.addWidget(split, 1)
         self.session.loaded.connect(self._sync_samples)
-        self.session.plan_changed.connect(lambda _=None: self._sync_samples())
+        # calibration samples changed (or a recipe was loaded): a whole-plan event, never a slider tick
+        self.session.editor.changed.connect(lambda names: names is None and self._sync_samples())
         if self.session.loaded_ok:
             self._sync_samples()
 

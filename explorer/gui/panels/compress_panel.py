@@ -164,7 +164,7 @@ class CompressPanel(QWidget):
         lay.addWidget(split)
 
         s.loaded.connect(self._on_loaded)
-        s.weights_changed.connect(self._show_result)
+        s.weight_state.changed.connect(self._show_result)
         s.measurements.changed.connect(self._show_result)
         s.selection_changed.connect(lambda _: self._show_layer())
         if s.loaded_ok:
@@ -270,7 +270,7 @@ class CompressPanel(QWidget):
         def done(out):
             self._running(False)
             self.result, self.hists = out
-            s.adopt_compression(self.result, plan)
+            s.results.adopt_compression(self.result, plan)
             h = self.result.stage("huffman")
             metric = metric_of(s.dataset)
             acc = h.get(metric.name)

@@ -295,7 +295,7 @@ class FinetunePanel(QWidget):
             final = result.snapshots[-1] if result.snapshots else None
             if final is not None and final.test_accuracy is not None:
                 self.schedule_chart.add(cfg.schedule, final.sparsity, final.test_accuracy)
-            s.adopt_finetune(result.snapshots, result.state, result.plan)
+            s.results.adopt_finetune(result.snapshots, result.state, result.plan)
             self.status.setText("done" + (f": best epoch {result.best_epoch} (on validation) kept"
                                           if result.best_epoch else "")
                                 + (f", test {metric.name} {metric.format(final.test_accuracy)}"
@@ -330,7 +330,7 @@ class FinetunePanel(QWidget):
         snaps = self._partial_snaps
         self._forget_partial()
         if snaps:
-            self.session.adopt_finetune(snaps, snaps[-1].state, snaps[-1].plan)
+            self.session.results.adopt_finetune(snaps, snaps[-1].state, snaps[-1].plan)
             self.status.setText(f"kept {snaps[-1].label}; its test accuracy goes to the dashboard and the History.")
             self.evaluate_after()
 

@@ -256,8 +256,8 @@ class HistoryPanel(QWidget):
         entry = s.history[r]
 
         def done(state):
-            s.restore(entry, state)
+            s.results.restore(entry, state)
             self.ctx.status(f"returned to #{entry.id} {entry.label}", 5000)
 
         # masks on other weights may need new rankings: computed in the worker, applied here
-        self.ctx.runner.run("Restoring state", lambda progress, cancel: s.entry_state(entry), on_done=done)
+        self.ctx.runner.run("Restoring state", lambda progress, cancel: s.results.entry_state(entry), on_done=done)

@@ -346,7 +346,7 @@ class LayerTable(QTableWidget):
             self.report_error(e)
             self.refresh([name])
         if final:
-            self.session.end_edit()
+            self.session.editor.end_edit()
         if self.session.selected != name:
             self.session.select(name)
 
@@ -367,7 +367,7 @@ class LayerTable(QTableWidget):
         try:
             if c == "manual":      # by hand, starting from what the row prunes now
                 g = self.session.plan.get(name).granularity.name
-                self.session.set_manual(name, self.session.manual_units(name, g), g)
+                self.session.editor.set_manual(name, self.session.editor.manual_units(name, g), g)
                 return
             if get_criterion(c).channel_only and self.session.plan.get(name).granularity.name != "channel":
                 kw["granularity"] = "channel"    # what the criterion scores; refused below if the layer can't

@@ -231,7 +231,7 @@ class SensitivityPanel(QWidget):
 
         def done(result):
             self.set_result(result)
-            s.record_scan(result)
+            s.results.record_scan(result)
             ctx.status(f"scan done in {result.seconds:.1f}s ({result.method} method)", 6000)
 
         ctx.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
@@ -447,7 +447,7 @@ class SensitivityPanel(QWidget):
         except Exception as e:
             self.ctx.report_error(e)
             return
-        self.session.record_scan(r)
+        self.session.results.record_scan(r)
         self.set_result(r)
 
     def save_scan_dialog(self) -> None:

@@ -64,7 +64,7 @@ class SpeedMapView(QWidget):
         lay.addWidget(self.note)
         self.results.changed.connect(lambda _names: self.redraw())
         self.session.selection_changed.connect(lambda _n: self.redraw())
-        self.session.plan_changed.connect(lambda _n: self.redraw())
+        self.session.editor.changed.connect(self._plan_changed)
         self.session.loaded.connect(self.results.clear)
         self.redraw()
 
@@ -95,6 +95,11 @@ class SpeedMapView(QWidget):
 
         return self.ctx.start_job("Measuring the speed map" + ("" if all_layers else f" of {names[0]}"), work,
                                   on_done=done)
+
+    def _plan_changed(self, names) -> None:
+        """Only the selected layer's plan is drawn (the 'now' marker): other layers' edits leave it alone."""
+        if names is None or self.session.selected in names:
+            self.redraw()
 
     def redraw(self) -> None:
         s = self.session

@@ -1,8 +1,9 @@
 """The main window: assembly of the views and panels, menus, the job status bar, and the plan actions.
 
 Panels get an :class:`AppContext` (session, job runner, settings, status and error reporting), never the
-window; they subscribe to the session's events themselves. The window redraws the layer table, weight
-view, dashboard and bars on plan/weight changes, throttled so a slider drag never queues up.
+window; they subscribe to the events of the session part they show (``session.editor``, ``session.weight_state``,
+``session.results``, ``session.measurements``) themselves. The window redraws the layer table, weight view,
+dashboard and bars on plan/weight changes, throttled so a slider drag never queues up.
 """
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QTabW
 from superqt.utils import qthrottled
 
 from explorer.core.jobs import Progress
-from explorer.core.prune.plan import LayerPlan, Plan
 from explorer.core.session import Session
 
 from ..actions.cluster_actions import ClusterActions
 from ..actions.deploy_exports import DeployExports
 from ..actions.export_actions import ExportActions
+from ..actions.global_edit import GlobalEdit
 from ..actions.measure import MeasureActions
 from ..actions.model_actions import ModelActions
 from ..actions.reconstruct_action import ReconstructOption
@@ -71,11 +72,12 @@ class MainWindow(QMainWindow):
         self._changed_rows: set[str] | None = set()
         s = self.session
         s.loaded.connect(self._on_loaded)
-        s.plan_changed.connect(self._on_plan_changed)
         s.selection_changed.connect(self._on_selection)
-        s.history_changed.connect(self._update_actions)
-        s.weights_changed.connect(self._on_weights_changed)
-        s.measurements.changed.connect(self._on_measured)
+        s.editor.changed.connect(self._on_plan_changed)          # rows, weight view, dashboard (throttled)
+        s.editor.undo_changed.connect(self._update_actions)      # undo/redo, apply, the 'modified' marker
+        s.editor.saved_changed.connect(self._update_actions)
+        s.weight_state.changed.connect(self._on_weights_changed)
+        s.measurements.changed.connect(self._on_measured)       # the measurement cards
         if s.loaded_ok:
             self._on_loaded()
         self._update_actions()
@@ -88,7 +90,8 @@ class MainWindow(QMainWindow):
         self.totals_label.setObjectName("totalsLabel")
         self.totals_label.setWordWrap(True)
         self.global_panel = GlobalPanel(lazy=not self.started)
-        self.global_panel.requested.connect(self._set_many)
+        self.global_edit = GlobalEdit(self.ctx)     # global scope on big models runs as a job
+        self.global_panel.requested.connect(self.global_edit.request)
         self.weight_view = WeightView(lazy=not self.started)
         self.dashboard = Dashboard()
         self.tabs = QTabWidget()
@@ -329,7 +332,7 @@ class MainWindow(QMainWindow):
             self._update_actions()
             return
         sel = s.selected if s.selected and s.plan.get(s.selected).is_dense else None   # (active: asked anyway)
-        missing = s.uncached(extra=[sel] if sel else None)   # the redraw's one cache check
+        missing = s.masks.uncached(s.plan, [sel] if sel else None)   # the redraw's one cache check
         big = [n for n in missing if s.layer(n).params > SYNC_BUILD_LIMIT or s.calibration.needs(s.plan.get(n))]
         if big:
             self._index_in_background(big)
@@ -388,7 +391,7 @@ class MainWindow(QMainWindow):
 
     def _update_dashboard(self, pending: set[str] | None = None) -> None:
         s = self.session
-        if (s.uncached() if pending is None else pending & s.plan.active().keys()):
+        if (s.masks.uncached(s.plan) if pending is None else pending & s.plan.active().keys()):
             self.dashboard.show_totals(None)
             self.totals_label.setText("indexing weights…")
             return
@@ -414,8 +417,8 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         s = self.session
         ok = s.loaded_ok
-        self.act_undo.setEnabled(ok and s.can_undo)
-        self.act_redo.setEnabled(ok and s.can_redo)
+        self.act_undo.setEnabled(ok and s.editor.can_undo)
+        self.act_redo.setEnabled(ok and s.editor.can_redo)
         self.act_apply.setEnabled(ok and s.pending)
         self.act_reset.setEnabled(ok)
         if ok:
@@ -428,32 +431,6 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(f"Pruning Explorer — {s.model_name}" + (" *" if s.modified else ""))
 
     # ------------------------------------------------------------------ plan actions
-    def _set_many(self, mode: str, sparsity: float, granularity: str, criterion: str, scope: str, cap: float) -> None:
-        s = self.session
-        names = self.table.selected_layers() if mode == "selected" else s.layer_names
-        if not names:
-            self.status("select some rows in the layer table first", 4000)
-            return
-        if scope == "global":
-            lp = LayerPlan(0.5, granularity, criterion)
-            missing = [n for n in names if (s.layer(n).params > SYNC_BUILD_LIMIT or s.calibration.needs(lp))
-                       and s.needs_build(n, lp)]
-            if missing:
-                tmp = Plan({n: LayerPlan(0.5, granularity, criterion) for n in missing})
-                self.runner.run("Indexing weights for global scope", lambda p, c, r=s.result: s.build_views(missing, tmp, p, c, r),
-                                on_done=lambda _: self._set_many(mode, sparsity, granularity, criterion, scope, cap))
-                return
-        try:
-            if scope == "global":
-                skipped = s.set_global(names, sparsity, granularity, criterion, cap)
-            else:
-                skipped = s.set_uniform(names, sparsity, granularity, criterion)
-        except Exception as e:
-            self.report_error(e)
-            return
-        if skipped:
-            self.status(f"{len(skipped)} layer(s) left dense: " + "; ".join(list(skipped.values())[:2]), 10000)
-
     def apply_plan(self) -> None:
         s = self.session
         if not s.loaded_ok:
