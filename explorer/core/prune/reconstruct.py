@@ -252,7 +252,7 @@ def layers_to_refit(session: StateView, plan) -> list[str]:
 def reconstruct_plan(session: StateView, plan, progress: ProgressFn | None = None,
                      cancel: CancelToken | None = None) -> Reconstruction:
     """Mask the session's kept weights with ``plan`` and refit them on the session's calibration samples.
-    The session is not changed (``Session.adopt`` takes the result as the new kept weights)."""
+    The session is not changed (``session.results.adopt`` takes the result as the new kept weights)."""
     from ..errors import PlanError
     from .masks import masked_state
 
