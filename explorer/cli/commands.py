@@ -205,6 +205,8 @@ def _plan_from_scan(session, args) -> None:
     plan, info = allocate_from_file(session, args.from_sensitivity, max_drop=args.max_drop,
                                     cap=args.max_layer_sparsity)
     log(f"allocated from sensitivity: predicted overall sparsity {info['sparsity']:.1%}")
+    for n in info["notes"][1:]:
+        log(f"note: {n}")
     session.set_plan(plan)
 
 
@@ -315,19 +317,23 @@ def cmd_finetune(args) -> int:
 
 def cmd_sensitivity(args) -> int:
     from explorer.core.analyse.sensitivity import parse_sparsities, run_scan_to_files
+    from explorer.core.analyse.sequential import parse_drops
 
+    sparsities = parse_sparsities(args.sparsities)
+    drops = parse_drops(args.drops)
     session = open_session(args)
     _calibration_from_args(session, args)
-    sparsities = parse_sparsities(args.sparsities)
     bar = tqdm_progress("sensitivity")
     try:
         result = run_scan_to_files(session, sparsities, args.granularity, args.criterion, args.layers,
                                    Path(args.out), csv=args.csv, split=args.split, early_stop=args.early_stop,
-                                   latency=args.latency, naive=args.naive, progress=bar, device=device_of(args))
+                                   latency=args.latency, naive=args.naive, progress=bar, device=device_of(args),
+                                   exact=args.exact, drops=drops)
     finally:
         bar.close()
     print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
-                      "layers": len(result["layers"]), "seconds": result.get("seconds")}, indent=2))
+                      "layers": len(result["layers"]), "seconds": result.get("seconds"),
+                      "exact": result["exact"]}, indent=2))
     return 0
 
 

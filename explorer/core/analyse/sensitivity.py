@@ -143,6 +143,7 @@ class ScanResult:
              "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
              "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
              "skipped": self.skipped}
+        d["exact"] = self.sequential is None       # which scan ran: every point on the whole split, or sequential
         if self.sequential is not None:
             d["sequential"] = self.sequential
         if self.metric != "accuracy":   # the values are named by their metric
@@ -496,11 +497,13 @@ def read_scan(path: str | Path) -> ScanResult:
 
 def run_scan_to_files(session: StateView, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None,
-                      predict: bool = True) -> dict:
+                      predict: bool = True, exact: bool = True, drops=None) -> dict:
+    """``exact=False``: the sequential scan (decided at ``drops``, 0.5/1/2 points unless told)."""
     from ..fileio import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
-                    layers=layers, split=split, early_stop=early_stop, latency=latency)
+                    layers=layers, split=split, early_stop=early_stop, latency=latency, exact=exact,
+                    drops=tuple(drops) if drops else ScanSpec.drops)
     prediction = None
     if predict:
         from .predict import predict_loss_increase

@@ -20,11 +20,29 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import PlanError
 from .replay import Replayer
 
 STAGES = (1 / 8, 1 / 4, 1 / 2, 1.0)
 DEFAULT_DROPS = (0.5, 1.0, 2.0)
 _EPS = 1e-9
+
+
+def parse_drops(text) -> tuple[float, ...]:
+    """``"0.5,1,2"`` -> (0.5, 1.0, 2.0): the allowed drops (points) a sequential scan decides exactly."""
+    items = [t for t in str(text).replace(" ", "").split(",") if t]
+    out = []
+    for t in items:
+        try:
+            v = float(t)
+        except ValueError:
+            raise PlanError(f"'{t}' in the list of allowed drops is not a number.") from None
+        if not 0.0 <= v < float("inf"):
+            raise PlanError(f"The allowed drop {t} is not a non-negative number of points.")
+        out.append(v)
+    if not out:
+        raise PlanError("The list of allowed drops is empty.", "Give points of accuracy, e.g. 0.5,1,2.")
+    return tuple(sorted(set(out)))
 
 
 class StagedSplit:
