@@ -358,7 +358,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                         dense_loss=dense_loss, metric=measure.name)
     staged = None
     if not spec.exact and replayer is not None and spec.early_stop is None and not spec.latency:
-        staged = StagedSplit(module, x, y, spec.seed)
+        staged = StagedSplit(module, x, y, spec.seed, replayer=replayer)
         replayer = None        # the stages replay from here on; free the whole split's cache
         result.sequential = {"drops": list(spec.drops), "cap": spec.cap, "stages": staged.sizes,
                              "monotone": spec.monotone, "seed": spec.seed}
