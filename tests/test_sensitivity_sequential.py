@@ -90,3 +90,50 @@ def test_cli_sensitivity_refuses_bad_drops(tmp_path, capsys, bad):
     f = tmp_path / "S.json"
     assert main(["sensitivity", "--model", "digits-mlp", "--drops", bad, "--out", str(f)]) == 2
     assert not f.exists() and "drop" in capsys.readouterr().err
+
+
+class _SizeView(__import__("torch").nn.Module):
+    """Keeps x.size(0) for a later view: a cache that cannot be cut by samples."""
+
+    def __init__(self):
+        import torch
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 6), torch.nn.Linear(6, 3)
+
+    def forward(self, x):
+        n = x.size(0)
+        return self.b(self.a(x).view(n, -1))
+
+
+@pytest.mark.parametrize("model", ["size-view", "digits-cnn"])
+def test_stage_ranges_replay_what_a_fresh_forward_gives(model):
+    """The stages are views of one permuted cache where it can be cut, else traced anew per range; either way a
+    range's replay (dense, and with a layer changed) equals the model's own forward on those samples."""
+    import torch
+
+    from explorer.core.analyse.replay import Replayer
+    from explorer.core.analyse.sequential import StagedSplit
+
+    torch.manual_seed(0)
+    if model == "size-view":
+        module, x = _SizeView().eval(), torch.randn(40, 4)
+        layer = "a"
+    else:
+        s = Session.open(model)
+        module, x = s.module.eval(), s.dataset.example_input(40)
+        layer = "backbone.conv1"
+    y = torch.zeros(x.shape[0], dtype=torch.long)
+    staged = StagedSplit(module, x, y, seed=3, replayer=Replayer(module, x))
+    assert (staged.full is None) == (model == "size-view")
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    w = dict(module.named_parameters())[f"{layer}.weight"].detach()
+    for a, b in [(0, 5), (5, 40), (10, 20)]:
+        replayer, yy, _ = staged.part(a, b)
+        with torch.no_grad():
+            want = module(x[perm[a:b]])
+        torch.testing.assert_close(replayer.output, want, rtol=1e-4, atol=1e-5)
+        got = replayer.run_variants({layer}, [{f"{layer}.weight": w}])      # the layer swapped in and replayed
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+        half = replayer.run_variants({layer}, [{f"{layer}.weight": w * 0.5}])
+        assert not torch.allclose(half, want)
+        assert yy.shape[0] == b - a

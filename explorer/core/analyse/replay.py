@@ -67,10 +67,7 @@ class Replayer:
 
         r = copy.copy(self)
         r.N = int(idx.shape[0]) if isinstance(idx, torch.Tensor) else len(range(*idx.indices(self.N)))
-        batched = {n for n in self.nodes if n.op == "placeholder"}
-        for n in self.nodes:
-            if n.op != "placeholder" and any(a in batched for a in n.all_input_nodes):
-                batched.add(n)
+        batched = self._batched_nodes()
 
         def cut(v):
             if not (isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == self.N):
@@ -81,6 +78,26 @@ class Replayer:
         r.env = {n: (fx_map(v, cut) if n in batched else v) for n, v in self.env.items()}
         r.output = self.output[idx]
         return r
+
+    def _batched_nodes(self) -> set:
+        """The nodes whose values depend on the input."""
+        batched = {n for n in self.nodes if n.op == "placeholder"}
+        for n in self.nodes:
+            if n.op != "placeholder" and any(a in batched for a in n.all_input_nodes):
+                batched.add(n)
+        return batched
+
+    def sliceable(self) -> bool:
+        """Can :meth:`subset` cut this cache? Only when every value that depends on the input is a tensor (or a
+        tuple/list/dict of them) with the samples along dim 0 -- not, e.g., ``x.size(0)`` kept for a later
+        ``view`` or a transposed batch."""
+        def ok(v) -> bool:
+            if isinstance(v, (tuple, list)):
+                return all(ok(a) for a in v)
+            if isinstance(v, dict):
+                return all(ok(a) for a in v.values())
+            return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == self.N
+        return all(ok(self.env[n]) for n in self._batched_nodes() if n in self.env and n.op != "output")
 
     def _fuse_conv_bn(self) -> dict:
         """BatchNorm folded into the conv before it, for replaying layers that do not change:

@@ -56,14 +56,18 @@ class StagedSplit:
         perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).to(x.device)
         self.bounds = sorted({max(1, min(N, int(round(f * N)))) for f in stages} | {N})
         self.N = N
-        self.full = (replayer if replayer is not None else Replayer(module, x)).subset(perm)
+        replayer = replayer if replayer is not None else Replayer(module, x)
+        # a cache that cannot be cut (a value like x.size(0) that a later node uses): each range is traced anew
+        self.full = replayer.subset(perm) if replayer.sliceable() else None
+        self.module, self.x = (None, None) if self.full is not None else (module, x[perm])
         self.y = y[perm]
         self._parts: dict[tuple[int, int], tuple[Replayer, torch.Tensor, dict]] = {}
 
     def part(self, a: int, b: int) -> tuple[Replayer, torch.Tensor, dict]:
         """(replayer of samples a..b, their labels, a dict for its variants-per-pass)."""
         if (a, b) not in self._parts:
-            self._parts[(a, b)] = (self.full.subset(slice(a, b)), self.y[a:b], {})
+            r = self.full.subset(slice(a, b)) if self.full is not None else Replayer(self.module, self.x[a:b])
+            self._parts[(a, b)] = (r, self.y[a:b], {})
         return self._parts[(a, b)]
 
     def per_pass(self, a: int, b: int, k: int) -> int:
