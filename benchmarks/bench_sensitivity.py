@@ -4,13 +4,14 @@ Naive: for each layer and sparsity prune only that layer, evaluate the full mode
 restore. Exact (``--exact``, issue 7): cached activations + suffix replay + batched sparsities
 (explorer.core.analyse.sensitivity). Sequential (issue 24, ``ScanSpec(exact=False)``, analyse/sequential.py): the
 replay on a growing seeded sample per point, until the allocation at 0.5/1/2 points of allowed drop is decided.
-Models: digits-cnn on digits, and a VGG-like conv net (the pruning lab's VGG, random weights) on
+Models: digits-cnn and digits-vgg on digits (validation split, 180 samples), the pruning lab's VGG (random
+weights) and torchvision's resnet18 (random weights, 64x64 inputs to keep the naive loop affordable on a CPU) on
 synthetic inputs labelled by the dense net's own predictions. Each row: ``ratio`` (naive / sequential),
 ``exact_ratio`` (naive / exact), ``same_allocation`` (the three scans give the same per-layer sparsities at
 0.5, 1 and 2 points), ``sample_share`` (samples the sequential scan evaluated / the exact scan's).
 Goal (issue 24): ratio >= 5x with the same allocation.
 
-    python benchmarks/bench_sensitivity.py [--json] [--samples 512] [--monotone] [--quick]
+    python benchmarks/bench_sensitivity.py [--json] [--models digits-cnn ...] [--samples 256] [--monotone] [--quick]
 
 ``--quick``: digits-cnn only, sparsities 0.5 and 0.9, one repeat (a few seconds; the test suite runs it).
 """
@@ -30,8 +31,12 @@ from explorer.core.session import Session
 DROPS = (0.5, 1.0, 2.0)      # allowed drops (points) at which the allocations must agree
 
 
+MODELS = {"resnet18": ("torchvision:resnet18", {"input_shape": (3, 64, 64)}, 64)}   # name: (spec, open kw, samples)
+
+
 def session_for(spec: str, samples: int) -> Session:
-    s = Session.open(spec)
+    spec, kw, samples = MODELS.get(spec, (spec, {}, samples))
+    s = Session.open(spec, **kw)
     if not s.dataset.has_labels:
         import explorer.core.model.data as data
         old = data.SYNTHETIC_SAMPLES
@@ -78,8 +83,8 @@ def bench(spec: str, samples: int, repeats: int, sparsities=DEFAULT_SPARSITIES, 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", action="store_true")
-    ap.add_argument("--models", nargs="+", default=["digits-cnn", "lab-vgg"])
-    ap.add_argument("--samples", type=int, default=256, help="test samples of the synthetic dataset")
+    ap.add_argument("--models", nargs="+", default=["digits-cnn", "digits-vgg", "lab-vgg", "resnet18"])
+    ap.add_argument("--samples", type=int, default=256, help="test samples of the synthetic dataset (resnet18: 64)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--monotone", action="store_true", help="the sequential scan also skips points above a clear fail")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")

@@ -77,3 +77,25 @@ def test_runs_compare_on_one_chart(win, qtbot):
     assert ticks is not None and ticks[0][0] == 1                 # integer epoch ticks
     p.clear_btn.click()
     assert chart.kept == [] and chart.current is None and p.schedule_chart.points == {}
+
+
+def test_an_epoch_updates_the_run_in_progress_without_rebuilding_the_chart(qtbot):
+    """Issue 24 (GUI stall): a new epoch of the running run sets the data of its two curves (the same items); only
+    a new pruning step (a marker) rebuilds the chart. What is drawn equals a full redraw."""
+    from explorer.gui.plots.finetune_chart import RunChart
+
+    chart = RunChart()
+    qtbot.addWidget(chart)
+    chart.start_run(RunTrace("iterative", "iterative"), 98.0)
+    chart.add_record(rec(1, 1, 97.0, 0.5, 0.0, 0.5, 80.0, 1))        # a step: rebuilt
+    items = list(chart._items)
+    curve = chart.current_curve
+    chart.add_record(rec(2, 1, 98.0, 0.5, 0.5))                      # an epoch: same items, new point
+    assert chart._items == items and chart.current_curve is curve
+    assert list(zip(*curve.getData())) == chart.current.acc
+    assert chart.getPlotItem().viewRange()[0] == pytest.approx([-0.3, 2.3])
+    shown = [list(zip(*it.getData())) for it, _ in chart._items if hasattr(it, "getData")]
+    chart.redraw()
+    assert [list(zip(*it.getData())) for it, _ in chart._items if hasattr(it, "getData")] == shown
+    chart.add_record(rec(3, 2, 96.0, 0.8, 0.5, 0.8, 60.0, 1))        # the next step: rebuilt, with its marker
+    assert chart.current_curve is not curve and len(chart.current.markers) == 2

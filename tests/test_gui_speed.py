@@ -58,3 +58,24 @@ def test_export_sparse_runtime_from_the_window(win, qtbot, tmp_path):
     loaded = torch.jit.load(str(path))
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), m(x), rtol=1e-5, atol=1e-5)
+
+
+def test_hidden_speed_map_redraws_when_shown_not_on_every_plan_change(win, qtbot):
+    """Issue 24 (GUI stall): a slider drag changes the plan many times a second; the speed map page, while
+    hidden, only marks itself stale and redraws when it is shown."""
+    view = win.latency_panel.speed_map
+    s = win.session
+    s.select("fc1")
+    assert not view.isVisible()
+    calls = []
+    original = view.redraw
+    view.redraw = lambda: (calls.append(1), original())
+    s.set_layer("fc1", sparsity=0.7)
+    s.set_layer("fc1", sparsity=0.8)
+    assert calls == []
+    win.tabs.setCurrentWidget(win.latency_panel)
+    win.latency_panel.parts.setCurrentWidget(view)
+    qtbot.waitUntil(view.isVisible, timeout=5000)
+    assert calls == [1] and view.now.value() == pytest.approx(80.0)
+    s.set_layer("fc1", sparsity=0.9)                 # shown: it follows at once
+    assert calls == [1, 1] and view.now.value() == pytest.approx(90.0)

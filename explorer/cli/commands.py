@@ -230,6 +230,8 @@ def _plan_from_scan(session, args) -> None:
     plan, info = allocate_from_file(session, args.from_sensitivity, max_drop=args.max_drop,
                                     cap=args.max_layer_sparsity)
     log(f"allocated from sensitivity: predicted overall sparsity {info['sparsity']:.1%}")
+    for n in info["notes"][1:]:
+        log(f"note: {n}")
     session.set_plan(plan)
 
 
@@ -386,21 +388,51 @@ def cmd_finetune(args) -> int:
 
 # ---------------------------------------------------------------- sensitivity
 
+def _runtime(args):
+    """Under torchrun: this process's place among the processes the points are dealt out to (else None)."""
+    from explorer.core.train.distributed import launched_by_torchrun, start
+
+    return start(getattr(args, "device", "auto")) if launched_by_torchrun() else None
+
+
+def _bar(desc: str, rt):
+    from explorer.cli.progress import tqdm_progress as bar
+
+    if rt is None or rt.is_main:
+        return bar(desc)
+    quiet = lambda p: None      # noqa: E731 -- the other processes draw no bar
+    quiet.close = lambda: None
+    return quiet
+
+
 def cmd_sensitivity(args) -> int:
     from explorer.core.analyse.sensitivity import parse_sparsities, run_scan_to_files
+    from explorer.core.analyse.sequential import parse_drops
+    from explorer.core.train.distributed import stop
 
-    session = open_session(args)
-    _calibration_from_args(session, args)
     sparsities = parse_sparsities(args.sparsities)
-    bar = tqdm_progress("sensitivity")
+    drops = parse_drops(args.drops)
+    rt = _runtime(args)
     try:
-        result = run_scan_to_files(session, sparsities, args.granularity, args.criterion, args.layers,
-                                   Path(args.out), csv=args.csv, split=args.split, early_stop=args.early_stop,
-                                   latency=args.latency, naive=args.naive, progress=bar, device=device_of(args))
+        session = open_session(args)
+        _calibration_from_args(session, args)
+        bar = _bar("sensitivity", rt)
+        try:
+            result = run_scan_to_files(session, sparsities, args.granularity, args.criterion, args.layers,
+                                       Path(args.out), csv=args.csv, split=args.split, early_stop=args.early_stop,
+                                       latency=args.latency, naive=args.naive, progress=bar,
+                                       device=rt.device if rt else device_of(args), exact=args.exact, drops=drops,
+                                       runtime=rt)
+        finally:
+            bar.close()
     finally:
-        bar.close()
+        if rt is not None:
+            stop(rt)
+    if rt is not None and not rt.is_main:
+        return 0
     print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
-                      "layers": len(result["layers"]), "seconds": result.get("seconds")}, indent=2))
+                      "layers": len(result["layers"]), "seconds": result.get("seconds"),
+                      "exact": result["exact"]}, indent=2))
     return 0
 
 
@@ -420,13 +452,19 @@ def cmd_compare(args) -> int:
     if args.finetune_epochs < 0:
         raise PlanError(f"--finetune-epochs must be 0 or more (got {args.finetune_epochs}).")
     cfg = _finetune_config(args, args.finetune_epochs, session) if args.finetune_epochs else None
-    bar = tqdm_progress("compare")
+    rt = _runtime(args)
+    bar = _bar("compare", rt)
     try:
         result = compare_criteria(session, args.criteria, args.sparsities, args.granularity,
                                   reconstruct=args.reconstruct, finetune=cfg, layers=args.layers, progress=bar,
-                                  device=device_of(args))
+                                  device=rt.device if rt else device_of(args), runtime=rt)
     finally:
         bar.close()
+        if rt is not None:
+            from explorer.core.train.distributed import stop
+            stop(rt)
+    if rt is not None and not rt.is_main:
+        return 0
     for n in result.notes:
         log(f"note: {n}")
     write_compare(result, Path(args.out))

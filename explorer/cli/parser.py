@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip a layer's higher sparsities once accuracy falls below ACC percent (off by default)")
     s.add_argument("--latency", action="store_true", help="also measure latency per sparsity (structured only)")
     s.add_argument("--naive", action="store_true", help="use the plain full-model loop (for comparison)")
+    s.add_argument("--exact", action="store_true",
+                   help="evaluate every point on the whole split (default: the sequential scan, which evaluates each "
+                        "point on a growing sample until it is decided at the --drops; same allocation at those drops)")
+    s.add_argument("--drops", default="0.5,1,2", metavar="D,D,...",
+                   help="allowed accuracy drops (points) at which the sequential scan's allocation equals the exact "
+                        "scan's (default 0.5,1,2)")
     s.add_argument("--csv", default=None, metavar="FILE.csv", help="also write a CSV table")
     add_device(s)
     _add_calibration_args(s)

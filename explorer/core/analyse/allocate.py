@@ -122,7 +122,13 @@ def allocate_by_drop(session: StateView, scan: ScanResult, max_drop: float, cap:
                 best = i
         e.level = best
     unit = "points" if scan.measure.higher_is_better else "% perplexity increase"
-    return _finish(session, scan, ents, [f"each layer: highest measured sparsity within {max_drop:g} {unit}"])
+    notes = [f"each layer: highest measured sparsity within {max_drop:g} {unit}"]
+    seq = scan.sequential
+    if seq and (not any(abs(max_drop - d) < 1e-9 for d in seq.get("drops", ())) or cap > seq.get("cap", 1.0) + 1e-12):
+        notes.append(f"the sequential scan decided its points at drops {', '.join(f'{d:g}' for d in seq['drops'])} "
+                     f"(cap {seq.get('cap', 1.0):g}); at {max_drop:g} some points are sampled estimates -- scan with "
+                     f"--drops {max_drop:g} or --exact for the exact allocation")
+    return _finish(session, scan, ents, notes)
 
 
 def allocate_to_target(session: StateView, scan: ScanResult, target: float, kind: str = "sparsity", cap: float = 0.95,

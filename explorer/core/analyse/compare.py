@@ -28,6 +28,7 @@ from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
 from ..train.metric import metric_of
 from .sensitivity import parse_sparsities
+from .shard import gathered, owner, world_size
 
 if TYPE_CHECKING:
     from ..prune.state_view import StateView
@@ -63,6 +64,7 @@ class CompareResult:
     notes: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)   # criterion -> seconds for its one-shot points
     metric: str = "accuracy"     # what the "accuracy" lists hold: accuracy, or perplexity / mse (lower is better)
+    world_size: int = 1          # processes the points were dealt out to (torchrun); recorded when > 1
 
     def to_json(self) -> dict:
         """Exactly the keys of the compare JSON (plus ``"metric"`` when it is not accuracy)."""
@@ -70,7 +72,8 @@ class CompareResult:
                 "sparsities": list(self.sparsities),
                 "criteria": [{"name": c["name"], "accuracy": list(c["accuracy"]),
                               "accuracy_finetuned": None if c["accuracy_finetuned"] is None
-                              else list(c["accuracy_finetuned"])} for c in self.criteria]}
+                              else list(c["accuracy_finetuned"])} for c in self.criteria],
+                **({"world_size": self.world_size} if self.world_size > 1 else {})}
 
 
 def parse_criteria(text) -> list[str]:
@@ -112,9 +115,10 @@ def compare_layers(session: StateView, criteria: list[str], granularity, layers:
 def compare_criteria(session: StateView, criteria, sparsities, granularity="element", reconstruct: bool = False,
                      finetune=None, split: str = "val", layers: list[str] | None = None,
                      progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                     device: torch.device | None = None) -> CompareResult:
+                     device: torch.device | None = None, runtime=None) -> CompareResult:
     """Measure every criterion x sparsity on the same plan; the session is not changed. Evaluation and
-    fine-tuning run on ``device``.
+    fine-tuning run on ``device``. ``runtime``: under torchrun the points are dealt out over its processes and
+    gathered (analyse/shard.py); every process returns the whole result.
 
     ``finetune``: a FinetuneConfig (its epochs, learning rate, ...) for the fine-tuned column, or None."""
     from ..prune.reconstruct import reconstruct_plan
@@ -147,18 +151,18 @@ def compare_criteria(session: StateView, criteria, sparsities, granularity="elem
     result.metric = q.name
     result.dense_accuracy = q.value(evaluate(copy_with(session.base_state()), ds, split, cancel=cancel))
     per_point = 1 + (1 if reconstruct else 0) + (finetune.epochs * 3 if finetune else 0)
-    total = len(criteria) * len(sparsities) * per_point - (len(sparsities) if reconstruct and "sparsegpt" in criteria
-                                                            else 0)
+    mine = [k for k in range(len(criteria) * len(sparsities)) if owner(k, runtime)]
+    total = max(1, len(mine) * per_point)
     done = 0
+    points: dict[int, tuple] = {}        # point index -> (accuracy, fine-tuned accuracy or None, seconds)
 
     def note(msg: str, data=None) -> None:
         progress(Progress(min(1.0, done / total), msg, data))
 
-    for c in criteria:
-        entry = {"name": c, "accuracy": [], "accuracy_finetuned": [] if finetune else None}
-        result.criteria.append(entry)
-        spent = 0.0
+    for ci, c in enumerate(criteria):
         for i, s in enumerate(sparsities):
+            if ci * len(sparsities) + i not in mine:
+                continue
             if cancel is not None:
                 cancel.check()
             plan = session.linked_plan(Plan({n: LayerPlan(s, gran, c) for n in names}, target_sparsity=s))
@@ -173,9 +177,9 @@ def compare_criteria(session: StateView, criteria, sparsities, granularity="elem
                 state = reconstruct_plan(session, plan, cancel=cancel).state
                 done += 1
             acc = q.value(evaluate(copy_with(state), ds, split, cancel=cancel))
-            spent += time.perf_counter() - t1
+            spent = time.perf_counter() - t1
             done += 1
-            entry["accuracy"].append(acc)
+            acc_ft = None
             note(f"{c} at {s:.0%}: {q.format(acc)} one-shot", ComparePoint(c, i, s, acc, False))
             if finetune:
                 start = done
@@ -190,9 +194,15 @@ def compare_criteria(session: StateView, criteria, sparsities, granularity="elem
                 done = start + finetune.epochs * 3
                 m = copy_with(ft.state)
                 acc_ft = q.value(evaluate(m, ds, split, cancel=cancel))
-                entry["accuracy_finetuned"].append(acc_ft)
                 note(f"{c} at {s:.0%}: {q.format(acc_ft)} fine-tuned", ComparePoint(c, i, s, acc_ft, True))
-        result.seconds[c] = spent
+            points[ci * len(sparsities) + i] = (acc, acc_ft, spent)
+    points = gathered(points, runtime)
+    result.world_size = world_size(runtime)
+    for ci, c in enumerate(criteria):
+        mine_c = [points[ci * len(sparsities) + i] for i in range(len(sparsities))]
+        result.criteria.append({"name": c, "accuracy": [p[0] for p in mine_c],
+                                "accuracy_finetuned": [p[1] for p in mine_c] if finetune else None})
+        result.seconds[c] = sum(p[2] for p in mine_c)
     return result
 
 

@@ -14,6 +14,15 @@ from ..model.layers import logits_of
 VARIANT_PASS_BYTES = 4 * 2**20     # stack sparsities while the largest activation of a pass stays below this
 
 
+def fx_map(v, fn):
+    """``fn`` applied to every tensor in ``v`` (a tensor, or tuples/lists/dicts of them)."""
+    if isinstance(v, (tuple, list)):
+        return type(v)(fx_map(a, fn) for a in v) if not hasattr(v, "_fields") else type(v)(*(fx_map(a, fn) for a in v))
+    if isinstance(v, dict):
+        return {k: fx_map(a, fn) for k, a in v.items()}
+    return fn(v)
+
+
 class Replayer:
     """Caches every node value of one forward pass; replays the part downstream of changed modules."""
 
@@ -50,6 +59,45 @@ class Replayer:
             if n.op == "call_module":
                 self.calls.setdefault(str(n.target), []).append(n)
         self.fused = self._fuse_conv_bn()
+
+    def subset(self, idx) -> "Replayer":
+        """The same replayer for the samples ``idx`` only (an index tensor: copies; a slice: views): every cached
+        value that depends on the input, cut (no new trace, no new forward). The sequential scan uses them."""
+        import copy
+
+        r = copy.copy(self)
+        r.N = int(idx.shape[0]) if isinstance(idx, torch.Tensor) else len(range(*idx.indices(self.N)))
+        batched = self._batched_nodes()
+
+        def cut(v):
+            if not (isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == self.N):
+                return v
+            v = v[idx]
+            return v.contiguous(memory_format=torch.channels_last) if self.channels_last and v.dim() == 4 and \
+                isinstance(idx, torch.Tensor) else v
+        r.env = {n: (fx_map(v, cut) if n in batched else v) for n, v in self.env.items()}
+        r.output = self.output[idx]
+        return r
+
+    def _batched_nodes(self) -> set:
+        """The nodes whose values depend on the input."""
+        batched = {n for n in self.nodes if n.op == "placeholder"}
+        for n in self.nodes:
+            if n.op != "placeholder" and any(a in batched for a in n.all_input_nodes):
+                batched.add(n)
+        return batched
+
+    def sliceable(self) -> bool:
+        """Can :meth:`subset` cut this cache? Only when every value that depends on the input is a tensor (or a
+        tuple/list/dict of them) with the samples along dim 0 -- not, e.g., ``x.size(0)`` kept for a later
+        ``view`` or a transposed batch."""
+        def ok(v) -> bool:
+            if isinstance(v, (tuple, list)):
+                return all(ok(a) for a in v)
+            if isinstance(v, dict):
+                return all(ok(a) for a in v.values())
+            return isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == self.N
+        return all(ok(self.env[n]) for n in self._batched_nodes() if n in self.env and n.op != "output")
 
     def _fuse_conv_bn(self) -> dict:
         """BatchNorm folded into the conv before it, for replaying layers that do not change:

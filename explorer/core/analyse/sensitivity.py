@@ -45,6 +45,7 @@ from ..train.evaluate import evaluate
 from ..train.metric import METRICS, metric_of
 from .replay import Replayer
 from .sequential import StagedSplit, sequential_row
+from .shard import gathered, owner, world_size
 
 if TYPE_CHECKING:
     from ..prune.state_view import StateView
@@ -133,6 +134,7 @@ class ScanResult:
     dense_loss: float | None = None
     metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
     sequential: dict | None = None  # the sequential scan's settings (drops, stages, monotone, seed); None: exact
+    world_size: int = 1            # processes the points were dealt out to (torchrun); recorded when > 1
 
     @property
     def measure(self):
@@ -146,8 +148,11 @@ class ScanResult:
              "layers": self.layers, "split": self.split, "samples": self.samples, "method": self.method,
              "seconds": self.seconds, "early_stop": self.early_stop, "dense_latency_ms": self.dense_latency_ms,
              "skipped": self.skipped}
+        d["exact"] = self.sequential is None       # which scan ran: every point on the whole split, or sequential
         if self.sequential is not None:
             d["sequential"] = self.sequential
+        if self.world_size > 1:
+            d["world_size"] = self.world_size
         if self.metric != "accuracy":   # the values are named by their metric
             d = {("dense_" + self.metric if k == "dense_accuracy" else k): v for k, v in d.items()}
             d["layers"] = [{(self.metric if k == "accuracy" else k): v for k, v in l.items()} for l in self.layers]
@@ -222,7 +227,8 @@ class ScanResult:
                    early_stop=d.get("early_stop"), dense_latency_ms=d.get("dense_latency_ms"),
                    samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
                    dense_loss=d.get("dense_loss"), metric=metric,
-                   sequential=d.get("sequential") if isinstance(d.get("sequential"), dict) else None)
+                   sequential=d.get("sequential") if isinstance(d.get("sequential"), dict) else None,
+                   world_size=d["world_size"] if isinstance(d.get("world_size"), int) and d["world_size"] > 1 else 1)
 
     def layer(self, name: str) -> dict:
         for l in self.layers:
@@ -286,12 +292,13 @@ def _loss(logits: torch.Tensor, y: torch.Tensor, num_classes: int | None) -> flo
 
 def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
          naive: bool = False, state: dict[str, torch.Tensor] | None = None,
-         device: torch.device | None = None, prediction=None) -> ScanResult:
+         device: torch.device | None = None, prediction=None, runtime=None) -> ScanResult:
     """Run a sensitivity scan on the session's current (applied) weights -- or on ``state``, e.g. the
     masked state of a plan not applied yet. Emits a Progress per point with ``data`` = :class:`ScanPoint`.
     ``device``: where the forward passes run (the scanned split is moved there once). ``prediction``: the
     instant estimate of the same sparsities (``analyse/predict.py``), recorded per layer as ``predicted_loss``
-    (dense loss + predicted increase) next to the measured ``loss``."""
+    (dense loss + predicted increase) next to the measured ``loss``. ``runtime``: under torchrun, the layers are
+    dealt out over its processes and gathered (analyse/shard.py); every process returns the whole result."""
     progress = progress or (lambda p: None)
     ds = session.dataset
     measure = metric_of(ds)
@@ -360,14 +367,17 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                         dense_loss=dense_loss, metric=measure.name)
     staged = None
     if not spec.exact and replayer is not None and spec.early_stop is None and not spec.latency:
-        staged = StagedSplit(module, x, y, spec.seed)
+        staged = StagedSplit(module, x, y, spec.seed, replayer=replayer)
         replayer = None        # the stages replay from here on; free the whole split's cache
         result.sequential = {"drops": list(spec.drops), "cap": spec.cap, "stages": staged.sizes,
                              "monotone": spec.monotone, "seed": spec.seed}
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
-    for row, members in units:
+    groups = list(dict.fromkeys(m for _, m in units))      # linked rows stay on the process of their group
+    mine = [u for u in units if owner(groups.index(u[1]), runtime)]
+    total = len(mine) * len(sparsities)
+    for row, members in mine:
         if len(members) > 1 and members in by_group:   # a linked layer: same group, same curve
             prev = by_group[members]
             entry = {**prev, "name": row, "params": session.layer(row).params}
@@ -445,6 +455,10 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
             entry["latency_ms"] = lats
         result.layers.append(entry)
         by_group[members] = entry
+    if runtime is not None and runtime.distributed:
+        rows = [r for r, _ in units]
+        merged = gathered({rows.index(l["name"]): l for l in result.layers}, runtime)
+        result.layers, result.world_size = [merged[k] for k in sorted(merged)], world_size(runtime)
     result.seconds = time.perf_counter() - t0
     del base
     attach_prediction(result, prediction)
@@ -499,21 +513,28 @@ def read_scan(path: str | Path) -> ScanResult:
 
 def run_scan_to_files(session: StateView, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None,
-                      predict: bool = True) -> dict:
+                      predict: bool = True, exact: bool = True, drops=None, runtime=None) -> dict:
+    """``exact=False``: the sequential scan (decided at ``drops``, 0.5/1/2 points unless told). ``runtime``: under
+    torchrun the points are dealt out over the processes and only rank 0 writes (and predicts)."""
     from ..fileio import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
-                    layers=layers, split=split, early_stop=early_stop, latency=latency)
+                    layers=layers, split=split, early_stop=early_stop, latency=latency, exact=exact,
+                    drops=tuple(drops) if drops else ScanSpec.drops)
     prediction = None
-    if predict:
+    main = runtime is None or runtime.is_main
+    if predict and main:
         from .predict import predict_loss_increase
         try:
             prediction = predict_loss_increase(session, spec.sparsities, spec.granularity, spec.criterion,
                                                spec.layers, cancel=cancel, split=split)
         except (ExplorerError, ValueError):    # no curvature here (e.g. no training split): no prediction
             prediction = None
-    result = scan(session, spec, progress, cancel, naive=naive, device=device, prediction=prediction)
+    result = scan(session, spec, progress, cancel, naive=naive, device=device, prediction=prediction,
+                  runtime=runtime)
     d = result.to_json()
+    if not main:
+        return d
     atomic_write_json(Path(out), d)
     if csv:
         write_csv(result, Path(csv))

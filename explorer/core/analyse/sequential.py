@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import PlanError
 from .replay import Replayer
 
 STAGES = (1 / 8, 1 / 4, 1 / 2, 1.0)
@@ -27,24 +28,60 @@ DEFAULT_DROPS = (0.5, 1.0, 2.0)
 _EPS = 1e-9
 
 
-class StagedSplit:
-    """The split in a seeded order, cut into the stages' slices, each with its own replayer."""
+def parse_drops(text) -> tuple[float, ...]:
+    """``"0.5,1,2"`` -> (0.5, 1.0, 2.0): the allowed drops (points) a sequential scan decides exactly."""
+    items = [t for t in str(text).replace(" ", "").split(",") if t]
+    out = []
+    for t in items:
+        try:
+            v = float(t)
+        except ValueError:
+            raise PlanError(f"'{t}' in the list of allowed drops is not a number.") from None
+        if not 0.0 <= v < float("inf"):
+            raise PlanError(f"The allowed drop {t} is not a non-negative number of points.")
+        out.append(v)
+    if not out:
+        raise PlanError("The list of allowed drops is empty.", "Give points of accuracy, e.g. 0.5,1,2.")
+    return tuple(sorted(set(out)))
 
-    def __init__(self, module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, stages=STAGES):
+
+class StagedSplit:
+    """The split in a seeded order (one permuted copy of the whole split's replay cache) with the stages' bounds;
+    ``part(a, b)`` replays samples a..b of that order as a view of the cache (no copy, no new trace)."""
+
+    def __init__(self, module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, stages=STAGES,
+                 replayer: Replayer | None = None):
+        """``replayer``: the whole split's (same ``x``); without it one is built here."""
         N = x.shape[0]
         perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).to(x.device)
-        bounds = sorted({max(1, min(N, int(round(f * N)))) for f in stages} | {N})
+        self.bounds = sorted({max(1, min(N, int(round(f * N)))) for f in stages} | {N})
         self.N = N
-        self.parts: list[tuple[Replayer, torch.Tensor]] = []
-        a = 0
-        for b in bounds:
-            idx = perm[a:b]
-            self.parts.append((Replayer(module, x[idx]), y[idx]))
-            a = b
+        replayer = replayer if replayer is not None else Replayer(module, x)
+        # a cache that cannot be cut (a value like x.size(0) that a later node uses): each range is traced anew
+        self.full = replayer.subset(perm) if replayer.sliceable() else None
+        self.module, self.x = (None, None) if self.full is not None else (module, x[perm])
+        self.y = y[perm]
+        self._parts: dict[tuple[int, int], tuple[Replayer, torch.Tensor, dict]] = {}
+
+    def part(self, a: int, b: int) -> tuple[Replayer, torch.Tensor, dict]:
+        """(replayer of samples a..b, their labels, a dict for its variants-per-pass)."""
+        if (a, b) not in self._parts:
+            r = self.full.subset(slice(a, b)) if self.full is not None else Replayer(self.module, self.x[a:b])
+            self._parts[(a, b)] = (r, self.y[a:b], {})
+        return self._parts[(a, b)]
+
+    def per_pass(self, a: int, b: int, k: int) -> int:
+        replayer, _, memo = self.part(a, b)
+        if k not in memo:
+            memo[k] = replayer.variants_per_pass(k)
+        return memo[k]
+
+    def next_bound(self, n: int) -> int:
+        return next(b for b in self.bounds if b > n)
 
     @property
     def sizes(self) -> list[int]:
-        return [int(y.shape[0]) for _, y in self.parts]
+        return [b - a for a, b in zip([0] + self.bounds[:-1], self.bounds)]
 
 
 def interval(correct: int, n: int, N: int) -> tuple[float, float]:
@@ -62,31 +99,45 @@ def states(lo: float, hi: float, dense: float, drops) -> list[int]:
     return out
 
 
+def needed(correct: int, n: int, N: int, t: float) -> int:
+    """Samples a point is expected to need before its interval clears threshold ``t`` (percent), if the rest of
+    the split behaves like its first ``n`` (at most N)."""
+    p, t = correct / n, t / 100.0
+    if p > t:                                 # likely within: needs c/N > t, with c growing like p per sample
+        return min(N, int(t * N / p) + 1)
+    if p < t:                                 # likely not: needs (c + N - n)/N < t
+        return min(N, int(N * (1 - t) / max(1e-12, 1 - p)) + 1)
+    return N
+
+
 def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, drops, monotone: bool,
-               correct_of, loss_of, per_pass: int, eligible=None):
-    """Evaluate one layer's points stage by stage. ``variants_at(i)``: the parameter variant of point i;
-    ``correct_of(logits, y)``: correct predictions; ``loss_of(logits, y)``: mean loss; ``eligible[i]``: point i
-    may be allocated (its sparsity is within the allocation's cap). Returns per point (accuracy, loss,
-    samples used, [lo, hi]) -- all None for a point not evaluated (``monotone`` only).
+               correct_of, loss_of, eligible=None):
+    """Evaluate one layer's points on growing prefixes of the seeded order. ``variants_at(i)``: the parameter
+    variant of point i; ``correct_of(logits, y)``: correct predictions; ``loss_of(logits, y)``: mean loss;
+    ``eligible[i]``: point i may be allocated (its sparsity is within the allocation's cap). Returns per point
+    (accuracy, loss, samples used, [lo, hi]) -- all None for a point not evaluated (``monotone`` only).
 
     An allocation at drop d takes the highest eligible point within d. So a point needs more samples only while
     some drop d leaves it undecided and no point above it is known to be within d: in the end the highest point
     within d and every eligible point above it are decided exactly; the points below keep the estimate of the
     samples they had (their interval says how wide it is). Every point gets the first stage; then the points
-    that the estimates say will decide (the highest likely within d, and those above it) go first."""
+    that the estimates say will decide (the highest likely within d, and those above it) go first, each straight
+    to the stage bound its estimate says it needs (``needed``: a point near the threshold goes to the whole
+    split at once instead of stage by stage; a wrong guess costs samples, never a decision). Points with the
+    same range of samples run together."""
     N = staged.N
     eligible = list(eligible) if eligible is not None else [True] * n_points
     correct = [0] * n_points
     loss_sum = [0.0] * n_points
     used = [0] * n_points
-    stage = [0] * n_points                 # the next stage each point would run
     state = [[0] * len(drops) for _ in range(n_points)]
     dropped: set[int] = set()              # monotone: above a point that fails the loosest drop
     cache: dict[int, dict] = {}
 
-    def run(points: list[int], part: int) -> None:
-        replayer, y = staged.parts[part]
-        n = y.shape[0]
+    def run(points: list[int], a: int, b: int) -> None:
+        replayer, y, _ = staged.part(a, b)
+        n = b - a
+        per_pass = staged.per_pass(a, b, len(points))
         for j0 in range(0, len(points), per_pass):
             idx = points[j0:j0 + per_pass]
             variants = []
@@ -100,15 +151,14 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
                 correct[i] += int(correct_of(chunk, y))
                 loss_sum[i] += loss_of(chunk, y) * n
                 used[i] += n
-                stage[i] += 1
                 state[i] = states(*interval(correct[i], used[i], N), dense, drops)
                 if monotone and all(v == -1 for v in state[i]):
                     dropped.update(range(i + 1, n_points))
 
-    run(list(range(n_points)), 0)
+    run(list(range(n_points)), 0, staged.bounds[0])
     while True:
         live = [i for i in range(n_points) if i not in dropped and used[i] < N]
-        need, first = [], []
+        need, first, target = [], [], {}
         for i in live:
             est = 100.0 * correct[i] / used[i]
             for di, d in enumerate(drops):
@@ -116,6 +166,8 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
                                             for j in range(i + 1, n_points)):
                     continue
                 need.append(i)
+                target[i] = max(staged.next_bound(used[i]), min(
+                    (b for b in staged.bounds if b >= needed(correct[i], used[i], N, dense - d)), default=N))
                 # the highest point whose estimate is within d: it and those above it decide the allocation
                 likely = [j for j in range(n_points) if eligible[j] and j not in dropped and used[j]
                           and (state[j][di] == 1 or (state[j][di] == 0
@@ -126,8 +178,9 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
         todo = first or need
         if not todo:
             break
-        part = min(stage[i] for i in todo)           # batch the points at the same stage
-        run([i for i in todo if stage[i] == part], part)
+        a = min(used[i] for i in todo)          # batch the points with the same range of samples
+        b = min(target[i] for i in todo if used[i] == a)
+        run([i for i in todo if used[i] == a and target[i] == b], a, b)
         for i in list(cache):
             if i not in need:
                 cache.pop(i)
@@ -150,9 +203,8 @@ def sequential_row(staged: StagedSplit, row: str, members, params: int, sparsiti
             logits = logits[:, :num_classes]
         return int((logits.argmax(1) == y).sum())
 
-    per_pass = staged.parts[-1][0].variants_per_pass(len(sparsities))
     points = scan_layer(staged, variant_at, len(sparsities), dense, spec.drops, spec.monotone, correct,
-                        lambda lg, y: loss_fn(lg, y, num_classes), per_pass,
+                        lambda lg, y: loss_fn(lg, y, num_classes),
                         eligible=[s <= spec.cap + 1e-12 for s in sparsities])
     entry = {"name": row, "params": params, "accuracy": [p[0] for p in points], "loss": [p[1] for p in points],
              "samples": [p[2] for p in points], "interval": [p[3] for p in points]}

@@ -70,6 +70,11 @@ class SensitivityPanel(QWidget):
                                 "(channel granularity only; slower)")
         self.gran.currentTextChanged.connect(lambda g: self.latency.setEnabled(g == "channel"))
         self.latency.setEnabled(False)
+        self.exact = QCheckBox("exact")
+        self.exact.setToolTip("Evaluate every point on the whole split. Unticked (default): each point on a growing "
+                              "sample until it is decided at 0.5, 1 and 2 points of allowed drop -- the same "
+                              "allocation at those drops, sooner; points below a layer's decision keep their "
+                              "sampled estimate")
         self.scan_btn = QPushButton("Scan (F8)")
         self.scan_btn.setObjectName("primary")
         self.scan_btn.clicked.connect(self.start_scan)
@@ -97,6 +102,7 @@ class SensitivityPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.scan_btn)
         row.addWidget(self.predict_btn)
+        row.addWidget(self.exact)
         row.addStretch(1)
         row.addWidget(self.open_btn)
         row.addWidget(self.save_btn)
@@ -201,7 +207,8 @@ class SensitivityPanel(QWidget):
                                                            "'selected layers'.")
             spec = ScanSpec(sparsities=sps, granularity=self.gran.currentText(), criterion=self.crit.currentText(),
                             layers=layers, early_stop=self.floor.value() if self.early.isChecked() else None,
-                            latency=self.latency.isChecked() and self.latency.isEnabled())
+                            latency=self.latency.isChecked() and self.latency.isEnabled(),
+                            exact=self.exact.isChecked())
             if not s.dataset.has_labels:
                 raise ExplorerError(f"A scan measures {self.quality.name}, which needs labels; {s.dataset.spec} has none.",
                                     "Choose a labelled dataset.")
@@ -232,7 +239,8 @@ class SensitivityPanel(QWidget):
         def done(result):
             self.set_result(result)
             s.results.record_scan(result)
-            ctx.status(f"scan done in {result.seconds:.1f}s ({result.method} method)", 6000)
+            ctx.status(f"scan done in {result.seconds:.1f}s ({result.method} method, "
+                       f"{'exact' if result.sequential is None else 'sequential'})", 6000)
 
         ctx.runner.run("Sensitivity scan", work, on_done=done, on_progress=on_progress,
                        on_cancel=lambda: ctx.status("scan cancelled; the model is unchanged", 5000))

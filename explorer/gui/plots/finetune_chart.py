@@ -95,6 +95,7 @@ class RunChart(pg.PlotWidget):
         self.current: RunTrace | None = None
         self.current_curve = pg.PlotDataItem([], [])     # the run in progress' accuracy curve (replaced on redraw)
         self._items: list = []
+        self._current_items = None      # (accuracy curve, sparsity curve) of the run in progress
         self.setToolTip("Validation accuracy per epoch (left axis): epoch 0 is the pruned model before training, and "
                         "each pruning step shows its dip and the recovery after it. Grey: sparsity (right axis), "
                         "▲ where the masks changed. Earlier runs stay dimmed for comparison (Clear removes them).")
@@ -129,9 +130,19 @@ class RunChart(pg.PlotWidget):
             self.dense_line.label.setFormat(f"dense (val) {value:.2f}")
 
     def add_record(self, r) -> None:
-        if self.current is not None:
-            self.current.add(r)
+        """One epoch more of the run in progress: its two curves get the new point (no items rebuilt, so an
+        epoch costs the GUI thread a few ms, issue 24); a new pruning step (marker) redraws everything."""
+        if self.current is None:
+            return
+        markers = len(self.current.markers)
+        self.current.add(r)
+        if self._current_items is None or len(self.current.markers) != markers:
             self.redraw()
+            return
+        curve, scurve = self._current_items
+        curve.setData(*_xy(self.current.acc))
+        scurve.setData(*_xy(self.current.sparsity))
+        self._x_range([t.epochs for t in self.kept] + [self.current.epochs])
 
     def clear_runs(self) -> None:
         self.kept = []
@@ -146,6 +157,7 @@ class RunChart(pg.PlotWidget):
             (self.svb if on_sparsity_axis else pi).removeItem(it)
         self._items = []
         self.legend.clear()
+        self._current_items = None
         self.current_curve = pg.PlotDataItem([], [])
         runs = [(t, False) for t in self.kept] + ([(self.current, True)] if self.current is not None else [])
         for trace, is_current in runs:
@@ -166,6 +178,8 @@ class RunChart(pg.PlotWidget):
             scurve = pg.PlotDataItem(sx, sy, pen=spen)
             self.svb.addItem(scurve)
             self._items.append((scurve, True))
+            if is_current:
+                self._current_items = (curve, scurve)
             if trace.markers:
                 mx, my = _xy(trace.markers)
                 marks = pg.ScatterPlotItem(mx, my, symbol="t1", size=11 if is_current else 7,
@@ -178,10 +192,17 @@ class RunChart(pg.PlotWidget):
                                 symbolSize=9,
                                 symbolBrush=pg.mkBrush(SPARSITY_COLOR))
             self.legend.addItem(s, "sparsity (right axis), ▲ pruning step")
-        n = max([t.epochs for t, _ in runs] + [1])
-        step = max(1, math.ceil(n / 10))
-        pi.getAxis("bottom").setTickSpacing(step, step)
-        pi.setXRange(-0.3, n + 0.3, padding=0)
+        self._epochs_shown = None
+        self._x_range([t.epochs for t, _ in runs])
+
+    def _x_range(self, epochs: list[int]) -> None:
+        pi = self.getPlotItem()
+        n = max(epochs + [1])
+        if n != getattr(self, "_epochs_shown", None):
+            step = max(1, math.ceil(n / 10))
+            pi.getAxis("bottom").setTickSpacing(step, step)
+            pi.setXRange(-0.3, n + 0.3, padding=0)
+            self._epochs_shown = n
         self._sync()
 
 

@@ -63,7 +63,10 @@ class SpeedMapView(QWidget):
         lay.addWidget(self.plot, 1)
         lay.addWidget(self.note)
         self.results.changed.connect(lambda _names: self.redraw())
-        self.session.selection_changed.connect(lambda _n: self.redraw())
+        # a slider drag changes the plan many times a second: while the page is hidden it only marks itself stale
+        # and redraws when shown (11 ms a tick on the GUI thread otherwise, issue 24)
+        self._stale = False
+        self.session.selection_changed.connect(lambda _n: self._changed())
         self.session.editor.changed.connect(self._plan_changed)
         self.session.loaded.connect(self.results.clear)
         self.redraw()
@@ -99,9 +102,21 @@ class SpeedMapView(QWidget):
     def _plan_changed(self, names) -> None:
         """Only the selected layer's plan is drawn (the 'now' marker): other layers' edits leave it alone."""
         if names is None or self.session.selected in names:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.isVisible():
             self.redraw()
+        else:
+            self._stale = True
+
+    def showEvent(self, e) -> None:                # noqa: N802 (Qt's name)
+        if self._stale:
+            self.redraw()
+        super().showEvent(e)
 
     def redraw(self) -> None:
+        self._stale = False
         s = self.session
         name = s.selected if s.loaded_ok else None
         got = self.results.get(name) if name else None

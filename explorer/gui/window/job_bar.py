@@ -35,7 +35,11 @@ class ElidedLabel(QLabel):
 
     def _elide(self) -> None:
         shown = self.fontMetrics().elidedText(self._full, Qt.ElideRight, max(self.width(), 40))
-        super().setText(shown)
+        if shown != super().text():        # (a QLabel's setText re-lays out its parent)
+            super().setText(shown)
+
+
+PROGRESS_MS = 100
 
 
 class JobBar:
@@ -46,6 +50,13 @@ class JobBar:
         self._timer = QTimer(bar)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(lambda: self.text.setText(""))
+        # progress is shown at most 10 times a second: a QProgressBar repaints synchronously whenever its
+        # percentage text changes, and a job may report far more often than that (GUI stall, issue 24)
+        self._pace = QTimer(bar)
+        self._pace.setSingleShot(True)
+        self._pace.setInterval(PROGRESS_MS)
+        self._pace.timeout.connect(self._show_progress)
+        self._pending = None
         self.text = ElidedLabel("")
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(160)     # the percentage; the job's title and step are in the text beside it
@@ -71,6 +82,8 @@ class JobBar:
             self._timer.start(ms)
 
     def _started(self, job: Job) -> None:
+        self._pace.stop()
+        self._pending = None
         self.progress.setRange(0, 0)
         self.progress.setFormat("%p%")
         self.progress.show()
@@ -78,6 +91,14 @@ class JobBar:
         self.show(job.title + "…", 0)
 
     def _progressed(self, job: Job, p: Progress) -> None:
+        self._pending = (job, p)
+        if not self._pace.isActive():
+            self._pace.start()
+
+    def _show_progress(self) -> None:
+        if self._pending is None:
+            return
+        (job, p), self._pending = self._pending, None
         if p.fraction is None:
             self.progress.setRange(0, 0)
         else:
@@ -89,6 +110,8 @@ class JobBar:
             self.show(f"{job.title}: {p.message}{eta}", 0)
 
     def _finished(self, job: Job, status: str) -> None:
+        self._pace.stop()
+        self._pending = None
         if not self.runner.busy and not self.runner.queue:
             self.progress.hide()
             self.cancel_btn.hide()
