@@ -369,12 +369,13 @@ def cmd_compare(args) -> int:
 # ---------------------------------------------------------------- train-builtin
 
 def cmd_train(args) -> int:
-    from explorer.core.train.builtin_training import train_builtin
+    from explorer.core.train.builtin_training import TRAINABLE, train_builtin
 
     out = expand(args.out)
     for name in args.models:
-        if name not in ("digits-mlp", "digits-cnn", "digits-vgg"):
-            raise ExplorerError(f"Only the built-in digits models can be retrained here, not '{name}'.")
+        if name not in TRAINABLE:
+            raise ExplorerError(f"Only the built-in models {', '.join(TRAINABLE)} can be retrained here, not "
+                                f"'{name}'.")
         train_builtin(name, out, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
     return 0
 

@@ -177,7 +177,7 @@ def _tensors_of(ds: Dataset):
 
 
 def dataset_names() -> list[str]:
-    return ["digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
+    return ["digits", "tiny-text", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
             "imagefolder:DIR", "synthetic", "text:FILE", "tensors:PATH"]
 
 
@@ -191,6 +191,8 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
     kind = kind.lower()
     if kind == "text":
         return _text(spec, arg, input_shape, tokens)
+    if kind == TINY_TEXT:
+        return _tiny_text(spec, input_shape, tokens)
     if kind == "tensors":
         return _tensors(spec, arg)
     if tokens and kind != "synthetic":
@@ -234,6 +236,33 @@ def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundl
     splits, note = text_splits(arg, block, tokens.get("tokenizer"), vocab)
     return DatasetBundle(spec=spec, name="text", splits=splits, input_shape=(block,), num_classes=vocab, notes=[note],
                          metric="perplexity")
+
+
+TINY_TEXT = "tiny-text"                 # the built-in text of tiny-lm (resources/data, made by scripts/make_tiny_text.py)
+TINY_TEXT_FILE = "python-docs.txt"
+
+
+def tiny_text_path() -> Path:
+    from explorer import RESOURCES
+
+    return RESOURCES / "data" / TINY_TEXT_FILE
+
+
+def _tiny_text(spec: str, input_shape, tokens: dict | None) -> DatasetBundle:
+    """``tiny-text``: ``text:FILE`` on the text that ships with the app (Python's documentation of its language
+    topics, UTF-8 bytes as tokens), named so that reports and recipes do not depend on where the app lives."""
+    if spec != TINY_TEXT:
+        raise DatasetError(f"The dataset spec '{spec}' takes no argument; write it as {TINY_TEXT}.")
+    if not tokens:
+        raise DatasetError(f"{TINY_TEXT} is text, for a causal language model; this model takes other inputs.",
+                           "Open a language model (tiny-lm, or hf:DIR with a …ForCausalLM), or choose an image "
+                           "dataset.")
+    if tokens.get("tokenizer"):
+        raise DatasetError(f"{TINY_TEXT} is read as UTF-8 bytes, but this model has its own tokenizer.",
+                           f"Use text:{tiny_text_path()} (tokenized with the model's tokenizer) instead.")
+    b = _text(f"text:{tiny_text_path()}", str(tiny_text_path()), input_shape, tokens)
+    b.spec, b.name = TINY_TEXT, TINY_TEXT
+    return b
 
 
 def _tensors(spec: str, arg: str) -> DatasetBundle:
