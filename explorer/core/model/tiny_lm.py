@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 VOCAB = 256          # byte values
 BLOCK = 128          # tokens per block of the built-in text (the model takes any length)
-DIM, DEPTH, HEADS, HIDDEN = 192, 4, 6, 512
+DIM, DEPTH, HEADS, HIDDEN = 256, 4, 8, 688
 ROPE_BASE = 10000.0
 
 
