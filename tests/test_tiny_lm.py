@@ -13,6 +13,7 @@ from torch import nn
 from explorer import RESOURCES
 from explorer.core.errors import DatasetError
 from explorer.core.model import data, zoo
+from explorer.core.model.text_data import TINY_TEXT_FILE
 from explorer.core.model.tiny_lm import TinyLM
 from explorer.core.train.builtin_training import train_builtin
 from explorer.core.train.evaluate import evaluate
@@ -51,7 +52,7 @@ def test_tiny_lm_loads_as_a_builtin_causal_lm_shaped_like_llama():
 
 
 def test_tiny_text_splits_are_the_text_in_order_and_disjoint(text):
-    raw = (RESOURCES / "data" / data.TINY_TEXT_FILE).read_bytes()
+    raw = (RESOURCES / "data" / TINY_TEXT_FILE).read_bytes()
     raw.decode("utf-8")
     assert text.spec == "tiny-text" and text.metric == "perplexity" and text.input_shape == (128,)
     xs = [text.split(s).tensors[0] for s in ("train", "val", "test")]

@@ -191,7 +191,7 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
     kind = kind.lower()
     if kind == "text":
         return _text(spec, arg, input_shape, tokens)
-    if kind == TINY_TEXT:
+    if kind == "tiny-text":
         return _tiny_text(spec, input_shape, tokens)
     if kind == "tensors":
         return _tensors(spec, arg)
@@ -238,29 +238,11 @@ def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundl
                          metric="perplexity")
 
 
-TINY_TEXT = "tiny-text"                 # the built-in text of tiny-lm (resources/data, made by scripts/make_tiny_text.py)
-TINY_TEXT_FILE = "python-docs.txt"
-
-
-def tiny_text_path() -> Path:
-    from explorer import RESOURCES
-
-    return RESOURCES / "data" / TINY_TEXT_FILE
-
-
 def _tiny_text(spec: str, input_shape, tokens: dict | None) -> DatasetBundle:
-    """``tiny-text``: ``text:FILE`` on the text that ships with the app (Python's documentation of its language
-    topics, UTF-8 bytes as tokens), named so that reports and recipes do not depend on where the app lives."""
-    if spec != TINY_TEXT:
-        raise DatasetError(f"The dataset spec '{spec}' takes no argument; write it as {TINY_TEXT}.")
-    if not tokens:
-        raise DatasetError(f"{TINY_TEXT} is text, for a causal language model; this model takes other inputs.",
-                           "Open a language model (tiny-lm, or hf:DIR with a …ForCausalLM), or choose an image "
-                           "dataset.")
-    if tokens.get("tokenizer"):
-        raise DatasetError(f"{TINY_TEXT} is read as UTF-8 bytes, but this model has its own tokenizer.",
-                           f"Use text:{tiny_text_path()} (tokenized with the model's tokenizer) instead.")
-    b = _text(f"text:{tiny_text_path()}", str(tiny_text_path()), input_shape, tokens)
+    from .text_data import TINY_TEXT, tiny_text_file
+
+    path = tiny_text_file(spec, tokens)
+    b = _text(f"text:{path}", str(path), input_shape, tokens)
     b.spec, b.name = TINY_TEXT, TINY_TEXT
     return b
 
