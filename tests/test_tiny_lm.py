@@ -95,6 +95,8 @@ def test_prune_tiny_lm_through_the_cli_reports_perplexity_on_test(tmp_path, caps
     assert r["dense"]["accuracy"] is None
     assert 1.0 < r["dense"]["perplexity"] < r["pruned"]["perplexity"]
     assert abs(r["sparsity"] - 0.5) < 0.02
+    pruned = zoo.load_model(str(out / "model.pt"))          # the architecture is recognised from the keys
+    assert (pruned.arch, pruned.task, pruned.default_dataset) == ("tiny-lm", "causal-lm", "tiny-text")
     sd = torch.load(out / "model.pt", weights_only=True)
     assert float((sd["layers.0.mlp.up_proj.weight"] == 0).float().mean()) == pytest.approx(0.5, abs=0.01)
 
@@ -111,3 +113,13 @@ def test_train_builtin_reproduces_tiny_lm_bit_for_bit(tmp_path):
     torch.manual_seed(0)
     init = TinyLM().state_dict()
     assert any(not torch.equal(sa[k], init[k].half()) for k in sa)       # the steps changed the weights
+
+
+def test_latency_of_tiny_lm_dense_and_masked():
+    from explorer.core.flows.measure import measure_latency
+    from explorer.core.session import Session
+
+    s = Session.open("tiny-lm")
+    s.set_layer("layers.0.mlp.up_proj", 0.5)
+    lat = measure_latency(s.snapshot(), batch=1, runs=3)
+    assert lat.dense.median_ms > 0 and lat.masked.median_ms > 0 and lat.compact is None

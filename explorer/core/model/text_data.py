@@ -77,7 +77,7 @@ def tokenize(text: str, tokenizer_dir: str | None, vocab_size: int | None) -> tu
         how = f"tokenized with the tokenizer in {Path(tokenizer_dir).name}"
     else:
         ids = torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
-        how = "UTF-8 bytes as tokens (the model folder has no tokenizer)"
+        how = "UTF-8 bytes as tokens (the model has no tokenizer)"
         if vocab_size is not None and vocab_size < 256:
             raise DatasetError(f"The model's vocabulary has {vocab_size} tokens, fewer than the 256 byte values "
                                "text:FILE uses without a tokenizer.",
