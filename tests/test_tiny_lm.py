@@ -123,3 +123,15 @@ def test_latency_of_tiny_lm_dense_and_masked():
     s.set_layer("layers.0.mlp.up_proj", 0.5)
     lat = measure_latency(s.snapshot(), batch=1, runs=3)
     assert lat.dense.median_ms > 0 and lat.masked.median_ms > 0 and lat.compact is None
+
+
+def test_sensitivity_of_tiny_lm_through_the_cli_is_in_perplexity(tmp_path, capsys):
+    from explorer.cli import main
+
+    out = tmp_path / "s.json"
+    assert main(["sensitivity", "--model", "tiny-lm", "--sparsities", "0.9", "--layers", "layers.0.attn.q_proj",
+                 "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    scan = json.loads(out.read_text())
+    assert scan["metric"] == "perplexity" and printed["dense_perplexity"] == scan["dense_perplexity"]
+    assert scan["layers"][0]["perplexity"][0] > scan["dense_perplexity"]

@@ -326,7 +326,8 @@ def cmd_sensitivity(args) -> int:
                                    latency=args.latency, naive=args.naive, progress=bar, device=device_of(args))
     finally:
         bar.close()
-    print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
+    dense = "dense_" + result.get("metric", "accuracy")       # dense_perplexity for a language model
+    print(json.dumps({"out": str(args.out), dense: result[dense],
                       "layers": len(result["layers"]), "seconds": result.get("seconds")}, indent=2))
     return 0
 
