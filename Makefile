@@ -36,8 +36,10 @@ test: $(TSTAMP)
 bench: $(TSTAMP)
 	$(PY) benchmarks/run_all.py
 
+# the digits models (about a minute) and tiny-lm (about 12 minutes of one thread); one model: `make retrain MODELS=tiny-lm`
+MODELS ?= digits-mlp digits-cnn digits-vgg tiny-lm
 retrain: $(STAMP)
-	$(VENV)/bin/pruning-explorer train-builtin --out resources/models
+	OMP_NUM_THREADS=1 $(VENV)/bin/pruning-explorer train-builtin --out resources/models --models $(MODELS)
 
 screenshot: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/pruning-explorer gui --screenshot docs/screenshot.png

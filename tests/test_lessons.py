@@ -11,6 +11,11 @@ from explorer.core.lessons.lesson import lesson_names, load_lesson, parse_lesson
 from explorer.core.session import Session
 
 
+def _quality(ev) -> str:
+    """An evaluation as a lesson shows it: accuracy in percent, or a language model's perplexity."""
+    return f"{ev.accuracy:.2f} %" if ev.accuracy is not None else f"{ev.perplexity:.2f}"
+
+
 def independent(s: Session, name: str):
     """The value ``name`` read straight from the session's own objects (not through values.py's readers)."""
     m = s.measurements
@@ -24,8 +29,8 @@ def independent(s: Session, name: str):
         "layer_sparsity": None if lp is None else f"{lp.sparsity:.1%}",
         "layer_params": None if lp is None else f"{s.layer(s.selected).params:,}",
         "layer_nonzero": None if lp is None else f"{s.layer_counts(s.selected).nonzero:,}",
-        "accuracy": f"{m.current.value.accuracy:.2f} %" if s.is_fresh(m.current) else None,
-        "dense_accuracy": None if m.dense is None else f"{m.dense.accuracy:.2f} %",
+        "accuracy": _quality(m.current.value) if s.is_fresh(m.current) else None,
+        "dense_accuracy": None if m.dense is None else _quality(m.dense),
         "latency_dense": None if lat is None else f"{lat.dense.median_ms:.3g} ms",
         "latency_masked": None if lat is None else f"{lat.masked.median_ms:.3g} ms",
         "latency_compact": None if lat is None or lat.compact is None else f"{lat.compact.median_ms:.3g} ms",

@@ -430,7 +430,8 @@ def cmd_sensitivity(args) -> int:
             stop(rt)
     if rt is not None and not rt.is_main:
         return 0
-    print(json.dumps({"out": str(args.out), "dense_accuracy": result["dense_accuracy"],
+    dense = "dense_" + result.get("metric", "accuracy")       # dense_perplexity for a language model
+    print(json.dumps({"out": str(args.out), dense: result[dense],
                       "layers": len(result["layers"]), "seconds": result.get("seconds"),
                       "exact": result["exact"]}, indent=2))
     return 0
@@ -480,12 +481,13 @@ def cmd_compare(args) -> int:
 # ---------------------------------------------------------------- train-builtin
 
 def cmd_train(args) -> int:
-    from explorer.core.train.builtin_training import train_builtin
+    from explorer.core.train.builtin_training import TRAINABLE, train_builtin
 
     out = expand(args.out)
     for name in args.models:
-        if name not in ("digits-mlp", "digits-cnn", "digits-vgg"):
-            raise ExplorerError(f"Only the built-in digits models can be retrained here, not '{name}'.")
+        if name not in TRAINABLE:
+            raise ExplorerError(f"Only the built-in models {', '.join(TRAINABLE)} can be retrained here, not "
+                                f"'{name}'.")
         train_builtin(name, out, seed=args.seed, log=lambda m: print(m, file=sys.stderr))
     return 0
 

@@ -220,11 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_speed_parser(sub, _common, add_device, _sub)     # issue 22: the speed map (speed_cmd.py)
 
-    t = _sub(sub, "train-builtin", "retrain the built-in digits models reproducibly")
+    t = _sub(sub, "train-builtin", "retrain the built-in models reproducibly")
     t.add_argument("--out", default=".", metavar="DIR",
                    help="folder for the weights (`make retrain` writes resources/models)")
-    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn", "digits-vgg"],
-                   help="which built-in models")
+    t.add_argument("--models", nargs="+", default=["digits-mlp", "digits-cnn", "digits-vgg", "tiny-lm"],
+                   help="which built-in models (tiny-lm takes about 12 minutes on one thread)")
     t.add_argument("--seed", type=int, default=0, help="training seed")
     t.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser

@@ -177,7 +177,7 @@ def _tensors_of(ds: Dataset):
 
 
 def dataset_names() -> list[str]:
-    return ["digits", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
+    return ["digits", "tiny-text", "mnist:ROOT", "fashion-mnist:ROOT", "cifar10:ROOT", "cifar100:ROOT",
             "imagefolder:DIR", "synthetic", "text:FILE", "tensors:PATH"]
 
 
@@ -191,6 +191,8 @@ def load_dataset(spec: str | None, input_shape: tuple[int, ...] | None = None,
     kind = kind.lower()
     if kind == "text":
         return _text(spec, arg, input_shape, tokens)
+    if kind == "tiny-text":
+        return _tiny_text(spec, input_shape, tokens)
     if kind == "tensors":
         return _tensors(spec, arg)
     if tokens and kind != "synthetic":
@@ -234,6 +236,15 @@ def _text(spec: str, arg: str, input_shape, tokens: dict | None) -> DatasetBundl
     splits, note = text_splits(arg, block, tokens.get("tokenizer"), vocab)
     return DatasetBundle(spec=spec, name="text", splits=splits, input_shape=(block,), num_classes=vocab, notes=[note],
                          metric="perplexity")
+
+
+def _tiny_text(spec: str, input_shape, tokens: dict | None) -> DatasetBundle:
+    from .text_data import TINY_TEXT, tiny_text_file
+
+    path = tiny_text_file(spec, tokens)
+    b = _text(f"text:{path}", str(path), input_shape, tokens)
+    b.spec, b.name = TINY_TEXT, TINY_TEXT
+    return b
 
 
 def _tensors(spec: str, arg: str) -> DatasetBundle:

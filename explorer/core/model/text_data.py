@@ -19,7 +19,30 @@ from ..errors import DatasetError
 from ..safe_read import regular_file
 
 TEXT_MAX_BYTES = 512 * 2**20
+TINY_TEXT = "tiny-text"                 # the built-in text of tiny-lm (resources/data, made by scripts/make_tiny_text.py)
+TINY_TEXT_FILE = "python-docs.txt"
 MIN_BLOCKS = 3
+
+
+def tiny_text_path() -> Path:
+    from explorer import RESOURCES
+
+    return RESOURCES / "data" / TINY_TEXT_FILE
+
+
+def tiny_text_file(spec: str, tokens: dict | None) -> Path:
+    """``tiny-text``: ``text:FILE`` on the text that ships with the app (Python's documentation of its language
+    topics, UTF-8 bytes as tokens), named so that reports and recipes do not depend on where the app lives."""
+    if spec != TINY_TEXT:
+        raise DatasetError(f"The dataset spec '{spec}' takes no argument; write it as {TINY_TEXT}.")
+    if not tokens:
+        raise DatasetError(f"{TINY_TEXT} is text, for a causal language model; this model takes other inputs.",
+                           "Open a language model (tiny-lm, or hf:DIR with a …ForCausalLM), or choose an image "
+                           "dataset.")
+    if tokens.get("tokenizer"):
+        raise DatasetError(f"{TINY_TEXT} is read as UTF-8 bytes, but this model has its own tokenizer.",
+                           f"Use text:{tiny_text_path()} (tokenized with the model's tokenizer) instead.")
+    return tiny_text_path()
 
 
 def read_text(path: str | Path) -> str:
@@ -54,7 +77,7 @@ def tokenize(text: str, tokenizer_dir: str | None, vocab_size: int | None) -> tu
         how = f"tokenized with the tokenizer in {Path(tokenizer_dir).name}"
     else:
         ids = torch.frombuffer(bytearray(text.encode("utf-8")), dtype=torch.uint8).long()
-        how = "UTF-8 bytes as tokens (the model folder has no tokenizer)"
+        how = "UTF-8 bytes as tokens (the model has no tokenizer)"
         if vocab_size is not None and vocab_size < 256:
             raise DatasetError(f"The model's vocabulary has {vocab_size} tokens, fewer than the 256 byte values "
                                "text:FILE uses without a tokenizer.",

@@ -2,8 +2,9 @@
 
 Spec strings (a contract; the README's table lists them):
 
-- ``digits-cnn`` (default), ``digits-mlp``: built-in models with trained
-  weights from ``resources/models``; ``lab-vgg``: the pruning lab's CIFAR VGG
+- ``digits-cnn`` (default), ``digits-mlp``, ``digits-vgg``: built-in models with trained
+  weights from ``resources/models``; ``tiny-lm``: the built-in language model (``tiny_lm.py``, dataset
+  ``tiny-text``); ``lab-vgg``: the pruning lab's CIFAR VGG
   (random weights unless ``weights`` is given);
 - ``torchvision:<arch>``: any torchvision classification architecture with
   random weights (``weights=FILE`` loads a local state_dict);
@@ -32,7 +33,7 @@ from explorer import RESOURCES
 from ..errors import ModelLoadError, OfflineError
 from ..fileio import expand
 from ..finite import all_finite
-from . import nets
+from . import nets, tiny_lm
 from .files import (
     is_safetensors,
     is_torchscript,
@@ -53,10 +54,12 @@ class BuiltinModel:
     name: str
     factory: Callable[[], nn.Module]
     input_shape: tuple[int, ...]
-    num_classes: int
+    num_classes: int | None
     default_dataset: str
     weights_file: str | None
     description: str
+    task: str = "classification"        # or "causal-lm"
+    vocab_size: int | None = None       # causal language models
 
 
 BUILTINS: dict[str, BuiltinModel] = {
@@ -67,6 +70,9 @@ BUILTINS: dict[str, BuiltinModel] = {
                      "64-300-100-10 MLP (LeNet-300-100 shape) trained on the built-in digits"),
         BuiltinModel("digits-vgg", nets.DigitsVGG, (1, 32, 32), 10, "digits", "digits-vgg.pt",
                      "the lab VGG's shape, narrow, trained on the digits upscaled to 32x32 (real compaction speedups)"),
+        BuiltinModel("tiny-lm", tiny_lm.TinyLM, (tiny_lm.BLOCK,), None, "tiny-text", "tiny-lm.pt",
+                     "LLaMA-style byte-level decoder (4 blocks, d=256, 3.3 M parameters) trained on Python's "
+                     "documentation text", task="causal-lm", vocab_size=tiny_lm.VOCAB),
         BuiltinModel("lab-vgg", nets.LabVGG, (3, 32, 32), 10, "synthetic", None,
                      "the MIT 6.5940 pruning lab's CIFAR-10 VGG (random weights; --weights loads the lab checkpoint)"),
     ]
@@ -187,7 +193,7 @@ def _builtin(name: str, weights, trust: bool) -> LoadedModel:
     module.eval()
     return LoadedModel(spec=name, module=module, input_shape=b.input_shape, num_classes=b.num_classes,
                        default_dataset=b.default_dataset, source="builtin", arch=name, weights=source_weights,
-                       notes=notes)
+                       notes=notes, task=b.task, vocab_size=b.vocab_size)
 
 
 def _torchvision(spec: str, weights, trust: bool) -> LoadedModel:

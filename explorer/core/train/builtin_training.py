@@ -1,4 +1,4 @@
-"""Reproducible training of the built-in digits models (``make retrain``).
+"""Reproducible training of the built-in models (``make retrain``); ``tiny-lm``'s loop is in ``builtin_lm.py``.
 
 Fixed seeds, deterministic single-threaded CPU training, Adam with a cosine
 schedule; the epoch with the best validation accuracy is kept. Takes well
@@ -15,6 +15,7 @@ from torch import nn
 from ..fileio import atomic_torch_save
 from ..model.data import load_dataset
 from ..model.zoo import BUILTINS
+from .builtin_lm import train_tiny_lm
 from .evaluate import evaluate
 
 TRAIN_SETTINGS = {
@@ -24,12 +25,19 @@ TRAIN_SETTINGS = {
 }
 
 
-def train_builtin(name: str, out_dir: Path, seed: int = 0, log=print) -> dict:
+TRAINABLE = (*TRAIN_SETTINGS, "tiny-lm")
+
+
+def train_builtin(name: str, out_dir: Path, seed: int = 0, log=print, settings: dict | None = None) -> dict:
+    """Train a built-in model into ``out_dir``. ``settings`` overrides its training settings (tests use a
+    few steps)."""
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # bit-reproducible across machines with different core counts
     try:
-        cfg = TRAIN_SETTINGS[name]
+        if name == "tiny-lm":
+            return train_tiny_lm(out_dir, seed=seed, log=log, settings=settings)
+        cfg = {**TRAIN_SETTINGS[name], **(settings or {})}
         model = BUILTINS[name].factory()
         ds = load_dataset("digits", BUILTINS[name].input_shape)
         opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])

@@ -18,8 +18,8 @@ from ..window.context import AppContext
 from ..window.dialogs import OpenModelDialog, ask_folder, ask_model_file
 
 MAX_RECENT = 8
-DATASET_CHOICES = ["digits", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…", "imagefolder:…",
-                   "text:…", "tensors:…"]
+DATASET_CHOICES = ["digits", "tiny-text", "synthetic", "mnist:…", "fashion-mnist:…", "cifar10:…", "cifar100:…",
+                   "imagefolder:…", "text:…", "tensors:…"]
 POPULAR_TORCHVISION = ["resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "vgg16", "vgg11_bn",
                        "efficientnet_b0", "densenet121", "squeezenet1_1", "alexnet", "vit_b_16"]
 
