@@ -13,8 +13,9 @@ the window and the lessons make gives these numbers.
 
     python benchmarks/bench_llm.py [--json] [--quick] [--samples 128] [--patterns 50%,2:4,70%]
 
-``--quick``: one pattern (50 %), magnitude and sparsegpt, uniform, 8 calibration samples, one depth point (the
-test suite runs it). Calibration: ``--samples`` seeded training blocks (the paper's 128).
+``--quick``: one pattern (50 %), magnitude and sparsegpt, uniform, 8 calibration samples, one depth point, on the
+first 24 KB of ``tiny-text`` given as ``--dataset text:FILE`` (the same code path on a short text; the test suite
+runs it). Calibration: ``--samples`` seeded training blocks (the paper's 128).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ MODEL = "tiny-lm"
 PATTERNS = {"50%": ("element", 0.5), "2:4": ("2:4", 0.5), "70%": ("element", 0.7)}
 CRITERIA = ("l1", "wanda", "sparsegpt")
 SCALE_JSON = Path(__file__).resolve().parent / "results" / "llm_scale_1b.json"
+DATA: list[str] = []          # extra prune flags: --quick points --dataset at a short excerpt
 
 
 def prune(*flags: str) -> dict:
@@ -43,7 +45,7 @@ def prune(*flags: str) -> dict:
         out = Path(tmp) / "run"
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            rc = cli(["prune", "--model", MODEL, "--seed", "0", "--out", str(out), *flags])
+            rc = cli(["prune", "--model", MODEL, "--seed", "0", "--out", str(out), *DATA, *flags])
         if rc != 0:
             raise SystemExit(f"prune {' '.join(flags)} failed ({rc}): {err.getvalue()[-1500:]}")
         return json.loads((out / "report.json").read_text())
@@ -90,6 +92,11 @@ def main() -> None:
     ap.add_argument("--depth", default="0.25,0.5,0.75", help="block sparsities of the depth curve")
     args = ap.parse_args()
     if args.quick:
+        from explorer.core.model.text_data import tiny_text_path
+
+        excerpt = Path(tempfile.mkdtemp()) / "excerpt.txt"
+        excerpt.write_bytes(tiny_text_path().read_bytes()[:24_000].decode("utf-8", "ignore").encode("utf-8"))
+        DATA.extend(["--dataset", f"text:{excerpt}"])
         patterns, criteria, samples, owl, depth = ["50%"], ("l1", "sparsegpt"), 8, False, [0.25]
     else:
         patterns, criteria, samples, owl = args.patterns.split(","), CRITERIA, args.samples, True
@@ -97,7 +104,7 @@ def main() -> None:
     dense, rows = table(patterns, criteria, samples, owl)
     curve = depth_curve(samples, depth)
     scale = json.loads(SCALE_JSON.read_text()) if SCALE_JSON.exists() and not args.quick else None
-    payload = {"model": MODEL, "dataset": "tiny-text", "split": "test", "metric": "perplexity",
+    payload = {"model": MODEL, "dataset": DATA[-1] if DATA else "tiny-text", "split": "test", "metric": "perplexity",
                "calibration_samples": samples, "dense_perplexity": dense, "rows": rows, "depth_curve": curve,
                "scale_1b": scale, "machine": machine()}
     lines = [["dense", "", "", f"{dense:.3f}", ""]]

@@ -26,6 +26,7 @@ KEYS = {
     "bench_startup.py": ("variants",),
     "bench_big_models.py": ("summary",),
     "bench_llm_scale.py": ("runs", "peak_rss_bytes", "peak_over_model"),
+    "bench_llm.py": ("dense_perplexity", "rows", "depth_curve"),
 }
 ROW_KEYS = {"bench_sensitivity.py": ("ratio", "same_allocation")}
 
