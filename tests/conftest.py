@@ -44,3 +44,18 @@ def mlp():
     """A fresh digits-mlp session."""
     from explorer.core.session import Session
     return Session.open("digits-mlp")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Free the test's windows for real. pytest-qt closes the widgets a test registered and calls deleteLater(),
+    but outside a running event loop Qt never carries the deletion out: every MainWindow (about 1,800 widgets)
+    stayed alive until the process ended, and each later ``setStyleSheet`` (make_app) re-polished all of them,
+    so a window's setup grew to 10-15 s late in a worker. Runs after pytest-qt's own teardown."""
+    result = yield
+    if "PySide6.QtWidgets" in sys.modules:
+        from PySide6.QtCore import QCoreApplication, QEvent
+
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    return result
