@@ -59,3 +59,18 @@ def pytest_runtest_teardown(item, nextitem):
         if QCoreApplication.instance() is not None:
             QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     return result
+
+
+# The longest tests (each tens of seconds: own processes, torchrun launches, many windows), started first: xdist
+# hands tests out in collection order, and one of these drawn last would leave the other worker idle at the end.
+SLOW_FIRST = ("test_soak.py::test_short_soak", "test_benchmarks_quick.py", "test_gui_real_screen.py",
+              "test_distributed.py", "test_scan_torchrun.py", "test_hf_models.py::test_prune_cli",
+              "test_model_sources.py::test_prune_exports", "test_issue25_findings.py::test_the_screenshot_error",
+              "test_gui_classroom.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        nodeid = item.nodeid.removeprefix("tests/")
+        return next((i for i, key in enumerate(SLOW_FIRST) if nodeid.startswith(key)), len(SLOW_FIRST))
+    items.sort(key=rank)     # stable: the files' own order is kept, and every worker collects the same order
