@@ -44,3 +44,33 @@ def mlp():
     """A fresh digits-mlp session."""
     from explorer.core.session import Session
     return Session.open("digits-mlp")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Free the test's windows for real. pytest-qt closes the widgets a test registered and calls deleteLater(),
+    but outside a running event loop Qt never carries the deletion out: every MainWindow (about 1,800 widgets)
+    stayed alive until the process ended, and each later ``setStyleSheet`` (make_app) re-polished all of them,
+    so a window's setup grew to 10-15 s late in a worker. Runs after pytest-qt's own teardown."""
+    result = yield
+    if "PySide6.QtWidgets" in sys.modules:
+        from PySide6.QtCore import QCoreApplication, QEvent
+
+        if QCoreApplication.instance() is not None:
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+    return result
+
+
+# The longest tests (each tens of seconds: own processes, torchrun launches, many windows), started first: xdist
+# hands tests out in collection order, and one of these drawn last would leave the other worker idle at the end.
+SLOW_FIRST = ("test_soak.py::test_short_soak", "test_benchmarks_quick.py", "test_gui_real_screen.py",
+              "test_distributed.py", "test_scan_torchrun.py", "test_hf_models.py::test_prune_cli",
+              "test_model_sources.py::test_prune_exports", "test_issue25_findings.py::test_the_screenshot_error",
+              "test_gui_classroom.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        nodeid = item.nodeid.removeprefix("tests/")
+        return next((i for i, key in enumerate(SLOW_FIRST) if nodeid.startswith(key)), len(SLOW_FIRST))
+    items.sort(key=rank)     # stable: the files' own order is kept, and every worker collects the same order

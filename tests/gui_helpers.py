@@ -14,11 +14,14 @@ def wait_jobs(qtbot, win, timeout=120_000):
 def open_window(qtbot, tmp_path, session, size=(1440, 900), settings=None):
     """A shown MainWindow on ``session`` with settings in ``tmp_path``; its jobs are cancelled afterwards."""
     from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
 
     from explorer.gui.window.app import make_app
     from explorer.gui.window.main_window import MainWindow
 
-    make_app()
+    app = QApplication.instance()
+    if app is None or not app.styleSheet():
+        make_app()        # once per process: each call re-applies the style sheet, re-polishing every live widget
     if settings is None:
         settings = QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
     w = MainWindow(session, settings=settings)

@@ -48,7 +48,12 @@ def _run(script: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(request):
-    """The selected quick modes, started at once on a small pool; each test waits for its own."""
+    """In one process: the selected quick modes, started at once on a small pool; each test waits for its own.
+    Under pytest-xdist (``make test``): None, each test runs its own script, and the workers are the parallelism
+    (each worker collects every test, so a pool over the selection ran every script once per worker)."""
+    if hasattr(request.config, "workerinput"):
+        yield None
+        return
     wanted = {item.callspec.params["script"].name for item in request.session.items
               if hasattr(item, "callspec") and "script" in item.callspec.params}
     with ThreadPoolExecutor(WORKERS) as pool:
@@ -60,7 +65,7 @@ def runs(request):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=[p.name for p in SCRIPTS])
 def test_quick_mode_runs(script: Path, runs):
-    r = runs[script.name].result()
+    r = _run(script) if runs is None else runs[script.name].result()
     if r["timeout"]:
         pytest.fail(f"{script.name} --quick ran over {TIMEOUT_S} s: {r['stderr']}")
     assert r["rc"] == 0, f"{script.name} --quick exited {r['rc']}:\n{r['stderr'][-3000:]}"

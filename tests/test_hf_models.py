@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -183,14 +181,15 @@ def test_lm_sensitivity_scan_and_allocation_use_perplexity(folders, tmp_path):
     assert a0.predicted_drop == 0.0
 
 
-def test_prune_cli_writes_perplexity_report_exports_and_a_loadable_folder(folders, tmp_path):
+def test_prune_cli_writes_perplexity_report_exports_and_a_loadable_folder(folders, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "explorer.cli", "prune", "--model", f"hf:{folders['llama']}",
-                        "--dataset", f"text:{folders['text']}", "--sparsity", "0.3", "--granularity", "channel",
-                        "--compact", "--export", "safetensors,onnx", "--no-latency", "--out", str(out)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-2000:]
+    from explorer.cli import main
+
+    out = tmp_path / "out"          # the command in this process: a subprocess only added its imports
+    rc = main(["prune", "--model", f"hf:{folders['llama']}", "--dataset", f"text:{folders['text']}",
+               "--sparsity", "0.3", "--granularity", "channel", "--compact", "--export", "safetensors,onnx",
+               "--no-latency", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert rep["metric"] == "perplexity"
     for block in ("dense", "pruned", "compact"):

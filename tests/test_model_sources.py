@@ -100,18 +100,20 @@ def test_timm_random_init_and_weights(tmp_path):
 
 # ---------------------------------------------------------------- exports and extras
 
-def test_prune_exports_safetensors_and_onnx_of_the_compacted_model(tmp_path):
+def test_prune_exports_safetensors_and_onnx_of_the_compacted_model(tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     from safetensors.torch import load_file
 
+    from explorer.cli import main
     from explorer.core.deploy.formats import onnx_session
 
-    out = tmp_path / "out"
-    p = cli("prune", "--model", "torchvision:resnet18", "--dataset", "synthetic", "--input-shape", "3,32,32",
-            "--sparsity", "0.5", "--granularity", "channel", "--compact", "--export", "safetensors,onnx",
-            "--no-latency", "--out", str(out))
-    assert p.returncode == 0, p.stderr[-2000:]
-    files = json.loads(p.stdout)["files"]
+    out = tmp_path / "out"          # the command in this process (the user-class test above runs one of its own)
+    rc = main(["prune", "--model", "torchvision:resnet18", "--dataset", "synthetic", "--input-shape", "3,32,32",
+               "--sparsity", "0.5", "--granularity", "channel", "--compact", "--export", "safetensors,onnx",
+               "--no-latency", "--out", str(out)])
+    p = capsys.readouterr()
+    assert rc == 0, p.err[-2000:]
+    files = json.loads(p.out)["files"]
     assert {"model.safetensors", "model.onnx"} <= set(files)
     pt = torch.load(out / "model.pt", weights_only=True)
     st = load_file(str(out / "model.safetensors"))
@@ -123,8 +125,8 @@ def test_prune_exports_safetensors_and_onnx_of_the_compacted_model(tmp_path):
     with torch.no_grad():
         ref = compact(x)
     assert float((got - ref).abs().max() / ref.abs().max()) <= 1e-4
-    bad = cli("prune", "--model", "digits-mlp", "--sparsity", "0.5", "--export", "tflite", "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "Unknown export format 'tflite'" in bad.stderr
+    rc = main(["prune", "--model", "digits-mlp", "--sparsity", "0.5", "--export", "tflite", "--out", str(tmp_path / "b")])
+    assert rc == 2 and "Unknown export format 'tflite'" in capsys.readouterr().err
 
 
 def test_onnx_export_refuses_a_model_whose_graph_differs(tmp_path, monkeypatch):

@@ -23,36 +23,43 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("torchvision", "torch_pruning", "timm", "scipy", "sklearn", "matplotlib", "pyqtgraph", "sympy")
 
 
-def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + "\nimport sys, json\n"
-                          "print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+FIRST_FRAME = """
+    import sys
+    sys.path.insert(0, '.')
+    from explorer.gui.window.app import make_app
+    from explorer.gui.window.main_window import MainWindow
+    from explorer.core.session import Session
+    from explorer.core.model.loading import resolve
+    app = make_app(plots=False)
+    s = Session(); s.apply_load(resolve('digits-cnn', defer_groups=True))
+    w = MainWindow(s, deferred=True); w.show(); w.repaint(); app.processEvents()
+    assert not w.started and not s.groups_ready and w.weight_view.view is None
+    assert 'measuring' in w.weight_view.title.text()
+"""
+
+
+@pytest.fixture(scope="module")
+def modules_after():
+    """One fresh process for both checks: the top-level modules loaded after importing the window's modules, and
+    after the first frame besides (a line of JSON each)."""
+    dump = "\nimport sys, json\nprint(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))\n"
+    code = "import explorer.gui.window.app, explorer.gui.window.main_window" + dump + textwrap.dedent(FIRST_FRAME) + dump
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert out.returncode == 0, out.stderr[-2000:]
-    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+    imported, first_frame = out.stdout.strip().splitlines()[-2:]
+    return {"import": set(json.loads(imported)), "first_frame": set(json.loads(first_frame))}
 
 
-def test_gui_import_is_light():
-    mods = _modules_after("import explorer.gui.window.app, explorer.gui.window.main_window")
+def test_gui_import_is_light(modules_after):
+    mods = modules_after["import"]
     assert not mods & set(HEAVY), mods & set(HEAVY)
 
 
-def test_first_frame_needs_no_heavy_module():
+def test_first_frame_needs_no_heavy_module(modules_after):
     """The deferred window, loaded and painted once, has imported none of the heavy modules; filling it in
     (finish_start) brings the plots and, in the background, the channel groups."""
-    mods = _modules_after("""
-        import sys
-        sys.path.insert(0, '.')
-        from explorer.gui.window.app import make_app
-        from explorer.gui.window.main_window import MainWindow
-        from explorer.core.session import Session
-        from explorer.core.model.loading import resolve
-        app = make_app(plots=False)
-        s = Session(); s.apply_load(resolve('digits-cnn', defer_groups=True))
-        w = MainWindow(s, deferred=True); w.show(); w.repaint(); app.processEvents()
-        assert not w.started and not s.groups_ready and w.weight_view.view is None
-        assert 'measuring' in w.weight_view.title.text()
-    """)
+    mods = modules_after["first_frame"]
     assert not mods & set(HEAVY), mods & set(HEAVY)
 
 

@@ -5,8 +5,6 @@ fine-tuned and scanned end to end."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -216,17 +214,18 @@ def test_regression_search_and_compress(tmp_path, tab):
     assert result.history[0].val_mse is not None
 
 
-def test_tabular_mlp_through_the_cli(tmp_path, tab):
+def test_tabular_mlp_through_the_cli(tmp_path, tab, capsys):
+    from explorer.cli import main
+
     x, y, _ = tab
     net = tm.train(tm.TabularMLP(), x[:400], y[:400], steps=150)
     torch.save(net.state_dict(), tmp_path / "mlp.pt")
     np.savez(tmp_path / "tab.npz", x=x.numpy(), y=y.numpy())
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "explorer.cli", "prune", "--model", str(tmp_path / "mlp.pt"),
-                        "--arch", "tests.tensor_models:TabularMLP", "--trust",
-                        "--dataset", f"tensors:{tmp_path / 'tab.npz'}", "--sparsity", "0.5", "--no-latency",
-                        "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
+    rc = main(["prune", "--model", str(tmp_path / "mlp.pt"), "--arch", "tests.tensor_models:TabularMLP", "--trust",
+               "--dataset", f"tensors:{tmp_path / 'tab.npz'}", "--sparsity", "0.5", "--no-latency",
+               "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err[-2000:]
     rep = json.loads((out / "report.json").read_text())
     assert rep["dataset"] == f"tensors:{tmp_path / 'tab.npz'}" and rep["dense"]["accuracy"] > 60
     fresh = tm.TabularMLP()

@@ -5,8 +5,6 @@ LayerNorm (ConvNeXt), attention (a two-layer ViT)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -98,11 +96,13 @@ def test_tiny_vit_attention_is_listed_and_prunable():
     assert bool(((w != 0).reshape(96, 8, 4).sum(-1) == 2).all())
 
 
-def test_vit_b_16_info_lists_attention_and_the_true_parameter_total():
-    p = subprocess.run([sys.executable, "-m", "explorer.cli", "info", "--model", "torchvision:vit_b_16", "--json"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stderr[-1500:]
-    d = json.loads(p.stdout)
+def test_vit_b_16_info_lists_attention_and_the_true_parameter_total(capsys):
+    from explorer.cli import main
+
+    rc = main(["info", "--model", "torchvision:vit_b_16", "--json"])
+    p = capsys.readouterr()
+    assert rc == 0, p.err[-1500:]
+    d = json.loads(p.out)
     assert d["totals"]["params"] == 86_567_656
     names = [l["name"] for l in d["layers"]]
     assert sum(n.endswith("self_attention.in_proj") for n in names) == 12
