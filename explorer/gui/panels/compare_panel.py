@@ -61,7 +61,7 @@ class ComparePanel(QWidget):
             b.setToolTip(c.tooltip)
             b.setChecked(name in DEFAULT_CRITERIA)
             self.boxes[name] = b
-            crit_grid.addWidget(b, i // 4, i % 4)
+            crit_grid.addWidget(b, i // 5, i % 5)      # two rows (a third would grow every tab page's height)
         self.sparsities = QLineEdit("0.5,0.7,0.9")
         self.sparsities.setToolTip("Sparsities to compare at, in (0,1), comma-separated (every layer of the plan "
                                    "at that sparsity)")
