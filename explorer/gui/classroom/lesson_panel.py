@@ -228,8 +228,17 @@ class LessonPanel(QFrame):
         missing = [k for k in missing if entry or (k, state) not in self._tried]
         self._tried = {t for t in self._tried if t[1] == state} | {(k, state) for k in missing}
         for kind in missing:
+            if kind == "sweep":           # these change the state: what they make stale is measured after them
+                self._sweep()
+                return
+            if kind == "owl":
+                self._allocate(st)
+                return
             if kind == "accuracy":
-                self.hooks.evaluate()
+                if not lesson_steps.use_measured(self.session):    # the same weights and plan evaluated before
+                    self.hooks.evaluate()
+            elif kind == "blocks":
+                self._blocks()
             elif kind == "latency":
                 self._latency(st.latency_batch or int(self.ctx.settings.value("latency/batch", 1)))
             elif kind == "scan":
@@ -238,6 +247,36 @@ class LessonPanel(QFrame):
                 self.hooks.compress()
             elif kind == "speed":
                 self._speed(st.latency_batch or 1)
+
+    def _sweep(self) -> None:
+        """SparseGPT's sweep of the step's plan (the slider only previewed its mask); the session adopts its masks
+        and updated weights, as Apply does (``actions/reconstruct_action.py``)."""
+        from explorer.core.prune.sparsegpt import one_shot
+
+        s = self.session
+        snap = s.snapshot()
+        plan = snap.plan
+        self.ctx.runner.run("SparseGPT sweep", lambda p, c: one_shot(snap, plan, progress=p, cancel=c),
+                            on_done=lambda r: s.results.adopt_sweep(r, plan))
+
+    def _allocate(self, st) -> None:
+        """The step's OWL / alpha allocation (and the uniform plan's perplexity, unless measured): then the plan."""
+        s = self.session
+        snap = s.snapshot()
+        uniform = lesson_steps.step_plan(s, st)
+        need = s.measurements.evaluation(snap.base_id, uniform) is None
+        self.ctx.runner.run(f"{st.allocation} allocation",
+                            lambda p, c: lesson_steps.allocate_step(snap, st, uniform, need, p, c),
+                            on_done=lambda r: lesson_steps.record_allocation(s, r[0], uniform, r[1], snap.base_id))
+
+    def _blocks(self) -> None:
+        """Block influence of every block and the metric with the weakest one skipped (``analyse.depth``)."""
+        from explorer.core.analyse.depth import weakest_block
+
+        s = self.session
+        snap = s.snapshot()
+        self.ctx.runner.run("Block influence", lambda p, c: weakest_block(snap, progress=p, cancel=c),
+                            on_done=lambda r: s.results.record_blocks(r, snap.plan, snap.base_id))
 
     def _speed(self, batch: int) -> None:
         """Where the sparse kernel starts to win (issue 22): the speed map of the model's largest layer."""
