@@ -164,6 +164,17 @@ def _uniform_acc(s):
     return None if ev is None else _metric(s).value(ev)
 
 
+def _owl_change(s):
+    """How the allocation's plan compares with the uniform one: "1.23 lower: better" or "0.28 higher: worse"."""
+    a, u = _current_acc(s), _uniform_acc(s)
+    if a is None or u is None:
+        return None
+    m = _metric(s)
+    better = m.score(a) > m.score(u)
+    return f"{m.format(abs(a - u))} {('lower' if a < u else 'higher')}: {'better' if better else 'worse'}" \
+        if a != u else "the same"
+
+
 def _swept(s):
     m = s.measurements.sweep
     return len(m.value.swept) if s.is_fresh(m) else None
@@ -244,6 +255,8 @@ VALUES: dict[str, Value] = {v.name: v for v in (
           _swept, str, "sweep"),
     Value("uniform_accuracy", "test accuracy (perplexity) of the uniform plan the allocation replaced",
           _uniform_acc, _acc, "owl"),
+    Value("owl_change", "the allocation's metric against the uniform plan's ('0.28 higher: worse')", _owl_change,
+          str, "owl"),
     Value("owl_densest", "the block (or layer) the allocation prunes least, with its sparsity",
           lambda s: _alloc_extreme(s, True), str, "owl"),
     Value("owl_sparsest", "the block (or layer) the allocation prunes most, with its sparsity",
