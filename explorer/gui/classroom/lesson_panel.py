@@ -126,6 +126,9 @@ class LessonPanel(QFrame):
         s = self.session
         for sig in (s.editor.changed, s.weight_state.changed, s.selection_changed, s.measurements.changed, s.loaded):
             sig.connect(self._changed)
+        # a step's number left pending while another job ran (the rankings a sweep's weights need) is measured
+        # once the queue is idle
+        ctx.runner.busy_changed.connect(lambda busy: None if busy else self._changed())
         self.hide()
 
     # ------------------------------------------------------------------ opening and walking
