@@ -81,6 +81,7 @@ class LessonPanel(QFrame):
         self.lesson: Lesson | None = None
         self.index = 0
         self._tried: set = set()
+        self._entry_due = False     # a step's entry measurement waits for the job queue
         self.visibility_changed: Callable[[], None] = lambda: None   # the window places the bar    # (kind, state) measured automatically once: a failure is not retried in a loop
         self.highlight = Highlight()
         self._auto = QTimer(self)
@@ -223,7 +224,9 @@ class LessonPanel(QFrame):
     def _measure(self, entry: bool) -> None:
         st = self.step
         if st is None or not self.session.loaded_ok or self.ctx.runner.busy:
+            self._entry_due = self._entry_due or entry     # the step opened behind a job: measure all when idle
             return
+        entry, self._entry_due = entry or self._entry_due, False
         missing = lesson_steps.missing_measures(self.session, st)
         if not entry:   # after an edit only the quick ones come back by themselves
             missing = [k for k in missing if k in ("accuracy", "latency")]
