@@ -8,6 +8,7 @@ import pytest
 from explorer.core.errors import PlanError
 from explorer.core.lessons import steps, values
 from explorer.core.lessons.lesson import lesson_names, load_lesson, parse_lesson
+from explorer.core.prune.plan import Plan
 from explorer.core.session import Session
 
 
@@ -34,6 +35,11 @@ def independent(s: Session, name: str):
         "latency_dense": None if lat is None else f"{lat.dense.median_ms:.3g} ms",
         "latency_masked": None if lat is None else f"{lat.masked.median_ms:.3g} ms",
         "latency_compact": None if lat is None or lat.compact is None else f"{lat.compact.median_ms:.3g} ms",
+        "swept_layers": str(len(m.sweep.value.swept)) if s.is_fresh(m.sweep) else None,
+        "uniform_accuracy": (_quality(m.evaluations[m.key(m.allocation.base_id, m.allocation.value[1])])
+                             if s.is_fresh(m.allocation) else None),
+        "weakest_block_skipped": (f"{min((b for b in m.blocks.value.blocks if b.influence is not None), key=lambda b: b.influence).metric_when_skipped:.2f}"  # noqa: E501
+                                  if s.is_fresh(m.blocks) else None),
         "sparse_break_even": None if csr is None else (f"above {csr.break_even * 100:.0f} % sparsity" if csr.break_even
                                                        else f"at no sparsity up to {csr.sparsities[-1] * 100:.0f} %"),
     }.get(name, "skip")
@@ -57,6 +63,14 @@ def test_each_lesson_steps_through_with_numbers_from_the_session(name):
         if step.select:
             assert s.selected == step.select
         steps.measure(s, step, runs=3)
+        if step.sweeps:       # the sweep's masks and updated weights are the kept weights, not the slider's preview
+            assert s.base_label.startswith("sparsegpt") and s.is_fresh(s.measurements.sweep)
+        if step.allocation:   # the allocation's plan: sparsities differ per block, the target met overall
+            a = s.measurements.allocation.value[0]
+            assert len({round(v, 4) for v in a.sparsities.values()}) > 1
+            params = {n: s.layer(n).params for n in a.sparsities}
+            pruned = sum(s.layer_counts(n).params - s.layer_counts(n).nonzero for n in params)
+            assert abs(pruned / sum(params.values()) - step.plan["all"]["sparsity"]) < 0.01   # over the layers it allocated
         r = steps.render(s, step)
         assert not r.pending, f"{name} step {i + 1}: {r.pending} not measured"
         assert "{" not in r.text and "…" not in r.text
@@ -83,6 +97,28 @@ def test_numbers_follow_the_session_live():
     assert "accuracy" in after.pending           # measured for 50 %, stale at 70 %
     steps.measure(s, step)
     assert steps.render(s, step).numbers()["accuracy"] == f"{s.measurements.current.value.accuracy:.2f} %"
+
+
+def test_nothing_is_evaluated_twice(monkeypatch):
+    """The dense plan over the loaded weights is one evaluation (it is both numbers), and a state evaluated before
+    -- Back, Next, a later step with the same weights and plan -- is recorded from that evaluation."""
+    import explorer.core.flows.measure as flows_measure
+
+    calls = []
+    real = flows_measure.evaluate
+    monkeypatch.setattr(flows_measure, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    lesson = load_lesson("magnitude")
+    s = Session()
+    first, second = lesson.steps[0], lesson.steps[1]
+    for step, evaluations in ((first, 1), (second, 2), (first, 2), (second, 2)):
+        steps.setup(s, lesson, step)
+        steps.measure(s, step)
+        assert len(calls) == evaluations
+        assert not steps.render(s, step).pending
+    assert s.measurements.dense == s.measurements.evaluation(s.base_id, Plan()) is not None
+    s.set_layer("backbone.conv3", 0.7)          # a new state is evaluated
+    steps.measure(s, second)
+    assert len(calls) == 3
 
 
 def test_setup_edits_are_undoable():
@@ -116,6 +152,7 @@ def test_a_teachers_own_lesson_file(tmp_path):
     ({"title": "x", "text": "ok", "colour": "red"}, "unknown key"),
     ({"title": "x"}, "'text' must be a non-empty text"),
     ({"title": "x", "text": "ok", "apply": "yes"}, "true or false"),
+    ({"title": "x", "text": "ok", "plan": {"all": {"sparsity": 0.7}, "allocation": "random"}}, "'plan.allocation'"),
 ])
 def test_bad_lessons_are_refused_with_the_step_named(step, words):
     with pytest.raises(PlanError) as e:

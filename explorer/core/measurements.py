@@ -37,6 +37,21 @@ class Measurements:
         self.scan = None           # analyse.sensitivity.ScanResult
         self.compression: Measured | None = None   # compress.flow.CompressResult of the applied (quantized) weights
         self.speed = None          # analyse.speed.SpeedMap of the loaded weights (a lesson's "speed" measurement)
+        self.sweep: Measured | None = None       # prune.sparsegpt.OneShot whose weights the session adopted
+        self.allocation: Measured | None = None  # (analyse.owl.LayerAllocation, the uniform plan it replaced)
+        self.blocks: Measured | None = None      # analyse.depth.DepthAnalysis (influences, metric when skipped)
+        self.evaluations: dict = {}  # (kept weights id, plan) -> EvalResult on the test split: nothing twice
+
+    @staticmethod
+    def key(base_id: int, plan: Plan) -> tuple:
+        return base_id, tuple(sorted(plan.active().items()))
+
+    def evaluation(self, base_id: int, plan: Plan):
+        """The test evaluation of ``plan`` over the kept weights ``base_id``, if it was measured (else None)."""
+        return self.evaluations.get(self.key(base_id, plan))
+
+    def remember(self, base_id: int, plan: Plan, result) -> None:
+        self.evaluations[self.key(base_id, plan)] = result
 
     def record_speed(self, result) -> None:
         """A speed map (analyse.speed.SpeedMap): it describes this machine's kernels on the loaded weights, so no

@@ -176,3 +176,25 @@ def analyse_blocks(snap, measure_skipped: bool = True, curve: bool = False,
     if progress:
         progress(Progress(1.0, "blocks measured"))
     return res
+
+
+def weakest_block(snap, split: str = "test", progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> DepthAnalysis:
+    """Every block's influence, and the ``split`` metric (a lesson's: test, as its other numbers) with only the
+    least influential skippable block skipped -- one evaluation, where :func:`analyse_blocks` skips each."""
+    stack = block_stack(snap)
+    if progress:
+        progress(Progress(0.0, "block influence on the calibration samples"))
+    infl = block_influence(snap, stack, cancel=cancel)
+    scores = [BlockScore(b.path, b.skippable, infl.get(b.path), why=b.why) for b in stack.blocks]
+    res = DepthAnalysis(stack, scores, metric_of(snap.dataset).name, split)
+    order = res.order()
+    if order and snap.dataset.has_labels and snap.dataset.size(split) > 0:
+        if progress:
+            progress(Progress(0.2, f"{res.metric} with {order[0]} skipped"))
+        model = on_device(snap.model(), snap.device)
+        next(s for s in scores if s.path == order[0]).metric_when_skipped = \
+            _metric_with(snap, model, [order[0]], split, cancel)
+    if progress:
+        progress(Progress(1.0, "blocks measured"))
+    return res

@@ -23,12 +23,21 @@ def evaluate_plan(snap: Snapshot, need_dense: bool, progress: ProgressFn | None 
     ``need_dense``)."""
     progress = progress or (lambda p: None)
     dense = None
+    if need_dense and not snap.plan.active() and _same_tensors(snap.base, snap.original):
+        # the dense plan over the loaded weights: one evaluation is both numbers
+        dense = evaluate(snap.job_model(snap.original), snap.dataset, "test", progress=lambda p: progress(
+            Progress(p.fraction or 0, "evaluating dense model")), cancel=cancel)
+        return dense, dense
     if need_dense:
         dense = evaluate(snap.job_model(snap.original), snap.dataset, "test", progress=lambda p: progress(
             Progress((p.fraction or 0) * 0.5, "evaluating dense model")), cancel=cancel)
     current = evaluate(snap.job_model(snap.masked_state()), snap.dataset, "test", progress=lambda p: progress(
         Progress(0.5 + (p.fraction or 0) * 0.5, "evaluating current model")), cancel=cancel)
     return current, dense
+
+
+def _same_tensors(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
 
 
 def measure_latency(snap: Snapshot, batch: int = 1, runs: int = 30, threads: int | None = None,

@@ -11,13 +11,17 @@ A lesson is one JSON file in ``resources/lessons/`` (or anywhere: a teacher open
         "model": "digits-vgg",                    # optional: load this model first
         "reset": true,                            # optional: back to the loaded dense weights first
         "plan": "dense" | {"all": {"sparsity": 0.5, "granularity": "element", "criterion": "l1"},
-                           "layers": {"backbone.conv3": {"sparsity": 0.8}}},   # recipe-style entries
+                           "layers": {"backbone.conv3": {"sparsity": 0.8}},    # recipe-style entries
+                           "allocation": "owl"},     # optional: the layers "all" prunes get OWL's (or alpha's)
+                                                     # sparsities around its sparsity (measured: kind "owl")
         "apply": false,                           # write the plan into the weights
         "select": "backbone.conv3",               # the layer the Weights tab shows
         "tab": "weights",                         # weights, fine-tune, latency, sensitivity, history, compress, criteria
         "detail": false,                          # zoom the heatmap to single weights
         "highlight": ["heatmap", "histogram"],    # what to point at (see HIGHLIGHTS)
-        "measure": ["accuracy", "latency"],       # measured for this state when not yet (see values.py)
+        "measure": ["accuracy", "latency"],       # measured for this state when not yet (see values.py); a
+                                                  # sparsegpt plan is applied by its sweep first (kind "sweep"),
+                                                  # "blocks" measures block influence and a skipped block
         "latency_batch": 32}]}                    # optional: the batch latency is measured with
 
 Numbers are never written in the file: ``{name}`` placeholders (values.py) are filled from the session when
@@ -41,7 +45,8 @@ LESSON_DIR = RESOURCES / "lessons"
 TABS = ("weights", "fine-tune", "latency", "sensitivity", "history", "compress", "criteria")
 HIGHLIGHTS = ("heatmap", "histogram", "layer-table", "many-layers", "dashboard", "accuracy-card", "latency-card",
               "size-card", "compression-card", "macs-card", "tab")
-MEASURES = ("accuracy", "latency", "scan", "compression", "speed")
+MEASURES = ("accuracy", "latency", "scan", "compression", "speed", "sweep", "owl", "blocks")
+ALLOCATIONS = ("owl", "alpha")
 STEP_KEYS = {"title", "text", "model", "reset", "plan", "apply", "select", "tab", "detail", "highlight", "measure",
              "latency_batch"}
 MAX_STEPS = 200
@@ -68,9 +73,24 @@ class Step:
         return [f for _, f, _, _ in string.Formatter().parse(self.text) if f]
 
     @property
+    def allocation(self) -> str | None:
+        """The allocation the plan asks for (``owl``, ``alpha``), or None."""
+        return self.plan.get("allocation") if isinstance(self.plan, dict) else None
+
+    @property
+    def sweeps(self) -> bool:
+        """Does the step's plan name the sparsegpt criterion (applied by its sweep, not by the slider's preview)?"""
+        if not isinstance(self.plan, dict):
+            return False
+        entries = [self.plan.get("all") or {}, *(self.plan.get("layers") or {}).values()]
+        return any(isinstance(e, dict) and e.get("criterion") == "sparsegpt" for e in entries)
+
+    @property
     def needs(self) -> tuple[str, ...]:
-        """The measurements this step shows: named in ``measure`` or implied by its placeholders."""
-        kinds = list(self.measure)
+        """The measurements this step shows: named in ``measure`` or implied by its plan and placeholders (what
+        changes the state -- the sweep, the allocation -- first)."""
+        first = [k for k, on in (("sweep", self.sweeps), ("owl", self.allocation is not None)) if on]
+        kinds = first + [k for k in self.measure if k not in first]
         for p in self.placeholders:
             k = VALUES[p].needs
             if k and k not in kinds:
@@ -138,8 +158,11 @@ def _step(d, i: int, name: str) -> Step:
         lists[key] = tuple(v)
     plan = d.get("plan")
     if plan is not None and plan != "dense":
-        if not isinstance(plan, dict) or set(plan) - {"all", "layers"}:
-            raise _bad(where, "'plan' is \"dense\" or an object with 'all' and/or 'layers'")
+        if not isinstance(plan, dict) or set(plan) - {"all", "layers", "allocation"}:
+            raise _bad(where, "'plan' is \"dense\" or an object with 'all' and/or 'layers' (and 'allocation')")
+        if "allocation" in plan and (plan["allocation"] not in ALLOCATIONS or not isinstance(plan.get("all"), dict)):
+            raise _bad(where, f"'plan.allocation' is one of {', '.join(ALLOCATIONS)}, with 'plan.all' giving the "
+                              "sparsity to allocate around")
         if "all" in plan and not isinstance(plan["all"], dict):
             raise _bad(where, "'plan.all' must be an object like {\"sparsity\": 0.5, \"granularity\": \"element\"}")
         if "layers" in plan and not isinstance(plan["layers"], dict):

@@ -100,6 +100,13 @@ def missing_measures(session: Session, step: Step) -> list[str]:
         if kind == "accuracy" and session.dataset.has_labels and \
                 (m.dense is None or not session.is_fresh(m.current)):
             out.append(kind)
+        elif kind == "sweep" and any(lp.criterion == "sparsegpt" for lp in session.plan.active().values()) and \
+                not session.is_fresh(m.sweep):
+            out.append(kind)
+        elif kind == "owl" and step.allocation and not session.is_fresh(m.allocation):
+            out.append(kind)
+        elif kind == "blocks" and not session.is_fresh(m.blocks):
+            out.append(kind)
         elif kind == "latency" and not session.is_fresh(m.latency):
             out.append(kind)
         elif kind == "scan" and m.scan is None and session.dataset.has_labels:
@@ -116,13 +123,27 @@ def measure(session: Session, step: Step, runs: int = 20, progress=None, cancel=
     runs the same functions as jobs). Returns the kinds measured."""
     from ..flows.measure import evaluate_plan, measure_latency
 
-    done = []
-    for kind in missing_measures(session, step):
+    done: list[str] = []
+    # what changes the state (the sweep, the allocation) comes first; what it made stale is measured after it
+    while (todo := [k for k in missing_measures(session, step) if k not in done]):
+        kind = todo[0]
         snap = session.snapshot()
         plan = snap.plan
         if kind == "accuracy":
-            cur, dense = evaluate_plan(snap, session.measurements.dense is None, progress, cancel)
-            session.results.record_evaluation(plan, snap.base_id, cur, dense)
+            if not use_measured(session):
+                cur, dense = evaluate_plan(snap, session.measurements.dense is None, progress, cancel)
+                session.results.record_evaluation(plan, snap.base_id, cur, dense)
+        elif kind == "sweep":
+            from ..prune.sparsegpt import one_shot
+            session.results.adopt_sweep(one_shot(snap, plan, progress=progress, cancel=cancel), plan)
+        elif kind == "owl":
+            uniform = step_plan(session, step)
+            a, ev = allocate_step(snap, step, uniform, session.measurements.evaluation(snap.base_id, uniform) is None,
+                                  progress, cancel)
+            record_allocation(session, a, uniform, ev, snap.base_id)
+        elif kind == "blocks":
+            from ..analyse.depth import weakest_block
+            session.results.record_blocks(weakest_block(snap, progress=progress, cancel=cancel), plan, snap.base_id)
         elif kind == "latency":
             lat = measure_latency(snap, step.latency_batch or 1, runs, progress=progress, cancel=cancel)
             session.results.record_latency(plan, snap.base_id, lat)
@@ -137,6 +158,43 @@ def measure(session: Session, step: Step, runs: int = 20, progress=None, cancel=
             session.measurements.record_speed(lesson_speed_map(session, step.latency_batch or 1, progress, cancel))
         done.append(kind)
     return done
+
+
+def use_measured(session: Session) -> bool:
+    """Record the test evaluation of the state on screen from one made earlier for the same kept weights and plan
+    (Back / Next, the dense plan of a later step): nothing is evaluated twice. False when there is none."""
+    m = session.measurements
+    cur = m.evaluation(session.base_id, session.plan)
+    if cur is None or m.dense is None:
+        return False
+    session.results.record_evaluation(session.plan, session.base_id, cur)
+    return True
+
+
+def allocate_step(snap, step: Step, uniform: Plan, evaluate_uniform: bool, progress=None, cancel=None):
+    """The step's allocation (``"plan": {"allocation": "owl"}``) over the layers its uniform plan prunes, at their
+    sparsity, granularity and criterion; and (``evaluate_uniform``) the uniform plan's test evaluation, for the
+    comparison the step shows. Runs on a snapshot (the window: in a job)."""
+    from ..analyse.owl import allocate
+    from ..train.evaluate import evaluate
+
+    active = uniform.active()
+    if not active:
+        raise PlanError("An allocation step needs 'plan.all' with a sparsity to allocate around.")
+    proto = next(iter(active.values()))
+    a = allocate(snap, step.allocation, proto.sparsity, list(active), proto.granularity.name, proto.criterion.name,
+                 progress=progress, cancel=cancel)
+    ev = evaluate(snap.job_model(snap.masked_state(uniform)), snap.dataset, "test", cancel=cancel) \
+        if evaluate_uniform and snap.dataset.has_labels else None
+    return a, ev
+
+
+def record_allocation(session: Session, allocation, uniform: Plan, uniform_eval, base_id: int) -> None:
+    """:func:`allocate_step`'s result on the session: the uniform plan's evaluation remembered, the allocation's
+    plan set (undoable)."""
+    if uniform_eval is not None:
+        session.measurements.remember(base_id, uniform, uniform_eval)
+    session.results.record_allocation(allocation, uniform, session.linked_plan(allocation.plan))
 
 
 def compress_now(session: Session, plan: Plan, progress=None, cancel=None):

@@ -21,7 +21,8 @@ class Value:
     help: str
     read: Callable   # session -> number/str or None
     fmt: Callable = str
-    needs: str | None = None   # the measurement that produces it: accuracy, latency, scan, compression
+    needs: str | None = None   # the measurement that produces it: accuracy, latency, scan, compression, speed,
+    #                            sweep, owl, blocks
 
 
 def _pct(v) -> str:
@@ -144,6 +145,64 @@ def _dc(s, key):
     return st.get(_metric(s).name) if key == "accuracy" else st[key]
 
 
+def _allocation(s):
+    m = s.measurements.allocation
+    return m.value if s.is_fresh(m) else None
+
+
+def _alloc_extreme(s, densest: bool):
+    """The allocation's densest (sparsest) unit -- a block, or a layer outside any -- with its sparsity."""
+    a = _allocation(s)[0]
+    per_unit = {u: a.sparsities[ms[0]] for u, ms in a.units.items()}
+    u = (min if densest else max)(per_unit, key=lambda k: (per_unit[k], k))
+    return f"{u} ({per_unit[u]:.1%})"
+
+
+def _uniform_acc(s):
+    a = _allocation(s)
+    ev = None if a is None else s.measurements.evaluation(s.measurements.allocation.base_id, a[1])
+    return None if ev is None else _metric(s).value(ev)
+
+
+def _owl_change(s):
+    """How the allocation's plan compares with the uniform one: "1.23 lower: better" or "0.28 higher: worse"."""
+    a, u = _current_acc(s), _uniform_acc(s)
+    if a is None or u is None:
+        return None
+    m = _metric(s)
+    better = m.score(a) > m.score(u)
+    return f"{m.format(abs(a - u))} {('lower' if a < u else 'higher')}: {'better' if better else 'worse'}" \
+        if a != u else "the same"
+
+
+def _swept(s):
+    m = s.measurements.sweep
+    return len(m.value.swept) if s.is_fresh(m) else None
+
+
+def _blocks(s):
+    m = s.measurements.blocks
+    return m.value if s.is_fresh(m) else None
+
+
+def _block(s, weakest: bool):
+    b = _blocks(s)
+    order = b.order()
+    path = order[0] if weakest else order[-1]
+    infl = next(x.influence for x in b.blocks if x.path == path)
+    return f"{path} (influence {infl:.3f})"
+
+
+def _weakest_skipped(s):
+    b = _blocks(s)
+    return next(x.metric_when_skipped for x in b.blocks if x.path == b.order()[0])
+
+
+def _influences(s):
+    b = _blocks(s)
+    return ", ".join(f"{x.path} {x.influence:.3f}" for x in b.blocks if x.influence is not None)
+
+
 VALUES: dict[str, Value] = {v.name: v for v in (
     Value("model", "the loaded model", lambda s: s.model_name),
     Value("layer", "the selected layer", lambda s: s.selected),
@@ -192,6 +251,23 @@ VALUES: dict[str, Value] = {v.name: v for v in (
           "speed"),
     Value("csr_speedup_99", "CSR speedup over dense of that layer at 99 % sparsity", lambda s: _csr_at(s, 0.99),
           _ratio, "speed"),
+    Value("swept_layers", "how many layers SparseGPT's sweep pruned and updated (the plan's sparsegpt layers)",
+          _swept, str, "sweep"),
+    Value("uniform_accuracy", "test accuracy (perplexity) of the uniform plan the allocation replaced",
+          _uniform_acc, _acc, "owl"),
+    Value("owl_change", "the allocation's metric against the uniform plan's ('0.28 higher: worse')", _owl_change,
+          str, "owl"),
+    Value("owl_densest", "the block (or layer) the allocation prunes least, with its sparsity",
+          lambda s: _alloc_extreme(s, True), str, "owl"),
+    Value("owl_sparsest", "the block (or layer) the allocation prunes most, with its sparsity",
+          lambda s: _alloc_extreme(s, False), str, "owl"),
+    Value("block_influences", "every block's influence (1 - mean cosine of its input and output)", _influences, str,
+          "blocks"),
+    Value("weakest_block", "the block with the lowest influence: the first to drop", lambda s: _block(s, True), str,
+          "blocks"),
+    Value("strongest_block", "the block with the highest influence", lambda s: _block(s, False), str, "blocks"),
+    Value("weakest_block_skipped", "test accuracy (perplexity) with the weakest block skipped", _weakest_skipped,
+          _acc, "blocks"),
     Value("dc_ratio", "Deep Compression: dense size / Huffman-coded size", lambda s: _dc(s, "ratio"), _ratio,
           "compression"),
     Value("dc_accuracy", "Deep Compression: test accuracy after weight sharing and coding",
@@ -203,7 +279,7 @@ def read(session: Session, name: str):
     """The raw value of ``name`` for the session's state now (None: not measured for it, or not defined)."""
     try:
         return VALUES[name].read(session)
-    except (AttributeError, TypeError, KeyError, ZeroDivisionError):
+    except (AttributeError, TypeError, KeyError, ZeroDivisionError, ValueError, IndexError, StopIteration):
         return None
 
 

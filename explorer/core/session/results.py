@@ -81,7 +81,27 @@ class Results:
         self.record(f"Deep Compression {result.stage('huffman')['ratio']:.0f}×", accuracy=acc)
         self.s.measurements.changed.emit()
 
+    def adopt_sweep(self, result, plan: Plan) -> None:
+        """SparseGPT's sweep (``prune.sparsegpt.one_shot``): its masks and updated kept weights become the kept
+        weights (``adopt``), and the sweep is remembered for this plan over them (a lesson's "sweep")."""
+        self.adopt(result.state, plan, f"sparsegpt ({self.s.calibration_samples} samples)")
+        self.s.measurements.sweep = Measured(result, self.s.base_id, plan)
+        self.s.measurements.changed.emit()
+
     # ------------------------------------------------------------------ measurements
+    def record_allocation(self, allocation, uniform: Plan, plan: Plan | None = None) -> None:
+        """An OWL / alpha allocation (``analyse.owl.allocate``) set as the plan (undoable), remembered with the
+        uniform plan it replaced (a lesson compares the two)."""
+        self.s.set_plan(allocation.plan if plan is None else plan)
+        self.s.measurements.allocation = Measured((allocation, uniform), self.s.base_id, self.s.plan)
+        self.s.measurements.changed.emit()
+
+    def record_blocks(self, analysis, plan: Plan, base_id: int) -> None:
+        """A depth analysis (``analyse.depth``: block influences, metric when skipped) of ``plan`` over the kept
+        weights ``base_id``."""
+        self.s.measurements.blocks = Measured(analysis, base_id, plan)
+        self.s.measurements.changed.emit()
+
     def is_fresh(self, m: Measured | None) -> bool:
         """Does a measurement describe the plan the window shows, over the kept weights it has now?"""
         return m is not None and m.base_id == self.s.base_id and m.plan == self.s.plan
@@ -93,9 +113,12 @@ class Results:
     def record_evaluation(self, plan: Plan, base_id: int, current, dense=None) -> None:
         """Evaluate's result for ``plan`` over the kept weights ``base_id`` (measured on a copy: evaluating
         never applies anything), with a History point for that state."""
+        m = self.s.measurements
         if dense is not None:
-            self.s.measurements.dense = dense
-        self.s.measurements.current = Measured(current, base_id, plan)
+            m.dense = dense
+            m.remember(self.s.weight_state.original_id, Plan(), dense)
+        m.remember(base_id, plan, current)
+        m.current = Measured(current, base_id, plan)
         if base_id == self.s.base_id:   # History keeps the dataset's metric (accuracy, or perplexity)
             self.record(self.state_label(plan), accuracy=metric_of(self.s.dataset).value(current), plan=plan)
         self.s.measurements.changed.emit()

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from .distributed import Runtime
 
 
+EVAL_TOKENS = 8192   # tokens per evaluation batch of next-token data (see evaluate)
+
+
 @dataclass(frozen=True)
 class EvalResult:
     split: str
@@ -46,6 +49,11 @@ def evaluate(module: nn.Module, dataset: DatasetBundle, split: str = "test", bat
     The data goes to the module's device (in-memory splits once). With a distributed ``runtime`` every
     process evaluates its share of the split and the sums are all-reduced: every rank returns the same numbers.
     """
+    if dataset.metric == "perplexity" and dataset.input_shape:
+        # next-token data: a batch of 256 blocks of T tokens makes (256·T × vocabulary) logits that leave the
+        # CPU's caches; about EVAL_TOKENS tokens a batch evaluates tiny-lm's test split a third faster (the
+        # perplexity moves in its 7th digit: the sums are added in another order)
+        batch_size = max(1, min(batch_size, EVAL_TOKENS // max(1, int(dataset.input_shape[-1]))))
     n_total = dataset.size(split) if limit is None else min(limit, dataset.size(split))
     if n_total == 0:
         raise DatasetError(f"The {split} split of {dataset.spec} is empty: nothing to evaluate.")

@@ -54,7 +54,7 @@ class ReconstructOption:
 
         def done(r):
             self.last = r
-            s.results.adopt(r.state, plan, f"sparsegpt ({samples} samples)")
+            s.results.adopt_sweep(r, plan)
             ctx.status(f"sparsegpt: {len(r.swept)} layer(s) swept ({r.order}) on {samples} samples; the masks and "
                        "kept weights are now the sweep's (the slider showed a |w|·‖x‖ preview)", 10000)
             if s.dataset.has_labels:

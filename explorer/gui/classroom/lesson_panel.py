@@ -81,6 +81,7 @@ class LessonPanel(QFrame):
         self.lesson: Lesson | None = None
         self.index = 0
         self._tried: set = set()
+        self._entry_due = False     # a step's entry measurement waits for the job queue
         self.visibility_changed: Callable[[], None] = lambda: None   # the window places the bar    # (kind, state) measured automatically once: a failure is not retried in a loop
         self.highlight = Highlight()
         self._auto = QTimer(self)
@@ -126,6 +127,9 @@ class LessonPanel(QFrame):
         s = self.session
         for sig in (s.editor.changed, s.weight_state.changed, s.selection_changed, s.measurements.changed, s.loaded):
             sig.connect(self._changed)
+        # a step's number left pending while another job ran (the rankings a sweep's weights need) is measured
+        # once the queue is idle
+        ctx.runner.busy_changed.connect(lambda busy: None if busy else self._changed())
         self.hide()
 
     # ------------------------------------------------------------------ opening and walking
@@ -220,7 +224,9 @@ class LessonPanel(QFrame):
     def _measure(self, entry: bool) -> None:
         st = self.step
         if st is None or not self.session.loaded_ok or self.ctx.runner.busy:
+            self._entry_due = self._entry_due or entry     # the step opened behind a job: measure all when idle
             return
+        entry, self._entry_due = entry or self._entry_due, False
         missing = lesson_steps.missing_measures(self.session, st)
         if not entry:   # after an edit only the quick ones come back by themselves
             missing = [k for k in missing if k in ("accuracy", "latency")]
@@ -228,8 +234,17 @@ class LessonPanel(QFrame):
         missing = [k for k in missing if entry or (k, state) not in self._tried]
         self._tried = {t for t in self._tried if t[1] == state} | {(k, state) for k in missing}
         for kind in missing:
+            if kind == "sweep":           # these change the state: what they make stale is measured after them
+                self._sweep()
+                return
+            if kind == "owl":
+                self._allocate(st)
+                return
             if kind == "accuracy":
-                self.hooks.evaluate()
+                if not lesson_steps.use_measured(self.session):    # the same weights and plan evaluated before
+                    self.hooks.evaluate()
+            elif kind == "blocks":
+                self._blocks()
             elif kind == "latency":
                 self._latency(st.latency_batch or int(self.ctx.settings.value("latency/batch", 1)))
             elif kind == "scan":
@@ -238,6 +253,36 @@ class LessonPanel(QFrame):
                 self.hooks.compress()
             elif kind == "speed":
                 self._speed(st.latency_batch or 1)
+
+    def _sweep(self) -> None:
+        """SparseGPT's sweep of the step's plan (the slider only previewed its mask); the session adopts its masks
+        and updated weights, as Apply does (``actions/reconstruct_action.py``)."""
+        from explorer.core.prune.sparsegpt import one_shot
+
+        s = self.session
+        snap = s.snapshot()
+        plan = snap.plan
+        self.ctx.runner.run("SparseGPT sweep", lambda p, c: one_shot(snap, plan, progress=p, cancel=c),
+                            on_done=lambda r: s.results.adopt_sweep(r, plan))
+
+    def _allocate(self, st) -> None:
+        """The step's OWL / alpha allocation (and the uniform plan's perplexity, unless measured): then the plan."""
+        s = self.session
+        snap = s.snapshot()
+        uniform = lesson_steps.step_plan(s, st)
+        need = s.measurements.evaluation(snap.base_id, uniform) is None
+        self.ctx.runner.run(f"{st.allocation} allocation",
+                            lambda p, c: lesson_steps.allocate_step(snap, st, uniform, need, p, c),
+                            on_done=lambda r: lesson_steps.record_allocation(s, r[0], uniform, r[1], snap.base_id))
+
+    def _blocks(self) -> None:
+        """Block influence of every block and the metric with the weakest one skipped (``analyse.depth``)."""
+        from explorer.core.analyse.depth import weakest_block
+
+        s = self.session
+        snap = s.snapshot()
+        self.ctx.runner.run("Block influence", lambda p, c: weakest_block(snap, progress=p, cancel=c),
+                            on_done=lambda r: s.results.record_blocks(r, snap.plan, snap.base_id))
 
     def _speed(self, batch: int) -> None:
         """Where the sparse kernel starts to win (issue 22): the speed map of the model's largest layer."""
