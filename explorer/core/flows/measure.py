@@ -1,8 +1,8 @@
 """The evaluate and latency flows: test quality and measured latency of a snapshot's plan, on copies of the model.
 
 The work behind Run ▸ Evaluate and Measure latency, the lessons' live numbers and the dense baseline measured on
-open. Nothing here applies a plan; the results go to ``session.results.record_evaluation`` / ``record_latency`` on the
-caller's thread.
+open. Nothing here applies a plan or reads a session: the flows return their results, and the caller records them
+on its own thread (the window and lessons through the session's results part).
 """
 from __future__ import annotations
 
