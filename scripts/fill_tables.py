@@ -163,6 +163,34 @@ def slider_summary() -> str:
             f"({d['ratio']:,.0f}×); cache {d['cache_build_s']:.1f} s once")
 
 
+def first_ranking() -> str:
+    """The big layer's first answer, selection first vs the full sort first (bench_slider, side by side)."""
+    d = load("slider_lazy_first_ranking.json")
+    steps = d["selection_steps_ms"]
+    return table(["", "before (full sort first)", "after (selection first)", "ratio"],
+                 [["`cache_build_s` ({}, {:.1f} M weights)".format(d["layer"], d["weights"] / 1e6),
+                   f"{d['before_cache_build_s']:.1f}", f"**{d['cache_build_s']:.2f}**", f"**{d['build_ratio']:.1f}×**"],
+                  ["first answer (build + first step) s", f"{d['before_first_answer_s']:.1f}",
+                   f"**{d['first_answer_s']:.2f}**", f"{d['first_answer_ratio']:.1f}×"],
+                  ["steps while the sort runs (ms)", "—", f"{min(steps):,.0f}–{max(steps):,.0f}", ""],
+                  ["full ranking done (background) s", f"{d['before_cache_build_s']:.1f}",
+                   f"{d['ranking_done_s']:.1f}", ""],
+                  ["step ms (median, finished ranking)", "", f"{d['step_ms_median']:.1f}", ""]])
+
+
+def first_ranking_goal() -> str:
+    d = load("slider_lazy_first_ranking.json")
+    ok = d["first_answer_s"] <= 2.0
+    return (f"{'met' if ok else 'not met'} ({d['first_answer_s']:.2f} s to the first answer, "
+            f"{d['cache_build_s']:.2f} s build)")
+
+
+def first_ranking_summary() -> str:
+    d = load("slider_lazy_first_ranking.json")
+    return (f"{d['first_answer_s']:.2f} s to the first answer vs {d['before_first_answer_s']:.1f} s sorting first "
+            f"({d['first_answer_ratio']:.1f}×); goal ≤ 2 s")
+
+
 # ------------------------------------------------------------------------ window stall (bench_gui_stall)
 
 def gui_stall() -> str:
@@ -176,7 +204,7 @@ def gui_stall_summary() -> str:
     return f"{load('gui_stall.json')['max_stall_ms']:.0f} ms max"
 
 
-BLOCKS = {"gui-stall": gui_stall, "gui-stall-summary": gui_stall_summary, "slider": slider, "slider-summary": slider_summary, "dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
+BLOCKS = {"first-ranking": first_ranking, "first-ranking-goal": first_ranking_goal, "first-ranking-summary": first_ranking_summary, "gui-stall": gui_stall, "gui-stall-summary": gui_stall_summary, "slider": slider, "slider-summary": slider_summary, "dc-digits": dc_digits, "dc-digits-bench": dc_digits_bench, "dc-layers": dc_layers, "dc-goal": dc_goal,
           "dc-biases": dc_biases, "dc-summary": dc_summary, "dc-untrained": dc_untrained, "dc-bits": dc_bits, "dc-vgg": dc_vgg,
           "dc-vgg-ratios": dc_vgg_ratios}
 
