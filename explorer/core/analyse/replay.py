@@ -26,7 +26,10 @@ def fx_map(v, fn):
 class Replayer:
     """Caches every node value of one forward pass; replays the part downstream of changed modules."""
 
-    def __init__(self, module: nn.Module, x: torch.Tensor):
+    def __init__(self, module: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None):
+        """``dtype`` (e.g. bfloat16): replay in that precision -- the traced module, its folded conv+BN pairs
+        (folded in the module's own precision first) and ``x`` are converted, the module is not (the caller
+        passes a copy it may spare: tracing shares its submodules). Variants are then given in ``dtype``."""
         import torch.fx as fx
 
         # channels-last (NHWC) runs oneDNN's convolutions faster on CPU; same math, float-rounding-level
@@ -36,11 +39,18 @@ class Replayer:
             module = module.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         self.gm = fx.symbolic_trace(module)
+        self.dtype = dtype
         self.N = x.shape[0]
         self.env: dict = {}
         self.nodes = list(self.gm.graph.nodes)
         self.order = {n: i for i, n in enumerate(self.nodes)}
         self.modules = dict(self.gm.named_modules())
+        self.fused = self._fuse_conv_bn()
+        if dtype is not None:
+            self.gm.to(dtype)
+            for bn, (c, f) in self.fused.items():
+                self.fused[bn] = (c, f.to(dtype))
+            x = x.to(dtype)
         interp = fx.Interpreter(self.gm)
         env = self.env
 
@@ -58,7 +68,6 @@ class Replayer:
         for n in self.nodes:
             if n.op == "call_module":
                 self.calls.setdefault(str(n.target), []).append(n)
-        self.fused = self._fuse_conv_bn()
 
     def subset(self, idx) -> "Replayer":
         """The same replayer for the samples ``idx`` only (an index tensor: copies; a slice: views): every cached

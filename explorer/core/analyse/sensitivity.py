@@ -44,13 +44,15 @@ from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
 from ..train.metric import METRICS, metric_of
 from .replay import Replayer
-from .sequential import StagedSplit, sequential_row
+from .screen import build_screen
+from .sequential import StagedSplit, order, sequential_row
 from .shard import gathered, owner, world_size
 
 if TYPE_CHECKING:
     from ..prune.state_view import StateView
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PRECISIONS = ("auto", "bfloat16", "float32")
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
 
 
@@ -95,8 +97,13 @@ class ScanSpec:
     cap: float = 0.95
     monotone: bool = False
     seed: int = 0
+    # the sequential scan's screening precision (screen.py): "auto" (bfloat16 where it is faster, with float32 for
+    # the samples it cannot certify), "bfloat16" (always, e.g. tests), "float32" (off)
+    precision: str = "auto"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise PlanError(f"Unknown scan precision {self.precision!r}.", f"Choose one of {', '.join(PRECISIONS)}.")
         self.granularity = get_granularity(self.granularity)
         self.criterion = get_criterion(self.criterion)
         if self.criterion == "sparsegpt":
@@ -268,6 +275,21 @@ def _scan_units(session: StateView, spec: ScanSpec) -> list[tuple[str, tuple[str
     return units, skipped
 
 
+def _screen(session: StateView, module, x, y, first: tuple[str, ...], spec: ScanSpec, num_classes):
+    """The sequential scan's bfloat16 screen (screen.py), or None and why not; with the dense float32 logits."""
+    current = dict(module.named_parameters())
+    keys = session.profile.weight_keys
+    check = {keys[n]: current[keys[n]].detach() for n in first}
+    try:
+        dense, screen, why = build_screen(module, x, y, order(x.shape[0], spec.seed, x.device), num_classes, check,
+                                          force=spec.precision == "bfloat16")
+    except Exception as e:       # the float32 scan instead (it checks its own replay)
+        return None, f"bfloat16 screen failed ({type(e).__name__})", None
+    if screen is not None and screen.replayer.cached_bytes() > CACHE_BUDGET_BYTES:
+        return None, "the bfloat16 replay cache is over the budget", dense
+    return screen, why, dense
+
+
 def _dataset_tensors(ds, split: str):
     xs, ys = [], []
     for x, y in ds.batches(split, batch_size=1024):
@@ -321,7 +343,16 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
 
     replayer = None
     method = "naive"
-    if not naive:
+    sequential = not spec.exact and spec.early_stop is None and not spec.latency
+    staged, screen, why_float32 = None, None, "off" if spec.precision == "float32" else ""
+    if not naive and sequential and spec.precision != "float32":
+        screen, why_float32, dense_logits = _screen(session, module, x, y, units[0][1], spec, ds.num_classes)
+        if screen is not None:
+            dense_acc = _accuracy(dense_logits, y, ds.num_classes)
+            dense_loss = _loss(dense_logits, y, ds.num_classes)
+            method = "fast"
+            staged = StagedSplit(module, x, y, spec.seed, screen=screen)
+    if not naive and screen is None:
         try:
             replayer = Replayer(module, x)
             dense_acc = _accuracy(replayer.output, y, ds.num_classes)
@@ -331,7 +362,9 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                 replayer, method = None, "naive"
         except Exception:
             replayer, method = None, "naive"
-    if replayer is None:
+    if screen is not None:
+        pass                 # dense values from the float32 forward; the screen checked its replay
+    elif replayer is None:
         ev = evaluate(module, ds, spec.split, cancel=cancel)
         dense_acc, dense_loss = measure.value(ev), ev.loss
     else:
@@ -365,12 +398,15 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                         sparsities=sparsities, method=method, early_stop=spec.early_stop,
                         dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped,
                         dense_loss=dense_loss, metric=measure.name)
-    staged = None
-    if not spec.exact and replayer is not None and spec.early_stop is None and not spec.latency:
+    if sequential and replayer is not None:
         staged = StagedSplit(module, x, y, spec.seed, replayer=replayer)
         replayer = None        # the stages replay from here on; free the whole split's cache
+    if staged is not None:
         result.sequential = {"drops": list(spec.drops), "cap": spec.cap, "stages": staged.sizes,
-                             "monotone": spec.monotone, "seed": spec.seed}
+                             "monotone": spec.monotone, "seed": spec.seed,
+                             "precision": "bfloat16" if screen is not None else "float32"}
+        if screen is None and why_float32:
+            result.sequential["precision_reason"] = why_float32
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
@@ -459,6 +495,8 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         rows = [r for r, _ in units]
         merged = gathered({rows.index(l["name"]): l for l in result.layers}, runtime)
         result.layers, result.world_size = [merged[k] for k in sorted(merged)], world_size(runtime)
+    if screen is not None:   # accuracies certified; losses are bfloat16 estimates (float32 where recomputed)
+        result.sequential["screen"] = screen.settings()
     result.seconds = time.perf_counter() - t0
     del base
     attach_prediction(result, prediction)

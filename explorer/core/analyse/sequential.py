@@ -22,6 +22,7 @@ import torch
 
 from ..errors import PlanError
 from .replay import Replayer
+from .screen import Screen
 
 STAGES = (1 / 8, 1 / 4, 1 / 2, 1.0)
 DEFAULT_DROPS = (0.5, 1.0, 2.0)
@@ -45,23 +46,34 @@ def parse_drops(text) -> tuple[float, ...]:
     return tuple(sorted(set(out)))
 
 
+def order(N: int, seed: int, device=None) -> torch.Tensor:
+    """The scan's seeded order of the split's N samples."""
+    return torch.randperm(N, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 class StagedSplit:
     """The split in a seeded order (one permuted copy of the whole split's replay cache) with the stages' bounds;
-    ``part(a, b)`` replays samples a..b of that order as a view of the cache (no copy, no new trace)."""
+    ``part(a, b)`` replays samples a..b of that order as a view of the cache (no copy, no new trace).
+    With a ``screen`` (screen.py) the cache is its bfloat16 one, already in this order, and ``evaluate`` counts
+    certified cheap predictions, recomputing the rest in float32."""
 
     def __init__(self, module, x: torch.Tensor, y: torch.Tensor, seed: int = 0, stages=STAGES,
-                 replayer: Replayer | None = None):
-        """``replayer``: the whole split's (same ``x``); without it one is built here."""
+                 replayer: Replayer | None = None, screen: Screen | None = None):
+        """``replayer``: the whole split's (same ``x``); without it (and without a screen) one is built here."""
         N = x.shape[0]
-        perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed)).to(x.device)
         self.bounds = sorted({max(1, min(N, int(round(f * N)))) for f in stages} | {N})
         self.N = N
+        self.screen = screen
+        self._parts: dict[tuple[int, int], tuple[Replayer, torch.Tensor, dict]] = {}
+        if screen is not None:
+            self.full, self.module, self.x, self.y = screen.replayer, None, None, screen.y
+            return
+        perm = order(N, seed, x.device)
         replayer = replayer if replayer is not None else Replayer(module, x)
         # a cache that cannot be cut (a value like x.size(0) that a later node uses): each range is traced anew
         self.full = replayer.subset(perm) if replayer.sliceable() else None
         self.module, self.x = (None, None) if self.full is not None else (module, x[perm])
         self.y = y[perm]
-        self._parts: dict[tuple[int, int], tuple[Replayer, torch.Tensor, dict]] = {}
 
     def part(self, a: int, b: int) -> tuple[Replayer, torch.Tensor, dict]:
         """(replayer of samples a..b, their labels, a dict for its variants-per-pass)."""
@@ -75,6 +87,25 @@ class StagedSplit:
         if k not in memo:
             memo[k] = replayer.variants_per_pass(k)
         return memo[k]
+
+    def prepared(self, variant: dict) -> tuple[dict, dict]:
+        """(the point's parameters, what the replay runs: the same, or their bfloat16 copies with a screen)."""
+        return variant, (self.screen.cheap(variant) if self.screen is not None else variant)
+
+    def evaluate(self, a: int, b: int, variants: list[tuple[dict, dict]], correct_of, loss_of) -> list:
+        """(correct predictions, summed loss) per prepared variant on samples a..b of the order, in one replay."""
+        replayer, y, _ = self.part(a, b)
+        n = b - a
+        logits = replayer.run_variants({k.rsplit(".", 1)[0] for v, _ in variants for k in v},
+                                       [run for _, run in variants])
+        out = []
+        for j, (v, _) in enumerate(variants):
+            chunk = logits[j * n:(j + 1) * n]
+            if self.screen is not None:
+                out.append(self.screen.score(chunk, a, v, loss_of))
+            else:
+                out.append((int(correct_of(chunk, y)), loss_of(chunk, y) * n))
+        return out
 
     def next_bound(self, n: int) -> int:
         return next(b for b in self.bounds if b > n)
@@ -135,7 +166,6 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
     cache: dict[int, dict] = {}
 
     def run(points: list[int], a: int, b: int) -> None:
-        replayer, y, _ = staged.part(a, b)
         n = b - a
         per_pass = staged.per_pass(a, b, len(points))
         for j0 in range(0, len(points), per_pass):
@@ -143,13 +173,11 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
             variants = []
             for i in idx:
                 if i not in cache:
-                    cache[i] = variants_at(i)
+                    cache[i] = staged.prepared(variants_at(i))
                 variants.append(cache[i])
-            logits = replayer.run_variants({k.rsplit(".", 1)[0] for v in variants for k in v}, variants)
-            for j, i in enumerate(idx):
-                chunk = logits[j * n:(j + 1) * n]
-                correct[i] += int(correct_of(chunk, y))
-                loss_sum[i] += loss_of(chunk, y) * n
+            for i, (c, l) in zip(idx, staged.evaluate(a, b, variants, correct_of, loss_of)):
+                correct[i] += c
+                loss_sum[i] += l
                 used[i] += n
                 state[i] = states(*interval(correct[i], used[i], N), dense, drops)
                 if monotone and all(v == -1 for v in state[i]):

@@ -1,0 +1,193 @@
+"""A cheap screening precision with exact certification, for the sequential scan (issue 24).
+
+The sequential scan only needs, per sample, whether the prediction is right. So a point's samples are replayed in
+bfloat16 (half the bytes, and on CPUs with AMX / AVX512-BF16 or on GPUs 2-4x the speed of float32), and a
+sample's cheap top-1 counts as the float32 one only when its margin (top-1 minus top-2 logit) exceeds twice a
+bound on the cheap path's logit error: if no logit moves by more than ``bound``, the order of the top two cannot
+change. The other samples are recomputed in float32 (a plain forward of the scan's float32 model on those
+samples, with the point's weights swapped in), so the count of correct predictions is the float32 one.
+
+The bound is calibrated per scan on the dense model: ``SAFETY`` x the largest |float32 - bfloat16| logit over the
+whole split (the bfloat16 side being the full bfloat16 forward and the suffix replay of the first layer), and never
+below ``SAFETY`` x 2^-8 x the largest |logit| (bfloat16's relative precision). It is an empirical bound, not a
+proof: a pruned variant whose error exceeds ``SAFETY`` times the dense one could be miscounted. On the built-ins the
+pruned variants' errors stay within 1.3x the dense one (measured per layer and sparsity on digits-cnn and
+digits-vgg), and the tests and the benchmark check that the allocations are the float32 scan's. Loss values from
+this path are estimates (bfloat16 logits, float32 for the recomputed samples); the JSON says so
+(``sequential.precision``).
+
+The cheap path is used only where it is faster: one float32 and one bfloat16 forward of the dense model over the
+split are timed (the float32 one gives the exact dense accuracy anyway), and bfloat16 must take at most
+``FASTER`` of the float32 time; on a device without native bfloat16 (``fast_bfloat16``) nothing is built.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..model.layers import logits_of
+from .replay import Replayer
+
+CHEAP = torch.bfloat16
+SAFETY = 4.0                 # bound = SAFETY x the dense model's largest cheap-path logit error
+FASTER = 0.75                # use the cheap path only when a dense bfloat16 forward takes <= this x float32's
+PROBE = 32                   # at least this many samples check the bfloat16 replay
+
+
+def margins(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 class, top-1 minus top-2 logit) per row; the margin is +inf with one class, NaN where not finite."""
+    if logits.shape[1] < 2:
+        return logits.argmax(1), torch.full((logits.shape[0],), float("inf"), device=logits.device)
+    top = logits.topk(2, 1)
+    return top.indices[:, 0], top.values[:, 0] - top.values[:, 1]
+
+
+def certified(logits: torch.Tensor, bound: float) -> torch.Tensor:
+    """Rows whose top-1 holds whatever error up to ``bound`` each logit has: margin > 2 x bound (NaN: False)."""
+    _, m = margins(logits)
+    return m > 2.0 * bound
+
+
+def calibrate(pairs) -> float:
+    """``SAFETY`` x the largest |exact - cheap| logit over ``pairs`` of (exact, cheap) logits, at least bfloat16's
+    relative precision x the largest |logit|; inf when something is not finite (then nothing is certified)."""
+    err = max(float((c.float() - e.float()).abs().max()) for e, c in pairs)
+    floor = 2.0 ** -8 * max(float(e.float().abs().max()) for e, _ in pairs)
+    bound = SAFETY * max(err, floor)
+    return bound if bound == bound and bound < float("inf") else float("inf")
+
+
+@contextmanager
+def swapped(tensors: dict[str, torch.Tensor], variant: dict[str, torch.Tensor]):
+    """The module whose ``tensors`` (its parameters and buffers by state_dict key) these are, with the tensors of
+    ``variant`` in place of its own, restored after."""
+    saved = {}
+    try:
+        for k, t in variant.items():
+            if k in tensors:
+                saved[k] = tensors[k].data
+                tensors[k].data = t
+        yield
+    finally:
+        for k, t in saved.items():
+            tensors[k].data = t
+
+
+def fast_bfloat16(device: torch.device) -> bool:
+    """Can this device run bfloat16 natively (CPU: AMX or AVX512-BF16 in /proc/cpuinfo; CUDA: the driver says)?
+    Where it cannot tell, True: the timing in build_screen decides."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return True
+    flags = {w for line in info.splitlines() if line.startswith(("flags", "Features")) for w in line.split()}
+    return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"}) or not flags
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+class Screen:
+    """The split (in the scan's seeded order) in float32 for recomputing, the bfloat16 replayer for screening,
+    the bound, and counts of what was screened and recomputed."""
+
+    def __init__(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, replayer: Replayer, bound: float,
+                 num_classes: int | None, probe: dict):
+        self.module, self.x, self.y = module, x, y
+        self.replayer = replayer
+        self.bound = bound
+        self.num_classes = num_classes
+        self.probe = probe
+        self.screened = 0
+        self.recomputed = 0
+        self.tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+    def cheap(self, variant: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: (t.to(CHEAP) if t.is_floating_point() else t) for k, t in variant.items()}
+
+    def _classes(self, logits: torch.Tensor) -> torch.Tensor:
+        nc = self.num_classes
+        return logits[:, :nc] if nc and logits.shape[1] > nc else logits
+
+    def score(self, logits: torch.Tensor, a: int, variant: dict[str, torch.Tensor], loss_of) -> tuple[int, float]:
+        """(correct predictions, summed loss) of samples a..a+len(logits) of the order, from their cheap logits
+        and the point's float32 ``variant``: the uncertified samples are recomputed in float32."""
+        logits = logits.float()
+        n = logits.shape[0]
+        y = self.y[a:a + n]
+        pred, m = margins(self._classes(logits))
+        unsure = (~(m > 2.0 * self.bound)).nonzero().flatten()
+        self.screened += n
+        if unsure.numel():
+            self.recomputed += int(unsure.numel())
+            with torch.inference_mode(), swapped(self.tensors, variant):
+                exact = logits_of(self.module(self.x[a + unsure])).float()
+            logits = logits.clone()
+            logits[unsure] = exact
+            pred = pred.clone()
+            pred[unsure] = self._classes(exact).argmax(1)
+        return int((pred == y).sum()), loss_of(logits, y) * n
+
+    def settings(self) -> dict:
+        """What the JSON records of this screen (``sequential.screen``)."""
+        return {"bound": self.bound, "safety": SAFETY, "screened": self.screened, "recomputed": self.recomputed,
+                "recomputed_share": self.recomputed / self.screened if self.screened else 0.0, **self.probe}
+
+
+def build_screen(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, num_classes: int | None,
+                 check: dict[str, torch.Tensor], force: bool = False):
+    """(dense float32 logits of ``x``, Screen or None, why not). ``module``: the scan's float32 copy (it becomes
+    the recomputing model, channels-last for conv nets); ``perm``: the scan's seeded order; ``check``: the first
+    scanned layer's dense weights, replayed on the first samples to check the replay and calibrate the bound.
+    ``force``: build it even where bfloat16 is not faster (tests). The dense logits are exact in any case."""
+    conv = x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in module.modules())
+    if conv:
+        module.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t = time.perf_counter()
+        dense = logits_of(module(x))
+        t32 = time.perf_counter() - t
+    if not force and not fast_bfloat16(x.device):
+        return dense, None, f"no native bfloat16 on {x.device.type}"
+    xp = x[perm]
+    try:
+        replayer = Replayer(copy.deepcopy(module), xp, dtype=CHEAP)
+        if not replayer.sliceable():
+            return dense, None, "the replay cache cannot be cut by samples"
+        with torch.inference_mode():
+            x16 = xp.to(CHEAP)
+            t16 = _timed(lambda: replayer.gm(x16))
+    except Exception as e:          # a model the cheap path cannot trace or run: the float32 scan
+        return dense, None, f"bfloat16 replay failed ({type(e).__name__})"
+    probe = {"float32_s": t32, "bfloat16_s": t16}
+    if t16 > FASTER * t32 and not force:
+        return dense, None, f"bfloat16 took {t16 / max(t32, 1e-12):.2f}x float32's time"
+    exact = dense[perm]
+    bound = calibrate([(exact, replayer.output)])
+    if bound == float("inf"):
+        return dense, None, "the dense logits are not finite"
+    n = min(replayer.N, max(PROBE, replayer.N // 8))
+    try:
+        part = replayer.subset(slice(0, n))
+        again = part.run_variants({k.rsplit(".", 1)[0] for k in check},
+                                  [{k: t.to(CHEAP) for k, t in check.items()}])
+        ok = again.shape == exact[:n].shape and float((again.float() - exact[:n].float()).abs().max()) <= bound
+    except Exception:
+        ok = False
+    if not ok:                   # the replay does not reproduce the forward: the float32 scan (which checks again)
+        return dense, None, "the bfloat16 replay does not reproduce the forward"
+    bound = calibrate([(exact, replayer.output), (exact[:n], again)])
+    return dense, Screen(module, xp, y[perm], replayer, bound, num_classes, probe), ""
