@@ -121,24 +121,26 @@ class Screen:
         nc = self.num_classes
         return logits[:, :nc] if nc and logits.shape[1] > nc else logits
 
-    def score(self, logits: torch.Tensor, a: int, variant: dict[str, torch.Tensor], loss_of) -> tuple[int, float]:
-        """(correct predictions, summed loss) of samples a..a+len(logits) of the order, from their cheap logits
-        and the point's float32 ``variant``: the uncertified samples are recomputed in float32."""
+    def score(self, logits: torch.Tensor, a: int, loss_of) -> tuple[int, float, torch.Tensor, int]:
+        """Samples a..a+len(logits) of the order from their cheap logits: (certified correct predictions, summed
+        loss of the cheap logits -- an estimate --, positions of the uncertified samples, how many of those the
+        cheap logits call correct). ``resolve`` gives the float32 count of uncertified positions when needed."""
         logits = logits.float()
         n = logits.shape[0]
         y = self.y[a:a + n]
         pred, m = margins(self._classes(logits))
-        unsure = (~(m > 2.0 * self.bound)).nonzero().flatten()
+        right = pred == y
+        sure = m > 2.0 * self.bound
+        unsure = (~sure).nonzero().flatten()
         self.screened += n
-        if unsure.numel():
-            self.recomputed += int(unsure.numel())
-            with torch.inference_mode(), swapped(self.tensors, variant):
-                exact = logits_of(self.module(self.x[a + unsure])).float()
-            logits = logits.clone()
-            logits[unsure] = exact
-            pred = pred.clone()
-            pred[unsure] = self._classes(exact).argmax(1)
-        return int((pred == y).sum()), loss_of(logits, y) * n
+        return int((right & sure).sum()), loss_of(logits, y) * n, unsure + a, int(right[unsure].sum())
+
+    def resolve(self, positions: torch.Tensor, variant: dict[str, torch.Tensor]) -> int:
+        """Correct float32 predictions at ``positions`` of the order with the float32 ``variant`` swapped in."""
+        self.recomputed += int(positions.numel())
+        with torch.inference_mode(), swapped(self.tensors, variant):
+            exact = logits_of(self.module(self.x[positions]))
+        return int((self._classes(exact).argmax(1) == self.y[positions]).sum())
 
     def settings(self) -> dict:
         """What the JSON records of this screen (``sequential.screen``)."""

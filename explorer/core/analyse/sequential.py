@@ -93,19 +93,25 @@ class StagedSplit:
         return variant, (self.screen.cheap(variant) if self.screen is not None else variant)
 
     def evaluate(self, a: int, b: int, variants: list[tuple[dict, dict]], correct_of, loss_of) -> list:
-        """(correct predictions, summed loss) per prepared variant on samples a..b of the order, in one replay."""
+        """Per prepared variant on samples a..b of the order, in one replay: (correct predictions, summed loss,
+        positions left uncertified, how many of those the cheap logits call correct). Without a screen nothing
+        is left uncertified."""
         replayer, y, _ = self.part(a, b)
         n = b - a
         logits = replayer.run_variants({k.rsplit(".", 1)[0] for v, _ in variants for k in v},
                                        [run for _, run in variants])
         out = []
-        for j, (v, _) in enumerate(variants):
+        for j in range(len(variants)):
             chunk = logits[j * n:(j + 1) * n]
             if self.screen is not None:
-                out.append(self.screen.score(chunk, a, v, loss_of))
+                out.append(self.screen.score(chunk, a, loss_of))
             else:
-                out.append((int(correct_of(chunk, y)), loss_of(chunk, y) * n))
+                out.append((int(correct_of(chunk, y)), loss_of(chunk, y) * n, None, 0))
         return out
+
+    def resolve(self, positions: torch.Tensor, variant: dict) -> int:
+        """Correct float32 predictions of the point with (unprepared) ``variant`` at ``positions`` of the order."""
+        return self.screen.resolve(positions, variant)
 
     def next_bound(self, n: int) -> int:
         return next(b for b in self.bounds if b > n)
@@ -158,12 +164,40 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
     same range of samples run together."""
     N = staged.N
     eligible = list(eligible) if eligible is not None else [True] * n_points
-    correct = [0] * n_points
+    correct = [0] * n_points               # estimate: certified correct + uncertified the cheap logits call correct
+    sure = [0] * n_points                  # certified (or float32) correct
+    pending: list[list] = [[] for _ in range(n_points)]     # positions left uncertified by the screen
     loss_sum = [0.0] * n_points
     used = [0] * n_points
     state = [[0] * len(drops) for _ in range(n_points)]
     dropped: set[int] = set()              # monotone: above a point that fails the loosest drop
     cache: dict[int, dict] = {}
+
+    def bounds(i: int, extra: int = 0, unknown: int | None = None) -> tuple[float, float]:
+        """Point i's interval: its uncertified samples count as unknown (or ``extra`` of ``unknown`` correct)."""
+        u = sum(len(p) for p in pending[i]) if unknown is None else unknown
+        return 100.0 * (sure[i] + extra) / N, 100.0 * (sure[i] + extra + u + N - used[i]) / N
+
+    def settle(i: int) -> None:
+        state[i] = states(*bounds(i), dense, drops)
+        if monotone and all(v == -1 for v in state[i]):
+            dropped.update(range(i + 1, n_points))
+
+    def resolvable(i: int) -> bool:
+        """Would the float32 predictions of i's uncertified samples change any decision (all right / all wrong)?"""
+        u = sum(len(p) for p in pending[i])
+        return bool(u) and (states(*bounds(i, u, 0), dense, drops) != state[i]
+                            or states(*bounds(i, 0, 0), dense, drops) != state[i])
+
+    def resolve(i: int) -> None:
+        positions = torch.cat(pending[i])
+        c = staged.resolve(positions, variants_at(i) if i not in cache else cache[i][0])
+        correct[i] += c - sum(pending_correct[i])
+        sure[i] += c
+        pending[i], pending_correct[i] = [], []
+        settle(i)
+
+    pending_correct: list[list[int]] = [[] for _ in range(n_points)]
 
     def run(points: list[int], a: int, b: int) -> None:
         n = b - a
@@ -175,16 +209,24 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
                 if i not in cache:
                     cache[i] = staged.prepared(variants_at(i))
                 variants.append(cache[i])
-            for i, (c, l) in zip(idx, staged.evaluate(a, b, variants, correct_of, loss_of)):
-                correct[i] += c
+            for i, (c, l, unsure, unsure_correct) in zip(idx, staged.evaluate(a, b, variants, correct_of, loss_of)):
+                correct[i] += c + unsure_correct
+                sure[i] += c
                 loss_sum[i] += l
                 used[i] += n
-                state[i] = states(*interval(correct[i], used[i], N), dense, drops)
-                if monotone and all(v == -1 for v in state[i]):
-                    dropped.update(range(i + 1, n_points))
+                if unsure is not None and unsure.numel():
+                    pending[i].append(unsure)
+                    pending_correct[i].append(unsure_correct)
+                settle(i)
 
     run(list(range(n_points)), 0, staged.bounds[0])
     while True:
+        # uncertified samples are recomputed only where their float32 predictions could change a decision
+        ahead = [i for i in range(n_points) if i not in dropped and resolvable(i)]
+        for i in ahead:
+            resolve(i)
+        if ahead:
+            continue
         live = [i for i in range(n_points) if i not in dropped and used[i] < N]
         need, first, target = [], [], {}
         for i in live:
@@ -217,8 +259,10 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
         if i in dropped or not used[i]:
             out.append((None, None, None, None))
             continue
+        if used[i] == N and pending[i]:         # a point on the whole split is the exact value
+            resolve(i)
         acc = 100.0 * correct[i] / (N if used[i] == N else used[i])
-        out.append((acc, loss_sum[i] / used[i], used[i], list(interval(correct[i], used[i], N))))
+        out.append((acc, loss_sum[i] / used[i], used[i], list(bounds(i))))
     return out
 
 
