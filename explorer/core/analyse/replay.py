@@ -6,6 +6,8 @@ scan checks before trusting it.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -23,13 +25,42 @@ def fx_map(v, fn):
     return fn(v)
 
 
+_TRACES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # model -> (structure, its traced graph)
+
+
+def traced(module: nn.Module, key=None):
+    """``torch.fx.symbolic_trace(module)``; with ``key`` (the model ``module`` is a deep copy of) the graph of an
+    earlier copy with the same structure (every submodule's name, type and settings) is reused: tracing a small
+    network costs more than the rest of building its replayer."""
+    import torch.fx as fx
+
+    if key is None:
+        return fx.symbolic_trace(module)
+    structure = tuple((n, type(m), m.extra_repr()) for n, m in module.named_modules())
+    hit = _TRACES.get(key)
+    if hit is not None and hit[0] == structure:
+        try:
+            graph = fx.Graph()
+            graph.output(graph.graph_copy(hit[1], {}))
+            return fx.GraphModule(module, graph)
+        except Exception:            # e.g. a constant the first trace kept on its own module: trace again
+            pass
+    gm = fx.symbolic_trace(module)
+    try:
+        _TRACES[key] = (structure, gm.graph)
+    except TypeError:                # a key that cannot be weakly referenced: no reuse
+        pass
+    return gm
+
+
 class Replayer:
     """Caches every node value of one forward pass; replays the part downstream of changed modules."""
 
-    def __init__(self, module: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None):
+    def __init__(self, module: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None, key=None):
         """``dtype`` (e.g. bfloat16): replay in that precision -- the traced module, its folded conv+BN pairs
         (folded in the module's own precision first) and ``x`` are converted, the module is not (the caller
-        passes a copy it may spare: tracing shares its submodules). Variants are then given in ``dtype``."""
+        passes a copy it may spare: tracing shares its submodules). Variants are then given in ``dtype``.
+        ``key``: the model ``module`` is a copy of; its trace is kept (``traced``) for the next copy."""
         import torch.fx as fx
 
         # channels-last (NHWC) runs oneDNN's convolutions faster on CPU; same math, float-rounding-level
@@ -38,7 +69,7 @@ class Replayer:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
-        self.gm = fx.symbolic_trace(module)
+        self.gm = traced(module, key)
         self.dtype = dtype
         self.N = x.shape[0]
         self.env: dict = {}
@@ -220,7 +251,9 @@ class Replayer:
                 if a in in_suffix:
                     last_use[a] = i
         expanded: dict = {}
-        params = dict(self.gm.named_parameters())
+        if "_params" not in self.__dict__:
+            self._params = dict(self.gm.named_parameters())
+        params = self._params
 
         def arg(a):
             if isinstance(a, fx.Node):

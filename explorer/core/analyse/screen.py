@@ -23,10 +23,10 @@ split are timed (the float32 one gives the exact dense accuracy anyway), and bfl
 from __future__ import annotations
 
 import copy
-import time
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..model.layers import logits_of
@@ -34,8 +34,7 @@ from .replay import Replayer
 
 CHEAP = torch.bfloat16
 SAFETY = 4.0                 # bound = SAFETY x the dense model's largest cheap-path logit error
-FASTER = 0.75                # use the cheap path only when a dense bfloat16 forward takes <= this x float32's
-PROBE = 32                   # at least this many samples check the bfloat16 replay
+PROBE = 32                   # at least this many samples (or a quarter of the split) calibrate the bound
 
 
 def margins(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,23 +92,17 @@ def fast_bfloat16(device: torch.device) -> bool:
     return bool(flags & {"amx_bf16", "avx512_bf16", "bf16"}) or not flags
 
 
-def _timed(fn) -> float:
-    t = time.perf_counter()
-    fn()
-    return time.perf_counter() - t
-
-
 class Screen:
     """The split (in the scan's seeded order) in float32 for recomputing, the bfloat16 replayer for screening,
     the bound, and counts of what was screened and recomputed."""
 
     def __init__(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, replayer: Replayer, bound: float,
-                 num_classes: int | None, probe: dict):
+                 num_classes: int | None):
         self.module, self.x, self.y = module, x, y
         self.replayer = replayer
         self.bound = bound
         self.num_classes = num_classes
-        self.probe = probe
+        self.dense: tuple[float, float] | None = None
         self.screened = 0
         self.recomputed = 0
         self.tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
@@ -121,19 +114,26 @@ class Screen:
         nc = self.num_classes
         return logits[:, :nc] if nc and logits.shape[1] > nc else logits
 
-    def score(self, logits: torch.Tensor, a: int, loss_of) -> tuple[int, float, torch.Tensor, int]:
-        """Samples a..a+len(logits) of the order from their cheap logits: (certified correct predictions, summed
-        loss of the cheap logits -- an estimate --, positions of the uncertified samples, how many of those the
-        cheap logits call correct). ``resolve`` gives the float32 count of uncertified positions when needed."""
-        logits = logits.float()
-        n = logits.shape[0]
+    def score(self, logits: torch.Tensor, a: int, k: int = 1) -> list[tuple[int, float, torch.Tensor, int]]:
+        """Cheap logits of ``k`` variants stacked (``k`` x n rows) for samples a..a+n of the order, per variant:
+        (certified correct predictions, summed cross-entropy of the cheap logits -- an estimate --, positions of
+        the uncertified samples, how many of those the cheap logits call correct). ``resolve`` gives the float32
+        count at uncertified positions when it is needed."""
+        logits = self._classes(logits.float())
+        n = logits.shape[0] // k
         y = self.y[a:a + n]
-        pred, m = margins(self._classes(logits))
-        right = pred == y
+        pred, m = margins(logits)
+        right = (pred.view(k, n) == y).view(-1)
         sure = m > 2.0 * self.bound
-        unsure = (~sure).nonzero().flatten()
-        self.screened += n
-        return int((right & sure).sum()), loss_of(logits, y) * n, unsure + a, int(right[unsure].sum())
+        loss = F.cross_entropy(torch.nan_to_num(logits, nan=0.0, posinf=1e4, neginf=-1e4), y.repeat(k),
+                               reduction="none").view(k, n).sum(1).tolist()
+        good = (right & sure).view(k, n).sum(1).tolist()
+        self.screened += k * n
+        out = []
+        for j in range(k):
+            unsure = (~sure[j * n:(j + 1) * n]).nonzero().flatten()
+            out.append((int(good[j]), float(loss[j]), unsure + a, int(right[j * n + unsure].sum())))
+        return out
 
     def resolve(self, positions: torch.Tensor, variant: dict[str, torch.Tensor]) -> int:
         """Correct float32 predictions at ``positions`` of the order with the float32 ``variant`` swapped in."""
@@ -145,51 +145,41 @@ class Screen:
     def settings(self) -> dict:
         """What the JSON records of this screen (``sequential.screen``)."""
         return {"bound": self.bound, "safety": SAFETY, "screened": self.screened, "recomputed": self.recomputed,
-                "recomputed_share": self.recomputed / self.screened if self.screened else 0.0, **self.probe}
+                "recomputed_share": self.recomputed / self.screened if self.screened else 0.0}
 
 
 def build_screen(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, num_classes: int | None,
-                 check: dict[str, torch.Tensor], force: bool = False):
-    """(dense float32 logits of ``x``, Screen or None, why not). ``module``: the scan's float32 copy (it becomes
-    the recomputing model, channels-last for conv nets); ``perm``: the scan's seeded order; ``check``: the first
-    scanned layer's dense weights, replayed on the first samples to check the replay and calibrate the bound.
-    ``force``: build it even where bfloat16 is not faster (tests). The dense logits are exact in any case."""
-    conv = x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in module.modules())
-    if conv:
+                 check: dict[str, torch.Tensor], force: bool = False, key=None):
+    """(Screen or None, why not). ``module``: the scan's float32 copy (it becomes the recomputing model,
+    channels-last for conv nets); ``perm``: the scan's seeded order; ``check``: the first scanned layer's dense
+    weights, replayed on the first samples of the order to check the replay; ``force``: build it even without native bfloat16 (tests); ``key``: the model the scan copied (replay.py's
+    trace cache). The screen's ``dense`` holds the dense model's (accuracy, loss): the accuracy certified like
+    every point's, the loss an estimate."""
+    if not force and not fast_bfloat16(x.device):
+        return None, f"no native bfloat16 on {x.device.type}"
+    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in module.modules()):
         module.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        t = time.perf_counter()
-        dense = logits_of(module(x))
-        t32 = time.perf_counter() - t
-    if not force and not fast_bfloat16(x.device):
-        return dense, None, f"no native bfloat16 on {x.device.type}"
-    xp = x[perm]
+    xp, yp = x[perm], y[perm]
     try:
-        replayer = Replayer(copy.deepcopy(module), xp, dtype=CHEAP)
+        replayer = Replayer(copy.deepcopy(module), xp, dtype=CHEAP, key=key)
         if not replayer.sliceable():
-            return dense, None, "the replay cache cannot be cut by samples"
+            return None, "the replay cache cannot be cut by samples"
+        n = min(replayer.N, max(PROBE, replayer.N // 4))
         with torch.inference_mode():
-            x16 = xp.to(CHEAP)
-            t16 = _timed(lambda: replayer.gm(x16))
+            exact = logits_of(module(xp[:n]))
+        cheap = replayer.output[:n]
+        bound = calibrate([(exact, cheap)])
+        if bound == float("inf"):
+            return None, "the dense logits are not finite"
+        again = replayer.subset(slice(0, n)).run_variants({k.rsplit(".", 1)[0] for k in check},
+                                                          [{k: t.to(CHEAP) for k, t in check.items()}])
+        if again.shape != exact.shape or float((again.float() - exact.float()).abs().max()) > bound:
+            return None, "the bfloat16 replay does not reproduce the forward"
     except Exception as e:          # a model the cheap path cannot trace or run: the float32 scan
-        return dense, None, f"bfloat16 replay failed ({type(e).__name__})"
-    probe = {"float32_s": t32, "bfloat16_s": t16}
-    if t16 > FASTER * t32 and not force:
-        return dense, None, f"bfloat16 took {t16 / max(t32, 1e-12):.2f}x float32's time"
-    exact = dense[perm]
-    bound = calibrate([(exact, replayer.output)])
-    if bound == float("inf"):
-        return dense, None, "the dense logits are not finite"
-    n = min(replayer.N, max(PROBE, replayer.N // 8))
-    try:
-        part = replayer.subset(slice(0, n))
-        again = part.run_variants({k.rsplit(".", 1)[0] for k in check},
-                                  [{k: t.to(CHEAP) for k, t in check.items()}])
-        ok = again.shape == exact[:n].shape and float((again.float() - exact[:n].float()).abs().max()) <= bound
-    except Exception:
-        ok = False
-    if not ok:                   # the replay does not reproduce the forward: the float32 scan (which checks again)
-        return dense, None, "the bfloat16 replay does not reproduce the forward"
-    bound = calibrate([(exact, replayer.output), (exact[:n], again)])
-    return dense, Screen(module, xp, y[perm], replayer, bound, num_classes, probe), ""
+        return None, f"bfloat16 replay failed ({type(e).__name__})"
+    screen = Screen(module, xp, yp, replayer, calibrate([(exact, cheap), (exact, again)]), num_classes)
+    c, loss_sum, unsure, _ = screen.score(replayer.output, 0)[0]
+    screen.dense = (100.0 * (c + screen.resolve(unsure, {})) / replayer.N, loss_sum / replayer.N)
+    screen.screened = screen.recomputed = 0          # the counts are the points'
+    return screen, ""

@@ -276,18 +276,19 @@ def _scan_units(session: StateView, spec: ScanSpec) -> list[tuple[str, tuple[str
 
 
 def _screen(session: StateView, module, x, y, first: tuple[str, ...], spec: ScanSpec, num_classes):
-    """The sequential scan's bfloat16 screen (screen.py), or None and why not; with the dense float32 logits."""
+    """The sequential scan's bfloat16 screen (screen.py), or None and why not."""
     current = dict(module.named_parameters())
     keys = session.profile.weight_keys
     check = {keys[n]: current[keys[n]].detach() for n in first}
     try:
-        dense, screen, why = build_screen(module, x, y, order(x.shape[0], spec.seed, x.device), num_classes, check,
-                                          force=spec.precision == "bfloat16")
+        screen, why = build_screen(module, x, y, order(x.shape[0], spec.seed, x.device), num_classes, check,
+                                   force=spec.precision == "bfloat16",
+                                   key=session.module)
     except Exception as e:       # the float32 scan instead (it checks its own replay)
-        return None, f"bfloat16 screen failed ({type(e).__name__})", None
+        return None, f"bfloat16 screen failed ({type(e).__name__})"
     if screen is not None and screen.replayer.cached_bytes() > CACHE_BUDGET_BYTES:
-        return None, "the bfloat16 replay cache is over the budget", dense
-    return screen, why, dense
+        return None, "the bfloat16 replay cache is over the budget"
+    return screen, why
 
 
 def _dataset_tensors(ds, split: str):
@@ -346,10 +347,9 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
     sequential = not spec.exact and spec.early_stop is None and not spec.latency
     staged, screen, why_float32 = None, None, "off" if spec.precision == "float32" else ""
     if not naive and sequential and spec.precision != "float32":
-        screen, why_float32, dense_logits = _screen(session, module, x, y, units[0][1], spec, ds.num_classes)
+        screen, why_float32 = _screen(session, module, x, y, units[0][1], spec, ds.num_classes)
         if screen is not None:
-            dense_acc = _accuracy(dense_logits, y, ds.num_classes)
-            dense_loss = _loss(dense_logits, y, ds.num_classes)
+            dense_acc, dense_loss = screen.dense
             method = "fast"
             staged = StagedSplit(module, x, y, spec.seed, screen=screen)
     if not naive and screen is None:
@@ -363,7 +363,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         except Exception:
             replayer, method = None, "naive"
     if screen is not None:
-        pass                 # dense values from the float32 forward; the screen checked its replay
+        pass                 # the screen certified the dense accuracy and checked its replay
     elif replayer is None:
         ev = evaluate(module, ds, spec.split, cancel=cancel)
         dense_acc, dense_loss = measure.value(ev), ev.loss

@@ -100,13 +100,12 @@ class StagedSplit:
         n = b - a
         logits = replayer.run_variants({k.rsplit(".", 1)[0] for v, _ in variants for k in v},
                                        [run for _, run in variants])
+        if self.screen is not None:
+            return self.screen.score(logits, a, len(variants))
         out = []
         for j in range(len(variants)):
             chunk = logits[j * n:(j + 1) * n]
-            if self.screen is not None:
-                out.append(self.screen.score(chunk, a, loss_of))
-            else:
-                out.append((int(correct_of(chunk, y)), loss_of(chunk, y) * n, None, 0))
+            out.append((int(correct_of(chunk, y)), loss_of(chunk, y) * n, None, 0))
         return out
 
     def resolve(self, positions: torch.Tensor, variant: dict) -> int:
@@ -184,10 +183,13 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
             dropped.update(range(i + 1, n_points))
 
     def resolvable(i: int) -> bool:
-        """Would the float32 predictions of i's uncertified samples change any decision (all right / all wrong)?"""
+        """Should i's uncertified samples be recomputed now, rather than after more samples? When i is on the
+        whole split and undecided, or when they alone could decide every drop (all right or all wrong)."""
         u = sum(len(p) for p in pending[i])
-        return bool(u) and (states(*bounds(i, u, 0), dense, drops) != state[i]
-                            or states(*bounds(i, 0, 0), dense, drops) != state[i])
+        if not u or 0 not in state[i]:
+            return False
+        return used[i] == N or 0 not in states(*bounds(i, u, 0), dense, drops) \
+            or 0 not in states(*bounds(i, 0, 0), dense, drops)
 
     def resolve(i: int) -> None:
         positions = torch.cat(pending[i])
@@ -219,10 +221,17 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
                     pending_correct[i].append(unsure_correct)
                 settle(i)
 
+    def relevant(i: int) -> bool:
+        """Does some drop leave point i undecided while no eligible point above it is known to be within it?"""
+        return i not in dropped and any(
+            state[i][di] == 0 and not any(eligible[j] and state[j][di] == 1 and j not in dropped
+                                          for j in range(i + 1, n_points)) for di in range(len(drops)))
+
     run(list(range(n_points)), 0, staged.bounds[0])
     while True:
         # uncertified samples are recomputed only where their float32 predictions could change a decision
-        ahead = [i for i in range(n_points) if i not in dropped and resolvable(i)]
+        # that matters to the allocation
+        ahead = [i for i in range(n_points) if relevant(i) and resolvable(i)]
         for i in ahead:
             resolve(i)
         if ahead:
