@@ -34,6 +34,7 @@ from .replay import Replayer
 
 CHEAP = torch.bfloat16
 SAFETY = 4.0                 # bound = SAFETY x the dense model's largest cheap-path logit error
+CHECK = 4.0                  # the bfloat16 replay of the dense model must stay within CHECK x that error
 PROBE = 32                   # at least this many samples (or a quarter of the split) calibrate the bound
 
 
@@ -51,13 +52,18 @@ def certified(logits: torch.Tensor, bound: float) -> torch.Tensor:
     return m > 2.0 * bound
 
 
-def calibrate(pairs) -> float:
-    """``SAFETY`` x the largest |exact - cheap| logit over ``pairs`` of (exact, cheap) logits, at least bfloat16's
-    relative precision x the largest |logit|; inf when something is not finite (then nothing is certified)."""
+def error_level(pairs) -> float:
+    """The largest |exact - cheap| logit over ``pairs`` of (exact, cheap) logits, at least bfloat16's relative
+    precision x the largest |logit|; inf when something is not finite."""
     err = max(float((c.float() - e.float()).abs().max()) for e, c in pairs)
     floor = 2.0 ** -8 * max(float(e.float().abs().max()) for e, _ in pairs)
-    bound = SAFETY * max(err, floor)
-    return bound if bound == bound and bound < float("inf") else float("inf")
+    level = max(err, floor)
+    return level if level == level and level < float("inf") else float("inf")
+
+
+def calibrate(pairs) -> float:
+    """The bound: ``SAFETY`` x :func:`error_level` (inf: nothing is certified)."""
+    return SAFETY * error_level(pairs)
 
 
 @contextmanager
@@ -96,9 +102,11 @@ class Screen:
     """The split (in the scan's seeded order) in float32 for recomputing, the bfloat16 replayer for screening,
     the bound, and counts of what was screened and recomputed."""
 
-    def __init__(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, replayer: Replayer, bound: float,
-                 num_classes: int | None):
-        self.module, self.x, self.y = module, x, y
+    def __init__(self, module: nn.Module, exact: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                 replayer: Replayer, bound: float, num_classes: int | None):
+        """``module``: the model, whose tensors the bfloat16 replayer now holds; ``exact``: its float32 tensors
+        (state_dict key -> tensor), swapped in to recompute."""
+        self.module, self.exact, self.x, self.y = module, exact, x, y
         self.replayer = replayer
         self.bound = bound
         self.num_classes = num_classes
@@ -138,7 +146,7 @@ class Screen:
     def resolve(self, positions: torch.Tensor, variant: dict[str, torch.Tensor]) -> int:
         """Correct float32 predictions at ``positions`` of the order with the float32 ``variant`` swapped in."""
         self.recomputed += int(positions.numel())
-        with torch.inference_mode(), swapped(self.tensors, variant):
+        with torch.inference_mode(), swapped(self.tensors, {**self.exact, **variant}):
             exact = logits_of(self.module(self.x[positions]))
         return int((self._classes(exact).argmax(1) == self.y[positions]).sum())
 
@@ -150,35 +158,39 @@ class Screen:
 
 def build_screen(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, num_classes: int | None,
                  check: dict[str, torch.Tensor], force: bool = False, key=None):
-    """(Screen or None, why not). ``module``: the scan's float32 copy (it becomes the recomputing model,
-    channels-last for conv nets); ``perm``: the scan's seeded order; ``check``: the first scanned layer's dense
+    """(Screen or None, why not). ``module``: the scan's float32 copy (the bfloat16 replayer converts it; its
+    float32 tensors are kept for recomputing, and put back when no screen is built); ``perm``: the scan's seeded order; ``check``: the first scanned layer's dense
     weights, replayed on the first samples of the order to check the replay; ``force``: build it even without native bfloat16 (tests); ``key``: the model the scan copied (replay.py's
     trace cache). The screen's ``dense`` holds the dense model's (accuracy, loss): the accuracy certified like
     every point's, the loss an estimate."""
     if not force and not fast_bfloat16(x.device):
         return None, f"no native bfloat16 on {x.device.type}"
-    if x.dim() == 4 and any(isinstance(m, nn.Conv2d) for m in module.modules()):
-        module.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
     xp, yp = x[perm], y[perm]
+    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    exact32 = {k: t.data for k, t in tensors.items()}       # the replayer converts the module itself
+    replayer = None
     try:
-        replayer = Replayer(copy.deepcopy(module), xp, dtype=CHEAP, key=key)
-        if not replayer.sliceable():
-            return None, "the replay cache cannot be cut by samples"
-        n = min(replayer.N, max(PROBE, replayer.N // 4))
+        n = min(xp.shape[0], max(PROBE, xp.shape[0] // 4))
         with torch.inference_mode():
             exact = logits_of(module(xp[:n]))
+        replayer = Replayer(module, xp, dtype=CHEAP, key=key)
+        why = "" if replayer.sliceable() else "the replay cache cannot be cut by samples"
         cheap = replayer.output[:n]
-        bound = calibrate([(exact, cheap)])
-        if bound == float("inf"):
-            return None, "the dense logits are not finite"
-        again = replayer.subset(slice(0, n)).run_variants({k.rsplit(".", 1)[0] for k in check},
-                                                          [{k: t.to(CHEAP) for k, t in check.items()}])
-        if again.shape != exact.shape or float((again.float() - exact.float()).abs().max()) > bound:
-            return None, "the bfloat16 replay does not reproduce the forward"
+        level = error_level([(exact, cheap)])
+        if not why and level == float("inf"):
+            why = "the dense logits are not finite"
+        if not why:         # the replay (conv+BN folded) stays within a few times the forward's own error
+            again = replayer.subset(slice(0, n)).run_variants({k.rsplit(".", 1)[0] for k in check},
+                                                              [{k: t.to(CHEAP) for k, t in check.items()}])
+            if again.shape != exact.shape or float((again.float() - exact.float()).abs().max()) > CHECK * level:
+                why = "the bfloat16 replay does not reproduce the forward"
     except Exception as e:          # a model the cheap path cannot trace or run: the float32 scan
-        return None, f"bfloat16 replay failed ({type(e).__name__})"
-    screen = Screen(module, xp, yp, replayer, calibrate([(exact, cheap), (exact, again)]), num_classes)
+        why = f"bfloat16 replay failed ({type(e).__name__})"
+    if why:             # the module as it was, for the float32 scan (converting replaced its buffers)
+        for k, t in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items():
+            t.data = exact32[k]
+        return None, why
+    screen = Screen(module, exact32, xp, yp, replayer, calibrate([(exact, cheap), (exact, again)]), num_classes)
     c, loss_sum, unsure, _ = screen.score(replayer.output, 0)[0]
     screen.dense = (100.0 * (c + screen.resolve(unsure, {})) / replayer.N, loss_sum / replayer.N)
     screen.screened = screen.recomputed = 0          # the counts are the points'
