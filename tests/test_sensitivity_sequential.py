@@ -194,8 +194,7 @@ def test_certification_recomputes_what_the_bound_does_not_cover():
         true = module(x)
     y = true.argmax(1)
     y[5] = (y[5] + 1) % 3                                    # one sample the model gets wrong
-    state = {k: t.data for k, t in module.state_dict(keep_vars=True).items()}
-    screen = Screen(module, state, x, y, None, bound=0.05, num_classes=None)
+    screen = Screen(module, x, y, None, bound=0.05, num_classes=None)
     cheap = true.clone()
     order = true.argsort(1, descending=True)
     cheap[0, order[0, 1]] = cheap[0, order[0, 0]] + 0.01    # sample 0: the cheap logits flip, by a small margin
@@ -207,7 +206,7 @@ def test_certification_recomputes_what_the_bound_does_not_cover():
     # a variant is swapped in to recompute: zero weights predict class argmax(bias) everywhere
     w0 = {"weight": torch.zeros_like(module.weight)}
     assert screen.resolve(torch.arange(6), w0) == int((y == module.bias.argmax()).sum())
-    assert float(module.weight.abs().sum()) > 0                                    # restored
+    assert float(module.weight.detach().abs().sum()) > 0                           # restored
 
 
 @pytest.mark.parametrize("safety,everything", [(1e6, True), (1e-6, False)])
@@ -244,8 +243,8 @@ def test_auto_precision_falls_back_to_float32_without_native_bfloat16(monkeypatc
 
 
 def test_recomputing_runs_in_float32_with_the_point_s_weights():
-    """The bfloat16 replayer converts the scan's model; a recomputation swaps every float32 tensor back in (BN's
-    running statistics too) and the point's variant on top, and leaves the model as it found it."""
+    """The bfloat16 replayer works on its own copy: the scan's model stays float32 (BN's running statistics
+    too), a recomputation swaps the point's weights in and leaves the model as it found it."""
     import torch
 
     from explorer.core.analyse.screen import build_screen
@@ -258,19 +257,25 @@ def test_recomputing_runs_in_float32_with_the_point_s_weights():
     w = dict(module.named_parameters())["backbone.conv1.weight"].detach().clone()
     screen, why = build_screen(module, x, y, order(64, 0), None, {"backbone.conv1.weight": w}, force=True)
     assert screen is not None, why
+    assert screen.replayer.output.dtype == torch.bfloat16
+    assert all(t.dtype != torch.bfloat16 for t in module.state_dict().values())
     seen = []
     bn = dict(module.named_modules())["backbone.bn1"]
     conv = dict(module.named_modules())["backbone.conv1"]
     h1 = bn.register_forward_pre_hook(lambda m, a: seen.append((m.running_mean.dtype, m.weight.dtype, a[0].dtype)))
-    h2 = conv.register_forward_pre_hook(lambda m, a: seen.append(float(m.weight.abs().sum())))
+    h2 = conv.register_forward_pre_hook(lambda m, a: seen.append(float(m.weight.detach().abs().sum())))
+    xs = x[order(64, 0)][:8]
     try:
         zero = {"backbone.conv1.weight": torch.zeros_like(w)}
-        screen.resolve(torch.arange(8), zero)
+        got = screen.resolve(torch.arange(8), zero)
     finally:
         h1.remove()
         h2.remove()
     assert seen[0] == 0.0 and seen[1] == (torch.float32,) * 3
-    assert bn.running_mean.dtype == torch.bfloat16          # back to what the replayer holds
-    with torch.inference_mode():
-        want = s.module.eval()(x[order(64, 0)][:8]).argmax(1)
-    assert screen.resolve(torch.arange(8), {}) == int((want == 0).sum())
+    torch.testing.assert_close(dict(module.named_parameters())["backbone.conv1.weight"].detach(), w,
+                               rtol=0, atol=0)                       # restored
+    pruned = s.model_copy()
+    with torch.no_grad():
+        pruned.backbone.conv1.weight.zero_()
+        assert got == int((pruned(xs).argmax(1) == 0).sum())
+        assert screen.resolve(torch.arange(8), {}) == int((s.module.eval()(xs).argmax(1) == 0).sum())

@@ -234,6 +234,10 @@ class Replayer:
         y = F.conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, 1)   # N x (K*C) x H x W
         N, KC, H, W = y.shape
         C = KC // K
+        if self.channels_last and y.is_contiguous(memory_format=torch.channels_last):
+            # N x H x W x (K*C) in memory -> K*N x H x W x C: one copy, already channels-last
+            y = y.permute(0, 2, 3, 1).reshape(N, H, W, K, C).permute(3, 0, 1, 2, 4).reshape(K * N, H, W, C)
+            return y.permute(0, 3, 1, 2)
         y = y.reshape(N, K, C, H, W).transpose(0, 1).reshape(K * N, C, H, W)
         return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
 

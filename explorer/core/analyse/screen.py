@@ -102,11 +102,10 @@ class Screen:
     """The split (in the scan's seeded order) in float32 for recomputing, the bfloat16 replayer for screening,
     the bound, and counts of what was screened and recomputed."""
 
-    def __init__(self, module: nn.Module, exact: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                 replayer: Replayer, bound: float, num_classes: int | None):
-        """``module``: the model, whose tensors the bfloat16 replayer now holds; ``exact``: its float32 tensors
-        (state_dict key -> tensor), swapped in to recompute."""
-        self.module, self.exact, self.x, self.y = module, exact, x, y
+    def __init__(self, module: nn.Module, x: torch.Tensor, y: torch.Tensor, replayer: Replayer, bound: float,
+                 num_classes: int | None):
+        """``module``: the float32 model (the bfloat16 replayer holds its own copy)."""
+        self.module, self.x, self.y = module, x, y
         self.replayer = replayer
         self.bound = bound
         self.num_classes = num_classes
@@ -145,10 +144,18 @@ class Screen:
 
     def resolve(self, positions: torch.Tensor, variant: dict[str, torch.Tensor]) -> int:
         """Correct float32 predictions at ``positions`` of the order with the float32 ``variant`` swapped in."""
-        self.recomputed += int(positions.numel())
-        with torch.inference_mode(), swapped(self.tensors, {**self.exact, **variant}):
-            exact = logits_of(self.module(self.x[positions]))
-        return int((self._classes(exact).argmax(1) == self.y[positions]).sum())
+        return self.resolve_many([(positions, variant)])[0]
+
+    def resolve_many(self, items: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> list[int]:
+        """:meth:`resolve` for several (positions, variant): a plain float32 forward each (a stacked float32
+        replay of the samples most likely left uncertified was measured slower: see benchmarks/README.md)."""
+        self.recomputed += sum(int(p.numel()) for p, _ in items)
+        out = []
+        for p, v in items:
+            with torch.inference_mode(), swapped(self.tensors, v):
+                exact = logits_of(self.module(self.x[p]))
+            out.append(int((self._classes(exact).argmax(1) == self.y[p]).sum()))
+        return out
 
     def settings(self) -> dict:
         """What the JSON records of this screen (``sequential.screen``)."""
@@ -158,22 +165,19 @@ class Screen:
 
 def build_screen(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, num_classes: int | None,
                  check: dict[str, torch.Tensor], force: bool = False, key=None):
-    """(Screen or None, why not). ``module``: the scan's float32 copy (the bfloat16 replayer converts it; its
-    float32 tensors are kept for recomputing, and put back when no screen is built); ``perm``: the scan's seeded order; ``check``: the first scanned layer's dense
+    """(Screen or None, why not). ``module``: the scan's float32 copy (it recomputes; the bfloat16 replayer
+    converts a copy of it); ``perm``: the scan's seeded order; ``check``: the first scanned layer's dense
     weights, replayed on the first samples of the order to check the replay; ``force``: build it even without native bfloat16 (tests); ``key``: the model the scan copied (replay.py's
     trace cache). The screen's ``dense`` holds the dense model's (accuracy, loss): the accuracy certified like
     every point's, the loss an estimate."""
     if not force and not fast_bfloat16(x.device):
         return None, f"no native bfloat16 on {x.device.type}"
     xp, yp = x[perm], y[perm]
-    tensors = {**dict(module.named_parameters()), **dict(module.named_buffers())}
-    exact32 = {k: t.data for k, t in tensors.items()}       # the replayer converts the module itself
-    replayer = None
     try:
         n = min(xp.shape[0], max(PROBE, xp.shape[0] // 4))
         with torch.inference_mode():
             exact = logits_of(module(xp[:n]))
-        replayer = Replayer(module, xp, dtype=CHEAP, key=key)
+        replayer = Replayer(copy.deepcopy(module), xp, dtype=CHEAP, key=key)
         why = "" if replayer.sliceable() else "the replay cache cannot be cut by samples"
         cheap = replayer.output[:n]
         level = error_level([(exact, cheap)])
@@ -186,11 +190,9 @@ def build_screen(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torc
                 why = "the bfloat16 replay does not reproduce the forward"
     except Exception as e:          # a model the cheap path cannot trace or run: the float32 scan
         why = f"bfloat16 replay failed ({type(e).__name__})"
-    if why:             # the module as it was, for the float32 scan (converting replaced its buffers)
-        for k, t in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items():
-            t.data = exact32[k]
+    if why:
         return None, why
-    screen = Screen(module, exact32, xp, yp, replayer, calibrate([(exact, cheap), (exact, again)]), num_classes)
+    screen = Screen(module, xp, yp, replayer, calibrate([(exact, cheap), (exact, again)]), num_classes)
     c, loss_sum, unsure, _ = screen.score(replayer.output, 0)[0]
     screen.dense = (100.0 * (c + screen.resolve(unsure, {})) / replayer.N, loss_sum / replayer.N)
     screen.screened = screen.recomputed = 0          # the counts are the points'

@@ -108,9 +108,9 @@ class StagedSplit:
             out.append((int(correct_of(chunk, y)), loss_of(chunk, y) * n, None, 0))
         return out
 
-    def resolve(self, positions: torch.Tensor, variant: dict) -> int:
-        """Correct float32 predictions of the point with (unprepared) ``variant`` at ``positions`` of the order."""
-        return self.screen.resolve(positions, variant)
+    def resolve(self, items: list[tuple[torch.Tensor, dict]]) -> list[int]:
+        """Correct float32 predictions per (positions of the order, the point's unprepared variant), one layer's."""
+        return self.screen.resolve_many(items)
 
     def next_bound(self, n: int) -> int:
         return next(b for b in self.bounds if b > n)
@@ -191,13 +191,14 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
         return used[i] == N or 0 not in states(*bounds(i, u, 0), dense, drops) \
             or 0 not in states(*bounds(i, 0, 0), dense, drops)
 
-    def resolve(i: int) -> None:
-        positions = torch.cat(pending[i])
-        c = staged.resolve(positions, variants_at(i) if i not in cache else cache[i][0])
-        correct[i] += c - sum(pending_correct[i])
-        sure[i] += c
-        pending[i], pending_correct[i] = [], []
-        settle(i)
+    def resolve(points: list[int]) -> None:
+        counts = staged.resolve([(torch.cat(pending[i]), variants_at(i) if i not in cache else cache[i][0])
+                                 for i in points])
+        for i, c in zip(points, counts):
+            correct[i] += c - sum(pending_correct[i])
+            sure[i] += c
+            pending[i], pending_correct[i] = [], []
+            settle(i)
 
     pending_correct: list[list[int]] = [[] for _ in range(n_points)]
 
@@ -232,9 +233,8 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
         # uncertified samples are recomputed only where their float32 predictions could change a decision
         # that matters to the allocation
         ahead = [i for i in range(n_points) if relevant(i) and resolvable(i)]
-        for i in ahead:
-            resolve(i)
         if ahead:
+            resolve(ahead)
             continue
         live = [i for i in range(n_points) if i not in dropped and used[i] < N]
         need, first, target = [], [], {}
@@ -263,13 +263,14 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
         for i in list(cache):
             if i not in need:
                 cache.pop(i)
+    late = [i for i in range(n_points) if i not in dropped and used[i] == N and pending[i]]
+    if late:                                   # a point on the whole split is the exact value
+        resolve(late)
     out = []
     for i in range(n_points):
         if i in dropped or not used[i]:
             out.append((None, None, None, None))
             continue
-        if used[i] == N and pending[i]:         # a point on the whole split is the exact value
-            resolve(i)
         acc = 100.0 * correct[i] / (N if used[i] == N else used[i])
         out.append((acc, loss_sum[i] / used[i], used[i], list(bounds(i))))
     return out
