@@ -1,24 +1,28 @@
 """A cheap screening precision with exact certification, for the sequential scan (issue 24).
 
 The sequential scan only needs, per sample, whether the prediction is right. So a point's samples are replayed in
-bfloat16 (half the bytes, and on CPUs with AMX / AVX512-BF16 or on GPUs 2-4x the speed of float32), and a
-sample's cheap top-1 counts as the float32 one only when its margin (top-1 minus top-2 logit) exceeds twice a
-bound on the cheap path's logit error: if no logit moves by more than ``bound``, the order of the top two cannot
-change. The other samples are recomputed in float32 (a plain forward of the scan's float32 model on those
-samples, with the point's weights swapped in), so the count of correct predictions is the float32 one.
+bfloat16 (a bfloat16 copy of the model and of the whole split's replay cache; on CPUs with AMX / AVX512-BF16 a
+channels-last bfloat16 convolution runs several times faster than float32), and a sample's cheap top-1 counts as
+the float32 one only when its margin (top-1 minus top-2 logit) exceeds twice a bound on the cheap path's logit
+error: if no logit moves by more than ``bound``, the order of the top two cannot change. The other samples are
+left "uncertified": the point's interval counts them as unknown, and they are recomputed in float32 (a plain
+forward of the scan's float32 model on those samples, with the point's weights swapped in) only where that could
+change a decision the allocation needs, and for every point evaluated on the whole split (whose accuracy is then
+the float32 one). The dense accuracy is certified the same way.
 
 The bound is calibrated per scan on the dense model: ``SAFETY`` x the largest |float32 - bfloat16| logit over the
-whole split (the bfloat16 side being the full bfloat16 forward and the suffix replay of the first layer), and never
-below ``SAFETY`` x 2^-8 x the largest |logit| (bfloat16's relative precision). It is an empirical bound, not a
-proof: a pruned variant whose error exceeds ``SAFETY`` times the dense one could be miscounted. On the built-ins the
-pruned variants' errors stay within 1.3x the dense one (measured per layer and sparsity on digits-cnn and
-digits-vgg), and the tests and the benchmark check that the allocations are the float32 scan's. Loss values from
-this path are estimates (bfloat16 logits, float32 for the recomputed samples); the JSON says so
-(``sequential.precision``).
+first quarter of the seeded order (at least ``PROBE`` samples; the bfloat16 side being the full bfloat16 forward and
+the suffix replay of the first scanned layer), and never below ``SAFETY`` x 2^-8 x the largest |logit| (bfloat16's
+relative precision). It is an empirical bound, not a proof: a pruned variant whose error exceeds ``SAFETY`` times
+the dense one could be miscounted. On the built-ins the pruned variants' errors stay within 1.3x the dense one
+(measured per layer and sparsity on digits-cnn and digits-vgg), and the tests and the benchmark check that the
+allocations, and the accuracies of the points on the whole split, are the float32 scan's. Loss values from this
+path are estimates (cross-entropy of the bfloat16 logits); the JSON says so (``sequential.precision``).
 
-The cheap path is used only where it is faster: one float32 and one bfloat16 forward of the dense model over the
-split are timed (the float32 one gives the exact dense accuracy anyway), and bfloat16 must take at most
-``FASTER`` of the float32 time; on a device without native bfloat16 (``fast_bfloat16``) nothing is built.
+The cheap path is used only on a device with native bfloat16 (``fast_bfloat16``: CPU flags amx_bf16 /
+avx512_bf16 / bf16, or CUDA's own answer): emulated bfloat16 is several times slower than float32. A model the
+bfloat16 replay cannot trace, cut by samples or reproduce falls back to the float32 sequential scan, and the JSON
+says why (``sequential.precision_reason``).
 """
 from __future__ import annotations
 

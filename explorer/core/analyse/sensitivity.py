@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PRECISIONS = ("auto", "bfloat16", "float32")
+_SCREENED = "_screened"     # a row's (screened, recomputed) samples while the scan runs; not in the JSON
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
 
 
@@ -417,6 +418,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         if len(members) > 1 and members in by_group:   # a linked layer: same group, same curve
             prev = by_group[members]
             entry = {**prev, "name": row, "params": session.layer(row).params}
+            entry.pop(_SCREENED, None)
             result.layers.append(entry)
             for i, s in enumerate(sparsities):
                 done += 1
@@ -427,6 +429,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         if staged is not None:
             if cancel is not None:
                 cancel.check()
+            counts = (screen.screened, screen.recomputed) if screen is not None else None
             entry = sequential_row(staged, row, members, session.layer(row).params, sparsities, dense_acc, spec,
                                    ds.num_classes, _loss, lambda i, m=members: {
                                        k: t.to(device) for k, t in
@@ -435,6 +438,8 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                 done += 1
                 progress(Progress(done / total, f"{row}: {s:.0%} -> {measure.format(entry['accuracy'][i])}",
                                   ScanPoint(row, i, s, entry["accuracy"][i], None, entry["loss"][i], dense_loss)))
+            if counts is not None:      # this row's share of the screen's counts, gathered under torchrun
+                entry[_SCREENED] = (screen.screened - counts[0], screen.recomputed - counts[1])
             result.layers.append(entry)
             by_group[members] = entry
             continue
@@ -495,7 +500,9 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         rows = [r for r, _ in units]
         merged = gathered({rows.index(l["name"]): l for l in result.layers}, runtime)
         result.layers, result.world_size = [merged[k] for k in sorted(merged)], world_size(runtime)
-    if screen is not None:   # accuracies certified; losses are bfloat16 estimates (float32 where recomputed)
+    if screen is not None:   # accuracies certified; losses are bfloat16 estimates
+        counts = [l.pop(_SCREENED, (0, 0)) for l in result.layers]
+        screen.screened, screen.recomputed = (sum(c[0] for c in counts), sum(c[1] for c in counts))
         result.sequential["screen"] = screen.settings()
     result.seconds = time.perf_counter() - t0
     del base
