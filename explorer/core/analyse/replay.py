@@ -95,6 +95,7 @@ class Replayer:
         with torch.inference_mode():
             self.output = logits_of(interp.run(x))
         self.out_node = next(n for n in self.nodes if n.op == "output")
+        self._plans: dict = {}
         self.calls: dict[str, list] = {}
         for n in self.nodes:
             if n.op == "call_module":
@@ -246,14 +247,7 @@ class Replayer:
         import torch.fx as fx
 
         K = len(variants)
-        nodes = self.suffix(changed)
-        in_suffix = set(nodes)
-        position = {n: i for i, n in enumerate(nodes)}
-        last_use = {}
-        for i, n in enumerate(nodes):
-            for a in n.all_input_nodes:
-                if a in in_suffix:
-                    last_use[a] = i
+        nodes, last_use, folded = self._plan(changed)
         expanded: dict = {}
         if "_params" not in self.__dict__:
             self._params = dict(self.gm.named_parameters())
@@ -266,10 +260,6 @@ class Replayer:
                 return self._batched(self.env[a], K)
             return a
 
-        # conv -> bn pairs outside the changed modules run as one folded conv
-        folded = {c: bn for bn, (c, _) in self.fused.items()
-                  if bn in in_suffix and c in in_suffix and str(c.target) not in changed
-                  and str(bn.target) not in changed}
         with torch.inference_mode():
             for i, n in enumerate(nodes):
                 if n.op == "output":
@@ -324,5 +314,23 @@ class Replayer:
                         del expanded[a]
             out_arg = self.out_node.args[0]
             out = fx.node.map_aggregate(out_arg, arg)
-        del position
         return logits_of(out)
+
+    def _plan(self, changed: set[str]):
+        """(suffix nodes, each node's last use in it, conv -> bn pairs outside the changed modules that run as one
+        folded conv) for ``changed``; kept per set of changed modules (shared with the subsets: same graph)."""
+        key = frozenset(changed)
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            nodes = self.suffix(changed)
+            in_suffix = set(nodes)
+            last_use = {}
+            for i, n in enumerate(nodes):
+                for a in n.all_input_nodes:
+                    if a in in_suffix:
+                        last_use[a] = i
+            folded = {c: bn for bn, (c, _) in self.fused.items()
+                      if bn in in_suffix and c in in_suffix and str(c.target) not in changed
+                      and str(bn.target) not in changed}
+            plans[key] = (nodes, last_use, folded)
+        return plans[key]

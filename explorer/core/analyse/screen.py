@@ -39,6 +39,7 @@ from .replay import Replayer
 CHEAP = torch.bfloat16
 SAFETY = 4.0                 # bound = SAFETY x the dense model's largest cheap-path logit error
 CHECK = 4.0                  # the bfloat16 replay of the dense model must stay within CHECK x that error
+SCREENED = "_screened"       # a row's (screened, recomputed) samples while the scan runs; not in the JSON
 PROBE = 32                   # at least this many samples (or a quarter of the split) calibrate the bound
 
 
@@ -161,19 +162,34 @@ class Screen:
             out.append(int((self._classes(exact).argmax(1) == self.y[p]).sum()))
         return out
 
-    def settings(self) -> dict:
-        """What the JSON records of this screen (``sequential.screen``)."""
+    def settings(self, layers: list[dict]) -> dict:
+        """What the JSON records of this screen (``sequential.screen``), its counts summed over the scan's
+        ``layers`` (rows from every process under torchrun), whose own counts are taken out."""
+        counts = [l.pop(SCREENED, (0, 0)) for l in layers]
+        self.screened, self.recomputed = sum(c[0] for c in counts), sum(c[1] for c in counts)
         return {"bound": self.bound, "safety": SAFETY, "screened": self.screened, "recomputed": self.recomputed,
                 "recomputed_share": self.recomputed / self.screened if self.screened else 0.0}
 
 
 def build_screen(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, num_classes: int | None,
-                 check: dict[str, torch.Tensor], force: bool = False, key=None):
+                 check: dict[str, torch.Tensor], force: bool = False, key=None, budget: float = float("inf")):
+    """:func:`_build` on any error, or a replay cache over ``budget`` bytes: None and why (the float32 scan)."""
+    try:
+        screen, why = _build(module, x, y, perm, num_classes, check, force, key)
+    except Exception as e:
+        return None, f"bfloat16 screen failed ({type(e).__name__})"
+    if screen is not None and screen.replayer.cached_bytes() > budget:
+        return None, "the bfloat16 replay cache is over the budget"
+    return screen, why
+
+
+def _build(module: nn.Module, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, num_classes: int | None,
+           check: dict[str, torch.Tensor], force: bool = False, key=None):
     """(Screen or None, why not). ``module``: the scan's float32 copy (it recomputes; the bfloat16 replayer
     converts a copy of it); ``perm``: the scan's seeded order; ``check``: the first scanned layer's dense
-    weights, replayed on the first samples of the order to check the replay; ``force``: build it even without native bfloat16 (tests); ``key``: the model the scan copied (replay.py's
-    trace cache). The screen's ``dense`` holds the dense model's (accuracy, loss): the accuracy certified like
-    every point's, the loss an estimate."""
+    weights, replayed on the first samples of the order to check the replay; ``force``: build it even without
+    native bfloat16 (tests); ``key``: the model the scan copied (replay.py's trace cache). The screen's ``dense``
+    holds the dense model's (accuracy, loss): the accuracy certified like every point's, the loss an estimate."""
     if not force and not fast_bfloat16(x.device):
         return None, f"no native bfloat16 on {x.device.type}"
     xp, yp = x[perm], y[perm]

@@ -43,8 +43,9 @@ from ..prune.masks import masked_tensors
 from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
 from ..train.metric import METRICS, metric_of
+from .latency import latency_input, measure_latency, scan_point_latency
 from .replay import Replayer
-from .screen import build_screen
+from .screen import SCREENED, build_screen
 from .sequential import StagedSplit, order, sequential_row
 from .shard import gathered, owner, world_size
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PRECISIONS = ("auto", "bfloat16", "float32")
-_SCREENED = "_screened"     # a row's (screened, recomputed) samples while the scan runs; not in the JSON
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
 
 
@@ -276,22 +276,6 @@ def _scan_units(session: StateView, spec: ScanSpec) -> list[tuple[str, tuple[str
     return units, skipped
 
 
-def _screen(session: StateView, module, x, y, first: tuple[str, ...], spec: ScanSpec, num_classes):
-    """The sequential scan's bfloat16 screen (screen.py), or None and why not."""
-    current = dict(module.named_parameters())
-    keys = session.profile.weight_keys
-    check = {keys[n]: current[keys[n]].detach() for n in first}
-    try:
-        screen, why = build_screen(module, x, y, order(x.shape[0], spec.seed, x.device), num_classes, check,
-                                   force=spec.precision == "bfloat16",
-                                   key=session.module)
-    except Exception as e:       # the float32 scan instead (it checks its own replay)
-        return None, f"bfloat16 screen failed ({type(e).__name__})"
-    if screen is not None and screen.replayer.cached_bytes() > CACHE_BUDGET_BYTES:
-        return None, "the bfloat16 replay cache is over the budget"
-    return screen, why
-
-
 def _dataset_tensors(ds, split: str):
     xs, ys = [], []
     for x, y in ds.batches(split, batch_size=1024):
@@ -347,8 +331,12 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
     method = "naive"
     sequential = not spec.exact and spec.early_stop is None and not spec.latency
     staged, screen, why_float32 = None, None, "off" if spec.precision == "float32" else ""
+    current, keys = dict(module.named_parameters()), session.profile.weight_keys
+    dense_variant = {keys[n]: current[keys[n]].detach() for n in units[0][1]}   # checks the replays
     if not naive and sequential and spec.precision != "float32":
-        screen, why_float32 = _screen(session, module, x, y, units[0][1], spec, ds.num_classes)
+        screen, why_float32 = build_screen(module, x, y, order(x.shape[0], spec.seed, x.device), ds.num_classes,
+                                           dense_variant, spec.precision == "bfloat16", session.module,
+                                           CACHE_BUDGET_BYTES)
         if screen is not None:
             dense_acc, dense_loss = screen.dense
             method = "fast"
@@ -363,19 +351,13 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                 replayer, method = None, "naive"
         except Exception:
             replayer, method = None, "naive"
-    if screen is not None:
-        pass                 # the screen certified the dense accuracy and checked its replay
-    elif replayer is None:
+    if screen is None and replayer is None:      # (a screen certified the dense accuracy and checked its replay)
         ev = evaluate(module, ds, spec.split, cancel=cancel)
         dense_acc, dense_loss = measure.value(ev), ev.loss
-    else:
+    elif screen is None:
         # check that replaying reproduces the full forward (dense weights as the only variant)
-        first = units[0][1]
-        current = dict(module.named_parameters())
-        keys = session.profile.weight_keys
-        dense_variant = {keys[n]: current[keys[n]].detach() for n in first}
         try:
-            again = replayer.run_variants(set(first), [dense_variant])
+            again = replayer.run_variants(set(units[0][1]), [dense_variant])
             ok = again.shape == replayer.output.shape and torch.allclose(again, replayer.output, rtol=1e-4, atol=1e-5)
         except Exception:
             ok = False
@@ -387,7 +369,6 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
     dense_latency = None
     example = None
     if spec.latency:
-        from .latency import latency_input, measure_latency
         if not spec.granularity.structured:
             raise PlanError("Latency sensitivity needs a structured granularity (channel): unstructured zeros do not "
                             "change dense latency.")
@@ -418,7 +399,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         if len(members) > 1 and members in by_group:   # a linked layer: same group, same curve
             prev = by_group[members]
             entry = {**prev, "name": row, "params": session.layer(row).params}
-            entry.pop(_SCREENED, None)
+            entry.pop(SCREENED, None)
             result.layers.append(entry)
             for i, s in enumerate(sparsities):
                 done += 1
@@ -429,7 +410,6 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         if staged is not None:
             if cancel is not None:
                 cancel.check()
-            counts = (screen.screened, screen.recomputed) if screen is not None else None
             entry = sequential_row(staged, row, members, session.layer(row).params, sparsities, dense_acc, spec,
                                    ds.num_classes, _loss, lambda i, m=members: {
                                        k: t.to(device) for k, t in
@@ -438,8 +418,6 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                 done += 1
                 progress(Progress(done / total, f"{row}: {s:.0%} -> {measure.format(entry['accuracy'][i])}",
                                   ScanPoint(row, i, s, entry["accuracy"][i], None, entry["loss"][i], dense_loss)))
-            if counts is not None:      # this row's share of the screen's counts, gathered under torchrun
-                entry[_SCREENED] = (screen.screened - counts[0], screen.recomputed - counts[1])
             result.layers.append(entry)
             by_group[members] = entry
             continue
@@ -481,8 +459,8 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                             params_by_name[pname].data = t
             if spec.latency:
                 for j, i in enumerate(idx):
-                    lats[i] = _latency_point(session, members, lp_for, sparsities[i], variants[j], example, spec,
-                                             cancel)
+                    lats[i] = scan_point_latency(session, members, lp_for, sparsities[i], variants[j], example,
+                                                 spec.latency_runs, cancel)
             for i in idx:
                 done += 1
                 progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {measure.format(accs[i])}",
@@ -501,9 +479,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         merged = gathered({rows.index(l["name"]): l for l in result.layers}, runtime)
         result.layers, result.world_size = [merged[k] for k in sorted(merged)], world_size(runtime)
     if screen is not None:   # accuracies certified; losses are bfloat16 estimates
-        counts = [l.pop(_SCREENED, (0, 0)) for l in result.layers]
-        screen.screened, screen.recomputed = (sum(c[0] for c in counts), sum(c[1] for c in counts))
-        result.sequential["screen"] = screen.settings()
+        result.sequential["screen"] = screen.settings(result.layers)
     result.seconds = time.perf_counter() - t0
     del base
     attach_prediction(result, prediction)
@@ -519,19 +495,6 @@ def attach_prediction(result: ScanResult, prediction) -> None:
     for l in result.layers:
         if l["name"] in predicted:
             l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
-
-
-def _latency_point(session: StateView, members, lp, sparsity, variant, example, spec, cancel) -> float:
-    from ..device import on_device
-    from ..prune.compact import compact_model
-    from .latency import measure_latency
-
-    pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)
-    removals = {members[0]: pruned} if pruned else {}
-    state = dict(session.applied_state())
-    state.update({k: t.cpu() for k, t in variant.items()})
-    m = compact_model(session.module, state, removals, example.cpu(), cancel=cancel)
-    return measure_latency(on_device(m, example.device), example, runs=spec.latency_runs, cancel=cancel).median_ms
 
 
 # ---------------------------------------------------------------- files

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import PlanError
 from .replay import Replayer
-from .screen import Screen
+from .screen import SCREENED, Screen
 
 STAGES = (1 / 8, 1 / 4, 1 / 2, 1.0)
 DEFAULT_DROPS = (0.5, 1.0, 2.0)
@@ -285,11 +285,15 @@ def sequential_row(staged: StagedSplit, row: str, members, params: int, sparsiti
             logits = logits[:, :num_classes]
         return int((logits.argmax(1) == y).sum())
 
+    screen = staged.screen
+    before = (screen.screened, screen.recomputed) if screen is not None else None
     points = scan_layer(staged, variant_at, len(sparsities), dense, spec.drops, spec.monotone, correct,
                         lambda lg, y: loss_fn(lg, y, num_classes),
                         eligible=[s <= spec.cap + 1e-12 for s in sparsities])
     entry = {"name": row, "params": params, "accuracy": [p[0] for p in points], "loss": [p[1] for p in points],
              "samples": [p[2] for p in points], "interval": [p[3] for p in points]}
+    if screen is not None:      # this row's share of the screen's counts (gathered with the rows under torchrun)
+        entry[SCREENED] = (screen.screened - before[0], screen.recomputed - before[1])
     if len(members) > 1:
         entry["group"] = list(members)
     return entry
