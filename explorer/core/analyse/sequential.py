@@ -14,7 +14,8 @@ Optionally (``monotone``) the sparsities above a point that fails even the loose
 recover at higher sparsity.
 
 Every stage is its own suffix replayer (``replay.Replayer`` on that slice of the permuted split), so a stage
-replays all of a layer's undecided points together, as the exact scan does for the whole split.
+replays all of a layer's undecided points together, as the exact scan does for the whole split. Where the
+hardware has native bfloat16 the stages replay in bfloat16 and certify each sample's prediction (screen.py).
 """
 from __future__ import annotations
 
@@ -160,12 +161,15 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
     that the estimates say will decide (the highest likely within d, and those above it) go first, each straight
     to the stage bound its estimate says it needs (``needed``: a point near the threshold goes to the whole
     split at once instead of stage by stage; a wrong guess costs samples, never a decision). Points with the
-    same range of samples run together."""
+    same range of samples run together. With a bfloat16 screen (screen.py) a sample it leaves uncertified counts
+    as unknown in the interval until it is recomputed in float32: at once where that alone could decide the
+    point, else when the point ends on the whole split (whose accuracy is then the float32 one)."""
     N = staged.N
     eligible = list(eligible) if eligible is not None else [True] * n_points
     correct = [0] * n_points               # estimate: certified correct + uncertified the cheap logits call correct
     sure = [0] * n_points                  # certified (or float32) correct
     pending: list[list] = [[] for _ in range(n_points)]     # positions left uncertified by the screen
+    pending_correct: list[list[int]] = [[] for _ in range(n_points)]    # ... of which the cheap logits call right
     loss_sum = [0.0] * n_points
     used = [0] * n_points
     state = [[0] * len(drops) for _ in range(n_points)]
@@ -199,8 +203,6 @@ def scan_layer(staged: StagedSplit, variants_at, n_points: int, dense: float, dr
             sure[i] += c
             pending[i], pending_correct[i] = [], []
             settle(i)
-
-    pending_correct: list[list[int]] = [[] for _ in range(n_points)]
 
     def run(points: list[int], a: int, b: int) -> None:
         n = b - a
