@@ -8,10 +8,13 @@ Models: digits-cnn and digits-vgg on digits (validation split, 180 samples), the
 weights) and torchvision's resnet18 (random weights, 64x64 inputs to keep the naive loop affordable on a CPU) on
 synthetic inputs labelled by the dense net's own predictions. Each row: ``ratio`` (naive / sequential),
 ``exact_ratio`` (naive / exact), ``same_allocation`` (the three scans give the same per-layer sparsities at
-0.5, 1 and 2 points), ``sample_share`` (samples the sequential scan evaluated / the exact scan's).
+0.5, 1 and 2 points), ``sample_share`` (samples the sequential scan evaluated / the exact scan's), ``precision`` (the sequential scan's
+screening precision, screen.py) and ``recomputed_share`` (samples it recomputed in float32 / samples screened),
+``whole_split_same`` (the points it evaluated on the whole split have the exact scan's accuracies).
 Goal (issue 24): ratio >= 5x with the same allocation.
 
     python benchmarks/bench_sensitivity.py [--json] [--models digits-cnn ...] [--samples 256] [--monotone] [--quick]
+        [--threads N] [--precision auto|bfloat16|float32]
 
 ``--quick``: digits-cnn only, sparsities 0.5 and 0.9, one repeat (a few seconds; the test suite runs it).
 """
@@ -24,7 +27,7 @@ import _common  # noqa: F401
 import torch
 
 from explorer.core.analyse.allocate import allocate_by_drop
-from explorer.core.analyse.sensitivity import DEFAULT_SPARSITIES, ScanSpec, scan
+from explorer.core.analyse.sensitivity import DEFAULT_SPARSITIES, PRECISIONS, ScanSpec, scan
 from explorer.core.model.data import labelled_by_model
 from explorer.core.session import Session
 
@@ -49,10 +52,11 @@ def session_for(spec: str, samples: int) -> Session:
     return s
 
 
-def bench(spec: str, samples: int, repeats: int, sparsities=DEFAULT_SPARSITIES, monotone: bool = False) -> dict:
+def bench(spec: str, samples: int, repeats: int, sparsities=DEFAULT_SPARSITIES, monotone: bool = False,
+          precision: str = "auto") -> dict:
     s = session_for(spec, samples)
     exact_spec = ScanSpec(list(sparsities))
-    seq_spec = ScanSpec(list(sparsities), exact=False, drops=DROPS, monotone=monotone)
+    seq_spec = ScanSpec(list(sparsities), exact=False, drops=DROPS, monotone=monotone, precision=precision)
     scan(s, ScanSpec([0.5], layers=[s.layer_names[0]]))      # build rankings / warm up once for all
     seq_t, exact_t, naive_t = [], [], []
     for _ in range(repeats):              # interleaved, so drift in the machine's load hits all three alike
@@ -73,11 +77,18 @@ def bench(spec: str, samples: int, repeats: int, sparsities=DEFAULT_SPARSITIES, 
     n = s.dataset.size(exact_spec.split)
     used = sum(u or 0 for l in seq.layers for u in l["samples"])
     points = len(exact.layers) * len(exact_spec.sparsities)
+    # points the sequential scan evaluated on the whole split: their accuracies must be the exact scan's
+    whole = [(a, b) for lf, le in zip(seq.layers, exact.layers)
+             for a, b, u in zip(lf["accuracy"], le["accuracy"], lf["samples"]) if u == n]
+    screen = seq.sequential.get("screen") or {}
     return {"model": spec, "dataset": s.dataset.spec, "samples": n, "layers": len(exact.layers),
             "points": points, "naive_s": min(naive_t), "exact_s": min(exact_t), "fast_s": min(seq_t),
             "ratio": min(naive_t) / min(seq_t), "exact_ratio": min(naive_t) / min(exact_t),
             "max_abs_diff": diff, "same_allocation": same, "sample_share": used / (points * n),
-            "monotone": monotone, "method": exact.method}
+            "whole_split_points": len(whole), "whole_split_same": all(a == b for a, b in whole),
+            "precision": seq.sequential.get("precision"), "precision_reason": seq.sequential.get("precision_reason"),
+            "bound": screen.get("bound"), "recomputed_share": screen.get("recomputed_share", 0.0),
+            "monotone": monotone, "method": exact.method, "threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -88,21 +99,28 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--monotone", action="store_true", help="the sequential scan also skips points above a clear fail")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, same code path (the test suite runs this)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS,
+                    help="the sequential scan's screening precision (auto: bfloat16 where the hardware has it)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sparsities = DEFAULT_SPARSITIES
     if args.quick:
         args.models, args.samples, args.repeats, sparsities = ["digits-cnn"], 64, 1, (0.5, 0.9)
     torch.manual_seed(0)
-    rows = [bench(m, args.samples, args.repeats, sparsities, args.monotone) for m in args.models]
+    rows = [bench(m, args.samples, args.repeats, sparsities, args.monotone, args.precision) for m in args.models]
     payload = {r["model"]: {k: r[k] for k in ("naive_s", "exact_s", "fast_s", "ratio", "exact_ratio", "max_abs_diff",
-                                              "same_allocation")} for r in rows}
+                                              "same_allocation", "precision", "recomputed_share")} for r in rows}
     payload["rows"] = rows
     payload["machine"] = _common.machine()
     _common.emit(args, [[r["model"], r["samples"], r["points"], f"{r['naive_s']:.2f}", f"{r['exact_s']:.2f}",
                          f"{r['exact_ratio']:.1f}x", f"{r['fast_s']:.2f}", f"{r['ratio']:.1f}x",
-                         f"{r['sample_share']:.0%}", r["same_allocation"], f"{r['max_abs_diff']:.3g}"] for r in rows],
+                         f"{r['sample_share']:.0%}", r["precision"], f"{r['recomputed_share']:.1%}",
+                         r["same_allocation"], r["whole_split_same"], f"{r['max_abs_diff']:.3g}"] for r in rows],
                  ["model", "samples", "points", "naive s", "exact replay s", "ratio", "sequential s", "ratio",
-                  "samples used", "same allocation (0.5/1/2 pt)", "exact max |diff|"],
+                  "samples used", "precision", "recomputed", "same allocation (0.5/1/2 pt)",
+                  "whole-split points = exact", "exact max |diff|"],
                  payload)
 
 

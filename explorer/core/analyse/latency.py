@@ -196,3 +196,17 @@ class LatencyComparison:
     @property
     def best(self):
         return self.compact or self.masked
+
+
+def scan_point_latency(session, members, lp, sparsity, variant, example, runs: int, cancel=None) -> float:
+    """Median latency (ms) of the model with one scanned point's layers pruned (``variant``: their masked tensors)
+    and its pruned channels removed (the latency sensitivity scan's measurement)."""
+    from ..device import on_device
+    from ..prune.compact import compact_model
+
+    pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)
+    removals = {members[0]: pruned} if pruned else {}
+    state = dict(session.applied_state())
+    state.update({k: t.cpu() for k, t in variant.items()})
+    m = compact_model(session.module, state, removals, example.cpu(), cancel=cancel)
+    return measure_latency(on_device(m, example.device), example, runs=runs, cancel=cancel).median_ms

@@ -6,6 +6,8 @@ scan checks before trusting it.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -23,10 +25,42 @@ def fx_map(v, fn):
     return fn(v)
 
 
+_TRACES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # model -> (structure, its traced graph)
+
+
+def traced(module: nn.Module, key=None):
+    """``torch.fx.symbolic_trace(module)``; with ``key`` (the model ``module`` is a deep copy of) the graph of an
+    earlier copy with the same structure (every submodule's name, type and settings) is reused: tracing a small
+    network costs more than the rest of building its replayer."""
+    import torch.fx as fx
+
+    if key is None:
+        return fx.symbolic_trace(module)
+    structure = tuple((n, type(m), m.extra_repr()) for n, m in module.named_modules())
+    hit = _TRACES.get(key)
+    if hit is not None and hit[0] == structure:
+        try:
+            graph = fx.Graph()
+            graph.output(graph.graph_copy(hit[1], {}))
+            return fx.GraphModule(module, graph)
+        except Exception:            # e.g. a constant the first trace kept on its own module: trace again
+            pass
+    gm = fx.symbolic_trace(module)
+    try:
+        _TRACES[key] = (structure, gm.graph)
+    except TypeError:                # a key that cannot be weakly referenced: no reuse
+        pass
+    return gm
+
+
 class Replayer:
     """Caches every node value of one forward pass; replays the part downstream of changed modules."""
 
-    def __init__(self, module: nn.Module, x: torch.Tensor):
+    def __init__(self, module: nn.Module, x: torch.Tensor, dtype: torch.dtype | None = None, key=None):
+        """``dtype`` (e.g. bfloat16): replay in that precision -- the traced module, its folded conv+BN pairs
+        (folded in the module's own precision first) and ``x`` are converted, the module is not (the caller
+        passes a copy it may spare: tracing shares its submodules). Variants are then given in ``dtype``.
+        ``key``: the model ``module`` is a copy of; its trace is kept (``traced``) for the next copy."""
         import torch.fx as fx
 
         # channels-last (NHWC) runs oneDNN's convolutions faster on CPU; same math, float-rounding-level
@@ -35,12 +69,19 @@ class Replayer:
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
-        self.gm = fx.symbolic_trace(module)
+        self.gm = traced(module, key)
+        self.dtype = dtype
         self.N = x.shape[0]
         self.env: dict = {}
         self.nodes = list(self.gm.graph.nodes)
         self.order = {n: i for i, n in enumerate(self.nodes)}
         self.modules = dict(self.gm.named_modules())
+        self.fused = self._fuse_conv_bn()
+        if dtype is not None:
+            self.gm.to(dtype)
+            for bn, (c, f) in self.fused.items():
+                self.fused[bn] = (c, f.to(dtype))
+            x = x.to(dtype)
         interp = fx.Interpreter(self.gm)
         env = self.env
 
@@ -54,11 +95,11 @@ class Replayer:
         with torch.inference_mode():
             self.output = logits_of(interp.run(x))
         self.out_node = next(n for n in self.nodes if n.op == "output")
+        self._plans: dict = {}
         self.calls: dict[str, list] = {}
         for n in self.nodes:
             if n.op == "call_module":
                 self.calls.setdefault(str(n.target), []).append(n)
-        self.fused = self._fuse_conv_bn()
 
     def subset(self, idx) -> "Replayer":
         """The same replayer for the samples ``idx`` only (an index tensor: copies; a slice: views): every cached
@@ -194,6 +235,10 @@ class Replayer:
         y = F.conv2d(x, w, b, mod.stride, mod.padding, mod.dilation, 1)   # N x (K*C) x H x W
         N, KC, H, W = y.shape
         C = KC // K
+        if self.channels_last and y.is_contiguous(memory_format=torch.channels_last):
+            # N x H x W x (K*C) in memory -> K*N x H x W x C: one copy, already channels-last
+            y = y.permute(0, 2, 3, 1).reshape(N, H, W, K, C).permute(3, 0, 1, 2, 4).reshape(K * N, H, W, C)
+            return y.permute(0, 3, 1, 2)
         y = y.reshape(N, K, C, H, W).transpose(0, 1).reshape(K * N, C, H, W)
         return y.contiguous(memory_format=torch.channels_last) if self.channels_last else y
 
@@ -202,16 +247,11 @@ class Replayer:
         import torch.fx as fx
 
         K = len(variants)
-        nodes = self.suffix(changed)
-        in_suffix = set(nodes)
-        position = {n: i for i, n in enumerate(nodes)}
-        last_use = {}
-        for i, n in enumerate(nodes):
-            for a in n.all_input_nodes:
-                if a in in_suffix:
-                    last_use[a] = i
+        nodes, last_use, folded = self._plan(changed)
         expanded: dict = {}
-        params = dict(self.gm.named_parameters())
+        if "_params" not in self.__dict__:
+            self._params = dict(self.gm.named_parameters())
+        params = self._params
 
         def arg(a):
             if isinstance(a, fx.Node):
@@ -220,10 +260,6 @@ class Replayer:
                 return self._batched(self.env[a], K)
             return a
 
-        # conv -> bn pairs outside the changed modules run as one folded conv
-        folded = {c: bn for bn, (c, _) in self.fused.items()
-                  if bn in in_suffix and c in in_suffix and str(c.target) not in changed
-                  and str(bn.target) not in changed}
         with torch.inference_mode():
             for i, n in enumerate(nodes):
                 if n.op == "output":
@@ -278,5 +314,23 @@ class Replayer:
                         del expanded[a]
             out_arg = self.out_node.args[0]
             out = fx.node.map_aggregate(out_arg, arg)
-        del position
         return logits_of(out)
+
+    def _plan(self, changed: set[str]):
+        """(suffix nodes, each node's last use in it, conv -> bn pairs outside the changed modules that run as one
+        folded conv) for ``changed``; kept per set of changed modules (shared with the subsets: same graph)."""
+        key = frozenset(changed)
+        plans = self.__dict__.setdefault("_plans", {})
+        if key not in plans:
+            nodes = self.suffix(changed)
+            in_suffix = set(nodes)
+            last_use = {}
+            for i, n in enumerate(nodes):
+                for a in n.all_input_nodes:
+                    if a in in_suffix:
+                        last_use[a] = i
+            folded = {c: bn for bn, (c, _) in self.fused.items()
+                      if bn in in_suffix and c in in_suffix and str(c.target) not in changed
+                      and str(bn.target) not in changed}
+            plans[key] = (nodes, last_use, folded)
+        return plans[key]

@@ -43,14 +43,17 @@ from ..prune.masks import masked_tensors
 from ..prune.plan import LayerPlan, Plan
 from ..train.evaluate import evaluate
 from ..train.metric import METRICS, metric_of
+from .latency import latency_input, measure_latency, scan_point_latency
 from .replay import Replayer
-from .sequential import StagedSplit, sequential_row
+from .screen import SCREENED, build_screen
+from .sequential import StagedSplit, order, sequential_row
 from .shard import gathered, owner, world_size
 
 if TYPE_CHECKING:
     from ..prune.state_view import StateView
 
 DEFAULT_SPARSITIES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+PRECISIONS = ("auto", "bfloat16", "float32")
 CACHE_BUDGET_BYTES = 3 * 2**30     # cached activations of the whole split must fit in this
 
 
@@ -95,8 +98,13 @@ class ScanSpec:
     cap: float = 0.95
     monotone: bool = False
     seed: int = 0
+    # the sequential scan's screening precision (screen.py): "auto" (bfloat16 where it is faster, with float32 for
+    # the samples it cannot certify), "bfloat16" (always, e.g. tests), "float32" (off)
+    precision: str = "auto"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise PlanError(f"Unknown scan precision {self.precision!r}.", f"Choose one of {', '.join(PRECISIONS)}.")
         self.granularity = get_granularity(self.granularity)
         self.criterion = get_criterion(self.criterion)
         if self.criterion == "sparsegpt":
@@ -321,7 +329,19 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
 
     replayer = None
     method = "naive"
-    if not naive:
+    sequential = not spec.exact and spec.early_stop is None and not spec.latency
+    staged, screen, why_float32 = None, None, "off" if spec.precision == "float32" else ""
+    current, keys = dict(module.named_parameters()), session.profile.weight_keys
+    dense_variant = {keys[n]: current[keys[n]].detach() for n in units[0][1]}   # checks the replays
+    if not naive and sequential and spec.precision != "float32":
+        screen, why_float32 = build_screen(module, x, y, order(x.shape[0], spec.seed, x.device), ds.num_classes,
+                                           dense_variant, spec.precision == "bfloat16", session.module,
+                                           CACHE_BUDGET_BYTES)
+        if screen is not None:
+            dense_acc, dense_loss = screen.dense
+            method = "fast"
+            staged = StagedSplit(module, x, y, spec.seed, screen=screen)
+    if not naive and screen is None:
         try:
             replayer = Replayer(module, x)
             dense_acc = _accuracy(replayer.output, y, ds.num_classes)
@@ -331,17 +351,13 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                 replayer, method = None, "naive"
         except Exception:
             replayer, method = None, "naive"
-    if replayer is None:
+    if screen is None and replayer is None:      # (a screen certified the dense accuracy and checked its replay)
         ev = evaluate(module, ds, spec.split, cancel=cancel)
         dense_acc, dense_loss = measure.value(ev), ev.loss
-    else:
+    elif screen is None:
         # check that replaying reproduces the full forward (dense weights as the only variant)
-        first = units[0][1]
-        current = dict(module.named_parameters())
-        keys = session.profile.weight_keys
-        dense_variant = {keys[n]: current[keys[n]].detach() for n in first}
         try:
-            again = replayer.run_variants(set(first), [dense_variant])
+            again = replayer.run_variants(set(units[0][1]), [dense_variant])
             ok = again.shape == replayer.output.shape and torch.allclose(again, replayer.output, rtol=1e-4, atol=1e-5)
         except Exception:
             ok = False
@@ -353,7 +369,6 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
     dense_latency = None
     example = None
     if spec.latency:
-        from .latency import latency_input, measure_latency
         if not spec.granularity.structured:
             raise PlanError("Latency sensitivity needs a structured granularity (channel): unstructured zeros do not "
                             "change dense latency.")
@@ -365,12 +380,15 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                         sparsities=sparsities, method=method, early_stop=spec.early_stop,
                         dense_latency_ms=dense_latency, samples=int(x.shape[0]), skipped=skipped,
                         dense_loss=dense_loss, metric=measure.name)
-    staged = None
-    if not spec.exact and replayer is not None and spec.early_stop is None and not spec.latency:
+    if sequential and replayer is not None:
         staged = StagedSplit(module, x, y, spec.seed, replayer=replayer)
         replayer = None        # the stages replay from here on; free the whole split's cache
+    if staged is not None:
         result.sequential = {"drops": list(spec.drops), "cap": spec.cap, "stages": staged.sizes,
-                             "monotone": spec.monotone, "seed": spec.seed}
+                             "monotone": spec.monotone, "seed": spec.seed,
+                             "precision": "bfloat16" if screen is not None else "float32"}
+        if screen is None and why_float32:
+            result.sequential["precision_reason"] = why_float32
     base = session.base_state()
     params_by_name = dict(module.named_parameters())
     by_group: dict[tuple, dict] = {}
@@ -381,6 +399,7 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         if len(members) > 1 and members in by_group:   # a linked layer: same group, same curve
             prev = by_group[members]
             entry = {**prev, "name": row, "params": session.layer(row).params}
+            entry.pop(SCREENED, None)
             result.layers.append(entry)
             for i, s in enumerate(sparsities):
                 done += 1
@@ -440,8 +459,8 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
                             params_by_name[pname].data = t
             if spec.latency:
                 for j, i in enumerate(idx):
-                    lats[i] = _latency_point(session, members, lp_for, sparsities[i], variants[j], example, spec,
-                                             cancel)
+                    lats[i] = scan_point_latency(session, members, lp_for, sparsities[i], variants[j], example,
+                                                 spec.latency_runs, cancel)
             for i in idx:
                 done += 1
                 progress(Progress(done / total, f"{row}: {sparsities[i]:.0%} -> {measure.format(accs[i])}",
@@ -459,6 +478,8 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         rows = [r for r, _ in units]
         merged = gathered({rows.index(l["name"]): l for l in result.layers}, runtime)
         result.layers, result.world_size = [merged[k] for k in sorted(merged)], world_size(runtime)
+    if screen is not None:   # accuracies certified; losses are bfloat16 estimates
+        result.sequential["screen"] = screen.settings(result.layers)
     result.seconds = time.perf_counter() - t0
     del base
     attach_prediction(result, prediction)
@@ -474,19 +495,6 @@ def attach_prediction(result: ScanResult, prediction) -> None:
     for l in result.layers:
         if l["name"] in predicted:
             l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
-
-
-def _latency_point(session: StateView, members, lp, sparsity, variant, example, spec, cancel) -> float:
-    from ..device import on_device
-    from ..prune.compact import compact_model
-    from .latency import measure_latency
-
-    pruned = session.layer_mask(members[0], lp).pruned_rows(sparsity)
-    removals = {members[0]: pruned} if pruned else {}
-    state = dict(session.applied_state())
-    state.update({k: t.cpu() for k, t in variant.items()})
-    m = compact_model(session.module, state, removals, example.cpu(), cancel=cancel)
-    return measure_latency(on_device(m, example.device), example, runs=spec.latency_runs, cancel=cancel).median_ms
 
 
 # ---------------------------------------------------------------- files
