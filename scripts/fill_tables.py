@@ -209,6 +209,44 @@ BLOCKS = {"first-ranking": first_ranking, "first-ranking-goal": first_ranking_go
           "dc-vgg-ratios": dc_vgg_ratios}
 
 
+# ------------------------------------------------------------------------ sensitivity scan (bench_sensitivity)
+
+def _scan_rows() -> list[dict]:
+    return load("sensitivity.json")["rows"]
+
+
+def sensitivity() -> str:
+    """Naive loop / exact replay / sequential scan, side by side in one run per model."""
+    rows = []
+    for r in _scan_rows():
+        shared = f"{100 * r['sample_share']:.0f} %"
+        if r.get("precision") == "bfloat16":
+            shared += f" (bf16; {100 * r.get('recomputed_share', 0):.1f} % again in fp32)"
+        rows.append([r["model"], f"{r['dataset']} ({r['samples']})", f"{r['points']}", f"{r['naive_s']:.2f}",
+                     f"{r['exact_s']:.2f}", f"{r['exact_ratio']:.1f}×", f"{r['fast_s']:.2f}", f"**{r['ratio']:.1f}×**",
+                     shared, "✔" if r["same_allocation"] else "✘"])
+    return table(["model", "split (samples)", "points", "naive s", "exact replay s", "ratio", "sequential s",
+                  "**ratio**", "samples used", "same allocation"], rows)
+
+
+def sensitivity_summary() -> str:
+    rows = _scan_rows()
+    fast = ", ".join(f"{r['ratio']:.1f}× {r['model']}" for r in rows)
+    exact = [r["exact_ratio"] for r in rows]
+    same = "same allocation in every row" if all(r["same_allocation"] for r in rows) else "allocations DIFFER"
+    return f"sequential (default): {fast}; `--exact`: {min(exact):.1f}–{max(exact):.1f}×; {same}"
+
+
+def sensitivity_goal() -> str:
+    rows = _scan_rows()
+    miss = [r["model"] for r in rows if r["ratio"] < 5 or not r["same_allocation"]]
+    return "met" if not miss else f"not met for {', '.join(miss)}"
+
+
+BLOCKS.update({"sensitivity": sensitivity, "sensitivity-summary": sensitivity_summary,
+               "sensitivity-goal": sensitivity_goal})
+
+
 # ------------------------------------------------------------------------ filling
 
 def fill(text: str, where: str = "") -> str:
