@@ -83,6 +83,30 @@ def test_cli_sensitivity_is_sequential_by_default_and_exact_on_request(tmp_path,
     assert len(info["notes"]) == 1
 
 
+def test_cli_precision_flag_reaches_the_scan(tmp_path, capsys):
+    """`sensitivity --precision float32` runs without the screen and says why; `--precision bfloat16` (forced, even
+    where emulated) screens and gives the float32 run's allocation; an unknown precision is a usage error."""
+    import json
+
+    from explorer.cli import main
+    from explorer.core.analyse.allocate import allocate_from_file
+
+    common = ["sensitivity", "--model", "digits-mlp", "--sparsities", "0.5,0.8,0.9"]
+    f32, b16 = tmp_path / "f32.json", tmp_path / "b16.json"
+    assert main([*common, "--precision", "float32", "--out", str(f32)]) == 0
+    assert main([*common, "--precision", "bfloat16", "--out", str(b16)]) == 0
+    capsys.readouterr()
+    a, b = json.loads(f32.read_text())["sequential"], json.loads(b16.read_text())["sequential"]
+    assert a["precision"] == "float32" and a.get("precision_reason")
+    assert b["precision"] == "bfloat16" and "screen" in b
+    s = Session.open("digits-mlp")
+    for d in DROPS:
+        assert allocate_from_file(s, f32, d)[0] == allocate_from_file(s, b16, d)[0], d
+    with pytest.raises(SystemExit):
+        main([*common, "--precision", "fp8", "--out", str(tmp_path / "x.json")])
+    assert "precision" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", ["", "x", "-1", "nan", "inf"])
 def test_cli_sensitivity_refuses_bad_drops(tmp_path, capsys, bad):
     from explorer.cli import main

@@ -422,7 +422,7 @@ def cmd_sensitivity(args) -> int:
                                        Path(args.out), csv=args.csv, split=args.split, early_stop=args.early_stop,
                                        latency=args.latency, naive=args.naive, progress=bar,
                                        device=rt.device if rt else device_of(args), exact=args.exact, drops=drops,
-                                       runtime=rt)
+                                       runtime=rt, precision=args.precision)
         finally:
             bar.close()
     finally:

@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--drops", default="0.5,1,2", metavar="D,D,...",
                    help="allowed accuracy drops (points) at which the sequential scan's allocation equals the exact "
                         "scan's (default 0.5,1,2)")
+    s.add_argument("--precision", default="auto", choices=("auto", "bfloat16", "float32"),
+                   help="the sequential scan's screening precision: auto = bfloat16 where the hardware has it, each "
+                        "sample's prediction certified by its margin and recomputed in float32 otherwise; float32 "
+                        "= no screening (the exact scan is always float32)")
     s.add_argument("--csv", default=None, metavar="FILE.csv", help="also write a CSV table")
     add_device(s)
     _add_calibration_args(s)

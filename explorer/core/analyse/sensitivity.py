@@ -521,14 +521,14 @@ def read_scan(path: str | Path) -> ScanResult:
 
 def run_scan_to_files(session: StateView, sparsities, granularity, criterion, layers, out: Path, csv=None, split="val",
                       early_stop=None, latency=False, naive=False, progress=None, cancel=None, device=None,
-                      predict: bool = True, exact: bool = True, drops=None, runtime=None) -> dict:
+                      predict: bool = True, exact: bool = True, drops=None, runtime=None, precision="auto") -> dict:
     """``exact=False``: the sequential scan (decided at ``drops``, 0.5/1/2 points unless told). ``runtime``: under
     torchrun the points are dealt out over the processes and only rank 0 writes (and predicts)."""
     from ..fileio import atomic_write_json
 
     spec = ScanSpec(sparsities=parse_sparsities(sparsities), granularity=granularity, criterion=criterion,
                     layers=layers, split=split, early_stop=early_stop, latency=latency, exact=exact,
-                    drops=tuple(drops) if drops else ScanSpec.drops)
+                    drops=tuple(drops) if drops else ScanSpec.drops, precision=precision)
     prediction = None
     main = runtime is None or runtime.is_main
     if predict and main:
