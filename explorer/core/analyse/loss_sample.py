@@ -1,0 +1,200 @@
+"""A stratified sample of a split for measuring a loss change cheaply: every sample of the hard stratum, a seeded
+draw from the rest, and each sample's weight so that the weighted sum estimates the whole pool's mean.
+
+At a trained model a few low-margin samples carry most of a pruned layer's loss change; the first n samples of a
+split catch them by chance, so a small increase measured on them is mostly noise. Ranking the pool once by the
+dense per-sample loss and taking the ``top`` hardest exactly leaves only the small changes of the easy samples to
+be sampled: the estimate is unbiased (over the draw's seed) and its spread is that of the easy stratum alone.
+:func:`stratified_sample` picks the samples, :func:`gather` fetches them from a dataset, :func:`per_sample_loss`
+is the loss of each and :func:`weighted_mean` the estimate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import DatasetError
+from ..jobs import CancelToken
+from ..model.layers import logits_of
+from ..model.outputs import is_regression, is_sequence
+
+TOP_SHARE = 0.75    # share of the budget taken exactly from the highest dense losses
+
+
+@dataclass(frozen=True)
+class StratifiedSample:
+    index: torch.Tensor       # positions in the pool (int64), the exact stratum first
+    weight: torch.Tensor      # float64, per sample: 1 in the exact stratum, (pool - top) / drawn in the rest
+    population: int           # the pool's size: the weights sum to it
+    top: int                  # samples taken exactly (the highest scores)
+
+    @property
+    def drawn(self) -> int:
+        return int(self.index.shape[0]) - self.top
+
+
+def stratified_sample(scores: torch.Tensor, budget: int, top_share: float = TOP_SHARE,
+                      seed: int = 0) -> StratifiedSample:
+    """``budget`` positions of a pool ranked by ``scores`` (e.g. each sample's dense loss): the ``top_share`` of
+    the budget with the highest scores exactly, the rest drawn uniformly without replacement (``seed``) from the
+    remaining pool and weighted by its inverse sampling fraction. A budget of the whole pool takes every sample
+    (weight 1): the estimate is then the pool's mean itself."""
+    n = int(scores.shape[0])
+    if n == 0:
+        raise ValueError("stratified_sample: the pool is empty")
+    budget = max(1, min(int(budget), n))
+    if budget == n:
+        idx = torch.arange(n)
+        return StratifiedSample(idx, torch.ones(n, dtype=torch.float64), n, n)
+    top = min(budget, max(0, int(round(budget * top_share))))
+    if top == budget and budget < n:
+        top = budget - 1          # keep one draw from the rest: without it the rest's share is not estimated
+    order = torch.argsort(scores.double(), descending=True, stable=True)
+    rest = order[top:]
+    drawn = budget - top
+    pick = rest[torch.randperm(rest.shape[0], generator=torch.Generator().manual_seed(int(seed)))[:drawn]]
+    weight = torch.cat([torch.ones(top, dtype=torch.float64),
+                        torch.full((drawn,), rest.shape[0] / drawn, dtype=torch.float64)])
+    return StratifiedSample(torch.cat([order[:top], pick]), weight, n, top)
+
+
+def weighted_mean(values: torch.Tensor, sample: StratifiedSample) -> float:
+    """The pool's mean estimated from ``values`` of the sampled positions (in ``sample.index``'s order)."""
+    return float((values.double() * sample.weight).sum() / sample.population)
+
+
+def per_sample_loss(out, y: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Each sample's loss (float64): cross-entropy of class scores (cut to ``num_classes``), the mean next-token
+    cross-entropy of a sequence, or the mean squared error over a regression sample's outputs -- the terms whose
+    mean is :func:`~explorer.core.train.evaluate.evaluate`'s loss (sequences of equal length)."""
+    out = logits_of(out)
+    out = torch.nan_to_num(out.float(), nan=0.0, posinf=1e4, neginf=-1e4)
+    if is_regression(y):
+        err = (out.reshape(y.shape) - y.float()) ** 2
+        return err.reshape(err.shape[0], -1).mean(1).double()
+    if is_sequence(out, y):
+        ce = torch.nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), reduction="none")
+        return ce.reshape(y.shape).mean(1).double()
+    if num_classes and out.shape[1] > num_classes:
+        out = out[:, :num_classes]
+    return torch.nn.functional.cross_entropy(out, y, reduction="none").double()
+
+
+def dense_losses(module: torch.nn.Module, dataset, split: str, pool: int, cancel: CancelToken | None = None,
+                 batch_size: int = 256) -> torch.Tensor:
+    """Each sample's loss on the first ``pool`` samples of ``split`` (the ranking of :func:`stratified_sample`)."""
+    parts = []
+    with torch.inference_mode():
+        for x, y in dataset.batches(split, batch_size=batch_size, limit=pool):
+            if cancel is not None:
+                cancel.check()
+            parts.append(per_sample_loss(module(x), y, dataset.num_classes))
+    if not parts:
+        raise DatasetError(f"The {split} split of {dataset.spec} is empty: nothing to estimate on.")
+    return torch.cat(parts)
+
+
+def gather(dataset, split: str, index: torch.Tensor, pool: int, batch_size: int = 256
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and labels of the pool positions ``index``, in that order (one pass over the pool)."""
+    want = {int(i): k for k, i in enumerate(index.tolist())}
+    xs: list = [None] * len(want)
+    ys: list = [None] * len(want)
+    start = 0
+    for x, y in dataset.batches(split, batch_size=batch_size, limit=pool):
+        for j in range(x.shape[0]):
+            k = want.get(start + j)
+            if k is not None:
+                xs[k], ys[k] = x[j], y[j]
+        start += x.shape[0]
+    if any(v is None for v in xs):
+        raise DatasetError(f"The {split} split of {dataset.spec} changed while it was read.")
+    return torch.stack(xs), torch.stack(ys)
+
+
+POOL = 4096         # samples of a split ranked by their dense loss (the first POOL; every sample of the built-ins)
+
+
+class SampledLossChange:
+    """The loss change of weight variants of ``module`` on ``split``, estimated on a :func:`stratified_sample` of
+    ``budget`` samples from its first ``pool``: per-sample differences (variant minus dense, the same samples and
+    the same arithmetic), weighted. The forwards replay only the part of the network downstream of the changed
+    layer (``replay.py``) when the replay reproduces the full forward on the sample; otherwise they are full."""
+
+    def __init__(self, module: torch.nn.Module, dataset, split: str, budget: int, pool: int = POOL, seed: int = 0,
+                 cancel: CancelToken | None = None, stratify: bool = True):
+        self.module = module.eval()
+        self.num_classes = dataset.num_classes
+        if stratify:
+            self.pool = min(int(pool), dataset.size(split))
+            self.sample = stratified_sample(dense_losses(module, dataset, split, self.pool, cancel), budget,
+                                            seed=seed)
+        else:       # the first ``budget`` samples, unweighted (the estimate before stratification; benchmarks)
+            self.pool = min(int(budget), dataset.size(split))
+            self.sample = StratifiedSample(torch.arange(self.pool), torch.ones(self.pool, dtype=torch.float64),
+                                           self.pool, self.pool)
+        self.x, self.y = gather(dataset, split, self.sample.index, self.pool)
+        self.params = dict(module.named_parameters())
+        with torch.inference_mode():
+            full = logits_of(module(self.x))
+        self.replayer = _replayer(module, self.x, full)
+        self.checked = False
+        self.dense_full = per_sample_loss(full, self.y, self.num_classes)
+        self.dense_replay = per_sample_loss(self.replayer.output, self.y, self.num_classes) \
+            if self.replayer is not None else None
+
+    def per_pass(self, k: int) -> int:
+        """How many of ``k`` variants one call of :meth:`changes` computes together (the replay stacks them)."""
+        return self.replayer.variants_per_pass(k) if self.replayer is not None else 1
+
+    def changes(self, variants: list[dict[str, torch.Tensor]], cancel: CancelToken | None = None) -> list[float]:
+        """The estimated mean loss change of each variant (parameter name -> tensor, swapped in for the pass)."""
+        out = []
+        if self.replayer is not None and not self.checked and variants:
+            self.checked = True     # as the scan does: replaying the dense weights must give the full forward
+            dense = {k: self.params[k].detach() for k in variants[0]}
+            try:
+                again = self.replayer.run_variants({k.rsplit(".", 1)[0] for k in dense}, [dense])
+                if not torch.allclose(again, self.replayer.output, rtol=1e-4, atol=1e-5):
+                    self.replayer = None
+            except Exception:
+                self.replayer = None
+        if self.replayer is not None:
+            n = int(self.x.shape[0])
+            per = self.replayer.variants_per_pass(len(variants))
+            for i in range(0, len(variants), per):
+                if cancel is not None:
+                    cancel.check()
+                chunk = variants[i:i + per]
+                logits = self.replayer.run_variants({k.rsplit(".", 1)[0] for v in chunk for k in v}, chunk)
+                out += [self._change(logits[j * n:(j + 1) * n], self.dense_replay) for j in range(len(chunk))]
+            return out
+        for v in variants:
+            if cancel is not None:
+                cancel.check()
+            saved = {k: self.params[k].data for k in v}
+            try:
+                for k, t in v.items():
+                    self.params[k].data = t.to(saved[k].device)
+                with torch.inference_mode():
+                    out.append(self._change(self.module(self.x), self.dense_full))
+            finally:
+                for k, t in saved.items():
+                    self.params[k].data = t
+        return out
+
+    def _change(self, logits, dense: torch.Tensor) -> float:
+        return weighted_mean(per_sample_loss(logits, self.y, self.num_classes) - dense, self.sample)
+
+
+def _replayer(module, x, full):
+    """A suffix replayer of ``module`` on ``x`` if it reproduces the full forward ``full``; else None."""
+    from .replay import Replayer
+    try:
+        r = Replayer(module, x)
+        if r.output.shape == full.shape and torch.allclose(r.output, full, rtol=1e-4, atol=1e-5):
+            return r
+    except Exception:       # not traceable by torch.fx (data-dependent control flow, ...): full forwards
+        pass
+    return None
