@@ -135,6 +135,9 @@ class ScanResult:
     metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
     sequential: dict | None = None  # the sequential scan's settings (drops, stages, monotone, seed); None: exact
     world_size: int = 1            # processes the points were dealt out to (torchrun); recorded when > 1
+    # what the layers' "predicted_loss" was estimated from (predict.py): {"split", "samples", "population",
+    # "exact", "calibration_samples"}; None without a prediction
+    predicted_loss_from: dict | None = None
 
     @property
     def measure(self):
@@ -153,6 +156,8 @@ class ScanResult:
             d["sequential"] = self.sequential
         if self.world_size > 1:
             d["world_size"] = self.world_size
+        if self.predicted_loss_from is not None:
+            d["predicted_loss_from"] = self.predicted_loss_from
         if self.metric != "accuracy":   # the values are named by their metric
             d = {("dense_" + self.metric if k == "dense_accuracy" else k): v for k, v in d.items()}
             d["layers"] = [{(self.metric if k == "accuracy" else k): v for k, v in l.items()} for l in self.layers]
@@ -228,6 +233,8 @@ class ScanResult:
                    samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
                    dense_loss=d.get("dense_loss"), metric=metric,
                    sequential=d.get("sequential") if isinstance(d.get("sequential"), dict) else None,
+                   predicted_loss_from=d.get("predicted_loss_from") if isinstance(d.get("predicted_loss_from"),
+                                                                                  dict) else None,
                    world_size=d["world_size"] if isinstance(d.get("world_size"), int) and d["world_size"] > 1 else 1)
 
     def layer(self, name: str) -> dict:
@@ -474,6 +481,10 @@ def attach_prediction(result: ScanResult, prediction) -> None:
     for l in result.layers:
         if l["name"] in predicted:
             l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
+    # every number says its split: the estimate's sample may be the scan's own split (the default)
+    result.predicted_loss_from = {"split": prediction.split, "samples": prediction.sampled,
+                                  "population": prediction.population, "exact": prediction.exact,
+                                  "calibration_samples": prediction.samples}
 
 
 def _latency_point(session: StateView, members, lp, sparsity, variant, example, spec, cancel) -> float:
