@@ -12,12 +12,16 @@ layer's loss increase when pruned alone; the estimate (``analyse/predict.py``) p
 - ``new``: the estimate the app shows: max(quad, the loss increase on a stratified sample of 128 validation
   samples -- the 96 with the highest dense loss exactly, 32 drawn (seed 0) from the rest and weighted by its
   inverse sampling fraction, ``analyse/loss_sample.py``);
+- ``new(fp32)``: ``new`` with its forwards in float32 (``new`` runs them in bfloat16 where the CPU has bfloat16
+  matrix units -- Intel AMX -- and in float32 elsewhere: ``samples.precision`` in the JSON says which);
 - ``new(64)``: the same with a budget of 64 samples (48 exact, 16 drawn): half the forward passes;
 - ``new(train)``: ``new`` with its sample taken from the *training* split instead -- a check that shares no
   sample with the scan's measurement (the built-in digits' validation split has only 180 samples, so ``new``
   measures 71 % of the scan's own samples, among them every sample whose loss moves much).
 
-Every estimate is timed end to end on a fresh session (its curvature included), next to the scan's time.
+Every estimate is timed end to end on a fresh session (its curvature included), next to the scan's time; ``new``
+and ``new(fp32)`` once more on the same session, the curvature known (``seconds_again``: the sampled forwards and
+the masks alone, bfloat16 against float32 side by side).
 Per model and sparsity: the geometric mean over layers of measured ÷ predicted (1 = exact; points where either
 is not positive are left out and counted), the worst layer's factor (max of r and 1/r) and the Spearman
 correlation across layers. Goal (issue 25): every layer's ratio within 3x (geometric mean over 0.4-0.7) and
@@ -41,8 +45,9 @@ from explorer.core.session import Session
 MODELS = ("digits-mlp", "digits-cnn", "digits-vgg")
 SPARSITIES = (0.4, 0.5, 0.6, 0.7)
 ESTIMATES = (("old", dict(sample=0, curvature="fisher")), ("quad", dict(sample=0)),
-             ("first", dict(stratify=False)), ("new", {}), ("new(64)", dict(sample=64)),
-             ("new(train)", dict(split="train")))
+             ("first", dict(stratify=False)), ("new", {}), ("new(fp32)", dict(precision="fp32")),
+             ("new(64)", dict(sample=64)), ("new(train)", dict(split="train")))
+AGAIN = ("new", "new(fp32)")    # timed once more with the curvature known: the sampled part's own time
 LABELS = tuple(k for k, _ in ESTIMATES)
 
 
@@ -95,14 +100,19 @@ def run_model(spec: str, sparsities: list[float]) -> dict:
     r = scan(s, ScanSpec(list(sparsities), split="val"))
     scan_s = time.perf_counter() - t
     measured = {l["name"]: [v - r.dense_loss for v in l["loss"]] for l in r.layers}
-    estimates, seconds, samples = {}, {}, {}
+    estimates, seconds, samples, again = {}, {}, {}, {}
     for label, kw in ESTIMATES:
         fresh = Session.open(spec)          # nothing cached: the time includes the curvature
         t = time.perf_counter()
         p = predict_loss_increase(fresh, list(sparsities), **kw)
         seconds[label] = time.perf_counter() - t
         estimates[label] = {l["name"]: l["delta_loss"] for l in p.layers}
-        samples[label] = {"split": p.split, "sampled": p.sampled, "population": p.population, "exact": p.exact}
+        samples[label] = {"split": p.split, "sampled": p.sampled, "population": p.population, "exact": p.exact,
+                          "precision": p.precision}
+        if label in AGAIN:
+            t = time.perf_counter()
+            predict_loss_increase(fresh, list(sparsities), **kw)
+            again[label] = time.perf_counter() - t
     rows = []
     for i, sp in enumerate(sparsities):
         rows.append({"sparsity": sp, "measured": {n: measured[n][i] for n in measured},
@@ -121,7 +131,7 @@ def run_model(spec: str, sparsities: list[float]) -> dict:
         g["met"] = g["layers_within_3x"] and g["worst_within_3x"] and g["spearman_ge_0.9"]
         goal[k] = g
     return {"model": spec, "val_samples": r.samples, "dense_loss": r.dense_loss, "scan_seconds": scan_s,
-            "estimate_seconds": seconds, "samples": samples, "rows": rows, "per_layer": layers, "goal": goal}
+            "estimate_seconds": seconds, "seconds_again": again, "samples": samples, "rows": rows, "per_layer": layers, "goal": goal}
 
 
 def fmt(v, spec=".2g"):
@@ -151,8 +161,9 @@ def main() -> None:
             ("met" if res["goal"][k]["met"] else "not met") + f" (layers 3x: {res['goal'][k]['layers_within_3x']}, "
             f"worst 3x: {res['goal'][k]['worst_within_3x']}, rho: {res['goal'][k]['spearman_ge_0.9']})"
             for k in labels])
-        table.append([res["model"], "seconds"] + [f"{res['estimate_seconds'][k]:.2f} (scan {res['scan_seconds']:.2f})"
-                                                  for k in labels])
+        table.append([res["model"], "seconds"] + [
+            f"{res['estimate_seconds'][k]:.2f} (scan {res['scan_seconds']:.2f})"
+            + (f", again {res['seconds_again'][k]:.2f}" if k in res["seconds_again"] else "") for k in labels])
     _common.emit(args, table, header, {"machine": _common.machine(), "sparsities": sparsities, "models": results})
 
 

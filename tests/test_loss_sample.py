@@ -72,7 +72,7 @@ def test_the_whole_split_as_sample_gives_the_measured_change(mlp, replay):
     """Budget = the split: the estimate is the loss change evaluation measures (replayed or full forwards)."""
     n = mlp.dataset.size("val")
     module = mlp.model_copy()
-    change = SampledLossChange(module, mlp.dataset, "val", budget=n)
+    change = SampledLossChange(module, mlp.dataset, "val", budget=n, precision="fp32")
     if not replay:
         change.replayer = None
     assert change.sample.population == n
@@ -89,3 +89,24 @@ def test_the_whole_split_as_sample_gives_the_measured_change(mlp, replay):
                 params[k].copy_(t)
         assert g == pytest.approx(evaluate(m, mlp.dataset, "val").loss - dense, rel=1e-4, abs=1e-7)
     assert got[1] > got[0] > 0
+
+
+def test_bfloat16_replay_keeps_the_estimate_and_auto_picks_it_only_where_it_pays(cnn, monkeypatch):
+    from explorer.core.analyse import loss_sample
+    base = cnn.base_state()
+    variants = [masked_tensors(base, *cnn.materialize(Plan({"backbone.conv0": LayerPlan(s, "element", "l1")})))
+                for s in (0.5, 0.7)]
+    fp32 = SampledLossChange(cnn.model_copy(), cnn.dataset, "val", 128, precision="fp32")
+    bf16 = SampledLossChange(cnn.model_copy(), cnn.dataset, "val", 128, precision="bf16")
+    a, b = fp32.changes(variants), bf16.changes(variants)
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert torch.equal(fp32.sample.index, bf16.sample.index)
+    for x, y in zip(a, b):
+        assert x > 0.01 and y == pytest.approx(x, rel=0.1)       # the same estimate, to bfloat16's precision
+    # 'auto': bfloat16 only with matrix units for it and a model big enough to gain from it
+    for units, macs, want in ((True, 10**8, "bf16"), (True, 10**5, "fp32"), (False, 10**8, "fp32")):
+        monkeypatch.setattr(loss_sample, "cpu_has_bf16_matrix_units", lambda u=units: u)
+        got = SampledLossChange(cnn.model_copy(), cnn.dataset, "val", 16, macs=macs)
+        assert got.precision == want, (units, macs)
+    with pytest.raises(ValueError, match="precision"):
+        SampledLossChange(cnn.model_copy(), cnn.dataset, "val", 16, precision="fp16")

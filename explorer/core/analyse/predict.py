@@ -60,6 +60,7 @@ class Prediction:
     split: str = "val"
     population: int = 0       # the samples of ``split`` they were drawn from (ranked by their dense loss)
     exact: int = 0            # of ``sampled``: the highest dense losses, taken exactly (the rest drawn, seeded)
+    precision: str = "fp32"   # what the sampled forwards ran in ('bf16' on CPUs with bfloat16 matrix units)
     seconds: float = 0.0
 
     def layer(self, name: str) -> dict:
@@ -73,12 +74,14 @@ def predict_loss_increase(session: StateView, sparsities: list[float], granulari
                           layers: list[str] | None = None, progress: ProgressFn | None = None,
                           cancel: CancelToken | None = None, sample: int = SAMPLE, split: str = "val",
                           state: dict[str, torch.Tensor] | None = None, curvature: str = "true_fisher",
-                          pool: int = POOL, seed: int = 0, stratify: bool = True) -> Prediction:
+                          pool: int = POOL, seed: int = 0, stratify: bool = True,
+                          precision: str = "auto") -> Prediction:
     """Predicted loss increase of every layer (channel: its whole group) pruned alone at each sparsity:
     ``delta_loss`` = max(``quadratic``, ``sampled``) per point (see the module's text). ``sample``: how many
     samples of ``split`` the loss is measured on (0: the quadratic alone), stratified over its first ``pool``
     samples with the draw's ``seed`` (``stratify=False``: the first ``sample`` samples, the estimate before
-    issue 25's stratification, kept for the benchmark's comparison); ``state``: the model the layers are
+    issue 25's stratification, kept for the benchmark's comparison; ``precision``: of those forwards, see
+    :class:`~explorer.core.analyse.loss_sample.SampledLossChange`); ``state``: the model the layers are
     pruned from (default the kept weights; the prunable weights always come from the kept ones, as in a scan);
     ``curvature``: the calibration statistic of the quadratic ('fisher': the empirical Fisher, the old estimate)."""
     if not session.dataset.has_labels:
@@ -106,9 +109,7 @@ def predict_loss_increase(session: StateView, sparsities: list[float], granulari
         units.append((name, members))
     meter = ProgressMeter(progress, max(1, len(units) * len(sparsities)), "predicting the loss increase")
     sampler = SampledLossChange(session.model_copy(state), session.dataset, split, n, pool, seed, cancel,
-                                stratify) if n else None
-    if sampler is not None:
-        out.population, out.exact = sampler.pool, sampler.sample.top
+                                stratify, precision, session.profile.total_macs) if n else None
     curves: dict[tuple, dict] = {}
     for name, members in units:
         if cancel is not None:
@@ -136,6 +137,8 @@ def predict_loss_increase(session: StateView, sparsities: list[float], granulari
             entry["sampled"] = sampled
         curves[members] = entry
         out.layers.append({"name": name, **entry})
+    if sampler is not None:     # (the replay may have fallen back to full float32 forwards on its first use)
+        out.population, out.exact, out.precision = sampler.pool, sampler.sample.top, sampler.precision
     out.seconds = time.perf_counter() - t0
     return out
 

@@ -136,7 +136,7 @@ class ScanResult:
     sequential: dict | None = None  # the sequential scan's settings (drops, stages, monotone, seed); None: exact
     world_size: int = 1            # processes the points were dealt out to (torchrun); recorded when > 1
     # what the layers' "predicted_loss" was estimated from (predict.py): {"split", "samples", "population",
-    # "exact", "calibration_samples"}; None without a prediction
+    # "exact", "precision", "calibration_samples"}; None without a prediction
     predicted_loss_from: dict | None = None
 
     @property
@@ -484,7 +484,7 @@ def attach_prediction(result: ScanResult, prediction) -> None:
     # every number says its split: the estimate's sample may be the scan's own split (the default)
     result.predicted_loss_from = {"split": prediction.split, "samples": prediction.sampled,
                                   "population": prediction.population, "exact": prediction.exact,
-                                  "calibration_samples": prediction.samples}
+                                  "precision": prediction.precision, "calibration_samples": prediction.samples}
 
 
 def _latency_point(session: StateView, members, lp, sparsity, variant, example, spec, cancel) -> float:
