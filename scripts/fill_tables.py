@@ -250,7 +250,27 @@ def predict_readme() -> str:
     return "; ".join(parts)
 
 
-BLOCKS.update({"predict": predict, "predict-summary": predict_summary, "predict-readme": predict_readme})
+def predict_before() -> str:
+    """How far the estimates before were: the first 128 samples' worst point, the quadratic's range (as factors)."""
+    d = load("predict.json")
+    worst = max(r["first"]["worst"] for m in d["models"] for r in m["rows"] if r["first"]["worst"] is not None)
+    quad = [r["quad"]["ratio"] for m in d["models"] for r in m["rows"] if r["quad"]["ratio"] is not None]
+    return (f"the estimate before (the first 128 validation samples) was up to {_sig(worst)}× off at one point, "
+            f"the quadratic alone is {_sig(min(quad))}–{_sig(max(quad))}× too small")
+
+
+def predict_train() -> str:
+    """The per-layer factors of the estimate on training samples, per model."""
+    d = load("predict.json")
+    parts = []
+    for m in d["models"]:
+        per = [v for v in m["per_layer"]["new(train)"].values() if v is not None]
+        parts.append(f"{m['model']} {_sig(min(per))}–{_sig(max(per))}×")
+    return ", ".join(parts)
+
+
+BLOCKS.update({"predict": predict, "predict-summary": predict_summary, "predict-readme": predict_readme,
+               "predict-before": predict_before, "predict-train": predict_train})
 
 
 # ------------------------------------------------------------------------ filling
