@@ -20,8 +20,8 @@ layer's loss increase when pruned alone; the estimate (``analyse/predict.py``) p
   measures 71 % of the scan's own samples, among them every sample whose loss moves much).
 
 Every estimate is timed end to end on a fresh session (its curvature included), next to the scan's time; ``new``
-and ``new(fp32)`` once more on the same session, the curvature known (``seconds_again``: the sampled forwards and
-the masks alone, bfloat16 against float32 side by side).
+and ``new(fp32)`` again on the same sessions, the curvature known, interleaved, median of 3 (``seconds_again``: the
+masks and the sampled forwards alone, bfloat16 against float32 side by side).
 Per model and sparsity: the geometric mean over layers of measured ÷ predicted (1 = exact; points where either
 is not positive are left out and counted), the worst layer's factor (max of r and 1/r) and the Spearman
 correlation across layers. Goal (issue 25): every layer's ratio within 3x (geometric mean over 0.4-0.7) and
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 
 import _common  # noqa: F401
@@ -49,6 +50,7 @@ ESTIMATES = (("old", dict(sample=0, curvature="fisher")), ("quad", dict(sample=0
              ("new(64)", dict(sample=64)), ("new(train)", dict(split="train")))
 AGAIN = ("new", "new(fp32)")    # timed once more with the curvature known: the sampled part's own time
 SEEDED = ("new", "new(64)")     # the goal over seeds of the stratified draw
+REPEATS = 3
 LABELS = tuple(k for k, _ in ESTIMATES)
 
 
@@ -110,12 +112,17 @@ def run_model(spec: str, sparsities: list[float], n_seeds: int) -> dict:
         estimates[label] = {l["name"]: l["delta_loss"] for l in p.layers}
         samples[label] = {"split": p.split, "sampled": p.sampled, "population": p.population, "exact": p.exact,
                           "precision": p.precision}
-        if label in SEEDED:
+        if label in SEEDED or label in AGAIN:
             fresh_for[label] = fresh
-        if label in AGAIN:
+    # the sampled part side by side: bfloat16 (where the app uses it) against float32, curvature known,
+    # interleaved (the order alternates), the median of REPEATS
+    times = {label: [] for label in AGAIN}
+    for rep in range(REPEATS):
+        for label in (AGAIN if rep % 2 == 0 else AGAIN[::-1]):
             t = time.perf_counter()
-            predict_loss_increase(fresh, list(sparsities), **kw)
-            again[label] = time.perf_counter() - t
+            predict_loss_increase(fresh_for[label], list(sparsities), **dict(ESTIMATES)[label])
+            times[label].append(time.perf_counter() - t)
+    again = {label: statistics.median(v) for label, v in times.items()}
     rows, layers, goal = evaluate(measured, estimates, sparsities)
     # the draw's seed: the goal over seeds 1..N-1 of the stratified draw (seed 0 above), curvature known
     seeds = {}

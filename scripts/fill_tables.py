@@ -233,9 +233,13 @@ def predict_summary() -> str:
                      f"{m['scan_seconds']:.1f}", f"{sec['first']:.1f}",
                      f"{sec['new']:.1f} ({again.get('new', 0):.1f})",
                      f"{sec['new(fp32)']:.1f} ({again.get('new(fp32)', 0):.1f})",
-                     m["samples"]["new"]["precision"]])
+                     f"{m['samples']['new']['precision']}: {again['new(fp32)'] / again['new']:.2f}×"
+                     if again.get("new") else m["samples"]["new"]["precision"],
+                     f"{m['goal_over_seeds']['new']['met']}/{m['goal_over_seeds']['new']['seeds']}, "
+                     f"{m['goal_over_seeds']['new(64)']['met']}/{m['goal_over_seeds']['new(64)']['seeds']}"])
     return table(["model", "new: per layer", "goal: new", "goal: first", "goal: new(train)", "scan s", "first s",
-                  "new s (again)", "new(fp32) s (again)", "new ran in"], rows)
+                  "new s (again)", "new(fp32) s (again)", "new ran in: fp32 ÷ it (again)",
+                  "goal met over draws: new, new(64)"], rows)
 
 
 def predict_readme() -> str:
