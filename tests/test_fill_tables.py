@@ -58,6 +58,6 @@ def test_the_estimate_figures_follow_the_json(tmp_path, monkeypatch):
     assert f"{m['model']} " in ft.predict_readme() and "7.25×" in ft.predict_readme()
     assert "not met (a layer's mean)" in ft.predict_readme()
     assert "up to 1,234×" in ft.predict_before()
-    out = ft.fill("<!-- table:predict -->\n| old |\n<!-- /table -->\n")
-    assert "| old |" not in out and f"| {m['model']} | 40 % |" in out
+    out = ft.fill("<!-- table:predict -->\n| stale |\n<!-- /table -->\n")
+    assert "| stale |" not in out and f"| {m['model']} | 40 % |" in out and "0.9 / 1,234 / 1.00" in out
     assert "**not met (a layer's mean)**" in ft.predict_summary()

@@ -117,7 +117,8 @@ def gather(dataset, split: str, index: torch.Tensor, pool: int, batch_size: int 
 POOL = 4096         # samples of a split ranked by their dense loss (the first POOL; every sample of the built-ins)
 PRECISIONS = ("auto", "fp32", "bf16")
 # 'auto' takes bfloat16 from this many multiply-accumulates per sample: below it a forward is overhead-bound and
-# the casts cost more than they save (digits-cnn, 1.5 M, replayed 2x slower; digits-vgg, 85 M, 2x faster)
+# the casts cost more than they save (sampled part, bfloat16 vs float32, interleaved on 2 loaded cores: digits-mlp,
+# 0.05 M, 1.35x slower; digits-cnn, 1.5 M, 1.7x slower; digits-vgg, 85 M, 1.2-1.5x faster)
 BF16_MIN_MACS = 10**7
 # a bfloat16 pass stacks this many times the variants a float32 one does: digits-vgg's 36 points took 8.4 s at 4
 # variants a pass against 11.1 s at 1 (float32: 12.5 s and 13.3 s; one run, interleaved, 2 loaded cores)
