@@ -69,12 +69,13 @@ def test_per_sample_loss_averages_to_the_loss_of_every_task():
 
 @pytest.mark.parametrize("replay", [True, False])
 def test_the_whole_split_as_sample_gives_the_measured_change(mlp, replay):
-    """Budget = the split: the estimate is the loss change evaluation measures (replayed or full forwards)."""
+    """Budget = the split: the estimate is the loss change evaluation measures (replayed, or full forwards in
+    batches)."""
     n = mlp.dataset.size("val")
     module = mlp.model_copy()
     change = SampledLossChange(module, mlp.dataset, "val", budget=n, precision="fp32")
-    if not replay:
-        change.replayer = None
+    if not replay:      # full forwards, a few samples at a time (as for next-token data)
+        change.replayer, change.batch = None, 7
     assert change.sample.population == n
     base = mlp.base_state()
     variants = [masked_tensors(base, *mlp.materialize(Plan({"fc1": LayerPlan(s, "element", "l1")})))

@@ -19,6 +19,7 @@ from ..errors import DatasetError
 from ..jobs import CancelToken
 from ..model.layers import logits_of
 from ..model.outputs import is_regression, is_sequence
+from ..train.evaluate import EVAL_TOKENS
 
 TOP_SHARE = 0.75    # share of the budget taken exactly from the highest dense losses
 
@@ -82,12 +83,28 @@ def per_sample_loss(out, y: torch.Tensor, num_classes: int | None = None) -> tor
     return torch.nn.functional.cross_entropy(out, y, reduction="none").double()
 
 
+def batch_size_for(dataset, batch_size: int = 256) -> int:
+    """Samples per forward: ``batch_size``, or for next-token data about EVAL_TOKENS tokens (as evaluation does:
+    256 blocks of vocabulary-wide logits would not fit)."""
+    if dataset.metric == "perplexity" and dataset.input_shape:
+        return max(1, min(batch_size, EVAL_TOKENS // max(1, int(dataset.input_shape[-1]))))
+    return batch_size
+
+
+def losses_of(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int | None,
+              batch_size: int) -> torch.Tensor:
+    """Each sample's loss of ``module`` on ``x``, ``batch_size`` samples per forward."""
+    with torch.inference_mode():
+        return torch.cat([per_sample_loss(module(x[i:i + batch_size]), y[i:i + batch_size], num_classes)
+                          for i in range(0, int(x.shape[0]), batch_size)])
+
+
 def dense_losses(module: torch.nn.Module, dataset, split: str, pool: int, cancel: CancelToken | None = None,
                  batch_size: int = 256) -> torch.Tensor:
     """Each sample's loss on the first ``pool`` samples of ``split`` (the ranking of :func:`stratified_sample`)."""
     parts = []
     with torch.inference_mode():
-        for x, y in dataset.batches(split, batch_size=batch_size, limit=pool):
+        for x, y in dataset.batches(split, batch_size=batch_size_for(dataset, batch_size), limit=pool):
             if cancel is not None:
                 cancel.check()
             parts.append(per_sample_loss(module(x), y, dataset.num_classes))
@@ -103,7 +120,7 @@ def gather(dataset, split: str, index: torch.Tensor, pool: int, batch_size: int 
     xs: list = [None] * len(want)
     ys: list = [None] * len(want)
     start = 0
-    for x, y in dataset.batches(split, batch_size=batch_size, limit=pool):
+    for x, y in dataset.batches(split, batch_size=batch_size_for(dataset, batch_size), limit=pool):
         for j in range(x.shape[0]):
             k = want.get(start + j)
             if k is not None:
@@ -154,16 +171,20 @@ class SampledLossChange:
                                            self.pool, self.pool)
         self.x, self.y = gather(dataset, split, self.sample.index, self.pool)
         self.params = dict(module.named_parameters())
-        with torch.inference_mode():
-            full = logits_of(module(self.x))
-        self.replayer = _replayer(module, self.x, full)
+        self.batch = batch_size_for(dataset)
+        # the replay holds every activation of the sample at once, and stacks variants: only where the scan
+        # replays too (accuracy data, the sample in one batch); else full forwards of ``batch`` samples
+        self.replayer = None
+        if dataset.metric == "accuracy" and int(self.x.shape[0]) <= self.batch:
+            with torch.inference_mode():
+                self.replayer = _replayer(module, self.x, logits_of(module(self.x)))
         self.checked = False
         self._bf16_base: dict = {}
         self.bf16 = self.replayer is not None and (
             precision == "bf16" or precision == "auto" and cpu_has_bf16_matrix_units()
             and (macs is None or macs >= BF16_MIN_MACS)) and \
             module_device(module).type == "cpu"
-        self.dense_full = per_sample_loss(full, self.y, self.num_classes)
+        self.dense_full = losses_of(module, self.x, self.y, self.num_classes, self.batch)
         self.dense_replay = per_sample_loss(self.replayer.output, self.y, self.num_classes) \
             if self.replayer is not None else None
 
@@ -216,8 +237,8 @@ class SampledLossChange:
             try:
                 for k, t in v.items():
                     self.params[k].data = t.to(saved[k].device)
-                with torch.inference_mode():
-                    out.append(self._change(self.module(self.x), self.dense_full))
+                out.append(weighted_mean(losses_of(self.module, self.x, self.y, self.num_classes, self.batch)
+                                         - self.dense_full, self.sample))
             finally:
                 for k, t in saved.items():
                     self.params[k].data = t
