@@ -135,9 +135,7 @@ class ScanResult:
     metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
     sequential: dict | None = None  # the sequential scan's settings (drops, stages, monotone, seed); None: exact
     world_size: int = 1            # processes the points were dealt out to (torchrun); recorded when > 1
-    # what the layers' "predicted_loss" was estimated from (predict.py): {"split", "samples", "population",
-    # "exact", "precision", "calibration_samples"}; None without a prediction
-    predicted_loss_from: dict | None = None
+    predicted_loss_from: dict | None = None   # what "predicted_loss" read (attach_prediction); None: no prediction
 
     @property
     def measure(self):
@@ -233,8 +231,7 @@ class ScanResult:
                    samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
                    dense_loss=d.get("dense_loss"), metric=metric,
                    sequential=d.get("sequential") if isinstance(d.get("sequential"), dict) else None,
-                   predicted_loss_from=d.get("predicted_loss_from") if isinstance(d.get("predicted_loss_from"),
-                                                                                  dict) else None,
+                   predicted_loss_from=p if isinstance(p := d.get("predicted_loss_from"), dict) else None,
                    world_size=d["world_size"] if isinstance(d.get("world_size"), int) and d["world_size"] > 1 else 1)
 
     def layer(self, name: str) -> dict:
@@ -481,7 +478,7 @@ def attach_prediction(result: ScanResult, prediction) -> None:
     for l in result.layers:
         if l["name"] in predicted:
             l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
-    # every number says its split: the estimate's sample may be the scan's own split (the default)
+    # every number says its split ("predicted_loss_from"): the estimate may read the scan's own split (default)
     result.predicted_loss_from = {"split": prediction.split, "samples": prediction.sampled,
                                   "population": prediction.population, "exact": prediction.exact,
                                   "precision": prediction.precision, "calibration_samples": prediction.samples}
