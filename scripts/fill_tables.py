@@ -247,6 +247,102 @@ BLOCKS.update({"sensitivity": sensitivity, "sensitivity-summary": sensitivity_su
                "sensitivity-goal": sensitivity_goal})
 
 
+# ------------------------------------------------------------------------ instant sensitivity estimate (bench_predict)
+
+PREDICT_LABELS = ("old", "quad", "first", "new", "new(fp32)", "new(64)", "new(train)")
+
+
+def _sig(v: float | None) -> str:
+    """Two significant digits, thousands as whole numbers: 0.86, 2.1, 57, 1,100, 9,700."""
+    if v is None:
+        return "–"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{float(f'{v:.2g}'):g}"
+
+
+def _predict_cell(c: dict) -> str:
+    rho = "–" if c["spearman"] is None else f"{c['spearman']:.2f}"
+    out = f" ({c['left_out']} out)" if c["left_out"] else ""
+    return f"{_sig(c['ratio'])} / {_sig(c['worst'])} / {rho}{out}"
+
+
+def predict() -> str:
+    """measured ÷ predicted (geometric mean over layers) / worst layer's factor / Spearman, per model and sparsity;
+    the estimate the app shows in bold."""
+    d = load("predict.json")
+    rows = []
+    for m in d["models"]:
+        for r in m["rows"]:
+            rows.append([m["model"], f"{r['sparsity']:.0%}".replace("%", " %")] + [
+                f"**{_predict_cell(r[k])}**" if k == "new" else _predict_cell(r[k]) for k in PREDICT_LABELS])
+    return table(["model", "sparsity"] + list(PREDICT_LABELS), rows)
+
+
+def _goal(g: dict) -> str:
+    if g["met"]:
+        return "met"
+    misses = [w for k, w in (("layers_within_3x", "a layer's mean"), ("worst_within_3x", "a point"),
+                             ("spearman_ge_0.9", "Spearman")) if not g[k]]
+    return "not met (" + ", ".join(misses) + ")"
+
+
+def predict_summary() -> str:
+    """Per model: the per-layer factors of the app's estimate, the goal for it and for the estimate before, and
+    the seconds of each next to the scan's."""
+    d = load("predict.json")
+    rows = []
+    for m in d["models"]:
+        per = [v for v in m["per_layer"]["new"].values() if v is not None]
+        out = len(m["per_layer"]["new"]) - len(per)
+        sec, again = m["estimate_seconds"], m.get("seconds_again", {})
+        rows.append([m["model"], f"{min(per):.2f}–{max(per):.2f}" + (f" ({out} out)" if out else ""),
+                     f"**{_goal(m['goal']['new'])}**", _goal(m["goal"]["first"]), _goal(m["goal"]["new(train)"]),
+                     f"{m['scan_seconds']:.1f}", f"{sec['first']:.1f}",
+                     f"{sec['new']:.1f} ({again.get('new', 0):.1f})",
+                     f"{sec['new(fp32)']:.1f} ({again.get('new(fp32)', 0):.1f})",
+                     f"{m['samples']['new']['precision']}: {again['new(fp32)'] / again['new']:.2f}×"
+                     if again.get("new") else m["samples"]["new"]["precision"],
+                     f"{m['goal_over_seeds']['new']['met']}/{m['goal_over_seeds']['new']['seeds']}, "
+                     f"{m['goal_over_seeds']['new(64)']['met']}/{m['goal_over_seeds']['new(64)']['seeds']}"])
+    return table(["model", "new: per layer", "goal: new", "goal: first", "goal: new(train)", "scan s", "first s",
+                  "new s (again)", "new(fp32) s (again)", "new ran in: fp32 ÷ it (again)",
+                  "goal met over draws: new, new(64)"], rows)
+
+
+def predict_readme() -> str:
+    """The README's sentence: per model, the app's estimate's range of per-layer factors and its goal."""
+    d = load("predict.json")
+    parts = []
+    for m in d["models"]:
+        per = [v for v in m["per_layer"]["new"].values() if v is not None]
+        rhos = [r["new"]["spearman"] for r in m["rows"] if r["new"]["spearman"] is not None]
+        parts.append(f"{m['model']} {min(per):.2f}–{max(per):.2f}× per layer, Spearman ≥ {min(rhos):.2f} "
+                     f"({_goal(m['goal']['new'])})")
+    return "; ".join(parts)
+
+
+def predict_before() -> str:
+    """How far the estimates before were: the first 128 samples' worst point, the quadratic's range (as factors)."""
+    d = load("predict.json")
+    worst = max(r["first"]["worst"] for m in d["models"] for r in m["rows"] if r["first"]["worst"] is not None)
+    quad = [r["quad"]["ratio"] for m in d["models"] for r in m["rows"] if r["quad"]["ratio"] is not None]
+    return (f"the estimate before (the first 128 validation samples) was up to {_sig(worst)}× off at one point, "
+            f"the quadratic alone is {_sig(min(quad))}–{_sig(max(quad))}× too small")
+
+
+def predict_train() -> str:
+    """The per-layer factors of the estimate on training samples, per model."""
+    d = load("predict.json")
+    parts = []
+    for m in d["models"]:
+        per = [v for v in m["per_layer"]["new(train)"].values() if v is not None]
+        parts.append(f"{m['model']} {_sig(min(per))}–{_sig(max(per))}×")
+    return ", ".join(parts)
+
+
+BLOCKS.update({"predict": predict, "predict-summary": predict_summary, "predict-readme": predict_readme,
+               "predict-before": predict_before, "predict-train": predict_train})
+
+
 # ------------------------------------------------------------------------ filling
 
 def fill(text: str, where: str = "") -> str:

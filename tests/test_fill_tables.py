@@ -42,3 +42,22 @@ def test_the_deep_compression_figures_follow_the_json(tmp_path, monkeypatch):
 def test_an_unknown_block_is_an_error():
     with pytest.raises(SystemExit, match="unknown table block 'nope'"):
         fill_tables().fill("<!-- table:nope -->x<!-- /table -->")
+
+
+def test_the_estimate_figures_follow_the_json(tmp_path, monkeypatch):
+    """Issue 25: the instant estimate's tables and README sentence are written from results/predict.json."""
+    ft = fill_tables()
+    d = json.loads((ft.RESULTS / "predict.json").read_text())
+    m = d["models"][0]
+    name = next(n for n, v in m["per_layer"]["new"].items() if v is not None)
+    m["per_layer"]["new"][name] = 7.25
+    m["goal"]["new"].update(met=False, layers_within_3x=False)
+    m["rows"][0]["first"]["worst"] = 1234.0
+    (tmp_path / "predict.json").write_text(json.dumps(d))
+    monkeypatch.setattr(ft, "RESULTS", tmp_path)
+    assert f"{m['model']} " in ft.predict_readme() and "7.25×" in ft.predict_readme()
+    assert "not met (a layer's mean)" in ft.predict_readme()
+    assert "up to 1,234×" in ft.predict_before()
+    out = ft.fill("<!-- table:predict -->\n| stale |\n<!-- /table -->\n")
+    assert "| stale |" not in out and f"| {m['model']} | 40 % |" in out and "0.9 / 1,234 / 1.00" in out
+    assert "**not met (a layer's mean)**" in ft.predict_summary()

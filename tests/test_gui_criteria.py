@@ -112,6 +112,7 @@ def test_sensitivity_scan_draws_predicted_then_measured_loss_curves(win, qtbot):
     p.start_prediction()
     wait_jobs(qtbot, win)
     assert set(pred.predicted) == set(names) and pred.prediction is not None
+    assert "the loss on 128 of 180 val samples (96 with the highest loss" in pred.label.text()   # its split, said
 
 
 def test_layer_table_offers_only_fitting_criteria(win, qtbot):

@@ -108,3 +108,12 @@ def on_device(module: nn.Module, device: torch.device | None) -> nn.Module:
     import copy
 
     return copy.deepcopy(module).to(device)
+
+
+def cpu_has_bf16_matrix_units() -> bool:
+    """Does this CPU multiply bfloat16 matrices in hardware (Intel AMX tiles)? There a bfloat16 forward of a
+    convolutional network runs about 2x faster than float32; elsewhere bfloat16 is emulated and slower."""
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() and torch.cpu._is_avx512_bf16_supported())
+    except Exception:       # an older torch without the probes: assume not
+        return False

@@ -143,6 +143,7 @@ class ScanResult:
     metric: str = "accuracy"       # what dense_accuracy and the layers' "accuracy" values are (train.metric)
     sequential: dict | None = None  # the sequential scan's settings (drops, stages, monotone, seed); None: exact
     world_size: int = 1            # processes the points were dealt out to (torchrun); recorded when > 1
+    predicted_loss_from: dict | None = None   # what "predicted_loss" read (predict.attach_prediction); None: none
 
     @property
     def measure(self):
@@ -161,6 +162,8 @@ class ScanResult:
             d["sequential"] = self.sequential
         if self.world_size > 1:
             d["world_size"] = self.world_size
+        if self.predicted_loss_from is not None:
+            d["predicted_loss_from"] = self.predicted_loss_from
         if self.metric != "accuracy":   # the values are named by their metric
             d = {("dense_" + self.metric if k == "dense_accuracy" else k): v for k, v in d.items()}
             d["layers"] = [{(self.metric if k == "accuracy" else k): v for k, v in l.items()} for l in self.layers]
@@ -236,6 +239,7 @@ class ScanResult:
                    samples=int(d.get("samples") or 0), skipped=dict(d.get("skipped") or {}),
                    dense_loss=d.get("dense_loss"), metric=metric,
                    sequential=d.get("sequential") if isinstance(d.get("sequential"), dict) else None,
+                   predicted_loss_from=p if isinstance(p := d.get("predicted_loss_from"), dict) else None,
                    world_size=d["world_size"] if isinstance(d.get("world_size"), int) and d["world_size"] > 1 else 1)
 
     def layer(self, name: str) -> dict:
@@ -482,19 +486,10 @@ def scan(session: StateView, spec: ScanSpec, progress: ProgressFn | None = None,
         result.sequential["screen"] = screen.settings(result.layers)
     result.seconds = time.perf_counter() - t0
     del base
-    attach_prediction(result, prediction)
+    if prediction is not None:
+        from .predict import attach_prediction
+        attach_prediction(result, prediction)
     return result
-
-
-def attach_prediction(result: ScanResult, prediction) -> None:
-    """Record ``prediction``'s loss per layer as ``"predicted_loss"`` (the scan's dense loss plus the predicted
-    increase, one per sparsity: the same quantity as ``"loss"``); nothing when it predicts other points."""
-    if prediction is None or result.dense_loss is None or list(prediction.sparsities) != list(result.sparsities):
-        return
-    predicted = {l["name"]: l["delta_loss"] for l in prediction.layers}
-    for l in result.layers:
-        if l["name"] in predicted:
-            l["predicted_loss"] = [result.dense_loss + d for d in predicted[l["name"]]]
 
 
 # ---------------------------------------------------------------- files

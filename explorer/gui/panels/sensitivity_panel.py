@@ -81,7 +81,9 @@ class SensitivityPanel(QWidget):
         self.predict_btn = QPushButton("Predict")
         self.predict_btn.setToolTip("Quick estimate without a scan: each layer's loss increase, the larger of "
                                     "½·Σ G_ii·w² over its pruned weights (G: the Gauss-Newton diagonal, the Fisher at "
-                                    "the model's own predictions) and the increase measured on 128 validation samples")
+                                    "the model's own predictions) and the increase measured on 128 samples of the "
+                                    "scan's split (validation by default): the 96 with the highest loss exactly, 32 "
+                                    "drawn from the rest and weighted)")
         self.predict_btn.clicked.connect(self.start_prediction)
         self.open_btn = QPushButton("Open…")
         self.open_btn.setToolTip("Load a scan JSON (from the CLI's sensitivity command or an earlier save)")

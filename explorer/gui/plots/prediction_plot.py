@@ -35,7 +35,8 @@ class PredictionPlot(QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.setToolTip("Loss increase when only that layer is pruned: dashed = predicted (the larger of "
                              "½·G·w² over the pruned weights, G the Gauss-Newton diagonal, and the increase on a "
-                             "small fixed sample), solid = measured by the scan")
+                             "stratified sample of the scan's split: its highest-loss samples exactly, a seeded "
+                             "weighted draw from the rest), solid = measured by the scan")
         self._empty_range()
         self.label = QLabel("The predicted loss increase appears when a scan starts (it needs labels).")
         self.label.setWordWrap(True)
@@ -76,7 +77,8 @@ class PredictionPlot(QWidget):
             self.plot.addItem(c)
             self.predicted[l["name"]] = c
         self.plot.enableAutoRange()
-        on = f" and the loss on {pred.sampled} {pred.split} samples" if pred.sampled else ""
+        on = (f" and the loss on {pred.sampled} of {pred.population} {pred.split} samples ({pred.exact} with the "
+              f"highest loss, the rest drawn)") if pred.sampled else ""
         self.label.setText(f"predicted from the Gauss-Newton curvature of the calibration samples{on} in "
                            f"{pred.seconds:.2f} s; measured curves replace them as the scan runs")
 
