@@ -46,6 +46,32 @@ def mlp():
     return Session.open("digits-mlp")
 
 
+SHORT_TINY_TEXT_BYTES = 48_000     # 374 blocks of 128 tokens: 300 train (calibration takes 128), 37 val, 37 test
+
+
+@pytest.fixture(scope="session")
+def short_tiny_text_file(tmp_path_factory) -> Path:
+    """The first 48 kB of tiny-text's file (cut at a character boundary), written once per process."""
+    from explorer.core.model.text_data import tiny_text_path
+
+    path = tmp_path_factory.mktemp("tiny-text") / "python-docs-excerpt.txt"
+    path.write_bytes(tiny_text_path().read_bytes()[:SHORT_TINY_TEXT_BYTES].decode("utf-8", "ignore").encode())
+    return path
+
+
+@pytest.fixture
+def short_tiny_text(short_tiny_text_file, monkeypatch):
+    """``tiny-text`` reads the excerpt above for this test: tiny-lm's evaluations read 37 test blocks instead of
+    364 (each was about 5 s of one core), its calibration still 128 training blocks. For tests whose assertions
+    hold on any text -- numbers shown equal the session's, a pruned model is worse than the dense one, a report's
+    keys -- not for those about tiny-text itself or tiny-lm's trained quality (test_tiny_lm.py keeps the whole
+    text there). Nothing caches a loaded dataset, so the next test reads the whole text again."""
+    from explorer.core.model import text_data
+
+    monkeypatch.setattr(text_data, "tiny_text_path", lambda: short_tiny_text_file)
+    return short_tiny_text_file
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item, nextitem):
     """Free the test's windows for real. pytest-qt closes the widgets a test registered and calls deleteLater(),

@@ -52,7 +52,7 @@ def test_lesson_walks_forward_and_back_with_live_numbers(win, qtbot):
 
 
 @pytest.mark.parametrize("name", lesson_names())
-def test_every_lesson_opens_every_step_in_the_window(win, qtbot, name):
+def test_every_lesson_opens_every_step_in_the_window(win, qtbot, name, short_tiny_text):
     panel = win.classroom.panel
     lesson = load_lesson(name)
     assert win.classroom.open(name)

@@ -53,7 +53,7 @@ def test_at_least_five_lessons_ship():
 
 
 @pytest.mark.parametrize("name", lesson_names())
-def test_each_lesson_steps_through_with_numbers_from_the_session(name):
+def test_each_lesson_steps_through_with_numbers_from_the_session(name, short_tiny_text):
     lesson = load_lesson(name)
     s = Session()
     shown = 0
