@@ -7,6 +7,11 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# One OpenMP thread in every process the tests start (the CLI, the benchmarks' quick modes, the soak, the window
+# in its own process), as in the test processes themselves (below): with both workers busy, a child on torch's
+# default of one thread per core oversubscribed the 2 cores -- a tiny-lm forward took 1.6 s on 2 threads against
+# 36 ms on one on the busy machine. The torchrun tests set it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the channel-coupling analysis gives up after 15 s (then channels are pruned per layer): with the suite on both
 # cores and a busy machine digits-cnn's analysis can take that long, and the tests that need its groups would fail
 os.environ.setdefault("PRUNING_EXPLORER_GROUPS_BUDGET_S", "120")
