@@ -7,6 +7,11 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# One OpenMP thread in every process the tests start (the CLI, the benchmarks' quick modes, the soak, the window
+# in its own process), as in the test processes themselves (below): with both workers busy, a child on torch's
+# default of one thread per core oversubscribed the 2 cores -- a tiny-lm forward took 1.6 s on 2 threads against
+# 36 ms on one on the busy machine. The torchrun tests set it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 # the channel-coupling analysis gives up after 15 s (then channels are pruned per layer): with the suite on both
 # cores and a busy machine digits-cnn's analysis can take that long, and the tests that need its groups would fail
 os.environ.setdefault("PRUNING_EXPLORER_GROUPS_BUDGET_S", "120")
@@ -44,6 +49,32 @@ def mlp():
     """A fresh digits-mlp session."""
     from explorer.core.session import Session
     return Session.open("digits-mlp")
+
+
+SHORT_TINY_TEXT_BYTES = 48_000     # 374 blocks of 128 tokens: 300 train (calibration takes 128), 37 val, 37 test
+
+
+@pytest.fixture(scope="session")
+def short_tiny_text_file(tmp_path_factory) -> Path:
+    """The first 48 kB of tiny-text's file (cut at a character boundary), written once per process."""
+    from explorer.core.model.text_data import tiny_text_path
+
+    path = tmp_path_factory.mktemp("tiny-text") / "python-docs-excerpt.txt"
+    path.write_bytes(tiny_text_path().read_bytes()[:SHORT_TINY_TEXT_BYTES].decode("utf-8", "ignore").encode())
+    return path
+
+
+@pytest.fixture
+def short_tiny_text(short_tiny_text_file, monkeypatch):
+    """``tiny-text`` reads the excerpt above for this test: tiny-lm's evaluations read 37 test blocks instead of
+    364 (each was about 5 s of one core), its calibration still 128 training blocks. For tests whose assertions
+    hold on any text -- numbers shown equal the session's, a pruned model is worse than the dense one, a report's
+    keys -- not for those about tiny-text itself or tiny-lm's trained quality (test_tiny_lm.py keeps the whole
+    text there). Nothing caches a loaded dataset, so the next test reads the whole text again."""
+    from explorer.core.model import text_data
+
+    monkeypatch.setattr(text_data, "tiny_text_path", lambda: short_tiny_text_file)
+    return short_tiny_text_file
 
 
 @pytest.hookimpl(wrapper=True)

@@ -27,6 +27,7 @@ KEYS = {
     "bench_big_models.py": ("summary",),
     "bench_llm_scale.py": ("runs", "peak_rss_bytes", "peak_over_model"),
     "bench_llm.py": ("dense_perplexity", "rows", "depth_curve"),
+    "bench_model_open.py": ("ratio", "median_cpu_s", "timm_imported"),
 }
 ROW_KEYS = {"bench_sensitivity.py": ("ratio", "same_allocation")}
 

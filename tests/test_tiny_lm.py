@@ -84,7 +84,7 @@ def test_tiny_lm_is_trained_far_below_a_unigram_byte_model(text):
     assert ppl < 6.0 < unigram / 3, (ppl, unigram)
 
 
-def test_prune_tiny_lm_through_the_cli_reports_perplexity_on_test(tmp_path, capsys):
+def test_prune_tiny_lm_through_the_cli_reports_perplexity_on_test(tmp_path, capsys, short_tiny_text):
     from explorer.cli import main
 
     out = tmp_path / "p"
@@ -125,7 +125,7 @@ def test_latency_of_tiny_lm_dense_and_masked():
     assert lat.dense.median_ms > 0 and lat.masked.median_ms > 0 and lat.compact is None
 
 
-def test_sensitivity_of_tiny_lm_through_the_cli_is_in_perplexity(tmp_path, capsys):
+def test_sensitivity_of_tiny_lm_through_the_cli_is_in_perplexity(tmp_path, capsys, short_tiny_text):
     from explorer.cli import main
 
     out = tmp_path / "s.json"

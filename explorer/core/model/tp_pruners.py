@@ -20,6 +20,16 @@ from torch import nn
 from .layers import is_conv1d_transposed
 
 
+def torch_pruning():
+    """Torch-Pruning, imported without timm: its FLOP counter (``torch_pruning.utils.op_counter``, which this app
+    does not use: it counts with ``model.layers``) imports timm when it is installed, and timm imports
+    torchvision's models and huggingface_hub -- 2.3 s of CPU in every process that opened a model, against
+    0.01 s for Torch-Pruning itself. A timm model opened first keeps timm imported; timm imports as usual later."""
+    from ..extras import import_without
+
+    return import_without("torch_pruning", "timm")
+
+
 class UnbalancedGroups(ValueError):
     """A grouped convolution would lose a different number of channels in different groups."""
 
@@ -38,7 +48,7 @@ def _grouped(layer) -> bool:
 
 
 def _pruners():
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     base = tp.pruner.function
 
@@ -89,6 +99,7 @@ def _pruners():
 
 
 def _guard_reshape_mapping() -> None:
+    torch_pruning()
     from torch_pruning.dependency import index_mapping as im
 
     original = im.update_reshape_index_mapping
@@ -106,7 +117,7 @@ def _guard_reshape_mapping() -> None:
 
 def build_dependency_graph(module: nn.Module, example: torch.Tensor):
     """Torch-Pruning's dependency graph of ``module`` traced on ``example``, with the pruners above."""
-    import torch_pruning as tp
+    tp = torch_pruning()
 
     _guard_reshape_mapping()
     grouped, conv1d = _pruners()
