@@ -48,7 +48,7 @@ def start_job(win, s, job: str, epochs: int) -> None:
         raise SystemExit(f"the {job} job did not start: {win.last_error}")
 
 
-def top_functions(prof, n: int = 14) -> str:
+def top_functions(prof, n: int = int(os.environ.get("STALL_PROFILE_LINES", 14))) -> str:
     import pstats
     out = io.StringIO()
     pstats.Stats(prof, stream=out).sort_stats("cumulative").print_stats(n)

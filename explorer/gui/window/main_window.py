@@ -510,9 +510,9 @@ class MainWindow(QMainWindow):
             if ask != QMessageBox.Yes:
                 e.ignore()
                 return
-            self._closing = True
-            self.runner.cancel()
-            if not self.runner.wait(20000):
-                self.status("the job did not stop in time", 0)
         self._closing = True
+        # the running job is cancelled and waited for; nothing starts after this (a lesson's timer firing while
+        # the window closes would start an Evaluate whose signals outlive the window)
+        if not self.runner.shut_down(20000):
+            self.status("the job did not stop in time", 0)
         e.accept()
