@@ -151,6 +151,7 @@ def test_finetune_live_curve_keeps_masks(win, qtbot):
     s.set_uniform(s.layer_names, 0.8)
     p = win.finetune_panel
     p.epochs.setValue(2)
+    win.tabs.setCurrentWidget(p)     # its charts draw while the tab shows (hidden: when shown, test_gui_stall.py)
     p.start()
     qtbot.waitUntil(lambda: len(p.history) >= 1, timeout=60_000)   # the curve gets points while running
     assert len(p.acc_curve.getData()[0]) >= 1

@@ -1,0 +1,84 @@
+"""Issue 24, "no GUI-thread stall over 30 ms while a job runs": what the window no longer does on the GUI thread.
+A hidden tab does no drawing work (it draws once, when shown); a slider tick keeps the plots' axes (pyqtgraph
+regenerates an axis's tick text whenever its label or ticks are set, even to the same value); the end of a
+fine-tune leaves the redraws of the views to later event-loop turns. Timings live in benchmarks/bench_gui_stall.py."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from explorer.core.session import Session  # noqa: E402
+
+from .gui_helpers import open_window, wait_jobs  # noqa: E402
+
+
+@pytest.fixture
+def win(qtbot, tmp_path):
+    with open_window(qtbot, tmp_path, Session.open("digits-cnn")) as w:
+        wait_jobs(qtbot, w)
+        yield w
+
+
+def test_hidden_finetune_charts_draw_when_shown(win, qtbot):
+    s, p = win.session, win.finetune_panel
+    s.set_uniform(s.layer_names, 0.8)
+    p.epochs.setValue(2)
+    win.tabs.setCurrentWidget(win.weight_view)
+    p.start()
+    wait_jobs(qtbot, win, 180_000)
+    assert len(p.history) == 2                                 # the records arrived ...
+    assert p.run_chart.current.epochs == 2
+    assert len(p.acc_curve.getData()[0] or []) == 0            # ... but nothing was drawn while hidden
+    assert p.run_chart.redraw.stale and p.loss_chart.redraw.stale and p.schedule_chart.redraw.stale
+    win.tabs.setCurrentWidget(p)
+    QApplication.processEvents()
+    xs, ys = p.acc_curve.getData()
+    assert list(xs) == [x for x, _ in p.run_chart.current.acc] and len(xs) >= 2
+    assert list(p.loss_chart.curve.getData()[1]) == [loss for _, loss in p.run_chart.current.loss]
+    assert [len(c.getData()[0]) for c in p.schedule_chart.curves.values()] == [1]    # the finished run's point
+    assert not p.run_chart.redraw.stale
+
+
+def test_hidden_compress_tab_redraws_when_shown(win, qtbot):
+    p = win.compress_panel
+    win.tabs.setCurrentWidget(win.weight_view)
+    calls = []
+    real = p._result_when_shown.draw
+    p._result_when_shown.draw = lambda: (calls.append(1), real())
+    win.session.set_uniform(win.session.layer_names, 0.5)
+    win.session.apply()                       # the kept weights change: weight_state.changed
+    QApplication.processEvents()
+    assert calls == [] and p._result_when_shown.stale
+    win.tabs.setCurrentWidget(p)
+    QApplication.processEvents()
+    assert calls == [1] and not p._result_when_shown.stale
+    win.session.apply()
+    QApplication.processEvents()
+    assert len(calls) >= 1                    # shown: at once
+
+
+def test_slider_ticks_keep_the_axes_pictures(win, qtbot):
+    """After the first paint, dragging the selected layer's slider redraws the heatmap, histogram and bars
+    without throwing away the axes' cached pictures (their ranges, labels and ticks stay the same)."""
+    s, wv = win.session, win.weight_view
+    name = s.layer_names[1]
+    s.select(name)
+    s.set_layer(name, sparsity=0.3)
+    win.redraw_all(now=True)
+    qtbot.wait(50)
+    axes = {"heat bottom": wv.heat.getAxis("bottom"), "heat left": wv.heat.getAxis("left"),
+            "hist bottom": wv.hist.getAxis("bottom"), "hist left": wv.hist.getAxis("left"),
+            "bars bottom": win.global_panel.bars.getAxis("bottom")}
+    before = {k: ax.picture for k, ax in axes.items()}
+    assert all(p is not None for p in before.values()), before      # painted once
+    drawn = wv.kept_curve.getData()[1].copy()
+    for i in range(5):
+        s.set_layer(name, sparsity=0.4 + 0.1 * i)
+        win.redraw_all(now=True)
+        qtbot.wait(20)
+    assert (wv.kept_curve.getData()[1] != drawn).any()             # the histogram did change
+    assert {k: ax.picture for k, ax in axes.items()} == before      # the same QPicture objects: not regenerated
