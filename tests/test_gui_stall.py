@@ -82,3 +82,40 @@ def test_slider_ticks_keep_the_axes_pictures(win, qtbot):
         qtbot.wait(20)
     assert (wv.kept_curve.getData()[1] != drawn).any()             # the histogram did change
     assert {k: ax.picture for k, ax in axes.items()} == before      # the same QPicture objects: not regenerated
+
+
+def test_progress_bar_does_not_paint_synchronously(win, qtbot, monkeypatch):
+    """A job's progress changes the status bar's percentage without painting the window there and then (a
+    QProgressBar repaints at once on a new percentage, and that synchronous paint took the plots' along)."""
+    from PySide6.QtCore import QEvent, QObject
+
+    from explorer.core.jobs import Progress
+    from explorer.gui.window.jobs import Job
+
+    bar = win.job_bar.progress
+    bar.show()
+    painted = []
+
+    class Count(QObject):
+        def eventFilter(self, obj, e):       # noqa: N802
+            if e.type() == QEvent.Paint:
+                painted.append(1)
+            return False
+    counter = Count()
+    bar.installEventFilter(counter)
+    qtbot.wait(50)
+    during = []
+    real = bar.setValue
+
+    def set_value(v):
+        n = len(painted)
+        real(v)
+        during.append(len(painted) - n)
+    monkeypatch.setattr(bar, "setValue", set_value)
+    job = Job("test", lambda p, c: None)
+    for f in (0.25, 0.5, 0.75):
+        win.runner.job_progress.emit(job, Progress(f, "working"))
+        qtbot.waitUntil(lambda f=f: bar.value() == int(f * 1000), timeout=2000)
+    assert during and sum(during) == 0, during          # no paint inside setValue
+    qtbot.waitUntil(lambda: len(painted) > 0, timeout=2000)    # painted later, with the window
+    bar.removeEventFilter(counter)
