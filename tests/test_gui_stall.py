@@ -119,3 +119,31 @@ def test_progress_bar_does_not_paint_synchronously(win, qtbot, monkeypatch):
     assert during and sum(during) == 0, during          # no paint inside setValue
     qtbot.waitUntil(lambda: len(painted) > 0, timeout=2000)    # painted later, with the window
     bar.removeEventFilter(counter)
+
+
+def test_a_whole_redraw_is_spread_over_event_loop_turns(win, qtbot, monkeypatch):
+    """New kept weights (what a job's end brings) make every ranking stale: the throttled redraw builds them a few
+    per event-loop turn (here one: no time budget) and draws the weight view in a turn after the rows."""
+    import time
+
+    import explorer.gui.window.main_window as mw
+    monkeypatch.setattr(mw, "BUILD_BUDGET_S", 0.0)
+    s = win.session
+    s.set_uniform(s.layer_names, 0.5)
+    win.redraw_all(now=True)
+    qtbot.wait(50)
+    old_view = win.weight_view.view
+    s.results.adopt({k: v * 1.5 for k, v in s.module.state_dict().items()}, s.plan, "scaled")   # as a fine-tune's end
+    first = len(s.masks.uncached(s.plan))
+    assert first >= 3
+    counts, views = [], []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 5 and (not counts or counts[-1] or win.weight_view.view is old_view):
+        QApplication.processEvents()
+        counts.append(len(s.masks.uncached(s.plan)))
+        views.append(win.weight_view.view is not old_view)
+        time.sleep(0.003)
+    assert counts[-1] == 0 and views[-1]
+    steps = [a - b for a, b in zip([first] + counts, counts)]
+    assert max(steps) == 1, counts                       # one ranking per turn
+    assert views.index(True) > counts.index(0), (counts, views)   # the weight view after the last ranking's turn
