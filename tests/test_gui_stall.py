@@ -147,3 +147,34 @@ def test_a_whole_redraw_is_spread_over_event_loop_turns(win, qtbot, monkeypatch)
     steps = [a - b for a, b in zip([first] + counts, counts)]
     assert max(steps) == 1, counts                       # one ranking per turn
     assert views.index(True) > counts.index(0), (counts, views)   # the weight view after the last ranking's turn
+
+
+def test_hidden_sensitivity_tab_draws_scan_points_when_shown(win, qtbot, monkeypatch):
+    """A scan's points that arrive while another tab is current wait; the curves appear when the tab is shown."""
+    import time
+
+    import explorer.gui.panels.sensitivity_panel as sp
+    from explorer.core.analyse.sensitivity import ScanPoint
+    from explorer.core.jobs import Progress
+
+    def fake_scan(snap, spec, progress, cancel, **kw):      # three points, then runs until cancelled
+        for i, layer in enumerate(snap.layer_names[:3]):
+            pt = ScanPoint(layer, 0, spec.sparsities[0], 90.0 - i, loss=0.3, dense_loss=0.1)
+            progress(Progress(None, "point", pt))
+        while True:
+            cancel.check()
+            time.sleep(0.01)
+    monkeypatch.setattr(sp, "scan", fake_scan)
+    monkeypatch.setattr(sp, "AUTO_PREDICT_MACS", 0)      # no prediction first
+    p = win.sensitivity_panel
+    p.sparsities.setText("0.5,0.8")
+    win.tabs.setCurrentWidget(win.weight_view)
+    p.start_scan()
+    qtbot.waitUntil(lambda: len(p._points) == 3, timeout=20_000)
+    assert p._curves == {} and not p.prediction.measured_curves       # nothing drawn while hidden
+    win.tabs.setCurrentWidget(p)
+    QApplication.processEvents()
+    assert len(p._curves) == 3 and p._points == []
+    assert list(p._curves[win.session.layer_names[0]].getData()[1]) == [90.0]
+    win.runner.cancel()
+    wait_jobs(qtbot, win)

@@ -32,6 +32,7 @@ from explorer.core.train.metric import ACCURACY, metric_of
 
 from ..plots.prediction_plot import PredictionPlot
 from ..window.context import AppContext
+from ..window.when_shown import WhenShown
 from .allocation_box import AllocationBox
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
 
@@ -50,6 +51,8 @@ class SensitivityPanel(QWidget):
         self.quality = ACCURACY           # what the curves show: accuracy, or perplexity (lower is better)
         self._partial: dict[str, list] = {}
         self._curves: dict[str, pg.PlotDataItem] = {}
+        self._points: list = []      # a running scan's points that arrived while the tab was hidden
+        self._draw_points = WhenShown(self, self._flush_points)   # drawn now, or when the tab is shown (issue 24)
 
         # --- controls
         self.sparsities = QLineEdit("0.4,0.5,0.6,0.7,0.8,0.9")
@@ -233,8 +236,8 @@ class SensitivityPanel(QWidget):
                                               f"{s.calibration_samples} samples takes a while on this model. "
                                               "Predict computes it.")
             elif p.data is not None and hasattr(p.data, "layer"):
-                self._point(p.data)
-                self.prediction.point(p.data)
+                self._points.append(p.data)
+                self._draw_points()
 
         def done(result):
             self.set_result(result)
@@ -288,6 +291,7 @@ class SensitivityPanel(QWidget):
 
     def _begin(self, spec: ScanSpec) -> None:
         self.result = None
+        self._points = []           # (a finished scan's result replaces its points)
         self.prediction.clear(spec.sparsities)
         self._spec = spec
         self._partial = {}
@@ -311,6 +315,12 @@ class SensitivityPanel(QWidget):
             self.plot.addItem(c)
             self._curves[name] = c
         return c
+
+    def _flush_points(self) -> None:
+        points, self._points = self._points, []
+        for pt in points:
+            self._point(pt)
+            self.prediction.point(pt)
 
     def _point(self, pt) -> None:
         sps = self._spec.sparsities
