@@ -178,3 +178,17 @@ def test_hidden_sensitivity_tab_draws_scan_points_when_shown(win, qtbot, monkeyp
     assert list(p._curves[win.session.layer_names[0]].getData()[1]) == [90.0]
     win.runner.cancel()
     wait_jobs(qtbot, win)
+
+
+def test_a_scan_finished_while_hidden_draws_its_curves_when_shown(win, qtbot):
+    p = win.sensitivity_panel
+    p.sparsities.setText("0.5,0.8")
+    win.tabs.setCurrentWidget(win.weight_view)
+    p.start_scan()
+    wait_jobs(qtbot, win)
+    assert p.result is not None and p.heat.rowCount() == len(win.session.layer_names)   # the table: at once
+    assert p._curves == {}                                                              # the plot: not yet
+    win.tabs.setCurrentWidget(p)
+    assert set(p._curves) == set(win.session.layer_names)
+    first = p.result.layers[0]
+    assert list(p._curves[first["name"]].getData()[1]) == [a for a in first["accuracy"] if a is not None]

@@ -53,6 +53,7 @@ class SensitivityPanel(QWidget):
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._points: list = []      # a running scan's points that arrived while the tab was hidden
         self._draw_points = WhenShown(self, self._flush_points)   # drawn now, or when the tab is shown (issue 24)
+        self._draw_curves = WhenShown(self, self._result_curves)  # a finished scan's accuracy curves, likewise
 
         # --- controls
         self.sparsities = QLineEdit("0.4,0.5,0.6,0.7,0.8,0.9")
@@ -342,11 +343,8 @@ class SensitivityPanel(QWidget):
         self.prediction.set_measured(result)
         self.follow_metric(result.measure)
         for l in result.layers:
-            accs = l["accuracy"]
-            xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
-            ys = [a for a in accs if a is not None]
-            self._curve(l["name"]).setData(xs, ys)
-            self._heat_row(l["name"], accs, result.dense_accuracy)
+            self._heat_row(l["name"], l["accuracy"], result.dense_accuracy)
+        self._draw_curves()      # the curves: now, or when the tab is next shown
         d = result.dense_accuracy
         self.dense_line.setValue(d)
         self.dense_line.show()
@@ -359,6 +357,16 @@ class SensitivityPanel(QWidget):
             self.drop_line.setValue(100 - (100 - d) * 1.5 if m.higher_is_better else d * 1.5)
         self.drop_line.show()
         self._label_line()
+
+    def _result_curves(self) -> None:
+        result = self.result
+        if result is None:
+            return
+        for l in result.layers:
+            accs = l["accuracy"]
+            xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
+            ys = [a for a in accs if a is not None]
+            self._curve(l["name"]).setData(xs, ys)
         self.plot.enableAutoRange()
 
     def _heat_row(self, name: str, accs, dense) -> None:
