@@ -247,8 +247,8 @@ def test_sensitivity_scan_curves_click_and_allocate(win, qtbot):
     arrived.append(len(p._curves))
     wait_jobs(qtbot, win)
     assert p.result is not None and p.heat.rowCount() == 5 and p.heat.columnCount() == 3
-    win.tabs.setCurrentWidget(p)     # the curves are drawn when the tab shows (test_gui_stall.py)
-    assert len(p._curves) == 5
+    win.tabs.setCurrentWidget(p)     # the curves are drawn once the tab shows (test_gui_stall.py)
+    qtbot.waitUntil(lambda: len(p._curves) == 5, timeout=2000)
     # clicking a point plans that layer at that sparsity
     p._cell_clicked(2, 1)
     assert s.plan.get(p.heat.verticalHeaderItem(2).text()).sparsity == pytest.approx(0.7)
@@ -341,7 +341,8 @@ def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
     wait_jobs(qtbot, win)
     # the dense point (evaluated on open), then the two plans
     win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself when it is on show
-    assert len(s.history) == 3 and win.history_panel.table.rowCount() == 3
+    qtbot.waitUntil(lambda: win.history_panel.table.rowCount() == 3, timeout=2000)
+    assert len(s.history) == 3
     win.history_panel.restore_row(1)
     wait_jobs(qtbot, win)
     assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.3) and not s.pending

@@ -34,8 +34,9 @@ def test_hidden_finetune_charts_draw_when_shown(win, qtbot):
     assert p.run_chart.current.epochs == 2
     assert len(p.acc_curve.getData()[0] or []) == 0            # ... but nothing was drawn while hidden
     assert p.run_chart.redraw.stale and p.loss_chart.redraw.stale and p.schedule_chart.redraw.stale
-    win.tabs.setCurrentWidget(p)
-    QApplication.processEvents()
+    win.tabs.setCurrentWidget(p)        # its first paint shows the old picture; the catch-up comes after it
+    qtbot.waitUntil(lambda: not (p.run_chart.redraw.stale or p.loss_chart.redraw.stale
+                                 or p.schedule_chart.redraw.stale), timeout=2000)
     xs, ys = p.acc_curve.getData()
     assert list(xs) == [x for x, _ in p.run_chart.current.acc] and len(xs) >= 2
     assert list(p.loss_chart.curve.getData()[1]) == [loss for _, loss in p.run_chart.current.loss]
@@ -54,8 +55,9 @@ def test_hidden_compress_tab_redraws_when_shown(win, qtbot):
     QApplication.processEvents()
     assert calls == [] and p._result_when_shown.stale
     win.tabs.setCurrentWidget(p)
-    QApplication.processEvents()
-    assert calls == [1] and not p._result_when_shown.stale
+    assert calls == []                        # the tab's first paint comes first ...
+    qtbot.waitUntil(lambda: calls == [1], timeout=2000)     # ... then the catch-up
+    assert not p._result_when_shown.stale
     win.session.apply()
     QApplication.processEvents()
     assert len(calls) >= 1                    # shown: at once
@@ -173,8 +175,8 @@ def test_hidden_sensitivity_tab_draws_scan_points_when_shown(win, qtbot, monkeyp
     qtbot.waitUntil(lambda: len(p._points) == 3, timeout=20_000)
     assert p._curves == {} and not p.prediction.measured_curves       # nothing drawn while hidden
     win.tabs.setCurrentWidget(p)
-    QApplication.processEvents()
-    assert len(p._curves) == 3 and p._points == []
+    qtbot.waitUntil(lambda: len(p._curves) == 3, timeout=2000)
+    assert p._points == []
     assert list(p._curves[win.session.layer_names[0]].getData()[1]) == [90.0]
     win.runner.cancel()
     wait_jobs(qtbot, win)
@@ -189,6 +191,6 @@ def test_a_scan_finished_while_hidden_draws_its_curves_when_shown(win, qtbot):
     assert p.result is not None and p.heat.rowCount() == len(win.session.layer_names)   # the table: at once
     assert p._curves == {}                                                              # the plot: not yet
     win.tabs.setCurrentWidget(p)
-    assert set(p._curves) == set(win.session.layer_names)
+    qtbot.waitUntil(lambda: set(p._curves) == set(win.session.layer_names), timeout=2000)
     first = p.result.layers[0]
     assert list(p._curves[first["name"]].getData()[1]) == [a for a in first["accuracy"] if a is not None]

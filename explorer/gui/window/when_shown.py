@@ -1,15 +1,16 @@
 """Drawing that waits for its widget to be seen: a hidden tab does no drawing work (issue 24).
 
 ``redraw = WhenShown(widget, draw)``: calling ``redraw()`` draws at once while ``widget`` is visible; while it
-is hidden (another tab is current) it only remembers that the picture is out of date, and ``draw`` runs once
-when the widget is next shown, before that first paint. A slider drag or a job's progress then costs the hidden
-views nothing, however many times they are told.
+is hidden (another tab is current) it only remembers that the picture is out of date. When the widget is shown
+again, its first paint shows what it drew last, and ``draw`` runs in the next event-loop turn: a tab switch (whose
+paint is the costliest step there is: Qt paints a shown QGraphicsView twice) and the catching up are two steps,
+not one. A slider drag or a job's progress costs the hidden views nothing, however often they are told.
 """
 from __future__ import annotations
 
 from typing import Callable
 
-from PySide6.QtCore import QEvent, QObject
+from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QWidget
 
 
@@ -18,7 +19,7 @@ class WhenShown(QObject):
         super().__init__(widget)
         self.widget = widget
         self.draw = draw
-        self.stale = False        # told to redraw while hidden: draws when next shown
+        self.stale = False        # told to redraw while hidden: draws in the turn after its first paint on show
         widget.installEventFilter(self)
 
     def __call__(self, *_args) -> None:
@@ -28,8 +29,14 @@ class WhenShown(QObject):
         else:
             self.stale = True
 
-    def eventFilter(self, obj, e) -> bool:       # noqa: N802 (Qt's name)
-        if obj is self.widget and e.type() == QEvent.Show and self.stale:
+    def catch_up(self) -> None:
+        """Draw now if a redraw is owed (and forget it)."""
+        if self.stale and self.widget.isVisible():
             self.stale = False
             self.draw()
+
+    def eventFilter(self, obj, e) -> bool:       # noqa: N802 (Qt's name)
+        if obj is self.widget and self.stale and e.type() == QEvent.Show:
+            # the paint the show posted runs in the next turn; the draw one turn after that
+            QTimer.singleShot(0, self, lambda: QTimer.singleShot(0, self, self.catch_up))
         return False
