@@ -361,8 +361,8 @@ class MainWindow(QMainWindow):
         self._update_dashboard(pending)
         self._update_actions()
         if whole and not now:   # every row redrawn (new weights): the weight view in the next turn, its own paint
-            plan = s.plan       # (the answer about the caches holds while the plan is the same)
-            QTimer.singleShot(0, self, lambda: self._show_selected(pending if self.session.plan is plan else None))
+            plan = s.plan       # (a newer plan brings its own redraw, which shows the layer)
+            QTimer.singleShot(0, self, lambda: self.session.plan is plan and self._show_selected(pending))
         else:
             self._show_selected(pending)
 
