@@ -98,7 +98,8 @@ class RunChart(pg.PlotWidget):
         self.current_curve = pg.PlotDataItem([], [])     # the run in progress' accuracy curve (replaced on redraw)
         self._items: list = []
         self._current_items = None      # (accuracy curve, sparsity curve) of the run in progress
-        self.redraw = WhenShown(self, self._draw)      # everything again: now, or when the tab is next shown
+        self.redraw = WhenShown(self, self._catch_up)  # now, or when the tab is next shown
+        self._drawn: tuple | None = None   # (kept runs, current run, its markers) the items were built for
         self.setToolTip("Validation accuracy per epoch (left axis): epoch 0 is the pruned model before training, and "
                         "each pruning step shows its dip and the recovery after it. Grey: sparsity (right axis), "
                         "▲ where the masks changed. Earlier runs stay dimmed for comparison (Clear removes them).")
@@ -137,15 +138,22 @@ class RunChart(pg.PlotWidget):
         epoch costs the GUI thread a few ms, issue 24); a new pruning step (marker) redraws everything."""
         if self.current is None:
             return
-        markers = len(self.current.markers)
         self.current.add(r)
-        if self._current_items is None or len(self.current.markers) != markers or not self.isVisible():
-            self.redraw()          # hidden (another tab): only marked, drawn when shown
+        self.redraw()              # hidden (another tab): only marked, drawn when shown
+
+    def _catch_up(self) -> None:
+        """The run in progress' new points only, when the items were built for the same runs and pruning steps;
+        else everything."""
+        if self._current_items is None or self._drawn != self._drawn_for():
+            self._draw()
             return
         curve, scurve = self._current_items
         curve.setData(*_xy(self.current.acc))
         scurve.setData(*_xy(self.current.sparsity))
         self._x_range([t.epochs for t in self.kept] + [self.current.epochs])
+
+    def _drawn_for(self) -> tuple:
+        return (tuple(map(id, self.kept)), id(self.current), len(self.current.markers) if self.current else 0)
 
     def clear_runs(self) -> None:
         self.kept = []
@@ -197,6 +205,7 @@ class RunChart(pg.PlotWidget):
             self.legend.addItem(s, "sparsity (right axis), ▲ pruning step")
         self._epochs_shown = None
         self._x_range([t.epochs for t, _ in runs])
+        self._drawn = self._drawn_for()
 
     def _x_range(self, epochs: list[int]) -> None:
         pi = self.getPlotItem()

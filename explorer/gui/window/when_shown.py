@@ -2,7 +2,7 @@
 
 ``redraw = WhenShown(widget, draw)``: calling ``redraw()`` draws at once while ``widget`` is visible; while it
 is hidden (another tab is current) it only remembers that the picture is out of date. When the widget is shown
-again, its first paint shows what it drew last, and ``draw`` runs in the next event-loop turn: a tab switch (whose
+again, its first paint shows what it drew last, and ``draw`` runs ``CATCH_UP_MS`` later: a tab switch (whose
 paint is the costliest step there is: Qt paints a shown QGraphicsView twice) and the catching up are two steps,
 not one. A slider drag or a job's progress costs the hidden views nothing, however often they are told.
 """
@@ -12,6 +12,8 @@ from typing import Callable
 
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtWidgets import QWidget
+
+CATCH_UP_MS = 30     # after a show, the owed redraw waits this long: the show's own paint comes first
 
 
 class WhenShown(QObject):
@@ -37,6 +39,6 @@ class WhenShown(QObject):
 
     def eventFilter(self, obj, e) -> bool:       # noqa: N802 (Qt's name)
         if obj is self.widget and self.stale and e.type() == QEvent.Show:
-            # the paint the show posted runs in the next turn; the draw one turn after that
-            QTimer.singleShot(0, self, lambda: QTimer.singleShot(0, self, self.catch_up))
+            # the paint the show posted runs in the next turn; the draw a little later, in a turn of its own
+            QTimer.singleShot(CATCH_UP_MS, self.widget, self.catch_up)   # (self is callable: not the context)
         return False
