@@ -78,12 +78,16 @@ def main() -> None:
 
     app = make_app()
     s = Session.open(args.model)
-    win = MainWindow(s)
+    win = MainWindow(s, deferred=True)     # as ``pruning-explorer gui`` starts it (gui/window/startup.py)
     win.ask_before_closing = False
     win.resize(1440, 900)
     win.show()
     for _ in range(20):
         app.processEvents()
+    win.finish_start()
+    while win.runner.busy or win.runner.queue:     # the channel-group analysis the start queues
+        app.processEvents()
+        time.sleep(0.005)
     s.set_uniform(s.layer_names, 0.8)
     for _ in range(20):
         app.processEvents()

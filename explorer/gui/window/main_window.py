@@ -31,8 +31,8 @@ from ..panels.dashboard import Dashboard, totals_text
 from ..panels.global_panel import GlobalPanel
 from ..panels.layer_table import LayerTable
 from ..panels.weight_view import WeightView
+from . import gc_guard, startup
 from . import help as help_dialogs
-from . import startup
 from .context import AppContext
 from .device_box import DeviceBox
 from .dialogs import error_text, show_error
@@ -287,6 +287,7 @@ class MainWindow(QMainWindow):
     def _on_loaded(self) -> None:
         s = self.session
         r = s.require()
+        gc_guard.collect_frozen()      # a model opened after the start: the previous one's cycles go (gc_guard)
         self.model_label.setText(f"<b>{r.model.name}</b>")
         self.model_label.setToolTip(f"{r.model.spec}\n" + "\n".join(r.notes))
         self.models.sync_dataset_combo()
