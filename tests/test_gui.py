@@ -151,6 +151,7 @@ def test_finetune_live_curve_keeps_masks(win, qtbot):
     s.set_uniform(s.layer_names, 0.8)
     p = win.finetune_panel
     p.epochs.setValue(2)
+    win.tabs.setCurrentWidget(p)     # its charts draw while the tab shows (hidden: when shown, test_gui_stall.py)
     p.start()
     qtbot.waitUntil(lambda: len(p.history) >= 1, timeout=60_000)   # the curve gets points while running
     assert len(p.acc_curve.getData()[0]) >= 1
@@ -245,8 +246,9 @@ def test_sensitivity_scan_curves_click_and_allocate(win, qtbot):
     qtbot.waitUntil(lambda: len(p._curves) >= 1 or not win.runner.busy, timeout=60_000)
     arrived.append(len(p._curves))
     wait_jobs(qtbot, win)
-    assert p.result is not None and len(p._curves) == 5
-    assert p.heat.rowCount() == 5 and p.heat.columnCount() == 3
+    assert p.result is not None and p.heat.rowCount() == 5 and p.heat.columnCount() == 3
+    win.tabs.setCurrentWidget(p)     # the curves are drawn once the tab shows (test_gui_stall.py)
+    qtbot.waitUntil(lambda: len(p._curves) == 5, timeout=2000)
     # clicking a point plans that layer at that sparsity
     p._cell_clicked(2, 1)
     assert s.plan.get(p.heat.verticalHeaderItem(2).text()).sparsity == pytest.approx(0.7)
@@ -292,6 +294,7 @@ def test_cli_scan_json_reloads_into_window(win, qtbot, tmp_path):
     f = tmp_path / "scan.json"
     assert main(["sensitivity", "--out", str(f), "--sparsities", "0.5,0.8"]) == 0
     p = win.sensitivity_panel
+    win.tabs.setCurrentWidget(p)     # (its Open button is on the tab; a hidden tab draws when shown)
     p.open_scan(str(f))
     assert p.result is not None and len(p._curves) == 5
     assert p.heat.columnCount() == 2
@@ -338,7 +341,8 @@ def test_history_restore_returns_to_an_evaluated_state(win, qtbot):
     wait_jobs(qtbot, win)
     # the dense point (evaluated on open), then the two plans
     win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself when it is on show
-    assert len(s.history) == 3 and win.history_panel.table.rowCount() == 3
+    qtbot.waitUntil(lambda: win.history_panel.table.rowCount() == 3, timeout=2000)
+    assert len(s.history) == 3
     win.history_panel.restore_row(1)
     wait_jobs(qtbot, win)
     assert s.plan.get("backbone.conv1").sparsity == pytest.approx(0.3) and not s.pending

@@ -63,8 +63,9 @@ def test_history_tab_redraws_only_what_changed(win, qtbot, monkeypatch):
     assert events["history_changed"] >= 50
     assert sum(calls.values()) == 0, calls
 
-    win.tabs.setCurrentWidget(hp)                 # shown: it catches up once
+    win.tabs.setCurrentWidget(hp)                 # shown: it catches up once (after its first paint)
     rows = len(s.history)
+    qtbot.waitUntil(lambda: hp.table.rowCount() == rows, timeout=2000)
     assert hp.table.rowCount() == rows and hp.table.item(rows - 1, 1).text() == "state 4"
     assert calls["setItem"] == 6 * rows and calls["scatter.setData"] == 1
 

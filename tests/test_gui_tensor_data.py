@@ -33,8 +33,9 @@ def test_window_measures_a_regression_model_on_tensors(qtbot, tmp_path):
         cur = s.measurements.current.value
         assert cur.accuracy is None and cur.mse is not None and s.measurements.dense.mse < cur.mse
         assert s.history and s.history[-1].accuracy == cur.mse                 # History keeps the metric
-        win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself when it is on show
-        qtbot.wait(50)
+        win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself once it is on show
+        qtbot.waitUntil(lambda: "mean squared error" in win.history_panel.plot.getAxis("left").labelText,
+                        timeout=2000)
         left = win.history_panel.plot.getAxis("left").labelText
         assert "mean squared error" in left and "lower is better" in left
         assert formatted(s, "accuracy") == f"{cur.mse:.3g}"                     # no percent sign

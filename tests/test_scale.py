@@ -95,8 +95,9 @@ def test_deferred_window_fills_in(qtbot):
     assert not gc.model().item(idx).isEnabled()
     # the dense baseline measured on open (before the History tab existed) is its first point, the star
     assert s.measurements.dense is not None and len(s.history) == 1
-    win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself when it is on show
-    assert win.history_panel.table.rowCount() == 1 and len(win.history_panel.dense_mark.points()) == 1
+    win.tabs.setCurrentWidget(win.history_panel)      # the History tab draws itself once it is on show
+    qtbot.waitUntil(lambda: win.history_panel.table.rowCount() == 1, timeout=2000)
+    assert len(win.history_panel.dense_mark.points()) == 1
     assert gc_module.isenabled()        # finish() turned automatic collection back on
 
 

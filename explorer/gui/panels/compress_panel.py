@@ -35,6 +35,7 @@ from explorer.core.train.metric import metric_of
 
 from ..plots.compress_views import CentroidHistogram, ResultTable, WaterfallPlot
 from ..window.context import AppContext
+from ..window.when_shown import WhenShown
 
 HIST_BINS = 120
 BITS_COL, VALUE_COL, IDX_COL = 2, 3, 4
@@ -164,9 +165,12 @@ class CompressPanel(QWidget):
         lay.addWidget(split)
 
         s.loaded.connect(self._on_loaded)
-        s.weight_state.changed.connect(self._show_result)
-        s.measurements.changed.connect(self._show_result)
-        s.selection_changed.connect(lambda _: self._show_layer())
+        # while another tab is current these only mark the tab for a redraw when it is shown (issue 24)
+        self._result_when_shown = WhenShown(self, self._show_result)
+        self._layer_when_shown = WhenShown(self, self._show_layer)
+        s.weight_state.changed.connect(self._result_when_shown)
+        s.measurements.changed.connect(self._result_when_shown)
+        s.selection_changed.connect(self._layer_when_shown)
         if s.loaded_ok:
             self._on_loaded()
 

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 from explorer.core.prune.criteria import CRITERIA
 
 from ..plots.legend_row import LegendRow
+from ..plots.plots import set_ticks
 from .layer_table import GRANULARITY_CHOICES, SparsityEditor, criterion_tips, granularity_tips, make_combo
 
 
@@ -72,6 +73,7 @@ class GlobalPanel(QWidget):
         self._lay.addWidget(box)
         self.bars = None
         self._last_plan = None
+        self._x_range: tuple[float, float] | None = None
         if not lazy:
             self.build_plots()
 
@@ -126,5 +128,8 @@ class GlobalPanel(QWidget):
         longest = max((len(n) for n in names), default=1)
         char = max(7, self.bars.fontMetrics().averageCharWidth())   # 7 px at 10 pt; more in presentation mode
         step = max(1, -(-len(names) * (longest * char + 12) // width))
-        ax.setTicks([[(i, names[i]) for i in range(0, len(names), step)]])
-        self.bars.setXRange(-0.6, max(len(names) - 0.4, 0.4), padding=0)
+        set_ticks(ax, [[(i, names[i]) for i in range(0, len(names), step)]])
+        x_range = (-0.6, max(len(names) - 0.4, 0.4))
+        if self._x_range != x_range:
+            self.bars.setXRange(*x_range, padding=0)
+            self._x_range = x_range

@@ -10,6 +10,7 @@ from explorer.core.prune.plan import Plan
 from explorer.core.train.metric import ACCURACY, metric_of
 
 from ..window.context import AppContext
+from ..window.when_shown import WhenShown
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -136,8 +137,11 @@ class HistoryPanel(QWidget):
         self._plotted: tuple | None = None
         self._front_size = 0
         self._fitted = False      # the columns' widths fit their contents (headers included)
-        self._stale = True        # drawn when first shown (built after the first frame: the dense baseline
-        # may be in the History already)
+        # the History or the measurements changed (e.g. every slider tick: the undo state): what changed is
+        # redrawn if the tab is on show, else once it is shown (after its first paint); drawn when first shown
+        # (built after the first frame: the dense baseline may be in the History already)
+        self._changed = WhenShown(self, self.update_results)
+        self._changed.stale = True
         self.session.results.history_changed.connect(self._changed)   # entries only, not every edit
         self.session.measurements.changed.connect(self._changed)
 
@@ -154,23 +158,10 @@ class HistoryPanel(QWidget):
         self.table.setHorizontalHeaderItem(4, QTableWidgetItem(metric.name))
         self._fitted = False
 
-    def _changed(self) -> None:
-        """The History or the measurements changed (e.g. every slider tick: the undo state): redraw what changed
-        if the tab is on show, else once it is shown."""
-        if self.isVisible():
-            self.update_results()
-        else:
-            self._stale = True
-
-    def showEvent(self, e) -> None:      # noqa: N802 (Qt's name)
-        super().showEvent(e)
-        if self._stale:
-            self.update_results()
-
     def update_results(self) -> None:
         """Bring the table and plots up to date: new entries are appended, changed rows rewritten, the plots
         redrawn only if their points changed; the whole table only when its entries were replaced (a new model)."""
-        self._stale = False
+        self._changed.stale = False
         s = self.session
         hist = s.history if s.loaded_ok else []
         metric = metric_of(s.dataset if s.loaded_ok else None)   # History keeps the dataset's metric per entry

@@ -22,6 +22,7 @@ from explorer.core.model.metrics import format_count
 
 from ..plots.speed_map_view import SpeedMapView
 from ..window.context import AppContext
+from ..window.when_shown import WhenShown
 
 
 def explain(speed_masked: float, mac_masked: float, speed_compact: float | None, mac_compact: float | None) -> str:
@@ -128,7 +129,7 @@ class LatencyPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.parts, 1)
-        self.session.measurements.changed.connect(self.update_results)
+        self.session.measurements.changed.connect(WhenShown(self, self.update_results))   # hidden: when shown
         self._fit_table()
 
     def _fit_table(self) -> None:

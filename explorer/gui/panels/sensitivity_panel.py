@@ -32,6 +32,7 @@ from explorer.core.train.metric import ACCURACY, metric_of
 
 from ..plots.prediction_plot import PredictionPlot
 from ..window.context import AppContext
+from ..window.when_shown import WhenShown
 from .allocation_box import AllocationBox
 from .layer_table import GRANULARITY_CHOICES, criterion_tips, granularity_tips, make_combo
 
@@ -50,6 +51,9 @@ class SensitivityPanel(QWidget):
         self.quality = ACCURACY           # what the curves show: accuracy, or perplexity (lower is better)
         self._partial: dict[str, list] = {}
         self._curves: dict[str, pg.PlotDataItem] = {}
+        self._points: list = []      # a running scan's points that arrived while the tab was hidden
+        self._draw_points = WhenShown(self, self._flush_points)   # drawn now, or when the tab is shown (issue 24)
+        self._draw_curves = WhenShown(self, self._result_curves)  # a finished scan's accuracy curves, likewise
 
         # --- controls
         self.sparsities = QLineEdit("0.4,0.5,0.6,0.7,0.8,0.9")
@@ -235,8 +239,8 @@ class SensitivityPanel(QWidget):
                                               f"{s.calibration_samples} samples takes a while on this model. "
                                               "Predict computes it.")
             elif p.data is not None and hasattr(p.data, "layer"):
-                self._point(p.data)
-                self.prediction.point(p.data)
+                self._points.append(p.data)
+                self._draw_points()
 
         def done(result):
             self.set_result(result)
@@ -290,6 +294,7 @@ class SensitivityPanel(QWidget):
 
     def _begin(self, spec: ScanSpec) -> None:
         self.result = None
+        self._points = []           # (a finished scan's result replaces its points)
         self.prediction.clear(spec.sparsities)
         self._spec = spec
         self._partial = {}
@@ -314,6 +319,12 @@ class SensitivityPanel(QWidget):
             self._curves[name] = c
         return c
 
+    def _flush_points(self) -> None:
+        points, self._points = self._points, []
+        for pt in points:
+            self._point(pt)
+            self.prediction.point(pt)
+
     def _point(self, pt) -> None:
         sps = self._spec.sparsities
         accs = self._partial.setdefault(pt.layer, [None] * len(sps))
@@ -334,11 +345,8 @@ class SensitivityPanel(QWidget):
         self.prediction.set_measured(result)
         self.follow_metric(result.measure)
         for l in result.layers:
-            accs = l["accuracy"]
-            xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
-            ys = [a for a in accs if a is not None]
-            self._curve(l["name"]).setData(xs, ys)
-            self._heat_row(l["name"], accs, result.dense_accuracy)
+            self._heat_row(l["name"], l["accuracy"], result.dense_accuracy)
+        self._draw_curves()      # the curves: now, or when the tab is next shown
         d = result.dense_accuracy
         self.dense_line.setValue(d)
         self.dense_line.show()
@@ -351,6 +359,16 @@ class SensitivityPanel(QWidget):
             self.drop_line.setValue(100 - (100 - d) * 1.5 if m.higher_is_better else d * 1.5)
         self.drop_line.show()
         self._label_line()
+
+    def _result_curves(self) -> None:
+        result = self.result
+        if result is None:
+            return
+        for l in result.layers:
+            accs = l["accuracy"]
+            xs = [result.sparsities[i] for i, a in enumerate(accs) if a is not None]
+            ys = [a for a in accs if a is not None]
+            self._curve(l["name"]).setData(xs, ys)
         self.plot.enableAutoRange()
 
     def _heat_row(self, name: str, accs, dense) -> None:

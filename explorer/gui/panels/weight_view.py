@@ -16,6 +16,7 @@ from explorer.core.model.metrics import format_count
 from explorer.core.prune.masks import LayerMask
 
 from ..plots.legend_row import LegendRow
+from ..plots.plots import set_label
 
 PRUNED_RGB = (38, 38, 46)
 HEAT_LEGEND = ("<span style='color:#26262e'>■</span> pruned",
@@ -52,6 +53,8 @@ class WeightView(QWidget):
         self.view: LayerMask | None = None
         self.sparsity = 0.0
         self._level = 1.0
+        self._rect: tuple[int, int] | None = None     # the heatmap's extent in weights (columns, rows)
+        self._heat_axis_text: str | None = None
 
         self.title = QLabel("No layer selected")
         self.title.setObjectName("viewTitle")
@@ -181,12 +184,13 @@ class WeightView(QWidget):
         short = text.split(" (")[0]
         width = self.heat.width() - 80
         fits = QFontMetrics(ax.label.font()).horizontalAdvance(text) <= width
-        self.heat.setLabel("bottom", text if fits or short == text else short)
-        ax.setToolTip(text)
+        set_label(self.heat, "bottom", text if fits or short == text else short)
+        if ax.toolTip() != text:
+            ax.setToolTip(text)
 
     def resizeEvent(self, e) -> None:      # noqa: N802 (Qt's name)
         super().resizeEvent(e)
-        if self.heat is not None and getattr(self, "_heat_axis_text", None):
+        if self.heat is not None and self._heat_axis_text:
             self._set_heat_axis(self._heat_axis_text)
 
     # ------------------------------------------------------------------ drawing
@@ -231,8 +235,12 @@ class WeightView(QWidget):
         lvl = self._level
         img = v.display_image(self.sparsity, lvl)
         self.image.setImage(img, levels=(-lvl - 2 * lvl / 254, lvl), autoLevels=False)
-        self.image.setRect(0, 0, L.matrix_shape[1], L.matrix_shape[0])
-        self._set_heat_axis(v.display_axis_label)
+        rect = (L.matrix_shape[1], L.matrix_shape[0])
+        if auto_range or self._rect != rect:
+            self.image.setRect(0, 0, *rect)
+            self._rect = rect
+        if self._heat_axis_text != v.display_axis_label:
+            self._set_heat_axis(v.display_axis_label)
         if auto_range:
             self._detail(self.detail_btn.isChecked())
         self.redraw_hist()
@@ -250,8 +258,8 @@ class WeightView(QWidget):
             pruned = kept + pruned  # stacked: the grey area on top of the blue one is what goes
         self.pruned_curve.setData(edges, pruned)
         self.kept_curve.setData(edges, kept)
-        self.hist.setLabel("bottom", "|weight|" if absolute else "weight value")
-        self.hist.setLabel("left", "log10(count+1)" if log else "count")
+        set_label(self.hist, "bottom", "|weight|" if absolute else "weight value")
+        set_label(self.hist, "left", "log10(count+1)" if log else "count")
         t = v.threshold(self.sparsity) if v.magnitude_threshold else None
         if t is not None and np.isfinite(t):
             self.tline_pos.setValue(t)

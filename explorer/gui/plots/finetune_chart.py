@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
+from ..window.when_shown import WhenShown
+
 SCHEDULE_COLORS = {"oneshot": (220, 110, 30), "iterative": (40, 150, 80), "agp": (120, 70, 200)}
 SPARSITY_COLOR = (110, 110, 110)
 MAX_KEPT_RUNS = 5
@@ -96,6 +98,8 @@ class RunChart(pg.PlotWidget):
         self.current_curve = pg.PlotDataItem([], [])     # the run in progress' accuracy curve (replaced on redraw)
         self._items: list = []
         self._current_items = None      # (accuracy curve, sparsity curve) of the run in progress
+        self.redraw = WhenShown(self, self._catch_up)  # now, or when the tab is next shown
+        self._drawn: tuple | None = None   # (kept runs, current run, its markers) the items were built for
         self.setToolTip("Validation accuracy per epoch (left axis): epoch 0 is the pruned model before training, and "
                         "each pruning step shows its dip and the recovery after it. Grey: sparsity (right axis), "
                         "▲ where the masks changed. Earlier runs stay dimmed for comparison (Clear removes them).")
@@ -134,15 +138,22 @@ class RunChart(pg.PlotWidget):
         epoch costs the GUI thread a few ms, issue 24); a new pruning step (marker) redraws everything."""
         if self.current is None:
             return
-        markers = len(self.current.markers)
         self.current.add(r)
-        if self._current_items is None or len(self.current.markers) != markers:
-            self.redraw()
+        self.redraw()              # hidden (another tab): only marked, drawn when shown
+
+    def _catch_up(self) -> None:
+        """The run in progress' new points only, when the items were built for the same runs and pruning steps;
+        else everything."""
+        if self._current_items is None or self._drawn != self._drawn_for():
+            self._draw()
             return
         curve, scurve = self._current_items
         curve.setData(*_xy(self.current.acc))
         scurve.setData(*_xy(self.current.sparsity))
         self._x_range([t.epochs for t in self.kept] + [self.current.epochs])
+
+    def _drawn_for(self) -> tuple:
+        return (tuple(map(id, self.kept)), id(self.current), len(self.current.markers) if self.current else 0)
 
     def clear_runs(self) -> None:
         self.kept = []
@@ -151,7 +162,7 @@ class RunChart(pg.PlotWidget):
 
     # -- drawing
 
-    def redraw(self) -> None:
+    def _draw(self) -> None:
         pi = self.getPlotItem()
         for it, on_sparsity_axis in self._items:
             (self.svb if on_sparsity_axis else pi).removeItem(it)
@@ -194,6 +205,7 @@ class RunChart(pg.PlotWidget):
             self.legend.addItem(s, "sparsity (right axis), ▲ pruning step")
         self._epochs_shown = None
         self._x_range([t.epochs for t, _ in runs])
+        self._drawn = self._drawn_for()
 
     def _x_range(self, epochs: list[int]) -> None:
         pi = self.getPlotItem()
@@ -211,8 +223,15 @@ class LossChart(pg.PlotWidget):
         super().__init__(title="training loss")
         self.setLabel("bottom", "epoch")
         self.curve = self.plot([], [], pen=pg.mkPen((220, 90, 40), width=2), symbol="o", symbolSize=5)
+        self.trace: RunTrace | None = None
+        self.redraw = WhenShown(self, self._draw)
 
     def show_trace(self, trace: RunTrace | None) -> None:
+        self.trace = trace
+        self.redraw()
+
+    def _draw(self) -> None:
+        trace = self.trace
         xs, ys = _xy(trace.loss) if trace is not None else ([], [])
         self.curve.setData(xs, ys)
         n = max(1, trace.epochs if trace is not None else 1)
@@ -237,6 +256,7 @@ class ScheduleChart(pg.PlotWidget):
                                                                            "anchors": [(0.5, 0), (0.5, 0)]})
         self.addItem(self.dense_line)
         self.dense_line.hide()
+        self.redraw = WhenShown(self, self._draw)
         self.setToolTip("Every finished fine-tune adds its kept weights' test accuracy at its sparsity; runs of the "
                         "same schedule join into a curve. Run a few sparsities per schedule to see which holds up.")
 
@@ -251,11 +271,17 @@ class ScheduleChart(pg.PlotWidget):
         pts = [p for p in self.points.get(schedule, []) if abs(p[0] - 100 * sparsity) > 1e-6]
         pts.append((100.0 * sparsity, accuracy))
         self.points[schedule] = sorted(pts)
-        if schedule not in self.curves:
-            self.curves[schedule] = self.plot([], [], pen=pg.mkPen(_color(schedule), width=2), symbol="o",
-                                              symbolSize=7, symbolBrush=pg.mkBrush(_color(schedule)),
-                                              symbolPen=None, name=schedule)
-        self.curves[schedule].setData(*_xy(self.points[schedule]))
+        self.redraw()
+
+    def _draw(self) -> None:
+        if not self.points:
+            return
+        for schedule, pts in self.points.items():
+            if schedule not in self.curves:
+                self.curves[schedule] = self.plot([], [], pen=pg.mkPen(_color(schedule), width=2), symbol="o",
+                                                  symbolSize=7, symbolBrush=pg.mkBrush(_color(schedule)),
+                                                  symbolPen=None, name=schedule)
+            self.curves[schedule].setData(*_xy(pts))
         xs = [p[0] for pts in self.points.values() for p in pts]
         lo, hi = min(xs), max(xs)
         pad = max(2.0, (10.0 - (hi - lo)) / 2)

@@ -5,6 +5,10 @@ thread worker, forwards rate-limited progress records (records that carry data -
 finished step -- always get through), and calls the job's named handlers on the main thread:
 ``on_done(result)``, ``on_progress(record)``, ``on_error(exception)``, ``on_cancel()``. Cancel is
 cooperative: the job raises :class:`Cancelled` at its next check.
+
+Closing the window calls :meth:`JobRunner.shut_down`: the running job is cancelled and waited for until its worker
+has sent its last signal, and no job starts after that (a timer that fires while the window closes -- a lesson's
+measurement -- would otherwise start one whose signals outlive the window: "Signal source has been deleted").
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from explorer.core.jobs import CancelToken, Progress
 from . import gc_guard
 
 PROGRESS_INTERVAL_S = 0.05
+_OUTLIVING: set = set()     # workers still running when their window closed (their signals must stay alive)
 
 
 @dataclass
@@ -57,7 +62,8 @@ class _JobWorker(WorkerBase):
     def __init__(self, job: Job):
         super().__init__(SignalsClass=_JobSignals)
         self.job = job
-        self.ended = threading.Event()
+        self.ended = threading.Event()     # the job's function returned (or raised)
+        self.done = threading.Event()      # ... and the worker sent its last signal
         self._last = 0.0
 
     def _progress(self, p: Progress) -> None:
@@ -71,6 +77,13 @@ class _JobWorker(WorkerBase):
             return self.job.fn(self._progress, self.job.token)
         finally:
             self.ended.set()
+
+    def run(self) -> None:      # Qt's name (QRunnable.run): superqt's run emits the result signals after work()
+        try:
+            super().run()
+        finally:
+            self.done.set()
+            _OUTLIVING.discard(self)
 
 
 class JobRunner(QObject):
@@ -88,6 +101,7 @@ class JobRunner(QObject):
         self.current: Job | None = None
         self._worker: _JobWorker | None = None
         self._outcome: tuple[str, Any] | None = None
+        self.closed = False      # shut_down() was called: no job starts any more
 
     @property
     def busy(self) -> bool:
@@ -100,6 +114,9 @@ class JobRunner(QObject):
         return w is not None and not w.ended.is_set()
 
     def submit(self, job: Job) -> Job:
+        if self.closed:          # the window is closing or closed: nothing starts (its handlers are not called)
+            job.token.cancel()
+            return job
         self.queue.append(job)
         self._next()
         return job
@@ -117,9 +134,24 @@ class JobRunner(QObject):
             self.current.token.cancel()
 
     def wait(self, timeout_ms: int = 30000) -> bool:
-        """Block until the running job's work ends (for closing the window)."""
+        """Block until the running job's worker has finished: its function ended and its last signal was sent."""
         w = self._worker
-        return w.ended.wait(timeout_ms / 1000) if w is not None else True
+        return w.done.wait(timeout_ms / 1000) if w is not None else True
+
+    def shut_down(self, timeout_ms: int = 20000) -> bool:
+        """For closing the window: cancel the running job, drop the queued ones, start none from now on, and wait
+        for the running worker to finish. False if it did not within ``timeout_ms``; it is then kept alive (its
+        signals with it) until it ends, so it never emits from a deleted object."""
+        self.closed = True
+        self.cancel()
+        w = self._worker
+        if w is None or self.wait(timeout_ms):
+            return True
+        _OUTLIVING.add(w)
+        if w.done.is_set():        # it ended between the wait and the add
+            _OUTLIVING.discard(w)
+            return True
+        return False
 
     def _next(self) -> None:
         if self.current is not None:

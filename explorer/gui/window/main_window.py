@@ -7,6 +7,7 @@ dashboard and bars on plan/weight changes, throttled so a slider drag never queu
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer
@@ -30,8 +31,8 @@ from ..panels.dashboard import Dashboard, totals_text
 from ..panels.global_panel import GlobalPanel
 from ..panels.layer_table import LayerTable
 from ..panels.weight_view import WeightView
+from . import gc_guard, startup
 from . import help as help_dialogs
-from . import startup
 from .context import AppContext
 from .device_box import DeviceBox
 from .dialogs import error_text, show_error
@@ -39,6 +40,7 @@ from .job_bar import JobBar
 from .jobs import JobRunner
 
 SYNC_BUILD_LIMIT = 2_000_000   # rankings of layers up to this many weights are built on the GUI thread (< ~50 ms)
+BUILD_BUDGET_S = 0.008         # rankings built in one event-loop turn before the rest wait for the next turns
 REDRAW_MS = 15
 
 
@@ -285,6 +287,7 @@ class MainWindow(QMainWindow):
     def _on_loaded(self) -> None:
         s = self.session
         r = s.require()
+        gc_guard.collect_frozen()      # a model opened after the start: the previous one's cycles go (gc_guard)
         self.model_label.setText(f"<b>{r.model.name}</b>")
         self.model_label.setToolTip(f"{r.model.spec}\n" + "\n".join(r.notes))
         self.models.sync_dataset_combo()
@@ -317,11 +320,14 @@ class MainWindow(QMainWindow):
     def redraw_all(self, now: bool = False) -> None:
         """Redraw every row, not only the edited ones: at once, or with the next throttled redraw."""
         self._changed_rows = None
-        self._redraw() if now else self._redraw_soon()
+        self._redraw(now=True) if now else self._redraw_soon()
 
-    def _redraw(self) -> None:
+    def _redraw(self, now: bool = False) -> None:
         """Rows, weight view, dashboard, bars. Builds missing rankings first (in a worker if big). Asks the
-        session once per layer whether its ranking is cached, and hands the answer (``pending``) along."""
+        session once per layer whether its ranking is cached, and hands the answer (``pending``) along.
+
+        Unless ``now``, a redraw of everything is spread over event-loop turns (issue 24): the missing rankings
+        a few per turn (``BUILD_BUDGET_S``), then the rows and cards, then the weight view."""
         s = self.session
         if not s.loaded_ok:
             return
@@ -337,18 +343,29 @@ class MainWindow(QMainWindow):
         if big:
             self._index_in_background(big)
         pending = set(big)      # still uncached after this: the big ones (a worker builds them) and failures
-        for n in [n for n in missing if n not in big]:
+        t0 = time.perf_counter()
+        for i, n in enumerate(n for n in missing if n not in big):
+            if i and not now and time.perf_counter() - t0 > BUILD_BUDGET_S:
+                # new weights (a job's end) make every ranking stale: they are built a few per event-loop turn,
+                # and the views keep their picture until all are there (no GUI-thread stall, issue 24)
+                QTimer.singleShot(0, self, self._redraw)
+                return
             try:
                 s.layer_mask(n, s.plan.get(n))
             except Exception as e:  # e.g. taylor without gradients
                 pending.add(n)
                 self.report_error(e)
-        rows = None if self._changed_rows is None else sorted(self._changed_rows)
+        whole = self._changed_rows is None
+        rows = None if whole else sorted(self._changed_rows)
         self._changed_rows = set()
         self.table.refresh(rows, pending)
-        self._show_selected(pending)
         self._update_dashboard(pending)
         self._update_actions()
+        if whole and not now:   # every row redrawn (new weights): the weight view in the next turn, its own paint
+            plan = s.plan       # (a newer plan brings its own redraw, which shows the layer)
+            QTimer.singleShot(0, self, lambda: self.session.plan is plan and self._show_selected(pending))
+        else:
+            self._show_selected(pending)
 
     def _index_in_background(self, names: list[str]) -> None:
         if self._indexing:
@@ -510,9 +527,9 @@ class MainWindow(QMainWindow):
             if ask != QMessageBox.Yes:
                 e.ignore()
                 return
-            self._closing = True
-            self.runner.cancel()
-            if not self.runner.wait(20000):
-                self.status("the job did not stop in time", 0)
         self._closing = True
+        # the running job is cancelled and waited for; nothing starts after this (a lesson's timer firing while
+        # the window closes would start an Evaluate whose signals outlive the window)
+        if not self.runner.shut_down(20000):
+            self.status("the job did not stop in time", 0)
         e.accept()

@@ -89,6 +89,7 @@ def finish(win) -> None:
     win.global_panel.build_plots()
     replace_placeholders(win)
     win.redraw_all(now=True)
+    gc_guard.freeze_long_lived()     # later full collections scan only what comes after this (gc_guard)
     s = win.session
     if s.loaded_ok and not s.groups_ready:
         win.runner.run("Analysing channel groups", lambda p, c: s.ensure_groups(p, c),
