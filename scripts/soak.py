@@ -35,9 +35,11 @@ LIMITS = {"widgets": 5.0, "qobjects": 20.0, "pyobjects": 1500.0, "threads": 0.5,
 # A short run (the test's 360 actions) is still inside the warm-up of bounded caches (the History's 4 MiB of
 # states before it spills to disk, glibc arenas, pyqtgraph's pixmaps): +6 MB per 100 actions at 360 actions
 # that levels off (2,500 actions: -0.5 MB per 100). Short runs judge RSS loosely (a leaked model copy per
-# action, +27 MB per 100, still fails); widgets and QObjects are judged tightly at every length.
+# action, +27 MB per 100, still fails); widgets and QObjects are judged tightly at every length. The same seeded
+# 360 actions read +3.3, +16.1 and +18.0 MB per 100 in fresh processes on one day (allocator steps; the 18.0 on a
+# tree whose other runs passed), so the short limit sits between that spread and a leak.
 SHORT_RUN_ACTIONS = 1000
-SHORT_RUN_RSS_MB = 15.0
+SHORT_RUN_RSS_MB = 22.0
 # Python objects level off later still (pyqtgraph's item caches, the History's entries, torch's dispatcher
 # caches): 360 actions measured up to +1,561 per 100 on the CI machine, 2,500 actions +78. Leaked widgets and
 # QObjects are still judged tightly in short runs.
