@@ -92,9 +92,19 @@ def finish(win) -> None:
     gc_guard.freeze_long_lived()     # later full collections scan only what comes after this (gc_guard)
     s = win.session
     if s.loaded_ok and not s.groups_ready:
-        win.runner.run("Analysing channel groups", lambda p, c: s.ensure_groups(p, c),
+        win.runner.run("Analysing channel groups", lambda p, c: _groups_and_warm_imports(s, p, c),
                        on_done=lambda _=None: groups_arrived(win), on_error=lambda e=None: groups_arrived(win),
                        quiet=True)
+
+
+def _groups_and_warm_imports(s, progress, cancel):
+    """The start's background job: torch._dynamo first (with sympy and triton, 3-4 s of imports that the first
+    fine-tune or trace would otherwise run in the middle of a job, holding the import lock: the GUI-thread stall
+    benchmark's job took 12 s instead of 5-7 and its stalls 0.2-0.4 s once nothing imported it at start-up), then
+    the channel groups."""
+    import torch._dynamo  # noqa: F401
+
+    return s.ensure_groups(progress, cancel)
 
 
 def groups_arrived(win) -> None:
