@@ -98,13 +98,14 @@ def finish(win) -> None:
 
 
 def _groups_and_warm_imports(s, progress, cancel):
-    """The start's background job: torch._dynamo first (with sympy and triton, 3-4 s of imports that the first
-    fine-tune or trace would otherwise run in the middle of a job, holding the import lock: the GUI-thread stall
-    benchmark's job took 12 s instead of 5-7 and its stalls 0.2-0.4 s once nothing imported it at start-up), then
-    the channel groups."""
+    """The start's background job: the channel groups, then torch._dynamo (with sympy and triton, 3-4 s of imports
+    that the first fine-tune or trace would otherwise run in the middle of a job, holding the import lock: the
+    GUI-thread stall benchmark's job took 12 s instead of 5-7 and its stalls 0.2-0.4 s once nothing imported it at
+    start-up). Groups first: the table's channel checks wait for them."""
+    groups = s.ensure_groups(progress, cancel)
     import torch._dynamo  # noqa: F401
 
-    return s.ensure_groups(progress, cancel)
+    return groups
 
 
 def groups_arrived(win) -> None:
